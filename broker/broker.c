@@ -1,0 +1,873 @@
+/*  broker: the router thread. See broker.h.
+ *
+ *  Runs on the thread that calls cw_broker_run; nothing here is shared with
+ *  another thread. The loop: poll the ROUTER socket until the next timer
+ *  tick, handle up to BATCH messages, run the tick (heartbeats, expiry),
+ *  close sessions marked dead. Per message:
+ *
+ *      recv [routing id][frame]...  ->  decode_or_reply  ->  dispatch by body
+ *
+ *  Every path that rejects a request goes through reply_status(), the one
+ *  function that builds error replies. A request always gets exactly one
+ *  Reply; pushes (deliver, presence, heartbeat) carry request_id 0.
+ *
+ *  Sending uses ZMQ_ROUTER_MANDATORY and ZMQ_DONTWAIT, so a send to a peer
+ *  that is gone fails with EHOSTUNREACH (the session is marked dead) and a
+ *  send to a peer whose queue is at the high-water mark fails with EAGAIN
+ *  (the recipient is reported FLOODED). The router never blocks on a peer.
+ *
+ *  Session close points (the only places cw_sessions_close is called):
+ *  handle_logout (after the reply), reap() (dead sessions, after each
+ *  message and tick) and cw_broker_destroy.
+ */
+#include "broker.h"
+#include "cw_clock.h"
+#include "cw_envelope.h"
+#include "cw_log.h"
+#include "cw_status.h"
+#include "cw_util.h"
+#include "sessions.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <zmq.h>
+
+#define BATCH 1024            /* messages handled between timer checks */
+#define MESSAGE_ID_MAX 128    /* longest Send.message_id, bytes */
+#define AGENT_MAX 128         /* longest Login.agent, bytes */
+#define USER_LOG_LINE_MAX 40  /* names shown in the user-log log line */
+
+typedef struct {
+    uint64_t frames_in;        /* frames received (payload frames) */
+    uint64_t frames_out;       /* frames sent successfully */
+    uint64_t messages_routed;  /* Send requests routed */
+    uint64_t deliveries;       /* Deliver pushes sent */
+    uint64_t bad_frames;       /* requests answered with a protocol error */
+    uint64_t expired;          /* sessions expired for silence or disconnection */
+} counters_t;
+
+struct cw_broker {
+    cw_broker_config_t cfg;   /* copy of the configuration */
+    void *ctx;                /* libzmq context, owned */
+    void *router;             /* ROUTER socket, owned */
+    char endpoint[256];       /* bound endpoint, wildcard port resolved */
+    cw_sessions_t *sessions;  /* sessions and user log, owned */
+    size_t n_dead;            /* sessions marked dead and not yet reaped */
+    uint64_t mark;            /* generation counter for cw_user_t.mark */
+    int64_t started_ms;       /* monotonic start time */
+    int64_t now_ms;           /* monotonic time of the current message or tick */
+    uint64_t now_us;          /* wall-clock time of the current message or tick */
+    counters_t stats;         /* monotonic counters */
+};
+
+/* -------------------------------------------------------------------------
+ * Sending
+ */
+
+/* Sends a prepared frame to a session (consumes *msg in every case).
+ * Returns CW_DELIVERED, CW_FLOODED (peer's queue full) or CW_OFFLINE (peer
+ * gone: the session is marked dead and reaped at the next safe point). */
+static int push(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
+{
+    if (s->dead) {
+        zmq_msg_close(msg);
+        return CW_OFFLINE;
+    }
+    int rc = zmq_send(b->router, s->id + 1, s->id[0], ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    if (rc >= 0)
+        rc = zmq_msg_send(msg, b->router, ZMQ_DONTWAIT);
+    if (rc >= 0) {
+        s->last_tx_ms = b->now_ms;
+        b->stats.frames_out++;
+        return CW_DELIVERED;
+    }
+    int e = errno;
+    zmq_msg_close(msg);
+    if (e == EAGAIN) {
+        CW_DEBUG("%s: send queue full, frame dropped", s->user->name);
+        return CW_FLOODED;
+    }
+    CW_DEBUG("%s: peer gone (%s)", s->user->name, zmq_strerror(e));
+    if (!s->dead) {
+        s->dead = true;
+        b->n_dead++;
+    }
+    return CW_OFFLINE;
+}
+
+/* Sends env to a routing id that may have no session (replies). Failures
+ * are logged; a peer that vanished cannot be answered. */
+static void send_to_id(cw_broker_t *b, const void *id, size_t id_len, const cw_env_t *env)
+{
+    if (cw_env_send(b->router, id, id_len, env, ZMQ_DONTWAIT) == 0)
+        b->stats.frames_out++;
+    else
+        CW_DEBUG("reply dropped: %s", zmq_strerror(errno));
+}
+
+/* The one function that builds an error (or bare status) reply. */
+static void reply_status(cw_broker_t *b, const void *id, size_t id_len, uint64_t request_id,
+                         int status, const char *detail)
+{
+    cw_env_t env;
+    Causeway__V1__Reply reply;
+    cw_env_init(&env, request_id);
+    causeway__v1__reply__init(&reply);
+    reply.status = (Causeway__V1__Status) status;
+    reply.detail = (char *) (detail ? detail : cw_strerror(status));
+    env.body_case = CW_BODY(REPLY);
+    env.reply = &reply;
+    if (!cw_status_is_success(status)) {
+        b->stats.bad_frames++;
+        CW_DEBUG("reply %s to request %llu: %s", cw_status_name(status),
+                 (unsigned long long) request_id, reply.detail);
+    }
+    send_to_id(b, id, id_len, &env);
+}
+
+/* Fills a UserInfo array for the user log. Caller frees *infos and *ptrs.
+ * Returns the count, or -1 if out of memory. */
+static long user_log(cw_broker_t *b, Causeway__V1__UserInfo **infos,
+                     Causeway__V1__UserInfo ***ptrs)
+{
+    size_t n = cw_sessions_user_count(b->sessions);
+    *infos = calloc(n ? n : 1, sizeof **infos);
+    *ptrs = calloc(n ? n : 1, sizeof **ptrs);
+    if (!*infos || !*ptrs) {
+        free(*infos);
+        free(*ptrs);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        cw_user_t *u = cw_sessions_user_at(b->sessions, i);
+        causeway__v1__user_info__init(&(*infos)[i]);
+        (*infos)[i].name = u->name;
+        (*infos)[i].online = u->session != NULL;
+        (*infos)[i].last_seen_us = u->last_seen_us;
+        (*ptrs)[i] = &(*infos)[i];
+    }
+    return (long) n;
+}
+
+/* Logs the cumulative user log, the CLI form of the original server window. */
+static void log_user_log(cw_broker_t *b)
+{
+    if (!cw_log_enabled(CW_LOG_INFO))
+        return;
+    char line[1536];
+    size_t n = cw_sessions_user_count(b->sessions), off = 0;
+    int w = snprintf(line, sizeof line, "user log: %zu known, %zu online:", n,
+                     cw_sessions_count(b->sessions));
+    off = (size_t) w;
+    for (size_t i = 0; i < n && i < USER_LOG_LINE_MAX && off < sizeof line; i++) {
+        cw_user_t *u = cw_sessions_user_at(b->sessions, i);
+        w = snprintf(line + off, sizeof line - off, " %s%s", u->name, u->session ? "*" : "");
+        if (w < 0)
+            break;
+        off += (size_t) w;
+    }
+    if (n > USER_LOG_LINE_MAX && off < sizeof line)
+        snprintf(line + off, sizeof line - off, " ... (+%zu)", n - USER_LOG_LINE_MAX);
+    CW_INFO("%s", line);
+}
+
+/* Tells every other live, non-quiet session that `name` came or went. */
+static void announce(cw_broker_t *b, const char *name, bool online,
+                     Causeway__V1__Presence__Reason reason, const cw_session_t *except)
+{
+    cw_env_t env;
+    Causeway__V1__Presence p;
+    cw_env_init(&env, 0);
+    causeway__v1__presence__init(&p);
+    p.name = (char *) name;
+    p.online = online;
+    p.reason = reason;
+    p.timestamp_us = b->now_us;
+    env.body_case = CW_BODY(PRESENCE);
+    env.presence = &p;
+    zmq_msg_t proto;
+    if (cw_env_to_msg(&env, &proto) != CW_OK) {
+        CW_ERROR("out of memory announcing %s", name);
+        return;
+    }
+    size_t n = cw_sessions_count(b->sessions);
+    for (size_t i = 0; i < n; i++) {
+        cw_session_t *s = cw_sessions_at(b->sessions, i);
+        if (s == except || s->quiet || s->dead)
+            continue;
+        zmq_msg_t copy;
+        zmq_msg_init(&copy);
+        zmq_msg_copy(&copy, &proto);
+        push(b, s, &copy);
+    }
+    zmq_msg_close(&proto);
+}
+
+/* Closes every session marked dead, announcing each as expired. Safe point:
+ * call only when no session pointer is held. */
+static void reap(cw_broker_t *b)
+{
+    while (b->n_dead > 0) {
+        b->n_dead = 0;
+        /* Backwards: closing swaps the last session into the freed slot. */
+        for (size_t i = cw_sessions_count(b->sessions); i-- > 0;) {
+            if (i >= cw_sessions_count(b->sessions))
+                continue;
+            cw_session_t *s = cw_sessions_at(b->sessions, i);
+            if (!s->dead)
+                continue;
+            char name[CW_NAME_MAX_HARD + 1];
+            strcpy(name, s->user->name);
+            cw_sessions_close(b->sessions, &s, b->now_us);
+            b->stats.expired++;
+            CW_INFO("expired %s", name);
+            /* May mark more sessions dead: the outer loop goes again. */
+            announce(b, name, false, CAUSEWAY__V1__PRESENCE__REASON__REASON_EXPIRED, NULL);
+        }
+        log_user_log(b);
+    }
+    cw_sessions_check(b->sessions);
+}
+
+/* -------------------------------------------------------------------------
+ * Requests
+ */
+
+static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
+                         const cw_env_t *env)
+{
+    const Causeway__V1__Login *login = env->login;
+    uint64_t rid = env->request_id;
+    if (s) {
+        reply_status(b, id, id_len, rid, CW_ALREADY_LOGGED_IN, "this connection is already logged in");
+        return;
+    }
+    const char *why = NULL;
+    if (cw_name_check(login->name, b->cfg.max_name, &why) != CW_OK) {
+        reply_status(b, id, id_len, rid, CW_BAD_NAME, why);
+        return;
+    }
+    if (login->agent && strlen(login->agent) > AGENT_MAX) {
+        reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "Login.agent is longer than 128 bytes");
+        return;
+    }
+    cw_user_t *user = cw_sessions_user(b->sessions, login->name);
+    bool resumed = false;
+    if (user && user->session) {
+        cw_session_t *old = user->session;
+        if (login->resume_token.len == CW_TOKEN_LEN &&
+            memcmp(login->resume_token.data, old->token, CW_TOKEN_LEN) == 0) {
+            if (old->dead)
+                b->n_dead--; /* rescued before the reaper got it */
+            if (cw_sessions_rebind(b->sessions, old, id, id_len) != 0) {
+                reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
+                return;
+            }
+            s = old;
+            s->last_rx_ms = b->now_ms;
+            resumed = true;
+        } else {
+            char detail[128];
+            snprintf(detail, sizeof detail, "name '%s' is held by a live session", login->name);
+            reply_status(b, id, id_len, rid, CW_NAME_TAKEN, detail);
+            return;
+        }
+    }
+    if (!resumed) {
+        if (cw_sessions_count(b->sessions) >= b->cfg.max_sessions) {
+            reply_status(b, id, id_len, rid, CW_TOO_MANY_SESSIONS,
+                         "the broker's session limit is reached");
+            return;
+        }
+        bool created = false;
+        user = cw_sessions_user_add(b->sessions, login->name, &created);
+        if (!user || !(s = cw_sessions_open(b->sessions, id, id_len, user, b->now_ms))) {
+            reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
+            return;
+        }
+        if (created)
+            CW_INFO("new user %s", user->name);
+        if (getrandom(s->token, sizeof s->token, 0) != (ssize_t) sizeof s->token) {
+            /* Without a good token nobody may resume this session. */
+            memset(s->token, 0, sizeof s->token);
+            CW_WARN("getrandom failed; session %s cannot be resumed", user->name);
+        }
+        user->last_seen_us = b->now_us;
+    }
+    s->quiet = login->quiet;
+
+    cw_env_t out;
+    Causeway__V1__Reply reply;
+    Causeway__V1__LoginInfo info;
+    cw_env_init(&out, rid);
+    causeway__v1__reply__init(&reply);
+    causeway__v1__login_info__init(&info);
+    info.broker_version = CW_VERSION;
+    info.heartbeat_ms = b->cfg.heartbeat_ms;
+    info.liveness = b->cfg.liveness;
+    info.max_frame = b->cfg.max_frame;
+    info.max_recipients = b->cfg.max_recipients;
+    info.max_text = b->cfg.max_text;
+    info.resume_token.data = s->token;
+    info.resume_token.len = sizeof s->token;
+    info.durable = false;
+    reply.status = (Causeway__V1__Status) CW_OK;
+    reply.detail = resumed ? "session resumed" : "logged in";
+    reply.login = &info;
+    Causeway__V1__UserInfo *infos = NULL, **ptrs = NULL;
+    if (!s->quiet) {
+        long n = user_log(b, &infos, &ptrs);
+        if (n < 0) {
+            reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
+            return;
+        }
+        reply.n_users = (size_t) n;
+        reply.users = ptrs;
+    }
+    out.body_case = CW_BODY(REPLY);
+    out.reply = &reply;
+    send_to_id(b, id, id_len, &out);
+    free(infos);
+    free(ptrs);
+    s->last_tx_ms = b->now_ms;
+
+    CW_INFO("%s %s%s%s%s", resumed ? "resumed" : "login", user->name,
+            login->agent && *login->agent ? " (" : "", login->agent ? login->agent : "",
+            login->agent && *login->agent ? ")" : "");
+    if (!resumed) {
+        announce(b, user->name, true, CAUSEWAY__V1__PRESENCE__REASON__REASON_LOGIN, s);
+        log_user_log(b);
+    }
+}
+
+static void handle_logout(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
+                          const cw_env_t *env)
+{
+    if (!s) {
+        reply_status(b, id, id_len, env->request_id, CW_NOT_LOGGED_IN, "logout without a session");
+        return;
+    }
+    reply_status(b, id, id_len, env->request_id, CW_OK, "logged out");
+    char name[CW_NAME_MAX_HARD + 1];
+    strcpy(name, s->user->name);
+    if (s->dead)
+        b->n_dead--;
+    cw_sessions_close(b->sessions, &s, b->now_us);
+    CW_INFO("logout %s", name);
+    announce(b, name, false, CAUSEWAY__V1__PRESENCE__REASON__REASON_LOGOUT, NULL);
+    log_user_log(b);
+}
+
+/* Checks a Send against the limits; replies and returns false if refused. */
+static bool send_valid_or_reply(cw_broker_t *b, const void *id, size_t id_len,
+                                const cw_env_t *env)
+{
+    const Causeway__V1__Send *send = env->send;
+    uint64_t rid = env->request_id;
+    if (send->broadcast && send->n_to > 0) {
+        reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "broadcast with an explicit recipient list");
+        return false;
+    }
+    if (!send->broadcast && send->n_to == 0) {
+        reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "no recipients");
+        return false;
+    }
+    if (send->n_to > b->cfg.max_recipients) {
+        char detail[96];
+        snprintf(detail, sizeof detail, "%zu recipients; the limit is %u", send->n_to,
+                 b->cfg.max_recipients);
+        reply_status(b, id, id_len, rid, CW_TOO_MANY_RECIPIENTS, detail);
+        return false;
+    }
+    size_t text_len = send->text ? strlen(send->text) : 0;
+    if (text_len > b->cfg.max_text) {
+        char detail[96];
+        snprintf(detail, sizeof detail, "text is %zu bytes; the limit is %u", text_len,
+                 b->cfg.max_text);
+        reply_status(b, id, id_len, rid, CW_TOO_LARGE, detail);
+        return false;
+    }
+    if (send->message_id && strlen(send->message_id) > MESSAGE_ID_MAX) {
+        reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "message_id is longer than 128 bytes");
+        return false;
+    }
+    if (send->durable) {
+        reply_status(b, id, id_len, rid, CW_NOT_DURABLE,
+                     "durable sending needs a broker started with --data DIR");
+        return false;
+    }
+    return true;
+}
+
+/* Resolves the recipients of a Send into rcpts (deduplicated, in the order
+ * given; broadcast: every user but the sender, by name). users[i] is the
+ * user of rcpts[i] or NULL if unknown. Returns the count, -1 on no memory. */
+static long resolve(cw_broker_t *b, const Causeway__V1__Send *send, const cw_user_t *sender,
+                    Causeway__V1__RecipientStatus *rcpts, cw_user_t **users)
+{
+    size_t n = 0;
+    b->mark++;
+    if (send->broadcast) {
+        size_t nu = cw_sessions_user_count(b->sessions);
+        for (size_t i = 0; i < nu; i++) {
+            cw_user_t *u = cw_sessions_user_at(b->sessions, i);
+            if (u == sender)
+                continue;
+            causeway__v1__recipient_status__init(&rcpts[n]);
+            rcpts[n].name = u->name;
+            users[n++] = u;
+        }
+        return (long) n;
+    }
+    for (size_t i = 0; i < send->n_to; i++) {
+        const char *name = send->to[i];
+        cw_user_t *u = cw_sessions_user(b->sessions, name);
+        if (u) {
+            if (u->mark == b->mark)
+                continue;
+            u->mark = b->mark;
+        } else {
+            bool seen = false;
+            for (size_t k = 0; k < n && !seen; k++)
+                seen = !users[k] && strcmp(rcpts[k].name, name) == 0;
+            if (seen)
+                continue;
+        }
+        causeway__v1__recipient_status__init(&rcpts[n]);
+        rcpts[n].name = u ? u->name : (char *) name;
+        users[n++] = u;
+    }
+    return (long) n;
+}
+
+static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
+                        const cw_env_t *env)
+{
+    if (!s) {
+        reply_status(b, id, id_len, env->request_id, CW_NOT_LOGGED_IN, "send without a session");
+        return;
+    }
+    if (!send_valid_or_reply(b, id, id_len, env))
+        return;
+    const Causeway__V1__Send *send = env->send;
+    size_t cap = send->broadcast ? cw_sessions_user_count(b->sessions) : send->n_to;
+    Causeway__V1__RecipientStatus *rcpts = calloc(cap ? cap : 1, sizeof *rcpts);
+    Causeway__V1__RecipientStatus **rptrs = calloc(cap ? cap : 1, sizeof *rptrs);
+    cw_user_t **users = calloc(cap ? cap : 1, sizeof *users);
+    char **to = calloc(cap ? cap : 1, sizeof *to);
+    long n = (rcpts && rptrs && users && to) ? resolve(b, send, s->user, rcpts, users) : -1;
+    if (n < 0) {
+        reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
+        goto done;
+    }
+
+    /* One Deliver frame, packed once, shared by every recipient. */
+    cw_env_t denv;
+    Causeway__V1__Deliver d;
+    cw_env_init(&denv, 0);
+    causeway__v1__deliver__init(&d);
+    d.from = s->user->name;
+    if (!send->broadcast) {
+        for (long i = 0; i < n; i++)
+            to[i] = rcpts[i].name;
+        d.n_to = (size_t) n;
+        d.to = to;
+    }
+    d.broadcast = send->broadcast;
+    d.text = send->text;
+    d.timestamp_us = b->now_us;
+    d.message_id = send->message_id;
+    d.n_clock = env->n_clock;
+    d.clock = env->clock;
+    denv.body_case = CW_BODY(DELIVER);
+    denv.deliver = &d;
+    zmq_msg_t proto;
+    if (cw_env_to_msg(&denv, &proto) != CW_OK) {
+        reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
+        goto done;
+    }
+    size_t delivered = 0, offline = 0, unknown = 0, flooded = 0;
+    for (long i = 0; i < n; i++) {
+        int st;
+        if (!users[i]) {
+            st = CW_UNKNOWN_USER;
+            unknown++;
+        } else if (!users[i]->session || users[i]->session->dead) {
+            st = CW_OFFLINE;
+            offline++;
+        } else {
+            zmq_msg_t copy;
+            zmq_msg_init(&copy);
+            zmq_msg_copy(&copy, &proto);
+            st = push(b, users[i]->session, &copy);
+            if (st == CW_DELIVERED) {
+                delivered++;
+                b->stats.deliveries++;
+            } else if (st == CW_FLOODED) {
+                flooded++;
+            } else {
+                offline++;
+            }
+        }
+        rcpts[i].status = (Causeway__V1__Status) st;
+        rptrs[i] = &rcpts[i];
+    }
+    zmq_msg_close(&proto);
+    b->stats.messages_routed++;
+
+    cw_env_t out;
+    Causeway__V1__Reply reply;
+    cw_env_init(&out, env->request_id);
+    causeway__v1__reply__init(&reply);
+    reply.status = (Causeway__V1__Status) CW_OK;
+    reply.detail = "sent";
+    reply.n_recipients = (size_t) n;
+    reply.recipients = rptrs;
+    out.body_case = CW_BODY(REPLY);
+    out.reply = &reply;
+    send_to_id(b, id, id_len, &out);
+    s->last_tx_ms = b->now_ms;
+
+    if (cw_log_enabled(CW_LOG_INFO)) {
+        char names[256] = "";
+        size_t off = 0;
+        for (long i = 0; i < n && off < sizeof names; i++) {
+            int w = snprintf(names + off, sizeof names - off, "%s%s", i ? "," : "", rcpts[i].name);
+            off += w > 0 ? (size_t) w : 0;
+        }
+        if (off >= sizeof names)
+            strcpy(names + sizeof names - 4, "...");
+        char clock[256];
+        CW_INFO("forward %s -> %s%s (%zu bytes): delivered %zu, offline %zu, unknown %zu%s%s clock %s",
+                s->user->name, send->broadcast ? "all:" : "", names,
+                send->text ? strlen(send->text) : 0, delivered, offline, unknown,
+                flooded ? ", flooded " : "", flooded ? "yes" : "",
+                cw_clock_format(env->clock, env->n_clock, clock, sizeof clock));
+        CW_DEBUG("text from %s: %s", s->user->name, send->text ? send->text : "");
+    }
+done:
+    free(rcpts);
+    free(rptrs);
+    free(users);
+    free(to);
+}
+
+static void handle_who(cw_broker_t *b, const void *id, size_t id_len, const cw_env_t *env)
+{
+    cw_env_t out;
+    Causeway__V1__Reply reply;
+    Causeway__V1__UserInfo *infos = NULL, **ptrs = NULL;
+    long n = user_log(b, &infos, &ptrs);
+    if (n < 0) {
+        reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
+        return;
+    }
+    cw_env_init(&out, env->request_id);
+    causeway__v1__reply__init(&reply);
+    reply.status = (Causeway__V1__Status) CW_OK;
+    reply.detail = "user log";
+    reply.n_users = (size_t) n;
+    reply.users = ptrs;
+    out.body_case = CW_BODY(REPLY);
+    out.reply = &reply;
+    send_to_id(b, id, id_len, &out);
+    free(infos);
+    free(ptrs);
+}
+
+static void handle_stats(cw_broker_t *b, const void *id, size_t id_len, const cw_env_t *env)
+{
+    cw_env_t out;
+    Causeway__V1__Reply reply;
+    Causeway__V1__BrokerStats st;
+    cw_env_init(&out, env->request_id);
+    causeway__v1__reply__init(&reply);
+    causeway__v1__broker_stats__init(&st);
+    st.uptime_ms = (uint64_t) (b->now_ms - b->started_ms);
+    st.sessions = (uint32_t) cw_sessions_count(b->sessions);
+    st.known_users = (uint32_t) cw_sessions_user_count(b->sessions);
+    st.frames_in = b->stats.frames_in;
+    st.frames_out = b->stats.frames_out;
+    st.messages_routed = b->stats.messages_routed;
+    st.deliveries = b->stats.deliveries;
+    st.bad_frames = b->stats.bad_frames;
+    st.expired_sessions = b->stats.expired;
+    reply.status = (Causeway__V1__Status) CW_OK;
+    reply.detail = "stats";
+    reply.stats = &st;
+    out.body_case = CW_BODY(REPLY);
+    out.reply = &reply;
+    send_to_id(b, id, id_len, &out);
+}
+
+/* Routes one decoded envelope from the peer `id` (session s, may be NULL). */
+static void dispatch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
+                     const cw_env_t *env)
+{
+    uint64_t rid = env->request_id;
+    if (!cw_clock_entries_valid(env->clock, env->n_clock)) {
+        reply_status(b, id, id_len, rid, CW_BAD_REQUEST,
+                     "clock entries must be sorted by node, unique and non-empty");
+        return;
+    }
+    switch (env->body_case) {
+    case CW_BODY(LOGIN):
+        handle_login(b, id, id_len, s, env);
+        break;
+    case CW_BODY(LOGOUT):
+        handle_logout(b, id, id_len, s, env);
+        break;
+    case CW_BODY(SEND):
+        handle_send(b, id, id_len, s, env);
+        break;
+    case CW_BODY(WHO):
+        handle_who(b, id, id_len, env);
+        break;
+    case CW_BODY(STATS):
+        handle_stats(b, id, id_len, env);
+        break;
+    case CW_BODY(ACK):
+    case CW_BODY(FETCH):
+    case CW_BODY(HISTORY):
+        if (!s)
+            reply_status(b, id, id_len, rid, CW_NOT_LOGGED_IN, "log in first");
+        else
+            reply_status(b, id, id_len, rid, CW_NOT_DURABLE,
+                         "queues need a broker started with --data DIR");
+        break;
+    case CW_BODY(HEARTBEAT):
+        break; /* liveness already noted */
+    case CW_BODY(DELIVER):
+    case CW_BODY(PRESENCE):
+    case CW_BODY(REPLY):
+        reply_status(b, id, id_len, rid, CW_BAD_REQUEST,
+                     "deliver, presence and reply are broker-to-client messages");
+        break;
+    default:
+        reply_status(b, id, id_len, rid, CW_UNKNOWN_TYPE, "unknown message type");
+        break;
+    }
+}
+
+void cw_broker_handle(cw_broker_t *b, const void *id, size_t id_len,
+                      const void *const *frames, const size_t *sizes, size_t n_frames)
+{
+    b->stats.frames_in += n_frames;
+    cw_session_t *s = cw_sessions_find(b->sessions, id, id_len);
+    if (s)
+        s->last_rx_ms = b->now_ms;
+    if (n_frames != 1) {
+        CW_WARN("dropped a %zu-frame message from %s", n_frames, s ? s->user->name : "a peer");
+        reply_status(b, id, id_len, 0, CW_BAD_REQUEST,
+                     "a causeway message is exactly one frame");
+        return;
+    }
+    cw_env_t *env = NULL;
+    uint64_t rid = 0;
+    const char *detail = NULL;
+    int rc = cw_env_decode(frames[0], sizes[0], b->cfg.max_frame, &env, &rid, &detail);
+    if (rc != CW_OK) {
+        CW_DEBUG("bad frame (%zu bytes) from %s: %s", sizes[0], s ? s->user->name : "a peer",
+                 detail);
+        reply_status(b, id, id_len, rid, rc, detail);
+        return;
+    }
+    CW_TRACE("%s from %s, request %llu", cw_env_body_name(env), s ? s->user->name : "a peer",
+             (unsigned long long) rid);
+    dispatch(b, id, id_len, s, env);
+    cw_env_free(&env);
+}
+
+/* -------------------------------------------------------------------------
+ * Loop
+ */
+
+static void update_time(cw_broker_t *b)
+{
+    b->now_ms = cw_mono_ms();
+    b->now_us = cw_now_us();
+}
+
+/* Heartbeats to idle sessions; marks silent ones dead. */
+static void tick(cw_broker_t *b)
+{
+    int64_t expiry = (int64_t) b->cfg.heartbeat_ms * b->cfg.liveness;
+    cw_env_t hb_env;
+    Causeway__V1__Heartbeat hb;
+    cw_env_init(&hb_env, 0);
+    causeway__v1__heartbeat__init(&hb);
+    hb_env.body_case = CW_BODY(HEARTBEAT);
+    hb_env.heartbeat = &hb;
+    size_t n = cw_sessions_count(b->sessions);
+    for (size_t i = 0; i < n; i++) {
+        cw_session_t *s = cw_sessions_at(b->sessions, i);
+        if (s->dead)
+            continue;
+        if (b->now_ms - s->last_rx_ms > expiry) {
+            CW_DEBUG("%s silent for %lld ms", s->user->name, (long long) (b->now_ms - s->last_rx_ms));
+            s->dead = true;
+            b->n_dead++;
+        } else if (b->now_ms - s->last_tx_ms >= (int64_t) b->cfg.heartbeat_ms) {
+            zmq_msg_t msg;
+            if (cw_env_to_msg(&hb_env, &msg) == CW_OK)
+                push(b, s, &msg);
+        }
+    }
+    reap(b);
+}
+
+/* Receives and handles one message if one is waiting. Returns 1 if one was
+ * handled, 0 if none was waiting, -1 on a fatal socket error. */
+static int recv_one(cw_broker_t *b)
+{
+    zmq_msg_t id;
+    zmq_msg_init(&id);
+    if (zmq_msg_recv(&id, b->router, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&id);
+        if (errno == EAGAIN || errno == EINTR)
+            return 0;
+        CW_ERROR("receive failed: %s", zmq_strerror(errno));
+        return -1;
+    }
+    /* A ROUTER message is the routing id plus at least one frame. Keep the
+     * first few frames; count but discard the rest. */
+    enum { KEEP = 4 };
+    zmq_msg_t frames[KEEP];
+    const void *data[KEEP];
+    size_t sizes[KEEP], n = 0;
+    int more = zmq_msg_more(&id);
+    while (more) {
+        zmq_msg_t *f = &frames[n < KEEP ? n : KEEP - 1];
+        if (n >= KEEP)
+            zmq_msg_close(f);
+        zmq_msg_init(f);
+        if (zmq_msg_recv(f, b->router, 0) < 0) {
+            zmq_msg_close(f);
+            break;
+        }
+        more = zmq_msg_more(f);
+        n++;
+    }
+    size_t kept = n < KEEP ? n : KEEP;
+    for (size_t i = 0; i < kept; i++) {
+        data[i] = zmq_msg_data(&frames[i]);
+        sizes[i] = zmq_msg_size(&frames[i]);
+    }
+    update_time(b);
+    cw_broker_handle(b, zmq_msg_data(&id), zmq_msg_size(&id), data, sizes, n);
+    for (size_t i = 0; i < kept; i++)
+        zmq_msg_close(&frames[i]);
+    zmq_msg_close(&id);
+    if (b->n_dead)
+        reap(b);
+    return 1;
+}
+
+int cw_broker_run(cw_broker_t *b, volatile sig_atomic_t *stop)
+{
+    int64_t tick_ms = b->cfg.heartbeat_ms / 4 ? b->cfg.heartbeat_ms / 4 : 1;
+    update_time(b);
+    int64_t next_tick = b->now_ms + tick_ms;
+    CW_INFO("causeway-broker %s serving on %s (heartbeat %u ms x %u)", CW_VERSION, b->endpoint,
+            b->cfg.heartbeat_ms, b->cfg.liveness);
+    while (!*stop) {
+        zmq_pollitem_t item = {b->router, 0, ZMQ_POLLIN, 0};
+        int64_t wait = next_tick - cw_mono_ms();
+        int rc = zmq_poll(&item, 1, wait > 0 ? (long) wait : 0);
+        if (rc < 0 && errno != EINTR) {
+            CW_ERROR("poll failed: %s", zmq_strerror(errno));
+            return -1;
+        }
+        if (rc > 0) {
+            for (int i = 0; i < BATCH && !*stop; i++) {
+                int got = recv_one(b);
+                if (got < 0)
+                    return -1;
+                if (got == 0)
+                    break;
+            }
+        }
+        update_time(b);
+        if (b->now_ms >= next_tick) {
+            tick(b);
+            next_tick = b->now_ms + tick_ms;
+        }
+    }
+    CW_INFO("shutting down: %zu sessions, %zu known users", cw_sessions_count(b->sessions),
+            cw_sessions_user_count(b->sessions));
+    return 0;
+}
+
+/* -------------------------------------------------------------------------
+ * Life cycle
+ */
+
+cw_broker_t *cw_broker_new(const cw_broker_config_t *cfg, char *err, size_t errlen)
+{
+    cw_broker_t *b = calloc(1, sizeof *b);
+    if (!b) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    b->cfg = *cfg;
+    b->sessions = cw_sessions_new();
+    b->ctx = zmq_ctx_new();
+    if (!b->sessions || !b->ctx) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    b->router = zmq_socket(b->ctx, ZMQ_ROUTER);
+    if (!b->router) {
+        snprintf(err, errlen, "cannot create socket: %s", zmq_strerror(errno));
+        goto fail;
+    }
+    int one = 1, linger = 1000;
+    int hwm = (int) cfg->sndhwm;
+    /* Frames up to twice the limit are read and answered TOO_LARGE; above
+     * that libzmq drops the connection without reading the frame. */
+    int64_t maxmsg = (int64_t) cfg->max_frame * 2;
+    zmq_setsockopt(b->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    zmq_setsockopt(b->router, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(b->router, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(b->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    if (zmq_bind(b->router, cfg->bind) != 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", cfg->bind, zmq_strerror(errno));
+        goto fail;
+    }
+    size_t len = sizeof b->endpoint;
+    if (zmq_getsockopt(b->router, ZMQ_LAST_ENDPOINT, b->endpoint, &len) != 0)
+        snprintf(b->endpoint, sizeof b->endpoint, "%s", cfg->bind);
+    if (cfg->data[0]) {
+        snprintf(err, errlen, "--data: the durable store is not available in this build");
+        goto fail;
+    }
+    b->started_ms = cw_mono_ms();
+    update_time(b);
+    return b;
+fail:
+    cw_broker_destroy(&b);
+    return NULL;
+}
+
+void cw_broker_destroy(cw_broker_t **p)
+{
+    if (!p || !*p)
+        return;
+    cw_broker_t *b = *p;
+    if (b->router)
+        zmq_close(b->router);
+    if (b->ctx)
+        zmq_ctx_term(b->ctx);
+    cw_sessions_destroy(&b->sessions);
+    free(b);
+    *p = NULL;
+}
+
+const char *cw_broker_endpoint(const cw_broker_t *b)
+{
+    return b->endpoint;
+}

@@ -1,0 +1,250 @@
+/*  broker_config: see broker_config.h. */
+#include "broker_config.h"
+#include "cw_log.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { OPT_STR, OPT_U32, OPT_LEVEL } opt_kind_t;
+
+typedef struct {
+    const char *name;     /* flag without "--", and config-file key */
+    opt_kind_t kind;      /* how the value is parsed */
+    size_t offset;        /* field in cw_broker_config_t */
+    size_t size;          /* OPT_STR: buffer size */
+    uint32_t min, max;    /* OPT_U32: inclusive range */
+    const char *arg;      /* placeholder in --help */
+    const char *help;     /* one line */
+} opt_t;
+
+#define STR(f, n, a, h) {n, OPT_STR, offsetof(cw_broker_config_t, f), \
+                         sizeof(((cw_broker_config_t *) 0)->f), 0, 0, a, h}
+#define U32(f, n, lo, hi, h) {n, OPT_U32, offsetof(cw_broker_config_t, f), 0, lo, hi, "N", h}
+
+static const opt_t options[] = {
+    STR(bind, "bind", "ENDPOINT", "ZeroMQ endpoint to listen on (default " CW_DEFAULT_BIND ")"),
+    STR(data, "data", "DIR", "durable store directory (default: none, live-only)"),
+    {"log-level", OPT_LEVEL, offsetof(cw_broker_config_t, log_level), 0, 0, 0, "LEVEL",
+     "error|warn|info|debug|trace (default info)"},
+    U32(heartbeat_ms, "heartbeat-ms", 50, 600000, "heartbeat interval in ms (default 1000)"),
+    U32(liveness, "liveness", 2, 100, "silent intervals before a session expires (default 3)"),
+    U32(max_frame, "max-frame", 512, 64u << 20, "largest frame in bytes (default 65536)"),
+    U32(max_text, "max-text", 1, 64u << 20, "largest message text in bytes (default 60000)"),
+    U32(max_recipients, "max-recipients", 1, 100000, "most recipients per message (default 1000)"),
+    U32(max_name, "max-name", 1, 64, "longest user name in bytes (default 32)"),
+    U32(max_sessions, "max-sessions", 1, 1000000, "most logged-in sessions (default 10000)"),
+    U32(sndhwm, "sndhwm", 1, 10000000, "frames queued per client before it is FLOODED (default 10000)"),
+    U32(queue_max, "queue-max", 1, 100000000, "durable: messages per user queue (default 100000)"),
+    U32(retention, "retention", 0, 10000000, "durable: acknowledged messages kept per user for history (default 100)"),
+    U32(ttl_s, "ttl", 0, 100000000, "durable: default message TTL in seconds, 0 = forever (default 0)"),
+};
+#define N_OPTIONS (sizeof options / sizeof options[0])
+
+void cw_broker_config_defaults(cw_broker_config_t *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    snprintf(cfg->bind, sizeof cfg->bind, "%s", CW_DEFAULT_BIND);
+    cfg->log_level = CW_LOG_INFO;
+    cfg->heartbeat_ms = 1000;
+    cfg->liveness = 3;
+    cfg->max_frame = 65536;
+    cfg->max_text = 60000;
+    cfg->max_recipients = 1000;
+    cfg->max_name = 32;
+    cfg->max_sessions = 10000;
+    cfg->sndhwm = 10000;
+    cfg->queue_max = 100000;
+    cfg->retention = 100;
+    cfg->ttl_s = 0;
+}
+
+static const opt_t *find_option(const char *name)
+{
+    for (size_t i = 0; i < N_OPTIONS; i++)
+        if (strcmp(options[i].name, name) == 0)
+            return &options[i];
+    return NULL;
+}
+
+/* Stores value into the field of opt. 0 or -1 with err filled. */
+static int apply(cw_broker_config_t *cfg, const opt_t *opt, const char *value, char *err,
+                 size_t errlen)
+{
+    char *field = (char *) cfg + opt->offset;
+    switch (opt->kind) {
+    case OPT_STR:
+        if (strlen(value) >= opt->size) {
+            snprintf(err, errlen, "%s: value too long (max %zu bytes)", opt->name, opt->size - 1);
+            return -1;
+        }
+        memcpy(field, value, strlen(value) + 1);
+        return 0;
+    case OPT_LEVEL: {
+        int level = cw_log_level_parse(value);
+        if (level < 0) {
+            snprintf(err, errlen, "%s: '%s' is not one of error|warn|info|debug|trace",
+                     opt->name, value);
+            return -1;
+        }
+        *(int *) (void *) field = level;
+        return 0;
+    }
+    case OPT_U32: {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(value, &end, 10);
+        if (errno || end == value || *end || value[0] == '-' || v < opt->min || v > opt->max) {
+            snprintf(err, errlen, "%s: '%s' is not a whole number from %u to %u", opt->name,
+                     value, opt->min, opt->max);
+            return -1;
+        }
+        *(uint32_t *) (void *) field = (uint32_t) v;
+        return 0;
+    }
+    }
+    return -1;
+}
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'))
+        *--e = '\0';
+    return s;
+}
+
+int cw_broker_config_load_file(cw_broker_config_t *cfg, const char *path, char *err,
+                               size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    char line[2048];
+    int lineno = 0, rc = 0;
+    while (rc == 0 && fgets(line, sizeof line, f)) {
+        lineno++;
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *s = trim(line);
+        if (!*s)
+            continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            snprintf(err, errlen, "%s:%d: expected 'key = value'", path, lineno);
+            rc = -1;
+            break;
+        }
+        *eq = '\0';
+        char *key = trim(s), *value = trim(eq + 1);
+        const opt_t *opt = find_option(key);
+        if (!opt) {
+            snprintf(err, errlen, "%s:%d: unknown key '%s'", path, lineno, key);
+            rc = -1;
+            break;
+        }
+        char why[512];
+        if (apply(cfg, opt, value, why, sizeof why) != 0) {
+            snprintf(err, errlen, "%s:%d: %s", path, lineno, why);
+            rc = -1;
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+/* Applies every --key value / --key=value flag; --config is skipped (already loaded). */
+static int parse_flags(cw_broker_config_t *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0) {
+            snprintf(err, errlen, "unexpected argument '%s' (see --help)", a);
+            return -1;
+        }
+        char name[64];
+        const char *value = NULL;
+        const char *eq = strchr(a + 2, '=');
+        size_t len = eq ? (size_t) (eq - (a + 2)) : strlen(a + 2);
+        if (len >= sizeof name) {
+            snprintf(err, errlen, "unknown option '%s' (see --help)", a);
+            return -1;
+        }
+        memcpy(name, a + 2, len);
+        name[len] = '\0';
+        if (eq)
+            value = eq + 1;
+        else if (i + 1 < argc)
+            value = argv[++i];
+        else {
+            snprintf(err, errlen, "--%s needs a value", name);
+            return -1;
+        }
+        if (strcmp(name, "config") == 0)
+            continue; /* loaded before the flags */
+        const opt_t *opt = find_option(name);
+        if (!opt) {
+            snprintf(err, errlen, "unknown option '--%s' (see --help)", name);
+            return -1;
+        }
+        if (apply(cfg, opt, value, err, errlen) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int cw_broker_config_parse_args(cw_broker_config_t *cfg, int argc, char **argv, char *err,
+                                size_t errlen)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            cw_broker_config_usage(stdout);
+            return 1;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("causeway-broker %s\n", CW_VERSION);
+            return 1;
+        }
+    }
+    /* The file first, so that flags override it wherever they stand. */
+    for (int i = 1; i < argc; i++) {
+        const char *path = NULL;
+        if (strncmp(argv[i], "--config=", 9) == 0)
+            path = argv[i] + 9;
+        else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            path = argv[i + 1];
+        if (path && cw_broker_config_load_file(cfg, path, err, errlen) != 0)
+            return -1;
+    }
+    return parse_flags(cfg, argc, argv, err, errlen);
+}
+
+void cw_broker_config_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: causeway-broker [--config FILE] [--OPTION VALUE]...\n"
+            "\n"
+            "The causeway chat broker. Listens on a ZeroMQ ROUTER socket, carries\n"
+            "chat between named clients and, with --data, keeps durable per-user queues.\n"
+            "After binding it prints one line to stdout, `listening ENDPOINT`, with the\n"
+            "actual endpoint (useful with a wildcard port: --bind tcp://127.0.0.1:*).\n"
+            "Logs go to stderr. SIGINT/SIGTERM shut it down cleanly.\n"
+            "\n"
+            "options (also config-file keys, `key = value`):\n");
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        char left[64];
+        snprintf(left, sizeof left, "--%s %s", options[i].name, options[i].arg);
+        fprintf(out, "  %-26s %s\n", left, options[i].help);
+    }
+    fprintf(out, "  %-26s %s\n", "--config FILE", "read options from FILE first");
+    fprintf(out, "  %-26s %s\n", "--help", "show this help");
+    fprintf(out, "  %-26s %s\n", "--version", "show the version");
+    fprintf(out, "\nexit status: 0 after a clean shutdown, 1 on a start-up error, 2 on a usage error.\n");
+}

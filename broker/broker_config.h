@@ -1,0 +1,52 @@
+/*  broker_config: the broker's settings, their defaults and limits, and the
+ *  parsing of command-line flags and config files into them.
+ *
+ *  One table (broker_config.c) describes every option once: its flag name,
+ *  which is also its config-file key, its type, range, default and help.
+ *  Config files hold `key = value` lines; `#` starts a comment. Flags given
+ *  on the command line override the file. Used from main() only.
+ */
+#ifndef CW_BROKER_CONFIG_H
+#define CW_BROKER_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#define CW_DEFAULT_BIND "tcp://*:7400"
+
+typedef struct {
+    char bind[256];           /* ZeroMQ endpoint of the ROUTER socket */
+    char data[1024];          /* durable store directory; "" = no store */
+    int log_level;            /* cw_log_level_t */
+    uint32_t heartbeat_ms;    /* heartbeat interval, both directions */
+    uint32_t liveness;        /* intervals of silence before a session expires */
+    uint32_t max_frame;       /* largest frame answered normally, bytes */
+    uint32_t max_text;        /* largest Send.text, bytes */
+    uint32_t max_recipients;  /* largest Send.to list */
+    uint32_t max_name;        /* longest user name, bytes */
+    uint32_t max_sessions;    /* concurrent logged-in sessions */
+    uint32_t sndhwm;          /* frames queued per peer before it counts as flooded */
+    uint32_t queue_max;       /* durable: messages per user queue */
+    uint32_t retention;       /* durable: acknowledged messages kept for history, per user */
+    uint32_t ttl_s;           /* durable: default message TTL in seconds, 0 = none */
+} cw_broker_config_t;
+
+/* Fills cfg with the defaults. Can't fail. */
+void cw_broker_config_defaults(cw_broker_config_t *cfg);
+
+/* Applies argv (argv[0] skipped). A `--config FILE` anywhere is loaded
+ * first, then the other flags on top. Returns 0 on success, 1 if --help or
+ * --version was handled (text already printed to stdout), -1 on error with
+ * a message in err. */
+int cw_broker_config_parse_args(cw_broker_config_t *cfg, int argc, char **argv, char *err,
+                                size_t errlen);
+
+/* Applies a config file. Returns 0, or -1 with a message naming the file
+ * and line in err; cfg may be partly updated on error. */
+int cw_broker_config_load_file(cw_broker_config_t *cfg, const char *path, char *err,
+                               size_t errlen);
+
+/* Prints --help text. */
+void cw_broker_config_usage(FILE *out);
+
+#endif

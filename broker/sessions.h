@@ -1,0 +1,89 @@
+/*  sessions: the broker's table of live sessions and its user log.
+ *
+ *  Owned and used by the router thread only; no locking. A *user* is every
+ *  name the broker has ever seen (the cumulative user log, phase 1 item 3);
+ *  a *session* is one logged-in connection, keyed by its ROUTER routing id.
+ *
+ *  Invariants (checked by cw_sessions_check in debug builds):
+ *    1. user->session == s  <=>  s->user == user  (a user has at most one session);
+ *    2. every session is in the id table under its current routing id and in
+ *       the dense array at s->slot;
+ *    3. the users array is strictly sorted by name and holds every user once.
+ *  Users are never removed while the broker runs. Sessions are freed only by
+ *  cw_sessions_close, which callers run at a safe point (never while
+ *  iterating the session array).
+ */
+#ifndef CW_SESSIONS_H
+#define CW_SESSIONS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cw_util.h"
+
+#define CW_ROUTING_ID_MAX 255
+#define CW_TOKEN_LEN 16
+
+typedef struct cw_session cw_session_t;
+
+typedef struct {
+    char name[CW_NAME_MAX_HARD + 1];  /* validated user name */
+    cw_session_t *session;            /* live session, NULL when offline */
+    uint64_t last_seen_us;            /* last login, logout or expiry; 0 never */
+    uint64_t mark;                    /* scratch for the router: dedupes recipients */
+} cw_user_t;
+
+struct cw_session {
+    uint8_t id[1 + CW_ROUTING_ID_MAX];  /* id[0] = length, then the routing id */
+    cw_user_t *user;                    /* the user logged in on this session */
+    int64_t last_rx_ms;                 /* monotonic time of the last frame received */
+    int64_t last_tx_ms;                 /* monotonic time of the last frame sent */
+    uint8_t token[CW_TOKEN_LEN];        /* resume token handed out at login */
+    bool quiet;                         /* no Presence pushes */
+    bool dead;                          /* peer gone; close at the next safe point */
+    size_t slot;                        /* index in the dense session array */
+};
+
+typedef struct cw_sessions cw_sessions_t;
+
+/* New empty table; NULL if out of memory. */
+cw_sessions_t *cw_sessions_new(void);
+/* Frees every session and user; NULLs *p; safe on NULL and twice. */
+void cw_sessions_destroy(cw_sessions_t **p);
+
+/* Session for a routing id, or NULL. */
+cw_session_t *cw_sessions_find(cw_sessions_t *t, const void *id, size_t len);
+
+/* User by name, or NULL if never seen. */
+cw_user_t *cw_sessions_user(cw_sessions_t *t, const char *name);
+
+/* The user for name, created (offline, last_seen 0) if new. The name must
+ * be valid already. Sets *created if not NULL. NULL if out of memory. */
+cw_user_t *cw_sessions_user_add(cw_sessions_t *t, const char *name, bool *created);
+
+/* Opens a session for user on routing id. The user must be offline and the
+ * id unused. NULL if out of memory (nothing changed). */
+cw_session_t *cw_sessions_open(cw_sessions_t *t, const void *id, size_t len, cw_user_t *user,
+                               int64_t now_ms);
+
+/* Moves a session to another routing id (resume after reconnect). The new
+ * id must be unused. 0, or -1 if out of memory (nothing changed). */
+int cw_sessions_rebind(cw_sessions_t *t, cw_session_t *s, const void *id, size_t len);
+
+/* Closes and frees *s: the user goes offline with last_seen = now_us.
+ * NULLs *s. */
+void cw_sessions_close(cw_sessions_t *t, cw_session_t **s, uint64_t now_us);
+
+/* Live sessions, as a dense array valid until the next open/close. */
+size_t cw_sessions_count(const cw_sessions_t *t);
+cw_session_t *cw_sessions_at(const cw_sessions_t *t, size_t i);
+
+/* Users sorted by name, valid until the next user_add. */
+size_t cw_sessions_user_count(const cw_sessions_t *t);
+cw_user_t *cw_sessions_user_at(const cw_sessions_t *t, size_t i);
+
+/* Asserts the invariants above (no-op with NDEBUG). */
+void cw_sessions_check(const cw_sessions_t *t);
+
+#endif

@@ -1,0 +1,24 @@
+/*  cw_util: small helpers shared by every program: clocks, name rules.
+ *  Thread-safe: pure functions. */
+#ifndef CW_UTIL_H
+#define CW_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Wall-clock time, microseconds since the Unix epoch. */
+uint64_t cw_now_us(void);
+/* Monotonic time in milliseconds (for timers and timeouts). */
+int64_t cw_mono_ms(void);
+
+/* Longest user name any build accepts; the broker's limit may be lower. */
+#define CW_NAME_MAX_HARD 64
+
+/* Checks a user name: 1..max_len bytes of [A-Za-z0-9_.-], starting with a
+ * letter or digit, and not a reserved word (all, everyone, broker, server,
+ * system, admin, causeway; compared case-insensitively).
+ * Returns CW_OK or CW_BAD_NAME; on CW_BAD_NAME, *why (if not NULL) points at
+ * a static explanation. */
+int cw_name_check(const char *name, size_t max_len, const char **why);
+
+#endif
