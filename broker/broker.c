@@ -27,6 +27,7 @@
 #include "cw_status.h"
 #include "cw_util.h"
 #include "sessions.h"
+#include "broker_internal.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -36,34 +37,6 @@
 #include <sys/random.h>
 #include <zmq.h>
 
-#define BATCH 1024            /* messages handled between timer checks */
-#define MESSAGE_ID_MAX 128    /* longest Send.message_id, bytes */
-#define AGENT_MAX 128         /* longest Login.agent, bytes */
-#define USER_LOG_LINE_MAX 40  /* names shown in the user-log log line */
-
-typedef struct {
-    uint64_t frames_in;        /* frames received (payload frames) */
-    uint64_t frames_out;       /* frames sent successfully */
-    uint64_t messages_routed;  /* Send requests routed */
-    uint64_t deliveries;       /* Deliver pushes sent */
-    uint64_t bad_frames;       /* requests answered with a protocol error */
-    uint64_t expired;          /* sessions expired for silence or disconnection */
-} counters_t;
-
-struct cw_broker {
-    cw_broker_config_t cfg;   /* copy of the configuration */
-    void *ctx;                /* libzmq context, owned */
-    void *router;             /* ROUTER socket, owned */
-    char endpoint[256];       /* bound endpoint, wildcard port resolved */
-    cw_sessions_t *sessions;  /* sessions and user log, owned */
-    size_t n_dead;            /* sessions marked dead and not yet reaped */
-    uint64_t mark;            /* generation counter for cw_user_t.mark */
-    int64_t started_ms;       /* monotonic start time */
-    int64_t now_ms;           /* monotonic time of the current message or tick */
-    uint64_t now_us;          /* wall-clock time of the current message or tick */
-    counters_t stats;         /* monotonic counters */
-};
-
 /* -------------------------------------------------------------------------
  * Sending
  */
@@ -71,7 +44,7 @@ struct cw_broker {
 /* Sends a prepared frame to a session (consumes *msg in every case).
  * Returns CW_DELIVERED, CW_FLOODED (peer's queue full) or CW_OFFLINE (peer
  * gone: the session is marked dead and reaped at the next safe point). */
-static int push(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
+int cwb_push(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
 {
     if (s->dead) {
         zmq_msg_close(msg);
@@ -101,16 +74,20 @@ static int push(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
 
 /* Sends env to a routing id that may have no session (replies). Failures
  * are logged; a peer that vanished cannot be answered. */
-static void send_to_id(cw_broker_t *b, const void *id, size_t id_len, const cw_env_t *env)
+void cwb_send_to_id(cw_broker_t *b, const void *id, size_t id_len, const cw_env_t *env)
 {
-    if (cw_env_send(b->router, id, id_len, env, ZMQ_DONTWAIT) == 0)
+    if (cw_env_send(b->router, id, id_len, env, ZMQ_DONTWAIT) == 0) {
         b->stats.frames_out++;
-    else
+        cw_session_t *s = cw_sessions_find(b->sessions, id, id_len);
+        if (s)
+            s->last_tx_ms = b->now_ms; /* a reply is traffic: no heartbeat needed */
+    } else {
         CW_DEBUG("reply dropped: %s", zmq_strerror(errno));
+    }
 }
 
 /* The one function that builds an error (or bare status) reply. */
-static void reply_status(cw_broker_t *b, const void *id, size_t id_len, uint64_t request_id,
+void cwb_reply_status(cw_broker_t *b, const void *id, size_t id_len, uint64_t request_id,
                          int status, const char *detail)
 {
     cw_env_t env;
@@ -126,12 +103,12 @@ static void reply_status(cw_broker_t *b, const void *id, size_t id_len, uint64_t
         CW_DEBUG("reply %s to request %llu: %s", cw_status_name(status),
                  (unsigned long long) request_id, reply.detail);
     }
-    send_to_id(b, id, id_len, &env);
+    cwb_send_to_id(b, id, id_len, &env);
 }
 
 /* Fills a UserInfo array for the user log. Caller frees *infos and *ptrs.
  * Returns the count, or -1 if out of memory. */
-static long user_log(cw_broker_t *b, Causeway__V1__UserInfo **infos,
+long cwb_user_log(cw_broker_t *b, Causeway__V1__UserInfo **infos,
                      Causeway__V1__UserInfo ***ptrs)
 {
     size_t n = cw_sessions_user_count(b->sessions);
@@ -202,7 +179,7 @@ static void announce(cw_broker_t *b, const char *name, bool online,
         zmq_msg_t copy;
         zmq_msg_init(&copy);
         zmq_msg_copy(&copy, &proto);
-        push(b, s, &copy);
+        cwb_push(b, s, &copy);
     }
     zmq_msg_close(&proto);
 }
@@ -243,28 +220,30 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
     const Causeway__V1__Login *login = env->login;
     uint64_t rid = env->request_id;
     if (s) {
-        reply_status(b, id, id_len, rid, CW_ALREADY_LOGGED_IN, "this connection is already logged in");
+        cwb_reply_status(b, id, id_len, rid, CW_ALREADY_LOGGED_IN, "this connection is already logged in");
         return;
     }
     const char *why = NULL;
     if (cw_name_check(login->name, b->cfg.max_name, &why) != CW_OK) {
-        reply_status(b, id, id_len, rid, CW_BAD_NAME, why);
+        cwb_reply_status(b, id, id_len, rid, CW_BAD_NAME, why);
         return;
     }
-    if (login->agent && strlen(login->agent) > AGENT_MAX) {
-        reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "Login.agent is longer than 128 bytes");
+    if (login->agent && (strlen(login->agent) > AGENT_MAX ||
+                         !cw_utf8_valid(login->agent, strlen(login->agent)))) {
+        cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST,
+                     "Login.agent must be valid UTF-8 of at most 128 bytes");
         return;
     }
     cw_user_t *user = cw_sessions_user(b->sessions, login->name);
     bool resumed = false;
     if (user && user->session) {
         cw_session_t *old = user->session;
-        if (login->resume_token.len == CW_TOKEN_LEN &&
+        if (old->resumable && login->resume_token.len == CW_TOKEN_LEN &&
             memcmp(login->resume_token.data, old->token, CW_TOKEN_LEN) == 0) {
             if (old->dead)
                 b->n_dead--; /* rescued before the reaper got it */
             if (cw_sessions_rebind(b->sessions, old, id, id_len) != 0) {
-                reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
+                cwb_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
                 return;
             }
             s = old;
@@ -273,32 +252,39 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
         } else {
             char detail[128];
             snprintf(detail, sizeof detail, "name '%s' is held by a live session", login->name);
-            reply_status(b, id, id_len, rid, CW_NAME_TAKEN, detail);
+            cwb_reply_status(b, id, id_len, rid, CW_NAME_TAKEN, detail);
             return;
         }
     }
     if (!resumed) {
         if (cw_sessions_count(b->sessions) >= b->cfg.max_sessions) {
-            reply_status(b, id, id_len, rid, CW_TOO_MANY_SESSIONS,
+            cwb_reply_status(b, id, id_len, rid, CW_TOO_MANY_SESSIONS,
                          "the broker's session limit is reached");
             return;
+        }
+        if (!user) {
+            int rc = cwd_add_user(b, login->name);
+            if (rc != CW_OK) {
+                cwb_reply_status(b, id, id_len, rid, rc, "cannot store the new user name now");
+                return;
+            }
         }
         bool created = false;
         user = cw_sessions_user_add(b->sessions, login->name, &created);
         if (!user || !(s = cw_sessions_open(b->sessions, id, id_len, user, b->now_ms))) {
-            reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
+            cwb_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
             return;
         }
         if (created)
             CW_INFO("new user %s", user->name);
-        if (getrandom(s->token, sizeof s->token, 0) != (ssize_t) sizeof s->token) {
-            /* Without a good token nobody may resume this session. */
-            memset(s->token, 0, sizeof s->token);
+        s->serial = ++b->serial;
+        s->resumable = getrandom(s->token, sizeof s->token, 0) == (ssize_t) sizeof s->token;
+        if (!s->resumable) /* without a secret token nobody may resume it */
             CW_WARN("getrandom failed; session %s cannot be resumed", user->name);
-        }
         user->last_seen_us = b->now_us;
     }
     s->quiet = login->quiet;
+    s->pull = login->pull;
 
     cw_env_t out;
     Causeway__V1__Reply reply;
@@ -313,16 +299,16 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
     info.max_recipients = b->cfg.max_recipients;
     info.max_text = b->cfg.max_text;
     info.resume_token.data = s->token;
-    info.resume_token.len = sizeof s->token;
-    info.durable = false;
+    info.resume_token.len = s->resumable ? sizeof s->token : 0;
+    info.durable = b->durable != NULL;
     reply.status = (Causeway__V1__Status) CW_OK;
     reply.detail = resumed ? "session resumed" : "logged in";
     reply.login = &info;
     Causeway__V1__UserInfo *infos = NULL, **ptrs = NULL;
     if (!s->quiet) {
-        long n = user_log(b, &infos, &ptrs);
+        long n = cwb_user_log(b, &infos, &ptrs);
         if (n < 0) {
-            reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
+            cwb_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
             return;
         }
         reply.n_users = (size_t) n;
@@ -330,10 +316,9 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
     }
     out.body_case = CW_BODY(REPLY);
     out.reply = &reply;
-    send_to_id(b, id, id_len, &out);
+    cwb_send_to_id(b, id, id_len, &out);
     free(infos);
     free(ptrs);
-    s->last_tx_ms = b->now_ms;
 
     CW_INFO("%s %s%s%s%s", resumed ? "resumed" : "login", user->name,
             login->agent && *login->agent ? " (" : "", login->agent ? login->agent : "",
@@ -342,16 +327,17 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
         announce(b, user->name, true, CAUSEWAY__V1__PRESENCE__REASON__REASON_LOGIN, s);
         log_user_log(b);
     }
+    cwd_on_login(b, s);
 }
 
 static void handle_logout(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
                           const cw_env_t *env)
 {
     if (!s) {
-        reply_status(b, id, id_len, env->request_id, CW_NOT_LOGGED_IN, "logout without a session");
+        cwb_reply_status(b, id, id_len, env->request_id, CW_NOT_LOGGED_IN, "logout without a session");
         return;
     }
-    reply_status(b, id, id_len, env->request_id, CW_OK, "logged out");
+    cwb_reply_status(b, id, id_len, env->request_id, CW_OK, "logged out");
     char name[CW_NAME_MAX_HARD + 1];
     strcpy(name, s->user->name);
     if (s->dead)
@@ -369,18 +355,18 @@ static bool send_valid_or_reply(cw_broker_t *b, const void *id, size_t id_len,
     const Causeway__V1__Send *send = env->send;
     uint64_t rid = env->request_id;
     if (send->broadcast && send->n_to > 0) {
-        reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "broadcast with an explicit recipient list");
+        cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "broadcast with an explicit recipient list");
         return false;
     }
     if (!send->broadcast && send->n_to == 0) {
-        reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "no recipients");
+        cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "no recipients");
         return false;
     }
     if (send->n_to > b->cfg.max_recipients) {
         char detail[96];
         snprintf(detail, sizeof detail, "%zu recipients; the limit is %u", send->n_to,
                  b->cfg.max_recipients);
-        reply_status(b, id, id_len, rid, CW_TOO_MANY_RECIPIENTS, detail);
+        cwb_reply_status(b, id, id_len, rid, CW_TOO_MANY_RECIPIENTS, detail);
         return false;
     }
     size_t text_len = send->text ? strlen(send->text) : 0;
@@ -388,15 +374,28 @@ static bool send_valid_or_reply(cw_broker_t *b, const void *id, size_t id_len,
         char detail[96];
         snprintf(detail, sizeof detail, "text is %zu bytes; the limit is %u", text_len,
                  b->cfg.max_text);
-        reply_status(b, id, id_len, rid, CW_TOO_LARGE, detail);
+        cwb_reply_status(b, id, id_len, rid, CW_TOO_LARGE, detail);
+        return false;
+    }
+    if (!cw_utf8_valid(send->text ? send->text : "", text_len)) {
+        cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "text is not valid UTF-8");
+        return false;
+    }
+    for (size_t i = 0; i < send->n_to; i++)
+        if (!cw_utf8_valid(send->to[i], strlen(send->to[i]))) {
+            cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "a recipient name is not valid UTF-8");
+            return false;
+        }
+    if (send->message_id && !cw_utf8_valid(send->message_id, strlen(send->message_id))) {
+        cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "message_id is not valid UTF-8");
         return false;
     }
     if (send->message_id && strlen(send->message_id) > MESSAGE_ID_MAX) {
-        reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "message_id is longer than 128 bytes");
+        cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "message_id is longer than 128 bytes");
         return false;
     }
-    if (send->durable) {
-        reply_status(b, id, id_len, rid, CW_NOT_DURABLE,
+    if (send->durable && !b->durable) {
+        cwb_reply_status(b, id, id_len, rid, CW_NOT_DURABLE,
                      "durable sending needs a broker started with --data DIR");
         return false;
     }
@@ -406,7 +405,7 @@ static bool send_valid_or_reply(cw_broker_t *b, const void *id, size_t id_len,
 /* Resolves the recipients of a Send into rcpts (deduplicated, in the order
  * given; broadcast: every user but the sender, by name). users[i] is the
  * user of rcpts[i] or NULL if unknown. Returns the count, -1 on no memory. */
-static long resolve(cw_broker_t *b, const Causeway__V1__Send *send, const cw_user_t *sender,
+long cwb_resolve(cw_broker_t *b, const Causeway__V1__Send *send, const cw_user_t *sender,
                     Causeway__V1__RecipientStatus *rcpts, cw_user_t **users)
 {
     size_t n = 0;
@@ -445,23 +444,28 @@ static long resolve(cw_broker_t *b, const Causeway__V1__Send *send, const cw_use
 }
 
 static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
-                        const cw_env_t *env)
+                        cw_env_t **envp)
 {
+    const cw_env_t *env = *envp;
     if (!s) {
-        reply_status(b, id, id_len, env->request_id, CW_NOT_LOGGED_IN, "send without a session");
+        cwb_reply_status(b, id, id_len, env->request_id, CW_NOT_LOGGED_IN, "send without a session");
         return;
     }
     if (!send_valid_or_reply(b, id, id_len, env))
         return;
+    if (env->send->durable) {
+        cwd_send(b, id, id_len, s, envp);
+        return;
+    }
     const Causeway__V1__Send *send = env->send;
     size_t cap = send->broadcast ? cw_sessions_user_count(b->sessions) : send->n_to;
     Causeway__V1__RecipientStatus *rcpts = calloc(cap ? cap : 1, sizeof *rcpts);
     Causeway__V1__RecipientStatus **rptrs = calloc(cap ? cap : 1, sizeof *rptrs);
     cw_user_t **users = calloc(cap ? cap : 1, sizeof *users);
     char **to = calloc(cap ? cap : 1, sizeof *to);
-    long n = (rcpts && rptrs && users && to) ? resolve(b, send, s->user, rcpts, users) : -1;
+    long n = (rcpts && rptrs && users && to) ? cwb_resolve(b, send, s->user, rcpts, users) : -1;
     if (n < 0) {
-        reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
+        cwb_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
         goto done;
     }
 
@@ -487,7 +491,7 @@ static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_sessio
     denv.deliver = &d;
     zmq_msg_t proto;
     if (cw_env_to_msg(&denv, &proto) != CW_OK) {
-        reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
+        cwb_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
         goto done;
     }
     size_t delivered = 0, offline = 0, unknown = 0, flooded = 0;
@@ -503,7 +507,7 @@ static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_sessio
             zmq_msg_t copy;
             zmq_msg_init(&copy);
             zmq_msg_copy(&copy, &proto);
-            st = push(b, users[i]->session, &copy);
+            st = cwb_push(b, users[i]->session, &copy);
             if (st == CW_DELIVERED) {
                 delivered++;
                 b->stats.deliveries++;
@@ -529,8 +533,7 @@ static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_sessio
     reply.recipients = rptrs;
     out.body_case = CW_BODY(REPLY);
     out.reply = &reply;
-    send_to_id(b, id, id_len, &out);
-    s->last_tx_ms = b->now_ms;
+    cwb_send_to_id(b, id, id_len, &out);
 
     if (cw_log_enabled(CW_LOG_INFO)) {
         char names[256] = "";
@@ -561,9 +564,9 @@ static void handle_who(cw_broker_t *b, const void *id, size_t id_len, const cw_e
     cw_env_t out;
     Causeway__V1__Reply reply;
     Causeway__V1__UserInfo *infos = NULL, **ptrs = NULL;
-    long n = user_log(b, &infos, &ptrs);
+    long n = cwb_user_log(b, &infos, &ptrs);
     if (n < 0) {
-        reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
+        cwb_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
         return;
     }
     cw_env_init(&out, env->request_id);
@@ -574,7 +577,7 @@ static void handle_who(cw_broker_t *b, const void *id, size_t id_len, const cw_e
     reply.users = ptrs;
     out.body_case = CW_BODY(REPLY);
     out.reply = &reply;
-    send_to_id(b, id, id_len, &out);
+    cwb_send_to_id(b, id, id_len, &out);
     free(infos);
     free(ptrs);
 }
@@ -596,21 +599,23 @@ static void handle_stats(cw_broker_t *b, const void *id, size_t id_len, const cw
     st.deliveries = b->stats.deliveries;
     st.bad_frames = b->stats.bad_frames;
     st.expired_sessions = b->stats.expired;
+    cwd_stats(b, &st.stored_messages, &st.fsyncs);
     reply.status = (Causeway__V1__Status) CW_OK;
     reply.detail = "stats";
     reply.stats = &st;
     out.body_case = CW_BODY(REPLY);
     out.reply = &reply;
-    send_to_id(b, id, id_len, &out);
+    cwb_send_to_id(b, id, id_len, &out);
 }
 
 /* Routes one decoded envelope from the peer `id` (session s, may be NULL). */
 static void dispatch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
-                     const cw_env_t *env)
+                     cw_env_t **envp)
 {
+    const cw_env_t *env = *envp;
     uint64_t rid = env->request_id;
     if (!cw_clock_entries_valid(env->clock, env->n_clock)) {
-        reply_status(b, id, id_len, rid, CW_BAD_REQUEST,
+        cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST,
                      "clock entries must be sorted by node, unique and non-empty");
         return;
     }
@@ -622,7 +627,7 @@ static void dispatch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t
         handle_logout(b, id, id_len, s, env);
         break;
     case CW_BODY(SEND):
-        handle_send(b, id, id_len, s, env);
+        handle_send(b, id, id_len, s, envp);
         break;
     case CW_BODY(WHO):
         handle_who(b, id, id_len, env);
@@ -634,21 +639,27 @@ static void dispatch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t
     case CW_BODY(FETCH):
     case CW_BODY(HISTORY):
         if (!s)
-            reply_status(b, id, id_len, rid, CW_NOT_LOGGED_IN, "log in first");
+            cwb_reply_status(b, id, id_len, rid, CW_NOT_LOGGED_IN, "log in first");
+        else if (!b->durable)
+            cwb_reply_status(b, id, id_len, rid, CW_NOT_DURABLE,
+                             "queues need a broker started with --data DIR");
+        else if (env->body_case == CW_BODY(ACK))
+            cwd_ack(b, id, id_len, s, env);
+        else if (env->body_case == CW_BODY(FETCH))
+            cwd_fetch(b, id, id_len, s, env);
         else
-            reply_status(b, id, id_len, rid, CW_NOT_DURABLE,
-                         "queues need a broker started with --data DIR");
+            cwd_history(b, id, id_len, s, env);
         break;
     case CW_BODY(HEARTBEAT):
         break; /* liveness already noted */
     case CW_BODY(DELIVER):
     case CW_BODY(PRESENCE):
     case CW_BODY(REPLY):
-        reply_status(b, id, id_len, rid, CW_BAD_REQUEST,
+        cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST,
                      "deliver, presence and reply are broker-to-client messages");
         break;
     default:
-        reply_status(b, id, id_len, rid, CW_UNKNOWN_TYPE, "unknown message type");
+        cwb_reply_status(b, id, id_len, rid, CW_UNKNOWN_TYPE, "unknown message type");
         break;
     }
 }
@@ -662,7 +673,7 @@ void cw_broker_handle(cw_broker_t *b, const void *id, size_t id_len,
         s->last_rx_ms = b->now_ms;
     if (n_frames != 1) {
         CW_WARN("dropped a %zu-frame message from %s", n_frames, s ? s->user->name : "a peer");
-        reply_status(b, id, id_len, 0, CW_BAD_REQUEST,
+        cwb_reply_status(b, id, id_len, 0, CW_BAD_REQUEST,
                      "a causeway message is exactly one frame");
         return;
     }
@@ -673,13 +684,13 @@ void cw_broker_handle(cw_broker_t *b, const void *id, size_t id_len,
     if (rc != CW_OK) {
         CW_DEBUG("bad frame (%zu bytes) from %s: %s", sizes[0], s ? s->user->name : "a peer",
                  detail);
-        reply_status(b, id, id_len, rid, rc, detail);
+        cwb_reply_status(b, id, id_len, rid, rc, detail);
         return;
     }
     CW_TRACE("%s from %s, request %llu", cw_env_body_name(env), s ? s->user->name : "a peer",
              (unsigned long long) rid);
-    dispatch(b, id, id_len, s, env);
-    cw_env_free(&env);
+    dispatch(b, id, id_len, s, &env);
+    cw_env_free(&env); /* NULL if a durable send kept it */
 }
 
 /* -------------------------------------------------------------------------
@@ -714,9 +725,10 @@ static void tick(cw_broker_t *b)
         } else if (b->now_ms - s->last_tx_ms >= (int64_t) b->cfg.heartbeat_ms) {
             zmq_msg_t msg;
             if (cw_env_to_msg(&hb_env, &msg) == CW_OK)
-                push(b, s, &msg);
+                cwb_push(b, s, &msg);
         }
     }
+    cwd_tick(b);
     reap(b);
 }
 
@@ -775,14 +787,21 @@ int cw_broker_run(cw_broker_t *b, volatile sig_atomic_t *stop)
     CW_INFO("causeway-broker %s serving on %s (heartbeat %u ms x %u)", CW_VERSION, b->endpoint,
             b->cfg.heartbeat_ms, b->cfg.liveness);
     while (!*stop) {
-        zmq_pollitem_t item = {b->router, 0, ZMQ_POLLIN, 0};
+        zmq_pollitem_t items[2] = {{b->router, 0, ZMQ_POLLIN, 0},
+                                   {cwd_poll_handle(b), 0, ZMQ_POLLIN, 0}};
         int64_t wait = next_tick - cw_mono_ms();
-        int rc = zmq_poll(&item, 1, wait > 0 ? (long) wait : 0);
+        int rc = zmq_poll(items, b->durable ? 2 : 1, wait > 0 ? (long) wait : 0);
         if (rc < 0 && errno != EINTR) {
             CW_ERROR("poll failed: %s", zmq_strerror(errno));
             return -1;
         }
-        if (rc > 0) {
+        if (rc > 0 && (items[1].revents & ZMQ_POLLIN)) {
+            update_time(b);
+            cwd_on_replies(b);
+            if (b->n_dead)
+                reap(b);
+        }
+        if (rc > 0 && (items[0].revents & ZMQ_POLLIN)) {
             for (int i = 0; i < BATCH && !*stop; i++) {
                 int got = recv_one(b);
                 if (got < 0)
@@ -841,10 +860,8 @@ cw_broker_t *cw_broker_new(const cw_broker_config_t *cfg, char *err, size_t errl
     size_t len = sizeof b->endpoint;
     if (zmq_getsockopt(b->router, ZMQ_LAST_ENDPOINT, b->endpoint, &len) != 0)
         snprintf(b->endpoint, sizeof b->endpoint, "%s", cfg->bind);
-    if (cfg->data[0]) {
-        snprintf(err, errlen, "--data: the durable store is not available in this build");
+    if (cfg->data[0] && cwd_open(b, err, errlen) != 0)
         goto fail;
-    }
     b->started_ms = cw_mono_ms();
     update_time(b);
     return b;
@@ -858,6 +875,8 @@ void cw_broker_destroy(cw_broker_t **p)
     if (!p || !*p)
         return;
     cw_broker_t *b = *p;
+    update_time(b);
+    cwd_close(b); /* answers what the store still owes, while the socket is open */
     if (b->router)
         zmq_close(b->router);
     if (b->ctx)

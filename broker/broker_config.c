@@ -40,6 +40,8 @@ static const opt_t options[] = {
     U32(queue_max, "queue-max", 1, 100000000, "durable: messages per user queue (default 100000)"),
     U32(retention, "retention", 0, 10000000, "durable: acknowledged messages kept per user for history (default 100)"),
     U32(ttl_s, "ttl", 0, 100000000, "durable: default message TTL in seconds, 0 = forever (default 0)"),
+    U32(redeliver_ms, "redeliver-ms", 100, 86400000, "durable: push unacknowledged messages again after N ms (default 30000)"),
+    U32(push_window, "push-window", 1, 100000, "durable: unacknowledged pushes per session (default 1000)"),
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
@@ -59,6 +61,8 @@ void cw_broker_config_defaults(cw_broker_config_t *cfg)
     cfg->queue_max = 100000;
     cfg->retention = 100;
     cfg->ttl_s = 0;
+    cfg->redeliver_ms = 30000;
+    cfg->push_window = 1000;
 }
 
 static const opt_t *find_option(const char *name)

@@ -29,6 +29,8 @@ typedef struct {
     uint32_t queue_max;       /* durable: messages per user queue */
     uint32_t retention;       /* durable: acknowledged messages kept for history, per user */
     uint32_t ttl_s;           /* durable: default message TTL in seconds, 0 = none */
+    uint32_t redeliver_ms;    /* durable: unacknowledged pushes are pushed again after this */
+    uint32_t push_window;     /* durable: unacknowledged pushes in flight per session */
 } cw_broker_config_t;
 
 /* Fills cfg with the defaults. Can't fail. */

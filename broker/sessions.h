@@ -40,9 +40,19 @@ struct cw_session {
     int64_t last_rx_ms;                 /* monotonic time of the last frame received */
     int64_t last_tx_ms;                 /* monotonic time of the last frame sent */
     uint8_t token[CW_TOKEN_LEN];        /* resume token handed out at login */
-    bool quiet;                         /* no Presence pushes */
+    bool quiet;                         /* no Presence pushes, no user log at login */
+    bool resumable;                     /* token is secret (getrandom worked) */
     bool dead;                          /* peer gone; close at the next safe point */
     size_t slot;                        /* index in the dense session array */
+    uint64_t serial;                    /* unique per session for the broker's life */
+    /* Durable delivery state (durable.c). Seqs are positions in the user's queue. */
+    bool pull;                          /* no pushes: the client fetches */
+    bool catching_up;                   /* queue is pushed by reads, not on commit */
+    bool read_in_flight;                /* a push read is waiting for the store */
+    bool redeliver_next;                /* the next push read redelivers */
+    uint64_t pushed_seq;                /* highest seq pushed to this session */
+    uint64_t acked_seq;                 /* highest seq this session acknowledged */
+    int64_t ack_wait_ms;                /* since when pushes wait for an ack; 0 none */
 };
 
 typedef struct cw_sessions cw_sessions_t;

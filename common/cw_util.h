@@ -21,4 +21,8 @@ int64_t cw_mono_ms(void);
  * a static explanation. */
 int cw_name_check(const char *name, size_t max_len, const char **why);
 
+/* True if the len bytes at s are well-formed UTF-8 (no overlongs, no
+ * surrogates, nothing above U+10FFFF). */
+int cw_utf8_valid(const char *s, size_t len);
+
 #endif

@@ -1,0 +1,88 @@
+/*  broker_internal: the router's state and helpers shared by broker.c
+ *  (sessions, live routing) and durable.c (queues through the store actor).
+ *  Router thread only. Not part of any public interface.
+ */
+#ifndef CW_BROKER_INTERNAL_H
+#define CW_BROKER_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <zmq.h>
+
+#include "broker.h"
+#include "cw_envelope.h"
+#include "sessions.h"
+
+#define BATCH 1024            /* messages handled between timer checks */
+#define MESSAGE_ID_MAX 128    /* longest Send.message_id, bytes */
+#define AGENT_MAX 128         /* longest Login.agent, bytes */
+#define USER_LOG_LINE_MAX 40  /* names shown in the user-log log line */
+
+typedef struct {
+    uint64_t frames_in;        /* frames received (payload frames) */
+    uint64_t frames_out;       /* frames sent successfully */
+    uint64_t messages_routed;  /* Send requests routed */
+    uint64_t deliveries;       /* Deliver pushes sent */
+    uint64_t bad_frames;       /* requests answered with an error status */
+    uint64_t expired;          /* sessions expired for silence or disconnection */
+} counters_t;
+
+typedef struct cw_durable cw_durable_t;
+
+struct cw_broker {
+    cw_broker_config_t cfg;   /* copy of the configuration */
+    void *ctx;                /* libzmq context, owned */
+    void *router;             /* ROUTER socket, owned */
+    char endpoint[256];       /* bound endpoint, wildcard port resolved */
+    cw_sessions_t *sessions;  /* sessions and user log, owned */
+    cw_durable_t *durable;    /* store actor and pending store requests; NULL: live-only */
+    size_t n_dead;            /* sessions marked dead and not yet reaped */
+    uint64_t mark;            /* generation counter for cw_user_t.mark */
+    uint64_t serial;          /* last session serial handed out */
+    int64_t started_ms;       /* monotonic start time */
+    int64_t now_ms;           /* monotonic time of the current message or tick */
+    uint64_t now_us;          /* wall-clock time of the current message or tick */
+    counters_t stats;         /* monotonic counters */
+};
+
+/* broker.c */
+int cwb_push(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg);
+void cwb_send_to_id(cw_broker_t *b, const void *id, size_t id_len, const cw_env_t *env);
+void cwb_reply_status(cw_broker_t *b, const void *id, size_t id_len, uint64_t request_id,
+                      int status, const char *detail);
+long cwb_resolve(cw_broker_t *b, const Causeway__V1__Send *send, const cw_user_t *sender,
+                 Causeway__V1__RecipientStatus *rcpts, cw_user_t **users);
+long cwb_user_log(cw_broker_t *b, Causeway__V1__UserInfo **infos,
+                  Causeway__V1__UserInfo ***ptrs);
+
+/* durable.c — all no-ops / NOT_DURABLE when b->durable is NULL. */
+
+/* Opens the store in cfg.data, loads the user log into the session table
+ * and starts the store actor. 0, or -1 with a message in err. */
+int cwd_open(cw_broker_t *b, char *err, size_t errlen);
+/* Answers what the store still owes (bounded wait), stops the actor. */
+void cwd_close(cw_broker_t *b);
+/* The actor's socket to poll (NULL when live-only). */
+void *cwd_poll_handle(cw_broker_t *b);
+/* Handles every store reply waiting; never blocks. */
+void cwd_on_replies(cw_broker_t *b);
+/* Persists a new user name (the request is ordered before any append that
+ * names the user). CW_OK (or live-only), else a status for the login reply. */
+int cwd_add_user(cw_broker_t *b, const char *name);
+/* A session logged in or resumed: starts pushing the user's queue, from
+ * the first unacknowledged message, unless the session pulls. */
+void cwd_on_login(cw_broker_t *b, cw_session_t *s);
+/* Redelivery of unacknowledged pushes whose ack is overdue. */
+void cwd_tick(cw_broker_t *b);
+/* A durable Send, already validated: resolves recipients and submits the
+ * append; the reply goes out after the commit. Takes *envp (NULLs it). */
+void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw_env_t **envp);
+/* Ack, Fetch and History requests from session s. */
+void cwd_ack(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, const cw_env_t *env);
+void cwd_fetch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, const cw_env_t *env);
+void cwd_history(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
+                 const cw_env_t *env);
+/* Counters for Stats (0 when live-only). */
+void cwd_stats(cw_broker_t *b, uint64_t *stored, uint64_t *fsyncs);
+
+#endif

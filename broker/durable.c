@@ -1,0 +1,741 @@
+/*  durable: the router's side of phase 2, durable per-user queues.
+ *
+ *  Runs on the router thread. The store itself runs on the store actor's
+ *  thread (store_actor.h); the router submits requests tagged with a token
+ *  and keeps, per request, a pending record in a FIFO. The actor answers in
+ *  submission order, after the commit (fsync) that covers the request, so
+ *  the reply at the FIFO's head is always the next to arrive.
+ *
+ *  Invariants:
+ *    1. Never acknowledge before durable: the ACCEPTED reply to a durable
+ *       Send and every push of a stored message leave only after the store
+ *       reply for its append, which comes after the commit.
+ *    2. Per session, pushes of stored messages go out in seq order. Either
+ *       the session is `catching_up` and only push reads (cw_store_read
+ *       from pushed_seq + 1) push, at most one read in flight; or it is
+ *       caught up, and each committed append pushes its seq directly.
+ *       Commits and reads are answered in submission order, so an append
+ *       that a read could not see is answered after that read (and pushed
+ *       directly), and one that it could see is answered before it (and
+ *       skipped while catching up).
+ *    3. At most push_window pushes per session wait for an ack; a full
+ *       window switches the session to catching up.
+ *    4. Pending records refer to sessions by serial, never by pointer: a
+ *       session may be gone, or replaced, when the reply arrives.
+ *
+ *  Stored clock: the sender's vector clock is stored as a serialized
+ *  Deliver holding only its `clock` field, and decoded the same way.
+ */
+#include "broker_internal.h"
+#include "cw_log.h"
+#include "cw_status.h"
+#include "store.h"
+#include "store_actor.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#define DRAIN_MS 5000      /* how long a shutdown waits for the store's answers */
+#define FETCH_DEFAULT 100  /* Fetch.max 0 */
+#define FETCH_MAX 1000     /* largest Fetch.max / History.last honoured */
+
+typedef enum { P_APPEND, P_ACK, P_PUSH_READ, P_FETCH, P_HISTORY, P_ADD_USER } pending_kind_t;
+
+typedef struct pending {
+    struct pending *next;        /* FIFO link */
+    pending_kind_t kind;         /* what was submitted */
+    uint64_t token;              /* the submission's token */
+    uint8_t id[1 + CW_ROUTING_ID_MAX]; /* requester's routing id, length-prefixed */
+    uint64_t request_id;         /* to echo in the reply */
+    char user[CW_NAME_MAX_HARD + 1]; /* user of the request; APPEND: the sender */
+    uint64_t serial;             /* session the request is for (0: none) */
+    uint64_t seq;                /* ACK: up to */
+    uint32_t max;                /* PUSH_READ: entries asked for */
+    bool redeliver;              /* PUSH_READ: mark pushes redelivered */
+    /* APPEND */
+    cw_env_t *env;               /* the Send request, owned */
+    uint64_t timestamp_us;       /* broker receipt time */
+    size_t n;                    /* distinct recipients */
+    Causeway__V1__RecipientStatus *rcpts; /* names and router-side statuses */
+    cw_user_t **users;           /* users[i]: the user of rcpts[i], NULL unknown */
+    long *store_idx;             /* index among stored recipients, -1 none */
+} pending_t;
+
+struct cw_durable {
+    cw_store_actor_t *actor;     /* the store thread, owned */
+    uint64_t next_token;         /* last token used */
+    pending_t *head, *tail;      /* FIFO of submitted requests */
+    size_t n_pending;            /* FIFO length */
+};
+
+/* ------------------------------------------------------------------------ */
+
+static void pending_free(pending_t *p)
+{
+    if (!p)
+        return;
+    cw_env_free(&p->env);
+    free(p->rcpts);
+    free(p->users);
+    free(p->store_idx);
+    free(p);
+}
+
+static pending_t *pending_new(cw_durable_t *d, pending_kind_t kind, const void *id, size_t id_len,
+                              uint64_t request_id, const char *user)
+{
+    pending_t *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->kind = kind;
+    p->token = ++d->next_token;
+    if (id && id_len <= CW_ROUTING_ID_MAX) {
+        p->id[0] = (uint8_t) id_len;
+        memcpy(p->id + 1, id, id_len);
+    }
+    p->request_id = request_id;
+    if (user)
+        snprintf(p->user, sizeof p->user, "%s", user);
+    return p;
+}
+
+/* Queues p after a successful submission. */
+static void pending_push(cw_durable_t *d, pending_t *p)
+{
+    if (d->tail)
+        d->tail->next = p;
+    else
+        d->head = p;
+    d->tail = p;
+    d->n_pending++;
+}
+
+static pending_t *pending_pop(cw_durable_t *d)
+{
+    pending_t *p = d->head;
+    if (p) {
+        d->head = p->next;
+        if (!d->head)
+            d->tail = NULL;
+        d->n_pending--;
+    }
+    return p;
+}
+
+/* Maps a failed submission to the status for the client. */
+static int submit_status(int rc)
+{
+    return rc == CW_FLOODED ? CW_FLOODED : rc == CW_ERR_NOMEM ? CW_INTERNAL : CW_STORE_ERROR;
+}
+
+static const char *submit_detail(int rc)
+{
+    return rc == CW_FLOODED ? "the store is behind; retry later" : "the store is unavailable";
+}
+
+/* The live session a pending request was for, or NULL if it is gone. */
+static cw_session_t *session_of(cw_broker_t *b, const pending_t *p)
+{
+    cw_user_t *u = cw_sessions_user(b->sessions, p->user);
+    if (!u || !u->session || u->session->serial != p->serial || u->session->dead)
+        return NULL;
+    return u->session;
+}
+
+/* Fills d from a store entry. *clock_msg receives a decoded clock holder
+ * the caller frees (causeway__v1__deliver__free_unpacked) after packing. */
+static void entry_to_deliver(const cw_store_entry_t *e, Causeway__V1__Deliver *d,
+                             Causeway__V1__Deliver **clock_msg)
+{
+    causeway__v1__deliver__init(d);
+    d->from = (char *) e->sender;
+    d->n_to = e->n_to;
+    d->to = (char **) e->to;
+    d->broadcast = e->broadcast;
+    d->expired = e->status == CW_EXPIRED;
+    d->text = d->expired ? "" : (char *) e->text;
+    d->timestamp_us = e->timestamp_us;
+    d->seq = e->seq;
+    d->message_id = (char *) e->message_id;
+    d->durable = true;
+    *clock_msg = NULL;
+    if (e->clock && e->clock_len) {
+        *clock_msg = causeway__v1__deliver__unpack(NULL, e->clock_len, e->clock);
+        if (*clock_msg) {
+            d->n_clock = (*clock_msg)->n_clock;
+            d->clock = (*clock_msg)->clock;
+        } else {
+            CW_WARN("stored clock of seq %llu is unreadable", (unsigned long long) e->seq);
+        }
+    }
+}
+
+/* Pushes one Deliver to s and advances its push state. */
+static void push_deliver(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver *d)
+{
+    cw_env_t env;
+    cw_env_init(&env, 0);
+    env.body_case = CW_BODY(DELIVER);
+    env.deliver = d;
+    zmq_msg_t msg;
+    if (cw_env_to_msg(&env, &msg) != CW_OK)
+        return; /* not pushed: the ack timeout pushes it again */
+    if (cwb_push(b, s, &msg) == CW_DELIVERED)
+        b->stats.deliveries++;
+    if (d->seq > s->pushed_seq)
+        s->pushed_seq = d->seq;
+    if (!s->ack_wait_ms)
+        s->ack_wait_ms = b->now_ms;
+    if (s->pushed_seq - s->acked_seq >= b->cfg.push_window)
+        s->catching_up = true;
+}
+
+/* Asks the store for the next part of s's queue, if s may take more. */
+static void push_read(cw_broker_t *b, cw_session_t *s)
+{
+    cw_durable_t *d = b->durable;
+    if (s->pull || s->dead || s->read_in_flight || !s->catching_up)
+        return;
+    uint64_t in_flight = s->pushed_seq > s->acked_seq ? s->pushed_seq - s->acked_seq : 0;
+    if (in_flight >= b->cfg.push_window)
+        return; /* an ack will call again */
+    pending_t *p = pending_new(d, P_PUSH_READ, NULL, 0, 0, s->user->name);
+    if (!p)
+        return;
+    p->serial = s->serial;
+    p->max = b->cfg.push_window - (uint32_t) in_flight;
+    p->redeliver = s->redeliver_next;
+    int rc = cw_store_actor_read(d->actor, p->token, s->user->name, s->pushed_seq + 1, p->max);
+    if (rc != CW_OK) {
+        CW_WARN("cannot read %s's queue now (%s); retrying", s->user->name, cw_status_name(rc));
+        pending_free(p);
+        return; /* the tick retries */
+    }
+    s->redeliver_next = false;
+    s->read_in_flight = true;
+    pending_push(d, p);
+}
+
+/* ------------------------------------------------------------------------
+ * Store replies
+ */
+
+static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
+{
+    int st = cw_store_reply_status(r);
+    bool dup = cw_store_reply_duplicate(r);
+    size_t accepted = 0, full = 0;
+    Causeway__V1__RecipientStatus **rptrs = calloc(p->n ? p->n : 1, sizeof *rptrs);
+    if (!rptrs) {
+        cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_INTERNAL, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < p->n; i++) {
+        rptrs[i] = &p->rcpts[i];
+        long k = p->store_idx[i];
+        if (k < 0)
+            continue; /* UNKNOWN_USER, decided by the router */
+        if (st == CW_STORE_ERROR || (size_t) k >= cw_store_reply_rcpts(r)) {
+            p->rcpts[i].status = (Causeway__V1__Status) CW_STORE_ERROR;
+            continue;
+        }
+        p->rcpts[i].status = (Causeway__V1__Status) cw_store_reply_rcpt_status(r, (size_t) k);
+        p->rcpts[i].seq = cw_store_reply_rcpt_seq(r, (size_t) k);
+        accepted += p->rcpts[i].status == (Causeway__V1__Status) CW_ACCEPTED;
+        full += p->rcpts[i].status == (Causeway__V1__Status) CW_QUEUE_FULL;
+    }
+
+    /* Push to recipients that are caught up (invariant 2). A duplicate was
+     * pushed or queued the first time. */
+    if (st != CW_STORE_ERROR && !dup && accepted) {
+        const Causeway__V1__Send *send = p->env->send;
+        char **to = calloc(p->n ? p->n : 1, sizeof *to);
+        Causeway__V1__Deliver dl;
+        causeway__v1__deliver__init(&dl);
+        dl.from = p->user;
+        if (!send->broadcast && to) {
+            for (size_t i = 0; i < p->n; i++)
+                to[i] = p->rcpts[i].name;
+            dl.n_to = p->n;
+            dl.to = to;
+        }
+        dl.broadcast = send->broadcast;
+        dl.text = send->text;
+        dl.timestamp_us = p->timestamp_us;
+        dl.message_id = send->message_id;
+        dl.durable = true;
+        dl.n_clock = p->env->n_clock;
+        dl.clock = p->env->clock;
+        for (size_t i = 0; i < p->n; i++) {
+            if (p->rcpts[i].status != (Causeway__V1__Status) CW_ACCEPTED || !p->users[i])
+                continue;
+            cw_session_t *s = p->users[i]->session;
+            if (!s || s->dead || s->pull || s->catching_up || p->rcpts[i].seq <= s->pushed_seq)
+                continue;
+            dl.seq = p->rcpts[i].seq;
+            push_deliver(b, s, &dl);
+        }
+        free(to);
+    }
+
+    cw_env_t out;
+    Causeway__V1__Reply reply;
+    cw_env_init(&out, p->request_id);
+    causeway__v1__reply__init(&reply);
+    if (st == CW_STORE_ERROR) {
+        reply.status = (Causeway__V1__Status) CW_STORE_ERROR;
+        reply.detail = "the store failed; nothing was stored";
+    } else if (accepted) {
+        reply.status = (Causeway__V1__Status) CW_ACCEPTED;
+        reply.detail = dup ? "already stored (duplicate message_id)" : "stored";
+    } else if (full) {
+        reply.status = (Causeway__V1__Status) CW_QUEUE_FULL;
+        reply.detail = "every recipient queue is full; nothing stored";
+    } else {
+        reply.status = (Causeway__V1__Status) CW_OK;
+        reply.detail = "no known recipient; nothing stored";
+    }
+    reply.duplicate = dup;
+    reply.n_recipients = p->n;
+    reply.recipients = rptrs;
+    out.body_case = CW_BODY(REPLY);
+    out.reply = &reply;
+    if (!cw_status_is_success((int) reply.status))
+        b->stats.bad_frames++;
+    cwb_send_to_id(b, p->id + 1, p->id[0], &out);
+    b->stats.messages_routed++;
+    CW_INFO("stored %s -> %s%zu recipient(s): accepted %zu, full %zu%s (%s)", p->user,
+            p->env->send->broadcast ? "all: " : "", p->n, accepted, full,
+            dup ? ", duplicate" : "", cw_status_name((int) reply.status));
+    free(rptrs);
+}
+
+static void on_push_read(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
+{
+    cw_session_t *s = session_of(b, p);
+    if (!s)
+        return; /* the session ended; its next login reads again */
+    s->read_in_flight = false;
+    int st = cw_store_reply_status(r);
+    if (st != CW_OK) {
+        CW_WARN("reading %s's queue failed: %s", s->user->name, cw_status_name(st));
+        return; /* still catching up: the tick retries */
+    }
+    size_t n = 0;
+    const cw_store_entry_t *e = cw_store_reply_entries(r, &n);
+    for (size_t i = 0; i < n; i++) {
+        Causeway__V1__Deliver dl, *clock = NULL;
+        entry_to_deliver(&e[i], &dl, &clock);
+        dl.redelivered = p->redeliver;
+        if (dl.expired)
+            CW_INFO("message seq %llu for %s expired before delivery",
+                    (unsigned long long) e[i].seq, s->user->name);
+        push_deliver(b, s, &dl);
+        if (clock)
+            causeway__v1__deliver__free_unpacked(clock, NULL);
+    }
+    if (n < p->max)
+        s->catching_up = false; /* the whole queue is out: pushes follow commits */
+    else
+        push_read(b, s);
+}
+
+/* Fetch and History replies: the entries as Reply.messages. */
+static void on_listing(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
+{
+    int st = cw_store_reply_status(r);
+    if (st != CW_OK) {
+        cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, st,
+                         st == CW_STORE_ERROR ? "the store failed" : NULL);
+        return;
+    }
+    size_t n = 0;
+    const cw_store_entry_t *e = cw_store_reply_entries(r, &n);
+    Causeway__V1__Deliver *dl = calloc(n ? n : 1, sizeof *dl);
+    Causeway__V1__Deliver **ptrs = calloc(n ? n : 1, sizeof *ptrs);
+    Causeway__V1__Deliver **clocks = calloc(n ? n : 1, sizeof *clocks);
+    if (!dl || !ptrs || !clocks) {
+        cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_INTERNAL, "out of memory");
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            entry_to_deliver(&e[i], &dl[i], &clocks[i]);
+            ptrs[i] = &dl[i];
+        }
+        cw_env_t out;
+        Causeway__V1__Reply reply;
+        char detail[64];
+        cw_env_init(&out, p->request_id);
+        causeway__v1__reply__init(&reply);
+        reply.status = (Causeway__V1__Status) CW_OK;
+        if (n)
+            snprintf(detail, sizeof detail, "%zu message%s", n, n == 1 ? "" : "s");
+        else
+            snprintf(detail, sizeof detail, "no messages");
+        reply.detail = detail;
+        reply.n_messages = n;
+        reply.messages = ptrs;
+        out.body_case = CW_BODY(REPLY);
+        out.reply = &reply;
+        cwb_send_to_id(b, p->id + 1, p->id[0], &out);
+        for (size_t i = 0; i < n; i++)
+            if (clocks[i])
+                causeway__v1__deliver__free_unpacked(clocks[i], NULL);
+    }
+    free(dl);
+    free(ptrs);
+    free(clocks);
+}
+
+static void on_ack(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
+{
+    int st = cw_store_reply_status(r);
+    cw_session_t *s = session_of(b, p);
+    if (st == CW_OK && s) {
+        if (p->seq > s->acked_seq)
+            s->acked_seq = p->seq;
+        if (s->acked_seq > s->pushed_seq)
+            s->pushed_seq = s->acked_seq;
+        /* Progress restarts the redelivery clock; all acked stops it. */
+        s->ack_wait_ms = s->acked_seq >= s->pushed_seq ? 0 : b->now_ms;
+        push_read(b, s);
+    }
+    const char *detail = st == CW_OK             ? "acknowledged"
+                         : st == CW_BAD_REQUEST  ? "seq is beyond the last message of the queue"
+                         : st == CW_STORE_ERROR  ? "the store failed"
+                                                 : NULL;
+    cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, st, detail);
+}
+
+void cwd_on_replies(cw_broker_t *b)
+{
+    cw_durable_t *d = b->durable;
+    if (!d)
+        return;
+    cw_store_reply_t *r;
+    while ((r = cw_store_actor_recv(d->actor, 0))) {
+        uint64_t token = cw_store_reply_token(r);
+        pending_t *p = pending_pop(d);
+        /* Replies come in submission order (store_actor.h); anything else is
+         * a bug: fail the skipped requests rather than answer them wrongly. */
+        while (p && p->token != token) {
+            CW_ERROR("store reply %llu out of order (expected %llu)", (unsigned long long) token,
+                     (unsigned long long) p->token);
+            if (p->kind != P_PUSH_READ && p->kind != P_ADD_USER)
+                cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_INTERNAL,
+                                 "store reply lost");
+            pending_free(p);
+            p = pending_pop(d);
+        }
+        if (!p) {
+            cw_store_reply_destroy(&r);
+            continue;
+        }
+        b->now_ms = cw_mono_ms();
+        switch (p->kind) {
+        case P_APPEND: on_append(b, p, r); break;
+        case P_PUSH_READ: on_push_read(b, p, r); break;
+        case P_FETCH:
+        case P_HISTORY: on_listing(b, p, r); break;
+        case P_ACK: on_ack(b, p, r); break;
+        case P_ADD_USER:
+            if (cw_store_reply_status(r) != CW_OK)
+                CW_ERROR("storing user %s failed: %s", p->user,
+                         cw_status_name(cw_store_reply_status(r)));
+            break;
+        }
+        pending_free(p);
+        cw_store_reply_destroy(&r);
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Requests
+ */
+
+int cwd_add_user(cw_broker_t *b, const char *name)
+{
+    cw_durable_t *d = b->durable;
+    if (!d)
+        return CW_OK;
+    pending_t *p = pending_new(d, P_ADD_USER, NULL, 0, 0, name);
+    if (!p)
+        return CW_INTERNAL;
+    int rc = cw_store_actor_add_user(d->actor, p->token, name);
+    if (rc != CW_OK) {
+        pending_free(p);
+        return submit_status(rc);
+    }
+    pending_push(d, p);
+    return CW_OK;
+}
+
+void cwd_on_login(cw_broker_t *b, cw_session_t *s)
+{
+    if (!b->durable || s->pull)
+        return;
+    /* Everything unacknowledged goes out again, from the start of the queue. */
+    s->pushed_seq = s->acked_seq;
+    s->catching_up = true;
+    s->ack_wait_ms = 0;
+    push_read(b, s);
+}
+
+void cwd_tick(cw_broker_t *b)
+{
+    if (!b->durable)
+        return;
+    size_t n = cw_sessions_count(b->sessions);
+    for (size_t i = 0; i < n; i++) {
+        cw_session_t *s = cw_sessions_at(b->sessions, i);
+        if (s->dead || s->pull)
+            continue;
+        if (!s->read_in_flight && s->ack_wait_ms && s->pushed_seq > s->acked_seq &&
+            b->now_ms - s->ack_wait_ms > (int64_t) b->cfg.redeliver_ms) {
+            CW_INFO("redelivering to %s from seq %llu (no ack for %u ms)", s->user->name,
+                    (unsigned long long) s->acked_seq + 1, b->cfg.redeliver_ms);
+            s->pushed_seq = s->acked_seq;
+            s->catching_up = true;
+            s->redeliver_next = true;
+            s->ack_wait_ms = b->now_ms;
+        }
+        push_read(b, s); /* also retries reads that failed */
+    }
+}
+
+void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw_env_t **envp)
+{
+    cw_durable_t *d = b->durable;
+    cw_env_t *env = *envp;
+    uint64_t rid = env->request_id;
+    const Causeway__V1__Send *send = env->send;
+    pending_t *p = pending_new(d, P_APPEND, id, id_len, rid, s->user->name);
+    size_t cap = send->broadcast ? cw_sessions_user_count(b->sessions) : send->n_to;
+    cw_store_rcpt_t *srcpts = calloc(cap ? cap : 1, sizeof *srcpts);
+    Causeway__V1__Deliver clock_holder;
+    uint8_t *clock = NULL;
+    size_t clock_len = 0;
+    if (!p || !srcpts || !(p->rcpts = calloc(cap ? cap : 1, sizeof *p->rcpts)) ||
+        !(p->users = calloc(cap ? cap : 1, sizeof *p->users)) ||
+        !(p->store_idx = calloc(cap ? cap : 1, sizeof *p->store_idx))) {
+        cwb_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
+        goto fail;
+    }
+    long n = cwb_resolve(b, send, s->user, p->rcpts, p->users);
+    size_t n_store = 0;
+    for (long i = 0; i < n; i++) {
+        if (p->users[i]) {
+            p->store_idx[i] = (long) n_store;
+            srcpts[n_store++].name = p->users[i]->name;
+        } else {
+            p->store_idx[i] = -1;
+            p->rcpts[i].status = (Causeway__V1__Status) CW_UNKNOWN_USER;
+        }
+    }
+    p->n = (size_t) n;
+    p->timestamp_us = b->now_us;
+    if (n_store == 0) {
+        /* Nobody to store for: answer now, through the same reply path. */
+        Causeway__V1__RecipientStatus **rptrs = calloc(p->n ? p->n : 1, sizeof *rptrs);
+        cw_env_t out;
+        Causeway__V1__Reply reply;
+        cw_env_init(&out, rid);
+        causeway__v1__reply__init(&reply);
+        reply.status = (Causeway__V1__Status) CW_OK;
+        reply.detail = "no known recipient; nothing stored";
+        for (size_t i = 0; rptrs && i < p->n; i++)
+            rptrs[i] = &p->rcpts[i];
+        reply.n_recipients = rptrs ? p->n : 0;
+        reply.recipients = rptrs;
+        out.body_case = CW_BODY(REPLY);
+        out.reply = &reply;
+        cwb_send_to_id(b, id, id_len, &out);
+        free(rptrs);
+        goto fail;
+    }
+    causeway__v1__deliver__init(&clock_holder);
+    clock_holder.n_clock = env->n_clock;
+    clock_holder.clock = env->clock;
+    clock_len = causeway__v1__deliver__get_packed_size(&clock_holder);
+    if (clock_len) {
+        clock = malloc(clock_len);
+        if (!clock) {
+            cwb_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
+            goto fail;
+        }
+        causeway__v1__deliver__pack(&clock_holder, clock);
+    }
+    cw_store_msg_t msg;
+    memset(&msg, 0, sizeof msg);
+    msg.sender = s->user->name;
+    msg.message_id = send->message_id;
+    msg.text = send->text ? send->text : "";
+    msg.text_len = strlen(msg.text);
+    msg.clock = clock;
+    msg.clock_len = clock_len;
+    msg.timestamp_us = b->now_us;
+    msg.ttl_s = send->ttl_s;
+    msg.broadcast = send->broadcast;
+    msg.rcpts = srcpts;
+    msg.n_rcpts = n_store;
+    int rc = cw_store_actor_append(d->actor, p->token, &msg);
+    if (rc != CW_OK) {
+        cwb_reply_status(b, id, id_len, rid, submit_status(rc), submit_detail(rc));
+        goto fail;
+    }
+    p->env = env; /* the pending record owns the request from here */
+    *envp = NULL;
+    pending_push(d, p);
+    free(srcpts);
+    free(clock);
+    return;
+fail:
+    pending_free(p);
+    free(srcpts);
+    free(clock);
+}
+
+void cwd_ack(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, const cw_env_t *env)
+{
+    cw_durable_t *d = b->durable;
+    pending_t *p = pending_new(d, P_ACK, id, id_len, env->request_id, s->user->name);
+    if (!p) {
+        cwb_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
+        return;
+    }
+    p->serial = s->serial;
+    p->seq = env->ack->seq;
+    int rc = cw_store_actor_ack(d->actor, p->token, s->user->name, p->seq);
+    if (rc != CW_OK) {
+        cwb_reply_status(b, id, id_len, env->request_id, submit_status(rc), submit_detail(rc));
+        pending_free(p);
+        return;
+    }
+    pending_push(d, p);
+}
+
+/* Fetch and History: a read-only listing of the caller's queue. */
+static void listing(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
+                    const cw_env_t *env, pending_kind_t kind, uint32_t want)
+{
+    cw_durable_t *d = b->durable;
+    pending_t *p = pending_new(d, kind, id, id_len, env->request_id, s->user->name);
+    if (!p) {
+        cwb_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
+        return;
+    }
+    if (want == 0)
+        want = FETCH_DEFAULT;
+    if (want > FETCH_MAX)
+        want = FETCH_MAX;
+    int rc = kind == P_FETCH ? cw_store_actor_read(d->actor, p->token, s->user->name, 0, want)
+                             : cw_store_actor_history(d->actor, p->token, s->user->name, want);
+    if (rc != CW_OK) {
+        cwb_reply_status(b, id, id_len, env->request_id, submit_status(rc), submit_detail(rc));
+        pending_free(p);
+        return;
+    }
+    pending_push(d, p);
+}
+
+void cwd_fetch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, const cw_env_t *env)
+{
+    listing(b, id, id_len, s, env, P_FETCH, env->fetch->max);
+}
+
+void cwd_history(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
+                 const cw_env_t *env)
+{
+    listing(b, id, id_len, s, env, P_HISTORY, env->history->last);
+}
+
+/* ------------------------------------------------------------------------
+ * Life cycle
+ */
+
+int cwd_open(cw_broker_t *b, char *err, size_t errlen)
+{
+    cw_store_options_t opt;
+    cw_store_options_init(&opt);
+    opt.queue_quota = b->cfg.queue_max;
+    opt.retention = b->cfg.retention;
+    opt.default_ttl_s = b->cfg.ttl_s;
+    cw_store_t *store = NULL;
+    int64_t t0 = cw_mono_ms();
+    if (cw_store_open(b->cfg.data, &opt, &store, err, errlen) != CW_OK)
+        return -1;
+    cw_store_user_t *users = NULL;
+    size_t n = 0;
+    if (cw_store_list_users(store, &users, &n) != CW_OK) {
+        snprintf(err, errlen, "cannot read the user log: %s", cw_store_errmsg(store));
+        cw_store_close(&store);
+        return -1;
+    }
+    uint64_t pending = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (cw_name_check(users[i].name, CW_NAME_MAX_HARD, NULL) != CW_OK ||
+            !cw_sessions_user_add(b->sessions, users[i].name, NULL)) {
+            CW_WARN("ignoring stored user '%s'", users[i].name);
+            continue;
+        }
+        pending += users[i].pending;
+    }
+    cw_store_users_free(&users, n);
+    b->durable = calloc(1, sizeof *b->durable);
+    if (!b->durable) {
+        snprintf(err, errlen, "out of memory");
+        cw_store_close(&store);
+        return -1;
+    }
+    b->durable->actor = cw_store_actor_new(&store, 0);
+    if (!b->durable->actor) {
+        snprintf(err, errlen, "cannot start the store thread");
+        free(b->durable);
+        b->durable = NULL;
+        return -1;
+    }
+    CW_INFO("store %s opened in %lld ms: %zu users, %llu messages waiting", b->cfg.data,
+            (long long) (cw_mono_ms() - t0), n, (unsigned long long) pending);
+    return 0;
+}
+
+void cwd_close(cw_broker_t *b)
+{
+    cw_durable_t *d = b->durable;
+    if (!d)
+        return;
+    /* Answer what the store still owes: a sender whose message is being
+     * committed gets its ACCEPTED (or error) before the broker exits. */
+    int64_t deadline = cw_mono_ms() + DRAIN_MS;
+    while (d->head && cw_mono_ms() < deadline) {
+        zmq_pollitem_t item = {zsock_resolve(cw_store_actor_sock(d->actor)), 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&item, 1, 100) > 0)
+            cwd_on_replies(b);
+    }
+    pending_t *p;
+    while ((p = pending_pop(d))) {
+        if (p->kind != P_PUSH_READ && p->kind != P_ADD_USER)
+            cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_SHUTTING_DOWN,
+                             "broker stopped before the store answered");
+        pending_free(p);
+    }
+    cw_store_actor_destroy(&d->actor);
+    free(d);
+    b->durable = NULL;
+}
+
+void *cwd_poll_handle(cw_broker_t *b)
+{
+    return b->durable ? zsock_resolve(cw_store_actor_sock(b->durable->actor)) : NULL;
+}
+
+void cwd_stats(cw_broker_t *b, uint64_t *stored, uint64_t *fsyncs)
+{
+    *stored = *fsyncs = 0;
+    if (!b->durable)
+        return;
+    cw_store_actor_stats_t st;
+    cw_store_actor_stats(b->durable->actor, &st);
+    *stored = st.pending;
+    *fsyncs = st.commits;
+}

@@ -1,0 +1,1632 @@
+/*  store: the durable message store, on SQLite. See store.h for the API.
+ *
+ *  Owns: the data directory's LOCK file (flock held while open), one SQLite
+ *  connection to causeway.db, its prepared statements, and an in-memory
+ *  cache of the user log (per user: row id, next seq, acked seq, pending
+ *  count). Thread: whichever thread owns the cw_store_t (the store actor in
+ *  the broker); never two at once.
+ *
+ *  Schema (version 1, in table schema_version; PRAGMA application_id marks
+ *  the file as causeway's):
+ *    users(id, name UNIQUE, next_seq, acked_seq, created_us)
+ *        the user log; next_seq is the seq the next entry will get.
+ *    messages(id, sender, message_id, ts_us, expires_us, flags, live, clock,
+ *             rcpts, text)
+ *        one row per stored message, however many recipients. rcpts is the
+ *        per-recipient outcome in the sender's order (u8 status, u64 seq
+ *        little-endian, name, NUL; repeated): the answer a duplicate gets,
+ *        and the "to" list of deliveries. live counts the entries pointing
+ *        at the row. Unique partial index on (sender, message_id).
+ *    entries(user_id, seq, msg) WITHOUT ROWID, primary key (user_id, seq)
+ *        the queues: entry (u, s) is message msg at seq s of u's queue.
+ *        Entries with seq <= users.acked_seq are acknowledged (kept for
+ *        history), the others are pending.
+ *
+ *  Invariants (cw_store_verify checks 1-5 against the database):
+ *    1. Seqs are never reused: every entry of u has seq < u.next_seq, and
+ *       next_seq only grows (it is stored, not derived from the entries, so
+ *       acking or expiring the newest entries does not give their seqs back).
+ *    2. u.acked_seq < u.next_seq; the cached pending count of u is the
+ *       number of u's entries with seq > acked_seq.
+ *    3. messages.live = the number of entries whose msg is the row. A row
+ *       with live = 0 exists only if it has a message_id (it is the dedup
+ *       record), and is deleted once older than the dedup window.
+ *    4. At most one row per (sender, message_id): a message is stored once;
+ *       a repeat is answered from the row's rcpts (idempotent append).
+ *    5. Every entry points at an existing message row and an existing user.
+ *    6. Each public write runs in exactly one SQLite transaction (its own,
+ *       or the caller's group): a batch is on disk entirely or not at all.
+ *    7. The cache equals the database as the open transaction sees it;
+ *       after any rollback it is reloaded from the database. If that is not
+ *       possible the store enters its failed state.
+ *
+ *  Durability: the commit point. The connection runs in WAL mode with
+ *  synchronous=FULL and locking_mode=EXCLUSIVE. Until COMMIT, a
+ *  transaction's pages live in SQLite's page cache (and possibly in WAL
+ *  frames written without a commit mark, which recovery ignores). COMMIT
+ *  appends the remaining changed pages to causeway.db-wal as frames, the
+ *  last one marked as a commit frame carrying the new database size, each
+ *  frame checksummed over the whole chain since the WAL header; then it
+ *  fsync()s the WAL file, and only then returns SQLITE_OK. The commit point
+ *  is the return of that fsync: after it, a crash at any moment leaves the
+ *  frames on disk and recovery (at the next open) replays them; before it,
+ *  recovery stops at the last valid commit frame and the transaction never
+ *  happened. So at the commit point the disk holds: the main database file
+ *  (possibly stale) plus a WAL file whose valid, checksummed prefix ends
+ *  with this transaction's commit frame. Checkpoints copy WAL pages into
+ *  the database file and fsync it before the WAL is reused, so they never
+ *  lose a committed frame. SQLite fsyncs the directory when it creates the
+ *  WAL file; open() also fsyncs the data directory after creating the
+ *  database. Nothing is reported ACCEPTED before that fsync returned.
+ *
+ *  State machine (s->state, s->txn):
+ *    OPEN/NONE --txn_begin or an implicit write--> OPEN/TXN
+ *    OPEN/TXN --commit ok--> OPEN/NONE
+ *    OPEN/TXN --a statement failed; ROLLBACK ok, cache reloaded-->
+ *        OPEN/NONE (implicit) or OPEN/ABORTED (group: later operations
+ *        and the commit are refused; txn_rollback ends it)          abort_txn
+ *    OPEN/TXN --COMMIT failed with SQLITE_FULL, rolled back--> OPEN/NONE
+ *    any --COMMIT failed otherwise (the frames may or may not be on disk),
+ *        ROLLBACK failed, cache reload failed, corruption seen--> FAILED:
+ *        sticky; everything but close/stats/errmsg returns CW_STORE_ERROR.
+ *        Reopening re-runs recovery and quick_check.                 set_failed
+ */
+#include "store.h"
+
+#include "cw_log.h"
+#include "cw_status.h"
+#include "cw_util.h"
+
+#include <czmq.h>
+#include <sqlite3.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SCHEMA_VERSION 1
+#define APPLICATION_ID 0x43574159          /* "CWAY" */
+#define DB_FILE "causeway.db"
+#define LOCK_FILE "LOCK"
+#define RECLAIM_INTERVAL_US 1000000ull     /* a full queue looks for expired entries at most 1/s */
+#define RCPT_REC_FIXED 9                   /* u8 status + u64 seq, then name + NUL */
+
+typedef enum { STORE_OPEN, STORE_FAILED } store_state_t;
+typedef enum { TXN_NONE, TXN_OPEN, TXN_ABORTED } txn_state_t;
+
+/* One cached user: the database row plus what the open transaction did. */
+typedef struct {
+    int64_t id;            /* users.id */
+    uint64_t next_seq;     /* seq for the next entry (users.next_seq + this txn) */
+    uint64_t acked_seq;    /* users.acked_seq (+ this txn) */
+    uint64_t pending;      /* entries with seq > acked_seq */
+    uint64_t mark;         /* serial of the last appended message naming this user */
+    size_t mark_idx;       /* index of that recipient in the message */
+    uint64_t reclaim_us;   /* last time a full queue looked for expired entries */
+    int dirty;             /* next_seq/acked_seq differ from the row: write before COMMIT */
+} user_t;
+
+enum {
+    S_BEGIN, S_COMMIT, S_ROLLBACK, S_USER_INSERT, S_USER_UPDATE, S_USER_LIST, S_DEDUP_FIND,
+    S_MSG_INSERT, S_ENTRY_INSERT, S_READ, S_HISTORY, S_COUNT_RANGE, S_RETAIN_THRESHOLD,
+    S_LIVE_DEC, S_MSG_DROP, S_ENTRY_DELETE, S_PRUNE, S_EXPIRED_FIND, N_STMTS
+};
+
+static const char *const stmt_sql[N_STMTS] = {
+    [S_BEGIN] = "BEGIN IMMEDIATE",
+    [S_COMMIT] = "COMMIT",
+    [S_ROLLBACK] = "ROLLBACK",
+    [S_USER_INSERT] = "INSERT INTO users(name, next_seq, acked_seq, created_us) "
+                      "VALUES (?1, 1, 0, ?2)",
+    [S_USER_UPDATE] = "UPDATE users SET next_seq = ?2, acked_seq = ?3 WHERE id = ?1",
+    [S_USER_LIST] = "SELECT name, created_us FROM users ORDER BY id",
+    [S_DEDUP_FIND] = "SELECT rcpts FROM messages WHERE sender = ?1 AND message_id = ?2",
+    [S_MSG_INSERT] = "INSERT INTO messages(sender, message_id, ts_us, expires_us, flags, live, "
+                     "clock, rcpts, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    [S_ENTRY_INSERT] = "INSERT INTO entries(user_id, seq, msg) VALUES (?1, ?2, ?3)",
+    [S_READ] = "SELECT e.seq, m.sender, m.message_id, m.ts_us, m.expires_us, m.flags, m.clock, "
+               "m.rcpts, m.text FROM entries e JOIN messages m ON m.id = e.msg "
+               "WHERE e.user_id = ?1 AND e.seq >= ?2 ORDER BY e.seq LIMIT ?3",
+    [S_HISTORY] = "SELECT e.seq, m.sender, m.message_id, m.ts_us, m.expires_us, m.flags, "
+                  "m.clock, m.rcpts, m.text FROM entries e JOIN messages m ON m.id = e.msg "
+                  "WHERE e.user_id = ?1 ORDER BY e.seq DESC LIMIT ?2",
+    [S_COUNT_RANGE] = "SELECT count(*) FROM entries WHERE user_id = ?1 AND seq BETWEEN ?2 AND ?3",
+    [S_RETAIN_THRESHOLD] = "SELECT seq FROM entries WHERE user_id = ?1 AND seq <= ?2 "
+                           "ORDER BY seq DESC LIMIT 1 OFFSET ?3",
+    [S_LIVE_DEC] = "UPDATE messages SET live = live - 1 WHERE id IN "
+                   "(SELECT msg FROM entries WHERE user_id = ?1 AND seq BETWEEN ?2 AND ?3)",
+    [S_MSG_DROP] = "DELETE FROM messages WHERE live = 0 AND message_id IS NULL AND id IN "
+                   "(SELECT msg FROM entries WHERE user_id = ?1 AND seq BETWEEN ?2 AND ?3)",
+    [S_ENTRY_DELETE] = "DELETE FROM entries WHERE user_id = ?1 AND seq BETWEEN ?2 AND ?3",
+    [S_PRUNE] = "DELETE FROM messages WHERE id IN "
+                "(SELECT id FROM messages WHERE live = 0 AND ts_us < ?1 LIMIT 256)",
+    [S_EXPIRED_FIND] = "SELECT e.seq FROM entries e JOIN messages m ON m.id = e.msg "
+                       "WHERE e.user_id = ?1 AND e.seq > ?2 AND m.expires_us > 0 "
+                       "AND m.expires_us <= ?3 ORDER BY e.seq",
+};
+
+static const char *const schema_sql =
+    "CREATE TABLE schema_version (version INTEGER NOT NULL);"
+    "INSERT INTO schema_version VALUES (1);"
+    "CREATE TABLE users ("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  next_seq INTEGER NOT NULL,"
+    "  acked_seq INTEGER NOT NULL,"
+    "  created_us INTEGER NOT NULL);"
+    "CREATE TABLE messages ("
+    "  id INTEGER PRIMARY KEY,"
+    "  sender TEXT NOT NULL,"
+    "  message_id TEXT,"
+    "  ts_us INTEGER NOT NULL,"
+    "  expires_us INTEGER NOT NULL,"
+    "  flags INTEGER NOT NULL,"
+    "  live INTEGER NOT NULL,"
+    "  clock BLOB,"
+    "  rcpts BLOB NOT NULL,"
+    "  text BLOB NOT NULL);"
+    "CREATE UNIQUE INDEX messages_dedup ON messages(sender, message_id)"
+    "  WHERE message_id IS NOT NULL;"
+    "CREATE INDEX messages_dead ON messages(ts_us) WHERE live = 0;"
+    "CREATE TABLE entries ("
+    "  user_id INTEGER NOT NULL,"
+    "  seq INTEGER NOT NULL,"
+    "  msg INTEGER NOT NULL,"
+    "  PRIMARY KEY (user_id, seq)) WITHOUT ROWID;";
+
+#define MSG_FLAG_BROADCAST 1
+
+struct cw_store {
+    sqlite3 *db;                     /* the connection; exclusive lock on the file */
+    sqlite3_stmt *st[N_STMTS];       /* prepared once, reset after every use */
+    int lock_fd;                     /* data_dir/LOCK, flock'ed; -1 when closed */
+    char *dir;                       /* data directory (owned) */
+    cw_store_options_t opt;          /* options as given (sqlite_vfs not kept) */
+    store_state_t state;             /* OPEN or sticky FAILED */
+    txn_state_t txn;                 /* transaction state, see the state machine */
+    int txn_group;                   /* the open transaction is the caller's group */
+    int txn_wrote;                   /* the open transaction changed something */
+    zhashx_t *users;                 /* name -> user_t (owned) */
+    user_t **dirty;                  /* users with dirty set */
+    size_t n_dirty, cap_dirty;
+    uint64_t serial;                 /* counts appended messages: user_t.mark */
+    uint64_t pending_total;          /* sum of users' pending */
+    cw_store_stats_t stats;          /* committed counters */
+    cw_store_stats_t tx;             /* counters of the open transaction */
+    uint8_t *buf;                    /* scratch: rcpts blob under construction */
+    size_t buf_cap;
+    uint64_t *seqs;                  /* scratch: seqs to delete */
+    size_t seqs_cap;
+    char errmsg[512];                /* last error */
+};
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                    */
+
+static void set_err(cw_store_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_err(cw_store_t *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->errmsg, sizeof s->errmsg, fmt, ap);
+    va_end(ap);
+}
+
+/* Records SQLite's error for `what`; returns CW_STORE_ERROR. */
+static int sql_err(cw_store_t *s, const char *what)
+{
+    int code = sqlite3_extended_errcode(s->db);
+    set_err(s, "%s: %s (sqlite %d)", what, sqlite3_errmsg(s->db), code);
+    CW_ERROR("store: %s", s->errmsg);
+    return CW_STORE_ERROR;
+}
+
+/* Enters the sticky failed state. */
+static void set_failed(cw_store_t *s, const char *why)
+{
+    if (s->state != STORE_FAILED)
+        CW_ERROR("store: entering failed state (%s); refusing all operations until reopened",
+                 why);
+    s->state = STORE_FAILED;
+    s->txn = TXN_NONE;
+    s->txn_group = 0;
+}
+
+static int failed_refusal(cw_store_t *s)
+{
+    /* Keep the original cause visible. */
+    if (strncmp(s->errmsg, "store failed: ", 14) != 0) {
+        char prev[sizeof s->errmsg];
+        memcpy(prev, s->errmsg, sizeof prev);
+        set_err(s, "store failed: %s", prev);
+    }
+    return CW_STORE_ERROR;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Small helpers                                                             */
+
+static void put_u64le(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t) (v >> (8 * i));
+}
+
+static uint64_t get_u64le(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t) p[i] << (8 * i);
+    return v;
+}
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    size_t n = *cap ? *cap : 64;
+    while (n < need)
+        n *= 2;
+    void *q = realloc(*p, n * elem);
+    if (!q)
+        return -1;
+    *p = q;
+    *cap = n;
+    return 0;
+}
+
+static sqlite3_stmt *stmt(cw_store_t *s, int which)
+{
+    sqlite3_stmt *st = s->st[which];
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return st;
+}
+
+/* Steps a statement that returns no rows; resets it. SQLITE_DONE or error. */
+static int exec_stmt(sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        rc = SQLITE_DONE;
+    sqlite3_reset(st);
+    return rc;
+}
+
+static void user_free(void **item)
+{
+    if (item && *item) {
+        free(*item);
+        *item = NULL;
+    }
+}
+
+static user_t *user_find(cw_store_t *s, const char *name)
+{
+    return name ? zhashx_lookup(s->users, name) : NULL;
+}
+
+static int mark_dirty(cw_store_t *s, user_t *u)
+{
+    if (u->dirty)
+        return 0;
+    if (grow((void **) &s->dirty, &s->cap_dirty, s->n_dirty + 1, sizeof *s->dirty) != 0)
+        return -1;
+    s->dirty[s->n_dirty++] = u;
+    u->dirty = 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The cache                                                                 */
+
+/* Rebuilds the user cache from the database (invariant 7). CW_OK or
+ * CW_STORE_ERROR (cache then empty). */
+static int cache_load(cw_store_t *s)
+{
+    zhashx_purge(s->users);
+    s->n_dirty = 0;
+    s->pending_total = 0;
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, "SELECT id, name, next_seq, acked_seq FROM users", -1,
+                                &st, NULL);
+    if (rc != SQLITE_OK)
+        return sql_err(s, "loading users");
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        user_t *u = calloc(1, sizeof *u);
+        if (!u) {
+            sqlite3_finalize(st);
+            set_err(s, "loading users: out of memory");
+            return CW_STORE_ERROR;
+        }
+        u->id = sqlite3_column_int64(st, 0);
+        u->next_seq = (uint64_t) sqlite3_column_int64(st, 2);
+        u->acked_seq = (uint64_t) sqlite3_column_int64(st, 3);
+        zhashx_insert(s->users, (const char *) sqlite3_column_text(st, 1), u);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return sql_err(s, "loading users");
+
+    /* Pending counts: one pass over the pending part of every queue. The
+     * ids are mapped back to cached users through a temporary hash. */
+    zhashx_t *by_id = zhashx_new();
+    if (!by_id) {
+        set_err(s, "loading users: out of memory");
+        return CW_STORE_ERROR;
+    }
+    for (user_t *u = zhashx_first(s->users); u; u = zhashx_next(s->users)) {
+        char key[32];
+        snprintf(key, sizeof key, "%lld", (long long) u->id);
+        zhashx_insert(by_id, key, u);
+    }
+    zhashx_set_destructor(by_id, NULL);
+    rc = sqlite3_prepare_v2(s->db,
+                            "SELECT e.user_id, count(*) FROM entries e JOIN users u "
+                            "ON u.id = e.user_id WHERE e.seq > u.acked_seq GROUP BY e.user_id",
+                            -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        zhashx_destroy(&by_id);
+        return sql_err(s, "counting pending entries");
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        char key[32];
+        snprintf(key, sizeof key, "%lld", (long long) sqlite3_column_int64(st, 0));
+        user_t *u = zhashx_lookup(by_id, key);
+        if (u) {
+            u->pending = (uint64_t) sqlite3_column_int64(st, 1);
+            s->pending_total += u->pending;
+        }
+    }
+    sqlite3_finalize(st);
+    zhashx_destroy(&by_id);
+    if (rc != SQLITE_DONE)
+        return sql_err(s, "counting pending entries");
+    return CW_OK;
+}
+
+/* Writes dirty users back (before COMMIT). SQLite status. */
+static int cache_flush(cw_store_t *s)
+{
+    for (size_t i = 0; i < s->n_dirty; i++) {
+        user_t *u = s->dirty[i];
+        sqlite3_stmt *st = stmt(s, S_USER_UPDATE);
+        sqlite3_bind_int64(st, 1, u->id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64) u->next_seq);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64) u->acked_seq);
+        int rc = exec_stmt(st);
+        if (rc != SQLITE_DONE)
+            return rc;
+    }
+    for (size_t i = 0; i < s->n_dirty; i++)
+        s->dirty[i]->dirty = 0;
+    s->n_dirty = 0;
+    return SQLITE_DONE;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Transactions                                                              */
+
+/* Undoes the open transaction after a failed statement: ROLLBACK (unless
+ * SQLite already did), reload the cache. A group becomes ABORTED, an
+ * implicit transaction ends. Sticky failure if either step fails.
+ * Returns CW_STORE_ERROR (the caller's result). */
+static int abort_txn(cw_store_t *s)
+{
+    int group = s->txn_group;
+    char cause[sizeof s->errmsg];
+    memcpy(cause, s->errmsg, sizeof cause);
+    s->stats.errors++;
+    memset(&s->tx, 0, sizeof s->tx);
+    if (!sqlite3_get_autocommit(s->db)) {
+        int rc = exec_stmt(s->st[S_ROLLBACK]);
+        if (rc != SQLITE_DONE) {
+            sql_err(s, "rollback");
+            set_failed(s, "rollback failed");
+            return CW_STORE_ERROR;
+        }
+    }
+    if (cache_load(s) != CW_OK) {
+        set_failed(s, "cache reload after rollback failed");
+        return CW_STORE_ERROR;
+    }
+    memcpy(s->errmsg, cause, sizeof cause);   /* report the first cause */
+    s->txn = group ? TXN_ABORTED : TXN_NONE;
+    s->txn_wrote = 0;
+    return CW_STORE_ERROR;
+}
+
+/* Commits the open transaction: the commit point (see the file header). */
+static int commit_txn(cw_store_t *s)
+{
+    int rc = cache_flush(s);
+    if (rc != SQLITE_DONE) {
+        sql_err(s, "writing user log");
+        return abort_txn(s);
+    }
+    rc = exec_stmt(s->st[S_COMMIT]);
+    if (rc != SQLITE_DONE) {
+        sql_err(s, "commit");
+        int code = sqlite3_extended_errcode(s->db);
+        if ((code & 0xff) == SQLITE_FULL) {
+            /* Disk full while writing WAL frames: the commit frame was not
+             * written, the transaction did not happen. Roll back and go on. */
+            abort_txn(s);
+            s->txn = TXN_NONE;
+            s->txn_group = 0;
+            return CW_STORE_ERROR;
+        }
+        /* The frames, even the commit frame, may be on disk (e.g. fsync
+         * failed after the write): recovery might replay this transaction
+         * that we are about to report as failed. Consistency in doubt. */
+        s->stats.errors++;
+        if (!sqlite3_get_autocommit(s->db))
+            exec_stmt(s->st[S_ROLLBACK]);
+        set_failed(s, "commit failed; its outcome on disk is unknown");
+        return CW_STORE_ERROR;
+    }
+    if (s->txn_wrote)
+        s->stats.commits++;
+    s->stats.appended += s->tx.appended;
+    s->stats.entries += s->tx.entries;
+    s->stats.duplicates += s->tx.duplicates;
+    s->stats.queue_full += s->tx.queue_full;
+    s->stats.expired += s->tx.expired;
+    s->stats.acked += s->tx.acked;
+    memset(&s->tx, 0, sizeof s->tx);
+    s->txn = TXN_NONE;
+    s->txn_group = 0;
+    s->txn_wrote = 0;
+    return CW_OK;
+}
+
+/* Makes sure a transaction is open for a write. *own is set if this call
+ * opened it (and so must end it with txn_leave). */
+static int txn_enter(cw_store_t *s, int *own)
+{
+    *own = 0;
+    if (s->state == STORE_FAILED)
+        return failed_refusal(s);
+    if (s->txn == TXN_ABORTED) {
+        set_err(s, "the group already failed; roll it back");
+        return CW_STORE_ERROR;
+    }
+    if (s->txn == TXN_OPEN)
+        return CW_OK;
+    if (exec_stmt(s->st[S_BEGIN]) != SQLITE_DONE) {
+        sql_err(s, "begin");
+        s->stats.errors++;
+        return CW_STORE_ERROR;
+    }
+    s->txn = TXN_OPEN;
+    s->txn_group = 0;
+    s->txn_wrote = 0;
+    *own = 1;
+    return CW_OK;
+}
+
+/* Ends what txn_enter started: on failure (rc != CW_OK and not a logical
+ * status) aborts the transaction (own or group), else commits if own. */
+static int txn_leave(cw_store_t *s, int own, int rc)
+{
+    if (rc == CW_STORE_ERROR)
+        return s->state == STORE_FAILED ? CW_STORE_ERROR : abort_txn(s);
+    if (own)
+        return commit_txn(s);
+    return CW_OK;
+}
+
+int cw_store_txn_begin(cw_store_t *s)
+{
+    if (!s)
+        return CW_ERR_INVALID;
+    if (s->txn != TXN_NONE) {
+        set_err(s, "a group is already open");
+        return CW_ERR_INVALID;
+    }
+    int own;
+    int rc = txn_enter(s, &own);
+    if (rc == CW_OK)
+        s->txn_group = 1;
+    return rc;
+}
+
+int cw_store_txn_commit(cw_store_t *s)
+{
+    if (!s)
+        return CW_ERR_INVALID;
+    if (s->state == STORE_FAILED)
+        return failed_refusal(s);
+    if (s->txn == TXN_ABORTED) {
+        s->txn = TXN_NONE;
+        s->txn_group = 0;
+        return CW_STORE_ERROR;   /* errmsg still holds the cause */
+    }
+    if (s->txn != TXN_OPEN || !s->txn_group) {
+        set_err(s, "no group is open");
+        return CW_ERR_INVALID;
+    }
+    return commit_txn(s);
+}
+
+void cw_store_txn_rollback(cw_store_t *s)
+{
+    if (!s || s->state == STORE_FAILED)
+        return;
+    if (s->txn == TXN_ABORTED) {
+        s->txn = TXN_NONE;
+        s->txn_group = 0;
+        return;
+    }
+    if (s->txn != TXN_OPEN)
+        return;
+    char cause[sizeof s->errmsg];
+    memcpy(cause, s->errmsg, sizeof cause);
+    set_err(s, "group rolled back by the caller");
+    abort_txn(s);
+    s->stats.errors--;          /* a requested rollback is not an error */
+    s->txn = TXN_NONE;
+    s->txn_group = 0;
+    memcpy(s->errmsg, cause, sizeof cause);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Open / close                                                              */
+
+void cw_store_options_init(cw_store_options_t *opt)
+{
+    memset(opt, 0, sizeof *opt);
+    opt->dedup_window_s = 86400;
+}
+
+/* Runs a statement that must produce one text row, into out. */
+static int pragma_text(sqlite3 *db, const char *sql, char *out, size_t size)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return rc;
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const unsigned char *t = sqlite3_column_text(st, 0);
+        snprintf(out, size, "%s", t ? (const char *) t : "");
+        rc = SQLITE_OK;
+    } else if (rc == SQLITE_DONE) {
+        out[0] = '\0';
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* fsync()s a directory so that entries created in it survive a crash. */
+static int sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+/* Takes the data directory lock. Returns the fd or -1 with err filled. */
+static int take_lock(const char *dir, char *err, size_t err_size, int *status)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/" LOCK_FILE, dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, err_size, "cannot open lock file %s: %s", path, strerror(errno));
+        *status = CW_ERR_IO;
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        if (n > 0) {
+            pid[n] = '\0';
+            pid[strcspn(pid, "\n")] = '\0';
+        }
+        if (e == EWOULDBLOCK)
+            snprintf(err, err_size, "data dir %s is in use by another broker (pid %s)", dir,
+                     pid[0] ? pid : "unknown");
+        else
+            snprintf(err, err_size, "cannot lock %s: %s", path, strerror(e));
+        close(fd);
+        *status = CW_ERR_IO;
+        return -1;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long) getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t) n, 0) != n)
+        CW_WARN("store: cannot write pid to %s: %s", path, strerror(errno));
+    return fd;
+}
+
+/* Creates the schema in a fresh database, or checks an existing one.
+ * SQLite status; on a semantic failure SQLITE_ERROR with err filled. */
+static int schema_check(cw_store_t *s, char *err, size_t err_size)
+{
+    char buf[64];
+    int rc = pragma_text(s->db, "SELECT count(*) FROM sqlite_master", buf, sizeof buf);
+    if (rc != SQLITE_OK)
+        return rc;
+    if (atoi(buf) == 0) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA application_id = %d", APPLICATION_ID);
+        rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_exec(s->db, schema_sql, NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+        if (rc != SQLITE_OK && !sqlite3_get_autocommit(s->db))
+            sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            CW_INFO("store: created a new store in %s (schema %d)", s->dir, SCHEMA_VERSION);
+        return rc;
+    }
+    rc = pragma_text(s->db, "PRAGMA application_id", buf, sizeof buf);
+    if (rc != SQLITE_OK)
+        return rc;
+    if (atoi(buf) != APPLICATION_ID) {
+        snprintf(err, err_size, "%s/" DB_FILE " is not a causeway store (application_id %s)",
+                 s->dir, buf);
+        return SQLITE_ERROR;
+    }
+    rc = pragma_text(s->db, "SELECT max(version) FROM schema_version", buf, sizeof buf);
+    if (rc != SQLITE_OK)
+        return rc;
+    int version = atoi(buf);
+    if (version != SCHEMA_VERSION) {
+        /* No migrations exist yet: version 1 is the only schema. */
+        snprintf(err, err_size, "%s/" DB_FILE " has schema version %d; this broker knows %d%s",
+                 s->dir, version, SCHEMA_VERSION,
+                 version > SCHEMA_VERSION ? " (written by a newer causeway)" : "");
+        return SQLITE_ERROR;
+    }
+    return SQLITE_OK;
+}
+
+static void store_free(cw_store_t *s)
+{
+    for (int i = 0; i < N_STMTS; i++)
+        sqlite3_finalize(s->st[i]);
+    if (s->db) {
+        int rc = sqlite3_close(s->db);
+        if (rc != SQLITE_OK)
+            CW_ERROR("store: closing the database: %s", sqlite3_errstr(rc));
+    }
+    if (s->lock_fd >= 0)
+        close(s->lock_fd);        /* releases the flock */
+    zhashx_destroy(&s->users);
+    free(s->dirty);
+    free(s->buf);
+    free(s->seqs);
+    free(s->dir);
+    free(s);
+}
+
+int cw_store_open(const char *data_dir, const cw_store_options_t *opt, cw_store_t **out,
+                  char *err, size_t err_size)
+{
+    char dummy[8];
+    if (!err || !err_size) {
+        err = dummy;
+        err_size = sizeof dummy;
+    }
+    err[0] = '\0';
+    if (!out) {
+        snprintf(err, err_size, "no result pointer");
+        return CW_ERR_INVALID;
+    }
+    *out = NULL;
+    if (!data_dir || !*data_dir) {
+        snprintf(err, err_size, "no data directory given");
+        return CW_ERR_INVALID;
+    }
+    if (mkdir(data_dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, err_size, "cannot create data dir %s: %s", data_dir, strerror(errno));
+        return CW_ERR_IO;
+    }
+    struct stat sb;
+    if (stat(data_dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        snprintf(err, err_size, "data dir %s is not a directory", data_dir);
+        return CW_ERR_IO;
+    }
+
+    cw_store_t *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, err_size, "out of memory");
+        return CW_ERR_NOMEM;
+    }
+    s->lock_fd = -1;
+    if (opt)
+        s->opt = *opt;
+    else
+        cw_store_options_init(&s->opt);
+    s->dir = strdup(data_dir);
+    s->users = zhashx_new();
+    if (!s->dir || !s->users) {
+        store_free(s);
+        snprintf(err, err_size, "out of memory");
+        return CW_ERR_NOMEM;
+    }
+    zhashx_set_destructor(s->users, user_free);
+
+    int status = CW_OK;
+    s->lock_fd = take_lock(data_dir, err, err_size, &status);
+    if (s->lock_fd < 0) {
+        store_free(s);
+        return status;
+    }
+
+    char path[4096];
+    snprintf(path, sizeof path, "%s/" DB_FILE, data_dir);
+    int rc = sqlite3_open_v2(path, &s->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             s->opt.sqlite_vfs);
+    const char *step = "opening the database";
+    if (rc == SQLITE_OK) {
+        sqlite3_extended_result_codes(s->db, 1);
+        /* EXCLUSIVE before WAL: the WAL index then lives in heap memory
+         * (no -shm file) and no other process can open the database. */
+        step = "setting locking_mode";
+        rc = sqlite3_exec(s->db, "PRAGMA locking_mode = EXCLUSIVE", NULL, NULL, NULL);
+    }
+    char mode[32] = "";
+    if (rc == SQLITE_OK) {
+        step = "switching to WAL mode";
+        rc = pragma_text(s->db, "PRAGMA journal_mode = WAL", mode, sizeof mode);
+        if (rc == SQLITE_OK && strcmp(mode, "wal") != 0) {
+            snprintf(err, err_size, "%s: SQLite refused WAL mode (journal_mode is %s)", path,
+                     mode);
+            store_free(s);
+            return CW_STORE_ERROR;
+        }
+    }
+    if (rc == SQLITE_OK) {
+        step = "setting pragmas";
+        rc = sqlite3_exec(s->db,
+                          "PRAGMA synchronous = FULL;"
+                          "PRAGMA wal_autocheckpoint = 4096;"
+                          "PRAGMA journal_size_limit = 67108864;"
+                          "PRAGMA cache_size = -32768;"
+                          "PRAGMA temp_store = MEMORY;"
+                          "PRAGMA foreign_keys = OFF;",
+                          NULL, NULL, NULL);
+    }
+    if (rc == SQLITE_OK) {
+        step = "integrity check";
+        char result[256] = "";
+        rc = pragma_text(s->db, "PRAGMA quick_check", result, sizeof result);
+        if (rc == SQLITE_OK && strcmp(result, "ok") != 0) {
+            snprintf(err, err_size, "%s failed its integrity check (quick_check: %s); "
+                     "refusing to open a corrupt store", path, result);
+            store_free(s);
+            return CW_STORE_ERROR;
+        }
+    }
+    if (rc == SQLITE_OK) {
+        step = "checking the schema";
+        rc = schema_check(s, err, err_size);
+        if (rc != SQLITE_OK && err[0]) {
+            store_free(s);
+            return CW_STORE_ERROR;
+        }
+    }
+    for (int i = 0; rc == SQLITE_OK && i < N_STMTS; i++) {
+        step = "preparing statements";
+        rc = sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
+                                NULL);
+    }
+    if (rc != SQLITE_OK) {
+        snprintf(err, err_size, "%s: %s: %s", path, step,
+                 s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+        store_free(s);
+        return CW_STORE_ERROR;
+    }
+    if (cache_load(s) != CW_OK) {
+        snprintf(err, err_size, "%s: %s", path, s->errmsg);
+        store_free(s);
+        return CW_STORE_ERROR;
+    }
+    if (sync_dir(data_dir) != 0) {
+        snprintf(err, err_size, "cannot fsync data dir %s: %s", data_dir, strerror(errno));
+        store_free(s);
+        return CW_ERR_IO;
+    }
+    CW_INFO("store: opened %s (%zu users, %llu pending)", path, zhashx_size(s->users),
+            (unsigned long long) s->pending_total);
+    *out = s;
+    return CW_OK;
+}
+
+void cw_store_close(cw_store_t **p)
+{
+    if (!p || !*p)
+        return;
+    cw_store_t *s = *p;
+    if (s->txn == TXN_OPEN && s->state == STORE_OPEN && !sqlite3_get_autocommit(s->db))
+        exec_stmt(s->st[S_ROLLBACK]);
+    store_free(s);
+    *p = NULL;
+}
+
+const char *cw_store_errmsg(const cw_store_t *s)
+{
+    return s ? s->errmsg : "no store";
+}
+
+/* ------------------------------------------------------------------------ */
+/* Users                                                                     */
+
+static int name_ok(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    return n > 0 && n <= CW_NAME_MAX_HARD;
+}
+
+int cw_store_add_user(cw_store_t *s, const char *name, int *created)
+{
+    int dummy;
+    if (!created)
+        created = &dummy;
+    *created = 0;
+    if (!s)
+        return CW_ERR_INVALID;
+    if (s->state == STORE_FAILED)
+        return failed_refusal(s);
+    if (!name_ok(name))
+        return CW_BAD_NAME;
+    if (user_find(s, name))
+        return CW_OK;
+    int own;
+    int rc = txn_enter(s, &own);
+    if (rc != CW_OK)
+        return rc;
+    sqlite3_stmt *st = stmt(s, S_USER_INSERT);
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64) cw_now_us());
+    if (exec_stmt(st) != SQLITE_DONE)
+        return txn_leave(s, own, sql_err(s, "adding user"));
+    s->txn_wrote = 1;
+    user_t *u = calloc(1, sizeof *u);
+    if (!u) {
+        set_err(s, "adding user: out of memory");
+        return txn_leave(s, own, CW_STORE_ERROR);
+    }
+    u->id = sqlite3_last_insert_rowid(s->db);
+    u->next_seq = 1;
+    zhashx_insert(s->users, name, u);
+    rc = txn_leave(s, own, CW_OK);
+    if (rc == CW_OK)
+        *created = 1;
+    return rc;
+}
+
+int cw_store_list_users(cw_store_t *s, cw_store_user_t **users, size_t *n)
+{
+    if (!s || !users || !n)
+        return CW_ERR_INVALID;
+    *users = NULL;
+    *n = 0;
+    if (s->state == STORE_FAILED)
+        return failed_refusal(s);
+    size_t cap = zhashx_size(s->users);
+    cw_store_user_t *arr = calloc(cap ? cap : 1, sizeof *arr);
+    if (!arr)
+        return CW_ERR_NOMEM;
+    sqlite3_stmt *st = stmt(s, S_USER_LIST);
+    size_t i = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && i < cap) {
+        const char *name = (const char *) sqlite3_column_text(st, 0);
+        user_t *u = user_find(s, name);
+        arr[i].name = strdup(name ? name : "");
+        if (!arr[i].name) {
+            sqlite3_reset(st);
+            cw_store_users_free(&arr, i);
+            return CW_ERR_NOMEM;
+        }
+        arr[i].created_us = (uint64_t) sqlite3_column_int64(st, 1);
+        arr[i].pending = u ? u->pending : 0;
+        arr[i].last_seq = u ? u->next_seq - 1 : 0;
+        i++;
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        cw_store_users_free(&arr, i);
+        return sql_err(s, "listing users");
+    }
+    *users = arr;
+    *n = i;
+    return CW_OK;
+}
+
+void cw_store_users_free(cw_store_user_t **users, size_t n)
+{
+    if (!users || !*users)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free((char *) (*users)[i].name);
+    free(*users);
+    *users = NULL;
+}
+
+int cw_store_pending(cw_store_t *s, const char *user, uint64_t *pending)
+{
+    if (!s || !pending)
+        return CW_ERR_INVALID;
+    user_t *u = user_find(s, user);
+    if (!u)
+        return CW_UNKNOWN_USER;
+    *pending = u->pending;
+    return CW_OK;
+}
+
+void cw_store_stats(const cw_store_t *s, cw_store_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!s)
+        return;
+    *out = s->stats;
+    out->pending = s->pending_total;
+    out->users = zhashx_size(s->users);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Deleting entries                                                          */
+
+/* Deletes u's entries with seq in [lo, hi], keeping messages.live right and
+ * dropping message rows nobody needs (invariant 3). Does not touch the
+ * pending count. Returns the number deleted, or -1 (errmsg set). */
+static int64_t delete_range(cw_store_t *s, user_t *u, uint64_t lo, uint64_t hi)
+{
+    static const int order[] = {S_LIVE_DEC, S_MSG_DROP, S_ENTRY_DELETE};
+    for (int i = 0; i < 3; i++) {
+        sqlite3_stmt *st = stmt(s, order[i]);
+        sqlite3_bind_int64(st, 1, u->id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64) lo);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64) hi);
+        if (exec_stmt(st) != SQLITE_DONE) {
+            sql_err(s, "deleting entries");
+            return -1;
+        }
+    }
+    s->txn_wrote = 1;
+    return sqlite3_changes64(s->db);
+}
+
+/* Deletes the pending entries of u expired by now_us, counting them.
+ * Returns the number deleted or -1. */
+static int64_t drop_expired(cw_store_t *s, user_t *u, uint64_t now_us)
+{
+    sqlite3_stmt *st = stmt(s, S_EXPIRED_FIND);
+    sqlite3_bind_int64(st, 1, u->id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64) u->acked_seq);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64) now_us);
+    size_t n = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (grow((void **) &s->seqs, &s->seqs_cap, n + 1, sizeof *s->seqs) != 0) {
+            sqlite3_reset(st);
+            set_err(s, "dropping expired entries: out of memory");
+            return -1;
+        }
+        s->seqs[n++] = (uint64_t) sqlite3_column_int64(st, 0);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        sql_err(s, "finding expired entries");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (delete_range(s, u, s->seqs[i], s->seqs[i]) < 0)
+            return -1;
+        u->pending--;
+        s->pending_total--;
+    }
+    s->tx.expired += n;
+    return (int64_t) n;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Append                                                                    */
+
+/* Fills m's rcpts from a stored rcpts blob (a duplicate). */
+static void fill_from_record(cw_store_msg_t *m, const uint8_t *blob, size_t len)
+{
+    for (size_t i = 0; i < m->n_rcpts; i++) {
+        m->rcpts[i].status = CW_BAD_REQUEST;   /* not a recipient of the original */
+        m->rcpts[i].seq = 0;
+    }
+    size_t k = 0;
+    for (size_t off = 0; off + RCPT_REC_FIXED < len; k++) {
+        const char *name = (const char *) blob + off + RCPT_REC_FIXED;
+        size_t nl = strnlen(name, len - off - RCPT_REC_FIXED);
+        int status = blob[off];
+        uint64_t seq = get_u64le(blob + off + 1);
+        /* Fast path: same position; else look the name up. */
+        if (k < m->n_rcpts && m->rcpts[k].name && strcmp(m->rcpts[k].name, name) == 0) {
+            m->rcpts[k].status = status;
+            m->rcpts[k].seq = seq;
+        } else {
+            for (size_t i = 0; i < m->n_rcpts; i++)
+                if (m->rcpts[i].name && strcmp(m->rcpts[i].name, name) == 0) {
+                    m->rcpts[i].status = status;
+                    m->rcpts[i].seq = seq;
+                }
+        }
+        off += RCPT_REC_FIXED + nl + 1;
+    }
+}
+
+/* Appends one message inside the open transaction. CW_OK (m->status says
+ * what happened) or CW_STORE_ERROR (errmsg set; the caller aborts). */
+static int append_one(cw_store_t *s, cw_store_msg_t *m)
+{
+    m->duplicate = 0;
+    if (!m->sender || !*m->sender || !m->rcpts || m->n_rcpts == 0 || !m->text ||
+        (m->clock_len && !m->clock)) {
+        m->status = CW_BAD_REQUEST;
+        for (size_t i = 0; m->rcpts && i < m->n_rcpts; i++) {
+            m->rcpts[i].status = CW_BAD_REQUEST;
+            m->rcpts[i].seq = 0;
+        }
+        return CW_OK;
+    }
+    const char *mid = (m->message_id && *m->message_id) ? m->message_id : NULL;
+
+    /* Invariant 4: a repeat is answered from the dedup record. Rows written
+     * earlier in this transaction are visible here, so a repeat inside one
+     * batch is caught as well. */
+    if (mid) {
+        sqlite3_stmt *st = stmt(s, S_DEDUP_FIND);
+        sqlite3_bind_text(st, 1, m->sender, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, mid, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            fill_from_record(m, sqlite3_column_blob(st, 0), (size_t) sqlite3_column_bytes(st, 0));
+            sqlite3_reset(st);
+            m->duplicate = 1;
+            m->status = CW_OK;
+            s->tx.duplicates++;
+            return CW_OK;
+        }
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE)
+            return sql_err(s, "looking up message id");
+    }
+
+    /* Decide each recipient. The cache is updated at once; a later SQL
+     * failure rolls back and reloads it (invariant 7). */
+    uint64_t serial = ++s->serial;
+    size_t accepted = 0, full = 0, blob_len = 0;
+    for (size_t i = 0; i < m->n_rcpts; i++) {
+        cw_store_rcpt_t *r = &m->rcpts[i];
+        r->seq = 0;
+        user_t *u = user_find(s, r->name);
+        blob_len += RCPT_REC_FIXED + (r->name ? strlen(r->name) : 0) + 1;
+        if (!u) {
+            r->status = CW_UNKNOWN_USER;
+            continue;
+        }
+        if (u->mark == serial) {            /* named twice: one entry */
+            *r = (cw_store_rcpt_t){r->name, m->rcpts[u->mark_idx].status,
+                                   m->rcpts[u->mark_idx].seq};
+            continue;
+        }
+        u->mark = serial;
+        u->mark_idx = i;
+        if (s->opt.queue_quota && u->pending >= s->opt.queue_quota &&
+            m->timestamp_us >= u->reclaim_us + RECLAIM_INTERVAL_US) {
+            u->reclaim_us = m->timestamp_us;
+            int64_t dropped = drop_expired(s, u, m->timestamp_us);
+            if (dropped < 0)
+                return CW_STORE_ERROR;
+            if (dropped > 0)
+                CW_INFO("store: %s: dropped %lld expired messages to make room",
+                        r->name, (long long) dropped);
+        }
+        if (s->opt.queue_quota && u->pending >= s->opt.queue_quota) {
+            r->status = CW_QUEUE_FULL;
+            full++;
+            s->tx.queue_full++;
+            continue;
+        }
+        if (mark_dirty(s, u) != 0) {
+            set_err(s, "append: out of memory");
+            return CW_STORE_ERROR;
+        }
+        r->status = CW_ACCEPTED;
+        r->seq = u->next_seq++;
+        u->pending++;
+        s->pending_total++;
+        accepted++;
+    }
+    if (accepted == 0) {
+        /* Stored for nobody: no row, no dedup record. */
+        m->status = full ? CW_QUEUE_FULL : CW_UNKNOWN_USER;
+        return CW_OK;
+    }
+
+    /* The dedup record / "to" list. */
+    if (grow((void **) &s->buf, &s->buf_cap, blob_len, 1) != 0) {
+        set_err(s, "append: out of memory");
+        return CW_STORE_ERROR;
+    }
+    size_t off = 0;
+    for (size_t i = 0; i < m->n_rcpts; i++) {
+        const char *name = m->rcpts[i].name ? m->rcpts[i].name : "";
+        size_t nl = strlen(name);
+        s->buf[off] = (uint8_t) m->rcpts[i].status;
+        put_u64le(s->buf + off + 1, m->rcpts[i].seq);
+        memcpy(s->buf + off + RCPT_REC_FIXED, name, nl + 1);
+        off += RCPT_REC_FIXED + nl + 1;
+    }
+
+    uint32_t ttl = m->ttl_s ? m->ttl_s : s->opt.default_ttl_s;
+    uint64_t expires = ttl ? m->timestamp_us + (uint64_t) ttl * 1000000u : 0;
+    sqlite3_stmt *st = stmt(s, S_MSG_INSERT);
+    sqlite3_bind_text(st, 1, m->sender, -1, SQLITE_STATIC);
+    if (mid)
+        sqlite3_bind_text(st, 2, mid, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 2);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64) m->timestamp_us);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64) expires);
+    sqlite3_bind_int(st, 5, m->broadcast ? MSG_FLAG_BROADCAST : 0);
+    sqlite3_bind_int64(st, 6, (sqlite3_int64) accepted);
+    if (m->clock_len)
+        sqlite3_bind_blob(st, 7, m->clock, (int) m->clock_len, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 7);
+    sqlite3_bind_blob(st, 8, s->buf, (int) off, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 9, m->text_len ? (const void *) m->text : "", (int) m->text_len,
+                      SQLITE_STATIC);
+    if (exec_stmt(st) != SQLITE_DONE)
+        return sql_err(s, "storing message");
+    int64_t msg_id = sqlite3_last_insert_rowid(s->db);
+    s->txn_wrote = 1;
+
+    for (size_t i = 0; i < m->n_rcpts; i++) {
+        cw_store_rcpt_t *r = &m->rcpts[i];
+        if (r->status != CW_ACCEPTED)
+            continue;
+        user_t *u = user_find(s, r->name);
+        if (u->mark_idx != i)
+            continue;                       /* the repeat of a name */
+        st = stmt(s, S_ENTRY_INSERT);
+        sqlite3_bind_int64(st, 1, u->id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64) r->seq);
+        sqlite3_bind_int64(st, 3, msg_id);
+        if (exec_stmt(st) != SQLITE_DONE)
+            return sql_err(s, "queueing message");
+    }
+    s->tx.appended++;
+    s->tx.entries += accepted;
+    m->status = CW_OK;
+    return CW_OK;
+}
+
+int cw_store_append_batch(cw_store_t *s, cw_store_msg_t *msgs, size_t n)
+{
+    if (!s || (!msgs && n))
+        return CW_ERR_INVALID;
+    if (n == 0)
+        return CW_OK;
+    int own;
+    int rc = txn_enter(s, &own);
+    for (size_t i = 0; rc == CW_OK && i < n; i++)
+        rc = append_one(s, &msgs[i]);
+    if (rc == CW_OK)
+        rc = txn_leave(s, own, CW_OK);
+    else if (s->txn == TXN_OPEN)
+        rc = txn_leave(s, own, CW_STORE_ERROR);
+    if (rc != CW_OK) {
+        for (size_t i = 0; i < n; i++) {
+            msgs[i].status = CW_STORE_ERROR;
+            msgs[i].duplicate = 0;
+            for (size_t j = 0; msgs[i].rcpts && j < msgs[i].n_rcpts; j++) {
+                msgs[i].rcpts[j].status = CW_STORE_ERROR;
+                msgs[i].rcpts[j].seq = 0;
+            }
+        }
+        return CW_STORE_ERROR;
+    }
+    return CW_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Ack                                                                       */
+
+int cw_store_ack(cw_store_t *s, const char *user, uint64_t up_to_seq, uint64_t *pending)
+{
+    if (!s)
+        return CW_ERR_INVALID;
+    if (s->state == STORE_FAILED)
+        return failed_refusal(s);
+    user_t *u = user_find(s, user);
+    if (!u)
+        return CW_UNKNOWN_USER;
+    if (up_to_seq <= u->acked_seq) {
+        if (pending)
+            *pending = u->pending;
+        return CW_OK;
+    }
+    if (up_to_seq >= u->next_seq) {
+        set_err(s, "ack of seq %llu for %s: only %llu assigned",
+                (unsigned long long) up_to_seq, user, (unsigned long long) (u->next_seq - 1));
+        return CW_BAD_REQUEST;
+    }
+    int own;
+    int rc = txn_enter(s, &own);
+    if (rc != CW_OK)
+        return rc;
+
+    /* Pending entries now acknowledged. */
+    sqlite3_stmt *st = stmt(s, S_COUNT_RANGE);
+    sqlite3_bind_int64(st, 1, u->id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64) u->acked_seq + 1);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64) up_to_seq);
+    int step = sqlite3_step(st);
+    uint64_t count = step == SQLITE_ROW ? (uint64_t) sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    if (step != SQLITE_ROW)
+        return txn_leave(s, own, sql_err(s, "counting acknowledged entries"));
+    if (mark_dirty(s, u) != 0) {
+        set_err(s, "ack: out of memory");
+        return txn_leave(s, own, CW_STORE_ERROR);
+    }
+    u->acked_seq = up_to_seq;
+    u->pending -= count;
+    s->pending_total -= count;
+    s->tx.acked += count;
+    s->txn_wrote = 1;
+
+    /* Retention: keep the newest `retention` acknowledged entries. */
+    st = stmt(s, S_RETAIN_THRESHOLD);
+    sqlite3_bind_int64(st, 1, u->id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64) up_to_seq);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64) s->opt.retention);
+    step = sqlite3_step(st);
+    uint64_t threshold = step == SQLITE_ROW ? (uint64_t) sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    if (step != SQLITE_ROW && step != SQLITE_DONE)
+        return txn_leave(s, own, sql_err(s, "applying retention"));
+    if (threshold && delete_range(s, u, 0, threshold) < 0)
+        return txn_leave(s, own, CW_STORE_ERROR);
+
+    /* Dedup records past their window (bounded work per ack). */
+    uint64_t now = cw_now_us();
+    uint64_t window = (uint64_t) s->opt.dedup_window_s * 1000000u;
+    st = stmt(s, S_PRUNE);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64) (now > window ? now - window : 0));
+    if (exec_stmt(st) != SQLITE_DONE)
+        return txn_leave(s, own, sql_err(s, "pruning dedup records"));
+
+    uint64_t left = u->pending;
+    rc = txn_leave(s, own, CW_OK);
+    if (rc == CW_OK && pending)
+        *pending = left;
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Read / history                                                            */
+
+void cw_store_entries_free(cw_store_entry_t **entries, size_t n)
+{
+    if (!entries || !*entries)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free((*entries)[i].mem_);
+    free(*entries);
+    *entries = NULL;
+}
+
+/* Builds an entry from a row of S_READ / S_HISTORY: one allocation holding
+ * the "to" pointers, the clock and every string. 0 or -1 (out of memory). */
+static int entry_from_row(sqlite3_stmt *st, cw_store_entry_t *e, uint64_t acked_seq,
+                          uint64_t now_us, int drop_text)
+{
+    memset(e, 0, sizeof *e);
+    e->seq = (uint64_t) sqlite3_column_int64(st, 0);
+    e->timestamp_us = (uint64_t) sqlite3_column_int64(st, 3);
+    e->expires_us = (uint64_t) sqlite3_column_int64(st, 4);
+    e->broadcast = (sqlite3_column_int(st, 5) & MSG_FLAG_BROADCAST) != 0;
+    e->acked = e->seq <= acked_seq;
+    e->status = (!e->acked && e->expires_us && e->expires_us <= now_us) ? CW_EXPIRED : CW_OK;
+
+    const char *sender = (const char *) sqlite3_column_text(st, 1);
+    const char *mid = (const char *) sqlite3_column_text(st, 2);
+    size_t sender_len = sender ? (size_t) sqlite3_column_bytes(st, 1) : 0;
+    size_t mid_len = mid ? (size_t) sqlite3_column_bytes(st, 2) : 0;
+    const uint8_t *clock = sqlite3_column_blob(st, 6);
+    size_t clock_len = clock ? (size_t) sqlite3_column_bytes(st, 6) : 0;
+    const uint8_t *rcpts = sqlite3_column_blob(st, 7);
+    size_t rcpts_len = rcpts ? (size_t) sqlite3_column_bytes(st, 7) : 0;
+    const char *text = sqlite3_column_blob(st, 8);
+    size_t text_len = text ? (size_t) sqlite3_column_bytes(st, 8) : 0;
+    if (e->status == CW_EXPIRED && drop_text)
+        text_len = 0;
+
+    /* Names of the "to" list (none for a broadcast). */
+    size_t n_to = 0, names_len = 0;
+    if (!e->broadcast)
+        for (size_t off = 0; off + RCPT_REC_FIXED < rcpts_len;) {
+            size_t nl = strnlen((const char *) rcpts + off + RCPT_REC_FIXED,
+                                rcpts_len - off - RCPT_REC_FIXED);
+            n_to++;
+            names_len += nl + 1;
+            off += RCPT_REC_FIXED + nl + 1;
+        }
+    size_t size = n_to * sizeof(char *) + clock_len + sender_len + 1 + mid_len + 1 +
+                  text_len + 1 + names_len;
+    char *mem = malloc(size);
+    if (!mem)
+        return -1;
+    e->mem_ = mem;
+    const char **to = (const char **) mem;
+    char *p = mem + n_to * sizeof(char *);
+    if (clock_len) {
+        memcpy(p, clock, clock_len);
+        e->clock = (const uint8_t *) p;
+        e->clock_len = clock_len;
+        p += clock_len;
+    }
+    memcpy(p, sender ? sender : "", sender_len);
+    p[sender_len] = '\0';
+    e->sender = p;
+    p += sender_len + 1;
+    memcpy(p, mid ? mid : "", mid_len);
+    p[mid_len] = '\0';
+    e->message_id = p;
+    p += mid_len + 1;
+    if (text_len)
+        memcpy(p, text, text_len);
+    p[text_len] = '\0';
+    e->text = p;
+    e->text_len = text_len;
+    p += text_len + 1;
+    size_t k = 0;
+    if (!e->broadcast)
+        for (size_t off = 0; off + RCPT_REC_FIXED < rcpts_len; k++) {
+            const char *name = (const char *) rcpts + off + RCPT_REC_FIXED;
+            size_t nl = strnlen(name, rcpts_len - off - RCPT_REC_FIXED);
+            memcpy(p, name, nl);
+            p[nl] = '\0';
+            to[k] = p;
+            p += nl + 1;
+            off += RCPT_REC_FIXED + nl + 1;
+        }
+    e->to = n_to ? to : NULL;
+    e->n_to = n_to;
+    return 0;
+}
+
+/* Runs S_READ or S_HISTORY for u into a fresh array. CW_OK, CW_ERR_NOMEM or
+ * CW_STORE_ERROR. */
+static int query_entries(cw_store_t *s, int which, user_t *u, uint64_t from, size_t max,
+                         uint64_t now_us, cw_store_entry_t **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (max == 0)
+        return CW_OK;
+    sqlite3_stmt *st = stmt(s, which);
+    sqlite3_bind_int64(st, 1, u->id);
+    if (which == S_READ) {
+        sqlite3_bind_int64(st, 2, (sqlite3_int64) from);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64) (max > INT64_MAX ? INT64_MAX : max));
+    } else {
+        sqlite3_bind_int64(st, 2, (sqlite3_int64) (max > INT64_MAX ? INT64_MAX : max));
+    }
+    cw_store_entry_t *arr = NULL;
+    size_t cap = 0, count = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (grow((void **) &arr, &cap, count + 1, sizeof *arr) != 0 ||
+            entry_from_row(st, &arr[count], u->acked_seq, now_us, which == S_READ) != 0) {
+            sqlite3_reset(st);
+            cw_store_entries_free(&arr, count);
+            return CW_ERR_NOMEM;
+        }
+        count++;
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        cw_store_entries_free(&arr, count);
+        return sql_err(s, "reading queue");
+    }
+    *out = arr;
+    *n = count;
+    return CW_OK;
+}
+
+int cw_store_read(cw_store_t *s, const char *user, uint64_t from_seq, size_t max,
+                  uint64_t now_us, cw_store_entry_t **entries, size_t *n)
+{
+    if (!s || !entries || !n)
+        return CW_ERR_INVALID;
+    *entries = NULL;
+    *n = 0;
+    if (s->state == STORE_FAILED)
+        return failed_refusal(s);
+    if (s->txn == TXN_ABORTED) {
+        set_err(s, "the group already failed; roll it back");
+        return CW_STORE_ERROR;
+    }
+    user_t *u = user_find(s, user);
+    if (!u)
+        return CW_UNKNOWN_USER;
+    uint64_t from = from_seq > u->acked_seq ? from_seq : u->acked_seq + 1;
+    cw_store_entry_t *arr;
+    size_t count;
+    int rc = query_entries(s, S_READ, u, from, max, now_us, &arr, &count);
+    if (rc != CW_OK)
+        return rc == CW_STORE_ERROR && s->txn == TXN_OPEN ? txn_leave(s, 0, rc) : rc;
+
+    /* Expired entries are reported (above) once, then deleted. */
+    size_t expired = 0;
+    for (size_t i = 0; i < count; i++)
+        expired += arr[i].status == CW_EXPIRED;
+    if (expired) {
+        int own;
+        rc = txn_enter(s, &own);
+        for (size_t i = 0; rc == CW_OK && i < count; i++) {
+            if (arr[i].status != CW_EXPIRED)
+                continue;
+            if (delete_range(s, u, arr[i].seq, arr[i].seq) < 0) {
+                rc = CW_STORE_ERROR;
+                break;
+            }
+            u->pending--;
+            s->pending_total--;
+            s->tx.expired++;
+        }
+        if (rc == CW_OK || s->txn == TXN_OPEN)
+            rc = txn_leave(s, own, rc);
+        if (rc != CW_OK) {
+            cw_store_entries_free(&arr, count);
+            return rc;
+        }
+    }
+    *entries = arr;
+    *n = count;
+    return CW_OK;
+}
+
+int cw_store_history(cw_store_t *s, const char *user, size_t last_n, uint64_t now_us,
+                     cw_store_entry_t **entries, size_t *n)
+{
+    if (!s || !entries || !n)
+        return CW_ERR_INVALID;
+    *entries = NULL;
+    *n = 0;
+    if (s->state == STORE_FAILED)
+        return failed_refusal(s);
+    if (s->txn == TXN_ABORTED) {
+        set_err(s, "the group already failed; roll it back");
+        return CW_STORE_ERROR;
+    }
+    user_t *u = user_find(s, user);
+    if (!u)
+        return CW_UNKNOWN_USER;
+    cw_store_entry_t *arr;
+    size_t count;
+    int rc = query_entries(s, S_HISTORY, u, 0, last_n, now_us, &arr, &count);
+    if (rc != CW_OK)
+        return rc;
+    for (size_t i = 0; i < count / 2; i++) {   /* newest first -> oldest first */
+        cw_store_entry_t t = arr[i];
+        arr[i] = arr[count - 1 - i];
+        arr[count - 1 - i] = t;
+    }
+    *entries = arr;
+    *n = count;
+    return CW_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Verify                                                                    */
+
+static int verify_count(cw_store_t *s, const char *sql, const char *what)
+{
+    char buf[32];
+    int rc = pragma_text(s->db, sql, buf, sizeof buf);
+    if (rc != SQLITE_OK)
+        return sql_err(s, what);
+    if (atoll(buf) != 0) {
+        set_err(s, "invariant broken: %s (%s rows)", what, buf);
+        CW_ERROR("store: %s", s->errmsg);
+        return CW_INTERNAL;
+    }
+    return CW_OK;
+}
+
+int cw_store_verify(cw_store_t *s)
+{
+    if (!s)
+        return CW_ERR_INVALID;
+    if (s->state == STORE_FAILED)
+        return failed_refusal(s);
+    static const struct {
+        const char *sql;
+        const char *what;
+    } checks[] = {
+        {"SELECT count(*) FROM entries e JOIN users u ON u.id = e.user_id "
+         "WHERE e.seq >= u.next_seq OR e.seq <= 0",
+         "1: entry seq at or above the user's next_seq"},
+        {"SELECT count(*) FROM users WHERE acked_seq >= next_seq OR next_seq < 1",
+         "2: acked_seq not below next_seq"},
+        {"SELECT count(*) FROM (SELECT m.id, m.live, count(e.msg) AS c FROM messages m "
+         "LEFT JOIN entries e ON e.msg = m.id GROUP BY m.id) WHERE live != c",
+         "3: messages.live differs from the entries pointing at the row"},
+        {"SELECT count(*) FROM messages WHERE live = 0 AND message_id IS NULL",
+         "3: unreferenced message without a message id"},
+        {"SELECT count(*) FROM (SELECT sender, message_id FROM messages "
+         "WHERE message_id IS NOT NULL GROUP BY sender, message_id HAVING count(*) > 1)",
+         "4: (sender, message_id) stored twice"},
+        {"SELECT count(*) FROM entries WHERE msg NOT IN (SELECT id FROM messages) "
+         "OR user_id NOT IN (SELECT id FROM users)",
+         "5: entry pointing at a missing message or user"},
+    };
+    for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
+        int rc = verify_count(s, checks[i].sql, checks[i].what);
+        if (rc != CW_OK)
+            return rc;
+    }
+    /* 2 and 7: the cache against the database. */
+    uint64_t total = 0;
+    for (user_t *u = zhashx_first(s->users); u; u = zhashx_next(s->users)) {
+        sqlite3_stmt *st = stmt(s, S_COUNT_RANGE);
+        sqlite3_bind_int64(st, 1, u->id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64) u->acked_seq + 1);
+        sqlite3_bind_int64(st, 3, INT64_MAX);
+        int rc = sqlite3_step(st);
+        uint64_t count = rc == SQLITE_ROW ? (uint64_t) sqlite3_column_int64(st, 0) : 0;
+        sqlite3_reset(st);
+        if (rc != SQLITE_ROW)
+            return sql_err(s, "verify: counting pending");
+        if (count != u->pending) {
+            set_err(s, "invariant broken: 2: user %s has %llu pending, cache says %llu",
+                    (const char *) zhashx_cursor(s->users), (unsigned long long) count,
+                    (unsigned long long) u->pending);
+            return CW_INTERNAL;
+        }
+        total += count;
+        if (!u->dirty) {
+            char sql[160], buf[64];
+            snprintf(sql, sizeof sql,
+                     "SELECT next_seq || ' ' || acked_seq FROM users WHERE id = %lld",
+                     (long long) u->id);
+            if (pragma_text(s->db, sql, buf, sizeof buf) != SQLITE_OK)
+                return sql_err(s, "verify: reading user");
+            char want[64];
+            snprintf(want, sizeof want, "%llu %llu", (unsigned long long) u->next_seq,
+                     (unsigned long long) u->acked_seq);
+            if (strcmp(buf, want) != 0) {
+                set_err(s, "invariant broken: 7: user %s is '%s' on disk, '%s' in the cache",
+                        (const char *) zhashx_cursor(s->users), buf, want);
+                return CW_INTERNAL;
+            }
+        }
+    }
+    if (total != s->pending_total) {
+        set_err(s, "invariant broken: 2: pending total %llu, cache says %llu",
+                (unsigned long long) total, (unsigned long long) s->pending_total);
+        return CW_INTERNAL;
+    }
+    return CW_OK;
+}

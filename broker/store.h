@@ -1,0 +1,231 @@
+/*  store: the durable message store of the broker (phase 2, per-user queues).
+ *
+ *  What it owns. A data directory holding LOCK (an flock'ed lock file: one
+ *  broker per directory) and causeway.db (+ causeway.db-wal): the user log,
+ *  one queue per known user, and the messages those queues point at. Each
+ *  queue hands out sequence numbers (seqs) that are monotonic per user and
+ *  never reused, also across restarts.
+ *
+ *  Who calls it. Exactly one thread at a time: in the broker that is the
+ *  store actor's thread (store_actor.h), so the router never calls this
+ *  header while running. The router may use it directly before it starts
+ *  the actor (open, list_users) and tests use it directly. Not thread-safe.
+ *
+ *  Backends. This header is the whole interface between the broker and its
+ *  storage; nothing in it is SQLite's. store.c implements it on SQLite; a
+ *  Redis implementation (DESIGN.md, "Scale-out") would be a second .c file
+ *  implementing the same functions (per-user queues as Redis Streams, the
+ *  dedup table as a hash with expiry, txn_begin/txn_commit as a barrier that
+ *  returns once everything written since begin is durable). The router only
+ *  ever talks to the store actor, so swapping the backend does not touch
+ *  routing.
+ *
+ *  Results and durability. No result of a write may be reported to a client
+ *  before the transaction holding it committed (STYLE habit 7): every write
+ *  function either runs in its own transaction (committed, i.e. fsynced,
+ *  before it returns) or, between cw_store_txn_begin and cw_store_txn_commit,
+ *  joins the caller's transaction; then its results are provisional until
+ *  cw_store_txn_commit returns CW_OK (group commit).
+ *
+ *  Errors. Every function returns a cw_status_t. CW_STORE_ERROR means the
+ *  backend failed (disk full, I/O error, corruption): the transaction was
+ *  rolled back, nothing of it is stored, and cw_store_errmsg() says why. If
+ *  the store cannot tell whether the data on disk matches what it believes
+ *  (a failed COMMIT, a failed ROLLBACK) it enters a sticky failed state and
+ *  refuses every further call with CW_STORE_ERROR until it is closed and
+ *  reopened (which re-runs recovery and the integrity check).
+ */
+#ifndef CW_STORE_H
+#define CW_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct cw_store cw_store_t;
+
+/* Options of cw_store_open; start from cw_store_options_init. */
+typedef struct {
+    uint32_t queue_quota;     /* max unacknowledged messages per user; 0 = unlimited */
+    uint32_t retention;       /* acknowledged messages kept per user for history; 0 = none */
+    uint32_t default_ttl_s;   /* TTL of messages appended with ttl_s 0; 0 = never expire */
+    uint32_t dedup_window_s;  /* a (sender, message_id) is remembered at least this long
+                                 after receipt, and always while some queue holds it */
+    const char *sqlite_vfs;   /* test hook: name of a registered SQLite VFS; NULL = default */
+} cw_store_options_t;
+
+/* Defaults: no quota, no retention, no TTL, dedup window 86400 s. */
+void cw_store_options_init(cw_store_options_t *opt);
+
+/* One recipient of an appended message: name in, outcome out. */
+typedef struct {
+    const char *name;         /* in: a known user (see cw_store_add_user) */
+    int status;               /* out: CW_ACCEPTED (queued under seq), CW_QUEUE_FULL,
+                                 CW_UNKNOWN_USER, CW_BAD_REQUEST or CW_STORE_ERROR */
+    uint64_t seq;             /* out: seq in name's queue when CW_ACCEPTED, else 0 */
+} cw_store_rcpt_t;
+
+/* One message of an append batch. Inputs are borrowed for the call only. */
+typedef struct {
+    const char *sender;       /* in: sender's user name, non-empty */
+    const char *message_id;   /* in: sender-chosen id; NULL or "" = no deduplication */
+    const char *text;         /* in: body bytes (need not be NUL-terminated) */
+    size_t text_len;          /* in */
+    const uint8_t *clock;     /* in: the sender's encoded vector clock, stored as is */
+    size_t clock_len;         /* in: 0 = no clock */
+    uint64_t timestamp_us;    /* in: broker receipt time; TTL counts from it */
+    uint32_t ttl_s;           /* in: seconds the message may wait; 0 = store default */
+    int broadcast;            /* in: sender addressed everyone (entries get an empty "to") */
+    cw_store_rcpt_t *rcpts;   /* in/out: the recipients, in the sender's order */
+    size_t n_rcpts;           /* in: >= 1 */
+    int status;               /* out: see cw_store_append_batch */
+    int duplicate;            /* out: 1 if (sender, message_id) was already stored: the
+                                 rcpts hold the original outcome and nothing was added */
+} cw_store_msg_t;
+
+/* A queued message as read back. Strings are NUL-terminated. */
+typedef struct {
+    uint64_t seq;             /* position in the user's queue */
+    int status;               /* CW_OK; CW_EXPIRED: its TTL ran out (text is empty) */
+    int acked;                /* history: already acknowledged */
+    int broadcast;            /* sender addressed everyone; to is empty */
+    const char *sender;
+    const char *message_id;   /* "" when the sender gave none */
+    const char *const *to;    /* recipients as named by the sender */
+    size_t n_to;
+    const char *text;         /* body; text_len bytes plus a NUL */
+    size_t text_len;
+    const uint8_t *clock;     /* encoded vector clock as appended; NULL if none */
+    size_t clock_len;
+    uint64_t timestamp_us;    /* broker receipt time */
+    uint64_t expires_us;      /* 0 = never */
+    void *mem_;               /* private: the allocation holding this entry's data */
+} cw_store_entry_t;
+
+/* One entry of the user log. */
+typedef struct {
+    const char *name;
+    uint64_t created_us;      /* when the name was first seen */
+    uint64_t pending;         /* unacknowledged messages in the queue */
+    uint64_t last_seq;        /* highest seq ever assigned; 0 if none */
+} cw_store_user_t;
+
+/* Counters since open. Only committed work is counted. */
+typedef struct {
+    uint64_t commits;         /* write transactions committed = WAL fsyncs */
+    uint64_t appended;        /* messages stored (a multicast counts once) */
+    uint64_t entries;         /* queue entries created (one per accepted recipient) */
+    uint64_t duplicates;      /* messages answered from the dedup record */
+    uint64_t queue_full;      /* recipients refused for quota */
+    uint64_t expired;         /* entries dropped because their TTL ran out */
+    uint64_t acked;           /* entries acknowledged */
+    uint64_t errors;          /* transactions that failed (CW_STORE_ERROR) */
+    uint64_t pending;         /* unacknowledged entries over all users, now */
+    uint64_t users;           /* known users, now */
+} cw_store_stats_t;
+
+/* Opens (creating if needed) the store in data_dir: creates the directory
+ * (mode 0700) if it is missing, takes an exclusive flock on data_dir/LOCK,
+ * opens data_dir/causeway.db in WAL mode with synchronous=FULL, runs
+ * recovery and PRAGMA quick_check, creates or checks the schema, and loads
+ * the user log. opt may be NULL (defaults).
+ * Returns CW_OK and sets *out (caller closes with cw_store_close).
+ * On failure *out is NULL, nothing is left open or locked, err (if not NULL)
+ * holds a one-line explanation, and the status is CW_ERR_INVALID (bad
+ * arguments), CW_ERR_IO (directory or lock file unusable; the lock is held
+ * by another process: "data dir ... is in use by another broker (pid N)"),
+ * or CW_STORE_ERROR (SQLite failed, integrity check failed, unknown schema). */
+int cw_store_open(const char *data_dir, const cw_store_options_t *opt, cw_store_t **out,
+                  char *err, size_t err_size);
+
+/* Closes the store and releases the lock; NULLs *p. Safe on NULL and twice.
+ * An open transaction is rolled back. Can't fail (errors are logged). */
+void cw_store_close(cw_store_t **p);
+
+/* Last error message (SQLite's, with context); "" if none. Valid until the
+ * next call. */
+const char *cw_store_errmsg(const cw_store_t *s);
+
+/* Starts a group: the writes until cw_store_txn_commit share one
+ * transaction and one fsync. CW_OK, CW_STORE_ERROR, or CW_ERR_INVALID if a
+ * group is already open. */
+int cw_store_txn_begin(cw_store_t *s);
+/* Commits the group. CW_OK: every result given inside the group is
+ * durable. CW_STORE_ERROR: nothing of the group is stored (and if the
+ * failure left that in doubt, the store is now in its failed state); every
+ * result given inside the group must be reported as CW_STORE_ERROR.
+ * If an operation inside the group failed, the group was already rolled
+ * back, later operations were refused, and commit returns CW_STORE_ERROR. */
+int cw_store_txn_commit(cw_store_t *s);
+/* Abandons the group: nothing of it is stored. Can't fail (a failed
+ * rollback puts the store in its failed state). */
+void cw_store_txn_rollback(cw_store_t *s);
+
+/* Adds name to the user log (and creates its empty queue) unless known.
+ * *created (may be NULL) is 1 if it was new. Returns CW_OK, CW_BAD_NAME
+ * (empty or longer than CW_NAME_MAX_HARD), CW_STORE_ERROR. */
+int cw_store_add_user(cw_store_t *s, const char *name, int *created);
+
+/* The user log in order of first appearance. Caller frees with
+ * cw_store_users_free. CW_OK or CW_STORE_ERROR / CW_ERR_NOMEM (*users NULL). */
+int cw_store_list_users(cw_store_t *s, cw_store_user_t **users, size_t *n);
+void cw_store_users_free(cw_store_user_t **users, size_t n);
+
+/* Appends n messages in one transaction (one fsync), or inside the open
+ * group. For each message: if (sender, message_id) is already stored, its
+ * original per-recipient outcome is copied into rcpts, duplicate is set and
+ * nothing is stored. Otherwise each recipient gets CW_ACCEPTED and the next
+ * seq of its queue, or CW_QUEUE_FULL (quota reached; expired entries are
+ * dropped first to make room), or CW_UNKNOWN_USER; a name repeated within
+ * one message is queued once and reported twice with the same seq.
+ * msg->status is then
+ *   CW_OK           stored for at least one recipient (see rcpts);
+ *   CW_QUEUE_FULL   stored for none, at least one queue was full;
+ *   CW_UNKNOWN_USER stored for none, every recipient unknown;
+ *   CW_BAD_REQUEST  malformed (no sender, no recipients, NULL text);
+ *   CW_STORE_ERROR  the transaction failed.
+ * A message refused for everyone leaves no dedup record (a retry with the
+ * same id is a fresh attempt).
+ * Returns CW_OK (each message has its status), CW_STORE_ERROR (nothing of
+ * the batch is stored, every status is CW_STORE_ERROR), CW_ERR_INVALID
+ * (msgs NULL with n > 0; nothing done). */
+int cw_store_append_batch(cw_store_t *s, cw_store_msg_t *msgs, size_t n);
+
+/* Acknowledges every message of user's queue up to and including up_to_seq.
+ * Acknowledged entries beyond the newest `retention` ones are deleted.
+ * *pending (may be NULL) receives the user's unacknowledged count after it.
+ * Returns CW_OK (also when up_to_seq is at or below what was acked), 
+ * CW_UNKNOWN_USER, CW_BAD_REQUEST (up_to_seq above the last seq ever
+ * assigned to user: nothing done), CW_STORE_ERROR. */
+int cw_store_ack(cw_store_t *s, const char *user, uint64_t up_to_seq, uint64_t *pending);
+
+/* Up to max unacknowledged entries of user's queue with seq >= from_seq, in
+ * seq order. Entries whose TTL ran out by now_us are returned once with
+ * status CW_EXPIRED (no text) and deleted; they count toward max.
+ * Caller frees with cw_store_entries_free. Returns CW_OK (possibly 0
+ * entries), CW_UNKNOWN_USER, CW_STORE_ERROR, CW_ERR_NOMEM (nothing changed);
+ * *entries is NULL when *n is 0. */
+int cw_store_read(cw_store_t *s, const char *user, uint64_t from_seq, size_t max,
+                  uint64_t now_us, cw_store_entry_t **entries, size_t *n);
+
+/* The last last_n entries of user's queue, acknowledged (kept by retention)
+ * or not, oldest first. Unacknowledged expired ones have status CW_EXPIRED
+ * (left for cw_store_read to report). Read-only. Same returns as read. */
+int cw_store_history(cw_store_t *s, const char *user, size_t last_n, uint64_t now_us,
+                     cw_store_entry_t **entries, size_t *n);
+
+void cw_store_entries_free(cw_store_entry_t **entries, size_t n);
+
+/* Unacknowledged entries in user's queue (expired ones not yet read
+ * included). CW_OK or CW_UNKNOWN_USER. */
+int cw_store_pending(cw_store_t *s, const char *user, uint64_t *pending);
+
+/* Counters; can't fail. */
+void cw_store_stats(const cw_store_t *s, cw_store_stats_t *out);
+
+/* Debug check of the invariants of store.c against the database (seqs,
+ * pending counts, reference counts, dedup uniqueness). Expensive: for tests
+ * and debug builds. CW_OK, CW_INTERNAL (an invariant is broken; errmsg says
+ * which), CW_STORE_ERROR. */
+int cw_store_verify(cw_store_t *s);
+
+#endif
