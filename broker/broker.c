@@ -745,17 +745,17 @@ static int recv_one(cw_broker_t *b)
         CW_ERROR("receive failed: %s", zmq_strerror(errno));
         return -1;
     }
-    /* A ROUTER message is the routing id plus at least one frame. Keep the
-     * first few frames; count but discard the rest. */
+    /* A ROUTER message is the routing id plus at least one frame. The first
+     * KEEP frames are kept; any further ones are only counted (the message
+     * is refused as multi-frame anyway). */
     enum { KEEP = 4 };
     zmq_msg_t frames[KEEP];
-    const void *data[KEEP];
-    size_t sizes[KEEP], n = 0;
+    const void *data[KEEP] = {0};
+    size_t sizes[KEEP] = {0}, n = 0, kept = 0;
     int more = zmq_msg_more(&id);
     while (more) {
-        zmq_msg_t *f = &frames[n < KEEP ? n : KEEP - 1];
-        if (n >= KEEP)
-            zmq_msg_close(f);
+        zmq_msg_t scratch;
+        zmq_msg_t *f = kept < KEEP ? &frames[kept] : &scratch;
         zmq_msg_init(f);
         if (zmq_msg_recv(f, b->router, 0) < 0) {
             zmq_msg_close(f);
@@ -763,8 +763,11 @@ static int recv_one(cw_broker_t *b)
         }
         more = zmq_msg_more(f);
         n++;
+        if (f == &scratch)
+            zmq_msg_close(f);
+        else
+            kept++;
     }
-    size_t kept = n < KEEP ? n : KEEP;
     for (size_t i = 0; i < kept; i++) {
         data[i] = zmq_msg_data(&frames[i]);
         sizes[i] = zmq_msg_size(&frames[i]);

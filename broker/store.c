@@ -80,6 +80,7 @@
 #include <czmq.h>
 #include <sqlite3.h>
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -391,6 +392,26 @@ static int cache_load(cw_store_t *s)
     return CW_OK;
 }
 
+/* Debug builds: the cheap part of invariants 2 and 7, after every commit
+ * (cw_store_verify checks the rest against the database). */
+static void cache_check(cw_store_t *s)
+{
+#ifndef NDEBUG
+    uint64_t total = 0;
+    for (user_t *u = zhashx_first(s->users); u; u = zhashx_next(s->users)) {
+        assert(u->next_seq >= 1);
+        assert(u->acked_seq < u->next_seq);
+        assert(u->pending <= u->next_seq - 1 - u->acked_seq);
+        assert(!u->dirty);
+        total += u->pending;
+    }
+    assert(total == s->pending_total);
+    assert(s->n_dirty == 0);
+#else
+    (void) s;
+#endif
+}
+
 /* Writes dirty users back (before COMMIT). SQLite status. */
 static int cache_flush(cw_store_t *s)
 {
@@ -448,7 +469,12 @@ static int commit_txn(cw_store_t *s)
     int rc = cache_flush(s);
     if (rc != SQLITE_DONE) {
         sql_err(s, "writing user log");
-        return abort_txn(s);
+        abort_txn(s);
+        if (s->state == STORE_OPEN) {
+            s->txn = TXN_NONE;      /* the group, if any, is over */
+            s->txn_group = 0;
+        }
+        return CW_STORE_ERROR;
     }
     rc = exec_stmt(s->st[S_COMMIT]);
     if (rc != SQLITE_DONE) {
@@ -458,8 +484,10 @@ static int commit_txn(cw_store_t *s)
             /* Disk full while writing WAL frames: the commit frame was not
              * written, the transaction did not happen. Roll back and go on. */
             abort_txn(s);
-            s->txn = TXN_NONE;
-            s->txn_group = 0;
+            if (s->state == STORE_OPEN) {
+                s->txn = TXN_NONE;
+                s->txn_group = 0;
+            }
             return CW_STORE_ERROR;
         }
         /* The frames, even the commit frame, may be on disk (e.g. fsync
@@ -483,6 +511,7 @@ static int commit_txn(cw_store_t *s)
     s->txn = TXN_NONE;
     s->txn_group = 0;
     s->txn_wrote = 0;
+    cache_check(s);
     return CW_OK;
 }
 
@@ -769,6 +798,11 @@ int cw_store_open(const char *data_dir, const cw_store_options_t *opt, cw_store_
         store_free(s);
         return status;
     }
+
+    /* SQLite's allocation statistics take a global mutex on every malloc;
+     * nothing here reads them. Only possible before SQLite initialises, so
+     * the first store opened in a process decides (SQLITE_MISUSE after). */
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 
     char path[4096];
     snprintf(path, sizeof path, "%s/" DB_FILE, data_dir);
@@ -1071,8 +1105,41 @@ static void fill_from_record(cw_store_msg_t *m, const uint8_t *blob, size_t len)
     }
 }
 
+/* Answers m from its dedup record if (sender, mid) is stored. Returns 1
+ * (answered), 0 (not stored) or -1 (SQL error, errmsg set). */
+static int answer_duplicate(cw_store_t *s, cw_store_msg_t *m, const char *mid)
+{
+    sqlite3_stmt *st = stmt(s, S_DEDUP_FIND);
+    sqlite3_bind_text(st, 1, m->sender, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, mid, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        fill_from_record(m, sqlite3_column_blob(st, 0), (size_t) sqlite3_column_bytes(st, 0));
+        sqlite3_reset(st);
+        m->duplicate = 1;
+        m->status = CW_OK;
+        s->tx.duplicates++;
+        return 1;
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        sql_err(s, "looking up message id");
+        return -1;
+    }
+    return 0;
+}
+
 /* Appends one message inside the open transaction. CW_OK (m->status says
- * what happened) or CW_STORE_ERROR (errmsg set; the caller aborts). */
+ * what happened) or CW_STORE_ERROR (errmsg set; the caller aborts).
+ *
+ * Order of work, chosen so the common case (a new message) costs one
+ * INSERT into messages plus one per recipient, with no separate dedup
+ * lookup: (1) decide every recipient against the cache without changing
+ * it (seqs are tentative: next_seq of each queue); (2) INSERT the message
+ * row: the unique index on (sender, message_id) rejects a repeat
+ * (invariant 4), rows written earlier in this transaction included, and
+ * then the stored record answers; (3) only after the INSERT succeeded
+ * consume the seqs in the cache and INSERT the entries. */
 static int append_one(cw_store_t *s, cw_store_msg_t *m)
 {
     m->duplicate = 0;
@@ -1087,29 +1154,7 @@ static int append_one(cw_store_t *s, cw_store_msg_t *m)
     }
     const char *mid = (m->message_id && *m->message_id) ? m->message_id : NULL;
 
-    /* Invariant 4: a repeat is answered from the dedup record. Rows written
-     * earlier in this transaction are visible here, so a repeat inside one
-     * batch is caught as well. */
-    if (mid) {
-        sqlite3_stmt *st = stmt(s, S_DEDUP_FIND);
-        sqlite3_bind_text(st, 1, m->sender, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, mid, -1, SQLITE_STATIC);
-        int rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) {
-            fill_from_record(m, sqlite3_column_blob(st, 0), (size_t) sqlite3_column_bytes(st, 0));
-            sqlite3_reset(st);
-            m->duplicate = 1;
-            m->status = CW_OK;
-            s->tx.duplicates++;
-            return CW_OK;
-        }
-        sqlite3_reset(st);
-        if (rc != SQLITE_DONE)
-            return sql_err(s, "looking up message id");
-    }
-
-    /* Decide each recipient. The cache is updated at once; a later SQL
-     * failure rolls back and reloads it (invariant 7). */
+    /* (1) Decide each recipient; the cache is not changed yet. */
     uint64_t serial = ++s->serial;
     size_t accepted = 0, full = 0, blob_len = 0;
     for (size_t i = 0; i < m->n_rcpts; i++) {
@@ -1122,8 +1167,8 @@ static int append_one(cw_store_t *s, cw_store_msg_t *m)
             continue;
         }
         if (u->mark == serial) {            /* named twice: one entry */
-            *r = (cw_store_rcpt_t){r->name, m->rcpts[u->mark_idx].status,
-                                   m->rcpts[u->mark_idx].seq};
+            r->status = m->rcpts[u->mark_idx].status;
+            r->seq = m->rcpts[u->mark_idx].seq;
             continue;
         }
         u->mark = serial;
@@ -1135,28 +1180,28 @@ static int append_one(cw_store_t *s, cw_store_msg_t *m)
             if (dropped < 0)
                 return CW_STORE_ERROR;
             if (dropped > 0)
-                CW_INFO("store: %s: dropped %lld expired messages to make room",
-                        r->name, (long long) dropped);
+                CW_INFO("store: %s: dropped %lld expired messages to make room", r->name,
+                        (long long) dropped);
         }
         if (s->opt.queue_quota && u->pending >= s->opt.queue_quota) {
             r->status = CW_QUEUE_FULL;
             full++;
-            s->tx.queue_full++;
             continue;
         }
-        if (mark_dirty(s, u) != 0) {
-            set_err(s, "append: out of memory");
-            return CW_STORE_ERROR;
-        }
         r->status = CW_ACCEPTED;
-        r->seq = u->next_seq++;
-        u->pending++;
-        s->pending_total++;
+        r->seq = u->next_seq;               /* tentative until (3) */
         accepted++;
     }
     if (accepted == 0) {
-        /* Stored for nobody: no row, no dedup record. */
-        m->status = full ? CW_QUEUE_FULL : CW_UNKNOWN_USER;
+        /* Stored for nobody: no row, no dedup record, unless this is the
+         * repeat of a message stored earlier, which answers. */
+        int dup = mid ? answer_duplicate(s, m, mid) : 0;
+        if (dup < 0)
+            return CW_STORE_ERROR;
+        if (dup == 0) {
+            m->status = full ? CW_QUEUE_FULL : CW_UNKNOWN_USER;
+            s->tx.queue_full += full;
+        }
         return CW_OK;
     }
 
@@ -1175,6 +1220,7 @@ static int append_one(cw_store_t *s, cw_store_msg_t *m)
         off += RCPT_REC_FIXED + nl + 1;
     }
 
+    /* (2) The message row; a unique-index violation means a repeat. */
     uint32_t ttl = m->ttl_s ? m->ttl_s : s->opt.default_ttl_s;
     uint64_t expires = ttl ? m->timestamp_us + (uint64_t) ttl * 1000000u : 0;
     sqlite3_stmt *st = stmt(s, S_MSG_INSERT);
@@ -1194,11 +1240,26 @@ static int append_one(cw_store_t *s, cw_store_msg_t *m)
     sqlite3_bind_blob(st, 8, s->buf, (int) off, SQLITE_STATIC);
     sqlite3_bind_blob(st, 9, m->text_len ? (const void *) m->text : "", (int) m->text_len,
                       SQLITE_STATIC);
-    if (exec_stmt(st) != SQLITE_DONE)
+    int rc = sqlite3_step(st);      /* extended result codes are on */
+    sqlite3_reset(st);
+    if (rc == SQLITE_CONSTRAINT_UNIQUE && mid) {
+        /* Only this statement was undone; the transaction goes on. */
+        int dup = answer_duplicate(s, m, mid);
+        if (dup < 0)
+            return CW_STORE_ERROR;
+        if (dup == 0) {
+            set_err(s, "message id of %s violates uniqueness but is not found", m->sender);
+            return CW_STORE_ERROR;
+        }
+        return CW_OK;
+    }
+    if (rc != SQLITE_DONE)
         return sql_err(s, "storing message");
     int64_t msg_id = sqlite3_last_insert_rowid(s->db);
     s->txn_wrote = 1;
 
+    /* (3) Consume the seqs and queue the entries. A failure from here on
+     * aborts the transaction and reloads the cache (invariant 7). */
     for (size_t i = 0; i < m->n_rcpts; i++) {
         cw_store_rcpt_t *r = &m->rcpts[i];
         if (r->status != CW_ACCEPTED)
@@ -1206,6 +1267,13 @@ static int append_one(cw_store_t *s, cw_store_msg_t *m)
         user_t *u = user_find(s, r->name);
         if (u->mark_idx != i)
             continue;                       /* the repeat of a name */
+        if (mark_dirty(s, u) != 0) {
+            set_err(s, "append: out of memory");
+            return CW_STORE_ERROR;
+        }
+        u->next_seq++;
+        u->pending++;
+        s->pending_total++;
         st = stmt(s, S_ENTRY_INSERT);
         sqlite3_bind_int64(st, 1, u->id);
         sqlite3_bind_int64(st, 2, (sqlite3_int64) r->seq);
@@ -1215,6 +1283,7 @@ static int append_one(cw_store_t *s, cw_store_msg_t *m)
     }
     s->tx.appended++;
     s->tx.entries += accepted;
+    s->tx.queue_full += full;
     m->status = CW_OK;
     return CW_OK;
 }

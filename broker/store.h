@@ -172,8 +172,9 @@ void cw_store_users_free(cw_store_user_t **users, size_t n);
 
 /* Appends n messages in one transaction (one fsync), or inside the open
  * group. For each message: if (sender, message_id) is already stored, its
- * original per-recipient outcome is copied into rcpts, duplicate is set and
- * nothing is stored. Otherwise each recipient gets CW_ACCEPTED and the next
+ * original per-recipient outcome is copied into rcpts (matched by name; a
+ * name the original did not have gets CW_BAD_REQUEST), duplicate is set
+ * and nothing is stored. Otherwise each recipient gets CW_ACCEPTED and the next
  * seq of its queue, or CW_QUEUE_FULL (quota reached; expired entries are
  * dropped first to make room), or CW_UNKNOWN_USER; a name repeated within
  * one message is queued once and reported twice with the same seq.

@@ -415,7 +415,8 @@ static int process(task_t *t, size_t n)
             q->status = CW_ERR_NOMEM;
             continue;
         }
-        if (nomem || decode_request(d, size, &t->reqs[nq], t->pool + used) != 0) {
+        if (nomem ||
+            decode_request(d, size, &t->reqs[nq], t->pool ? t->pool + used : NULL) != 0) {
             /* Only our own submit functions write to the pipe: a bug. */
             CW_ERROR("store actor: dropping a malformed request (%zu bytes)", size);
             continue;
@@ -439,6 +440,8 @@ static int process(task_t *t, size_t n)
         }
         publish_stats(t, nq);
     }
+    /* Counters first, so that whoever holds a reply sees them cover it. */
+    atomic_fetch_add_explicit(&t->shared->requests, nq, memory_order_relaxed);
     int rc = term;
     for (size_t i = 0; i < nq; i++) {
         if (rc >= 0 && send_reply(t, &t->reqs[i]) != 0) {
@@ -447,7 +450,6 @@ static int process(task_t *t, size_t n)
         }
         cw_store_entries_free(&t->reqs[i].entries, t->reqs[i].n_entries);
     }
-    atomic_fetch_add_explicit(&t->shared->requests, nq, memory_order_relaxed);
     return rc;
 }
 
@@ -787,7 +789,7 @@ uint64_t cw_store_reply_rcpt_seq(const cw_store_reply_t *r, size_t i)
 const cw_store_entry_t *cw_store_reply_entries(const cw_store_reply_t *r, size_t *n)
 {
     *n = r->entries ? r->n : 0;
-    return r->entries;
+    return *n ? r->entries : NULL;
 }
 
 void cw_store_reply_destroy(cw_store_reply_t **p)

@@ -11,8 +11,11 @@
  *  add_user), each tagged with a 64-bit token of its choosing: a stable id
  *  (e.g. a pending-request number), never a pointer, because the reply comes
  *  back on another turn of the router's loop when the object may be gone.
- *  Submitting never blocks: if the actor is max_queued requests behind, the
- *  submit returns CW_FLOODED and nothing is queued.
+ *  Submitting never blocks: once about max_queued requests wait in the pipe
+ *  (libzmq's high-water mark; it learns of the actor's progress in steps of
+ *  half that, so the real bound is between max_queued/2 and max_queued plus
+ *  a little), the submit returns CW_FLOODED and nothing is queued: the
+ *  router answers the client with an error instead of blocking.
  *  The actor loop: block for one request; then take every request already
  *  waiting in the pipe without blocking (up to 8192); apply them all, in
  *  arrival order, inside ONE store transaction; COMMIT (one WAL fsync for

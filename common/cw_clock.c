@@ -5,6 +5,7 @@
  */
 #include "cw_clock.h"
 #include "cw_status.h"
+#include "cw_util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -152,7 +153,7 @@ cw_clock_order_t cw_clock_compare(cw_clock_entry_msg_t *const *a, size_t na,
 int cw_clock_entries_valid(cw_clock_entry_msg_t *const *entries, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if (!entries[i]->node || !entries[i]->node[0])
+        if (!entries[i]->node || cw_name_check(entries[i]->node, CW_NAME_MAX_HARD, NULL) != CW_OK)
             return 0;
         if (i > 0 && strcmp(entries[i - 1]->node, entries[i]->node) >= 0)
             return 0;

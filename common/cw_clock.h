@@ -49,7 +49,8 @@ cw_clock_order_t cw_clock_compare(cw_clock_entry_msg_t *const *a, size_t na,
                                   cw_clock_entry_msg_t *const *b, size_t nb);
 
 /* True if entries are strictly sorted by node (so no duplicates) and every
- * node is non-empty: the form a sender must put on the wire. */
+ * node is a valid user name (cw_name_check with the hard length limit, so
+ * also valid UTF-8): the form a sender must put on the wire. */
 int cw_clock_entries_valid(cw_clock_entry_msg_t *const *entries, size_t n);
 
 /* Writes "{alice:2, bob:1}" into buf (truncated with "..." if needed).

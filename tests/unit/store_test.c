@@ -1,0 +1,1151 @@
+/*  store_test: unit tests of broker/store.c (the SQLite store).
+ *
+ *  Each test works in its own mkdtemp directory, removed at the end. Time is
+ *  passed explicitly (timestamps, now_us), so TTL tests never sleep. The
+ *  crash test forks a child that appends and reports each committed batch
+ *  over a pipe, SIGKILLs it mid-stream and checks the reopened store; the
+ *  fault tests run SQLite over a VFS shim that fails a chosen I/O.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cw_log.h"
+#include "cw_status.h"
+#include "cw_util.h"
+#include "store.h"
+
+#define T0 1700000000000000ull   /* a fixed "now" in microseconds */
+#define SEC 1000000ull
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                   */
+
+static char *make_dir(void)
+{
+    char *d = strdup("/tmp/cw-store-test-XXXXXX");
+    assert_non_null(d);
+    assert_non_null(mkdtemp(d));
+    return d;
+}
+
+static void remove_dir(char **dirp)
+{
+    char *dir = *dirp;
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            char path[4096];
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+    free(dir);
+    *dirp = NULL;
+}
+
+static cw_store_t *open_store(const char *dir, const cw_store_options_t *opt)
+{
+    cw_store_t *s = NULL;
+    char err[256];
+    int rc = cw_store_open(dir, opt, &s, err, sizeof err);
+    if (rc != CW_OK)
+        fail_msg("open %s: %s: %s", dir, cw_status_name(rc), err);
+    return s;
+}
+
+static void add_users(cw_store_t *s, const char *const *names)
+{
+    for (; *names; names++)
+        assert_int_equal(cw_store_add_user(s, *names, NULL), CW_OK);
+}
+
+/* A message with up to 8 recipients, in one place for building batches. */
+typedef struct {
+    cw_store_msg_t m;
+    cw_store_rcpt_t r[8];
+} tmsg_t;
+
+static void tmsg(tmsg_t *t, const char *sender, const char *mid, const char *text, uint64_t ts,
+                 uint32_t ttl, const char *rcpts)
+{
+    memset(t, 0, sizeof *t);
+    t->m.sender = sender;
+    t->m.message_id = mid;
+    t->m.text = text;
+    t->m.text_len = strlen(text);
+    t->m.timestamp_us = ts;
+    t->m.ttl_s = ttl;
+    t->m.rcpts = t->r;
+    /* rcpts: comma-separated names, kept in static storage per slot */
+    static char names[64][8][32];
+    static int slot;
+    slot = (slot + 1) % 64;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", rcpts);
+    size_t n = 0;
+    for (char *save = NULL, *p = strtok_r(buf, ",", &save); p && n < 8;
+         p = strtok_r(NULL, ",", &save)) {
+        snprintf(names[slot][n], sizeof names[slot][n], "%s", p);
+        t->r[n].name = names[slot][n];
+        n++;
+    }
+    t->m.n_rcpts = n;
+}
+
+/* Appends one message in its own transaction; returns the call's status. */
+static int append1(cw_store_t *s, tmsg_t *t)
+{
+    return cw_store_append_batch(s, &t->m, 1);
+}
+
+static const char *const base_users[] = {"alice", "bob", "carol", NULL};
+
+/* ------------------------------------------------------------------------ */
+/* Basic append / read / ack                                                 */
+
+static void test_append_read_ack(void **state)
+{
+    char *dir = make_dir();
+    cw_store_t *s = open_store(dir, NULL);
+    add_users(s, base_users);
+
+    static const uint8_t clock[] = {0x0a, 0x07, 0x0a, 0x05, 'a', 'l', 'i', 'c', 'e', 0x10, 0x03};
+    tmsg_t b[3];
+    tmsg(&b[0], "alice", "m1", "hello bob", T0, 0, "bob");
+    tmsg(&b[1], "alice", "m2", "hello both", T0 + 1, 0, "bob,carol");
+    tmsg(&b[2], "carol", NULL, "no id", T0 + 2, 0, "bob");
+    b[1].m.clock = clock;
+    b[1].m.clock_len = sizeof clock;
+    cw_store_msg_t batch[3] = {b[0].m, b[1].m, b[2].m};
+    assert_int_equal(cw_store_append_batch(s, batch, 3), CW_OK);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(batch[i].status, CW_OK);
+        assert_false(batch[i].duplicate);
+    }
+    assert_int_equal(batch[0].rcpts[0].status, CW_ACCEPTED);
+    assert_int_equal(batch[0].rcpts[0].seq, 1);
+    assert_int_equal(batch[1].rcpts[0].seq, 2);          /* bob */
+    assert_int_equal(batch[1].rcpts[1].seq, 1);          /* carol: own queue */
+    assert_int_equal(batch[2].rcpts[0].seq, 3);
+
+    cw_store_stats_t st;
+    cw_store_stats(s, &st);
+    assert_int_equal(st.appended, 3);
+    assert_int_equal(st.entries, 4);
+    assert_int_equal(st.pending, 4);
+    assert_int_equal(st.commits, 4);   /* 3 add_user + 1 batch: one fsync for the batch */
+
+    cw_store_entry_t *e;
+    size_t n;
+    assert_int_equal(cw_store_read(s, "bob", 1, 100, T0, &e, &n), CW_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(e[0].seq, 1);
+    assert_int_equal(e[0].status, CW_OK);
+    assert_string_equal(e[0].sender, "alice");
+    assert_string_equal(e[0].message_id, "m1");
+    assert_string_equal(e[0].text, "hello bob");
+    assert_int_equal(e[0].text_len, 9);
+    assert_int_equal(e[0].timestamp_us, T0);
+    assert_int_equal(e[0].expires_us, 0);
+    assert_null(e[0].clock);
+    assert_int_equal(e[0].n_to, 1);
+    assert_string_equal(e[0].to[0], "bob");
+    assert_int_equal(e[1].seq, 2);
+    assert_int_equal(e[1].n_to, 2);
+    assert_string_equal(e[1].to[1], "carol");
+    assert_int_equal(e[1].clock_len, sizeof clock);
+    assert_memory_equal(e[1].clock, clock, sizeof clock);
+    assert_string_equal(e[2].message_id, "");
+    cw_store_entries_free(&e, n);
+    assert_null(e);
+
+    /* from_seq and max */
+    assert_int_equal(cw_store_read(s, "bob", 2, 1, T0, &e, &n), CW_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(e[0].seq, 2);
+    cw_store_entries_free(&e, n);
+
+    uint64_t pending = 0;
+    assert_int_equal(cw_store_ack(s, "bob", 2, &pending), CW_OK);
+    assert_int_equal(pending, 1);
+    assert_int_equal(cw_store_read(s, "bob", 0, 100, T0, &e, &n), CW_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(e[0].seq, 3);
+    cw_store_entries_free(&e, n);
+
+    /* ack is cumulative and idempotent; beyond the last seq is refused */
+    assert_int_equal(cw_store_ack(s, "bob", 1, &pending), CW_OK);
+    assert_int_equal(pending, 1);
+    assert_int_equal(cw_store_ack(s, "bob", 4, NULL), CW_BAD_REQUEST);
+    assert_int_equal(cw_store_ack(s, "nobody", 1, NULL), CW_UNKNOWN_USER);
+    assert_int_equal(cw_store_read(s, "nobody", 0, 10, T0, &e, &n), CW_UNKNOWN_USER);
+    assert_int_equal(cw_store_ack(s, "bob", 3, &pending), CW_OK);
+    assert_int_equal(pending, 0);
+    assert_int_equal(cw_store_read(s, "bob", 0, 100, T0, &e, &n), CW_OK);
+    assert_int_equal(n, 0);
+    assert_null(e);
+
+    /* unknown recipients and malformed messages */
+    tmsg_t u;
+    tmsg(&u, "alice", "m9", "x", T0, 0, "nobody");
+    assert_int_equal(append1(s, &u), CW_OK);
+    assert_int_equal(u.m.status, CW_UNKNOWN_USER);
+    assert_int_equal(u.r[0].status, CW_UNKNOWN_USER);
+    tmsg(&u, "alice", "m10", "x", T0, 0, "nobody,bob");
+    assert_int_equal(append1(s, &u), CW_OK);
+    assert_int_equal(u.m.status, CW_OK);
+    assert_int_equal(u.r[0].status, CW_UNKNOWN_USER);
+    assert_int_equal(u.r[1].status, CW_ACCEPTED);
+    assert_int_equal(u.r[1].seq, 4);
+    tmsg(&u, "", "m11", "x", T0, 0, "bob");
+    assert_int_equal(append1(s, &u), CW_OK);
+    assert_int_equal(u.m.status, CW_BAD_REQUEST);
+    /* a name twice in one message: one entry, same seq twice */
+    tmsg(&u, "alice", "m12", "x", T0, 0, "bob,bob");
+    assert_int_equal(append1(s, &u), CW_OK);
+    assert_int_equal(u.r[0].seq, 5);
+    assert_int_equal(u.r[1].seq, 5);
+    assert_int_equal(cw_store_pending(s, "bob", &pending), CW_OK);
+    assert_int_equal(pending, 2);
+
+    assert_int_equal(cw_store_verify(s), CW_OK);
+    cw_store_close(&s);
+    cw_store_close(&s);   /* safe twice */
+    remove_dir(&dir);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Restart: seqs, queues and the user log persist                            */
+
+static void test_seqs_survive_reopen(void **state)
+{
+    char *dir = make_dir();
+    cw_store_t *s = open_store(dir, NULL);
+    add_users(s, base_users);
+    tmsg_t t;
+    for (int i = 0; i < 5; i++) {
+        tmsg(&t, "alice", NULL, "x", T0 + (uint64_t) i, 0, "bob");
+        assert_int_equal(append1(s, &t), CW_OK);
+    }
+    /* Ack everything: with retention 0 every entry is deleted, yet the
+     * next seq must not be reused. */
+    assert_int_equal(cw_store_ack(s, "bob", 5, NULL), CW_OK);
+    tmsg(&t, "alice", NULL, "kept", T0 + 10, 0, "bob");
+    assert_int_equal(append1(s, &t), CW_OK);
+    assert_int_equal(t.r[0].seq, 6);
+    cw_store_close(&s);
+
+    s = open_store(dir, NULL);
+    uint64_t pending;
+    assert_int_equal(cw_store_pending(s, "bob", &pending), CW_OK);
+    assert_int_equal(pending, 1);
+    cw_store_entry_t *e;
+    size_t n;
+    assert_int_equal(cw_store_read(s, "bob", 0, 10, T0, &e, &n), CW_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(e[0].seq, 6);
+    assert_string_equal(e[0].text, "kept");
+    cw_store_entries_free(&e, n);
+    assert_int_equal(cw_store_ack(s, "bob", 6, NULL), CW_OK);
+    cw_store_close(&s);
+
+    s = open_store(dir, NULL);
+    tmsg(&t, "alice", NULL, "after", T0 + 20, 0, "bob");
+    assert_int_equal(append1(s, &t), CW_OK);
+    assert_int_equal(t.r[0].seq, 7);
+    assert_int_equal(cw_store_verify(s), CW_OK);
+    cw_store_close(&s);
+    remove_dir(&dir);
+}
+
+static void test_user_log_persists(void **state)
+{
+    char *dir = make_dir();
+    cw_store_t *s = open_store(dir, NULL);
+    int created = -1;
+    assert_int_equal(cw_store_add_user(s, "zed", &created), CW_OK);
+    assert_int_equal(created, 1);
+    assert_int_equal(cw_store_add_user(s, "amy", &created), CW_OK);
+    assert_int_equal(created, 1);
+    assert_int_equal(cw_store_add_user(s, "zed", &created), CW_OK);
+    assert_int_equal(created, 0);
+    assert_int_equal(cw_store_add_user(s, "", &created), CW_BAD_NAME);
+    char longname[100];
+    memset(longname, 'x', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    assert_int_equal(cw_store_add_user(s, longname, &created), CW_BAD_NAME);
+    tmsg_t t;
+    tmsg(&t, "zed", NULL, "hi", T0, 0, "amy");
+    assert_int_equal(append1(s, &t), CW_OK);
+    cw_store_close(&s);
+
+    s = open_store(dir, NULL);
+    cw_store_user_t *u;
+    size_t n;
+    assert_int_equal(cw_store_list_users(s, &u, &n), CW_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(u[0].name, "zed");     /* order of first appearance */
+    assert_int_equal(u[0].pending, 0);         /* an empty queue persists too */
+    assert_int_equal(u[0].last_seq, 0);
+    assert_true(u[0].created_us > 0);
+    assert_string_equal(u[1].name, "amy");
+    assert_int_equal(u[1].pending, 1);
+    assert_int_equal(u[1].last_seq, 1);
+    cw_store_users_free(&u, n);
+    assert_null(u);
+    /* zed's empty queue works after the restart */
+    tmsg(&t, "amy", NULL, "back", T0, 0, "zed");
+    assert_int_equal(append1(s, &t), CW_OK);
+    assert_int_equal(t.r[0].status, CW_ACCEPTED);
+    assert_int_equal(t.r[0].seq, 1);
+    cw_store_stats_t st;
+    cw_store_stats(s, &st);
+    assert_int_equal(st.users, 2);
+    cw_store_close(&s);
+    remove_dir(&dir);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Quota, TTL, duplicates, retention                                         */
+
+static void test_quota(void **state)
+{
+    char *dir = make_dir();
+    cw_store_options_t opt;
+    cw_store_options_init(&opt);
+    opt.queue_quota = 3;
+    cw_store_t *s = open_store(dir, &opt);
+    add_users(s, base_users);
+
+    tmsg_t t[5];
+    cw_store_msg_t batch[5];
+    for (int i = 0; i < 5; i++) {
+        char mid[16];
+        snprintf(mid, sizeof mid, "q%d", i);
+        tmsg(&t[i], "alice", strdup(mid), "x", T0, 0, "bob");
+        batch[i] = t[i].m;
+    }
+    assert_int_equal(cw_store_append_batch(s, batch, 5), CW_OK);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(batch[i].status, CW_OK);
+        assert_int_equal(batch[i].rcpts[0].seq, (uint64_t) i + 1);
+    }
+    for (int i = 3; i < 5; i++) {
+        assert_int_equal(batch[i].status, CW_QUEUE_FULL);
+        assert_int_equal(batch[i].rcpts[0].status, CW_QUEUE_FULL);
+        assert_int_equal(batch[i].rcpts[0].seq, 0);
+    }
+    /* multicast: full for bob, fine for carol */
+    tmsg_t m;
+    tmsg(&m, "alice", "multi", "x", T0, 0, "bob,carol");
+    assert_int_equal(append1(s, &m), CW_OK);
+    assert_int_equal(m.m.status, CW_OK);
+    assert_int_equal(m.r[0].status, CW_QUEUE_FULL);
+    assert_int_equal(m.r[1].status, CW_ACCEPTED);
+    /* a message refused for everyone leaves no dedup record: retry works */
+    assert_int_equal(cw_store_ack(s, "bob", 1, NULL), CW_OK);
+    tmsg(&t[0], "alice", "q3", "x", T0, 0, "bob");
+    assert_int_equal(append1(s, &t[0]), CW_OK);
+    assert_int_equal(t[0].m.status, CW_OK);
+    assert_false(t[0].m.duplicate);
+    assert_int_equal(t[0].r[0].seq, 4);   /* the refused ones took no seq */
+    cw_store_stats_t st;
+    cw_store_stats(s, &st);
+    assert_int_equal(st.queue_full, 3);
+    for (int i = 0; i < 5; i++)
+        free((char *) batch[i].message_id);
+    assert_int_equal(cw_store_verify(s), CW_OK);
+    cw_store_close(&s);
+    remove_dir(&dir);
+}
+
+static void test_ttl_expiry(void **state)
+{
+    char *dir = make_dir();
+    cw_store_options_t opt;
+    cw_store_options_init(&opt);
+    opt.default_ttl_s = 60;
+    opt.queue_quota = 4;
+    cw_store_t *s = open_store(dir, &opt);
+    add_users(s, base_users);
+    tmsg_t t;
+    tmsg(&t, "alice", "short", "gone soon", T0, 10, "bob");     /* seq 1, expires T0+10s */
+    assert_int_equal(append1(s, &t), CW_OK);
+    tmsg(&t, "alice", "default", "default ttl", T0, 0, "bob"); /* seq 2, T0+60s */
+    assert_int_equal(append1(s, &t), CW_OK);
+    tmsg(&t, "alice", "later", "later", T0 + 30 * SEC, 10, "bob"); /* seq 3, T0+40s */
+    assert_int_equal(append1(s, &t), CW_OK);
+
+    cw_store_entry_t *e;
+    size_t n;
+    /* before anything expires: history shows all three */
+    assert_int_equal(cw_store_read(s, "bob", 0, 10, T0 + 5 * SEC, &e, &n), CW_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(e[0].status, CW_OK);
+    assert_int_equal(e[0].expires_us, T0 + 10 * SEC);
+    assert_int_equal(e[1].expires_us, T0 + 60 * SEC);
+    cw_store_entries_free(&e, n);
+
+    /* at T0+11s the first is reported EXPIRED once, with no text */
+    assert_int_equal(cw_store_read(s, "bob", 0, 10, T0 + 11 * SEC, &e, &n), CW_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(e[0].seq, 1);
+    assert_int_equal(e[0].status, CW_EXPIRED);
+    assert_int_equal(e[0].text_len, 0);
+    assert_string_equal(e[0].message_id, "short");
+    assert_int_equal(e[1].status, CW_OK);
+    assert_int_equal(e[2].status, CW_OK);
+    cw_store_entries_free(&e, n);
+    uint64_t pending;
+    cw_store_pending(s, "bob", &pending);
+    assert_int_equal(pending, 2);
+    assert_int_equal(cw_store_read(s, "bob", 0, 10, T0 + 11 * SEC, &e, &n), CW_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(e[0].seq, 2);
+    cw_store_entries_free(&e, n);
+    cw_store_stats_t st;
+    cw_store_stats(s, &st);
+    assert_int_equal(st.expired, 1);
+
+    /* a full queue drops its expired entries to make room */
+    tmsg(&t, "alice", NULL, "4", T0 + 31 * SEC, 0, "bob");      /* seq 4 */
+    assert_int_equal(append1(s, &t), CW_OK);
+    tmsg(&t, "alice", NULL, "5", T0 + 31 * SEC, 0, "bob");      /* seq 5: full now */
+    assert_int_equal(append1(s, &t), CW_OK);
+    tmsg(&t, "alice", NULL, "6", T0 + 32 * SEC, 0, "bob");
+    assert_int_equal(append1(s, &t), CW_OK);
+    assert_int_equal(t.m.status, CW_QUEUE_FULL);
+    tmsg(&t, "alice", NULL, "7", T0 + 45 * SEC, 0, "bob");      /* seq 3 expired at 40s */
+    assert_int_equal(append1(s, &t), CW_OK);
+    assert_int_equal(t.m.status, CW_OK);
+    assert_int_equal(t.r[0].seq, 6);
+    cw_store_stats(s, &st);
+    assert_int_equal(st.expired, 2);
+    assert_int_equal(cw_store_verify(s), CW_OK);
+    cw_store_close(&s);
+    remove_dir(&dir);
+}
+
+static void test_duplicates(void **state)
+{
+    char *dir = make_dir();
+    cw_store_t *s = open_store(dir, NULL);
+    const uint64_t now = cw_now_us();   /* the dedup window counts from receipt time */
+    add_users(s, base_users);
+    tmsg_t a;
+    tmsg(&a, "alice", "id-1", "once", now, 0, "bob,carol");
+    assert_int_equal(append1(s, &a), CW_OK);
+    assert_false(a.m.duplicate);
+
+    /* the retry (another transaction) gets the original seqs */
+    tmsg_t b;
+    tmsg(&b, "alice", "id-1", "once", now + 5, 0, "bob,carol");
+    assert_int_equal(append1(s, &b), CW_OK);
+    assert_true(b.m.duplicate);
+    assert_int_equal(b.m.status, CW_OK);
+    assert_int_equal(b.r[0].status, CW_ACCEPTED);
+    assert_int_equal(b.r[0].seq, a.r[0].seq);
+    assert_int_equal(b.r[1].seq, a.r[1].seq);
+    uint64_t pending;
+    cw_store_pending(s, "bob", &pending);
+    assert_int_equal(pending, 1);
+
+    /* a repeat inside one batch; another sender's same id is not one */
+    tmsg_t c[3];
+    tmsg(&c[0], "carol", "id-2", "x", now, 0, "bob");
+    tmsg(&c[1], "carol", "id-2", "x", now, 0, "bob");
+    tmsg(&c[2], "bob", "id-1", "x", now, 0, "alice");
+    cw_store_msg_t batch[3] = {c[0].m, c[1].m, c[2].m};
+    assert_int_equal(cw_store_append_batch(s, batch, 3), CW_OK);
+    assert_false(batch[0].duplicate);
+    assert_true(batch[1].duplicate);
+    assert_int_equal(batch[1].rcpts[0].seq, batch[0].rcpts[0].seq);
+    assert_false(batch[2].duplicate);
+
+    /* no id: never deduplicated */
+    tmsg(&a, "alice", "", "a", now, 0, "bob");
+    assert_int_equal(append1(s, &a), CW_OK);
+    tmsg(&a, "alice", NULL, "a", now, 0, "bob");
+    assert_int_equal(append1(s, &a), CW_OK);
+    assert_false(a.m.duplicate);
+    cw_store_pending(s, "bob", &pending);
+    assert_int_equal(pending, 4);
+
+    /* still remembered after every recipient acked it (dedup window), and
+     * after a restart */
+    assert_int_equal(cw_store_ack(s, "bob", 4, NULL), CW_OK);
+    assert_int_equal(cw_store_ack(s, "carol", 1, NULL), CW_OK);
+    cw_store_close(&s);
+    s = open_store(dir, NULL);
+    tmsg(&b, "alice", "id-1", "once", now + 9, 0, "bob,carol");
+    assert_int_equal(append1(s, &b), CW_OK);
+    assert_true(b.m.duplicate);
+    assert_int_equal(b.r[0].seq, 1);
+    cw_store_stats_t st;
+    cw_store_stats(s, &st);
+    assert_int_equal(st.duplicates, 1);
+    assert_int_equal(st.appended, 0);
+    assert_int_equal(cw_store_verify(s), CW_OK);
+    cw_store_close(&s);
+
+    /* past the window (receipt time T0 is years ago, the window a day) the
+     * record is pruned by the next ack, and the id is free again */
+    s = open_store(dir, NULL);
+    tmsg(&a, "alice", "old-1", "x", T0, 0, "bob");
+    assert_int_equal(append1(s, &a), CW_OK);
+    tmsg(&b, "alice", "old-1", "x", T0, 0, "bob");
+    assert_int_equal(append1(s, &b), CW_OK);
+    assert_true(b.m.duplicate);                 /* queued: remembered */
+    assert_int_equal(cw_store_ack(s, "bob", a.r[0].seq, NULL), CW_OK);
+    tmsg(&b, "alice", "old-1", "x", T0, 0, "bob");
+    assert_int_equal(append1(s, &b), CW_OK);
+    assert_false(b.m.duplicate);
+    assert_int_equal(b.r[0].seq, a.r[0].seq + 1);
+    assert_int_equal(cw_store_verify(s), CW_OK);
+    cw_store_close(&s);
+    remove_dir(&dir);
+}
+
+static void test_history_retention(void **state)
+{
+    char *dir = make_dir();
+    cw_store_options_t opt;
+    cw_store_options_init(&opt);
+    opt.retention = 2;
+    cw_store_t *s = open_store(dir, &opt);
+    add_users(s, base_users);
+    tmsg_t t;
+    for (int i = 1; i <= 5; i++) {
+        char text[8];
+        snprintf(text, sizeof text, "m%d", i);
+        tmsg(&t, "alice", NULL, text, T0 + (uint64_t) i, 0, "bob");
+        assert_int_equal(append1(s, &t), CW_OK);
+    }
+    assert_int_equal(cw_store_ack(s, "bob", 4, NULL), CW_OK);
+    cw_store_entry_t *e;
+    size_t n;
+    assert_int_equal(cw_store_history(s, "bob", 10, T0, &e, &n), CW_OK);
+    assert_int_equal(n, 3);                  /* 3 and 4 kept acked, 5 pending */
+    assert_int_equal(e[0].seq, 3);
+    assert_true(e[0].acked);
+    assert_string_equal(e[0].text, "m3");
+    assert_int_equal(e[1].seq, 4);
+    assert_true(e[1].acked);
+    assert_int_equal(e[2].seq, 5);
+    assert_false(e[2].acked);
+    cw_store_entries_free(&e, n);
+    assert_int_equal(cw_store_history(s, "bob", 2, T0, &e, &n), CW_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(e[0].seq, 4);
+    assert_int_equal(e[1].seq, 5);
+    cw_store_entries_free(&e, n);
+    /* read never returns acked history */
+    assert_int_equal(cw_store_read(s, "bob", 0, 10, T0, &e, &n), CW_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(e[0].seq, 5);
+    cw_store_entries_free(&e, n);
+    assert_int_equal(cw_store_history(s, "nobody", 2, T0, &e, &n), CW_UNKNOWN_USER);
+    assert_int_equal(cw_store_verify(s), CW_OK);
+    cw_store_close(&s);
+    remove_dir(&dir);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Groups (explicit transactions)                                            */
+
+static void test_group_commit_and_rollback(void **state)
+{
+    char *dir = make_dir();
+    cw_store_t *s = open_store(dir, NULL);
+    add_users(s, base_users);
+    cw_store_stats_t st0, st;
+    cw_store_stats(s, &st0);
+
+    assert_int_equal(cw_store_txn_begin(s), CW_OK);
+    assert_int_equal(cw_store_txn_begin(s), CW_ERR_INVALID);
+    tmsg_t t;
+    for (int i = 0; i < 10; i++) {
+        tmsg(&t, "alice", NULL, "g", T0, 0, "bob");
+        assert_int_equal(append1(s, &t), CW_OK);
+    }
+    int created;
+    assert_int_equal(cw_store_add_user(s, "dave", &created), CW_OK);
+    tmsg(&t, "alice", NULL, "to dave", T0, 0, "dave");
+    assert_int_equal(append1(s, &t), CW_OK);
+    assert_int_equal(t.r[0].status, CW_ACCEPTED);
+    assert_int_equal(cw_store_txn_commit(s), CW_OK);
+    cw_store_stats(s, &st);
+    assert_int_equal(st.commits - st0.commits, 1);      /* 12 writes, one fsync */
+    assert_int_equal(st.appended, 11);
+
+    /* rollback: nothing stored, seqs and users given back */
+    assert_int_equal(cw_store_txn_begin(s), CW_OK);
+    tmsg(&t, "alice", "rolled", "r", T0, 0, "bob");
+    assert_int_equal(append1(s, &t), CW_OK);
+    assert_int_equal(t.r[0].seq, 11);
+    assert_int_equal(cw_store_add_user(s, "erin", &created), CW_OK);
+    cw_store_txn_rollback(s);
+    assert_int_equal(cw_store_txn_commit(s), CW_ERR_INVALID);
+    uint64_t pending;
+    assert_int_equal(cw_store_pending(s, "erin", &pending), CW_UNKNOWN_USER);
+    tmsg(&t, "alice", "rolled", "r", T0, 0, "bob");
+    assert_int_equal(append1(s, &t), CW_OK);
+    assert_false(t.m.duplicate);
+    assert_int_equal(t.r[0].seq, 11);
+    assert_int_equal(cw_store_verify(s), CW_OK);
+    cw_store_stats(s, &st);
+    assert_int_equal(st.errors, 0);
+    cw_store_close(&s);
+    remove_dir(&dir);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Lock and integrity                                                        */
+
+static void test_second_open_refused(void **state)
+{
+    char *dir = make_dir();
+    cw_store_t *s = open_store(dir, NULL);
+    cw_store_t *s2 = (cw_store_t *) 1;
+    char err[256] = "";
+    assert_int_equal(cw_store_open(dir, NULL, &s2, err, sizeof err), CW_ERR_IO);
+    assert_null(s2);
+    assert_non_null(strstr(err, "in use by another broker"));
+    char pid[32];
+    snprintf(pid, sizeof pid, "pid %ld", (long) getpid());
+    assert_non_null(strstr(err, pid));
+    cw_store_close(&s);
+    s2 = open_store(dir, NULL);          /* free again once closed */
+    cw_store_close(&s2);
+
+    /* bad arguments */
+    assert_int_equal(cw_store_open(NULL, NULL, &s2, err, sizeof err), CW_ERR_INVALID);
+    assert_int_equal(cw_store_open("/proc/definitely/not/here", NULL, &s2, err, sizeof err),
+                     CW_ERR_IO);
+    remove_dir(&dir);
+}
+
+static void test_corrupt_store_refused(void **state)
+{
+    char *dir = make_dir();
+    cw_store_t *s = open_store(dir, NULL);
+    add_users(s, base_users);
+    tmsg_t t;
+    for (int i = 0; i < 200; i++) {
+        tmsg(&t, "alice", NULL, "some text to fill a few pages of the database file", T0, 0,
+             "bob,carol");
+        assert_int_equal(append1(s, &t), CW_OK);
+    }
+    cw_store_close(&s);                  /* checkpoints the WAL into causeway.db */
+
+    char path[4096];
+    snprintf(path, sizeof path, "%s/causeway.db", dir);
+    int fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    char junk[4096];
+    memset(junk, 0x5a, sizeof junk);
+    for (off_t page = 2; page < 6; page++)   /* pages 3..6: b-tree pages, not the header */
+        assert_int_equal(pwrite(fd, junk, sizeof junk, page * 4096), (ssize_t) sizeof junk);
+    close(fd);
+    char err[512] = "";
+    assert_int_equal(cw_store_open(dir, NULL, &s, err, sizeof err), CW_STORE_ERROR);
+    assert_null(s);
+    assert_true(strlen(err) > 0);
+    /* the lock was released on the failure path */
+    fd = open(path, O_WRONLY | O_TRUNC);
+    close(fd);
+    snprintf(path, sizeof path, "%s/causeway.db-wal", dir);
+    unlink(path);
+
+    /* an SQLite file that is not ours */
+    snprintf(path, sizeof path, "%s/causeway.db", dir);
+    unlink(path);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "CREATE TABLE t(x)", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(cw_store_open(dir, NULL, &s, err, sizeof err), CW_STORE_ERROR);
+    assert_non_null(strstr(err, "not a causeway store"));
+    remove_dir(&dir);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Crash safety: SIGKILL a writer mid-stream                                 */
+
+#define CRASH_BATCH 40
+#define CRASH_REPORTS 25
+
+/* The child: append batches forever, reporting each committed batch. */
+static void crash_child(const char *dir, int round, int fd)
+{
+    cw_store_t *s = NULL;
+    char err[256];
+    if (cw_store_open(dir, NULL, &s, err, sizeof err) != CW_OK)
+        _exit(2);
+    for (uint32_t b = 0;; b++) {
+        static tmsg_t t[CRASH_BATCH];
+        static cw_store_msg_t batch[CRASH_BATCH];
+        static char mids[CRASH_BATCH][32];
+        for (int i = 0; i < CRASH_BATCH; i++) {
+            snprintf(mids[i], sizeof mids[i], "r%d-b%u-m%d", round, b, i);
+            /* every batch: half to bob, half to bob and carol */
+            tmsg(&t[i], "alice", mids[i], "crash test body .......................", T0, 0,
+                 i % 2 ? "bob,carol" : "bob");
+            batch[i] = t[i].m;
+        }
+        if (cw_store_append_batch(s, batch, CRASH_BATCH) != CW_OK)
+            _exit(3);
+        if (write(fd, &b, sizeof b) != sizeof b)   /* committed: report it */
+            _exit(4);
+    }
+}
+
+static void test_crash_safety(void **state)
+{
+    char *dir = make_dir();
+    cw_store_t *s = open_store(dir, NULL);
+    add_users(s, base_users);
+    cw_store_close(&s);
+
+    for (int round = 0; round < 3; round++) {
+        int fds[2];
+        assert_int_equal(pipe(fds), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            close(fds[0]);
+            crash_child(dir, round, fds[1]);
+            _exit(0);
+        }
+        close(fds[1]);
+        uint32_t b, reported = 0, max_reported = 0;
+        int have = 0;
+        while (read(fds[0], &b, sizeof b) == sizeof b) {
+            max_reported = b;
+            have = 1;
+            if (++reported == CRASH_REPORTS + (uint32_t) round * 7)
+                kill(pid, SIGKILL);           /* mid-stream: the child is appending */
+        }
+        close(fds[0]);
+        int status;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        assert_true(have);
+
+        /* Reopen: recovery, quick_check, invariants. */
+        s = open_store(dir, NULL);
+        assert_int_equal(cw_store_verify(s), CW_OK);
+        /* Count this round's messages per batch in bob's and carol's queues. */
+        size_t cap = max_reported + 2;
+        uint32_t *bob = calloc(cap + 1, sizeof *bob), *carol = calloc(cap + 1, sizeof *carol);
+        const char *who[2] = {"bob", "carol"};
+        uint32_t *cnt[2] = {bob, carol};
+        for (int k = 0; k < 2; k++) {
+            cw_store_entry_t *e;
+            size_t n;
+            assert_int_equal(cw_store_read(s, who[k], 0, SIZE_MAX, T0, &e, &n), CW_OK);
+            uint64_t prev = 0;
+            for (size_t i = 0; i < n; i++) {
+                assert_true(e[i].seq > prev);   /* in order, no duplicates */
+                prev = e[i].seq;
+                int r;
+                unsigned bb;
+                int m;
+                assert_int_equal(sscanf(e[i].message_id, "r%d-b%u-m%d", &r, &bb, &m), 3);
+                if (r != round)
+                    continue;
+                assert_true(bb <= cap);  /* at most one batch beyond the last report */
+                cnt[k][bb]++;
+            }
+            cw_store_entries_free(&e, n);
+        }
+        for (uint32_t i = 0; i <= cap; i++) {
+            int full = bob[i] == CRASH_BATCH && carol[i] == CRASH_BATCH / 2;
+            int none = bob[i] == 0 && carol[i] == 0;
+            if (i <= max_reported && !full)
+                fail_msg("round %d: reported batch %u incomplete (bob %u, carol %u)", round, i,
+                         bob[i], carol[i]);
+            if (!full && !none)
+                fail_msg("round %d: batch %u is partial (bob %u, carol %u)", round, i, bob[i],
+                         carol[i]);
+            if (i > max_reported + 1 && !none)
+                fail_msg("round %d: batch %u present but never started", round, i);
+        }
+        free(bob);
+        free(carol);
+        cw_store_close(&s);
+    }
+    remove_dir(&dir);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Fault injection: a VFS shim over the default VFS fails a chosen I/O.      */
+
+typedef struct {
+    sqlite3_file base;            /* pMethods = &fault_io */
+    sqlite3_file *real;           /* the default VFS's file, right after us */
+    int is_wal;                   /* opened as the WAL */
+} fault_file_t;
+
+static struct {
+    int countdown;                /* fail the countdown-th matching I/O (1 = next); 0 = off */
+    int wal_only;                 /* count WAL I/O only */
+    int writes, syncs;            /* which operations count */
+    int error;                    /* what the failing call returns */
+    int fired;                    /* how many failed so far */
+    int sticky;                   /* keep failing after the first */
+} g_fault;
+
+static sqlite3_vfs *g_real_vfs;
+
+static int fault_hit(fault_file_t *f, int is_sync)
+{
+    if (g_fault.countdown <= 0 || (g_fault.wal_only && !f->is_wal))
+        return 0;
+    if (is_sync ? !g_fault.syncs : !g_fault.writes)
+        return 0;
+    if (g_fault.fired && g_fault.sticky)
+        return 1;
+    if (--g_fault.countdown == 0) {
+        g_fault.fired++;
+        if (g_fault.sticky)
+            g_fault.countdown = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static int f_close(sqlite3_file *p)
+{
+    fault_file_t *f = (fault_file_t *) p;
+    return f->real->pMethods->xClose(f->real);
+}
+static int f_read(sqlite3_file *p, void *b, int n, sqlite3_int64 o)
+{
+    fault_file_t *f = (fault_file_t *) p;
+    return f->real->pMethods->xRead(f->real, b, n, o);
+}
+static int f_write(sqlite3_file *p, const void *b, int n, sqlite3_int64 o)
+{
+    fault_file_t *f = (fault_file_t *) p;
+    if (fault_hit(f, 0))
+        return g_fault.error;
+    return f->real->pMethods->xWrite(f->real, b, n, o);
+}
+static int f_truncate(sqlite3_file *p, sqlite3_int64 size)
+{
+    fault_file_t *f = (fault_file_t *) p;
+    return f->real->pMethods->xTruncate(f->real, size);
+}
+static int f_sync(sqlite3_file *p, int flags)
+{
+    fault_file_t *f = (fault_file_t *) p;
+    if (fault_hit(f, 1))
+        return g_fault.error;
+    return f->real->pMethods->xSync(f->real, flags);
+}
+static int f_size(sqlite3_file *p, sqlite3_int64 *size)
+{
+    fault_file_t *f = (fault_file_t *) p;
+    return f->real->pMethods->xFileSize(f->real, size);
+}
+static int f_lock(sqlite3_file *p, int l)
+{
+    fault_file_t *f = (fault_file_t *) p;
+    return f->real->pMethods->xLock(f->real, l);
+}
+static int f_unlock(sqlite3_file *p, int l)
+{
+    fault_file_t *f = (fault_file_t *) p;
+    return f->real->pMethods->xUnlock(f->real, l);
+}
+static int f_check_reserved(sqlite3_file *p, int *out)
+{
+    fault_file_t *f = (fault_file_t *) p;
+    return f->real->pMethods->xCheckReservedLock(f->real, out);
+}
+static int f_fcntl(sqlite3_file *p, int op, void *arg)
+{
+    fault_file_t *f = (fault_file_t *) p;
+    return f->real->pMethods->xFileControl(f->real, op, arg);
+}
+static int f_sector(sqlite3_file *p)
+{
+    fault_file_t *f = (fault_file_t *) p;
+    return f->real->pMethods->xSectorSize(f->real);
+}
+static int f_devchar(sqlite3_file *p)
+{
+    fault_file_t *f = (fault_file_t *) p;
+    return f->real->pMethods->xDeviceCharacteristics(f->real);
+}
+static int f_shm_map(sqlite3_file *p, int pg, int sz, int ext, void volatile **pp)
+{
+    fault_file_t *f = (fault_file_t *) p;
+    return f->real->pMethods->xShmMap(f->real, pg, sz, ext, pp);
+}
+static int f_shm_lock(sqlite3_file *p, int off, int n, int flags)
+{
+    fault_file_t *f = (fault_file_t *) p;
+    return f->real->pMethods->xShmLock(f->real, off, n, flags);
+}
+static void f_shm_barrier(sqlite3_file *p)
+{
+    fault_file_t *f = (fault_file_t *) p;
+    f->real->pMethods->xShmBarrier(f->real);
+}
+static int f_shm_unmap(sqlite3_file *p, int del)
+{
+    fault_file_t *f = (fault_file_t *) p;
+    return f->real->pMethods->xShmUnmap(f->real, del);
+}
+static int f_fetch(sqlite3_file *p, sqlite3_int64 o, int n, void **pp)
+{
+    fault_file_t *f = (fault_file_t *) p;
+    return f->real->pMethods->xFetch(f->real, o, n, pp);
+}
+static int f_unfetch(sqlite3_file *p, sqlite3_int64 o, void *ptr)
+{
+    fault_file_t *f = (fault_file_t *) p;
+    return f->real->pMethods->xUnfetch(f->real, o, ptr);
+}
+
+static const sqlite3_io_methods fault_io = {
+    3,         f_close,  f_read,  f_write,   f_truncate,    f_sync,      f_size,
+    f_lock,    f_unlock, f_check_reserved,   f_fcntl,       f_sector,    f_devchar,
+    f_shm_map, f_shm_lock, f_shm_barrier,    f_shm_unmap,   f_fetch,     f_unfetch,
+};
+
+static int fault_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *p, int flags,
+                      int *out_flags)
+{
+    fault_file_t *f = (fault_file_t *) p;
+    f->real = (sqlite3_file *) (f + 1);
+    f->is_wal = (flags & SQLITE_OPEN_WAL) != 0;
+    int rc = g_real_vfs->xOpen(g_real_vfs, name, f->real, flags, out_flags);
+    f->base.pMethods = rc == SQLITE_OK ? &fault_io : NULL;
+    return rc;
+}
+
+static sqlite3_vfs fault_vfs;
+
+static void fault_register(void)
+{
+    if (g_real_vfs)
+        return;
+    g_real_vfs = sqlite3_vfs_find(NULL);
+    fault_vfs = *g_real_vfs;
+    fault_vfs.zName = "cwfault";
+    fault_vfs.szOsFile = (int) sizeof(fault_file_t) + g_real_vfs->szOsFile;
+    fault_vfs.xOpen = fault_open;
+    fault_vfs.pNext = NULL;
+    assert_int_equal(sqlite3_vfs_register(&fault_vfs, 0), SQLITE_OK);
+}
+
+static void fault_arm(int countdown, int wal_only, int writes, int syncs, int error, int sticky)
+{
+    g_fault.countdown = countdown;
+    g_fault.wal_only = wal_only;
+    g_fault.writes = writes;
+    g_fault.syncs = syncs;
+    g_fault.error = error;
+    g_fault.fired = 0;
+    g_fault.sticky = sticky;
+}
+
+static void fault_off(void) { memset(&g_fault, 0, sizeof g_fault); }
+
+static cw_store_t *open_fault_store(const char *dir)
+{
+    fault_register();
+    cw_store_options_t opt;
+    cw_store_options_init(&opt);
+    opt.sqlite_vfs = "cwfault";
+    return open_store(dir, &opt);
+}
+
+/* Appends a batch of n to bob, ids "<tag>-<i>"; returns the call status. */
+static int fault_batch(cw_store_t *s, const char *tag, int n)
+{
+    static tmsg_t t[16];
+    static cw_store_msg_t batch[16];
+    static char mids[16][32];
+    for (int i = 0; i < n; i++) {
+        snprintf(mids[i], sizeof mids[i], "%s-%d", tag, i);
+        tmsg(&t[i], "alice", mids[i], "fault injection body", T0, 0, "bob");
+        batch[i] = t[i].m;
+    }
+    return cw_store_append_batch(s, batch, (size_t) n);
+}
+
+/* Number of bob's pending messages whose id starts with tag. */
+static size_t count_tag(cw_store_t *s, const char *tag)
+{
+    cw_store_entry_t *e;
+    size_t n, found = 0;
+    assert_int_equal(cw_store_read(s, "bob", 0, SIZE_MAX, T0, &e, &n), CW_OK);
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(e[i].message_id, tag, strlen(tag)) == 0 && e[i].message_id[strlen(tag)] == '-')
+            found++;
+    cw_store_entries_free(&e, n);
+    return found;
+}
+
+/* Disk full while the COMMIT writes WAL frames: the batch fails cleanly,
+ * the store stays usable, the seqs it would have used are not burnt. */
+static void test_disk_full_rolls_back(void **state)
+{
+    char *dir = make_dir();
+    cw_store_t *s = open_fault_store(dir);
+    add_users(s, base_users);
+    assert_int_equal(fault_batch(s, "before", 4), CW_OK);
+
+    fault_arm(1, 1, 1, 0, SQLITE_FULL, 0);
+    tmsg_t t;
+    tmsg(&t, "alice", "full", "x", T0, 0, "bob");
+    assert_int_equal(append1(s, &t), CW_STORE_ERROR);
+    assert_int_equal(t.m.status, CW_STORE_ERROR);
+    assert_int_equal(t.r[0].status, CW_STORE_ERROR);
+    assert_int_equal(g_fault.fired, 1);
+    fault_off();
+    assert_true(strlen(cw_store_errmsg(s)) > 0);
+
+    /* consistent, not failed: the next write works and reuses seq 5 */
+    assert_int_equal(cw_store_verify(s), CW_OK);
+    tmsg(&t, "alice", "full", "x", T0, 0, "bob");
+    assert_int_equal(append1(s, &t), CW_OK);
+    assert_false(t.m.duplicate);
+    assert_int_equal(t.r[0].seq, 5);
+    cw_store_stats_t st;
+    cw_store_stats(s, &st);
+    assert_int_equal(st.errors, 1);
+    cw_store_close(&s);
+
+    s = open_fault_store(dir);
+    assert_int_equal(cw_store_verify(s), CW_OK);
+    assert_int_equal(count_tag(s, "before"), 4);
+    uint64_t pending;
+    cw_store_pending(s, "bob", &pending);
+    assert_int_equal(pending, 5);
+    cw_store_close(&s);
+    remove_dir(&dir);
+}
+
+/* fsync of the WAL fails at COMMIT: whether the batch is on disk is now
+ * unknown, so the store goes into its sticky failed state. After a reopen
+ * the batch is either entirely there or entirely absent. */
+static void test_fsync_failure_is_sticky(void **state)
+{
+    char *dir = make_dir();
+    cw_store_t *s = open_fault_store(dir);
+    add_users(s, base_users);
+    assert_int_equal(fault_batch(s, "before", 3), CW_OK);
+
+    fault_arm(1, 1, 0, 1, SQLITE_IOERR_FSYNC, 0);
+    assert_int_equal(fault_batch(s, "doubt", 5), CW_STORE_ERROR);
+    assert_int_equal(g_fault.fired, 1);
+    fault_off();
+    /* refuses writes and reads until reopened */
+    tmsg_t t;
+    tmsg(&t, "alice", "after", "x", T0, 0, "bob");
+    assert_int_equal(append1(s, &t), CW_STORE_ERROR);
+    assert_non_null(strstr(cw_store_errmsg(s), "store failed"));
+    assert_int_equal(cw_store_ack(s, "bob", 1, NULL), CW_STORE_ERROR);
+    assert_int_equal(cw_store_add_user(s, "zoe", NULL), CW_STORE_ERROR);
+    assert_int_equal(cw_store_txn_begin(s), CW_STORE_ERROR);
+    cw_store_close(&s);
+
+    s = open_fault_store(dir);
+    assert_int_equal(cw_store_verify(s), CW_OK);
+    assert_int_equal(count_tag(s, "before"), 3);
+    size_t doubt = count_tag(s, "doubt");
+    assert_true(doubt == 0 || doubt == 5);
+    /* a retry is answered consistently either way */
+    assert_int_equal(fault_batch(s, "doubt", 5), CW_OK);
+    assert_int_equal(count_tag(s, "doubt"), 5);
+    assert_int_equal(cw_store_verify(s), CW_OK);
+    cw_store_close(&s);
+    remove_dir(&dir);
+}
+
+/* Fail the Nth write or sync (any file) during a batch, for every N until
+ * a batch gets through untouched. Whatever the outcome: after a reopen the
+ * store verifies, earlier data is intact, the batch is all-or-nothing, and
+ * a batch reported CW_OK is there. */
+static void test_fail_nth_io(void **state)
+{
+    for (int kind = 0; kind < 2; kind++) {
+        int clean = 0;
+        for (int nth = 1; nth <= 60 && !clean; nth++) {
+            char *dir = make_dir();
+            cw_store_t *s = open_fault_store(dir);
+            add_users(s, base_users);
+            assert_int_equal(fault_batch(s, "base", 8), CW_OK);
+            fault_arm(nth, 0, kind == 0, kind == 1, kind == 0 ? SQLITE_IOERR_WRITE
+                                                              : SQLITE_IOERR_FSYNC, 1);
+            int rc = fault_batch(s, "nth", 12);
+            int fired = g_fault.fired;
+            fault_off();
+            if (!fired) {
+                assert_int_equal(rc, CW_OK);
+                clean = 1;
+            } else {
+                assert_int_equal(rc, CW_STORE_ERROR);
+            }
+            cw_store_close(&s);
+            s = open_fault_store(dir);
+            assert_int_equal(cw_store_verify(s), CW_OK);
+            assert_int_equal(count_tag(s, "base"), 8);
+            size_t got = count_tag(s, "nth");
+            if (rc == CW_OK)
+                assert_int_equal(got, 12);
+            else if (got != 0 && got != 12)
+                fail_msg("nth %d kind %d: partial batch (%zu of 12)", nth, kind, got);
+            cw_store_close(&s);
+            remove_dir(&dir);
+        }
+        assert_true(clean);
+    }
+}
+
+int main(void)
+{
+    cw_log_set_level(CW_LOG_WARN);
+    cw_log_set_tag("store_test");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_append_read_ack),
+        cmocka_unit_test(test_seqs_survive_reopen),
+        cmocka_unit_test(test_user_log_persists),
+        cmocka_unit_test(test_quota),
+        cmocka_unit_test(test_ttl_expiry),
+        cmocka_unit_test(test_duplicates),
+        cmocka_unit_test(test_history_retention),
+        cmocka_unit_test(test_group_commit_and_rollback),
+        cmocka_unit_test(test_second_open_refused),
+        cmocka_unit_test(test_corrupt_store_refused),
+        cmocka_unit_test(test_crash_safety),
+        cmocka_unit_test(test_disk_full_rolls_back),
+        cmocka_unit_test(test_fsync_failure_is_sticky),
+        cmocka_unit_test(test_fail_nth_io),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
