@@ -42,22 +42,28 @@
  *
  *  Durability: the commit point. The connection runs in WAL mode with
  *  synchronous=FULL and locking_mode=EXCLUSIVE. Until COMMIT, a
- *  transaction's pages live in SQLite's page cache (and possibly in WAL
- *  frames written without a commit mark, which recovery ignores). COMMIT
- *  appends the remaining changed pages to causeway.db-wal as frames, the
- *  last one marked as a commit frame carrying the new database size, each
- *  frame checksummed over the whole chain since the WAL header; then it
- *  fsync()s the WAL file, and only then returns SQLITE_OK. The commit point
- *  is the return of that fsync: after it, a crash at any moment leaves the
- *  frames on disk and recovery (at the next open) replays them; before it,
- *  recovery stops at the last valid commit frame and the transaction never
- *  happened. So at the commit point the disk holds: the main database file
- *  (possibly stale) plus a WAL file whose valid, checksummed prefix ends
- *  with this transaction's commit frame. Checkpoints copy WAL pages into
- *  the database file and fsync it before the WAL is reused, so they never
+ *  transaction's pages live in SQLite's page cache (or in WAL frames
+ *  written without a commit mark, which recovery ignores). COMMIT appends
+ *  the remaining changed pages to causeway.db-wal as frames, the last one
+ *  marked as a commit frame carrying the new database size, each frame
+ *  checksummed over the whole chain since the WAL header; then it fsync()s
+ *  the WAL file, and only then returns SQLITE_OK.
+ *  The commit point is the return of that fsync. At that moment the disk
+ *  holds the main database file (possibly stale: older transactions may
+ *  still be only in the WAL) plus a WAL file whose valid, checksummed
+ *  prefix ends with this transaction's commit frame; recovery at the next
+ *  open replays exactly that prefix, so a crash at any later moment keeps
+ *  the transaction. Before the commit point a crash may keep it (the OS
+ *  may have written the frames anyway) or lose it, but never half of it:
+ *  recovery stops at the last valid commit frame. Nobody has been told
+ *  about it yet in either case, and a client's retry is answered from the
+ *  dedup record if it survived. Checkpoints copy WAL pages into the
+ *  database file and fsync it before the WAL is rewound, so they never
  *  lose a committed frame. SQLite fsyncs the directory when it creates the
  *  WAL file; open() also fsyncs the data directory after creating the
- *  database. Nothing is reported ACCEPTED before that fsync returned.
+ *  database. Nothing is reported ACCEPTED before the fsync returned.
+ *  Assumed: fsync means what POSIX says (the drive's write cache is flushed
+ *  or battery-backed).
  *
  *  State machine (s->state, s->txn):
  *    OPEN/NONE --txn_begin or an implicit write--> OPEN/TXN
@@ -219,12 +225,17 @@ static void set_err(cw_store_t *s, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Records SQLite's error for `what`; returns CW_STORE_ERROR. */
+static void set_failed(cw_store_t *s, const char *why);
+
+/* Records SQLite's error for `what`; returns CW_STORE_ERROR. Corruption
+ * seen by any statement puts the store in its failed state. */
 static int sql_err(cw_store_t *s, const char *what)
 {
     int code = sqlite3_extended_errcode(s->db);
     set_err(s, "%s: %s (sqlite %d)", what, sqlite3_errmsg(s->db), code);
     CW_ERROR("store: %s", s->errmsg);
+    if ((code & 0xff) == SQLITE_CORRUPT || (code & 0xff) == SQLITE_NOTADB)
+        set_failed(s, "the database is corrupt");
     return CW_STORE_ERROR;
 }
 

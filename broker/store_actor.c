@@ -17,9 +17,10 @@
  *       that could be decoded.
  *    3. Frames (and so every pointer decoded from them) live until the
  *       replies of their group are sent.
- *    4. A group that failed without putting the store in its failed state
- *       is retried request by request (each its own transaction), so one
- *       bad request cannot fail its neighbours.
+ *    4. A group that failed is retried in halves, recursively (each half
+ *       its own transaction), so one bad request cannot fail its
+ *       neighbours; not when the store refuses to start a group at all
+ *       (its failed state).
  */
 #include "store_actor.h"
 
@@ -268,22 +269,41 @@ static void apply(cw_store_t *s, req_t *q)
     }
 }
 
-/* Runs reqs[0..n) as one group. Returns the commit status; on failure every
- * request's result is CW_STORE_ERROR. */
+/* Runs reqs[0..n) as one group. Returns CW_OK (committed), 1 (the group
+ * failed) or -1 (the store refused to start a group: its failed state).
+ * On failure every request's result is CW_STORE_ERROR. */
 static int run_group(task_t *t, req_t *reqs, size_t n)
 {
     int rc = cw_store_txn_begin(t->store);
     if (rc == CW_OK) {
         for (size_t i = 0; i < n; i++)
             apply(t->store, &reqs[i]);
-        rc = cw_store_txn_commit(t->store);
+        rc = cw_store_txn_commit(t->store) == CW_OK ? CW_OK : 1;
+    } else {
+        rc = -1;
     }
-    if (rc != CW_OK) {
+    if (rc != CW_OK)
         for (size_t i = 0; i < n; i++)
             req_clear_result(&reqs[i]);
-        rc = CW_STORE_ERROR;
-    }
     return rc;
+}
+
+/* Runs reqs[0..n) as one group; if that fails, runs each half as a group,
+ * recursively (invariant 4): a request that fails on its own costs its
+ * group O(log n) extra commits, and the others still succeed. Arrival
+ * order is kept. */
+static void run_or_split(task_t *t, req_t *reqs, size_t n)
+{
+    int rc = run_group(t, reqs, n);
+    if (rc == CW_OK)
+        return;
+    atomic_fetch_add_explicit(&t->shared->failed_groups, 1, memory_order_relaxed);
+    if (n == 1 || rc < 0)
+        return;
+    CW_WARN("store actor: group of %zu failed (%s); retrying it in halves", n,
+            cw_store_errmsg(t->store));
+    run_or_split(t, reqs, n / 2);
+    run_or_split(t, reqs + n / 2, n - n / 2);
 }
 
 static size_t reply_size(const req_t *q)
@@ -365,7 +385,8 @@ static void publish_stats(task_t *t, size_t group)
     atomic_store_explicit(&a->duplicates, st.duplicates, memory_order_relaxed);
     atomic_store_explicit(&a->pending, st.pending, memory_order_relaxed);
     atomic_store_explicit(&a->users, st.users, memory_order_relaxed);
-    atomic_fetch_add_explicit(&a->groups, 1, memory_order_relaxed);
+    if (group)
+        atomic_fetch_add_explicit(&a->groups, 1, memory_order_relaxed);
     if (group > atomic_load_explicit(&a->max_group, memory_order_relaxed))
         atomic_store_explicit(&a->max_group, group, memory_order_relaxed);
 }
@@ -426,18 +447,7 @@ static int process(task_t *t, size_t n)
         nq++;
     }
     if (nq && !nomem) {
-        if (run_group(t, t->reqs, nq) != CW_OK) {
-            atomic_fetch_add_explicit(&t->shared->failed_groups, 1, memory_order_relaxed);
-            if (nq > 1) {
-                /* Invariant 4: retry alone whatever can still succeed. */
-                CW_WARN("store actor: group of %zu failed (%s); retrying one by one", nq,
-                        cw_store_errmsg(t->store));
-                for (size_t i = 0; i < nq; i++)
-                    if (run_group(t, &t->reqs[i], 1) != CW_OK)
-                        atomic_fetch_add_explicit(&t->shared->failed_groups, 1,
-                                                  memory_order_relaxed);
-            }
-        }
+        run_or_split(t, t->reqs, nq);
         publish_stats(t, nq);
     }
     /* Counters first, so that whoever holds a reply sees them cover it. */

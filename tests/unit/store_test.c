@@ -227,6 +227,20 @@ static void test_append_read_ack(void **state)
     assert_int_equal(cw_store_pending(s, "bob", &pending), CW_OK);
     assert_int_equal(pending, 2);
 
+    /* a broadcast: queued for everyone named, delivered with an empty "to" */
+    tmsg(&u, "alice", "all-1", "to all", T0, 0, "bob,carol");
+    u.m.broadcast = 1;
+    assert_int_equal(append1(s, &u), CW_OK);
+    assert_int_equal(cw_store_read(s, "carol", 0, 10, T0, &e, &n), CW_OK);
+    assert_int_equal(n, 2);
+    assert_true(e[1].broadcast);
+    assert_int_equal(e[1].n_to, 0);
+    assert_null(e[1].to);
+    assert_false(e[0].broadcast);
+    cw_store_entries_free(&e, n);
+    assert_int_equal(cw_store_read(s, "carol", 0, 0, T0, &e, &n), CW_OK);   /* max 0 */
+    assert_int_equal(n, 0);
+
     assert_int_equal(cw_store_verify(s), CW_OK);
     cw_store_close(&s);
     cw_store_close(&s);   /* safe twice */
