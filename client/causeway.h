@@ -1,0 +1,292 @@
+/*  causeway.h: libcauseway, the C client library of the causeway broker.
+ *
+ *  This is the whole public API. A cw_client_t is one connection to one
+ *  broker, carrying at most one logged-in session. Behind it a background
+ *  I/O thread owns the ZeroMQ DEALER socket: it sends heartbeats, notices a
+ *  lost broker (no frame for heartbeat_ms * liveness), reconnects with
+ *  exponential backoff (100 ms doubling to 5 s) and logs in again with the
+ *  same name and resume token, reporting CW_EVENT_DISCONNECTED and
+ *  CW_EVENT_RECONNECTED. It also keeps the session's vector clock: every Send
+ *  ticks the user's own entry and carries the clock; every Deliver is merged
+ *  into it and then ticks the own entry.
+ *
+ *  Threads: the functions below may be called from any one application
+ *  thread at a time (not concurrently on the same client). Different clients
+ *  are independent. The library never installs signal handlers.
+ *
+ *  Requests (login, send, who, ...) block until the broker's reply or the
+ *  timeout; events (deliveries, presence, connection changes) that arrive
+ *  meanwhile are queued, never lost, and read with cw_client_next_event().
+ *  cw_client_fd() gives a file descriptor to poll() together with other
+ *  descriptors (stdin, signal pipes).
+ *
+ *  Memory: every cw_reply_t and cw_event_t handed out belongs to the caller,
+ *  who frees it with cw_reply_destroy() / cw_event_destroy(). Strings inside
+ *  them are owned by them and valid until they are destroyed.
+ *
+ *  Status codes are those of cw_status.h: 0..99 are the wire statuses a
+ *  broker replies with, 100.. (CW_ERR_TIMEOUT, CW_ERR_DISCONNECTED, ...) are
+ *  produced locally. cw_status_name() and cw_strerror() describe them.
+ */
+#ifndef CAUSEWAY_H
+#define CAUSEWAY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cw_status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CW_CLIENT_DEFAULT_ENDPOINT "tcp://127.0.0.1:7400"
+
+typedef struct cw_client cw_client_t;
+
+/* Options for cw_client_new(); a zeroed struct (or NULL) means defaults. */
+typedef struct {
+    const char *agent;   /* Login.agent, e.g. "myapp/1.2"; NULL: "libcauseway/<version>" */
+    int quiet;           /* 1: the broker pushes no presence events to this session */
+    int no_reconnect;    /* 1: on broker loss report CW_EVENT_DISCONNECTED, drop the
+                            session and do not reconnect */
+} cw_client_opts_t;
+
+/* One vector clock entry. A clock is an array of these sorted by node. */
+typedef struct {
+    char *node;          /* user name */
+    uint64_t counter;    /* events of that user this clock has seen */
+} cw_clock_item_t;
+
+/* One entry of the broker's user log. */
+typedef struct {
+    char *name;
+    int online;             /* 1 if a session holds the name now */
+    uint64_t last_seen_us;  /* last login/logout/expiry, Unix epoch us; 0 if never */
+} cw_user_t;
+
+/* The fate of one recipient of a send. */
+typedef struct {
+    char *name;
+    cw_status_t status;  /* CW_DELIVERED, CW_OFFLINE, CW_UNKNOWN_USER, CW_ACCEPTED, CW_FLOODED, ... */
+    uint64_t seq;        /* durable: position in the recipient's queue; else 0 */
+} cw_recipient_t;
+
+/* A chat message: a delivery event, or an entry of a fetch/history reply. */
+typedef struct {
+    char *from;
+    char **to;                 /* recipients named by the sender; none for broadcast */
+    size_t n_to;
+    int broadcast;             /* the sender addressed everyone */
+    char *text;
+    uint64_t timestamp_us;     /* broker receipt time, Unix epoch us */
+    uint64_t seq;              /* durable: position in our queue; 0 for live messages */
+    char *message_id;          /* sender-chosen id ("" if none) */
+    int durable;
+    int redelivered;           /* durable: pushed before and not acknowledged */
+    cw_clock_item_t *clock;    /* the sender's clock as stamped on the message */
+    size_t n_clock;
+} cw_message_t;
+
+/* What the broker said at login. */
+typedef struct {
+    char *broker_version;      /* e.g. "0.1.0" */
+    uint32_t heartbeat_ms;     /* heartbeat interval both ways */
+    uint32_t liveness;         /* silent intervals before a peer counts as gone */
+    uint32_t max_frame;        /* largest frame, bytes */
+    uint32_t max_recipients;   /* most recipients per send */
+    uint32_t max_text;         /* largest message text, bytes */
+    int durable;               /* the broker has a store */
+} cw_login_info_t;
+
+/* Broker counters (BrokerStats in proto/causeway.proto). */
+typedef struct {
+    uint64_t uptime_ms;        /* since the broker started */
+    uint32_t sessions;         /* logged-in sessions now */
+    uint32_t known_users;      /* names in the user log */
+    uint64_t frames_in;        /* frames received */
+    uint64_t frames_out;       /* frames sent */
+    uint64_t messages_routed;  /* Send requests that reached routing */
+    uint64_t deliveries;       /* Deliver frames pushed */
+    uint64_t bad_frames;       /* frames refused as malformed or too large */
+    uint64_t expired_sessions; /* sessions ended by missed heartbeats */
+    uint64_t stored_messages;  /* durable: queue entries waiting */
+    uint64_t fsyncs;           /* durable: store commits */
+} cw_stats_t;
+
+/* The broker's answer to one request. Fields not used by a request are
+ * zero/NULL. */
+typedef struct {
+    cw_status_t status;          /* the reply's status (CW_OK on success) */
+    char *detail;                /* human-readable, never parsed ("" if none) */
+    cw_recipient_t *recipients;  /* send: one per distinct recipient, in order */
+    size_t n_recipients;
+    int duplicate;               /* send: message_id already seen, result repeated */
+    cw_user_t *users;            /* login, who: the user log sorted by name */
+    size_t n_users;
+    int has_login;               /* login: `login` is filled in */
+    cw_login_info_t login;
+    int has_stats;               /* stats: `stats` is filled in */
+    cw_stats_t stats;
+    cw_message_t *messages;      /* fetch, history */
+    size_t n_messages;
+    cw_clock_item_t *clock;      /* send: our clock as stamped on the message */
+    size_t n_clock;
+} cw_reply_t;
+
+typedef enum {
+    CW_EVENT_DELIVER = 1,        /* a message for us: `msg`, `local_clock` */
+    CW_EVENT_PRESENCE = 2,       /* someone logged in or out: `presence` */
+    CW_EVENT_DISCONNECTED = 3,   /* broker lost while logged in: `conn` */
+    CW_EVENT_RECONNECTED = 4,    /* logged in again after a loss: `conn` */
+} cw_event_type_t;
+
+typedef enum {
+    CW_PRESENCE_UNSPECIFIED = 0,
+    CW_PRESENCE_LOGIN = 1,
+    CW_PRESENCE_LOGOUT = 2,
+    CW_PRESENCE_EXPIRED = 3,     /* missed heartbeats */
+    CW_PRESENCE_SHUTDOWN = 4,    /* broker stopping */
+} cw_presence_reason_t;
+
+typedef struct {
+    cw_event_type_t type;
+    /* CW_EVENT_DELIVER */
+    cw_message_t msg;
+    cw_clock_item_t *local_clock;  /* our clock after merging msg.clock and ticking */
+    size_t n_local_clock;
+    /* CW_EVENT_PRESENCE */
+    struct {
+        char *name;
+        int online;
+        cw_presence_reason_t reason;
+        uint64_t timestamp_us;
+    } presence;
+    /* CW_EVENT_DISCONNECTED / CW_EVENT_RECONNECTED */
+    struct {
+        cw_status_t status;      /* why the connection was lost (CW_ERR_DISCONNECTED) */
+        char *detail;            /* human-readable */
+        cw_user_t *users;        /* RECONNECTED: the user log */
+        size_t n_users;
+    } conn;
+} cw_event_t;
+
+/* A message to send. */
+typedef struct {
+    const char *const *to;   /* recipient names (unicast: 1, multicast: several) */
+    size_t n_to;
+    int broadcast;           /* 1: everyone known except us; n_to must be 0 */
+    const char *text;        /* UTF-8 */
+    int durable;             /* store-and-forward (brokers with a store) */
+    const char *message_id;  /* NULL or "": none; else unique per sender */
+    uint32_t ttl_s;          /* durable: seconds the message may wait; 0 = broker default */
+} cw_send_t;
+
+/* --- lifetime --------------------------------------------------------- */
+
+/* Creates a client for the broker at endpoint (NULL: CW_CLIENT_DEFAULT_ENDPOINT)
+ * and starts its I/O thread. Connecting is asynchronous: an unreachable
+ * broker shows up as CW_ERR_TIMEOUT on the first request.
+ * Returns NULL if the endpoint is malformed or resources (memory, threads,
+ * file descriptors) are exhausted; errno says which. */
+cw_client_t *cw_client_new(const char *endpoint, const cw_client_opts_t *opts);
+
+/* Stops the I/O thread and frees everything; NULLs *p. Safe on NULL and
+ * twice. If a session is logged in, a Logout is sent on a best-effort basis
+ * (waiting at most 500 ms for it to leave; no reply is awaited). Queued
+ * events are discarded. */
+void cw_client_destroy(cw_client_t **p);
+
+/* --- requests --------------------------------------------------------- */
+/* Each request blocks for at most timeout_ms (< 0: no limit) and returns the
+ * status of the broker's reply (CW_OK on success) or a local error:
+ * CW_ERR_TIMEOUT (no reply in time), CW_ERR_DISCONNECTED (the session's
+ * broker connection is lost and being re-established, or was lost while
+ * waiting), CW_ERR_INVALID (bad arguments, nothing sent), CW_ERR_NOMEM,
+ * CW_ERR_IO. If reply is not NULL, *reply receives the broker's full reply
+ * whenever there is one (caller frees with cw_reply_destroy), else NULL. */
+
+/* Logs in as name. On CW_OK the reply holds the user log and LoginInfo, and
+ * the session is kept alive (and re-established) by the library until
+ * cw_client_logout(). Broker refusals: CW_NAME_TAKEN, CW_BAD_NAME,
+ * CW_ALREADY_LOGGED_IN, CW_TOO_MANY_SESSIONS, CW_UNAUTHORIZED. */
+cw_status_t cw_client_login(cw_client_t *c, const char *name, int timeout_ms,
+                            cw_reply_t **reply);
+
+/* Ends the session. If the connection is currently lost the session is
+ * abandoned locally (no more reconnecting) and CW_ERR_DISCONNECTED is
+ * returned. */
+cw_status_t cw_client_logout(cw_client_t *c, int timeout_ms);
+
+/* Sends a message. CW_OK means the broker routed it: the per-recipient
+ * results are in (*reply)->recipients, and (*reply)->clock is the clock the
+ * message carried. Whole-request refusals: CW_NOT_LOGGED_IN, CW_BAD_REQUEST,
+ * CW_TOO_LARGE, CW_TOO_MANY_RECIPIENTS, CW_NOT_DURABLE. */
+cw_status_t cw_client_send(cw_client_t *c, const cw_send_t *msg, int timeout_ms,
+                           cw_reply_t **reply);
+
+/* The user log (no login needed): (*reply)->users. */
+cw_status_t cw_client_who(cw_client_t *c, int timeout_ms, cw_reply_t **reply);
+
+/* Broker statistics (no login needed): (*reply)->stats. */
+cw_status_t cw_client_stats(cw_client_t *c, int timeout_ms, cw_reply_t **reply);
+
+/* Durable mode (brokers with a store; others reply CW_NOT_DURABLE). */
+/* Acknowledges every queued message up to and including seq. */
+cw_status_t cw_client_ack(cw_client_t *c, uint64_t seq, int timeout_ms);
+/* Up to max (0: broker default) unacknowledged messages: (*reply)->messages. */
+cw_status_t cw_client_fetch(cw_client_t *c, uint32_t max, int timeout_ms, cw_reply_t **reply);
+/* Our last `last` messages, acknowledged or not: (*reply)->messages. */
+cw_status_t cw_client_history(cw_client_t *c, uint32_t last, int timeout_ms,
+                              cw_reply_t **reply);
+
+/* --- events ----------------------------------------------------------- */
+
+/* Waits at most timeout_ms (0: don't wait, < 0: no limit) for the next
+ * event. CW_OK and *event set (caller frees with cw_event_destroy), or
+ * CW_ERR_TIMEOUT and *event NULL. */
+cw_status_t cw_client_next_event(cw_client_t *c, int timeout_ms, cw_event_t **event);
+
+/* A file descriptor that is readable (POLLIN) exactly while at least one
+ * event is queued: poll it with other descriptors, then call
+ * cw_client_next_event(c, 0, ...). Never read or close it. Can't fail. */
+int cw_client_fd(cw_client_t *c);
+
+/* --- state ------------------------------------------------------------ */
+
+/* Our vector clock, formatted "{alice:2, bob:1}", written into buf
+ * (truncated with "...}" if size is too small). Returns buf. */
+char *cw_client_clock(cw_client_t *c, char *buf, size_t size);
+
+/* Our current clock as an array sorted by node; caller frees it with
+ * cw_client_clock_free(). Returns the number of entries; on CW_ERR_NOMEM
+ * returns 0 and *items is NULL. */
+size_t cw_client_clock_items(cw_client_t *c, cw_clock_item_t **items);
+void cw_client_clock_free(cw_clock_item_t **items, size_t n);
+
+/* The name we are logged in as (also while reconnecting), or NULL. Valid
+ * until the next cw_client_login/logout/next_event call (with no_reconnect,
+ * reading the CW_EVENT_DISCONNECTED event ends the session). */
+const char *cw_client_name(const cw_client_t *c);
+
+/* 1 while the session's connection is up, 0 while it is lost or there is no
+ * session. */
+int cw_client_connected(cw_client_t *c);
+
+/* --- results ---------------------------------------------------------- */
+
+void cw_reply_destroy(cw_reply_t **p);
+void cw_event_destroy(cw_event_t **p);
+
+/* Stable lower-case name of a presence reason ("login", "logout",
+ * "expired", "shutdown", "unspecified"). Never NULL. */
+const char *cw_presence_reason_name(cw_presence_reason_t reason);
+
+/* The library's version, e.g. "0.1.0". */
+const char *cw_client_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,689 @@
+/*  cli.c: `causeway`, the command-line client: argument parsing, help,
+ *  signal handling and the scriptable subcommands (send, listen, who,
+ *  stats). The interactive chat is in cli_chat.c, output formats in
+ *  cli_out.c.
+ *
+ *  Runs on the main thread (libcauseway adds its I/O thread). Invariants:
+ *  every path that logged in logs out before exiting, also on SIGINT and
+ *  SIGTERM (the handlers only set a flag and wake the poll loops); stdout
+ *  carries results only (one JSON object per line with --json), stderr
+ *  carries diagnostics; the exit code follows the table in --help.
+ */
+#include "cli.h"
+#include "cw_log.h"
+#include "cw_util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+volatile sig_atomic_t cli_stopping;
+int cli_signal_fd = -1;
+static int signal_wfd = -1;
+
+/* --- help ------------------------------------------------------------------ */
+
+static const char exit_codes_help[] =
+    "Exit status:\n"
+    "  0  success\n"
+    "  1  the message did not reach some recipient (OFFLINE, UNKNOWN_USER, ...)\n"
+    "  2  usage error\n"
+    "  3  could not reach the broker, timeout, or connection lost\n"
+    "  4  refused by the broker (NAME_TAKEN, BAD_NAME, TOO_LARGE, NOT_LOGGED_IN, ...)\n";
+
+static const char common_help[] =
+    "Common options:\n"
+    "  -e, --endpoint ADDR   broker endpoint (default $CAUSEWAY_ENDPOINT, else\n"
+    "                        " CW_CLIENT_DEFAULT_ENDPOINT ")\n"
+    "  -t, --timeout MS      wait at most MS ms for each broker reply (default 5000)\n"
+    "  -j, --json            print one JSON object per line (read-only output)\n"
+    "      --clocks          show vector clocks in human output\n"
+    "      --log-level L     error|warn|info|debug|trace (default $CAUSEWAY_LOG_LEVEL or warn)\n"
+    "  -h, --help            show help (also after a command)\n"
+    "  -V, --version         show the version\n";
+
+static void help_main(FILE *f)
+{
+    fprintf(f,
+            "Usage: causeway [OPTIONS] [COMMAND] [ARGS]\n"
+            "\n"
+            "Command-line client of the causeway chat broker.\n"
+            "\n"
+            "Commands:\n"
+            "  chat     interactive chat (the default when no command is given)\n"
+            "  send     log in, send one message, print per-recipient results, log out\n"
+            "  listen   log in and print deliveries and presence events as they arrive\n"
+            "  who      print the broker's user log (no login)\n"
+            "  stats    print broker statistics (no login)\n"
+            "  help     help on a command: causeway help send\n"
+            "\n"
+            "%s\n%s",
+            common_help, exit_codes_help);
+}
+
+static void help_chat(FILE *f)
+{
+    fprintf(f,
+            "Usage: causeway chat [--name NAME] [OPTIONS]\n"
+            "       causeway [--name NAME] [OPTIONS]\n"
+            "\n"
+            "Interactive chat. Asks for a name if none is given, and again if the\n"
+            "broker refuses it. Lines typed:\n"
+            "  TEXT                 send TEXT to everyone\n"
+            "  /all TEXT            the same\n"
+            "  /to bob TEXT         send to bob\n"
+            "  /to bob,carol TEXT   send to bob and carol\n"
+            "  /who                 the user log\n"
+            "  /clock               our vector clock\n"
+            "  /help                this list\n"
+            "  /quit                log out and leave (also Ctrl-D, Ctrl-C)\n"
+            "\n"
+            "Options:\n"
+            "  -n, --name NAME       user name\n"
+            "\n%s\n%s",
+            common_help, exit_codes_help);
+}
+
+static void help_send(FILE *f)
+{
+    fprintf(f,
+            "Usage: causeway send --name NAME (--to USER[,USER...] | --all) [OPTIONS] TEXT...\n"
+            "\n"
+            "Logs in as NAME (quietly), sends TEXT (the words joined by spaces; read\n"
+            "from standard input when no TEXT is given), prints one result per\n"
+            "recipient and logs out.\n"
+            "\n"
+            "Options:\n"
+            "  -n, --name NAME       user name to send as\n"
+            "      --to LIST         recipients, comma-separated; may be repeated\n"
+            "  -a, --all             send to every known user\n"
+            "      --durable         store-and-forward (brokers with a store)\n"
+            "      --id MSGID        message id, for duplicate suppression\n"
+            "\n"
+            "JSON output: {\"event\":\"send\",\"status\":\"OK\",\"recipients\":[{\"name\":..,\n"
+            "\"status\":\"DELIVERED\",\"seq\":0}],\"clock\":{..}}\n"
+            "\n%s\n%s",
+            common_help, exit_codes_help);
+}
+
+static void help_listen(FILE *f)
+{
+    fprintf(f,
+            "Usage: causeway listen --name NAME [--count N] [--for MS] [OPTIONS]\n"
+            "\n"
+            "Logs in as NAME, prints the user log once (as soon as the login succeeded),\n"
+            "then every delivery and presence event as it arrives, one line each,\n"
+            "flushed. Stops after N deliveries, after MS milliseconds, or on\n"
+            "SIGINT/SIGTERM, logs out and exits 0. Reconnects by itself if the broker\n"
+            "goes away.\n"
+            "\n"
+            "Options:\n"
+            "  -n, --name NAME       user name\n"
+            "  -c, --count N         stop after N deliveries\n"
+            "      --for MS          stop after MS milliseconds\n"
+            "\n"
+            "JSON lines:\n"
+            "  {\"event\":\"login\",\"name\":..,\"users\":[{\"name\":..,\"online\":..,\"last_seen_us\":..}]}\n"
+            "  {\"event\":\"deliver\",\"from\":..,\"to\":[..],\"broadcast\":..,\"text\":..,\n"
+            "   \"timestamp_us\":..,\"seq\":..,\"message_id\":..,\"clock\":{..},\"local_clock\":{..}}\n"
+            "  {\"event\":\"presence\",\"name\":..,\"online\":..,\"reason\":\"login|logout|expired|shutdown\"}\n"
+            "  {\"event\":\"disconnected\",\"detail\":..}  {\"event\":\"reconnected\",..}\n"
+            "\n%s\n%s",
+            common_help, exit_codes_help);
+}
+
+static void help_who(FILE *f)
+{
+    fprintf(f,
+            "Usage: causeway who [OPTIONS]\n"
+            "\n"
+            "Prints every user the broker has seen, online or not. No login needed.\n"
+            "JSON output: {\"event\":\"who\",\"users\":[{\"name\":..,\"online\":..,\"last_seen_us\":..}]}\n"
+            "\n%s\n%s",
+            common_help, exit_codes_help);
+}
+
+static void help_stats(FILE *f)
+{
+    fprintf(f,
+            "Usage: causeway stats [OPTIONS]\n"
+            "\n"
+            "Prints the broker's counters. No login needed.\n"
+            "JSON output: {\"event\":\"stats\",\"uptime_ms\":..,\"sessions\":..,...}\n"
+            "\n%s\n%s",
+            common_help, exit_codes_help);
+}
+
+/* --- commands --------------------------------------------------------------- */
+
+enum { C_CHAT = 1, C_SEND = 2, C_LISTEN = 4, C_WHO = 8, C_STATS = 16, C_HELP = 32 };
+
+typedef struct {
+    const char *name;
+    int bit;
+    void (*help)(FILE *);
+} command_t;
+
+static const command_t commands[] = {
+    {"chat", C_CHAT, help_chat},     {"send", C_SEND, help_send}, {"listen", C_LISTEN, help_listen},
+    {"who", C_WHO, help_who},        {"stats", C_STATS, help_stats},
+    {"help", C_HELP, help_main},
+};
+
+static const command_t *find_command(const char *name)
+{
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+int cli_exit_for(cw_status_t st)
+{
+    if (st == CW_OK)
+        return CLI_EXIT_OK;
+    if (st == CW_ERR_INVALID)
+        return CLI_EXIT_USAGE;
+    if (st >= 100 || st == CW_SHUTTING_DOWN)
+        return CLI_EXIT_UNREACHABLE;
+    return CLI_EXIT_REFUSED;
+}
+
+int cli_fail(const cli_opts_t *o, const char *what, cw_status_t st, const cw_reply_t *reply)
+{
+    const char *detail = reply && reply->detail && *reply->detail ? reply->detail : cw_strerror(st);
+    if (o->json)
+        cli_print_error(stdout, what, st, detail);
+    fprintf(stderr, "causeway: %s: %s (%s)\n", what, detail, cw_status_name(st));
+    return cli_exit_for(st);
+}
+
+void cli_ack(cw_client_t *c, const cli_opts_t *o, const cw_event_t *ev)
+{
+    if (ev->type != CW_EVENT_DELIVER || !ev->msg.durable || ev->msg.seq == 0)
+        return;
+    cw_status_t st = cw_client_ack(c, ev->msg.seq, o->timeout_ms);
+    if (st != CW_OK)
+        fprintf(stderr, "causeway: ack %llu: %s (%s)\n", (unsigned long long) ev->msg.seq,
+                cw_strerror(st), cw_status_name(st));
+}
+
+static cw_client_t *connect_client(const cli_opts_t *o, int quiet)
+{
+    cw_client_opts_t copts = {.agent = CLI_AGENT, .quiet = quiet};
+    cw_client_t *c = cw_client_new(o->endpoint, &copts);
+    if (!c)
+        fprintf(stderr, "causeway: cannot use endpoint '%s': %s\n", o->endpoint, strerror(errno));
+    return c;
+}
+
+/* Logs in as o->name; on failure reports it and returns the exit code,
+ * else 0 and *reply (caller frees). */
+static int login(cw_client_t *c, const cli_opts_t *o, cw_reply_t **reply)
+{
+    cw_status_t st = cw_client_login(c, o->name, o->timeout_ms, reply);
+    if (st == CW_OK)
+        return 0;
+    char what[128];
+    snprintf(what, sizeof what, "login as '%s'", o->name);
+    int code = cli_fail(o, what, st, *reply);
+    cw_reply_destroy(reply);
+    return code;
+}
+
+/* Reads all of stdin into a string without its final newline; NULL on error. */
+static char *read_stdin(void)
+{
+    cli_str_t s = {0};
+    cli_str_add(&s, "");
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf - 1, stdin)) > 0) {
+        buf[n] = '\0';
+        if (strlen(buf) != n) {
+            fprintf(stderr, "causeway: the message text contains a NUL byte\n");
+            cli_str_free(&s);
+            return NULL;
+        }
+        cli_str_add(&s, buf);
+    }
+    if (ferror(stdin)) {
+        cli_str_free(&s);
+        return NULL;
+    }
+    if (s.len && s.buf[s.len - 1] == '\n')
+        s.buf[--s.len] = '\0';
+    return s.buf;
+}
+
+static int cmd_send(const cli_opts_t *o)
+{
+    if (!o->name || (!o->n_to && !o->all) || (o->n_to && o->all)) {
+        fprintf(stderr, "causeway send: need --name and exactly one of --to or --all "
+                        "(see causeway send --help)\n");
+        return CLI_EXIT_USAGE;
+    }
+    char *text;
+    if (o->n_args > 0) {
+        cli_str_t s = {0};
+        for (int i = 0; i < o->n_args; i++) {
+            if (i)
+                cli_str_add(&s, " ");
+            cli_str_add(&s, o->args[i]);
+        }
+        text = s.buf;
+    } else if (!isatty(STDIN_FILENO)) {
+        text = read_stdin();
+        if (!text)
+            return CLI_EXIT_USAGE;
+    } else {
+        fprintf(stderr, "causeway send: no message text (see causeway send --help)\n");
+        return CLI_EXIT_USAGE;
+    }
+
+    int code = CLI_EXIT_OK;
+    cw_reply_t *reply = NULL;
+    cw_client_t *c = connect_client(o, 1);
+    if (!c) {
+        free(text);
+        return CLI_EXIT_USAGE;
+    }
+    code = login(c, o, &reply);
+    if (code != 0)
+        goto done;
+    cw_reply_destroy(&reply);
+    if (cli_stopping) {
+        cw_client_logout(c, o->timeout_ms);
+        goto done;
+    }
+
+    cw_send_t msg = {
+        .to = (const char *const *) o->to,
+        .n_to = o->n_to,
+        .broadcast = o->all,
+        .text = text,
+        .durable = o->durable,
+        .message_id = o->id,
+    };
+    cw_status_t st = cw_client_send(c, &msg, o->timeout_ms, &reply);
+    if (st != CW_OK) {
+        code = cli_fail(o, "send", st, reply);
+    } else {
+        cli_print_send(stdout, o, reply, 0);
+        for (size_t i = 0; i < reply->n_recipients; i++)
+            if (reply->recipients[i].status != CW_DELIVERED &&
+                reply->recipients[i].status != CW_ACCEPTED)
+                code = CLI_EXIT_UNDELIVERED;
+    }
+    cw_client_logout(c, o->timeout_ms);
+done:
+    cw_reply_destroy(&reply);
+    cw_client_destroy(&c);
+    free(text);
+    return code;
+}
+
+static int cmd_listen(const cli_opts_t *o)
+{
+    if (!o->name) {
+        fprintf(stderr, "causeway listen: need --name (see causeway listen --help)\n");
+        return CLI_EXIT_USAGE;
+    }
+    if (o->n_args) {
+        fprintf(stderr, "causeway listen: unexpected argument '%s'\n", o->args[0]);
+        return CLI_EXIT_USAGE;
+    }
+    cw_client_t *c = connect_client(o, 0);
+    if (!c)
+        return CLI_EXIT_USAGE;
+    cw_reply_t *reply = NULL;
+    int code = login(c, o, &reply);
+    if (code != 0) {
+        cw_client_destroy(&c);
+        return code;
+    }
+    cli_print_login(stdout, o, o->name, reply);
+    cw_reply_destroy(&reply);
+
+    int64_t end = o->for_ms > 0 ? cw_mono_ms() + o->for_ms : INT64_MAX;
+    long deliveries = 0;
+    int done = 0;
+    while (!done && !cli_stopping) {
+        cw_event_t *ev;
+        while (!done && cw_client_next_event(c, 0, &ev) == CW_OK) {
+            cli_print_event(stdout, o, ev, o->name);
+            cli_ack(c, o, ev);
+            if (ev->type == CW_EVENT_DELIVER && o->count > 0 && ++deliveries >= o->count)
+                done = 1;
+            cw_event_destroy(&ev);
+            if (ferror(stdout))
+                done = 1;   /* reader went away */
+        }
+        if (done)
+            break;
+        int64_t now = cw_mono_ms();
+        if (now >= end)
+            break;
+        struct pollfd fds[2] = {{.fd = cw_client_fd(c), .events = POLLIN},
+                                {.fd = cli_signal_fd, .events = POLLIN}};
+        int64_t left = end - now;
+        poll(fds, 2, end == INT64_MAX ? -1 : (int) (left > INT_MAX ? INT_MAX : left));
+    }
+    cw_client_logout(c, o->timeout_ms);
+    cw_client_destroy(&c);
+    return CLI_EXIT_OK;
+}
+
+static int cmd_who(const cli_opts_t *o)
+{
+    cw_client_t *c = connect_client(o, 1);
+    if (!c)
+        return CLI_EXIT_USAGE;
+    cw_reply_t *reply = NULL;
+    cw_status_t st = cw_client_who(c, o->timeout_ms, &reply);
+    int code = CLI_EXIT_OK;
+    if (st == CW_OK)
+        cli_print_users(stdout, o, "who", reply->users, reply->n_users);
+    else
+        code = cli_fail(o, "who", st, reply);
+    cw_reply_destroy(&reply);
+    cw_client_destroy(&c);
+    return code;
+}
+
+static int cmd_stats(const cli_opts_t *o)
+{
+    cw_client_t *c = connect_client(o, 1);
+    if (!c)
+        return CLI_EXIT_USAGE;
+    cw_reply_t *reply = NULL;
+    cw_status_t st = cw_client_stats(c, o->timeout_ms, &reply);
+    int code = CLI_EXIT_OK;
+    if (st == CW_OK)
+        cli_print_stats(stdout, o, reply);
+    else
+        code = cli_fail(o, "stats", st, reply);
+    cw_reply_destroy(&reply);
+    cw_client_destroy(&c);
+    return code;
+}
+
+/* --- signals ------------------------------------------------------------------ */
+
+static void on_signal(int sig)
+{
+    (void) sig;
+    int e = errno;
+    cli_stopping = 1;
+    if (signal_wfd >= 0 && write(signal_wfd, "s", 1) < 0) {
+        /* pipe full: a wake-up is already pending */
+    }
+    errno = e;
+}
+
+static int setup_signals(void)
+{
+    int fds[2];
+    if (pipe(fds) != 0)
+        return -1;
+    for (int i = 0; i < 2; i++) {
+        fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
+        fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+    }
+    cli_signal_fd = fds[0];
+    signal_wfd = fds[1];
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    /* No SA_RESTART: blocking calls return EINTR. SA_RESETHAND: the first
+     * signal asks for a polite exit (which may wait up to --timeout for
+     * the broker); a second one kills at once. */
+    sa.sa_flags = SA_RESETHAND;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+/* --- arguments ------------------------------------------------------------------ */
+
+enum {
+    OPT_TO = 256,
+    OPT_DURABLE,
+    OPT_ID,
+    OPT_FOR,
+    OPT_CLOCKS,
+    OPT_LOG_LEVEL,
+};
+
+static const struct option long_opts[] = {
+    {"endpoint", required_argument, NULL, 'e'},
+    {"timeout", required_argument, NULL, 't'},
+    {"json", no_argument, NULL, 'j'},
+    {"name", required_argument, NULL, 'n'},
+    {"to", required_argument, NULL, OPT_TO},
+    {"all", no_argument, NULL, 'a'},
+    {"durable", no_argument, NULL, OPT_DURABLE},
+    {"id", required_argument, NULL, OPT_ID},
+    {"count", required_argument, NULL, 'c'},
+    {"for", required_argument, NULL, OPT_FOR},
+    {"clocks", no_argument, NULL, OPT_CLOCKS},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {NULL, 0, NULL, 0},
+};
+
+/* Which commands accept an option (the common ones are accepted by all). */
+static int option_commands(int opt)
+{
+    switch (opt) {
+    case 'n': return C_CHAT | C_SEND | C_LISTEN;
+    case OPT_TO: case 'a': case OPT_DURABLE: case OPT_ID: return C_SEND;
+    case 'c': case OPT_FOR: return C_LISTEN;
+    default: return -1;
+    }
+}
+
+static int parse_long(const char *s, long min, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* Adds the comma-separated names of list to o->to. */
+static int add_recipients(cli_opts_t *o, const char *list)
+{
+    char *copy = strdup(list);
+    if (!copy)
+        return -1;
+    char *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ')
+            tok++;
+        size_t len = strlen(tok);
+        while (len && tok[len - 1] == ' ')
+            tok[--len] = '\0';
+        if (!len)
+            continue;
+        char **to = realloc(o->to, (o->n_to + 1) * sizeof *to);
+        if (!to || !(to[o->n_to] = strdup(tok))) {
+            if (to)
+                o->to = to;
+            free(copy);
+            return -1;
+        }
+        o->to = to;
+        o->n_to++;
+    }
+    free(copy);
+    return 0;
+}
+
+static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("causeway: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputs(" (see causeway --help)\n", stderr);
+    va_end(ap);
+}
+
+int main(int argc, char **argv)
+{
+    cli_opts_t o;
+    memset(&o, 0, sizeof o);
+    o.timeout_ms = CLI_DEFAULT_TIMEOUT_MS;
+    o.endpoint = getenv("CAUSEWAY_ENDPOINT");
+    if (!o.endpoint || !*o.endpoint)
+        o.endpoint = CW_CLIENT_DEFAULT_ENDPOINT;
+    cw_log_set_tag("causeway");
+    cw_log_set_level(CW_LOG_WARN);
+    const char *lvl = getenv("CAUSEWAY_LOG_LEVEL");
+    if (lvl && cw_log_level_parse(lvl) >= 0)
+        cw_log_set_level((cw_log_level_t) cw_log_level_parse(lvl));
+
+    int help = 0, code = CLI_EXIT_USAGE;
+    int seen[512] = {0};   /* options given, for per-command checks */
+    int opt;
+    opterr = 0;
+    /* GNU getopt permutes: options may come before or after the command;
+     * "--" ends options (for a TEXT starting with '-'). */
+    while ((opt = getopt_long(argc, argv, "e:t:jn:ac:hV", long_opts, NULL)) != -1) {
+        if (opt >= 0 && opt < 512)
+            seen[opt] = 1;
+        long v;
+        switch (opt) {
+        case 'e': o.endpoint = optarg; break;
+        case 't':
+            if (parse_long(optarg, 1, INT_MAX, &v) != 0) {
+                usage_error("--timeout needs a number of milliseconds, not '%s'", optarg);
+                goto out;
+            }
+            o.timeout_ms = (int) v;
+            break;
+        case 'j': o.json = 1; break;
+        case 'n': o.name = optarg; break;
+        case OPT_TO:
+            if (add_recipients(&o, optarg) != 0) {
+                fputs("causeway: out of memory\n", stderr);
+                goto out;
+            }
+            break;
+        case 'a': o.all = 1; break;
+        case OPT_DURABLE: o.durable = 1; break;
+        case OPT_ID: o.id = optarg; break;
+        case 'c':
+            if (parse_long(optarg, 1, LONG_MAX, &o.count) != 0) {
+                usage_error("--count needs a positive number, not '%s'", optarg);
+                goto out;
+            }
+            break;
+        case OPT_FOR:
+            if (parse_long(optarg, 1, LONG_MAX, &o.for_ms) != 0) {
+                usage_error("--for needs a number of milliseconds, not '%s'", optarg);
+                goto out;
+            }
+            break;
+        case OPT_CLOCKS: o.clocks = 1; break;
+        case OPT_LOG_LEVEL:
+            if (cw_log_level_parse(optarg) < 0) {
+                usage_error("unknown log level '%s'", optarg);
+                goto out;
+            }
+            cw_log_set_level((cw_log_level_t) cw_log_level_parse(optarg));
+            break;
+        case 'h': help = 1; break;
+        case 'V':
+            printf("causeway %s\n", CW_VERSION);
+            code = CLI_EXIT_OK;
+            goto out;
+        default:
+            usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
+            goto out;
+        }
+    }
+
+    /* argv[optind..argc) now holds the positional arguments in order. */
+    const command_t *cmd = NULL;
+    if (optind < argc) {
+        cmd = find_command(argv[optind]);
+        if (!cmd) {
+            usage_error("unknown command '%s'", argv[optind]);
+            goto out;
+        }
+        optind++;
+    }
+    o.args = argv + optind;
+    o.n_args = argc - optind;
+
+    if (cmd && cmd->bit == C_HELP) {
+        const command_t *about = o.n_args ? find_command(o.args[0]) : NULL;
+        if (o.n_args && !about) {
+            usage_error("unknown command '%s'", o.args[0]);
+            goto out;
+        }
+        (about ? about->help : help_main)(stdout);
+        code = CLI_EXIT_OK;
+        goto out;
+    }
+    if (help) {
+        (cmd ? cmd->help : help_main)(stdout);
+        code = CLI_EXIT_OK;
+        goto out;
+    }
+    int bit = cmd ? cmd->bit : C_CHAT;
+    for (size_t i = 0; long_opts[i].name; i++) {
+        int v = long_opts[i].val;
+        int allowed = option_commands(v);
+        if (seen[v] && allowed >= 0 && !(allowed & bit)) {
+            fprintf(stderr, "causeway: option --%s does not apply to '%s' (see causeway %s --help)\n",
+                    long_opts[i].name, cmd ? cmd->name : "chat", cmd ? cmd->name : "chat");
+            goto out;
+        }
+    }
+
+    if (setup_signals() != 0) {
+        perror("causeway: pipe");
+        code = CLI_EXIT_UNREACHABLE;
+        goto out;
+    }
+    switch (bit) {
+    case C_SEND: code = cmd_send(&o); break;
+    case C_LISTEN: code = cmd_listen(&o); break;
+    case C_WHO:
+    case C_STATS:
+        if (o.n_args) {
+            usage_error("unexpected argument '%s'", o.args[0]);
+            goto out;
+        }
+        code = bit == C_WHO ? cmd_who(&o) : cmd_stats(&o);
+        break;
+    default:
+        if (o.n_args) {
+            usage_error("unexpected argument '%s'", o.args[0]);
+            goto out;
+        }
+        code = cli_chat(&o);
+        break;
+    }
+out:
+    for (size_t i = 0; i < o.n_to; i++)
+        free(o.to[i]);
+    free(o.to);
+    return code;
+}

@@ -1,0 +1,96 @@
+/*  cli.h: what the files of the `causeway` command-line client share.
+ *
+ *  cli.c parses the command line and runs the scriptable subcommands,
+ *  cli_chat.c runs the interactive chat, cli_out.c formats results and
+ *  events as human text or JSON lines. Everything runs on the main thread;
+ *  the only asynchronous piece is the signal handler, which sets
+ *  cli_stopping and writes a byte into cli_signal_fd so poll loops wake up.
+ */
+#ifndef CW_CLI_H
+#define CW_CLI_H
+
+#include <signal.h>
+#include <stdio.h>
+
+#include "causeway.h"
+
+/* Exit codes, documented in --help. */
+enum {
+    CLI_EXIT_OK = 0,           /* success */
+    CLI_EXIT_UNDELIVERED = 1,  /* some recipient did not get the message */
+    CLI_EXIT_USAGE = 2,        /* bad command line */
+    CLI_EXIT_UNREACHABLE = 3,  /* no broker, timeout, connection lost */
+    CLI_EXIT_REFUSED = 4,      /* broker refused (NAME_TAKEN, BAD_NAME, TOO_LARGE, ...) */
+};
+
+#define CLI_DEFAULT_TIMEOUT_MS 5000
+#define CLI_AGENT "causeway-cli/" CW_VERSION
+
+/* The parsed command line. */
+typedef struct {
+    const char *endpoint;   /* --endpoint / $CAUSEWAY_ENDPOINT / default */
+    int timeout_ms;         /* --timeout: per request */
+    int json;               /* --json: one JSON object per line */
+    int clocks;             /* --clocks: show vector clocks in human output */
+    const char *name;       /* --name */
+    char **to;              /* --to (split at commas, may repeat); owned */
+    size_t n_to;
+    int all;                /* --all */
+    int durable;            /* --durable */
+    const char *id;         /* --id */
+    long count;             /* listen --count: stop after N deliveries (0: never) */
+    long for_ms;            /* listen --for: stop after MS ms (0: never) */
+    char **args;            /* positional arguments after the command */
+    int n_args;
+} cli_opts_t;
+
+extern volatile sig_atomic_t cli_stopping;   /* SIGINT/SIGTERM seen */
+extern int cli_signal_fd;                    /* readable after a signal */
+
+/* Exit code for a failed request's status. */
+int cli_exit_for(cw_status_t st);
+
+/* Prints "causeway: <what>: <status explanation>" (human, stderr) or an
+ * error JSON line (stdout) and returns cli_exit_for(st). */
+int cli_fail(const cli_opts_t *o, const char *what, cw_status_t st, const cw_reply_t *reply);
+
+/* Acknowledges a durable delivery (seq > 0) once it has been shown, so the
+ * broker does not redeliver it; other events are ignored. Failures are
+ * reported on stderr. */
+void cli_ack(cw_client_t *c, const cli_opts_t *o, const cw_event_t *ev);
+
+/* The interactive chat (cli_chat.c). Returns an exit code. */
+int cli_chat(const cli_opts_t *o);
+
+/* --- cli_out.c ---------------------------------------------------------- */
+
+/* HH:MM:SS local time of a Unix epoch microsecond timestamp. */
+void cli_fmt_time(uint64_t us, char *buf, size_t size);
+
+/* One line per event. `me` is our own name ("you" is printed for it). */
+void cli_print_event(FILE *f, const cli_opts_t *o, const cw_event_t *ev, const char *me);
+/* The login line (user log). */
+void cli_print_login(FILE *f, const cli_opts_t *o, const char *me, const cw_reply_t *r);
+/* Per-recipient results of a send; compact: one line (chat). */
+void cli_print_send(FILE *f, const cli_opts_t *o, const cw_reply_t *r, int compact);
+void cli_print_users(FILE *f, const cli_opts_t *o, const char *event, const cw_user_t *u, size_t n);
+void cli_print_stats(FILE *f, const cli_opts_t *o, const cw_reply_t *r);
+void cli_print_error(FILE *f, const char *what, cw_status_t st, const char *detail);
+
+/* A growable string, for building lines. */
+typedef struct {
+    char *buf;    /* NUL-terminated; owned */
+    size_t len;
+    size_t cap;
+} cli_str_t;
+
+void cli_str_add(cli_str_t *s, const char *text);
+void cli_str_addf(cli_str_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends text as a JSON string literal (quoted, escaped; invalid UTF-8
+ * becomes U+FFFD). */
+void cli_str_json(cli_str_t *s, const char *text);
+void cli_str_free(cli_str_t *s);
+/* Writes the line plus '\n' and flushes. */
+void cli_str_emit(cli_str_t *s, FILE *f);
+
+#endif

@@ -1,0 +1,436 @@
+/*  cli_out.c: how the `causeway` CLI prints things.
+ *
+ *  Two forms for everything: human text, and JSON lines (--json): one JSON
+ *  object per line, an "event" member first, strings escaped per RFC 8259,
+ *  invalid UTF-8 replaced by U+FFFD so every line is valid JSON. Every line
+ *  is flushed as soon as it is written (scripts read line by line). Runs on
+ *  the CLI's main thread; no state.
+ */
+#include "cli.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* --- strings ------------------------------------------------------------ */
+
+static void str_reserve(cli_str_t *s, size_t more)
+{
+    if (s->len + more + 1 <= s->cap)
+        return;
+    size_t cap = s->cap ? s->cap : 256;
+    while (cap < s->len + more + 1)
+        cap *= 2;
+    char *b = realloc(s->buf, cap);
+    if (!b) {
+        fputs("causeway: out of memory\n", stderr);
+        exit(CLI_EXIT_UNREACHABLE);
+    }
+    s->buf = b;
+    s->cap = cap;
+}
+
+static void str_addn(cli_str_t *s, const char *text, size_t n)
+{
+    str_reserve(s, n);
+    memcpy(s->buf + s->len, text, n);
+    s->len += n;
+    s->buf[s->len] = '\0';
+}
+
+void cli_str_add(cli_str_t *s, const char *text) { str_addn(s, text, strlen(text)); }
+
+void cli_str_addf(cli_str_t *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    str_reserve(s, (size_t) n);
+    va_start(ap, fmt);
+    vsnprintf(s->buf + s->len, (size_t) n + 1, fmt, ap);
+    va_end(ap);
+    s->len += (size_t) n;
+}
+
+/* Length of the valid UTF-8 sequence at p (1..4), or 0 if invalid. */
+static size_t utf8_len(const unsigned char *p)
+{
+    unsigned c = p[0];
+    if (c < 0x80)
+        return 1;
+    size_t n;
+    unsigned min, cp;
+    if ((c & 0xE0) == 0xC0) {
+        n = 2, cp = c & 0x1F, min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+        n = 3, cp = c & 0x0F, min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+        n = 4, cp = c & 0x07, min = 0x10000;
+    } else {
+        return 0;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xC0) != 0x80)   /* also stops at the terminating NUL */
+            return 0;
+        cp = (cp << 6) | (p[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return n;
+}
+
+void cli_str_json(cli_str_t *s, const char *text)
+{
+    const unsigned char *p = (const unsigned char *) (text ? text : "");
+    str_addn(s, "\"", 1);
+    while (*p) {
+        unsigned c = *p;
+        if (c == '"' || c == '\\') {
+            char esc[2] = {'\\', (char) c};
+            str_addn(s, esc, 2);
+            p++;
+        } else if (c < 0x20 || c == 0x7F) {
+            switch (c) {
+            case '\n': str_addn(s, "\\n", 2); break;
+            case '\r': str_addn(s, "\\r", 2); break;
+            case '\t': str_addn(s, "\\t", 2); break;
+            case '\b': str_addn(s, "\\b", 2); break;
+            case '\f': str_addn(s, "\\f", 2); break;
+            default: cli_str_addf(s, "\\u%04x", c); break;
+            }
+            p++;
+        } else {
+            size_t n = utf8_len(p);
+            if (n == 0) {
+                str_addn(s, "\\ufffd", 6);
+                p++;
+            } else {
+                str_addn(s, (const char *) p, n);
+                p += n;
+            }
+        }
+    }
+    str_addn(s, "\"", 1);
+}
+
+void cli_str_free(cli_str_t *s)
+{
+    free(s->buf);
+    s->buf = NULL;
+    s->len = s->cap = 0;
+}
+
+void cli_str_emit(cli_str_t *s, FILE *f)
+{
+    str_addn(s, "\n", 1);
+    fputs(s->buf, f);
+    fflush(f);
+    s->len = 0;
+    s->buf[0] = '\0';
+}
+
+/* --- pieces --------------------------------------------------------------- */
+
+void cli_fmt_time(uint64_t us, char *buf, size_t size)
+{
+    time_t t = (time_t) (us / 1000000u);
+    struct tm tm;
+    if (us == 0 || !localtime_r(&t, &tm) || strftime(buf, size, "%H:%M:%S", &tm) == 0)
+        snprintf(buf, size, "--:--:--");
+}
+
+static void json_clock(cli_str_t *s, const cw_clock_item_t *c, size_t n)
+{
+    cli_str_add(s, "{");
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            cli_str_add(s, ",");
+        cli_str_json(s, c[i].node);
+        cli_str_addf(s, ":%llu", (unsigned long long) c[i].counter);
+    }
+    cli_str_add(s, "}");
+}
+
+static void human_clock(cli_str_t *s, const cw_clock_item_t *c, size_t n)
+{
+    cli_str_add(s, "{");
+    for (size_t i = 0; i < n; i++)
+        cli_str_addf(s, "%s%s:%llu", i ? ", " : "", c[i].node, (unsigned long long) c[i].counter);
+    cli_str_add(s, "}");
+}
+
+static void json_users(cli_str_t *s, const cw_user_t *u, size_t n)
+{
+    cli_str_add(s, "[");
+    for (size_t i = 0; i < n; i++) {
+        cli_str_add(s, i ? ",{\"name\":" : "{\"name\":");
+        cli_str_json(s, u[i].name);
+        cli_str_addf(s, ",\"online\":%s,\"last_seen_us\":%llu}", u[i].online ? "true" : "false",
+                     (unsigned long long) u[i].last_seen_us);
+    }
+    cli_str_add(s, "]");
+}
+
+/* Makes control characters in untrusted text harmless on a terminal. */
+static void human_text(cli_str_t *s, const char *text)
+{
+    for (const unsigned char *p = (const unsigned char *) text; *p; p++) {
+        if (*p == '\n' || *p == '\t' || (*p >= 0x20 && *p != 0x7F)) {
+            char ch = (char) *p;
+            str_addn(s, &ch, 1);
+        } else {
+            cli_str_addf(s, "^%c", *p == 0x7F ? '?' : *p + '@');
+        }
+    }
+}
+
+/* --- events and results ---------------------------------------------------- */
+
+void cli_print_event(FILE *f, const cli_opts_t *o, const cw_event_t *ev, const char *me)
+{
+    cli_str_t s = {0};
+    char when[16];
+    switch (ev->type) {
+    case CW_EVENT_DELIVER: {
+        const cw_message_t *m = &ev->msg;
+        if (o->json) {
+            cli_str_add(&s, "{\"event\":\"deliver\",\"from\":");
+            cli_str_json(&s, m->from);
+            cli_str_add(&s, ",\"to\":[");
+            for (size_t i = 0; i < m->n_to; i++) {
+                if (i)
+                    cli_str_add(&s, ",");
+                cli_str_json(&s, m->to[i]);
+            }
+            cli_str_addf(&s, "],\"broadcast\":%s,\"text\":", m->broadcast ? "true" : "false");
+            cli_str_json(&s, m->text);
+            cli_str_addf(&s, ",\"timestamp_us\":%llu,\"seq\":%llu,\"message_id\":",
+                         (unsigned long long) m->timestamp_us, (unsigned long long) m->seq);
+            cli_str_json(&s, m->message_id);
+            cli_str_addf(&s, ",\"durable\":%s,\"redelivered\":%s,\"clock\":",
+                         m->durable ? "true" : "false", m->redelivered ? "true" : "false");
+            json_clock(&s, m->clock, m->n_clock);
+            cli_str_add(&s, ",\"local_clock\":");
+            json_clock(&s, ev->local_clock, ev->n_local_clock);
+            cli_str_add(&s, "}");
+        } else {
+            cli_fmt_time(m->timestamp_us, when, sizeof when);
+            cli_str_addf(&s, "[%s] %s -> ", when, m->from);
+            if (m->broadcast || m->n_to == 0)
+                cli_str_add(&s, "all");
+            for (size_t i = 0; i < m->n_to; i++)
+                cli_str_addf(&s, "%s%s", i ? ", " : "",
+                             me && strcmp(m->to[i], me) == 0 ? "you" : m->to[i]);
+            cli_str_add(&s, ": ");
+            human_text(&s, m->text);
+            if (o->clocks) {
+                cli_str_add(&s, "   ");
+                human_clock(&s, m->clock, m->n_clock);
+            }
+        }
+        break;
+    }
+    case CW_EVENT_PRESENCE: {
+        const char *reason = cw_presence_reason_name(ev->presence.reason);
+        if (o->json) {
+            cli_str_add(&s, "{\"event\":\"presence\",\"name\":");
+            cli_str_json(&s, ev->presence.name);
+            cli_str_addf(&s, ",\"online\":%s,\"reason\":\"%s\",\"timestamp_us\":%llu}",
+                         ev->presence.online ? "true" : "false", reason,
+                         (unsigned long long) ev->presence.timestamp_us);
+        } else {
+            const char *what = ev->presence.online ? "joined"
+                               : ev->presence.reason == CW_PRESENCE_EXPIRED ? "expired"
+                               : ev->presence.reason == CW_PRESENCE_SHUTDOWN
+                                   ? "left (broker shutting down)"
+                                   : "left";
+            cli_str_addf(&s, "* %s %s", ev->presence.name, what);
+        }
+        break;
+    }
+    case CW_EVENT_DISCONNECTED:
+        if (o->json) {
+            cli_str_add(&s, "{\"event\":\"disconnected\",\"detail\":");
+            cli_str_json(&s, ev->conn.detail);
+            cli_str_add(&s, "}");
+        } else {
+            cli_str_addf(&s, "* connection to the broker lost (%s); reconnecting", ev->conn.detail);
+        }
+        break;
+    case CW_EVENT_RECONNECTED:
+        if (o->json) {
+            cli_str_add(&s, "{\"event\":\"reconnected\",\"name\":");
+            cli_str_json(&s, me);
+            cli_str_add(&s, ",\"users\":");
+            json_users(&s, ev->conn.users, ev->conn.n_users);
+            cli_str_add(&s, "}");
+        } else {
+            cli_str_addf(&s, "* reconnected as %s", me ? me : "?");
+        }
+        break;
+    default:
+        return;
+    }
+    cli_str_emit(&s, f);
+    cli_str_free(&s);
+}
+
+static void human_users(cli_str_t *s, const cw_user_t *u, size_t n)
+{
+    if (n == 0)
+        cli_str_add(s, "(none)");
+    for (size_t i = 0; i < n; i++)
+        cli_str_addf(s, "%s%s%s", i ? ", " : "", u[i].name, u[i].online ? "*" : "");
+}
+
+void cli_print_login(FILE *f, const cli_opts_t *o, const char *me, const cw_reply_t *r)
+{
+    cli_str_t s = {0};
+    if (o->json) {
+        cli_str_add(&s, "{\"event\":\"login\",\"name\":");
+        cli_str_json(&s, me);
+        cli_str_add(&s, ",\"broker_version\":");
+        cli_str_json(&s, r->has_login ? r->login.broker_version : "");
+        cli_str_addf(&s, ",\"durable\":%s,\"users\":",
+                     r->has_login && r->login.durable ? "true" : "false");
+        json_users(&s, r->users, r->n_users);
+        cli_str_add(&s, "}");
+        cli_str_emit(&s, f);
+    } else {
+        cli_str_addf(&s, "connected as %s (broker %s)", me,
+                     r->has_login ? r->login.broker_version : "?");
+        cli_str_emit(&s, f);
+        cli_str_add(&s, "users (* = online): ");
+        human_users(&s, r->users, r->n_users);
+        cli_str_emit(&s, f);
+    }
+    cli_str_free(&s);
+}
+
+static int delivered(cw_status_t st) { return st == CW_DELIVERED || st == CW_ACCEPTED; }
+
+void cli_print_send(FILE *f, const cli_opts_t *o, const cw_reply_t *r, int compact)
+{
+    cli_str_t s = {0};
+    if (o->json) {
+        cli_str_addf(&s, "{\"event\":\"send\",\"status\":\"%s\",\"duplicate\":%s,\"recipients\":[",
+                     cw_status_name(r->status), r->duplicate ? "true" : "false");
+        for (size_t i = 0; i < r->n_recipients; i++) {
+            cli_str_add(&s, i ? ",{\"name\":" : "{\"name\":");
+            cli_str_json(&s, r->recipients[i].name);
+            cli_str_addf(&s, ",\"status\":\"%s\",\"seq\":%llu}",
+                         cw_status_name(r->recipients[i].status),
+                         (unsigned long long) r->recipients[i].seq);
+        }
+        cli_str_add(&s, "],\"clock\":");
+        json_clock(&s, r->clock, r->n_clock);
+        cli_str_add(&s, "}");
+        cli_str_emit(&s, f);
+    } else if (compact) {
+        cli_str_add(&s, "  ->");
+        if (r->n_recipients == 0)
+            cli_str_add(&s, " nobody (no other user known)");
+        for (size_t i = 0; i < r->n_recipients; i++)
+            cli_str_addf(&s, "%s %s: %s", i ? "," : "", r->recipients[i].name,
+                         delivered(r->recipients[i].status) ? "ok"
+                                                            : cw_status_name(r->recipients[i].status));
+        if (o->clocks) {
+            cli_str_add(&s, "   ");
+            human_clock(&s, r->clock, r->n_clock);
+        }
+        cli_str_emit(&s, f);
+    } else {
+        for (size_t i = 0; i < r->n_recipients; i++) {
+            cli_str_addf(&s, "%s: %s", r->recipients[i].name, cw_status_name(r->recipients[i].status));
+            if (r->recipients[i].seq)
+                cli_str_addf(&s, " (seq %llu)", (unsigned long long) r->recipients[i].seq);
+            cli_str_emit(&s, f);
+        }
+        if (o->clocks) {
+            cli_str_add(&s, "clock: ");
+            human_clock(&s, r->clock, r->n_clock);
+            cli_str_emit(&s, f);
+        }
+    }
+    cli_str_free(&s);
+}
+
+void cli_print_users(FILE *f, const cli_opts_t *o, const char *event, const cw_user_t *u, size_t n)
+{
+    cli_str_t s = {0};
+    if (o->json) {
+        cli_str_addf(&s, "{\"event\":\"%s\",\"users\":", event);
+        json_users(&s, u, n);
+        cli_str_add(&s, "}");
+        cli_str_emit(&s, f);
+    } else {
+        size_t w = 4;
+        for (size_t i = 0; i < n; i++)
+            if (strlen(u[i].name) > w)
+                w = strlen(u[i].name);
+        for (size_t i = 0; i < n; i++) {
+            char when[16];
+            cli_fmt_time(u[i].last_seen_us, when, sizeof when);
+            cli_str_addf(&s, "%-*s  %-7s  since %s", (int) w, u[i].name,
+                         u[i].online ? "online" : "offline", when);
+            cli_str_emit(&s, f);
+        }
+        if (n == 0) {
+            cli_str_add(&s, "(no users)");
+            cli_str_emit(&s, f);
+        }
+    }
+    cli_str_free(&s);
+}
+
+void cli_print_stats(FILE *f, const cli_opts_t *o, const cw_reply_t *r)
+{
+    const cw_stats_t *st = &r->stats;
+    struct {
+        const char *key;
+        unsigned long long v;
+    } rows[] = {
+        {"uptime_ms", st->uptime_ms},
+        {"sessions", st->sessions},
+        {"known_users", st->known_users},
+        {"frames_in", st->frames_in},
+        {"frames_out", st->frames_out},
+        {"messages_routed", st->messages_routed},
+        {"deliveries", st->deliveries},
+        {"bad_frames", st->bad_frames},
+        {"expired_sessions", st->expired_sessions},
+        {"stored_messages", st->stored_messages},
+        {"fsyncs", st->fsyncs},
+    };
+    size_t n = sizeof rows / sizeof rows[0];
+    cli_str_t s = {0};
+    if (o->json) {
+        cli_str_add(&s, "{\"event\":\"stats\"");
+        for (size_t i = 0; i < n; i++)
+            cli_str_addf(&s, ",\"%s\":%llu", rows[i].key, rows[i].v);
+        cli_str_add(&s, "}");
+        cli_str_emit(&s, f);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            cli_str_addf(&s, "%-17s %llu", rows[i].key, rows[i].v);
+            cli_str_emit(&s, f);
+        }
+    }
+    cli_str_free(&s);
+}
+
+void cli_print_error(FILE *f, const char *what, cw_status_t st, const char *detail)
+{
+    cli_str_t s = {0};
+    cli_str_add(&s, "{\"event\":\"error\",\"what\":");
+    cli_str_json(&s, what);
+    cli_str_addf(&s, ",\"status\":\"%s\",\"code\":%d,\"detail\":", cw_status_name(st), (int) st);
+    cli_str_json(&s, detail && *detail ? detail : cw_strerror(st));
+    cli_str_add(&s, "}");
+    cli_str_emit(&s, f);
+    cli_str_free(&s);
+}

@@ -1,0 +1,438 @@
+/*  client.c: the application side of libcauseway (see causeway.h).
+ *
+ *  Owns the cw_client_t: creates the zmq context, the inproc PAIR pipe and
+ *  the first DEALER socket, starts the I/O thread (client_actor.c) and stops
+ *  it. Requests are packed here, sent down the pipe with a deadline, and
+ *  answered through the reply slot of the shared part; events are popped
+ *  from the shared queue. Runs on the application thread (one at a time).
+ *  Invariants: see client_internal.h (I1..I3); application request ids are
+ *  1..2^63-1, the I/O thread's own requests use the upper half.
+ */
+#include "client_internal.h"
+#include "cw_util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define CW_AGENT_DEFAULT "libcauseway/" CW_VERSION
+
+const char *cw_client_version(void) { return CW_VERSION; }
+
+/* Frees everything cw_client_new may have built; the thread is not running. */
+static void client_free(cw_client_t *c)
+{
+    if (c->first_sock)
+        zmq_close(c->first_sock);
+    if (c->actor_pipe)
+        zmq_close(c->actor_pipe);
+    if (c->pipe)
+        zmq_close(c->pipe);
+    if (c->ctx)
+        zmq_ctx_term(c->ctx);
+    while (c->ev_head) {
+        event_node_t *n = c->ev_head;
+        c->ev_head = n->next;
+        cw_event_destroy(&n->ev);
+        free(n);
+    }
+    cw_reply_destroy(&c->reply);
+    cw_clock_destroy(&c->clock_copy);
+    if (c->notify[0] >= 0)
+        close(c->notify[0]);
+    if (c->notify[1] >= 0)
+        close(c->notify[1]);
+    pthread_cond_destroy(&c->cond);
+    pthread_mutex_destroy(&c->mu);
+    free(c->endpoint);
+    free(c->agent);
+    free(c->name);
+    free(c);
+}
+
+static int set_nonblock_cloexec(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return -1;
+    return fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
+
+cw_client_t *cw_client_new(const char *endpoint, const cw_client_opts_t *opts)
+{
+    static const cw_client_opts_t defaults = {0};
+    if (!opts)
+        opts = &defaults;
+    if (!endpoint)
+        endpoint = CW_CLIENT_DEFAULT_ENDPOINT;
+
+    cw_client_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->notify[0] = c->notify[1] = -1;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cond, &ca);
+    pthread_condattr_destroy(&ca);
+
+    int err = ENOMEM;
+    c->endpoint = strdup(endpoint);
+    c->agent = strdup(opts->agent ? opts->agent : CW_AGENT_DEFAULT);
+    c->quiet = opts->quiet;
+    c->no_reconnect = opts->no_reconnect;
+    if (!c->endpoint || !c->agent)
+        goto fail;
+    if (pipe(c->notify) != 0 || set_nonblock_cloexec(c->notify[0]) != 0 ||
+        set_nonblock_cloexec(c->notify[1]) != 0) {
+        err = errno;
+        goto fail;
+    }
+
+    c->ctx = zmq_ctx_new();
+    if (!c->ctx) {
+        err = errno;
+        goto fail;
+    }
+    /* The DEALER is created and connected here so that a malformed endpoint
+     * fails cw_client_new instead of the I/O thread. */
+    c->first_sock = zmq_socket(c->ctx, ZMQ_DEALER);
+    if (!c->first_sock) {
+        err = errno;
+        goto fail;
+    }
+    int zero = 0;
+    zmq_setsockopt(c->first_sock, ZMQ_LINGER, &zero, sizeof zero);
+    if (zmq_connect(c->first_sock, endpoint) != 0) {
+        err = errno;
+        goto fail;
+    }
+
+    char addr[64];
+    snprintf(addr, sizeof addr, "inproc://cw-client-%p", (void *) c);
+    c->pipe = zmq_socket(c->ctx, ZMQ_PAIR);
+    c->actor_pipe = zmq_socket(c->ctx, ZMQ_PAIR);
+    if (!c->pipe || !c->actor_pipe || zmq_bind(c->pipe, addr) != 0 ||
+        zmq_connect(c->actor_pipe, addr) != 0) {
+        err = errno;
+        goto fail;
+    }
+    zmq_setsockopt(c->pipe, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(c->actor_pipe, ZMQ_LINGER, &zero, sizeof zero);
+
+    /* From here the I/O thread owns actor_pipe and first_sock. */
+    err = pthread_create(&c->thread, NULL, cw_client_actor_main, c);
+    if (err != 0)
+        goto fail;
+    c->thread_started = 1;
+    return c;
+
+fail:
+    client_free(c);
+    errno = err;
+    return NULL;
+}
+
+void cw_client_destroy(cw_client_t **p)
+{
+    if (!p || !*p)
+        return;
+    cw_client_t *c = *p;
+    *p = NULL;
+    if (c->thread_started) {
+        cmd_hdr_t hdr = {.type = CMD_TERM, .rid = 0, .deadline = 0};
+        if (zmq_send(c->pipe, &hdr, sizeof hdr, 0) < 0)
+            abort();   /* inproc PAIR to our own thread: can't fail */
+        pthread_join(c->thread, NULL);
+        /* The I/O thread closed its sockets on the way out. */
+        c->actor_pipe = NULL;
+        c->first_sock = NULL;
+    }
+    client_free(c);
+}
+
+/* Deadline in monotonic ms for a timeout (< 0: none). */
+static int64_t deadline_for(int timeout_ms)
+{
+    return timeout_ms < 0 ? INT64_MAX : cw_mono_ms() + timeout_ms;
+}
+
+/* Waits on cond until deadline (monotonic ms). Returns 0, or ETIMEDOUT. */
+static int cond_wait_until(cw_client_t *c, int64_t deadline)
+{
+    if (deadline == INT64_MAX)
+        return pthread_cond_wait(&c->cond, &c->mu);
+    struct timespec ts = {.tv_sec = deadline / 1000, .tv_nsec = (deadline % 1000) * 1000000L};
+    return pthread_cond_timedwait(&c->cond, &c->mu, &ts);
+}
+
+/* Sends env (request_id assigned here) to the I/O thread and waits for its
+ * reply. Returns the status; *out gets the broker's reply if out is not NULL
+ * and there is one. */
+static cw_status_t request(cw_client_t *c, cw_env_t *env, int timeout_ms, cw_reply_t **out)
+{
+    if (out)
+        *out = NULL;
+    env->request_id = ++c->next_rid;
+    int64_t deadline = deadline_for(timeout_ms);
+
+    size_t len = causeway__v1__envelope__get_packed_size(env);
+    zmq_msg_t msg;
+    if (zmq_msg_init_size(&msg, sizeof(cmd_hdr_t) + len) != 0)
+        return CW_ERR_NOMEM;
+    cmd_hdr_t hdr = {.type = CMD_REQUEST, .rid = env->request_id, .deadline = deadline};
+    uint8_t *data = zmq_msg_data(&msg);
+    memcpy(data, &hdr, sizeof hdr);
+    causeway__v1__envelope__pack(env, data + sizeof hdr);
+
+    pthread_mutex_lock(&c->mu);
+    c->waiting_rid = env->request_id;
+    c->reply_ready = 0;
+    pthread_mutex_unlock(&c->mu);
+
+    if (zmq_msg_send(&msg, c->pipe, 0) < 0) {
+        zmq_msg_close(&msg);
+        pthread_mutex_lock(&c->mu);
+        c->waiting_rid = 0;
+        pthread_mutex_unlock(&c->mu);
+        return CW_ERR_IO;
+    }
+
+    pthread_mutex_lock(&c->mu);
+    while (!c->reply_ready)
+        if (cond_wait_until(c, deadline) == ETIMEDOUT && !c->reply_ready)
+            break;
+    cw_status_t status = CW_ERR_TIMEOUT;
+    cw_reply_t *reply = NULL;
+    if (c->reply_ready) {
+        status = c->reply_status;
+        reply = c->reply;
+    }
+    c->reply = NULL;
+    c->reply_ready = 0;
+    c->waiting_rid = 0;   /* I2: a late reply is now dropped by the I/O thread */
+    pthread_mutex_unlock(&c->mu);
+
+    if (out)
+        *out = reply;
+    else
+        cw_reply_destroy(&reply);
+    return status;
+}
+
+cw_status_t cw_client_login(cw_client_t *c, const char *name, int timeout_ms, cw_reply_t **reply)
+{
+    if (reply)
+        *reply = NULL;
+    if (!c || !name)
+        return CW_ERR_INVALID;
+    char *copy = strdup(name);
+    if (!copy)
+        return CW_ERR_NOMEM;
+    cw_env_t env;
+    cw_env_init(&env, 0);
+    Causeway__V1__Login login = CAUSEWAY__V1__LOGIN__INIT;
+    login.name = copy;
+    login.agent = c->agent;
+    login.quiet = c->quiet;
+    env.body_case = CW_BODY(LOGIN);
+    env.login = &login;
+    cw_status_t st = request(c, &env, timeout_ms, reply);
+    if (st == CW_OK) {
+        free(c->name);
+        c->name = copy;
+    } else {
+        free(copy);
+    }
+    return st;
+}
+
+cw_status_t cw_client_logout(cw_client_t *c, int timeout_ms)
+{
+    if (!c)
+        return CW_ERR_INVALID;
+    cw_env_t env;
+    cw_env_init(&env, 0);
+    Causeway__V1__Logout logout = CAUSEWAY__V1__LOGOUT__INIT;
+    env.body_case = CW_BODY(LOGOUT);
+    env.logout = &logout;
+    cw_status_t st = request(c, &env, timeout_ms, NULL);
+    /* OK, NOT_LOGGED_IN and DISCONNECTED all leave us without a session. */
+    if (st == CW_OK || st == CW_NOT_LOGGED_IN || st == CW_ERR_DISCONNECTED) {
+        free(c->name);
+        c->name = NULL;
+    }
+    return st;
+}
+
+cw_status_t cw_client_send(cw_client_t *c, const cw_send_t *m, int timeout_ms, cw_reply_t **reply)
+{
+    if (reply)
+        *reply = NULL;
+    if (!c || !m || !m->text || (m->n_to && !m->to) || (m->broadcast != 0) == (m->n_to != 0))
+        return CW_ERR_INVALID;
+    for (size_t i = 0; i < m->n_to; i++)
+        if (!m->to[i])
+            return CW_ERR_INVALID;
+    cw_env_t env;
+    cw_env_init(&env, 0);
+    cw_send_msg_t send = CAUSEWAY__V1__SEND__INIT;
+    /* protobuf-c's struct is not const-correct; packing only reads. */
+    send.to = (char **) (uintptr_t) m->to;
+    send.n_to = m->n_to;
+    send.broadcast = m->broadcast;
+    send.text = (char *) (uintptr_t) m->text;
+    send.durable = m->durable;
+    send.message_id = (char *) (uintptr_t) (m->message_id ? m->message_id : "");
+    send.ttl_s = m->ttl_s;
+    env.body_case = CW_BODY(SEND);
+    env.send = &send;
+    return request(c, &env, timeout_ms, reply);
+}
+
+cw_status_t cw_client_who(cw_client_t *c, int timeout_ms, cw_reply_t **reply)
+{
+    if (reply)
+        *reply = NULL;
+    if (!c)
+        return CW_ERR_INVALID;
+    cw_env_t env;
+    cw_env_init(&env, 0);
+    Causeway__V1__Who who = CAUSEWAY__V1__WHO__INIT;
+    env.body_case = CW_BODY(WHO);
+    env.who = &who;
+    return request(c, &env, timeout_ms, reply);
+}
+
+cw_status_t cw_client_stats(cw_client_t *c, int timeout_ms, cw_reply_t **reply)
+{
+    if (reply)
+        *reply = NULL;
+    if (!c)
+        return CW_ERR_INVALID;
+    cw_env_t env;
+    cw_env_init(&env, 0);
+    Causeway__V1__Stats stats = CAUSEWAY__V1__STATS__INIT;
+    env.body_case = CW_BODY(STATS);
+    env.stats = &stats;
+    return request(c, &env, timeout_ms, reply);
+}
+
+cw_status_t cw_client_ack(cw_client_t *c, uint64_t seq, int timeout_ms)
+{
+    if (!c)
+        return CW_ERR_INVALID;
+    cw_env_t env;
+    cw_env_init(&env, 0);
+    Causeway__V1__Ack ack = CAUSEWAY__V1__ACK__INIT;
+    ack.seq = seq;
+    env.body_case = CW_BODY(ACK);
+    env.ack = &ack;
+    return request(c, &env, timeout_ms, NULL);
+}
+
+cw_status_t cw_client_fetch(cw_client_t *c, uint32_t max, int timeout_ms, cw_reply_t **reply)
+{
+    if (reply)
+        *reply = NULL;
+    if (!c)
+        return CW_ERR_INVALID;
+    cw_env_t env;
+    cw_env_init(&env, 0);
+    Causeway__V1__Fetch fetch = CAUSEWAY__V1__FETCH__INIT;
+    fetch.max = max;
+    env.body_case = CW_BODY(FETCH);
+    env.fetch = &fetch;
+    return request(c, &env, timeout_ms, reply);
+}
+
+cw_status_t cw_client_history(cw_client_t *c, uint32_t last, int timeout_ms, cw_reply_t **reply)
+{
+    if (reply)
+        *reply = NULL;
+    if (!c)
+        return CW_ERR_INVALID;
+    cw_env_t env;
+    cw_env_init(&env, 0);
+    Causeway__V1__History history = CAUSEWAY__V1__HISTORY__INIT;
+    history.last = last;
+    env.body_case = CW_BODY(HISTORY);
+    env.history = &history;
+    return request(c, &env, timeout_ms, reply);
+}
+
+cw_status_t cw_client_next_event(cw_client_t *c, int timeout_ms, cw_event_t **event)
+{
+    *event = NULL;
+    int64_t deadline = deadline_for(timeout_ms);
+    pthread_mutex_lock(&c->mu);
+    while (!c->ev_head && timeout_ms != 0)
+        if (cond_wait_until(c, deadline) == ETIMEDOUT)
+            break;
+    event_node_t *n = c->ev_head;
+    if (n) {
+        c->ev_head = n->next;
+        if (!c->ev_head) {
+            c->ev_tail = NULL;
+            char byte;
+            /* I1: the queue is empty now, so take the pipe's one byte. */
+            if (read(c->notify[0], &byte, 1) != 1)
+                abort();
+        }
+        c->ev_count--;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (!n)
+        return CW_ERR_TIMEOUT;
+    *event = n->ev;
+    free(n);
+    /* Without reconnection a lost connection ends the session. */
+    if ((*event)->type == CW_EVENT_DISCONNECTED && c->no_reconnect) {
+        free(c->name);
+        c->name = NULL;
+    }
+    return CW_OK;
+}
+
+int cw_client_fd(cw_client_t *c) { return c->notify[0]; }
+
+size_t cw_client_clock_items(cw_client_t *c, cw_clock_item_t **items)
+{
+    size_t n = 0;
+    *items = NULL;
+    pthread_mutex_lock(&c->mu);
+    if (c->clock_copy) {
+        cw_clock_entry_msg_t **e;
+        size_t count = cw_clock_entries(c->clock_copy, &e);
+        cw_conv_clock(items, &n, e, count);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
+
+char *cw_client_clock(cw_client_t *c, char *buf, size_t size)
+{
+    pthread_mutex_lock(&c->mu);
+    cw_clock_entry_msg_t **e = NULL;
+    size_t count = c->clock_copy ? cw_clock_entries(c->clock_copy, &e) : 0;
+    cw_clock_format(e, count, buf, size);
+    pthread_mutex_unlock(&c->mu);
+    return buf;
+}
+
+const char *cw_client_name(const cw_client_t *c) { return c->name; }
+
+int cw_client_connected(cw_client_t *c)
+{
+    pthread_mutex_lock(&c->mu);
+    int v = c->connected;
+    pthread_mutex_unlock(&c->mu);
+    return v;
+}

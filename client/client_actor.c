@@ -1,0 +1,817 @@
+/*  client_actor.c: the I/O thread of libcauseway.
+ *
+ *  Owns the DEALER socket to the broker, the session state machine, the
+ *  requests in flight and the session's vector clock. Runs on its own
+ *  thread, started by cw_client_new and stopped by cw_client_destroy; it
+ *  talks to the application only through the PAIR pipe (commands in) and the
+ *  shared part of cw_client_t (replies, events, clock copy out; see
+ *  client_internal.h).
+ *
+ *  Session states and the function that performs each transition:
+ *
+ *    IDLE      no session; socket connected; requests forwarded as they are.
+ *    ONLINE    logged in; heartbeats sent after heartbeat_ms of silence; a
+ *              broker silent for heartbeat_ms*liveness is lost.
+ *    LOST      session wanted, no socket; waiting `backoff_ms` to retry.
+ *    RESUMING  session wanted; fresh socket; our own Login (same name, resume
+ *              token) in flight with a deadline.
+ *
+ *    IDLE     -> ONLINE    login reply OK to an application login (on_reply)
+ *    ONLINE   -> IDLE      logout reply (on_reply)
+ *    ONLINE   -> LOST      broker silent, or it forgot our session (lose)
+ *    ONLINE   -> IDLE      same, with no_reconnect (lose)
+ *    LOST     -> RESUMING  backoff elapsed (start_resume)
+ *    RESUMING -> ONLINE    login reply OK (on_resume_reply)
+ *    RESUMING -> LOST      refused or no reply in time; backoff doubles up
+ *                          to 5 s (resume_failed)
+ *    LOST/RESUMING -> IDLE application logout: session abandoned (on_request)
+ *
+ *  Invariants: sock != NULL in every state but LOST; name/token are set in
+ *  ONLINE, LOST and RESUMING and only there; every request in `inflight` was
+ *  sent on the current socket (lose() fails them all when it closes it);
+ *  the application sees each request end exactly once (a reply, a local
+ *  error, or its own timeout).
+ */
+#include "client_internal.h"
+#include "cw_log.h"
+#include "cw_util.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define DEFAULT_HEARTBEAT_MS 1000
+#define DEFAULT_LIVENESS 3
+#define LOGOUT_LINGER_MS 500
+/* A request nobody waits for is forgotten this long after its deadline. */
+#define INFLIGHT_GRACE_MS 60000
+/* Frames read per loop turn, so commands are never starved. */
+#define READ_BURST 256
+/* Request ids of the I/O thread's own requests have the top bit set. */
+#define INTERNAL_RID (UINT64_C(1) << 63)
+
+typedef enum { ST_IDLE, ST_ONLINE, ST_LOST, ST_RESUMING } state_t;
+
+static const char *state_name[] = {"IDLE", "ONLINE", "LOST", "RESUMING"};
+
+typedef struct inflight {
+    uint64_t rid;              /* request id */
+    int body;                  /* envelope body case of the request */
+    int64_t deadline;          /* application's deadline (monotonic ms) */
+    char *login_name;          /* login: the name asked for; owned */
+    cw_clock_item_t *clock;    /* send: the clock stamped on it; owned */
+    size_t n_clock;
+    struct inflight *next;
+} inflight_t;
+
+typedef struct {
+    cw_client_t *c;            /* shared part and creation parameters */
+    void *pipe;                /* our end of the command pipe */
+    void *sock;                /* DEALER to the broker; NULL in LOST */
+    unsigned sock_gen;         /* bumped whenever sock is replaced */
+    state_t state;
+    char *name;                /* session name (ONLINE/LOST/RESUMING) */
+    uint8_t *token;            /* resume token from LoginInfo */
+    size_t token_len;
+    uint32_t hb_ms;            /* heartbeat interval from LoginInfo */
+    uint32_t liveness;         /* missed intervals before the broker is lost */
+    uint32_t max_frame;        /* broker's frame limit; 0 if unknown */
+    int64_t last_send;         /* monotonic ms of our last frame out */
+    int64_t last_recv;         /* monotonic ms of the broker's last frame in */
+    int backoff_ms;            /* LOST: delay that led to retry_at */
+    int64_t retry_at;          /* LOST: when to try again */
+    uint64_t resume_rid;       /* RESUMING: id of our Login */
+    int64_t resume_deadline;   /* RESUMING: give up on that Login */
+    cw_clock_t *clock;         /* the session's vector clock */
+    inflight_t *inflight;      /* requests sent on sock, awaiting replies */
+    uint64_t next_rid;         /* last internal request id used */
+    int terminated;            /* CMD_TERM received */
+} actor_t;
+
+/* --- posting to the application -------------------------------------- */
+
+static void set_state(actor_t *a, state_t st)
+{
+    if (a->state != st)
+        CW_DEBUG("client: %s -> %s", state_name[a->state], state_name[st]);
+    a->state = st;
+    pthread_mutex_lock(&a->c->mu);
+    a->c->connected = (st == ST_ONLINE);
+    pthread_mutex_unlock(&a->c->mu);
+}
+
+/* Hands the reply for rid to the application if it still waits for it.
+ * Takes reply (may be NULL for local errors). Returns 1 if taken. */
+static int post_reply(actor_t *a, uint64_t rid, cw_status_t status, cw_reply_t *reply)
+{
+    cw_client_t *c = a->c;
+    int taken = 0;
+    pthread_mutex_lock(&c->mu);
+    if (c->waiting_rid == rid && !c->reply_ready) {
+        c->reply_ready = 1;
+        c->reply_status = status;
+        c->reply = reply;
+        taken = 1;
+        pthread_cond_broadcast(&c->cond);
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (!taken) {
+        CW_DEBUG("client: reply to request %llu dropped: nobody waits",
+                 (unsigned long long) rid);
+        cw_reply_destroy(&reply);
+    }
+    return taken;
+}
+
+/* Queues an event for the application; takes ev. */
+static void post_event(actor_t *a, cw_event_t *ev)
+{
+    cw_client_t *c = a->c;
+    event_node_t *n = malloc(sizeof *n);
+    if (!n) {
+        CW_ERROR("client: out of memory, event dropped");
+        cw_event_destroy(&ev);
+        return;
+    }
+    n->ev = ev;
+    n->next = NULL;
+    pthread_mutex_lock(&c->mu);
+    if (c->ev_tail) {
+        c->ev_tail->next = n;
+    } else {
+        c->ev_head = n;
+        /* I1: the queue was empty, so the pipe was too. */
+        if (write(c->notify[1], "e", 1) != 1)
+            abort();
+    }
+    c->ev_tail = n;
+    c->ev_count++;
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void post_conn_event(actor_t *a, cw_event_type_t type, const char *detail,
+                            const cw_reply_msg_t *login_reply)
+{
+    cw_event_t *ev = calloc(1, sizeof *ev);
+    if (!ev)
+        return;
+    ev->type = type;
+    ev->conn.status = type == CW_EVENT_DISCONNECTED ? CW_ERR_DISCONNECTED : CW_OK;
+    ev->conn.detail = cw_conv_strdup(detail);
+    if (login_reply)
+        cw_conv_users(&ev->conn.users, &ev->conn.n_users, login_reply->users,
+                      login_reply->n_users);
+    post_event(a, ev);
+}
+
+/* I3: refreshes the application's copy of the clock. */
+static void publish_clock(actor_t *a)
+{
+    cw_clock_t *copy = cw_clock_new();
+    cw_clock_entry_msg_t **e;
+    size_t n = cw_clock_entries(a->clock, &e);
+    if (!copy || cw_clock_merge(copy, e, n) != CW_OK) {
+        cw_clock_destroy(&copy);
+        return;   /* out of memory: the application keeps the older copy */
+    }
+    pthread_mutex_lock(&a->c->mu);
+    cw_clock_destroy(&a->c->clock_copy);
+    a->c->clock_copy = copy;
+    pthread_mutex_unlock(&a->c->mu);
+}
+
+/* --- socket and in-flight requests ------------------------------------ */
+
+static void inflight_free(inflight_t **p)
+{
+    inflight_t *f = *p;
+    free(f->login_name);
+    cw_client_clock_free(&f->clock, f->n_clock);
+    free(f);
+    *p = NULL;
+}
+
+/* Unlinks and returns the in-flight request rid, or NULL. */
+static inflight_t *inflight_take(actor_t *a, uint64_t rid)
+{
+    for (inflight_t **pp = &a->inflight; *pp; pp = &(*pp)->next) {
+        if ((*pp)->rid == rid) {
+            inflight_t *f = *pp;
+            *pp = f->next;
+            return f;
+        }
+    }
+    return NULL;
+}
+
+/* Forgets requests nobody has waited for in a long time (their replies
+ * never came). */
+static void inflight_prune(actor_t *a, int64_t now)
+{
+    for (inflight_t **pp = &a->inflight; *pp;) {
+        inflight_t *f = *pp;
+        if (f->deadline != INT64_MAX && f->deadline + INFLIGHT_GRACE_MS < now) {
+            *pp = f->next;
+            inflight_free(&f);
+        } else {
+            pp = &f->next;
+        }
+    }
+}
+
+/* Fails every request in flight with status (the socket is going away). */
+static void inflight_fail_all(actor_t *a, cw_status_t status)
+{
+    while (a->inflight) {
+        inflight_t *f = a->inflight;
+        a->inflight = f->next;
+        if (!(f->rid & INTERNAL_RID))
+            post_reply(a, f->rid, status, NULL);
+        inflight_free(&f);
+    }
+}
+
+static void close_sock(actor_t *a)
+{
+    if (a->sock) {
+        zmq_close(a->sock);
+        a->sock = NULL;
+        a->sock_gen++;
+    }
+}
+
+/* A fresh DEALER connected to the endpoint. 0, or -1 (sock stays NULL). */
+static int open_sock(actor_t *a)
+{
+    close_sock(a);
+    void *s = zmq_socket(a->c->ctx, ZMQ_DEALER);
+    if (!s)
+        return -1;
+    int zero = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    if (zmq_connect(s, a->c->endpoint) != 0) {
+        CW_WARN("client: connect %s: %s", a->c->endpoint, zmq_strerror(errno));
+        zmq_close(s);
+        return -1;
+    }
+    a->sock = s;
+    a->sock_gen++;
+    return 0;
+}
+
+/* Sends env on the socket. CW_OK, CW_ERR_DISCONNECTED (no socket, or the
+ * socket's queue is full because the broker is unreachable), CW_ERR_NOMEM or
+ * CW_ERR_IO. */
+static cw_status_t send_env(actor_t *a, const cw_env_t *env)
+{
+    if (!a->sock)
+        return CW_ERR_DISCONNECTED;
+    if (cw_env_send(a->sock, NULL, 0, env, ZMQ_DONTWAIT) != 0) {
+        if (errno == EAGAIN)
+            return CW_ERR_DISCONNECTED;
+        if (errno == ENOMEM)
+            return CW_ERR_NOMEM;
+        CW_WARN("client: send: %s", zmq_strerror(errno));
+        return CW_ERR_IO;
+    }
+    a->last_send = cw_mono_ms();
+    return CW_OK;
+}
+
+/* Sends a request of our own (logout, resume login) and returns its id, 0
+ * if it could not be sent. */
+static uint64_t send_internal(actor_t *a, cw_env_t *env, int track)
+{
+    env->request_id = INTERNAL_RID | ++a->next_rid;
+    if (send_env(a, env) != CW_OK)
+        return 0;
+    if (track) {
+        inflight_t *f = calloc(1, sizeof *f);
+        if (f) {
+            f->rid = env->request_id;
+            f->body = env->body_case;
+            f->deadline = cw_mono_ms();
+            f->next = a->inflight;
+            a->inflight = f;
+        }
+    }
+    return env->request_id;
+}
+
+static void send_logout(actor_t *a)
+{
+    cw_env_t env;
+    cw_env_init(&env, 0);
+    Causeway__V1__Logout logout = CAUSEWAY__V1__LOGOUT__INIT;
+    env.body_case = CW_BODY(LOGOUT);
+    env.logout = &logout;
+    send_internal(a, &env, 1);
+}
+
+static void send_heartbeat(actor_t *a)
+{
+    cw_env_t env;
+    cw_env_init(&env, 0);
+    Causeway__V1__Heartbeat hb = CAUSEWAY__V1__HEARTBEAT__INIT;
+    env.body_case = CW_BODY(HEARTBEAT);
+    env.heartbeat = &hb;
+    /* A heartbeat that does not fit (queue full) is not retried before the
+     * next interval: the loss timer decides. */
+    send_env(a, &env);
+    a->last_send = cw_mono_ms();
+}
+
+/* --- session ----------------------------------------------------------- */
+
+static void forget_session(actor_t *a)
+{
+    free(a->name);
+    a->name = NULL;
+    free(a->token);
+    a->token = NULL;
+    a->token_len = 0;
+}
+
+/* Records a successful login. CW_OK or CW_ERR_NOMEM (session unchanged). */
+static int take_session(actor_t *a, const char *name, const Causeway__V1__LoginInfo *info)
+{
+    char *n = strdup(name);
+    uint8_t *tok = NULL;
+    size_t tok_len = info ? info->resume_token.len : 0;
+    if (tok_len) {
+        tok = malloc(tok_len);
+        if (tok)
+            memcpy(tok, info->resume_token.data, tok_len);
+    }
+    if (!n || (tok_len && !tok)) {
+        free(n);
+        free(tok);
+        return CW_ERR_NOMEM;
+    }
+    char *old = a->name;   /* name may be a->name itself */
+    a->name = n;
+    free(old);
+    free(a->token);
+    a->token = tok;
+    a->token_len = tok_len;
+    a->hb_ms = info && info->heartbeat_ms ? info->heartbeat_ms : DEFAULT_HEARTBEAT_MS;
+    a->liveness = info && info->liveness ? info->liveness : DEFAULT_LIVENESS;
+    a->max_frame = info ? info->max_frame : 0;
+    a->last_recv = a->last_send = cw_mono_ms();
+    return CW_OK;
+}
+
+static int64_t loss_ms(const actor_t *a)
+{
+    return (int64_t) a->hb_ms * a->liveness;
+}
+
+static void schedule_retry(actor_t *a, int backoff_ms)
+{
+    a->backoff_ms = backoff_ms;
+    a->retry_at = cw_mono_ms() + backoff_ms;
+    set_state(a, ST_LOST);
+}
+
+/* The connection of a live session is gone: fail what is in flight, tell
+ * the application, and start reconnecting (or drop the session). */
+static void lose(actor_t *a, const char *why)
+{
+    CW_DEBUG("client: connection lost: %s", why);
+    close_sock(a);
+    inflight_fail_all(a, CW_ERR_DISCONNECTED);
+    post_conn_event(a, CW_EVENT_DISCONNECTED, why, NULL);
+    if (a->c->no_reconnect) {
+        forget_session(a);
+        set_state(a, ST_IDLE);
+        open_sock(a);
+        if (!a->sock)
+            CW_ERROR("client: cannot open a socket; every request will fail");
+        return;
+    }
+    schedule_retry(a, BACKOFF_MIN_MS);
+}
+
+static void start_resume(actor_t *a)
+{
+    if (open_sock(a) != 0) {
+        schedule_retry(a, a->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : a->backoff_ms * 2);
+        return;
+    }
+    cw_env_t env;
+    cw_env_init(&env, 0);
+    Causeway__V1__Login login = CAUSEWAY__V1__LOGIN__INIT;
+    login.name = a->name;
+    login.resume_token.data = a->token;
+    login.resume_token.len = a->token_len;
+    login.agent = a->c->agent;
+    login.quiet = a->c->quiet;
+    env.body_case = CW_BODY(LOGIN);
+    env.login = &login;
+    a->resume_rid = send_internal(a, &env, 0);
+    int64_t wait = loss_ms(a) > 1000 ? loss_ms(a) : 1000;
+    a->resume_deadline = cw_mono_ms() + wait;
+    set_state(a, ST_RESUMING);
+    CW_DEBUG("client: logging in again as %s", a->name);
+}
+
+static void resume_failed(actor_t *a, const char *why)
+{
+    int next = a->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : a->backoff_ms * 2;
+    CW_DEBUG("client: login again failed (%s); next try in %d ms", why, next);
+    close_sock(a);
+    schedule_retry(a, next);
+}
+
+static void on_resume_reply(actor_t *a, const cw_reply_msg_t *r)
+{
+    a->resume_rid = 0;
+    if ((int) r->status != CW_OK) {
+        resume_failed(a, cw_status_name((int) r->status));
+        return;
+    }
+    if (take_session(a, a->name, r->login) != CW_OK) {
+        resume_failed(a, "out of memory");
+        return;
+    }
+    set_state(a, ST_ONLINE);
+    post_conn_event(a, CW_EVENT_RECONNECTED, "logged in again", r);
+}
+
+/* --- frames from the broker -------------------------------------------- */
+
+static void on_reply(actor_t *a, const cw_env_t *env)
+{
+    const cw_reply_msg_t *r = env->reply;
+    uint64_t rid = env->request_id;
+    if (a->state == ST_RESUMING && rid == a->resume_rid && rid) {
+        on_resume_reply(a, r);
+        return;
+    }
+    inflight_t *f = inflight_take(a, rid);
+    if (!f) {
+        CW_DEBUG("client: reply to unknown request %llu (%s)", (unsigned long long) rid,
+                 cw_status_name((int) r->status));
+        return;
+    }
+    if (rid & INTERNAL_RID) {   /* our own logout */
+        inflight_free(&f);
+        return;
+    }
+    cw_status_t status = (cw_status_t) r->status;
+    cw_reply_t *out = cw_conv_reply(r);
+    if (out && f->clock) {
+        out->clock = f->clock;
+        out->n_clock = f->n_clock;
+        f->clock = NULL;
+    }
+    if (f->body == CW_BODY(LOGIN) && status == CW_OK) {
+        if (!out || take_session(a, f->login_name, r->login) != CW_OK) {
+            cw_reply_destroy(&out);
+            post_reply(a, rid, CW_ERR_NOMEM, NULL);
+            send_logout(a);
+        } else {
+            set_state(a, ST_ONLINE);
+            /* A login whose caller gave up waiting is undone at once. */
+            if (!post_reply(a, rid, status, out)) {
+                send_logout(a);
+                forget_session(a);
+                set_state(a, ST_IDLE);
+            }
+        }
+    } else if (f->body == CW_BODY(LOGOUT) &&
+               (status == CW_OK || status == CW_NOT_LOGGED_IN)) {
+        forget_session(a);
+        set_state(a, ST_IDLE);
+        post_reply(a, rid, out ? status : CW_ERR_NOMEM, out);
+    } else {
+        post_reply(a, rid, out ? status : CW_ERR_NOMEM, out);
+        /* The broker forgot our session (restarted, or took it over): get
+         * it back as after a lost connection. */
+        if (status == CW_NOT_LOGGED_IN && a->state == ST_ONLINE && f->body != CW_BODY(LOGIN))
+            lose(a, "the broker no longer knows our session");
+    }
+    inflight_free(&f);
+}
+
+static void on_deliver(actor_t *a, const cw_deliver_msg_t *d)
+{
+    if (cw_clock_merge(a->clock, d->clock, d->n_clock) != CW_OK ||
+        (a->name && cw_clock_tick(a->clock, a->name) != CW_OK))
+        CW_ERROR("client: out of memory updating the vector clock");
+    publish_clock(a);
+    cw_event_t *ev = calloc(1, sizeof *ev);
+    if (!ev || cw_conv_message(&ev->msg, d) != CW_OK) {
+        free(ev);
+        CW_ERROR("client: out of memory, delivery dropped");
+        return;
+    }
+    ev->type = CW_EVENT_DELIVER;
+    cw_clock_entry_msg_t **e;
+    size_t n = cw_clock_entries(a->clock, &e);
+    cw_conv_clock(&ev->local_clock, &ev->n_local_clock, e, n);
+    post_event(a, ev);
+}
+
+static void on_presence(actor_t *a, const cw_presence_msg_t *p)
+{
+    cw_event_t *ev = calloc(1, sizeof *ev);
+    if (!ev || !(ev->presence.name = cw_conv_strdup(p->name))) {
+        free(ev);
+        CW_ERROR("client: out of memory, presence event dropped");
+        return;
+    }
+    ev->type = CW_EVENT_PRESENCE;
+    ev->presence.online = p->online;
+    ev->presence.reason = (cw_presence_reason_t) p->reason;
+    ev->presence.timestamp_us = p->timestamp_us;
+    post_event(a, ev);
+}
+
+static void on_frame(actor_t *a, const void *data, size_t len)
+{
+    cw_env_t *env;
+    uint64_t rid;
+    const char *detail;
+    int st = cw_env_decode(data, len, SIZE_MAX, &env, &rid, &detail);
+    if (st != CW_OK) {
+        CW_DEBUG("client: undecodable frame from broker (%s): %s", cw_status_name(st), detail);
+        return;
+    }
+    switch (env->body_case) {
+    case CW_BODY(REPLY):
+        on_reply(a, env);
+        break;
+    case CW_BODY(DELIVER):
+        on_deliver(a, env->deliver);
+        break;
+    case CW_BODY(PRESENCE):
+        on_presence(a, env->presence);
+        break;
+    case CW_BODY(HEARTBEAT):
+        break;
+    default:
+        CW_DEBUG("client: ignoring %s from broker", cw_env_body_name(env));
+        break;
+    }
+    cw_env_free(&env);
+}
+
+/* Reads what the broker sent, at most READ_BURST frames. */
+static void read_sock(actor_t *a)
+{
+    for (int i = 0; i < READ_BURST && a->sock; i++) {
+        zmq_msg_t msg;
+        zmq_msg_init(&msg);
+        if (zmq_msg_recv(&msg, a->sock, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&msg);
+            return;
+        }
+        a->last_recv = cw_mono_ms();
+        if (zmq_msg_more(&msg)) {
+            /* Not the protocol: skip the whole multi-frame message. */
+            CW_DEBUG("client: ignoring multi-frame message from broker");
+            do {
+                zmq_msg_close(&msg);
+                zmq_msg_init(&msg);
+            } while (zmq_msg_recv(&msg, a->sock, ZMQ_DONTWAIT) >= 0 && zmq_msg_more(&msg));
+            zmq_msg_close(&msg);
+            continue;
+        }
+        on_frame(a, zmq_msg_data(&msg), zmq_msg_size(&msg));
+        zmq_msg_close(&msg);
+    }
+}
+
+/* True if the socket holds a frame we have not read. */
+static int sock_readable(actor_t *a)
+{
+    int events = 0;
+    size_t len = sizeof events;
+    return a->sock && zmq_getsockopt(a->sock, ZMQ_EVENTS, &events, &len) == 0 &&
+           (events & ZMQ_POLLIN);
+}
+
+/* --- commands from the application ------------------------------------- */
+
+static void on_request(actor_t *a, uint64_t rid, int64_t deadline, const uint8_t *data, size_t len)
+{
+    cw_env_t *env = causeway__v1__envelope__unpack(NULL, len, data);
+    if (!env) {
+        post_reply(a, rid, CW_ERR_NOMEM, NULL);
+        return;
+    }
+    if (a->state == ST_LOST || a->state == ST_RESUMING) {
+        if (env->body_case == CW_BODY(LOGOUT)) {
+            CW_DEBUG("client: logout while disconnected: session abandoned");
+            forget_session(a);
+            set_state(a, ST_IDLE);
+            open_sock(a);
+        }
+        post_reply(a, rid, CW_ERR_DISCONNECTED, NULL);
+        cw_env_free(&env);
+        return;
+    }
+
+    inflight_t *f = calloc(1, sizeof *f);
+    if (!f || (env->body_case == CW_BODY(LOGIN) && !(f->login_name = strdup(env->login->name)))) {
+        free(f);
+        post_reply(a, rid, CW_ERR_NOMEM, NULL);
+        cw_env_free(&env);
+        return;
+    }
+    f->rid = rid;
+    f->body = env->body_case;
+    f->deadline = deadline;
+
+    /* A frame over the broker's limit would be refused, or dropped with
+     * the connection by libzmq; refuse it here instead. Measured with the
+     * clock it will carry: today's, plus room for our entry's tick. */
+    size_t size = 0;
+    if (env->body_case == CW_BODY(SEND) && a->max_frame && a->state == ST_ONLINE) {
+        env->n_clock = cw_clock_entries(a->clock, &env->clock);
+        size = causeway__v1__envelope__get_packed_size(env) + strlen(a->name) + 24;
+        env->clock = NULL;
+        env->n_clock = 0;
+    }
+    if (size > a->max_frame) {
+        inflight_free(&f);
+        post_reply(a, rid, CW_TOO_LARGE, NULL);
+        cw_env_free(&env);
+        return;
+    }
+
+    /* Vector clock rule: before a send, tick our own entry, stamp it. */
+    int stamped = 0;
+    if (env->body_case == CW_BODY(SEND) && a->state == ST_ONLINE) {
+        if (cw_clock_tick(a->clock, a->name) != CW_OK) {
+            inflight_free(&f);
+            post_reply(a, rid, CW_ERR_NOMEM, NULL);
+            cw_env_free(&env);
+            return;
+        }
+        publish_clock(a);
+        /* The envelope borrows the clock's entries for packing. */
+        env->n_clock = cw_clock_entries(a->clock, &env->clock);
+        stamped = 1;
+        cw_conv_clock(&f->clock, &f->n_clock, env->clock, env->n_clock);
+    }
+
+    cw_status_t st = send_env(a, env);
+    if (stamped) {
+        env->clock = NULL;
+        env->n_clock = 0;
+    }
+    cw_env_free(&env);
+    if (st != CW_OK) {
+        inflight_free(&f);
+        post_reply(a, rid, st, NULL);
+        return;
+    }
+    inflight_prune(a, cw_mono_ms());
+    f->next = a->inflight;
+    a->inflight = f;
+}
+
+static void read_pipe(actor_t *a)
+{
+    for (;;) {
+        zmq_msg_t msg;
+        zmq_msg_init(&msg);
+        if (zmq_msg_recv(&msg, a->pipe, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&msg);
+            return;
+        }
+        size_t len = zmq_msg_size(&msg);
+        const uint8_t *data = zmq_msg_data(&msg);
+        cmd_hdr_t hdr;
+        if (len < sizeof hdr)
+            abort();   /* only client.c writes to this pipe */
+        memcpy(&hdr, data, sizeof hdr);
+        if (hdr.type == CMD_TERM) {
+            a->terminated = 1;
+            zmq_msg_close(&msg);
+            return;
+        }
+        on_request(a, hdr.rid, hdr.deadline, data + sizeof hdr, len - sizeof hdr);
+        zmq_msg_close(&msg);
+    }
+}
+
+/* --- timers and the loop ------------------------------------------------ */
+
+/* Milliseconds until the next timer is due; -1 for none. */
+static long next_timeout(const actor_t *a, int64_t now)
+{
+    int64_t due;
+    switch (a->state) {
+    case ST_ONLINE: {
+        int64_t hb = a->last_send + a->hb_ms;
+        int64_t dead = a->last_recv + loss_ms(a);
+        due = hb < dead ? hb : dead;
+        break;
+    }
+    case ST_LOST:
+        due = a->retry_at;
+        break;
+    case ST_RESUMING:
+        due = a->resume_deadline;
+        break;
+    default:
+        return -1;
+    }
+    return due <= now ? 0 : (long) (due - now);
+}
+
+static void run_timers(actor_t *a)
+{
+    int64_t now = cw_mono_ms();
+    switch (a->state) {
+    case ST_ONLINE:
+        if (now - a->last_recv >= loss_ms(a) && sock_readable(a)) {
+            /* We were not scheduled for a while (stopped, suspended) and
+             * frames wait: they count before the broker is declared lost. */
+            read_sock(a);
+            if (a->state != ST_ONLINE)
+                break;
+        }
+        if (now - a->last_recv >= loss_ms(a)) {
+            char why[96];
+            snprintf(why, sizeof why, "no frame from the broker for %lld ms",
+                     (long long) (now - a->last_recv));
+            lose(a, why);
+        } else if (now - a->last_send >= a->hb_ms) {
+            send_heartbeat(a);
+        }
+        break;
+    case ST_LOST:
+        if (now >= a->retry_at)
+            start_resume(a);
+        break;
+    case ST_RESUMING:
+        if (now >= a->resume_deadline)
+            resume_failed(a, "no reply");
+        break;
+    default:
+        break;
+    }
+}
+
+void *cw_client_actor_main(void *arg)
+{
+    actor_t a;
+    memset(&a, 0, sizeof a);
+    a.c = arg;
+    a.pipe = a.c->actor_pipe;
+    a.sock = a.c->first_sock;
+    a.state = ST_IDLE;
+    a.hb_ms = DEFAULT_HEARTBEAT_MS;
+    a.liveness = DEFAULT_LIVENESS;
+    a.clock = cw_clock_new();
+    if (!a.clock)
+        abort();   /* a few bytes at start-up; nothing sensible to do */
+
+    while (!a.terminated) {
+        zmq_pollitem_t items[2] = {
+            {.socket = a.pipe, .events = ZMQ_POLLIN},
+            {.socket = a.sock, .events = ZMQ_POLLIN},
+        };
+        unsigned gen = a.sock_gen;
+        long timeout = next_timeout(&a, cw_mono_ms());
+        int rc = zmq_poll(items, a.sock ? 2 : 1, timeout);
+        if (rc < 0) {
+            if (errno == EINTR)
+                continue;
+            CW_ERROR("client: poll: %s", zmq_strerror(errno));
+            break;
+        }
+        if (items[0].revents & ZMQ_POLLIN)
+            read_pipe(&a);
+        if (a.terminated)
+            break;
+        if (a.sock && gen == a.sock_gen && (items[1].revents & ZMQ_POLLIN))
+            read_sock(&a);
+        run_timers(&a);
+    }
+
+    /* Leaving: a polite logout gets LOGOUT_LINGER_MS to leave (the context
+     * termination in cw_client_destroy waits that long at most). */
+    if (a.state == ST_ONLINE && a.sock) {
+        int linger = LOGOUT_LINGER_MS;
+        zmq_setsockopt(a.sock, ZMQ_LINGER, &linger, sizeof linger);
+        send_logout(&a);
+    }
+    inflight_fail_all(&a, CW_ERR_DISCONNECTED);
+    close_sock(&a);
+    zmq_close(a.pipe);
+    forget_session(&a);
+    cw_clock_destroy(&a.clock);
+    return NULL;
+}

@@ -1,0 +1,92 @@
+/*  client_internal.h: what the parts of libcauseway share; not installed.
+ *
+ *  Two threads meet in a cw_client_t:
+ *   - the application thread (client.c) builds request envelopes, hands them
+ *     to the I/O thread over an inproc PAIR pipe, and waits on `cond` for the
+ *     reply slot or for queued events;
+ *   - the I/O thread (client_actor.c) owns the DEALER socket, the session
+ *     state machine and the vector clock, and posts replies and events into
+ *     the shared part below.
+ *  The shared part is guarded by `mu`. Invariants (under mu):
+ *   I1. the notify pipe holds exactly one byte iff the event queue is
+ *       non-empty (so cw_client_fd() is level-triggered);
+ *   I2. `reply_ready` is set only for the request id in `waiting_rid`; a
+ *       reply for any other id is freed by the I/O thread, never queued;
+ *   I3. `clock_copy` is a copy of the I/O thread's clock after its last
+ *       change (the I/O thread never lets the application see its own).
+ *  Conversions from wire messages to public structs live in client_conv.c.
+ */
+#ifndef CW_CLIENT_INTERNAL_H
+#define CW_CLIENT_INTERNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "causeway.h"
+#include "cw_clock.h"
+#include "cw_envelope.h"
+
+/* One command from the application to the I/O thread: this header followed
+ * by a packed Envelope, in one inproc frame. */
+typedef enum {
+    CMD_REQUEST = 1,   /* forward the envelope (request_id set) */
+    CMD_TERM = 2,      /* log out politely if logged in, then stop */
+} cmd_type_t;
+
+typedef struct {
+    int type;          /* cmd_type_t */
+    uint64_t rid;      /* CMD_REQUEST: the envelope's request id */
+    int64_t deadline;  /* CMD_REQUEST: monotonic ms after which nobody waits */
+} cmd_hdr_t;
+
+typedef struct event_node {
+    cw_event_t *ev;            /* owned */
+    struct event_node *next;
+} event_node_t;
+
+struct cw_client {
+    /* --- application thread only ------------------------------------ */
+    void *ctx;                 /* this client's own zmq context */
+    void *pipe;                /* app end of the PAIR pipe */
+    pthread_t thread;          /* the I/O thread */
+    int thread_started;        /* thread must be joined */
+    uint64_t next_rid;         /* last request id used (application ids < 2^63) */
+    char *name;                /* session name after a successful login, else NULL */
+
+    /* --- given to the I/O thread at creation, read-only after -------- */
+    char *endpoint;            /* broker endpoint */
+    char *agent;               /* Login.agent */
+    int quiet;                 /* Login.quiet */
+    int no_reconnect;          /* drop the session on broker loss */
+    void *actor_pipe;          /* I/O end of the pipe (owned by the I/O thread) */
+    void *first_sock;          /* DEALER connected in cw_client_new, handed over */
+
+    /* --- shared, guarded by mu --------------------------------------- */
+    pthread_mutex_t mu;
+    pthread_cond_t cond;       /* signalled on new event, reply, state change */
+    event_node_t *ev_head;     /* event queue, oldest first */
+    event_node_t *ev_tail;
+    size_t ev_count;
+    int notify[2];             /* non-blocking pipe; see I1 */
+    uint64_t waiting_rid;      /* request the application waits for, 0 if none */
+    int reply_ready;           /* the reply for waiting_rid is in the slot */
+    cw_status_t reply_status;  /* its status (the reply's, or a local error) */
+    cw_reply_t *reply;         /* broker reply or NULL for local errors; owned */
+    cw_clock_t *clock_copy;    /* see I3; NULL until the first change */
+    int connected;             /* session logged in and connection up */
+};
+
+/* The I/O thread's entry point (client_actor.c). */
+void *cw_client_actor_main(void *arg);
+
+/* --- client_conv.c: wire -> public structs (NULL on out of memory) --- */
+cw_reply_t *cw_conv_reply(const cw_reply_msg_t *r);
+int cw_conv_message(cw_message_t *out, const cw_deliver_msg_t *d);
+void cw_conv_message_free(cw_message_t *m);
+int cw_conv_users(cw_user_t **out, size_t *n, cw_userinfo_msg_t *const *users, size_t count);
+void cw_conv_users_free(cw_user_t **users, size_t n);
+/* Copies wire clock entries. CW_OK or CW_ERR_NOMEM (*out NULL, *n 0). */
+int cw_conv_clock(cw_clock_item_t **out, size_t *n, cw_clock_entry_msg_t *const *e, size_t count);
+char *cw_conv_strdup(const char *s);   /* strdup of s, "" for NULL; NULL on OOM */
+
+#endif

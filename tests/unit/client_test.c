@@ -1,0 +1,431 @@
+/*  client_test.c: libcauseway against a scripted fake broker.
+ *
+ *  The fake broker is a ROUTER socket on a free loopback port driven by the
+ *  test thread itself, so each step (reply, push, silence, refusal) happens
+ *  exactly when the test says. Covers: login, events queued during a
+ *  request, the level-triggered fd, vector clock stamping and merging,
+ *  heartbeats, broker loss, requests while disconnected, reconnection with
+ *  the resume token and NAME_TAKEN retry, timeouts, polite logout on
+ *  destroy.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "causeway.h"
+#include "cw_envelope.h"
+#include "cw_util.h"
+
+typedef struct {
+    void *ctx;
+    void *router;
+    char endpoint[64];
+    uint8_t peer[256];      /* routing id of the last client frame */
+    size_t peer_len;
+    int64_t last_hb;        /* when we last pushed a heartbeat */
+    int alive;              /* push heartbeats while waiting */
+} fake_t;
+
+static fake_t *fake_new(void)
+{
+    fake_t *f = calloc(1, sizeof *f);
+    f->ctx = zmq_ctx_new();
+    f->router = zmq_socket(f->ctx, ZMQ_ROUTER);
+    int zero = 0;
+    zmq_setsockopt(f->router, ZMQ_LINGER, &zero, sizeof zero);
+    assert_int_equal(zmq_bind(f->router, "tcp://127.0.0.1:*"), 0);
+    size_t len = sizeof f->endpoint;
+    zmq_getsockopt(f->router, ZMQ_LAST_ENDPOINT, f->endpoint, &len);
+    f->alive = 1;
+    return f;
+}
+
+static void fake_destroy(fake_t **p)
+{
+    zmq_close((*p)->router);
+    zmq_ctx_term((*p)->ctx);
+    free(*p);
+    *p = NULL;
+}
+
+static void fake_send(fake_t *f, cw_env_t *env)
+{
+    assert_int_equal(cw_env_send(f->router, f->peer, f->peer_len, env, 0), 0);
+}
+
+static void fake_heartbeat(fake_t *f)
+{
+    cw_env_t env;
+    cw_env_init(&env, 0);
+    Causeway__V1__Heartbeat hb = CAUSEWAY__V1__HEARTBEAT__INIT;
+    env.body_case = CW_BODY(HEARTBEAT);
+    env.heartbeat = &hb;
+    fake_send(f, &env);
+    f->last_hb = cw_mono_ms();
+}
+
+/* Next frame from the client that is not a heartbeat (or, if want_hb, the
+ * next heartbeat), within timeout_ms; NULL on timeout. */
+static cw_env_t *fake_recv_any(fake_t *f, int timeout_ms, int want_hb)
+{
+    int64_t end = cw_mono_ms() + timeout_ms;
+    for (;;) {
+        int64_t now = cw_mono_ms();
+        if (now >= end)
+            return NULL;
+        if (f->alive && f->peer_len && now - f->last_hb >= 50)
+            fake_heartbeat(f);
+        zmq_pollitem_t it = {.socket = f->router, .events = ZMQ_POLLIN};
+        zmq_poll(&it, 1, 20);
+        if (!(it.revents & ZMQ_POLLIN))
+            continue;
+        zmq_msg_t id, body;
+        zmq_msg_init(&id);
+        zmq_msg_init(&body);
+        zmq_msg_recv(&id, f->router, 0);
+        zmq_msg_recv(&body, f->router, 0);
+        f->peer_len = zmq_msg_size(&id);
+        memcpy(f->peer, zmq_msg_data(&id), f->peer_len);
+        cw_env_t *env;
+        uint64_t rid;
+        const char *detail;
+        int st = cw_env_decode(zmq_msg_data(&body), zmq_msg_size(&body), 1 << 20, &env, &rid,
+                               &detail);
+        zmq_msg_close(&id);
+        zmq_msg_close(&body);
+        assert_int_equal(st, CW_OK);
+        if ((env->body_case == CW_BODY(HEARTBEAT)) == (want_hb != 0))
+            return env;
+        cw_env_free(&env);
+    }
+}
+
+static cw_env_t *fake_recv(fake_t *f, int timeout_ms) { return fake_recv_any(f, timeout_ms, 0); }
+
+static void fake_reply(fake_t *f, uint64_t rid, int status, Causeway__V1__LoginInfo *info,
+                       size_t n_users)
+{
+    cw_env_t env;
+    cw_env_init(&env, rid);
+    cw_reply_msg_t r = CAUSEWAY__V1__REPLY__INIT;
+    r.status = (Causeway__V1__Status) status;
+    r.login = info;
+    cw_userinfo_msg_t u = CAUSEWAY__V1__USER_INFO__INIT, *up = &u;
+    u.name = "alice";
+    u.online = 1;
+    r.users = &up;
+    r.n_users = n_users;
+    env.body_case = CW_BODY(REPLY);
+    env.reply = &r;
+    fake_send(f, &env);
+}
+
+static uint8_t token_bytes[] = {1, 2, 3, 4};
+
+/* Serves one login; returns after replying with status. */
+static void fake_login(fake_t *f, int status, const char *expect_name, int expect_token)
+{
+    cw_env_t *env = fake_recv(f, 3000);
+    assert_non_null(env);
+    assert_int_equal(env->body_case, CW_BODY(LOGIN));
+    assert_string_equal(env->login->name, expect_name);
+    if (expect_token) {
+        assert_int_equal(env->login->resume_token.len, sizeof token_bytes);
+        assert_memory_equal(env->login->resume_token.data, token_bytes, sizeof token_bytes);
+    }
+    Causeway__V1__LoginInfo info = CAUSEWAY__V1__LOGIN_INFO__INIT;
+    info.broker_version = "fake";
+    info.heartbeat_ms = 100;
+    info.liveness = 3;
+    info.max_frame = 65536;
+    info.resume_token.data = token_bytes;
+    info.resume_token.len = sizeof token_bytes;
+    fake_reply(f, env->request_id, status, status == CW_OK ? &info : NULL, status == CW_OK);
+    cw_env_free(&env);
+}
+
+/* Runs cw_client_login on a helper thread while the fake serves it. */
+typedef struct {
+    cw_client_t *c;
+    const char *name;
+    cw_status_t st;
+    cw_reply_t *reply;
+} login_job_t;
+
+static void *login_thread(void *arg)
+{
+    login_job_t *j = arg;
+    j->st = cw_client_login(j->c, j->name, 3000, &j->reply);
+    return NULL;
+}
+
+static cw_client_t *logged_in(fake_t *f)
+{
+    cw_client_t *c = cw_client_new(f->endpoint, NULL);
+    assert_non_null(c);
+    login_job_t j = {.c = c, .name = "alice"};
+    pthread_t t;
+    pthread_create(&t, NULL, login_thread, &j);
+    fake_login(f, CW_OK, "alice", 0);
+    pthread_join(t, NULL);
+    assert_int_equal(j.st, CW_OK);
+    assert_non_null(j.reply);
+    assert_int_equal(j.reply->n_users, 1);
+    assert_string_equal(j.reply->login.broker_version, "fake");
+    assert_string_equal(cw_client_name(c), "alice");
+    assert_int_equal(cw_client_connected(c), 1);
+    cw_reply_destroy(&j.reply);
+    return c;
+}
+
+static int fd_readable(cw_client_t *c, int timeout_ms)
+{
+    struct pollfd p = {.fd = cw_client_fd(c), .events = POLLIN};
+    return poll(&p, 1, timeout_ms) == 1;
+}
+
+/* --- tests ----------------------------------------------------------------- */
+
+static void test_new_destroy(void **state)
+{
+    (void) state;
+    cw_client_t *c = cw_client_new("tcp://127.0.0.1:1", NULL);
+    assert_non_null(c);
+    cw_client_destroy(&c);
+    assert_null(c);
+    cw_client_destroy(&c);   /* safe twice */
+    assert_null(cw_client_new("not an endpoint", NULL));
+}
+
+static void test_timeout(void **state)
+{
+    (void) state;
+    fake_t *f = fake_new();
+    cw_client_t *c = cw_client_new(f->endpoint, NULL);
+    cw_reply_t *r = (cw_reply_t *) 1;
+    int64_t t0 = cw_mono_ms();
+    assert_int_equal(cw_client_who(c, 200, &r), CW_ERR_TIMEOUT);
+    assert_null(r);
+    assert_true(cw_mono_ms() - t0 >= 200);
+    /* The fake saw the request: a late reply is dropped, not mistaken for
+     * the next request's. */
+    cw_env_t *env = fake_recv(f, 1000);
+    assert_non_null(env);
+    fake_reply(f, env->request_id, CW_BAD_REQUEST, NULL, 0);
+    cw_env_free(&env);
+    cw_event_t *ev;
+    assert_int_equal(cw_client_next_event(c, 100, &ev), CW_ERR_TIMEOUT);
+    cw_client_destroy(&c);
+    fake_destroy(&f);
+}
+
+typedef struct {
+    cw_client_t *c;
+    cw_send_t msg;
+    cw_status_t st;
+    cw_reply_t *reply;
+} send_job_t;
+
+static void *send_thread(void *arg)
+{
+    send_job_t *j = arg;
+    j->st = cw_client_send(j->c, &j->msg, 3000, &j->reply);
+    return NULL;
+}
+
+static void test_send_events_clock(void **state)
+{
+    (void) state;
+    fake_t *f = fake_new();
+    cw_client_t *c = logged_in(f);
+    assert_false(fd_readable(c, 0));
+
+    const char *to[] = {"bob"};
+    send_job_t j = {.c = c, .msg = {.to = to, .n_to = 1, .text = "hi", .message_id = "m1"}};
+    pthread_t t;
+    pthread_create(&t, NULL, send_thread, &j);
+    cw_env_t *env = fake_recv(f, 3000);
+    assert_non_null(env);
+    assert_int_equal(env->body_case, CW_BODY(SEND));
+    assert_string_equal(env->send->text, "hi");
+    assert_string_equal(env->send->message_id, "m1");
+    assert_int_equal(env->n_clock, 1);   /* stamped {alice:1} */
+    assert_string_equal(env->clock[0]->node, "alice");
+    assert_int_equal(env->clock[0]->counter, 1);
+
+    /* Push a delivery and a presence before the reply. */
+    cw_env_t push;
+    cw_env_init(&push, 0);
+    cw_deliver_msg_t d = CAUSEWAY__V1__DELIVER__INIT;
+    cw_clock_entry_msg_t e1 = CAUSEWAY__V1__CLOCK_ENTRY__INIT, *ep = &e1;
+    e1.node = "bob";
+    e1.counter = 5;
+    d.from = "bob";
+    d.text = "yo \"there\"";
+    d.clock = &ep;
+    d.n_clock = 1;
+    push.body_case = CW_BODY(DELIVER);
+    push.deliver = &d;
+    fake_send(f, &push);
+    cw_presence_msg_t pr = CAUSEWAY__V1__PRESENCE__INIT;
+    pr.name = "carol";
+    pr.online = 1;
+    pr.reason = CAUSEWAY__V1__PRESENCE__REASON__REASON_LOGIN;
+    push.body_case = CW_BODY(PRESENCE);
+    push.presence = &pr;
+    fake_send(f, &push);
+
+    cw_env_t rep;
+    cw_env_init(&rep, env->request_id);
+    cw_reply_msg_t r = CAUSEWAY__V1__REPLY__INIT;
+    cw_rcpt_msg_t rs = CAUSEWAY__V1__RECIPIENT_STATUS__INIT, *rsp = &rs;
+    rs.name = "bob";
+    rs.status = CAUSEWAY__V1__STATUS__STATUS_OFFLINE;
+    r.recipients = &rsp;
+    r.n_recipients = 1;
+    rep.body_case = CW_BODY(REPLY);
+    rep.reply = &r;
+    fake_send(f, &rep);
+    cw_env_free(&env);
+    pthread_join(t, NULL);
+
+    assert_int_equal(j.st, CW_OK);
+    assert_int_equal(j.reply->n_recipients, 1);
+    assert_string_equal(j.reply->recipients[0].name, "bob");
+    assert_int_equal(j.reply->recipients[0].status, CW_OFFLINE);
+    assert_int_equal(j.reply->n_clock, 1);
+    assert_int_equal(j.reply->clock[0].counter, 1);
+    cw_reply_destroy(&j.reply);
+
+    /* Both events were queued while the send waited; fd is level-triggered. */
+    assert_true(fd_readable(c, 1000));
+    cw_event_t *ev;
+    assert_int_equal(cw_client_next_event(c, 0, &ev), CW_OK);
+    assert_int_equal(ev->type, CW_EVENT_DELIVER);
+    assert_string_equal(ev->msg.from, "bob");
+    assert_string_equal(ev->msg.text, "yo \"there\"");
+    assert_int_equal(ev->msg.n_clock, 1);
+    /* merge {bob:5} into {alice:1}, then tick: {alice:2, bob:5} */
+    assert_int_equal(ev->n_local_clock, 2);
+    assert_string_equal(ev->local_clock[0].node, "alice");
+    assert_int_equal(ev->local_clock[0].counter, 2);
+    assert_int_equal(ev->local_clock[1].counter, 5);
+    cw_event_destroy(&ev);
+    assert_null(ev);
+    assert_true(fd_readable(c, 0));
+    assert_int_equal(cw_client_next_event(c, 0, &ev), CW_OK);
+    assert_int_equal(ev->type, CW_EVENT_PRESENCE);
+    assert_string_equal(ev->presence.name, "carol");
+    assert_int_equal(ev->presence.reason, CW_PRESENCE_LOGIN);
+    cw_event_destroy(&ev);
+    assert_false(fd_readable(c, 0));
+    assert_int_equal(cw_client_next_event(c, 0, &ev), CW_ERR_TIMEOUT);
+
+    char buf[64];
+    assert_string_equal(cw_client_clock(c, buf, sizeof buf), "{alice:2, bob:5}");
+    cw_clock_item_t *items;
+    size_t n = cw_client_clock_items(c, &items);
+    assert_int_equal(n, 2);
+    cw_client_clock_free(&items, n);
+
+    /* Invalid sends are refused locally. */
+    cw_send_t bad = {.text = "x"};   /* neither to nor broadcast */
+    assert_int_equal(cw_client_send(c, &bad, 100, NULL), CW_ERR_INVALID);
+
+    /* destroy logs out politely */
+    cw_client_destroy(&c);
+    env = fake_recv(f, 1000);
+    assert_non_null(env);
+    assert_int_equal(env->body_case, CW_BODY(LOGOUT));
+    cw_env_free(&env);
+    fake_destroy(&f);
+}
+
+static void test_heartbeat_loss_reconnect(void **state)
+{
+    (void) state;
+    fake_t *f = fake_new();
+    cw_client_t *c = logged_in(f);
+
+    /* Idle client heartbeats (heartbeat_ms = 100). */
+    cw_env_t *env = fake_recv_any(f, 500, 1);
+    assert_non_null(env);
+    cw_env_free(&env);
+
+    /* Broker goes silent: loss after 3 * 100 ms. */
+    f->alive = 0;
+    cw_event_t *ev;
+    assert_int_equal(cw_client_next_event(c, 2000, &ev), CW_OK);
+    assert_int_equal(ev->type, CW_EVENT_DISCONNECTED);
+    assert_int_equal(ev->conn.status, CW_ERR_DISCONNECTED);
+    cw_event_destroy(&ev);
+    assert_int_equal(cw_client_connected(c), 0);
+    assert_string_equal(cw_client_name(c), "alice");
+    /* Requests while disconnected fail at once. */
+    int64_t t0 = cw_mono_ms();
+    assert_int_equal(cw_client_who(c, 2000, NULL), CW_ERR_DISCONNECTED);
+    assert_true(cw_mono_ms() - t0 < 1000);
+
+    /* The client logs in again with its token; first refusal NAME_TAKEN
+     * is retried with backoff. */
+    f->alive = 1;
+    f->peer_len = 0;
+    fake_login(f, CW_NAME_TAKEN, "alice", 1);
+    int64_t t1 = cw_mono_ms();
+    fake_login(f, CW_OK, "alice", 1);
+    assert_true(cw_mono_ms() - t1 >= 150);   /* backoff 200 ms */
+    assert_int_equal(cw_client_next_event(c, 2000, &ev), CW_OK);
+    assert_int_equal(ev->type, CW_EVENT_RECONNECTED);
+    assert_int_equal(ev->conn.n_users, 1);
+    cw_event_destroy(&ev);
+    assert_int_equal(cw_client_connected(c), 1);
+
+    cw_client_destroy(&c);
+    fake_destroy(&f);
+}
+
+static void test_logout_while_lost(void **state)
+{
+    (void) state;
+    fake_t *f = fake_new();
+    cw_client_t *c = logged_in(f);
+    f->alive = 0;
+    cw_event_t *ev;
+    assert_int_equal(cw_client_next_event(c, 2000, &ev), CW_OK);
+    assert_int_equal(ev->type, CW_EVENT_DISCONNECTED);
+    cw_event_destroy(&ev);
+    assert_int_equal(cw_client_logout(c, 1000), CW_ERR_DISCONNECTED);
+    assert_null(cw_client_name(c));
+    /* No more login attempts reach the fake (one may have been on its way
+     * when we logged out). */
+    int logins = 0;
+    cw_env_t *env;
+    while ((env = fake_recv(f, 1500)) != NULL) {
+        logins += env->body_case == CW_BODY(LOGIN);
+        cw_env_free(&env);
+    }
+    assert_true(logins <= 1);
+    cw_client_destroy(&c);
+    fake_destroy(&f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_new_destroy),
+        cmocka_unit_test(test_timeout),
+        cmocka_unit_test(test_send_events_clock),
+        cmocka_unit_test(test_heartbeat_loss_reconnect),
+        cmocka_unit_test(test_logout_while_lost),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
