@@ -183,6 +183,13 @@ static void push_deliver(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver 
         return; /* not pushed: the ack timeout pushes it again */
     if (cwb_push(b, s, &msg) == CW_DELIVERED)
         b->stats.deliveries++;
+    /* A session starts with acked_seq 0, below what the store has
+     * acknowledged. With nothing in flight, every entry below d->seq is
+     * acknowledged or gone (invariant 2: a read from acked_seq + 1 starts
+     * at the first pending entry; a caught-up session was pushed every
+     * earlier commit), so the window (invariant 3) counts from there. */
+    if (s->pushed_seq == s->acked_seq && d->seq > s->acked_seq + 1)
+        s->acked_seq = s->pushed_seq = d->seq - 1;
     if (d->seq > s->pushed_seq)
         s->pushed_seq = d->seq;
     if (!s->ack_wait_ms)
@@ -255,9 +262,13 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         causeway__v1__deliver__init(&dl);
         dl.from = p->user;
         if (!send->broadcast && to) {
+            /* The stored list: known users only (PROTOCOL.md 13.3), so a
+             * push and a later read of the same entry say the same. */
+            size_t n_to = 0;
             for (size_t i = 0; i < p->n; i++)
-                to[i] = p->rcpts[i].name;
-            dl.n_to = p->n;
+                if (p->store_idx[i] >= 0)
+                    to[n_to++] = p->rcpts[i].name;
+            dl.n_to = n_to;
             dl.to = to;
         }
         dl.broadcast = send->broadcast;

@@ -388,9 +388,9 @@ class RawClient:
         env = self.envelope(body, msg, clock=clock, version=version)
         return self.request_env(env, timeout).reply
 
-    def try_login(self, name, resume_token=b"", agent="pytest", quiet=False):
+    def try_login(self, name, resume_token=b"", agent="pytest", quiet=False, pull=False):
         reply = self.request("login", self.pb.Login(name=name, resume_token=resume_token,
-                                                     agent=agent, quiet=quiet))
+                                                     agent=agent, quiet=quiet, pull=pull))
         if reply.status == self.pb.STATUS_OK:
             self.logged_in = True
             self.name = name
