@@ -72,6 +72,87 @@ int cwb_push(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
     return CW_OFFLINE;
 }
 
+/* A FIFO of live Deliver frames held back for one session. */
+struct cw_held {
+    zmq_msg_t *msgs;  /* ring buffer of cap frames */
+    size_t head;      /* index of the oldest */
+    size_t n;         /* frames held */
+    size_t cap;       /* allocated */
+};
+
+bool cwb_must_hold(const cw_broker_t *b, const cw_session_t *s)
+{
+    if (!b->durable || s->pull)
+        return false;
+    return s->catching_up || s->user->durable_inflight > 0 || (s->held && s->held->n > 0);
+}
+
+/* Holds msg (consumed) for s. CW_DELIVERED (it will be pushed in order) or
+ * CW_FLOODED (sndhwm frames are already held: dropped). */
+static int hold(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
+{
+    cw_held_t *h = s->held;
+    if (!h && !(h = s->held = calloc(1, sizeof *h))) {
+        zmq_msg_close(msg);
+        return CW_FLOODED;
+    }
+    if (h->n >= b->cfg.sndhwm) {
+        zmq_msg_close(msg);
+        return CW_FLOODED;
+    }
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 16;
+        zmq_msg_t *m = malloc(cap * sizeof *m);
+        if (!m) {
+            zmq_msg_close(msg);
+            return CW_FLOODED;
+        }
+        for (size_t i = 0; i < h->n; i++) {
+            zmq_msg_init(&m[i]);
+            zmq_msg_move(&m[i], &h->msgs[(h->head + i) % h->cap]);
+        }
+        free(h->msgs);
+        h->msgs = m;
+        h->head = 0;
+        h->cap = cap;
+    }
+    zmq_msg_t *slot = &h->msgs[(h->head + h->n) % h->cap];
+    zmq_msg_init(slot);
+    zmq_msg_move(slot, msg);
+    zmq_msg_close(msg);
+    h->n++;
+    return CW_DELIVERED;
+}
+
+void cwb_flush_held(cw_broker_t *b, cw_session_t *s)
+{
+    cw_held_t *h = s->held;
+    if (!h || !h->n || s->catching_up || s->user->durable_inflight > 0)
+        return;
+    while (h->n) {
+        zmq_msg_t *m = &h->msgs[h->head];
+        h->head = (h->head + 1) % h->cap;
+        h->n--;
+        if (cwb_push(b, s, m) == CW_DELIVERED)
+            b->stats.deliveries++;
+        else
+            CW_DEBUG("%s: held live message dropped", s->user->name);
+    }
+}
+
+/* Frees what the router owns in a session; call before cw_sessions_close. */
+static void session_release(cw_session_t *s)
+{
+    cw_held_t *h = s->held;
+    if (!h)
+        return;
+    for (size_t i = 0; i < h->n; i++)
+        zmq_msg_close(&h->msgs[(h->head + i) % h->cap]);
+    free(h->msgs);
+    free(h);
+    s->held = NULL;
+}
+
 /* Sends env to a routing id that may have no session (replies). Failures
  * are logged; a peer that vanished cannot be answered. */
 void cwb_send_to_id(cw_broker_t *b, const void *id, size_t id_len, const cw_env_t *env)
@@ -199,6 +280,7 @@ static void reap(cw_broker_t *b)
                 continue;
             char name[CW_NAME_MAX_HARD + 1];
             strcpy(name, s->user->name);
+            session_release(s);
             cw_sessions_close(b->sessions, &s, b->now_us);
             b->stats.expired++;
             CW_INFO("expired %s", name);
@@ -248,6 +330,10 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
             }
             s = old;
             s->last_rx_ms = b->now_ms;
+            /* A new serial: store reads issued for the old connection are
+             * ignored when they return, and cwd_on_login reads afresh. */
+            s->serial = ++b->serial;
+            s->read_in_flight = false;
             resumed = true;
         } else {
             char detail[128];
@@ -342,6 +428,7 @@ static void handle_logout(cw_broker_t *b, const void *id, size_t id_len, cw_sess
     strcpy(name, s->user->name);
     if (s->dead)
         b->n_dead--;
+    session_release(s);
     cw_sessions_close(b->sessions, &s, b->now_us);
     CW_INFO("logout %s", name);
     announce(b, name, false, CAUSEWAY__V1__PRESENCE__REASON__REASON_LOGOUT, NULL);
@@ -507,7 +594,8 @@ static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_sessio
             zmq_msg_t copy;
             zmq_msg_init(&copy);
             zmq_msg_copy(&copy, &proto);
-            st = cwb_push(b, users[i]->session, &copy);
+            cw_session_t *rs = users[i]->session;
+            st = cwb_must_hold(b, rs) ? hold(b, rs, &copy) : cwb_push(b, rs, &copy);
             if (st == CW_DELIVERED) {
                 delivered++;
                 b->stats.deliveries++;
@@ -880,6 +968,8 @@ void cw_broker_destroy(cw_broker_t **p)
     cw_broker_t *b = *p;
     update_time(b);
     cwd_close(b); /* answers what the store still owes, while the socket is open */
+    for (size_t i = 0; b->sessions && i < cw_sessions_count(b->sessions); i++)
+        session_release(cw_sessions_at(b->sessions, i));
     if (b->router)
         zmq_close(b->router);
     if (b->ctx)

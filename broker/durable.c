@@ -171,18 +171,22 @@ static void entry_to_deliver(const cw_store_entry_t *e, Causeway__V1__Deliver *d
     }
 }
 
-/* Pushes one Deliver to s and advances its push state. */
-static void push_deliver(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver *d)
+/* Pushes one Deliver to s and advances its push state. Returns false if it
+ * could not be pushed (out of memory, the client's queue is full, or the
+ * peer is gone): s then catches up from this entry again later, so no
+ * entry is skipped and an Ack can never cover an entry that was not sent. */
+static bool push_deliver(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver *d)
 {
     cw_env_t env;
     cw_env_init(&env, 0);
     env.body_case = CW_BODY(DELIVER);
     env.deliver = d;
     zmq_msg_t msg;
-    if (cw_env_to_msg(&env, &msg) != CW_OK)
-        return; /* not pushed: the ack timeout pushes it again */
-    if (cwb_push(b, s, &msg) == CW_DELIVERED)
-        b->stats.deliveries++;
+    if (cw_env_to_msg(&env, &msg) != CW_OK || cwb_push(b, s, &msg) != CW_DELIVERED) {
+        s->catching_up = true; /* the tick's push_read starts again at pushed_seq + 1 */
+        return false;
+    }
+    b->stats.deliveries++;
     /* A session starts with acked_seq 0, below what the store has
      * acknowledged. With nothing in flight, every entry below d->seq is
      * acknowledged or gone (invariant 2: a read from acked_seq + 1 starts
@@ -196,6 +200,7 @@ static void push_deliver(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver 
         s->ack_wait_ms = b->now_ms;
     if (s->pushed_seq - s->acked_seq >= b->cfg.push_window)
         s->catching_up = true;
+    return true;
 }
 
 /* Asks the store for the next part of s's queue, if s may take more. */
@@ -222,6 +227,23 @@ static void push_read(cw_broker_t *b, cw_session_t *s)
     s->redeliver_next = false;
     s->read_in_flight = true;
     pending_push(d, p);
+}
+
+/* An append's commit is answered (or abandoned): its recipients no longer
+ * wait for it, and live messages held behind it may go (cwb_must_hold). */
+static void inflight_done(cw_broker_t *b, pending_t *p)
+{
+    if (p->kind != P_APPEND || !p->env)
+        return; /* never submitted: never counted */
+    for (size_t i = 0; i < p->n; i++) {
+        cw_user_t *u = p->users[i];
+        if (!u || p->store_idx[i] < 0)
+            continue;
+        if (u->durable_inflight)
+            u->durable_inflight--;
+        if (u->session && !u->session->dead)
+            cwb_flush_held(b, u->session);
+    }
 }
 
 /* ------------------------------------------------------------------------
@@ -290,6 +312,8 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         free(to);
     }
 
+    inflight_done(b, p);
+
     cw_env_t out;
     Causeway__V1__Reply reply;
     cw_env_init(&out, p->request_id);
@@ -342,14 +366,18 @@ static void on_push_read(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         if (dl.expired)
             CW_INFO("message seq %llu for %s expired before delivery",
                     (unsigned long long) e[i].seq, s->user->name);
-        push_deliver(b, s, &dl);
+        bool ok = push_deliver(b, s, &dl);
         if (clock)
             causeway__v1__deliver__free_unpacked(clock, NULL);
+        if (!ok)
+            return; /* the rest in order, from the tick */
     }
-    if (n < p->max)
+    if (n < p->max) {
         s->catching_up = false; /* the whole queue is out: pushes follow commits */
-    else
+        cwb_flush_held(b, s);
+    } else {
         push_read(b, s);
+    }
 }
 
 /* Fetch and History replies: the entries as Reply.messages. */
@@ -435,6 +463,7 @@ void cwd_on_replies(cw_broker_t *b)
             if (p->kind != P_PUSH_READ && p->kind != P_ADD_USER)
                 cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_INTERNAL,
                                  "store reply lost");
+            inflight_done(b, p);
             pending_free(p);
             p = pending_pop(d);
         }
@@ -596,6 +625,9 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
     }
     p->env = env; /* the pending record owns the request from here */
     *envp = NULL;
+    for (long i = 0; i < n; i++)
+        if (p->store_idx[i] >= 0)
+            p->users[i]->durable_inflight++;
     pending_push(d, p);
     free(srcpts);
     free(clock);
@@ -728,6 +760,7 @@ void cwd_close(cw_broker_t *b)
         if (p->kind != P_PUSH_READ && p->kind != P_ADD_USER)
             cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_SHUTTING_DOWN,
                              "broker stopped before the store answered");
+        inflight_done(b, p);
         pending_free(p);
     }
     cw_store_actor_destroy(&d->actor);

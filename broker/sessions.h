@@ -32,7 +32,10 @@ typedef struct {
     cw_session_t *session;            /* live session, NULL when offline */
     uint64_t last_seen_us;            /* last login, logout or expiry; 0 never */
     uint64_t mark;                    /* scratch for the router: dedupes recipients */
+    uint32_t durable_inflight;        /* durable appends naming this user, not yet committed */
 } cw_user_t;
+
+typedef struct cw_held cw_held_t;     /* live frames held back for causal order (broker.c) */
 
 struct cw_session {
     uint8_t id[1 + CW_ROUTING_ID_MAX];  /* id[0] = length, then the routing id */
@@ -53,6 +56,8 @@ struct cw_session {
     uint64_t pushed_seq;                /* highest seq pushed to this session */
     uint64_t acked_seq;                 /* highest seq this session acknowledged */
     int64_t ack_wait_ms;                /* since when pushes wait for an ack; 0 none */
+    cw_held_t *held;                    /* live Delivers waiting behind durable ones; owned
+                                           by the router, freed before the session closes */
 };
 
 typedef struct cw_sessions cw_sessions_t;
