@@ -27,6 +27,47 @@
  *  Status codes are those of cw_status.h: 0..99 are the wire statuses a
  *  broker replies with, 100.. (CW_ERR_TIMEOUT, CW_ERR_DISCONNECTED, ...) are
  *  produced locally. cw_status_name() and cw_strerror() describe them.
+ *
+ *  Delivery guarantees (durable mode needs a broker started with --data):
+ *
+ *   - Live sends (cw_send_t.durable = 0) are at-most-once: the library never
+ *     sends one twice. If the reply is lost the message may or may not have
+ *     been delivered.
+ *   - Durable sends are retried by the library until the broker answers or
+ *     the caller's timeout runs out: when the connection is lost while one
+ *     waits (or it is made while the connection is being re-established),
+ *     and when no reply comes within CW_DURABLE_ATTEMPT_MS (see there), the
+ *     library reconnects and sends the very same message again (same
+ *     message_id, same vector clock). The broker stores a message_id once per
+ *     sender, so a durable send returns CW_ACCEPTED exactly once per message
+ *     id: Reply.duplicate = 1 says that the broker had it already (from an
+ *     earlier attempt of this call, or an earlier call with the same id).
+ *     A send without a message_id gets a generated, unique one
+ *     ("<name>-<64-bit random hex>-<counter>"), reported in
+ *     cw_reply_t.message_id; to retry later by hand (after CW_ERR_TIMEOUT)
+ *     send again with that id.
+ *   - Receiving, each client de-duplicates for its application:
+ *       * durable deliveries (seq > 0): the library remembers the highest
+ *         seq handed to the application for the logged-in user (as a
+ *         CW_EVENT_DELIVER or in a cw_client_fetch reply) and drops any
+ *         later one with a seq at or below it (the broker redelivers
+ *         unacknowledged messages after every login and after its
+ *         redelivery timeout). The watermark lives as long as the
+ *         cw_client_t and survives reconnects and broker restarts (a
+ *         broker never reuses a user's seq, also across restarts, as long
+ *         as it keeps its data directory); it starts again from 0 when the
+ *         client logs in under another name;
+ *       * live deliveries with a non-empty message_id: dropped if the same
+ *         (from, message_id) was among the last CW_LIVE_DEDUP_WINDOW live
+ *         deliveries for this user (a sender that never repeats an id
+ *         loses nothing; one that reuses ids within that window does).
+ *     Dropped duplicates change nothing: no event, no vector clock tick.
+ *   - Acknowledging: with cw_client_opts_t.auto_ack the library acks
+ *     durable deliveries once the application has handled them (see there).
+ *     Without it the application calls cw_client_ack() itself, after
+ *     handling a message. Either way a message is shown once per
+ *     cw_client_t; a new client (a restarted program) sees again what was
+ *     taken but not yet acknowledged when the old one died.
  */
 #ifndef CAUSEWAY_H
 #define CAUSEWAY_H
@@ -42,6 +83,20 @@ extern "C" {
 
 #define CW_CLIENT_DEFAULT_ENDPOINT "tcp://127.0.0.1:7400"
 
+/* auto_ack: an Ack goes out at most this long after the application took
+ * the first not yet acknowledged durable delivery... */
+#define CW_AUTO_ACK_DELAY_MS 200
+/* ...or at once when it has taken this many since the last Ack. */
+#define CW_AUTO_ACK_BATCH 100
+/* Live deliveries remembered for duplicate suppression by (from, message_id). */
+#define CW_LIVE_DEDUP_WINDOW 1024
+/* A durable send without a reply for 2 x heartbeat_ms x liveness (from
+ * LoginInfo), and at least this many ms, counts as a lost reply: the library
+ * reconnects and sends it again (within the caller's timeout). */
+#define CW_DURABLE_ATTEMPT_MS 1000
+/* Length of the ids made by cw_client_message_id(), NUL included, at most. */
+#define CW_MESSAGE_ID_MAX 128
+
 typedef struct cw_client cw_client_t;
 
 /* Options for cw_client_new(); a zeroed struct (or NULL) means defaults. */
@@ -49,7 +104,27 @@ typedef struct {
     const char *agent;   /* Login.agent, e.g. "myapp/1.2"; NULL: "libcauseway/<version>" */
     int quiet;           /* 1: the broker pushes no presence events to this session */
     int no_reconnect;    /* 1: on broker loss report CW_EVENT_DISCONNECTED, drop the
-                            session and do not reconnect */
+                            session and do not reconnect (durable sends are then
+                            not retried either) */
+    int pull;            /* 1: Login.pull: the broker pushes no stored messages;
+                            read them with cw_client_fetch() ("check for messages") */
+    int auto_ack;        /* 1: acknowledge durable messages once the application
+                            has handled them. What cw_client_next_event() (a
+                            delivery) or cw_client_fetch() (messages) hands over
+                            counts as handled when the application calls either
+                            again, or cw_client_ack_flush() / cw_client_logout(),
+                            or CW_AUTO_ACK_DELAY_MS after it got it: so handle a
+                            message (show, store) before asking for the next.
+                            Acks are cumulative (the highest seq handled, never
+                            past a delivery still queued) and batched: at most
+                            CW_AUTO_ACK_DELAY_MS after a hand-over, at once
+                            after CW_AUTO_ACK_BATCH of them, and synchronously
+                            in cw_client_logout().
+                            Window: if the program dies, what it got in its last
+                            CW_AUTO_ACK_DELAY_MS (plus the Ack's round trip and
+                            commit) is unacknowledged and a later session gets
+                            it again; so is what was handled while the
+                            connection was lost (acked after the reconnect). */
 } cw_client_opts_t;
 
 /* One vector clock entry. A clock is an array of these sorted by node. */
@@ -84,6 +159,8 @@ typedef struct {
     char *message_id;          /* sender-chosen id ("" if none) */
     int durable;
     int redelivered;           /* durable: pushed before and not acknowledged */
+    int expired;               /* durable: its TTL ran out before delivery; text is
+                                  "" (acknowledge it like any other seq) */
     cw_clock_item_t *clock;    /* the sender's clock as stamped on the message */
     size_t n_clock;
 } cw_message_t;
@@ -122,6 +199,11 @@ typedef struct {
     cw_recipient_t *recipients;  /* send: one per distinct recipient, in order */
     size_t n_recipients;
     int duplicate;               /* send: message_id already seen, result repeated */
+    char *message_id;            /* send: the id the message carries (given or
+                                    generated); NULL for other requests */
+    size_t n_seen;               /* fetch: pending messages left out of `messages`
+                                    because this client handed them to the
+                                    application already (see cw_client_fetch) */
     cw_user_t *users;            /* login, who: the user log sorted by name */
     size_t n_users;
     int has_login;               /* login: `login` is filled in */
@@ -178,7 +260,8 @@ typedef struct {
     int broadcast;           /* 1: everyone known except us; n_to must be 0 */
     const char *text;        /* UTF-8 */
     int durable;             /* store-and-forward (brokers with a store) */
-    const char *message_id;  /* NULL or "": none; else unique per sender */
+    const char *message_id;  /* NULL or "": the library generates one; else unique
+                                per sender, at most 128 bytes */
     uint32_t ttl_s;          /* durable: seconds the message may wait; 0 = broker default */
 } cw_send_t;
 
@@ -213,17 +296,37 @@ void cw_client_destroy(cw_client_t **p);
 cw_status_t cw_client_login(cw_client_t *c, const char *name, int timeout_ms,
                             cw_reply_t **reply);
 
-/* Ends the session. If the connection is currently lost the session is
+/* Ends the session; with auto_ack, first acknowledges what was taken
+ * (cw_client_ack_flush). If the connection is currently lost the session is
  * abandoned locally (no more reconnecting) and CW_ERR_DISCONNECTED is
  * returned. */
 cw_status_t cw_client_logout(cw_client_t *c, int timeout_ms);
 
-/* Sends a message. CW_OK means the broker routed it: the per-recipient
- * results are in (*reply)->recipients, and (*reply)->clock is the clock the
- * message carried. Whole-request refusals: CW_NOT_LOGGED_IN, CW_BAD_REQUEST,
- * CW_TOO_LARGE, CW_TOO_MANY_RECIPIENTS, CW_NOT_DURABLE. */
+/* Sends a message. Success is CW_OK (live: the broker routed it) or
+ * CW_ACCEPTED (durable: stored and fsynced for at least one recipient); the
+ * per-recipient results are in (*reply)->recipients (DELIVERED, OFFLINE,
+ * UNKNOWN_USER, FLOODED; durable: ACCEPTED with its seq, QUEUE_FULL,
+ * UNKNOWN_USER), (*reply)->clock is the clock the message carried and
+ * (*reply)->message_id its id. A durable send no known recipient could take
+ * returns CW_QUEUE_FULL (some queue full) or CW_OK (nobody known), still
+ * with the recipients. Whole-request refusals: CW_NOT_LOGGED_IN,
+ * CW_BAD_REQUEST, CW_TOO_LARGE, CW_TOO_MANY_RECIPIENTS, CW_NOT_DURABLE,
+ * CW_STORE_ERROR, CW_FLOODED.
+ * Retries: live sends never; durable sends as described at the top of this
+ * file, so CW_ERR_DISCONNECTED and CW_ERR_TIMEOUT from a durable send mean
+ * the caller's timeout ran out (or no_reconnect is set) and the outcome is
+ * unknown: send again with (*reply)->message_id.
+ * Unlike other requests, *reply is set for every outcome but CW_ERR_INVALID
+ * and CW_ERR_NOMEM: without a broker reply it holds status, an empty detail
+ * and message_id only. */
 cw_status_t cw_client_send(cw_client_t *c, const cw_send_t *msg, int timeout_ms,
                            cw_reply_t **reply);
+
+/* Writes a fresh message id, unique with overwhelming probability
+ * ("<name>-<64-bit random hex>-<counter>", name "anon" before login), into
+ * buf (at most CW_MESSAGE_ID_MAX bytes with the NUL; truncated to size).
+ * For callers that record the id before sending. Returns buf. */
+char *cw_client_message_id(cw_client_t *c, char *buf, size_t size);
 
 /* The user log (no login needed): (*reply)->users. */
 cw_status_t cw_client_who(cw_client_t *c, int timeout_ms, cw_reply_t **reply);
@@ -232,11 +335,26 @@ cw_status_t cw_client_who(cw_client_t *c, int timeout_ms, cw_reply_t **reply);
 cw_status_t cw_client_stats(cw_client_t *c, int timeout_ms, cw_reply_t **reply);
 
 /* Durable mode (brokers with a store; others reply CW_NOT_DURABLE). */
-/* Acknowledges every queued message up to and including seq. */
+/* Acknowledges every queued message up to and including seq (cumulative;
+ * OK also when already acknowledged). Call it only for messages handled. */
 cw_status_t cw_client_ack(cw_client_t *c, uint64_t seq, int timeout_ms);
-/* Up to max (0: broker default) unacknowledged messages: (*reply)->messages. */
+/* auto_ack: the application has handled everything handed over so far;
+ * acknowledges it now and waits for the broker's commit (the batching
+ * would do it a little later). CW_OK at once if there is nothing to
+ * acknowledge (or no auto_ack). cw_client_logout() calls it first. */
+cw_status_t cw_client_ack_flush(cw_client_t *c, int timeout_ms);
+/* "Check for messages": up to max (0: broker default 100, at most 1000) of
+ * the oldest unacknowledged messages: (*reply)->messages, in seq order,
+ * empty if none. Messages this client has handed to the application before
+ * (delivery events, earlier fetches) are left out (counted in
+ * (*reply)->n_seen), and those returned count as handed over: they will not
+ * come again as delivery events. Fetch removes nothing at the broker:
+ * acknowledge what was fetched (or use auto_ack) before fetching again, else
+ * the broker lists the same ones and the reply is empty. */
 cw_status_t cw_client_fetch(cw_client_t *c, uint32_t max, int timeout_ms, cw_reply_t **reply);
-/* Our last `last` messages, acknowledged or not: (*reply)->messages. */
+/* Our last `last` (0: 100, at most 1000) messages, acknowledged (within the
+ * broker's retention) or not, oldest first: (*reply)->messages. Not
+ * de-duplicated and changes nothing. */
 cw_status_t cw_client_history(cw_client_t *c, uint32_t last, int timeout_ms,
                               cw_reply_t **reply);
 
@@ -244,7 +362,9 @@ cw_status_t cw_client_history(cw_client_t *c, uint32_t last, int timeout_ms,
 
 /* Waits at most timeout_ms (0: don't wait, < 0: no limit) for the next
  * event. CW_OK and *event set (caller frees with cw_event_destroy), or
- * CW_ERR_TIMEOUT and *event NULL. */
+ * CW_ERR_TIMEOUT and *event NULL. Duplicate deliveries never come out (see
+ * the top of this file); with auto_ack, calling it says that the previous
+ * delivery has been handled (see cw_client_opts_t.auto_ack). */
 cw_status_t cw_client_next_event(cw_client_t *c, int timeout_ms, cw_event_t **event);
 
 /* A file descriptor that is readable (POLLIN) exactly while at least one

@@ -1,7 +1,8 @@
 /*  cli.c: `causeway`, the command-line client: argument parsing, help,
- *  signal handling and the scriptable subcommands (send, listen, who,
- *  stats). The interactive chat is in cli_chat.c, output formats in
- *  cli_out.c.
+ *  signal handling and the scriptable subcommands (send, listen, fetch,
+ *  history, who, stats). The interactive chat is in cli_chat.c, output
+ *  formats in cli_out.c. Durable messages are de-duplicated and
+ *  acknowledged by libcauseway (auto_ack) once printed.
  *
  *  Runs on the main thread (libcauseway adds its I/O thread). Invariants:
  *  every path that logged in logs out before exiting, also on SIGINT and
@@ -32,10 +33,11 @@ static int signal_wfd = -1;
 static const char exit_codes_help[] =
     "Exit status:\n"
     "  0  success\n"
-    "  1  the message did not reach some recipient (OFFLINE, UNKNOWN_USER, ...)\n"
+    "  1  the message did not reach some recipient (OFFLINE, UNKNOWN_USER,\n"
+    "     durable: QUEUE_FULL, ...)\n"
     "  2  usage error\n"
     "  3  could not reach the broker, timeout, or connection lost\n"
-    "  4  refused by the broker (NAME_TAKEN, BAD_NAME, TOO_LARGE, NOT_LOGGED_IN, ...)\n";
+    "  4  refused by the broker (NAME_TAKEN, BAD_NAME, TOO_LARGE, NOT_DURABLE, ...)\n";
 
 static const char common_help[] =
     "Common options:\n"
@@ -59,9 +61,16 @@ static void help_main(FILE *f)
             "  chat     interactive chat (the default when no command is given)\n"
             "  send     log in, send one message, print per-recipient results, log out\n"
             "  listen   log in and print deliveries and presence events as they arrive\n"
+            "  fetch    check for messages: print and acknowledge the stored ones waiting\n"
+            "  history  print the last stored messages (acknowledged or not)\n"
             "  who      print the broker's user log (no login)\n"
             "  stats    print broker statistics (no login)\n"
             "  help     help on a command: causeway help send\n"
+            "\n"
+            "Durable messages (brokers started with --data) wait for offline users:\n"
+            "  causeway send --name alice --to bob --durable \"see you tomorrow\"\n"
+            "  causeway fetch --name bob      (later; or listen / chat as bob)\n"
+            "Each one is shown once per run and acknowledged after it was printed.\n"
             "\n"
             "%s\n%s",
             common_help, exit_codes_help);
@@ -81,11 +90,19 @@ static void help_chat(FILE *f)
             "  /to bob,carol TEXT   send to bob and carol\n"
             "  /who                 the user log\n"
             "  /clock               our vector clock\n"
+            "  /durable on|off      send durably (stored for offline users) or live\n"
+            "  /fetch               check for stored messages not shown yet\n"
+            "  /history [N]         our last N stored messages (default 20)\n"
             "  /help                this list\n"
             "  /quit                log out and leave (also Ctrl-D, Ctrl-C)\n"
             "\n"
+            "Durable messages show their queue position: [12:00:01 #3] bob -> you: hi.\n"
+            "Waiting ones arrive right after the login; each is shown once and\n"
+            "acknowledged after it was printed.\n"
+            "\n"
             "Options:\n"
             "  -n, --name NAME       user name\n"
+            "      --durable         start with durable sending on\n"
             "\n%s\n%s",
             common_help, exit_codes_help);
 }
@@ -99,15 +116,34 @@ static void help_send(FILE *f)
             "from standard input when no TEXT is given), prints one result per\n"
             "recipient and logs out.\n"
             "\n"
+            "Live (default): handed to recipients online now (DELIVERED); offline ones\n"
+            "get nothing (OFFLINE). Sent at most once.\n"
+            "Durable (--durable, brokers started with --data): stored and fsynced for\n"
+            "every known recipient, online or not (ACCEPTED, with its place in the\n"
+            "recipient's queue, seq); offline ones get it when they next log in. If\n"
+            "the reply is lost (timeout, broker restart) the message is sent again\n"
+            "with the same message id, within --timeout; the broker stores an id\n"
+            "once, so a repeated id reports \"duplicate\" and nobody gets a second\n"
+            "copy. Without --id a unique id is made up and printed: to retry after\n"
+            "exit status 3, send again with --id ID.\n"
+            "\n"
             "Options:\n"
             "  -n, --name NAME       user name to send as\n"
             "      --to LIST         recipients, comma-separated; may be repeated\n"
             "  -a, --all             send to every known user\n"
             "      --durable         store-and-forward (brokers with a store)\n"
-            "      --id MSGID        message id, for duplicate suppression\n"
+            "      --id MSGID        message id (at most 128 bytes), unique per sender\n"
+            "      --ttl S           durable: drop the message if not delivered within\n"
+            "                        S seconds (default: the broker's --ttl)\n"
             "\n"
-            "JSON output: {\"event\":\"send\",\"status\":\"OK\",\"recipients\":[{\"name\":..,\n"
-            "\"status\":\"DELIVERED\",\"seq\":0}],\"clock\":{..}}\n"
+            "Human output: one line per recipient (\"bob: ACCEPTED (seq 3)\"); durable\n"
+            "adds \"message id: ID\", and a \"duplicate: ...\" line for a repeated id.\n"
+            "JSON output: {\"event\":\"send\",\"status\":\"OK|ACCEPTED|QUEUE_FULL\",\n"
+            "\"durable\":..,\"duplicate\":..,\"message_id\":..,\"recipients\":[{\"name\":..,\n"
+            "\"status\":\"DELIVERED|OFFLINE|UNKNOWN_USER|ACCEPTED|QUEUE_FULL\",\"seq\":..}],\n"
+            "\"clock\":{..}}; on failure {\"event\":\"error\",..,\"message_id\":..}.\n"
+            "Exit status 0 when every recipient got it (DELIVERED, or ACCEPTED), 1 when\n"
+            "some did not.\n"
             "\n%s\n%s",
             common_help, exit_codes_help);
 }
@@ -123,6 +159,12 @@ static void help_listen(FILE *f)
             "SIGINT/SIGTERM, logs out and exits 0. Reconnects by itself if the broker\n"
             "goes away.\n"
             "\n"
+            "Durable messages waiting for NAME arrive right after the login; each one\n"
+            "is printed once (redeliveries after a reconnection are dropped), with\n"
+            "its seq (human: \"[12:00:01 #3] bob -> you: hi\"), and acknowledged\n"
+            "within 200 ms after it was printed and before the logout. If listen is\n"
+            "killed in between, the next login shows those messages again.\n"
+            "\n"
             "Options:\n"
             "  -n, --name NAME       user name\n"
             "  -c, --count N         stop after N deliveries\n"
@@ -131,9 +173,54 @@ static void help_listen(FILE *f)
             "JSON lines:\n"
             "  {\"event\":\"login\",\"name\":..,\"users\":[{\"name\":..,\"online\":..,\"last_seen_us\":..}]}\n"
             "  {\"event\":\"deliver\",\"from\":..,\"to\":[..],\"broadcast\":..,\"text\":..,\n"
-            "   \"timestamp_us\":..,\"seq\":..,\"message_id\":..,\"clock\":{..},\"local_clock\":{..}}\n"
+            "   \"timestamp_us\":..,\"seq\":..,\"message_id\":..,\"durable\":..,\"redelivered\":..,\n"
+            "   \"expired\":..,\"clock\":{..},\"local_clock\":{..}}   (seq 0: live message)\n"
             "  {\"event\":\"presence\",\"name\":..,\"online\":..,\"reason\":\"login|logout|expired|shutdown\"}\n"
             "  {\"event\":\"disconnected\",\"detail\":..}  {\"event\":\"reconnected\",..}\n"
+            "\n%s\n%s",
+            common_help, exit_codes_help);
+}
+
+static void help_fetch(FILE *f)
+{
+    fprintf(f,
+            "Usage: causeway fetch --name NAME [--max N] [--keep] [OPTIONS]\n"
+            "\n"
+            "Checks for messages: logs in as NAME in pull mode (the broker pushes\n"
+            "nothing), prints every stored message waiting for NAME, oldest first,\n"
+            "with sender, the broker's time of receipt and seq, or \"no messages\",\n"
+            "acknowledges them (they are not shown again) and logs out. Needs a\n"
+            "broker started with --data (else NOT_DURABLE, exit 4).\n"
+            "\n"
+            "Options:\n"
+            "  -n, --name NAME       user name\n"
+            "      --max N           at most N messages (default: all)\n"
+            "      --keep            do not acknowledge: the messages stay waiting\n"
+            "                        (at most 1000 are shown)\n"
+            "\n"
+            "Human output: \"[2025-01-31 12:00:01 #3] bob -> you: hi\" per message.\n"
+            "JSON lines: {\"event\":\"message\",\"from\":..,\"to\":[..],\"broadcast\":..,\n"
+            "\"text\":..,\"timestamp_us\":..,\"seq\":..,\"message_id\":..,\"durable\":true,\n"
+            "\"redelivered\":..,\"expired\":..,\"clock\":{..}} per message, then\n"
+            "{\"event\":\"fetch\",\"count\":N,\"acked\":SEQ} (acked: highest seq acknowledged, 0 none).\n"
+            "\n%s\n%s",
+            common_help, exit_codes_help);
+}
+
+static void help_history(FILE *f)
+{
+    fprintf(f,
+            "Usage: causeway history --name NAME [--last N] [OPTIONS]\n"
+            "\n"
+            "Logs in as NAME in pull mode and prints NAME's last N stored messages,\n"
+            "acknowledged (as many as the broker's --retention keeps) or still waiting,\n"
+            "oldest first, or \"no messages\". Changes nothing.\n"
+            "\n"
+            "Options:\n"
+            "  -n, --name NAME       user name\n"
+            "      --last N          how many (default 100, at most 1000)\n"
+            "\n"
+            "Output as for fetch; the JSON summary is {\"event\":\"history\",\"count\":N}.\n"
             "\n%s\n%s",
             common_help, exit_codes_help);
 }
@@ -162,7 +249,16 @@ static void help_stats(FILE *f)
 
 /* --- commands --------------------------------------------------------------- */
 
-enum { C_CHAT = 1, C_SEND = 2, C_LISTEN = 4, C_WHO = 8, C_STATS = 16, C_HELP = 32 };
+enum {
+    C_CHAT = 1,
+    C_SEND = 2,
+    C_LISTEN = 4,
+    C_WHO = 8,
+    C_STATS = 16,
+    C_HELP = 32,
+    C_FETCH = 64,
+    C_HISTORY = 128,
+};
 
 typedef struct {
     const char *name;
@@ -171,9 +267,10 @@ typedef struct {
 } command_t;
 
 static const command_t commands[] = {
-    {"chat", C_CHAT, help_chat},     {"send", C_SEND, help_send}, {"listen", C_LISTEN, help_listen},
-    {"who", C_WHO, help_who},        {"stats", C_STATS, help_stats},
-    {"help", C_HELP, help_main},
+    {"chat", C_CHAT, help_chat},       {"send", C_SEND, help_send},
+    {"listen", C_LISTEN, help_listen}, {"fetch", C_FETCH, help_fetch},
+    {"history", C_HISTORY, help_history}, {"who", C_WHO, help_who},
+    {"stats", C_STATS, help_stats},    {"help", C_HELP, help_main},
 };
 
 static const command_t *find_command(const char *name)
@@ -204,19 +301,10 @@ int cli_fail(const cli_opts_t *o, const char *what, cw_status_t st, const cw_rep
     return cli_exit_for(st);
 }
 
-void cli_ack(cw_client_t *c, const cli_opts_t *o, const cw_event_t *ev)
+cw_client_t *cli_connect(const cli_opts_t *o, int quiet, int pull, int auto_ack)
 {
-    if (ev->type != CW_EVENT_DELIVER || !ev->msg.durable || ev->msg.seq == 0)
-        return;
-    cw_status_t st = cw_client_ack(c, ev->msg.seq, o->timeout_ms);
-    if (st != CW_OK)
-        fprintf(stderr, "causeway: ack %llu: %s (%s)\n", (unsigned long long) ev->msg.seq,
-                cw_strerror(st), cw_status_name(st));
-}
-
-static cw_client_t *connect_client(const cli_opts_t *o, int quiet)
-{
-    cw_client_opts_t copts = {.agent = CLI_AGENT, .quiet = quiet};
+    cw_client_opts_t copts = {
+        .agent = CLI_AGENT, .quiet = quiet, .pull = pull, .auto_ack = auto_ack};
     cw_client_t *c = cw_client_new(o->endpoint, &copts);
     if (!c)
         fprintf(stderr, "causeway: cannot use endpoint '%s': %s\n", o->endpoint, strerror(errno));
@@ -269,6 +357,10 @@ static int cmd_send(const cli_opts_t *o)
                         "(see causeway send --help)\n");
         return CLI_EXIT_USAGE;
     }
+    if (o->ttl_s && !o->durable) {
+        fprintf(stderr, "causeway send: --ttl needs --durable (see causeway send --help)\n");
+        return CLI_EXIT_USAGE;
+    }
     char *text;
     if (o->n_args > 0) {
         cli_str_t s = {0};
@@ -289,7 +381,7 @@ static int cmd_send(const cli_opts_t *o)
 
     int code = CLI_EXIT_OK;
     cw_reply_t *reply = NULL;
-    cw_client_t *c = connect_client(o, 1);
+    cw_client_t *c = cli_connect(o, 1, 0, 0);
     if (!c) {
         free(text);
         return CLI_EXIT_USAGE;
@@ -310,16 +402,27 @@ static int cmd_send(const cli_opts_t *o)
         .text = text,
         .durable = o->durable,
         .message_id = o->id,
+        .ttl_s = (uint32_t) o->ttl_s,
     };
     cw_status_t st = cw_client_send(c, &msg, o->timeout_ms, &reply);
-    if (st != CW_OK) {
-        code = cli_fail(o, "send", st, reply);
-    } else {
-        cli_print_send(stdout, o, reply, 0);
+    /* OK, ACCEPTED, and QUEUE_FULL (durable: nobody could take it) carry
+     * per-recipient results; anything else is about the whole request. */
+    if (reply && (st == CW_OK || st == CW_ACCEPTED || st == CW_QUEUE_FULL)) {
+        cli_print_send(stdout, o, reply, o->durable, 0);
         for (size_t i = 0; i < reply->n_recipients; i++)
             if (reply->recipients[i].status != CW_DELIVERED &&
                 reply->recipients[i].status != CW_ACCEPTED)
                 code = CLI_EXIT_UNDELIVERED;
+    } else if (o->durable && (st == CW_ERR_TIMEOUT || st == CW_ERR_DISCONNECTED) && reply &&
+               reply->message_id) {
+        /* Outcome unknown: say how to retry safely. */
+        if (o->json)
+            cli_print_error_id(stdout, "send", st, NULL, reply->message_id);
+        fprintf(stderr, "causeway: send: %s (%s); it may or may not be stored: retry with --id %s\n",
+                cw_strerror(st), cw_status_name(st), reply->message_id);
+        code = cli_exit_for(st);
+    } else {
+        code = cli_fail(o, "send", st, reply);
     }
     cw_client_logout(c, o->timeout_ms);
 done:
@@ -339,7 +442,8 @@ static int cmd_listen(const cli_opts_t *o)
         fprintf(stderr, "causeway listen: unexpected argument '%s'\n", o->args[0]);
         return CLI_EXIT_USAGE;
     }
-    cw_client_t *c = connect_client(o, 0);
+    /* auto_ack: durable deliveries are acknowledged once printed. */
+    cw_client_t *c = cli_connect(o, 0, 0, 1);
     if (!c)
         return CLI_EXIT_USAGE;
     cw_reply_t *reply = NULL;
@@ -358,7 +462,6 @@ static int cmd_listen(const cli_opts_t *o)
         cw_event_t *ev;
         while (!done && cw_client_next_event(c, 0, &ev) == CW_OK) {
             cli_print_event(stdout, o, ev, o->name);
-            cli_ack(c, o, ev);
             if (ev->type == CW_EVENT_DELIVER && o->count > 0 && ++deliveries >= o->count)
                 done = 1;
             cw_event_destroy(&ev);
@@ -380,9 +483,115 @@ static int cmd_listen(const cli_opts_t *o)
     return CLI_EXIT_OK;
 }
 
+void cli_print_messages(FILE *f, const cli_opts_t *o, const cw_reply_t *r, const char *me)
+{
+    for (size_t i = 0; i < r->n_messages; i++)
+        cli_print_message(f, o, &r->messages[i], me);
+}
+
+/* fetch and history: a quiet pull-mode session of o->name. */
+static int listing_session(const cli_opts_t *o, const char *cmd, int auto_ack, cw_client_t **out)
+{
+    *out = NULL;
+    if (!o->name) {
+        fprintf(stderr, "causeway %s: need --name (see causeway %s --help)\n", cmd, cmd);
+        return CLI_EXIT_USAGE;
+    }
+    if (o->n_args) {
+        fprintf(stderr, "causeway %s: unexpected argument '%s'\n", cmd, o->args[0]);
+        return CLI_EXIT_USAGE;
+    }
+    cw_client_t *c = cli_connect(o, 1, 1, auto_ack);
+    if (!c)
+        return CLI_EXIT_USAGE;
+    cw_reply_t *reply = NULL;
+    int code = login(c, o, &reply);
+    cw_reply_destroy(&reply);
+    if (code != 0) {
+        cw_client_destroy(&c);
+        return code;
+    }
+    *out = c;
+    return CLI_EXIT_OK;
+}
+
+/* The broker lists at most this many per Fetch / History. */
+#define LISTING_MAX 1000
+
+static int cmd_fetch(const cli_opts_t *o)
+{
+    cw_client_t *c;
+    /* Without --keep the library acknowledges what was fetched (auto_ack):
+     * between pages, so the next Fetch lists the next ones, and at logout. */
+    int code = listing_session(o, "fetch", !o->keep, &c);
+    if (!c)
+        return code;
+    size_t total = 0;
+    uint64_t acked = 0;
+    while (!cli_stopping) {
+        size_t want = LISTING_MAX;
+        if (o->max > 0 && (size_t) o->max - total < want)
+            want = (size_t) o->max - total;
+        cw_reply_t *r = NULL;
+        cw_status_t st = cw_client_fetch(c, (uint32_t) want, o->timeout_ms, &r);
+        if (st != CW_OK) {
+            code = cli_fail(o, "fetch", st, r);
+            cw_reply_destroy(&r);
+            break;
+        }
+        cli_print_messages(stdout, o, r, o->name);
+        total += r->n_messages;
+        size_t listed = r->n_messages + r->n_seen;
+        for (size_t i = 0; i < r->n_messages; i++)
+            if (r->messages[i].seq > acked && !o->keep)
+                acked = r->messages[i].seq;
+        cw_reply_destroy(&r);
+        if (o->keep || listed < want || (o->max > 0 && total >= (size_t) o->max))
+            break;
+        st = cw_client_ack_flush(c, o->timeout_ms);
+        if (st != CW_OK) {
+            code = cli_fail(o, "acknowledge", st, NULL);
+            acked = 0;
+            break;
+        }
+    }
+    if (code == CLI_EXIT_OK && !o->keep) {
+        cw_status_t st = cw_client_ack_flush(c, o->timeout_ms);
+        if (st != CW_OK) {
+            code = cli_fail(o, "acknowledge", st, NULL);
+            acked = 0;
+        }
+    }
+    if (code == CLI_EXIT_OK)
+        cli_print_listing_end(stdout, o, "fetch", total, &acked);
+    cw_client_logout(c, o->timeout_ms);
+    cw_client_destroy(&c);
+    return code;
+}
+
+static int cmd_history(const cli_opts_t *o)
+{
+    cw_client_t *c;
+    int code = listing_session(o, "history", 0, &c);
+    if (!c)
+        return code;
+    cw_reply_t *r = NULL;
+    cw_status_t st = cw_client_history(c, (uint32_t) o->last, o->timeout_ms, &r);
+    if (st == CW_OK) {
+        cli_print_messages(stdout, o, r, o->name);
+        cli_print_listing_end(stdout, o, "history", r->n_messages, NULL);
+    } else {
+        code = cli_fail(o, "history", st, r);
+    }
+    cw_reply_destroy(&r);
+    cw_client_logout(c, o->timeout_ms);
+    cw_client_destroy(&c);
+    return code;
+}
+
 static int cmd_who(const cli_opts_t *o)
 {
-    cw_client_t *c = connect_client(o, 1);
+    cw_client_t *c = cli_connect(o, 1, 0, 0);
     if (!c)
         return CLI_EXIT_USAGE;
     cw_reply_t *reply = NULL;
@@ -399,7 +608,7 @@ static int cmd_who(const cli_opts_t *o)
 
 static int cmd_stats(const cli_opts_t *o)
 {
-    cw_client_t *c = connect_client(o, 1);
+    cw_client_t *c = cli_connect(o, 1, 0, 0);
     if (!c)
         return CLI_EXIT_USAGE;
     cw_reply_t *reply = NULL;
@@ -461,6 +670,10 @@ enum {
     OPT_FOR,
     OPT_CLOCKS,
     OPT_LOG_LEVEL,
+    OPT_TTL,
+    OPT_MAX,
+    OPT_KEEP,
+    OPT_LAST,
 };
 
 static const struct option long_opts[] = {
@@ -472,6 +685,10 @@ static const struct option long_opts[] = {
     {"all", no_argument, NULL, 'a'},
     {"durable", no_argument, NULL, OPT_DURABLE},
     {"id", required_argument, NULL, OPT_ID},
+    {"ttl", required_argument, NULL, OPT_TTL},
+    {"max", required_argument, NULL, OPT_MAX},
+    {"keep", no_argument, NULL, OPT_KEEP},
+    {"last", required_argument, NULL, OPT_LAST},
     {"count", required_argument, NULL, 'c'},
     {"for", required_argument, NULL, OPT_FOR},
     {"clocks", no_argument, NULL, OPT_CLOCKS},
@@ -485,9 +702,12 @@ static const struct option long_opts[] = {
 static int option_commands(int opt)
 {
     switch (opt) {
-    case 'n': return C_CHAT | C_SEND | C_LISTEN;
-    case OPT_TO: case 'a': case OPT_DURABLE: case OPT_ID: return C_SEND;
+    case 'n': return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_HISTORY;
+    case OPT_DURABLE: return C_SEND | C_CHAT;
+    case OPT_TO: case 'a': case OPT_ID: case OPT_TTL: return C_SEND;
     case 'c': case OPT_FOR: return C_LISTEN;
+    case OPT_MAX: case OPT_KEEP: return C_FETCH;
+    case OPT_LAST: return C_HISTORY;
     default: return -1;
     }
 }
@@ -586,7 +806,33 @@ int main(int argc, char **argv)
             break;
         case 'a': o.all = 1; break;
         case OPT_DURABLE: o.durable = 1; break;
-        case OPT_ID: o.id = optarg; break;
+        case OPT_ID:
+            if (!*optarg || strlen(optarg) > 128) {
+                usage_error("--id needs 1 to 128 bytes, not '%s'", optarg);
+                goto out;
+            }
+            o.id = optarg;
+            break;
+        case OPT_TTL:
+            if (parse_long(optarg, 1, UINT32_MAX > LONG_MAX ? LONG_MAX : (long) UINT32_MAX,
+                           &o.ttl_s) != 0) {
+                usage_error("--ttl needs a positive number of seconds, not '%s'", optarg);
+                goto out;
+            }
+            break;
+        case OPT_MAX:
+            if (parse_long(optarg, 1, LONG_MAX, &o.max) != 0) {
+                usage_error("--max needs a positive number, not '%s'", optarg);
+                goto out;
+            }
+            break;
+        case OPT_KEEP: o.keep = 1; break;
+        case OPT_LAST:
+            if (parse_long(optarg, 1, LISTING_MAX, &o.last) != 0) {
+                usage_error("--last needs a number from 1 to %d, not '%s'", LISTING_MAX, optarg);
+                goto out;
+            }
+            break;
         case 'c':
             if (parse_long(optarg, 1, LONG_MAX, &o.count) != 0) {
                 usage_error("--count needs a positive number, not '%s'", optarg);
@@ -665,6 +911,8 @@ int main(int argc, char **argv)
     switch (bit) {
     case C_SEND: code = cmd_send(&o); break;
     case C_LISTEN: code = cmd_listen(&o); break;
+    case C_FETCH: code = cmd_fetch(&o); break;
+    case C_HISTORY: code = cmd_history(&o); break;
     case C_WHO:
     case C_STATS:
         if (o.n_args) {

@@ -36,8 +36,12 @@ typedef struct {
     char **to;              /* --to (split at commas, may repeat); owned */
     size_t n_to;
     int all;                /* --all */
-    int durable;            /* --durable */
+    int durable;            /* --durable (send; chat: start in durable mode) */
     const char *id;         /* --id */
+    long ttl_s;             /* send --ttl: seconds a durable message may wait (0: default) */
+    long max;               /* fetch --max: at most N messages (0: all) */
+    int keep;               /* fetch --keep: do not acknowledge */
+    long last;              /* history --last: N messages (0: broker default, 100) */
     long count;             /* listen --count: stop after N deliveries (0: never) */
     long for_ms;            /* listen --for: stop after MS ms (0: never) */
     char **args;            /* positional arguments after the command */
@@ -50,14 +54,16 @@ extern int cli_signal_fd;                    /* readable after a signal */
 /* Exit code for a failed request's status. */
 int cli_exit_for(cw_status_t st);
 
+/* A client for o->endpoint (quiet: no presence; pull/auto_ack as in
+ * cw_client_opts_t); NULL after reporting why. */
+cw_client_t *cli_connect(const cli_opts_t *o, int quiet, int pull, int auto_ack);
+
+/* Prints a fetch or history reply's messages (cli_print_message). */
+void cli_print_messages(FILE *f, const cli_opts_t *o, const cw_reply_t *r, const char *me);
+
 /* Prints "causeway: <what>: <status explanation>" (human, stderr) or an
  * error JSON line (stdout) and returns cli_exit_for(st). */
 int cli_fail(const cli_opts_t *o, const char *what, cw_status_t st, const cw_reply_t *reply);
-
-/* Acknowledges a durable delivery (seq > 0) once it has been shown, so the
- * broker does not redeliver it; other events are ignored. Failures are
- * reported on stderr. */
-void cli_ack(cw_client_t *c, const cli_opts_t *o, const cw_event_t *ev);
 
 /* The interactive chat (cli_chat.c). Returns an exit code. */
 int cli_chat(const cli_opts_t *o);
@@ -66,16 +72,29 @@ int cli_chat(const cli_opts_t *o);
 
 /* HH:MM:SS local time of a Unix epoch microsecond timestamp. */
 void cli_fmt_time(uint64_t us, char *buf, size_t size);
+/* YYYY-MM-DD HH:MM:SS local time. */
+void cli_fmt_datetime(uint64_t us, char *buf, size_t size);
 
-/* One line per event. `me` is our own name ("you" is printed for it). */
+/* One line per event. `me` is our own name ("you" is printed for it).
+ * Durable deliveries show their seq: "[12:00:01 #3] bob -> you: hi". */
 void cli_print_event(FILE *f, const cli_opts_t *o, const cw_event_t *ev, const char *me);
+/* One stored message of a fetch or history listing (with the date). */
+void cli_print_message(FILE *f, const cli_opts_t *o, const cw_message_t *m, const char *me);
+/* After a listing of `count` messages: the JSON summary line
+ * {"event":what,"count":..[,"acked":*acked]}, or "no messages" (human,
+ * count 0). */
+void cli_print_listing_end(FILE *f, const cli_opts_t *o, const char *what, size_t count,
+                           const uint64_t *acked);
 /* The login line (user log). */
 void cli_print_login(FILE *f, const cli_opts_t *o, const char *me, const cw_reply_t *r);
 /* Per-recipient results of a send; compact: one line (chat). */
-void cli_print_send(FILE *f, const cli_opts_t *o, const cw_reply_t *r, int compact);
+void cli_print_send(FILE *f, const cli_opts_t *o, const cw_reply_t *r, int durable, int compact);
 void cli_print_users(FILE *f, const cli_opts_t *o, const char *event, const cw_user_t *u, size_t n);
 void cli_print_stats(FILE *f, const cli_opts_t *o, const cw_reply_t *r);
 void cli_print_error(FILE *f, const char *what, cw_status_t st, const char *detail);
+/* The same with the message id of a send whose outcome is unknown. */
+void cli_print_error_id(FILE *f, const char *what, cw_status_t st, const char *detail,
+                        const char *message_id);
 
 /* A growable string, for building lines. */
 typedef struct {

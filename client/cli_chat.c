@@ -7,7 +7,8 @@
  *  arrives while the user types is printed above the input line: the line
  *  is cleared, the output written, and the prompt and the half-typed text
  *  redrawn. Without a terminal (pipes, tests) lines are read plainly and no
- *  prompt is shown.
+ *  prompt is shown. Durable deliveries are de-duplicated and acknowledged
+ *  by libcauseway (auto_ack) once printed; /durable switches what we send.
  *
  *  Runs on the main thread. The state below is file-global because
  *  libedit's line callback takes no user pointer; it is set up by
@@ -30,6 +31,7 @@ static struct {
     int tty;                 /* stdin and stdout are terminals: use libedit */
     int editing;             /* libedit callback handler installed */
     int quit;                /* /quit or end of input */
+    int durable;             /* /durable on: sends are durable */
     char prompt[96];         /* "alice> " */
     char inbuf[65536];       /* non-terminal input not yet split into lines */
     size_t inlen;
@@ -71,7 +73,6 @@ static void drain_events(void)
         out_begin();
         cli_print_event(stdout, chat.o, ev, chat.me);
         out_end();
-        cli_ack(chat.c, chat.o, ev);
         cw_event_destroy(&ev);
     }
 }
@@ -87,6 +88,9 @@ static void help(void)
         "  //TEXT               send \"/TEXT\" to everyone\n"
         "  /who                 the user log (* = online)\n"
         "  /clock               our vector clock\n"
+        "  /durable on|off      send durably (stored for offline users) or live\n"
+        "  /fetch               check for stored messages not shown yet\n"
+        "  /history [N]         our last N stored messages (default 20)\n"
         "  /help                this list\n"
         "  /quit                log out and leave (also Ctrl-D)");
 }
@@ -98,16 +102,67 @@ static void send_text(char **to, size_t n_to, const char *text)
         return;
     }
     cw_send_t msg = {.to = (const char *const *) to, .n_to = n_to, .broadcast = n_to == 0,
-                     .text = text};
+                     .text = text, .durable = chat.durable};
     cw_reply_t *reply = NULL;
     cw_status_t st = cw_client_send(chat.c, &msg, chat.o->timeout_ms, &reply);
-    if (st == CW_OK)
-        cli_print_send(stdout, chat.o, reply, 1);
+    if (reply && (st == CW_OK || st == CW_ACCEPTED || st == CW_QUEUE_FULL))
+        cli_print_send(stdout, chat.o, reply, chat.durable, 1);
     else if (chat.o->json)
-        cli_print_error(stdout, "send", st, reply ? reply->detail : NULL);
+        cli_print_error_id(stdout, "send", st, reply ? reply->detail : NULL,
+                           chat.durable && reply ? reply->message_id : NULL);
     else
         say("  send failed: %s (%s)", reply && *reply->detail ? reply->detail : cw_strerror(st),
             cw_status_name(st));
+    cw_reply_destroy(&reply);
+}
+
+static void cmd_durable(const char *args)
+{
+    while (*args == ' ')
+        args++;
+    if (strcmp(args, "on") == 0)
+        chat.durable = 1;
+    else if (strcmp(args, "off") == 0)
+        chat.durable = 0;
+    else if (*args) {
+        say("usage: /durable on|off");
+        return;
+    }
+    say("durable sending is %s", chat.durable ? "on: messages are stored for offline users"
+                                              : "off: messages go to online users only");
+}
+
+/* /fetch and /history: a listing of stored messages. */
+static void cmd_listing(int fetch, const char *args)
+{
+    long n = 20;
+    while (*args == ' ')
+        args++;
+    if (!fetch && *args) {
+        char *end;
+        n = strtol(args, &end, 10);
+        if (*end || n < 1 || n > 1000) {
+            say("usage: /history [N], N from 1 to 1000");
+            return;
+        }
+    }
+    if (fetch)
+        drain_events();   /* deliveries already here come first */
+    cw_reply_t *reply = NULL;
+    /* Fetch leaves out what was shown already; auto_ack acknowledges the
+     * rest once printed. */
+    cw_status_t st = fetch ? cw_client_fetch(chat.c, 0, chat.o->timeout_ms, &reply)
+                           : cw_client_history(chat.c, (uint32_t) n, chat.o->timeout_ms, &reply);
+    const char *what = fetch ? "fetch" : "history";
+    if (st == CW_OK) {
+        cli_print_messages(stdout, chat.o, reply, chat.me);
+        cli_print_listing_end(stdout, chat.o, what, reply->n_messages, NULL);
+    } else if (chat.o->json) {
+        cli_print_error(stdout, what, st, reply ? reply->detail : NULL);
+    } else {
+        say("  %s failed: %s (%s)", what, reply && *reply->detail ? reply->detail : cw_strerror(st),
+            cw_status_name(st));
+    }
     cw_reply_destroy(&reply);
 }
 
@@ -185,6 +240,12 @@ static void handle_line(char *line)
         send_text(NULL, 0, rest);
     else if (is_cmd(p, "/who", &rest))
         cmd_who();
+    else if (is_cmd(p, "/durable", &rest))
+        cmd_durable(rest);
+    else if (is_cmd(p, "/fetch", &rest))
+        cmd_listing(1, rest);
+    else if (is_cmd(p, "/history", &rest))
+        cmd_listing(0, rest);
     else if (is_cmd(p, "/clock", &rest)) {
         char buf[4096];
         say("clock %s", cw_client_clock(chat.c, buf, sizeof buf));
@@ -361,12 +422,10 @@ int cli_chat(const cli_opts_t *o)
     memset(&chat, 0, sizeof chat);
     chat.o = o;
     chat.tty = isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
-    cw_client_opts_t copts = {.agent = CLI_AGENT};
-    chat.c = cw_client_new(o->endpoint, &copts);
-    if (!chat.c) {
-        fprintf(stderr, "causeway: cannot use endpoint '%s': %s\n", o->endpoint, strerror(errno));
+    chat.durable = o->durable;
+    chat.c = cli_connect(o, 0, 0, 1);
+    if (!chat.c)
         return CLI_EXIT_USAGE;
-    }
     int code;
     if (!chat_login(&code)) {
         cw_client_destroy(&chat.c);

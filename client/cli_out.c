@@ -143,6 +143,14 @@ void cli_fmt_time(uint64_t us, char *buf, size_t size)
         snprintf(buf, size, "--:--:--");
 }
 
+void cli_fmt_datetime(uint64_t us, char *buf, size_t size)
+{
+    time_t t = (time_t) (us / 1000000u);
+    struct tm tm;
+    if (us == 0 || !localtime_r(&t, &tm) || strftime(buf, size, "%Y-%m-%d %H:%M:%S", &tm) == 0)
+        snprintf(buf, size, "---------- --:--:--");
+}
+
 static void json_clock(cli_str_t *s, const cw_clock_item_t *c, size_t n)
 {
     cli_str_add(s, "{");
@@ -188,49 +196,106 @@ static void human_text(cli_str_t *s, const char *text)
     }
 }
 
+/* --- messages ------------------------------------------------------------- */
+
+/* The JSON members of a message, after the "event" member. */
+static void json_message(cli_str_t *s, const cw_message_t *m)
+{
+    cli_str_add(s, ",\"from\":");
+    cli_str_json(s, m->from);
+    cli_str_add(s, ",\"to\":[");
+    for (size_t i = 0; i < m->n_to; i++) {
+        if (i)
+            cli_str_add(s, ",");
+        cli_str_json(s, m->to[i]);
+    }
+    cli_str_addf(s, "],\"broadcast\":%s,\"text\":", m->broadcast ? "true" : "false");
+    cli_str_json(s, m->text);
+    cli_str_addf(s, ",\"timestamp_us\":%llu,\"seq\":%llu,\"message_id\":",
+                 (unsigned long long) m->timestamp_us, (unsigned long long) m->seq);
+    cli_str_json(s, m->message_id);
+    cli_str_addf(s, ",\"durable\":%s,\"redelivered\":%s,\"expired\":%s,\"clock\":",
+                 m->durable ? "true" : "false", m->redelivered ? "true" : "false",
+                 m->expired ? "true" : "false");
+    json_clock(s, m->clock, m->n_clock);
+}
+
+/* "[12:00:01] bob -> you: hi", durable "[12:00:01 #3] ..."; with long_time
+ * the date too (stored messages may be old). */
+static void human_message(cli_str_t *s, const cli_opts_t *o, const cw_message_t *m, const char *me,
+                          int long_time)
+{
+    char when[32];
+    if (long_time)
+        cli_fmt_datetime(m->timestamp_us, when, sizeof when);
+    else
+        cli_fmt_time(m->timestamp_us, when, sizeof when);
+    cli_str_addf(s, "[%s", when);
+    if (m->seq)
+        cli_str_addf(s, " #%llu", (unsigned long long) m->seq);
+    cli_str_addf(s, "] %s -> ", m->from);
+    if (m->broadcast || m->n_to == 0)
+        cli_str_add(s, "all");
+    for (size_t i = 0; i < m->n_to; i++)
+        cli_str_addf(s, "%s%s", i ? ", " : "", me && strcmp(m->to[i], me) == 0 ? "you" : m->to[i]);
+    cli_str_add(s, ": ");
+    if (m->expired)
+        cli_str_add(s, "(expired before delivery)");
+    else
+        human_text(s, m->text);
+    if (o->clocks) {
+        cli_str_add(s, "   ");
+        human_clock(s, m->clock, m->n_clock);
+    }
+}
+
+void cli_print_message(FILE *f, const cli_opts_t *o, const cw_message_t *m, const char *me)
+{
+    cli_str_t s = {0};
+    if (o->json) {
+        cli_str_add(&s, "{\"event\":\"message\"");
+        json_message(&s, m);
+        cli_str_add(&s, "}");
+    } else {
+        human_message(&s, o, m, me, 1);
+    }
+    cli_str_emit(&s, f);
+    cli_str_free(&s);
+}
+
+void cli_print_listing_end(FILE *f, const cli_opts_t *o, const char *what, size_t count,
+                           const uint64_t *acked)
+{
+    cli_str_t s = {0};
+    if (o->json) {
+        cli_str_addf(&s, "{\"event\":\"%s\",\"count\":%zu", what, count);
+        if (acked)
+            cli_str_addf(&s, ",\"acked\":%llu", (unsigned long long) *acked);
+        cli_str_add(&s, "}");
+        cli_str_emit(&s, f);
+    } else if (count == 0) {
+        cli_str_add(&s, "no messages");
+        cli_str_emit(&s, f);
+    }
+    cli_str_free(&s);
+}
+
 /* --- events and results ---------------------------------------------------- */
 
 void cli_print_event(FILE *f, const cli_opts_t *o, const cw_event_t *ev, const char *me)
 {
     cli_str_t s = {0};
-    char when[16];
     switch (ev->type) {
     case CW_EVENT_DELIVER: {
         const cw_message_t *m = &ev->msg;
         if (o->json) {
-            cli_str_add(&s, "{\"event\":\"deliver\",\"from\":");
-            cli_str_json(&s, m->from);
-            cli_str_add(&s, ",\"to\":[");
-            for (size_t i = 0; i < m->n_to; i++) {
-                if (i)
-                    cli_str_add(&s, ",");
-                cli_str_json(&s, m->to[i]);
-            }
-            cli_str_addf(&s, "],\"broadcast\":%s,\"text\":", m->broadcast ? "true" : "false");
-            cli_str_json(&s, m->text);
-            cli_str_addf(&s, ",\"timestamp_us\":%llu,\"seq\":%llu,\"message_id\":",
-                         (unsigned long long) m->timestamp_us, (unsigned long long) m->seq);
-            cli_str_json(&s, m->message_id);
-            cli_str_addf(&s, ",\"durable\":%s,\"redelivered\":%s,\"clock\":",
-                         m->durable ? "true" : "false", m->redelivered ? "true" : "false");
-            json_clock(&s, m->clock, m->n_clock);
+            cli_str_add(&s, "{\"event\":\"deliver\"");
+            json_message(&s, m);
             cli_str_add(&s, ",\"local_clock\":");
             json_clock(&s, ev->local_clock, ev->n_local_clock);
             cli_str_add(&s, "}");
         } else {
-            cli_fmt_time(m->timestamp_us, when, sizeof when);
-            cli_str_addf(&s, "[%s] %s -> ", when, m->from);
-            if (m->broadcast || m->n_to == 0)
-                cli_str_add(&s, "all");
-            for (size_t i = 0; i < m->n_to; i++)
-                cli_str_addf(&s, "%s%s", i ? ", " : "",
-                             me && strcmp(m->to[i], me) == 0 ? "you" : m->to[i]);
-            cli_str_add(&s, ": ");
-            human_text(&s, m->text);
-            if (o->clocks) {
-                cli_str_add(&s, "   ");
-                human_clock(&s, m->clock, m->n_clock);
-            }
+            human_message(&s, o, m, me, 0);
         }
         break;
     }
@@ -313,12 +378,16 @@ void cli_print_login(FILE *f, const cli_opts_t *o, const char *me, const cw_repl
 
 static int delivered(cw_status_t st) { return st == CW_DELIVERED || st == CW_ACCEPTED; }
 
-void cli_print_send(FILE *f, const cli_opts_t *o, const cw_reply_t *r, int compact)
+void cli_print_send(FILE *f, const cli_opts_t *o, const cw_reply_t *r, int durable, int compact)
 {
     cli_str_t s = {0};
     if (o->json) {
-        cli_str_addf(&s, "{\"event\":\"send\",\"status\":\"%s\",\"duplicate\":%s,\"recipients\":[",
-                     cw_status_name(r->status), r->duplicate ? "true" : "false");
+        cli_str_addf(&s, "{\"event\":\"send\",\"status\":\"%s\",\"durable\":%s,"
+                     "\"duplicate\":%s,\"message_id\":",
+                     cw_status_name(r->status), durable ? "true" : "false",
+                     r->duplicate ? "true" : "false");
+        cli_str_json(&s, r->message_id);
+        cli_str_add(&s, ",\"recipients\":[");
         for (size_t i = 0; i < r->n_recipients; i++) {
             cli_str_add(&s, i ? ",{\"name\":" : "{\"name\":");
             cli_str_json(&s, r->recipients[i].name);
@@ -334,10 +403,15 @@ void cli_print_send(FILE *f, const cli_opts_t *o, const cw_reply_t *r, int compa
         cli_str_add(&s, "  ->");
         if (r->n_recipients == 0)
             cli_str_add(&s, " nobody (no other user known)");
-        for (size_t i = 0; i < r->n_recipients; i++)
+        for (size_t i = 0; i < r->n_recipients; i++) {
+            cw_status_t st = r->recipients[i].status;
             cli_str_addf(&s, "%s %s: %s", i ? "," : "", r->recipients[i].name,
-                         delivered(r->recipients[i].status) ? "ok"
-                                                            : cw_status_name(r->recipients[i].status));
+                         st == CW_ACCEPTED ? "stored" : delivered(st) ? "ok" : cw_status_name(st));
+            if (r->recipients[i].seq)
+                cli_str_addf(&s, " #%llu", (unsigned long long) r->recipients[i].seq);
+        }
+        if (r->duplicate)
+            cli_str_add(&s, " (duplicate: stored before)");
         if (o->clocks) {
             cli_str_add(&s, "   ");
             human_clock(&s, r->clock, r->n_clock);
@@ -348,6 +422,14 @@ void cli_print_send(FILE *f, const cli_opts_t *o, const cw_reply_t *r, int compa
             cli_str_addf(&s, "%s: %s", r->recipients[i].name, cw_status_name(r->recipients[i].status));
             if (r->recipients[i].seq)
                 cli_str_addf(&s, " (seq %llu)", (unsigned long long) r->recipients[i].seq);
+            cli_str_emit(&s, f);
+        }
+        if (durable) {
+            cli_str_addf(&s, "message id: %s", r->message_id ? r->message_id : "");
+            cli_str_emit(&s, f);
+        }
+        if (r->duplicate) {
+            cli_str_add(&s, "duplicate: the broker had this message id already; nothing stored again");
             cli_str_emit(&s, f);
         }
         if (o->clocks) {
@@ -425,11 +507,21 @@ void cli_print_stats(FILE *f, const cli_opts_t *o, const cw_reply_t *r)
 
 void cli_print_error(FILE *f, const char *what, cw_status_t st, const char *detail)
 {
+    cli_print_error_id(f, what, st, detail, NULL);
+}
+
+void cli_print_error_id(FILE *f, const char *what, cw_status_t st, const char *detail,
+                        const char *message_id)
+{
     cli_str_t s = {0};
     cli_str_add(&s, "{\"event\":\"error\",\"what\":");
     cli_str_json(&s, what);
     cli_str_addf(&s, ",\"status\":\"%s\",\"code\":%d,\"detail\":", cw_status_name(st), (int) st);
     cli_str_json(&s, detail && *detail ? detail : cw_strerror(st));
+    if (message_id) {
+        cli_str_add(&s, ",\"message_id\":");
+        cli_str_json(&s, message_id);
+    }
     cli_str_add(&s, "}");
     cli_str_emit(&s, f);
     cli_str_free(&s);

@@ -5,18 +5,24 @@
  *  it. Requests are packed here, sent down the pipe with a deadline, and
  *  answered through the reply slot of the shared part; events are popped
  *  from the shared queue. Runs on the application thread (one at a time).
- *  Invariants: see client_internal.h (I1..I3); application request ids are
+ *  Also here: message ids for sends that come without one, and the
+ *  application's half of auto_ack (what counts as taken, the synchronous
+ *  flush before logout); the I/O thread sends the batched Acks.
+ *  Invariants: see client_internal.h (I1..I5); application request ids are
  *  1..2^63-1, the I/O thread's own requests use the upper half.
  */
 #include "client_internal.h"
+#include "cw_log.h"
 #include "cw_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -88,6 +94,14 @@ cw_client_t *cw_client_new(const char *endpoint, const cw_client_opts_t *opts)
     c->agent = strdup(opts->agent ? opts->agent : CW_AGENT_DEFAULT);
     c->quiet = opts->quiet;
     c->no_reconnect = opts->no_reconnect;
+    c->pull = opts->pull;
+    c->auto_ack = opts->auto_ack;
+    if (getrandom(&c->mid_random, sizeof c->mid_random, GRND_NONBLOCK) !=
+        (ssize_t) sizeof c->mid_random) {
+        /* No entropy yet (early boot): time, pid and address still make a
+         * collision between two clients unlikely. */
+        c->mid_random = cw_now_us() ^ ((uint64_t) getpid() << 40) ^ (uint64_t) (uintptr_t) c;
+    }
     if (!c->endpoint || !c->agent)
         goto fail;
     if (pipe(c->notify) != 0 || set_nonblock_cloexec(c->notify[0]) != 0 ||
@@ -242,6 +256,7 @@ cw_status_t cw_client_login(cw_client_t *c, const char *name, int timeout_ms, cw
     login.name = copy;
     login.agent = c->agent;
     login.quiet = c->quiet;
+    login.pull = c->pull;
     env.body_case = CW_BODY(LOGIN);
     env.login = &login;
     cw_status_t st = request(c, &env, timeout_ms, reply);
@@ -258,6 +273,18 @@ cw_status_t cw_client_logout(cw_client_t *c, int timeout_ms)
 {
     if (!c)
         return CW_ERR_INVALID;
+    if (c->auto_ack && c->name) {
+        /* What the application took is acknowledged (and committed) before
+         * the session ends; the Logout gets what is left of the time. */
+        int64_t deadline = deadline_for(timeout_ms);
+        cw_status_t st = cw_client_ack_flush(c, timeout_ms);
+        if (st != CW_OK)
+            CW_DEBUG("client: acknowledging before logout: %s", cw_status_name(st));
+        if (timeout_ms >= 0) {
+            int64_t left = deadline - cw_mono_ms();
+            timeout_ms = left > 0 ? (int) left : 0;
+        }
+    }
     cw_env_t env;
     cw_env_init(&env, 0);
     Causeway__V1__Logout logout = CAUSEWAY__V1__LOGOUT__INIT;
@@ -272,6 +299,16 @@ cw_status_t cw_client_logout(cw_client_t *c, int timeout_ms)
     return st;
 }
 
+char *cw_client_message_id(cw_client_t *c, char *buf, size_t size)
+{
+    if (size == 0)
+        return buf;
+    /* A name is at most 64 bytes: 64 + 1 + 16 + 1 + 20 + NUL < 128. */
+    snprintf(buf, size, "%s-%016" PRIx64 "-%" PRIu64, c->name ? c->name : "anon",
+             c->mid_random, ++c->mid_count);
+    return buf;
+}
+
 cw_status_t cw_client_send(cw_client_t *c, const cw_send_t *m, int timeout_ms, cw_reply_t **reply)
 {
     if (reply)
@@ -281,6 +318,10 @@ cw_status_t cw_client_send(cw_client_t *c, const cw_send_t *m, int timeout_ms, c
     for (size_t i = 0; i < m->n_to; i++)
         if (!m->to[i])
             return CW_ERR_INVALID;
+    char idbuf[CW_MESSAGE_ID_MAX];
+    const char *mid = m->message_id;
+    if (!mid || !*mid)
+        mid = cw_client_message_id(c, idbuf, sizeof idbuf);
     cw_env_t env;
     cw_env_init(&env, 0);
     cw_send_msg_t send = CAUSEWAY__V1__SEND__INIT;
@@ -290,11 +331,25 @@ cw_status_t cw_client_send(cw_client_t *c, const cw_send_t *m, int timeout_ms, c
     send.broadcast = m->broadcast;
     send.text = (char *) (uintptr_t) m->text;
     send.durable = m->durable;
-    send.message_id = (char *) (uintptr_t) (m->message_id ? m->message_id : "");
+    send.message_id = (char *) (uintptr_t) mid;
     send.ttl_s = m->ttl_s;
     env.body_case = CW_BODY(SEND);
     env.send = &send;
-    return request(c, &env, timeout_ms, reply);
+    cw_status_t st = request(c, &env, timeout_ms, reply);
+    if (!reply)
+        return st;
+    /* Every outcome but these two carries the message id, so that the
+     * caller can retry with it. */
+    if (!*reply && st != CW_ERR_INVALID && st != CW_ERR_NOMEM) {
+        *reply = calloc(1, sizeof **reply);
+        if (*reply) {
+            (*reply)->status = st;
+            (*reply)->detail = cw_conv_strdup("");
+        }
+    }
+    if (*reply)
+        (*reply)->message_id = cw_conv_strdup(mid);   /* NULL only out of memory */
+    return st;
 }
 
 cw_status_t cw_client_who(cw_client_t *c, int timeout_ms, cw_reply_t **reply)
@@ -329,13 +384,101 @@ cw_status_t cw_client_ack(cw_client_t *c, uint64_t seq, int timeout_ms)
 {
     if (!c)
         return CW_ERR_INVALID;
+    pthread_mutex_lock(&c->mu);
+    unsigned epoch = c->epoch;
+    pthread_mutex_unlock(&c->mu);
     cw_env_t env;
     cw_env_init(&env, 0);
     Causeway__V1__Ack ack = CAUSEWAY__V1__ACK__INIT;
     ack.seq = seq;
     env.body_case = CW_BODY(ACK);
     env.ack = &ack;
-    return request(c, &env, timeout_ms, NULL);
+    cw_status_t st = request(c, &env, timeout_ms, NULL);
+    if (st == CW_OK) {
+        pthread_mutex_lock(&c->mu);
+        if (c->epoch == epoch) {
+            if (seq > c->ack_done)
+                c->ack_done = seq;
+            if (seq > c->ack_sent)
+                c->ack_sent = seq;
+        }
+        pthread_mutex_unlock(&c->mu);
+    }
+    return st;
+}
+
+uint64_t cw_ack_target_locked(cw_client_t *c, int handled, int64_t now)
+{
+    if (c->ack_pending && (handled || now - c->ack_pending_at >= CW_AUTO_ACK_DELAY_MS)) {
+        if (c->ack_pending > c->ack_taken)
+            c->ack_taken = c->ack_pending;
+        c->ack_pending = 0;
+    }
+    uint64_t t = c->ack_taken;
+    if (c->ack_pending && c->ack_pending <= t)
+        t = c->ack_pending - 1;
+    /* Durable deliveries of one epoch are queued in seq order (the I/O
+     * thread drops any at or below its watermark), so the first is the
+     * lowest. */
+    for (const event_node_t *n = c->ev_head; n; n = n->next) {
+        if (n->seq && n->epoch == c->epoch) {
+            if (n->seq <= t)
+                t = n->seq - 1;
+            break;
+        }
+    }
+    return t;
+}
+
+cw_status_t cw_client_ack_flush(cw_client_t *c, int timeout_ms)
+{
+    if (!c)
+        return CW_ERR_INVALID;
+    if (!c->auto_ack)
+        return CW_OK;
+    pthread_mutex_lock(&c->mu);
+    /* The application calls: it is done with what it took. */
+    uint64_t seq = cw_ack_target_locked(c, 1, cw_mono_ms());
+    uint64_t done = c->ack_done;
+    pthread_mutex_unlock(&c->mu);
+    if (seq == 0 || seq <= done)
+        return CW_OK;
+    return cw_client_ack(c, seq, timeout_ms);
+}
+
+/* auto_ack, with mu held: the application is back for more, so it has
+ * handled the previous hand-over (I5). */
+static void handled_locked(cw_client_t *c)
+{
+    if (c->ack_pending > c->ack_taken)
+        c->ack_taken = c->ack_pending;
+    c->ack_pending = 0;
+}
+
+/* auto_ack, with mu held: the application is handed `count` durable
+ * messages, the highest `seq`, in the current epoch. Returns what to tell
+ * the I/O thread (wake_acker): 0 nothing, 1 a batch starts (it arms its
+ * timer), 2 a batch is full (it acknowledges what is handled now). */
+static int note_taken_locked(cw_client_t *c, uint64_t seq, unsigned count)
+{
+    handled_locked(c);
+    c->ack_pending = seq;
+    c->ack_pending_at = cw_mono_ms();
+    unsigned before = c->ack_untold;
+    c->ack_untold += count;
+    if (before / CW_AUTO_ACK_BATCH != c->ack_untold / CW_AUTO_ACK_BATCH)
+        return 2;
+    return before == 0 ? 1 : 0;
+}
+
+static void wake_acker(cw_client_t *c, int what)
+{
+    if (!what)
+        return;
+    cmd_hdr_t hdr = {.type = CMD_ACK, .rid = (uint64_t) (what == 2), .deadline = 0};
+    /* inproc PAIR to our own I/O thread: can't fail while it runs. */
+    if (zmq_send(c->pipe, &hdr, sizeof hdr, 0) < 0)
+        CW_DEBUG("client: cannot wake the I/O thread: %s", zmq_strerror(errno));
 }
 
 cw_status_t cw_client_fetch(cw_client_t *c, uint32_t max, int timeout_ms, cw_reply_t **reply)
@@ -350,7 +493,30 @@ cw_status_t cw_client_fetch(cw_client_t *c, uint32_t max, int timeout_ms, cw_rep
     fetch.max = max;
     env.body_case = CW_BODY(FETCH);
     env.fetch = &fetch;
-    return request(c, &env, timeout_ms, reply);
+    if (c->auto_ack) {
+        pthread_mutex_lock(&c->mu);
+        handled_locked(c);
+        pthread_mutex_unlock(&c->mu);
+    }
+    cw_reply_t *r = NULL;
+    cw_status_t st = request(c, &env, timeout_ms, &r);
+    if (st == CW_OK && r && r->n_messages && c->auto_ack) {
+        uint64_t top = 0;
+        for (size_t i = 0; i < r->n_messages; i++)
+            if (r->messages[i].seq > top)
+                top = r->messages[i].seq;
+        if (top) {
+            pthread_mutex_lock(&c->mu);
+            int what = note_taken_locked(c, top, (unsigned) r->n_messages);
+            pthread_mutex_unlock(&c->mu);
+            wake_acker(c, what);
+        }
+    }
+    if (reply)
+        *reply = r;
+    else
+        cw_reply_destroy(&r);
+    return st;
 }
 
 cw_status_t cw_client_history(cw_client_t *c, uint32_t last, int timeout_ms, cw_reply_t **reply)
@@ -373,10 +539,13 @@ cw_status_t cw_client_next_event(cw_client_t *c, int timeout_ms, cw_event_t **ev
     *event = NULL;
     int64_t deadline = deadline_for(timeout_ms);
     pthread_mutex_lock(&c->mu);
+    if (c->auto_ack)
+        handled_locked(c);
     while (!c->ev_head && timeout_ms != 0)
         if (cond_wait_until(c, deadline) == ETIMEDOUT)
             break;
     event_node_t *n = c->ev_head;
+    int wake = 0;
     if (n) {
         c->ev_head = n->next;
         if (!c->ev_head) {
@@ -387,10 +556,13 @@ cw_status_t cw_client_next_event(cw_client_t *c, int timeout_ms, cw_event_t **ev
                 abort();
         }
         c->ev_count--;
+        if (c->auto_ack && n->seq && n->epoch == c->epoch)
+            wake = note_taken_locked(c, n->seq, 1);
     }
     pthread_mutex_unlock(&c->mu);
     if (!n)
         return CW_ERR_TIMEOUT;
+    wake_acker(c, wake);
     *event = n->ev;
     free(n);
     /* Without reconnection a lost connection ends the session. */

@@ -26,11 +26,34 @@
  *                          to 5 s (resume_failed)
  *    LOST/RESUMING -> IDLE application logout: session abandoned (on_request)
  *
+ *  Durable mode, also here:
+ *   - Retried sends. A durable Send is packed once (message id and clock
+ *     included) and kept with its request. When the connection is lost
+ *     while it waits, lose() parks it instead of failing it; a durable Send
+ *     the application makes while LOST/RESUMING is parked at once; after
+ *     the next successful login every parked Send whose caller still waits
+ *     goes out again, byte for byte (resend_parked). A Send with no reply
+ *     for attempt_ms(), or answered NOT_LOGGED_IN / SHUTTING_DOWN, counts as
+ *     a lost reply: lose() and the same path. The broker's duplicate check
+ *     by (sender, message_id) makes the resend safe.
+ *   - De-duplication (dedup_deliver, filter_fetch): dd_seq is the highest
+ *     durable seq handed to the application for user dd_name; anything at
+ *     or below it is dropped before it touches the clock. Live deliveries
+ *     with a message id go through a ring of the last CW_LIVE_DEDUP_WINDOW
+ *     (from, message_id) pairs.
+ *   - auto_ack (ack_flush): the application thread records what it took
+ *     and handled (client.c) and wakes us with CMD_ACK; we send one
+ *     cumulative Ack for cw_ack_target_locked() CW_AUTO_ACK_DELAY_MS later,
+ *     or at once for a full batch, and after every reconnection (an Ack in
+ *     flight at a loss may be lost).
+ *
  *  Invariants: sock != NULL in every state but LOST; name/token are set in
  *  ONLINE, LOST and RESUMING and only there; every request in `inflight` was
- *  sent on the current socket (lose() fails them all when it closes it);
- *  the application sees each request end exactly once (a reply, a local
- *  error, or its own timeout).
+ *  sent on the current socket (lose() fails or parks them all when it
+ *  closes it); `parked` is empty in IDLE and ONLINE except inside
+ *  resend_parked; the application sees each request end exactly once (a
+ *  reply, a local error, or its own timeout); dd_seq only grows while
+ *  dd_name stays the same.
  */
 #include "client_internal.h"
 #include "cw_log.h"
@@ -67,8 +90,21 @@ typedef struct inflight {
     char *login_name;          /* login: the name asked for; owned */
     cw_clock_item_t *clock;    /* send: the clock stamped on it; owned */
     size_t n_clock;
+    uint8_t *frame;            /* durable send: the packed envelope, sent again
+                                  as is after a reconnection; owned */
+    size_t frame_len;
+    int64_t attempt_deadline;  /* durable send: no reply by then = reply lost */
+    uint64_t seq;              /* our own Ack: the seq acknowledged */
+    unsigned epoch;            /* our own Ack: the epoch it belongs to */
     struct inflight *next;
 } inflight_t;
+
+/* One remembered live delivery (duplicate suppression by from+message_id). */
+typedef struct {
+    uint64_t hash;             /* of from and message_id; 0 = empty slot */
+    char *from;                /* owned */
+    char *id;                  /* owned */
+} live_seen_t;
 
 typedef struct {
     cw_client_t *c;            /* shared part and creation parameters */
@@ -90,8 +126,15 @@ typedef struct {
     int64_t resume_deadline;   /* RESUMING: give up on that Login */
     cw_clock_t *clock;         /* the session's vector clock */
     inflight_t *inflight;      /* requests sent on sock, awaiting replies */
+    inflight_t *parked;        /* durable sends waiting for a reconnection */
     uint64_t next_rid;         /* last internal request id used */
     int terminated;            /* CMD_TERM received */
+    unsigned epoch;            /* our copy of c->epoch (only we change it) */
+    char *dd_name;             /* user that dd_seq and the ack state belong to */
+    uint64_t dd_seq;           /* highest durable seq handed to the application */
+    live_seen_t *live;         /* ring of CW_LIVE_DEDUP_WINDOW live deliveries */
+    size_t live_next;          /* next slot to overwrite */
+    int64_t ack_due;           /* auto_ack: flush then (monotonic ms); 0 = not armed */
 } actor_t;
 
 /* --- posting to the application -------------------------------------- */
@@ -141,6 +184,8 @@ static void post_event(actor_t *a, cw_event_t *ev)
     }
     n->ev = ev;
     n->next = NULL;
+    n->epoch = a->epoch;
+    n->seq = ev->type == CW_EVENT_DELIVER ? ev->msg.seq : 0;
     pthread_mutex_lock(&c->mu);
     if (c->ev_tail) {
         c->ev_tail->next = n;
@@ -194,8 +239,19 @@ static void inflight_free(inflight_t **p)
     inflight_t *f = *p;
     free(f->login_name);
     cw_client_clock_free(&f->clock, f->n_clock);
+    free(f->frame);
     free(f);
     *p = NULL;
+}
+
+static int64_t loss_ms(const actor_t *a);
+static void live_clear(actor_t *a);
+
+/* How long a durable send waits for its reply before it counts as lost. */
+static int64_t attempt_ms(const actor_t *a)
+{
+    int64_t t = 2 * loss_ms(a);
+    return t < CW_DURABLE_ATTEMPT_MS ? CW_DURABLE_ATTEMPT_MS : t;
 }
 
 /* Unlinks and returns the in-flight request rid, or NULL. */
@@ -226,14 +282,36 @@ static void inflight_prune(actor_t *a, int64_t now)
     }
 }
 
-/* Fails every request in flight with status (the socket is going away). */
-static void inflight_fail_all(actor_t *a, cw_status_t status)
+/* Fails every request in flight with status (the socket is going away);
+ * with park, durable sends whose caller still waits are parked instead. */
+static void inflight_fail_all(actor_t *a, cw_status_t status, int park)
 {
+    int64_t now = cw_mono_ms();
+    inflight_t **tail = &a->parked;
+    while (*tail)
+        tail = &(*tail)->next;
     while (a->inflight) {
         inflight_t *f = a->inflight;
         a->inflight = f->next;
+        f->next = NULL;
+        if (park && f->frame && !(f->rid & INTERNAL_RID) && f->deadline > now) {
+            *tail = f;
+            tail = &f->next;
+            continue;
+        }
         if (!(f->rid & INTERNAL_RID))
             post_reply(a, f->rid, status, NULL);
+        inflight_free(&f);
+    }
+}
+
+/* Ends every parked send with status (for a caller that still waits). */
+static void parked_fail_all(actor_t *a, cw_status_t status)
+{
+    while (a->parked) {
+        inflight_t *f = a->parked;
+        a->parked = f->next;
+        post_reply(a, f->rid, status, NULL);
         inflight_free(&f);
     }
 }
@@ -285,10 +363,30 @@ static cw_status_t send_env(actor_t *a, const cw_env_t *env)
     return CW_OK;
 }
 
-/* Sends a request of our own (logout, resume login) and returns its id, 0
- * if it could not be sent. */
-static uint64_t send_internal(actor_t *a, cw_env_t *env, int track)
+/* Sends an already packed envelope. Statuses as send_env. */
+static cw_status_t send_bytes(actor_t *a, const uint8_t *data, size_t len)
 {
+    if (!a->sock)
+        return CW_ERR_DISCONNECTED;
+    if (zmq_send(a->sock, data, len, ZMQ_DONTWAIT) < 0) {
+        if (errno == EAGAIN)
+            return CW_ERR_DISCONNECTED;
+        if (errno == ENOMEM)
+            return CW_ERR_NOMEM;
+        CW_WARN("client: send: %s", zmq_strerror(errno));
+        return CW_ERR_IO;
+    }
+    a->last_send = cw_mono_ms();
+    return CW_OK;
+}
+
+/* Sends a request of our own (logout, ack, resume login) and returns its
+ * id, 0 if it could not be sent. With track, its reply is expected: the
+ * record is returned in *tracked (NULL if out of memory). */
+static uint64_t send_internal(actor_t *a, cw_env_t *env, int track, inflight_t **tracked)
+{
+    if (tracked)
+        *tracked = NULL;
     env->request_id = INTERNAL_RID | ++a->next_rid;
     if (send_env(a, env) != CW_OK)
         return 0;
@@ -301,6 +399,8 @@ static uint64_t send_internal(actor_t *a, cw_env_t *env, int track)
             f->next = a->inflight;
             a->inflight = f;
         }
+        if (tracked)
+            *tracked = f;
     }
     return env->request_id;
 }
@@ -312,7 +412,48 @@ static void send_logout(actor_t *a)
     Causeway__V1__Logout logout = CAUSEWAY__V1__LOGOUT__INIT;
     env.body_case = CW_BODY(LOGOUT);
     env.logout = &logout;
-    send_internal(a, &env, 1);
+    send_internal(a, &env, 1, NULL);
+}
+
+/* auto_ack: sends one cumulative Ack for what the application has taken
+ * (I5), if that is more than was sent; only while ONLINE (a reconnection
+ * calls again). Disarms the timer. */
+static void ack_flush(actor_t *a)
+{
+    cw_client_t *c = a->c;
+    a->ack_due = 0;
+    if (!c->auto_ack || a->state != ST_ONLINE)
+        return;
+    int64_t now = cw_mono_ms();
+    pthread_mutex_lock(&c->mu);
+    uint64_t seq = cw_ack_target_locked(c, 0, now);
+    int need = seq > c->ack_sent;
+    c->ack_untold = 0;
+    /* A hand-over too recent to count as handled: look again when it is
+     * old enough (I5). */
+    if (c->ack_pending)
+        a->ack_due = c->ack_pending_at + CW_AUTO_ACK_DELAY_MS;
+    pthread_mutex_unlock(&c->mu);
+    if (!need)
+        return;
+    cw_env_t env;
+    cw_env_init(&env, 0);
+    Causeway__V1__Ack ack = CAUSEWAY__V1__ACK__INIT;
+    ack.seq = seq;
+    env.body_case = CW_BODY(ACK);
+    env.ack = &ack;
+    inflight_t *f;
+    if (!send_internal(a, &env, 1, &f))
+        return;   /* the connection is in trouble; the reconnection acks */
+    if (f) {
+        f->seq = seq;
+        f->epoch = a->epoch;
+    }
+    pthread_mutex_lock(&c->mu);
+    if (seq > c->ack_sent)
+        c->ack_sent = seq;
+    pthread_mutex_unlock(&c->mu);
+    CW_DEBUG("client: acknowledging up to seq %llu", (unsigned long long) seq);
 }
 
 static void send_heartbeat(actor_t *a)
@@ -332,6 +473,7 @@ static void send_heartbeat(actor_t *a)
 
 static void forget_session(actor_t *a)
 {
+    parked_fail_all(a, CW_ERR_DISCONNECTED);
     free(a->name);
     a->name = NULL;
     free(a->token);
@@ -365,6 +507,21 @@ static int take_session(actor_t *a, const char *name, const Causeway__V1__LoginI
     a->liveness = info && info->liveness ? info->liveness : DEFAULT_LIVENESS;
     a->max_frame = info ? info->max_frame : 0;
     a->last_recv = a->last_send = cw_mono_ms();
+    if (!a->dd_name || strcmp(a->dd_name, a->name) != 0) {
+        /* Another user: another queue, so the watermark and the ack state
+         * start again (I4). */
+        free(a->dd_name);
+        a->dd_name = strdup(a->name);   /* NULL: reset again at the next login */
+        a->dd_seq = 0;
+        live_clear(a);
+        a->ack_due = 0;
+        a->epoch++;
+        pthread_mutex_lock(&a->c->mu);
+        a->c->epoch = a->epoch;
+        a->c->ack_taken = a->c->ack_sent = a->c->ack_done = a->c->ack_pending = 0;
+        a->c->ack_untold = 0;
+        pthread_mutex_unlock(&a->c->mu);
+    }
     return CW_OK;
 }
 
@@ -380,23 +537,53 @@ static void schedule_retry(actor_t *a, int backoff_ms)
     set_state(a, ST_LOST);
 }
 
-/* The connection of a live session is gone: fail what is in flight, tell
- * the application, and start reconnecting (or drop the session). */
+/* The connection of a live session is gone: fail what is in flight (park
+ * durable sends), tell the application, and start reconnecting (or drop the
+ * session). The state changes first, so that an application woken by the
+ * failure or the event already sees it. */
 static void lose(actor_t *a, const char *why)
 {
     CW_DEBUG("client: connection lost: %s", why);
     close_sock(a);
-    inflight_fail_all(a, CW_ERR_DISCONNECTED);
-    post_conn_event(a, CW_EVENT_DISCONNECTED, why, NULL);
     if (a->c->no_reconnect) {
         forget_session(a);
         set_state(a, ST_IDLE);
+        inflight_fail_all(a, CW_ERR_DISCONNECTED, 0);
+        post_conn_event(a, CW_EVENT_DISCONNECTED, why, NULL);
         open_sock(a);
         if (!a->sock)
             CW_ERROR("client: cannot open a socket; every request will fail");
         return;
     }
     schedule_retry(a, BACKOFF_MIN_MS);
+    inflight_fail_all(a, CW_ERR_DISCONNECTED, 1);
+    post_conn_event(a, CW_EVENT_DISCONNECTED, why, NULL);
+}
+
+/* After a successful login again: sends every parked durable send whose
+ * caller still waits, unchanged, on the new socket. */
+static void resend_parked(actor_t *a)
+{
+    int64_t now = cw_mono_ms();
+    while (a->parked) {
+        inflight_t *f = a->parked;
+        a->parked = f->next;
+        f->next = NULL;
+        if (f->deadline <= now) {   /* its caller has given up */
+            inflight_free(&f);
+            continue;
+        }
+        cw_status_t st = send_bytes(a, f->frame, f->frame_len);
+        if (st != CW_OK) {
+            post_reply(a, f->rid, st, NULL);
+            inflight_free(&f);
+            continue;
+        }
+        CW_DEBUG("client: durable send %llu sent again", (unsigned long long) f->rid);
+        f->attempt_deadline = now + attempt_ms(a);
+        f->next = a->inflight;
+        a->inflight = f;
+    }
 }
 
 static void start_resume(actor_t *a)
@@ -413,9 +600,10 @@ static void start_resume(actor_t *a)
     login.resume_token.len = a->token_len;
     login.agent = a->c->agent;
     login.quiet = a->c->quiet;
+    login.pull = a->c->pull;
     env.body_case = CW_BODY(LOGIN);
     env.login = &login;
-    a->resume_rid = send_internal(a, &env, 0);
+    a->resume_rid = send_internal(a, &env, 0, NULL);
     int64_t wait = loss_ms(a) > 1000 ? loss_ms(a) : 1000;
     a->resume_deadline = cw_mono_ms() + wait;
     set_state(a, ST_RESUMING);
@@ -443,9 +631,151 @@ static void on_resume_reply(actor_t *a, const cw_reply_msg_t *r)
     }
     set_state(a, ST_ONLINE);
     post_conn_event(a, CW_EVENT_RECONNECTED, "logged in again", r);
+    resend_parked(a);
+    /* An Ack in flight at the loss may never have arrived: send again
+     * whatever is not confirmed. */
+    pthread_mutex_lock(&a->c->mu);
+    a->c->ack_sent = a->c->ack_done;
+    pthread_mutex_unlock(&a->c->mu);
+    ack_flush(a);
+}
+
+/* --- de-duplication ------------------------------------------------------ */
+
+static uint64_t live_hash(const char *from, const char *id)
+{
+    uint64_t h = UINT64_C(1469598103934665603);   /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *) from; *p; p++)
+        h = (h ^ *p) * UINT64_C(1099511628211);
+    h = (h ^ 0xFF) * UINT64_C(1099511628211);     /* separator no name holds */
+    for (const unsigned char *p = (const unsigned char *) id; *p; p++)
+        h = (h ^ *p) * UINT64_C(1099511628211);
+    return h ? h : 1;
+}
+
+static int live_seen(const actor_t *a, uint64_t h, const char *from, const char *id)
+{
+    for (size_t i = 0; i < CW_LIVE_DEDUP_WINDOW; i++) {
+        const live_seen_t *e = &a->live[i];
+        if (e->hash == h && strcmp(e->from, from) == 0 && strcmp(e->id, id) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Remembers a live delivery, forgetting the oldest. Out of memory it is
+ * not remembered (a duplicate of it would get through). */
+static void live_remember(actor_t *a, uint64_t h, const char *from, const char *id)
+{
+    live_seen_t *e = &a->live[a->live_next];
+    free(e->from);
+    free(e->id);
+    e->from = strdup(from);
+    e->id = strdup(id);
+    e->hash = e->from && e->id ? h : 0;
+    if (!e->hash) {
+        free(e->from);
+        free(e->id);
+        e->from = e->id = NULL;
+    }
+    a->live_next = (a->live_next + 1) % CW_LIVE_DEDUP_WINDOW;
+}
+
+/* Forgets every remembered live delivery. */
+static void live_clear(actor_t *a)
+{
+    for (size_t i = 0; a->live && i < CW_LIVE_DEDUP_WINDOW; i++) {
+        free(a->live[i].from);
+        free(a->live[i].id);
+        memset(&a->live[i], 0, sizeof a->live[i]);
+    }
+    a->live_next = 0;
+}
+
+static void live_free(actor_t *a)
+{
+    live_clear(a);
+    free(a->live);
+    a->live = NULL;
+}
+
+/* Leaves out of a Fetch reply the messages handed to the application
+ * already (seq <= dd_seq), counting them in n_seen. Returns the highest
+ * seq left. */
+static uint64_t filter_fetch(actor_t *a, cw_reply_t *out)
+{
+    size_t k = 0;
+    uint64_t top = 0;
+    for (size_t i = 0; i < out->n_messages; i++) {
+        cw_message_t *m = &out->messages[i];
+        if (m->seq && m->seq <= a->dd_seq) {
+            cw_conv_message_free(m);
+            out->n_seen++;
+            continue;
+        }
+        if (m->seq > top)
+            top = m->seq;
+        if (k != i) {
+            out->messages[k] = *m;
+            memset(m, 0, sizeof *m);
+        }
+        k++;
+    }
+    out->n_messages = k;
+    return top;
+}
+
+/* Vector clock rule on receipt: merge the message's clock, tick our own. */
+static void clock_receive(actor_t *a, cw_clock_entry_msg_t *const *clock, size_t n_clock)
+{
+    if (cw_clock_merge(a->clock, clock, n_clock) != CW_OK ||
+        (a->name && cw_clock_tick(a->clock, a->name) != CW_OK))
+        CW_ERROR("client: out of memory updating the vector clock");
 }
 
 /* --- frames from the broker -------------------------------------------- */
+
+/* The reply to one of our own Acks. */
+static void on_ack_reply(actor_t *a, const inflight_t *f, cw_status_t status)
+{
+    if (f->epoch != a->epoch)
+        return;
+    cw_client_t *c = a->c;
+    pthread_mutex_lock(&c->mu);
+    if (status == CW_OK) {
+        if (f->seq > c->ack_done)
+            c->ack_done = f->seq;
+    } else if (status != CW_BAD_REQUEST && status != CW_NOT_DURABLE &&
+               status != CW_UNKNOWN_TYPE) {
+        /* Transient (store trouble, session lost): send it again later. */
+        if (c->ack_sent > c->ack_done)
+            c->ack_sent = c->ack_done;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (status == CW_OK)
+        return;
+    CW_DEBUG("client: ack up to seq %llu refused: %s", (unsigned long long) f->seq,
+             cw_status_name(status));
+    if (status == CW_NOT_LOGGED_IN && a->state == ST_ONLINE)
+        lose(a, "the broker no longer knows our session");
+    else if (status != CW_BAD_REQUEST && status != CW_NOT_DURABLE && status != CW_UNKNOWN_TYPE &&
+             !a->ack_due)
+        a->ack_due = cw_mono_ms() + CW_AUTO_ACK_DELAY_MS;
+}
+
+/* A Fetch reply with messages: drop those handed over already, count the
+ * rest as handed over once the application has the reply. */
+static void on_fetch_reply(actor_t *a, const cw_reply_msg_t *r, uint64_t rid, cw_reply_t *out)
+{
+    uint64_t top = filter_fetch(a, out);
+    uint64_t before = a->dd_seq;
+    for (size_t i = 0; i < r->n_messages; i++)
+        if (r->messages[i]->seq > before)
+            clock_receive(a, r->messages[i]->clock, r->messages[i]->n_clock);
+    publish_clock(a);
+    if (post_reply(a, rid, CW_OK, out) && top > a->dd_seq)
+        a->dd_seq = top;
+}
 
 static void on_reply(actor_t *a, const cw_env_t *env)
 {
@@ -461,18 +791,32 @@ static void on_reply(actor_t *a, const cw_env_t *env)
                  cw_status_name((int) r->status));
         return;
     }
-    if (rid & INTERNAL_RID) {   /* our own logout */
+    cw_status_t status = (cw_status_t) r->status;
+    if (rid & INTERNAL_RID) {   /* our own logout or ack */
+        if (f->body == CW_BODY(ACK))
+            on_ack_reply(a, f, status);
         inflight_free(&f);
         return;
     }
-    cw_status_t status = (cw_status_t) r->status;
+    /* A durable send the broker did not handle (it lost our session, or it
+     * is stopping): reconnect and send it again. */
+    if (f->frame && (status == CW_NOT_LOGGED_IN || status == CW_SHUTTING_DOWN) &&
+        a->state == ST_ONLINE && f->deadline > cw_mono_ms()) {
+        f->next = a->inflight;
+        a->inflight = f;
+        lose(a, status == CW_NOT_LOGGED_IN ? "the broker no longer knows our session"
+                                           : "the broker is shutting down");
+        return;
+    }
     cw_reply_t *out = cw_conv_reply(r);
     if (out && f->clock) {
         out->clock = f->clock;
         out->n_clock = f->n_clock;
         f->clock = NULL;
     }
-    if (f->body == CW_BODY(LOGIN) && status == CW_OK) {
+    if (f->body == CW_BODY(FETCH) && status == CW_OK && out) {
+        on_fetch_reply(a, r, rid, out);
+    } else if (f->body == CW_BODY(LOGIN) && status == CW_OK) {
         if (!out || take_session(a, f->login_name, r->login) != CW_OK) {
             cw_reply_destroy(&out);
             post_reply(a, rid, CW_ERR_NOMEM, NULL);
@@ -503,9 +847,25 @@ static void on_reply(actor_t *a, const cw_env_t *env)
 
 static void on_deliver(actor_t *a, const cw_deliver_msg_t *d)
 {
-    if (cw_clock_merge(a->clock, d->clock, d->n_clock) != CW_OK ||
-        (a->name && cw_clock_tick(a->clock, a->name) != CW_OK))
-        CW_ERROR("client: out of memory updating the vector clock");
+    /* Duplicates go before they touch the clock: receiving one again is
+     * not a new event. */
+    const char *from = d->from ? d->from : "";
+    const char *mid = d->message_id ? d->message_id : "";
+    uint64_t h = 0;
+    if (d->seq) {
+        if (d->seq <= a->dd_seq) {
+            CW_DEBUG("client: dropping seq %llu from %s: handed over already",
+                     (unsigned long long) d->seq, from);
+            return;
+        }
+    } else if (*mid) {
+        h = live_hash(from, mid);
+        if (live_seen(a, h, from, mid)) {
+            CW_DEBUG("client: dropping live message '%s' from %s: seen already", mid, from);
+            return;
+        }
+    }
+    clock_receive(a, d->clock, d->n_clock);
     publish_clock(a);
     cw_event_t *ev = calloc(1, sizeof *ev);
     if (!ev || cw_conv_message(&ev->msg, d) != CW_OK) {
@@ -518,6 +878,10 @@ static void on_deliver(actor_t *a, const cw_deliver_msg_t *d)
     size_t n = cw_clock_entries(a->clock, &e);
     cw_conv_clock(&ev->local_clock, &ev->n_local_clock, e, n);
     post_event(a, ev);
+    if (d->seq)
+        a->dd_seq = d->seq;
+    else if (h)
+        live_remember(a, h, from, mid);
 }
 
 static void on_presence(actor_t *a, const cw_presence_msg_t *p)
@@ -608,7 +972,12 @@ static void on_request(actor_t *a, uint64_t rid, int64_t deadline, const uint8_t
         post_reply(a, rid, CW_ERR_NOMEM, NULL);
         return;
     }
-    if (a->state == ST_LOST || a->state == ST_RESUMING) {
+    int lost = a->state == ST_LOST || a->state == ST_RESUMING;
+    int is_send = env->body_case == CW_BODY(SEND);
+    /* A durable send of a session is kept packed, to go out again after a
+     * reconnection; made while the connection is lost, it waits for one. */
+    int keep = is_send && env->send->durable && a->name && !a->c->no_reconnect;
+    if (lost && !keep) {
         if (env->body_case == CW_BODY(LOGOUT)) {
             CW_DEBUG("client: logout while disconnected: session abandoned");
             forget_session(a);
@@ -630,12 +999,15 @@ static void on_request(actor_t *a, uint64_t rid, int64_t deadline, const uint8_t
     f->rid = rid;
     f->body = env->body_case;
     f->deadline = deadline;
+    /* A session's sends follow the clock rule and the frame limit (ONLINE,
+     * or a kept durable send while the connection is lost). */
+    int session = is_send && (a->state == ST_ONLINE || lost);
 
     /* A frame over the broker's limit would be refused, or dropped with
      * the connection by libzmq; refuse it here instead. Measured with the
      * clock it will carry: today's, plus room for our entry's tick. */
     size_t size = 0;
-    if (env->body_case == CW_BODY(SEND) && a->max_frame && a->state == ST_ONLINE) {
+    if (session && a->max_frame) {
         env->n_clock = cw_clock_entries(a->clock, &env->clock);
         size = causeway__v1__envelope__get_packed_size(env) + strlen(a->name) + 24;
         env->clock = NULL;
@@ -649,8 +1021,7 @@ static void on_request(actor_t *a, uint64_t rid, int64_t deadline, const uint8_t
     }
 
     /* Vector clock rule: before a send, tick our own entry, stamp it. */
-    int stamped = 0;
-    if (env->body_case == CW_BODY(SEND) && a->state == ST_ONLINE) {
+    if (session) {
         if (cw_clock_tick(a->clock, a->name) != CW_OK) {
             inflight_free(&f);
             post_reply(a, rid, CW_ERR_NOMEM, NULL);
@@ -660,16 +1031,41 @@ static void on_request(actor_t *a, uint64_t rid, int64_t deadline, const uint8_t
         publish_clock(a);
         /* The envelope borrows the clock's entries for packing. */
         env->n_clock = cw_clock_entries(a->clock, &env->clock);
-        stamped = 1;
         cw_conv_clock(&f->clock, &f->n_clock, env->clock, env->n_clock);
     }
 
-    cw_status_t st = send_env(a, env);
-    if (stamped) {
+    cw_status_t st;
+    if (keep && session) {
+        st = (cw_status_t) cw_env_pack(env, &f->frame, &f->frame_len);
+        if (st == CW_OK && lost) {
+            /* Waits in `parked` for the next successful login. */
+            inflight_t **tail = &a->parked;
+            while (*tail)
+                tail = &(*tail)->next;
+            *tail = f;
+            f = NULL;
+        } else if (st == CW_OK) {
+            st = send_bytes(a, f->frame, f->frame_len);
+            f->attempt_deadline = cw_mono_ms() + attempt_ms(a);
+        }
+    } else {
+        st = send_env(a, env);
+    }
+    if (session) {
         env->clock = NULL;
         env->n_clock = 0;
     }
     cw_env_free(&env);
+    if (!f)
+        return;
+    if (st == CW_ERR_DISCONNECTED && f->frame) {
+        /* The socket takes no more frames: the broker is not reading. The
+         * send waits for a fresh connection like one whose reply is lost. */
+        f->next = a->inflight;
+        a->inflight = f;
+        lose(a, "the broker does not take our frames");
+        return;
+    }
     if (st != CW_OK) {
         inflight_free(&f);
         post_reply(a, rid, st, NULL);
@@ -700,12 +1096,32 @@ static void read_pipe(actor_t *a)
             zmq_msg_close(&msg);
             return;
         }
+        if (hdr.type == CMD_ACK) {
+            zmq_msg_close(&msg);
+            if (hdr.rid)
+                ack_flush(a);
+            else if (!a->ack_due)
+                a->ack_due = cw_mono_ms() + CW_AUTO_ACK_DELAY_MS;
+            continue;
+        }
         on_request(a, hdr.rid, hdr.deadline, data + sizeof hdr, len - sizeof hdr);
         zmq_msg_close(&msg);
     }
 }
 
 /* --- timers and the loop ------------------------------------------------ */
+
+/* The durable send in flight whose reply counts as lost first (its caller
+ * still waiting), or NULL. */
+static const inflight_t *first_attempt_due(const actor_t *a, int64_t now)
+{
+    const inflight_t *first = NULL;
+    for (const inflight_t *f = a->inflight; f; f = f->next)
+        if (f->frame && f->deadline > now &&
+            (!first || f->attempt_deadline < first->attempt_deadline))
+            first = f;
+    return first;
+}
 
 /* Milliseconds until the next timer is due; -1 for none. */
 static long next_timeout(const actor_t *a, int64_t now)
@@ -716,6 +1132,11 @@ static long next_timeout(const actor_t *a, int64_t now)
         int64_t hb = a->last_send + a->hb_ms;
         int64_t dead = a->last_recv + loss_ms(a);
         due = hb < dead ? hb : dead;
+        if (a->ack_due && a->ack_due < due)
+            due = a->ack_due;
+        const inflight_t *f = first_attempt_due(a, now);
+        if (f && f->attempt_deadline < due)
+            due = f->attempt_deadline;
         break;
     }
     case ST_LOST:
@@ -747,9 +1168,20 @@ static void run_timers(actor_t *a)
             snprintf(why, sizeof why, "no frame from the broker for %lld ms",
                      (long long) (now - a->last_recv));
             lose(a, why);
-        } else if (now - a->last_send >= a->hb_ms) {
-            send_heartbeat(a);
+            break;
         }
+        const inflight_t *f = first_attempt_due(a, now);
+        if (f && f->attempt_deadline <= now) {
+            char why[96];
+            snprintf(why, sizeof why, "no reply to a durable send for %lld ms",
+                     (long long) attempt_ms(a));
+            lose(a, why);
+            break;
+        }
+        if (a->ack_due && now >= a->ack_due)
+            ack_flush(a);
+        if (now - a->last_send >= a->hb_ms)
+            send_heartbeat(a);
         break;
     case ST_LOST:
         if (now >= a->retry_at)
@@ -775,8 +1207,9 @@ void *cw_client_actor_main(void *arg)
     a.hb_ms = DEFAULT_HEARTBEAT_MS;
     a.liveness = DEFAULT_LIVENESS;
     a.clock = cw_clock_new();
-    if (!a.clock)
-        abort();   /* a few bytes at start-up; nothing sensible to do */
+    a.live = calloc(CW_LIVE_DEDUP_WINDOW, sizeof *a.live);
+    if (!a.clock || !a.live)
+        abort();   /* a few kilobytes at start-up; nothing sensible to do */
 
     while (!a.terminated) {
         zmq_pollitem_t items[2] = {
@@ -806,12 +1239,15 @@ void *cw_client_actor_main(void *arg)
     if (a.state == ST_ONLINE && a.sock) {
         int linger = LOGOUT_LINGER_MS;
         zmq_setsockopt(a.sock, ZMQ_LINGER, &linger, sizeof linger);
+        ack_flush(&a);   /* auto_ack: what was taken, best effort */
         send_logout(&a);
     }
-    inflight_fail_all(&a, CW_ERR_DISCONNECTED);
+    inflight_fail_all(&a, CW_ERR_DISCONNECTED, 0);
     close_sock(&a);
     zmq_close(a.pipe);
     forget_session(&a);
     cw_clock_destroy(&a.clock);
+    live_free(&a);
+    free(a.dd_name);
     return NULL;
 }

@@ -89,6 +89,7 @@ int cw_conv_message(cw_message_t *m, const cw_deliver_msg_t *d)
     m->seq = d->seq;
     m->durable = d->durable;
     m->redelivered = d->redelivered;
+    m->expired = d->expired;
     m->from = cw_conv_strdup(d->from);
     m->text = cw_conv_strdup(d->text);
     m->message_id = cw_conv_strdup(d->message_id);
@@ -201,6 +202,7 @@ void cw_reply_destroy(cw_reply_t **p)
         return;
     cw_reply_t *r = *p;
     free(r->detail);
+    free(r->message_id);
     for (size_t i = 0; i < r->n_recipients; i++)
         free(r->recipients[i].name);
     free(r->recipients);

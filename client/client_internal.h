@@ -13,7 +13,18 @@
  *   I2. `reply_ready` is set only for the request id in `waiting_rid`; a
  *       reply for any other id is freed by the I/O thread, never queued;
  *   I3. `clock_copy` is a copy of the I/O thread's clock after its last
- *       change (the I/O thread never lets the application see its own).
+ *       change (the I/O thread never lets the application see its own);
+ *   I4. durable bookkeeping (auto_ack) belongs to the user of `epoch`: the
+ *       I/O thread bumps epoch and zeroes ack_* when a login changes the
+ *       session's user; an event carries the epoch it was queued in, and
+ *       only events of the current epoch count as taken;
+ *   I5. ack_done <= ack_sent when both were set in this epoch, and an Ack
+ *       never goes beyond cw_ack_target_locked(): below every durable
+ *       delivery still queued and below ack_pending, the last hand-over,
+ *       which the application may still be handling. A hand-over counts as
+ *       handled (ack_pending -> ack_taken) when the application comes back
+ *       (next_event, fetch, ack_flush, logout) or CW_AUTO_ACK_DELAY_MS
+ *       after it.
  *  Conversions from wire messages to public structs live in client_conv.c.
  */
 #ifndef CW_CLIENT_INTERNAL_H
@@ -31,16 +42,20 @@
 typedef enum {
     CMD_REQUEST = 1,   /* forward the envelope (request_id set) */
     CMD_TERM = 2,      /* log out politely if logged in, then stop */
+    CMD_ACK = 3,       /* auto_ack: the application took durable messages (no body) */
 } cmd_type_t;
 
 typedef struct {
     int type;          /* cmd_type_t */
-    uint64_t rid;      /* CMD_REQUEST: the envelope's request id */
+    uint64_t rid;      /* CMD_REQUEST: the envelope's request id;
+                          CMD_ACK: 1 = acknowledge now, 0 = within the delay */
     int64_t deadline;  /* CMD_REQUEST: monotonic ms after which nobody waits */
 } cmd_hdr_t;
 
 typedef struct event_node {
     cw_event_t *ev;            /* owned */
+    unsigned epoch;            /* `epoch` when it was queued (I4) */
+    uint64_t seq;              /* durable delivery: its seq; else 0 */
     struct event_node *next;
 } event_node_t;
 
@@ -52,12 +67,16 @@ struct cw_client {
     int thread_started;        /* thread must be joined */
     uint64_t next_rid;         /* last request id used (application ids < 2^63) */
     char *name;                /* session name after a successful login, else NULL */
+    uint64_t mid_random;       /* random middle part of generated message ids */
+    uint64_t mid_count;        /* message ids generated so far */
 
     /* --- given to the I/O thread at creation, read-only after -------- */
     char *endpoint;            /* broker endpoint */
     char *agent;               /* Login.agent */
     int quiet;                 /* Login.quiet */
     int no_reconnect;          /* drop the session on broker loss */
+    int pull;                  /* Login.pull */
+    int auto_ack;              /* acknowledge taken durable deliveries */
     void *actor_pipe;          /* I/O end of the pipe (owned by the I/O thread) */
     void *first_sock;          /* DEALER connected in cw_client_new, handed over */
 
@@ -74,10 +93,22 @@ struct cw_client {
     cw_reply_t *reply;         /* broker reply or NULL for local errors; owned */
     cw_clock_t *clock_copy;    /* see I3; NULL until the first change */
     int connected;             /* session logged in and connection up */
+    unsigned epoch;            /* user of the durable bookkeeping below (I4) */
+    uint64_t ack_taken;        /* auto_ack: highest durable seq handled (I5) */
+    uint64_t ack_pending;      /* auto_ack: highest seq of the last hand-over, 0 none */
+    int64_t ack_pending_at;    /* auto_ack: when it was handed over (monotonic ms) */
+    unsigned ack_untold;       /* auto_ack: takes since the I/O thread last flushed */
+    uint64_t ack_sent;         /* highest seq an Ack was sent for */
+    uint64_t ack_done;         /* highest seq the broker confirmed acknowledged */
 };
 
 /* The I/O thread's entry point (client_actor.c). */
 void *cw_client_actor_main(void *arg);
+
+/* client.c, called with mu held. The last hand-over counts as handled if
+ * `handled` or if it is CW_AUTO_ACK_DELAY_MS old at `now`; then returns the
+ * highest seq an Ack may cover now (I5), 0 if nothing. */
+uint64_t cw_ack_target_locked(cw_client_t *c, int handled, int64_t now);
 
 /* --- client_conv.c: wire -> public structs (NULL on out of memory) --- */
 cw_reply_t *cw_conv_reply(const cw_reply_msg_t *r);

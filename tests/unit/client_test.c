@@ -6,7 +6,12 @@
  *  request, the level-triggered fd, vector clock stamping and merging,
  *  heartbeats, broker loss, requests while disconnected, reconnection with
  *  the resume token and NAME_TAKEN retry, timeouts, polite logout on
- *  destroy.
+ *  destroy; durable mode: duplicate suppression (seq watermark across a
+ *  reconnection, live message ids, fetch replies), durable sends retried
+ *  with the same message id and clock after a lost reply and a lost
+ *  connection (also one made while disconnected), live sends not retried,
+ *  auto_ack (batched, never past a queued delivery, flushed before logout)
+ *  and Login.pull.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -418,6 +423,529 @@ static void test_logout_while_lost(void **state)
     fake_destroy(&f);
 }
 
+
+/* --- durable helpers -------------------------------------------------------- */
+
+#define STR(x) ((char *) (uintptr_t) (x))
+
+/* Pushes a Deliver from `from` (seq 0: live) carrying the clock {from: k}. */
+static void fake_push(fake_t *f, const char *from, uint64_t seq, const char *mid,
+                      const char *text, uint64_t k)
+{
+    cw_env_t env;
+    cw_env_init(&env, 0);
+    cw_deliver_msg_t d = CAUSEWAY__V1__DELIVER__INIT;
+    cw_clock_entry_msg_t e = CAUSEWAY__V1__CLOCK_ENTRY__INIT, *ep = &e;
+    e.node = STR(from);
+    e.counter = k;
+    d.from = STR(from);
+    d.text = STR(text);
+    d.seq = seq;
+    d.durable = seq != 0;
+    d.message_id = STR(mid ? mid : "");
+    d.clock = &ep;
+    d.n_clock = 1;
+    env.body_case = CW_BODY(DELIVER);
+    env.deliver = &d;
+    fake_send(f, &env);
+}
+
+/* Replies to a Send with one recipient `bob` of status rstatus / seq. */
+static void fake_send_reply(fake_t *f, uint64_t rid, int status, int rstatus, uint64_t seq,
+                            int duplicate)
+{
+    cw_env_t rep;
+    cw_env_init(&rep, rid);
+    cw_reply_msg_t r = CAUSEWAY__V1__REPLY__INIT;
+    cw_rcpt_msg_t rs = CAUSEWAY__V1__RECIPIENT_STATUS__INIT, *rsp = &rs;
+    rs.name = "bob";
+    rs.status = (Causeway__V1__Status) rstatus;
+    rs.seq = seq;
+    r.status = (Causeway__V1__Status) status;
+    r.recipients = &rsp;
+    r.n_recipients = 1;
+    r.duplicate = duplicate;
+    rep.body_case = CW_BODY(REPLY);
+    rep.reply = &r;
+    fake_send(f, &rep);
+}
+
+/* Replies to a Fetch with stored messages from bob with these seqs. */
+static void fake_fetch_reply(fake_t *f, uint64_t rid, const uint64_t *seqs, size_t n)
+{
+    cw_env_t rep;
+    cw_env_init(&rep, rid);
+    cw_reply_msg_t r = CAUSEWAY__V1__REPLY__INIT;
+    cw_deliver_msg_t d[8], *dp[8];
+    assert_true(n <= 8);
+    for (size_t i = 0; i < n; i++) {
+        cw_deliver_msg_t init = CAUSEWAY__V1__DELIVER__INIT;
+        d[i] = init;
+        d[i].from = "bob";
+        d[i].text = "stored";
+        d[i].seq = seqs[i];
+        d[i].durable = 1;
+        dp[i] = &d[i];
+    }
+    r.messages = dp;
+    r.n_messages = n;
+    rep.body_case = CW_BODY(REPLY);
+    rep.reply = &r;
+    fake_send(f, &rep);
+}
+
+/* The next delivery event (other events are skipped), or NULL. */
+static cw_event_t *next_deliver(cw_client_t *c, int timeout_ms)
+{
+    int64_t end = cw_mono_ms() + timeout_ms;
+    for (;;) {
+        int64_t left = end - cw_mono_ms();
+        cw_event_t *ev;
+        if (left <= 0 || cw_client_next_event(c, (int) left, &ev) != CW_OK)
+            return NULL;
+        if (ev->type == CW_EVENT_DELIVER)
+            return ev;
+        cw_event_destroy(&ev);
+    }
+}
+
+/* Reads the next delivery and checks its text and seq. */
+static void expect_deliver(cw_client_t *c, const char *text, uint64_t seq)
+{
+    cw_event_t *ev = next_deliver(c, 2000);
+    assert_non_null(ev);
+    assert_string_equal(ev->msg.text, text);
+    assert_int_equal(ev->msg.seq, seq);
+    cw_event_destroy(&ev);
+}
+
+/* The next event, which must be of this type. */
+static void expect_event(cw_client_t *c, cw_event_type_t type)
+{
+    cw_event_t *ev;
+    assert_int_equal(cw_client_next_event(c, 3000, &ev), CW_OK);
+    assert_int_equal(ev->type, type);
+    cw_event_destroy(&ev);
+}
+
+/* Makes the fake broker go silent until the client declares it lost, then
+ * serves the client's login again (resume token). */
+static void fake_lose_and_resume(fake_t *f, cw_client_t *c)
+{
+    f->alive = 0;
+    expect_event(c, CW_EVENT_DISCONNECTED);
+    assert_int_equal(cw_client_connected(c), 0);
+    f->alive = 1;
+    f->peer_len = 0;
+    fake_login(f, CW_OK, "alice", 1);
+    expect_event(c, CW_EVENT_RECONNECTED);
+}
+
+static cw_client_t *logged_in_opts(fake_t *f, const cw_client_opts_t *opts, int expect_pull)
+{
+    cw_client_t *c = cw_client_new(f->endpoint, opts);
+    assert_non_null(c);
+    login_job_t j = {.c = c, .name = "alice"};
+    pthread_t t;
+    pthread_create(&t, NULL, login_thread, &j);
+    cw_env_t *env = fake_recv(f, 3000);
+    assert_non_null(env);
+    assert_int_equal(env->body_case, CW_BODY(LOGIN));
+    assert_int_equal(env->login->pull, expect_pull);
+    Causeway__V1__LoginInfo info = CAUSEWAY__V1__LOGIN_INFO__INIT;
+    info.broker_version = "fake";
+    info.heartbeat_ms = 100;
+    info.liveness = 3;
+    info.max_frame = 65536;
+    info.durable = 1;
+    info.resume_token.data = token_bytes;
+    info.resume_token.len = sizeof token_bytes;
+    fake_reply(f, env->request_id, CW_OK, &info, 1);
+    cw_env_free(&env);
+    pthread_join(t, NULL);
+    assert_int_equal(j.st, CW_OK);
+    cw_reply_destroy(&j.reply);
+    return c;
+}
+
+typedef struct {
+    cw_client_t *c;
+    uint32_t max;
+    cw_status_t st;
+    cw_reply_t *reply;
+} fetch_job_t;
+
+static void *fetch_thread(void *arg)
+{
+    fetch_job_t *j = arg;
+    j->st = cw_client_fetch(j->c, j->max, 3000, &j->reply);
+    return NULL;
+}
+
+typedef struct {
+    cw_client_t *c;
+    cw_status_t st;
+} logout_job_t;
+
+static void *logout_thread(void *arg)
+{
+    logout_job_t *j = arg;
+    j->st = cw_client_logout(j->c, 3000);
+    return NULL;
+}
+
+/* A send of "hi" to bob with a 5 s timeout, on its own thread. */
+static void *send5_thread(void *arg)
+{
+    send_job_t *j = arg;
+    j->st = cw_client_send(j->c, &j->msg, 5000, &j->reply);
+    return NULL;
+}
+
+static const char *const to_bob[] = {"bob"};
+
+/* --- durable tests ---------------------------------------------------------- */
+
+static void test_dedup_watermark(void **state)
+{
+    (void) state;
+    fake_t *f = fake_new();
+    cw_client_t *c = logged_in(f);
+
+    /* A redelivery of seq 1 between 2 and 3 is dropped, clock untouched. */
+    fake_push(f, "bob", 1, "b-1", "one", 1);
+    fake_push(f, "bob", 2, "b-2", "two", 2);
+    fake_push(f, "bob", 1, "b-1", "one", 1);
+    fake_push(f, "bob", 3, "b-3", "three", 3);
+    expect_deliver(c, "one", 1);
+    expect_deliver(c, "two", 2);
+    cw_event_t *ev = next_deliver(c, 2000);
+    assert_non_null(ev);
+    assert_int_equal(ev->msg.seq, 3);
+    assert_int_equal(ev->local_clock[0].counter, 3);   /* alice ticked 3 times, not 4 */
+    cw_event_destroy(&ev);
+
+    /* The watermark survives a reconnection: the broker pushes everything
+     * unacknowledged again after the login. */
+    fake_lose_and_resume(f, c);
+    fake_push(f, "bob", 1, "b-1", "one", 1);
+    fake_push(f, "bob", 2, "b-2", "two", 2);
+    fake_push(f, "bob", 3, "b-3", "three", 3);
+    fake_push(f, "bob", 4, "b-4", "four", 4);
+    expect_deliver(c, "four", 4);
+
+    /* Live: a repeated (from, message_id) is dropped; no id, no dropping;
+     * the same id from someone else is another message. */
+    fake_push(f, "bob", 0, "L1", "live one", 5);
+    fake_push(f, "bob", 0, "L1", "live one", 5);
+    fake_push(f, "bob", 0, "", "no id", 6);
+    fake_push(f, "bob", 0, "", "no id", 6);
+    fake_push(f, "carol", 0, "L1", "carol's", 1);
+    fake_push(f, "bob", 0, "L2", "live two", 7);
+    expect_deliver(c, "live one", 0);
+    expect_deliver(c, "no id", 0);
+    expect_deliver(c, "no id", 0);
+    expect_deliver(c, "carol's", 0);
+    expect_deliver(c, "live two", 0);
+
+    /* Fetch leaves out what was handed over (seq 4) and hands over 5: a
+     * later push of 5 is dropped, 6 comes. */
+    fetch_job_t j = {.c = c, .max = 10};
+    pthread_t t;
+    pthread_create(&t, NULL, fetch_thread, &j);
+    cw_env_t *env = fake_recv(f, 3000);
+    assert_non_null(env);
+    assert_int_equal(env->body_case, CW_BODY(FETCH));
+    assert_int_equal(env->fetch->max, 10);
+    uint64_t seqs[] = {4, 5};
+    fake_fetch_reply(f, env->request_id, seqs, 2);
+    cw_env_free(&env);
+    pthread_join(t, NULL);
+    assert_int_equal(j.st, CW_OK);
+    assert_int_equal(j.reply->n_messages, 1);
+    assert_int_equal(j.reply->messages[0].seq, 5);
+    assert_int_equal(j.reply->n_seen, 1);
+    cw_reply_destroy(&j.reply);
+    fake_push(f, "bob", 5, "b-5", "five", 5);
+    fake_push(f, "bob", 6, "b-6", "six", 6);
+    expect_deliver(c, "six", 6);
+
+    cw_client_destroy(&c);
+    fake_destroy(&f);
+}
+
+/* The durable send is answered with silence; after the attempt timeout the
+ * client reconnects and sends the same frame again. */
+static void test_durable_retry_lost_reply(void **state)
+{
+    (void) state;
+    fake_t *f = fake_new();
+    cw_client_t *c = logged_in(f);
+    send_job_t j = {.c = c, .msg = {.to = to_bob, .n_to = 1, .text = "hi", .durable = 1}};
+    pthread_t t;
+    int64_t t0 = cw_mono_ms();
+    pthread_create(&t, NULL, send5_thread, &j);
+    cw_env_t *first = fake_recv(f, 3000);
+    assert_non_null(first);
+    assert_int_equal(first->body_case, CW_BODY(SEND));
+    assert_true(first->send->durable);
+    /* A generated id: alice-<16 hex>-<counter>. */
+    const char *mid = first->send->message_id;
+    assert_int_equal(strncmp(mid, "alice-", 6), 0);
+    assert_int_equal(strlen(mid), 6 + 16 + 2);
+    assert_int_equal(mid[22], '-');
+
+    /* No reply (heartbeats keep flowing): after CW_DURABLE_ATTEMPT_MS the
+     * client takes the reply for lost and logs in again. */
+    fake_login(f, CW_OK, "alice", 1);
+    assert_true(cw_mono_ms() - t0 >= CW_DURABLE_ATTEMPT_MS - 50);
+    cw_env_t *again = fake_recv(f, 3000);
+    assert_non_null(again);
+    assert_int_equal(again->body_case, CW_BODY(SEND));
+    assert_string_equal(again->send->message_id, mid);
+    assert_int_equal(again->request_id, first->request_id);
+    assert_int_equal(again->n_clock, 1);                 /* the same clock: */
+    assert_int_equal(again->clock[0]->counter, 1);      /* not ticked again */
+    assert_string_equal(again->send->text, "hi");
+    /* The broker had it: the original result, duplicate. */
+    fake_send_reply(f, again->request_id, CW_ACCEPTED, CW_ACCEPTED, 7, 1);
+    pthread_join(t, NULL);
+    assert_int_equal(j.st, CW_ACCEPTED);
+    assert_non_null(j.reply);
+    assert_int_equal(j.reply->duplicate, 1);
+    assert_string_equal(j.reply->message_id, mid);
+    assert_int_equal(j.reply->recipients[0].seq, 7);
+    assert_int_equal(j.reply->n_clock, 1);
+    assert_int_equal(j.reply->clock[0].counter, 1);
+    cw_reply_destroy(&j.reply);
+    cw_env_free(&first);
+    cw_env_free(&again);
+    expect_event(c, CW_EVENT_DISCONNECTED);
+    expect_event(c, CW_EVENT_RECONNECTED);
+    char buf[64];
+    assert_string_equal(cw_client_clock(c, buf, sizeof buf), "{alice:1}");
+
+    /* A given id is used as is; a broker that forgot the session
+     * (NOT_LOGGED_IN) gets the send again after the login. */
+    j = (send_job_t){.c = c,
+                     .msg = {.to = to_bob, .n_to = 1, .text = "again", .durable = 1,
+                             .message_id = "my-id"}};
+    pthread_create(&t, NULL, send5_thread, &j);
+    first = fake_recv(f, 3000);
+    assert_non_null(first);
+    assert_string_equal(first->send->message_id, "my-id");
+    fake_reply(f, first->request_id, CW_NOT_LOGGED_IN, NULL, 0);
+    fake_login(f, CW_OK, "alice", 1);
+    again = fake_recv(f, 3000);
+    assert_non_null(again);
+    assert_string_equal(again->send->message_id, "my-id");
+    fake_send_reply(f, again->request_id, CW_ACCEPTED, CW_ACCEPTED, 8, 0);
+    pthread_join(t, NULL);
+    assert_int_equal(j.st, CW_ACCEPTED);
+    assert_int_equal(j.reply->duplicate, 0);
+    assert_string_equal(j.reply->message_id, "my-id");
+    cw_reply_destroy(&j.reply);
+    cw_env_free(&first);
+    cw_env_free(&again);
+
+    cw_client_destroy(&c);
+    fake_destroy(&f);
+}
+
+/* The connection is lost while a durable send waits, and a durable send is
+ * made while it is lost: both go out after the reconnection. A live send is
+ * never sent twice. */
+static void test_durable_retry_lost_connection(void **state)
+{
+    (void) state;
+    fake_t *f = fake_new();
+    cw_client_t *c = logged_in(f);
+
+    send_job_t j = {.c = c, .msg = {.to = to_bob, .n_to = 1, .text = "one", .durable = 1}};
+    pthread_t t;
+    pthread_create(&t, NULL, send5_thread, &j);
+    cw_env_t *first = fake_recv(f, 3000);
+    assert_non_null(first);
+    f->alive = 0;   /* silent: lost after 3 x 100 ms */
+    f->peer_len = 0;
+    fake_login(f, CW_OK, "alice", 1);
+    f->alive = 1;
+    cw_env_t *again = fake_recv(f, 3000);
+    assert_non_null(again);
+    assert_string_equal(again->send->message_id, first->send->message_id);
+    assert_int_equal(again->clock[0]->counter, first->clock[0]->counter);
+    fake_send_reply(f, again->request_id, CW_ACCEPTED, CW_ACCEPTED, 1, 0);
+    pthread_join(t, NULL);
+    assert_int_equal(j.st, CW_ACCEPTED);
+    assert_string_equal(j.reply->message_id, first->send->message_id);
+    cw_reply_destroy(&j.reply);
+    cw_env_free(&first);
+    cw_env_free(&again);
+    expect_event(c, CW_EVENT_DISCONNECTED);
+    expect_event(c, CW_EVENT_RECONNECTED);
+
+    /* Lost again: a live send fails at once, a durable one waits. */
+    f->alive = 0;
+    expect_event(c, CW_EVENT_DISCONNECTED);
+    cw_reply_t *r = NULL;
+    cw_send_t live = {.to = to_bob, .n_to = 1, .text = "live"};
+    assert_int_equal(cw_client_send(c, &live, 2000, &r), CW_ERR_DISCONNECTED);
+    assert_non_null(r);   /* sends always say which id they used */
+    assert_int_equal(r->status, CW_ERR_DISCONNECTED);
+    assert_non_null(r->message_id);
+    assert_true(strlen(r->message_id) > 0);
+    cw_reply_destroy(&r);
+    j = (send_job_t){.c = c, .msg = {.to = to_bob, .n_to = 1, .text = "two", .durable = 1}};
+    pthread_create(&t, NULL, send5_thread, &j);
+    f->alive = 1;
+    f->peer_len = 0;
+    fake_login(f, CW_OK, "alice", 1);
+    again = fake_recv(f, 3000);
+    assert_non_null(again);
+    assert_string_equal(again->send->text, "two");   /* the live one never came */
+    fake_send_reply(f, again->request_id, CW_ACCEPTED, CW_ACCEPTED, 2, 0);
+    pthread_join(t, NULL);
+    assert_int_equal(j.st, CW_ACCEPTED);
+    cw_reply_destroy(&j.reply);
+    cw_env_free(&again);
+    expect_event(c, CW_EVENT_RECONNECTED);
+
+    /* A live send whose reply is lost is not retried: CW_ERR_TIMEOUT. */
+    j = (send_job_t){.c = c, .msg = {.to = to_bob, .n_to = 1, .text = "live2"}};
+    pthread_create(&t, NULL, send_thread, &j);
+    first = fake_recv(f, 3000);
+    assert_non_null(first);
+    assert_false(first->send->durable);
+    assert_null(fake_recv(f, 3200));   /* nothing else until the caller gives up */
+    pthread_join(t, NULL);
+    assert_int_equal(j.st, CW_ERR_TIMEOUT);
+    assert_string_equal(j.reply->message_id, first->send->message_id);
+    cw_reply_destroy(&j.reply);
+    cw_env_free(&first);
+
+    cw_client_destroy(&c);
+    fake_destroy(&f);
+}
+
+/* Answers Acks OK until one for `want` (earlier ones may cover less, never
+ * more, and go up); fails if none comes in time. */
+static void fake_expect_ack(fake_t *f, uint64_t want, int timeout_ms)
+{
+    uint64_t last = 0;
+    for (;;) {
+        cw_env_t *env = fake_recv(f, timeout_ms);
+        assert_non_null(env);
+        assert_int_equal(env->body_case, CW_BODY(ACK));
+        uint64_t seq = env->ack->seq;
+        fake_reply(f, env->request_id, CW_OK, NULL, 0);
+        cw_env_free(&env);
+        assert_true(seq > last && seq <= want);
+        if (seq == want)
+            return;
+        last = seq;
+    }
+}
+
+static void test_auto_ack(void **state)
+{
+    (void) state;
+    fake_t *f = fake_new();
+    cw_client_opts_t opts = {.auto_ack = 1, .pull = 0};
+    cw_client_t *c = logged_in_opts(f, &opts, 0);
+
+    /* Cumulative Acks, CW_AUTO_ACK_DELAY_MS after the hand-overs; the
+     * last one only once it is old enough to count as handled. */
+    fake_push(f, "bob", 1, "", "one", 1);
+    fake_push(f, "bob", 2, "", "two", 2);
+    fake_push(f, "bob", 3, "", "three", 3);
+    expect_deliver(c, "one", 1);
+    expect_deliver(c, "two", 2);
+    int64_t t3 = cw_mono_ms();
+    expect_deliver(c, "three", 3);
+    fake_expect_ack(f, 3, 2000);
+    assert_true(cw_mono_ms() - t3 >= CW_AUTO_ACK_DELAY_MS - 20);
+
+    /* Never past a delivery that is queued but not taken: 5 waits in the
+     * queue while a fetch hands over 6. */
+    fake_push(f, "bob", 4, "", "four", 4);
+    fake_push(f, "bob", 5, "", "five", 5);
+    expect_deliver(c, "four", 4);
+    fake_expect_ack(f, 4, 2000);
+    assert_true(fd_readable(c, 2000));   /* 5 is queued */
+    fetch_job_t fj = {.c = c};
+    pthread_t t;
+    pthread_create(&t, NULL, fetch_thread, &fj);
+    cw_env_t *env = fake_recv(f, 3000);
+    assert_non_null(env);
+    uint64_t seqs[] = {5, 6};
+    fake_fetch_reply(f, env->request_id, seqs, 2);
+    cw_env_free(&env);
+    pthread_join(t, NULL);
+    assert_int_equal(fj.st, CW_OK);
+    assert_int_equal(fj.reply->n_messages, 1);
+    assert_int_equal(fj.reply->messages[0].seq, 6);
+    cw_reply_destroy(&fj.reply);
+    /* No Ack while 5 is untaken (bounded wait: absence over 3 delays). */
+    assert_null(fake_recv(f, 3 * CW_AUTO_ACK_DELAY_MS));
+    expect_deliver(c, "five", 5);
+    fake_expect_ack(f, 6, 2000);
+
+    /* Logout acknowledges what was taken first, and waits for it. */
+    fake_push(f, "bob", 7, "", "seven", 7);
+    expect_deliver(c, "seven", 7);
+    logout_job_t lj = {.c = c};
+    pthread_create(&t, NULL, logout_thread, &lj);
+    uint64_t top = 0;
+    for (;;) {
+        env = fake_recv(f, 3000);
+        assert_non_null(env);
+        if (env->body_case == CW_BODY(LOGOUT)) {
+            fake_reply(f, env->request_id, CW_OK, NULL, 0);
+            cw_env_free(&env);
+            break;
+        }
+        assert_int_equal(env->body_case, CW_BODY(ACK));
+        top = env->ack->seq;
+        fake_reply(f, env->request_id, CW_OK, NULL, 0);
+        cw_env_free(&env);
+    }
+    pthread_join(t, NULL);
+    assert_int_equal(lj.st, CW_OK);
+    assert_int_equal(top, 7);
+
+    cw_client_destroy(&c);
+    fake_destroy(&f);
+}
+
+/* Login.pull is sent at login and again when logging in after a loss;
+ * without auto_ack nothing is acknowledged by the library. */
+static void test_pull_login(void **state)
+{
+    (void) state;
+    fake_t *f = fake_new();
+    cw_client_opts_t opts = {.pull = 1};
+    cw_client_t *c = logged_in_opts(f, &opts, 1);
+    f->alive = 0;
+    expect_event(c, CW_EVENT_DISCONNECTED);
+    f->alive = 1;
+    f->peer_len = 0;
+    cw_env_t *env = fake_recv(f, 3000);
+    assert_non_null(env);
+    assert_int_equal(env->body_case, CW_BODY(LOGIN));
+    assert_true(env->login->pull);
+    assert_int_equal(env->login->resume_token.len, sizeof token_bytes);
+    cw_env_free(&env);
+    cw_client_destroy(&c);   /* before it tries again */
+
+    cw_client_t *d = logged_in(f);   /* plain client: pull false */
+    fake_push(f, "bob", 1, "", "one", 1);
+    expect_deliver(d, "one", 1);
+    assert_int_equal(cw_client_ack_flush(d, 1000), CW_OK);   /* no auto_ack: nothing */
+    assert_null(fake_recv(f, 3 * CW_AUTO_ACK_DELAY_MS));
+    cw_client_destroy(&d);
+    fake_destroy(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -426,6 +954,11 @@ int main(void)
         cmocka_unit_test(test_send_events_clock),
         cmocka_unit_test(test_heartbeat_loss_reconnect),
         cmocka_unit_test(test_logout_while_lost),
+        cmocka_unit_test(test_dedup_watermark),
+        cmocka_unit_test(test_durable_retry_lost_reply),
+        cmocka_unit_test(test_durable_retry_lost_connection),
+        cmocka_unit_test(test_auto_ack),
+        cmocka_unit_test(test_pull_login),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
