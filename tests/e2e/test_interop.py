@@ -11,6 +11,8 @@ The CLI's --json output (see `causeway help listen` / `causeway help send`):
 Exit status: 0 success, 1 some recipient not reached.
 """
 
+import json
+
 from conftest import assert_status, now_us, run_cli
 
 
@@ -156,3 +158,44 @@ def test_cli_refused_name(broker, hub, cli, pb):
     assert sent.proc.returncode == 4, sent.describe()
     py.assert_none(lambda e: e.WhichOneof("body") == "deliver", "impostor delivered")
     assert [(u.name, u.online) for u in py.request("who").users] == [("taken", True)]
+
+
+def test_sigkilled_cli_client_expires(broker, hub, cli, pb):
+    """A CLI client killed with SIGKILL never logs out; the broker notices
+    (its connection closes, or its heartbeats stop) and tells the others
+    with presence EXPIRED; the user log then lists it offline."""
+    br = broker()
+    obs = hub.logged_in(br.endpoint, "obs")
+    victim = cli("listen", "--endpoint", br.endpoint, "--name", "kim", "--json",
+                 "--for", 60000)
+    victim.read_json(is_event("login"), timeout=10.0, what="login event")
+    obs.recv_body("presence", where=lambda p: p.name == "kim" and p.online)
+    victim.proc.kill()  # SIGKILL: no logout, no goodbye
+    victim.proc.wait(timeout=10.0)
+    p = obs.recv_body("presence", where=lambda p: p.name == "kim" and not p.online,
+                      timeout=10.0)
+    assert p.reason == pb.Presence.REASON_EXPIRED
+    who = run_cli(cli, "who", "--endpoint", br.endpoint, "--json")
+    users = {u["name"]: u["online"] for u in json.loads(who.lines[0])["users"]}
+    assert users == {"kim": False, "obs": True}
+
+
+def test_cli_reconnects_after_broker_restart(broker, hub, cli, pb):
+    """Live mode: listen survives a broker SIGKILL and restart on the same
+    port, logs in again by itself and receives what is sent afterwards."""
+    br = broker()
+    port = br.port
+    listener = cli("listen", "--endpoint", br.endpoint, "--name", "lou", "--json",
+                   "--count", 1, "--for", 30000)
+    listener.read_json(is_event("login"), timeout=10.0, what="login event")
+    br.kill()
+    br2 = broker("--bind", f"tcp://127.0.0.1:{port}")
+    assert br2.port == port
+    listener.read_json(is_event("disconnected"), timeout=10.0, what="disconnected line")
+    listener.read_json(is_event("reconnected"), timeout=15.0, what="reconnected line")
+    py = hub.logged_in(br2.endpoint, "py")
+    reply = py.send_text(to=["lou"], text="after the restart")
+    assert [(r.name, r.status) for r in reply.recipients] == [("lou", pb.STATUS_DELIVERED)]
+    got = listener.read_json(is_event("deliver"), timeout=10.0, what="deliver event")
+    assert (got["from"], got["text"]) == ("py", "after the restart")
+    assert listener.wait(timeout=10.0) == 0, listener.describe()
