@@ -57,9 +57,13 @@ typedef struct pending {
     cw_env_t *env;               /* the Send request, owned */
     uint64_t timestamp_us;       /* broker receipt time */
     size_t n;                    /* distinct recipients */
+    /* The arrays below, cap entries each, live in the same allocation as
+     * the record (pending_new_append): one malloc per durable Send. */
     Causeway__V1__RecipientStatus *rcpts; /* names and router-side statuses */
+    Causeway__V1__RecipientStatus **rptrs; /* rptrs[i] = &rcpts[i], for the Reply */
     cw_user_t **users;           /* users[i]: the user of rcpts[i], NULL unknown */
     long *store_idx;             /* index among stored recipients, -1 none */
+    char **to;                   /* scratch: Deliver.to of the pushes */
 } pending_t;
 
 struct cw_durable {
@@ -76,16 +80,39 @@ static void pending_free(pending_t *p)
     if (!p)
         return;
     cw_env_free(&p->env);
-    free(p->rcpts);
-    free(p->users);
-    free(p->store_idx);
     free(p);
 }
 
-static pending_t *pending_new(cw_durable_t *d, pending_kind_t kind, const void *id, size_t id_len,
-                              uint64_t request_id, const char *user)
+/* A record with room for cap recipients after it (0 for non-appends).
+ * NULL if out of memory. */
+static pending_t *pending_alloc(size_t cap)
 {
-    pending_t *p = calloc(1, sizeof *p);
+    size_t per = sizeof(Causeway__V1__RecipientStatus) + sizeof(Causeway__V1__RecipientStatus *) +
+                 sizeof(cw_user_t *) + sizeof(long) + sizeof(char *);
+    if (cap > (SIZE_MAX - sizeof(pending_t)) / per)
+        return NULL;
+    pending_t *p = calloc(1, sizeof *p + cap * per);
+    if (!p || !cap)
+        return p;
+    /* Pointer-aligned pieces first; every piece's size is a multiple of 8. */
+    char *at = (char *) (p + 1);
+    p->rcpts = (Causeway__V1__RecipientStatus *) (void *) at;
+    at += cap * sizeof *p->rcpts;
+    p->rptrs = (Causeway__V1__RecipientStatus **) (void *) at;
+    at += cap * sizeof *p->rptrs;
+    p->users = (cw_user_t **) (void *) at;
+    at += cap * sizeof *p->users;
+    p->store_idx = (long *) (void *) at;
+    at += cap * sizeof *p->store_idx;
+    p->to = (char **) (void *) at;
+    return p;
+}
+
+static pending_t *pending_new_cap(cw_durable_t *d, pending_kind_t kind, const void *id,
+                                  size_t id_len, uint64_t request_id, const char *user,
+                                  size_t cap)
+{
+    pending_t *p = pending_alloc(cap);
     if (!p)
         return NULL;
     p->kind = kind;
@@ -98,6 +125,12 @@ static pending_t *pending_new(cw_durable_t *d, pending_kind_t kind, const void *
     if (user)
         snprintf(p->user, sizeof p->user, "%s", user);
     return p;
+}
+
+static pending_t *pending_new(cw_durable_t *d, pending_kind_t kind, const void *id, size_t id_len,
+                              uint64_t request_id, const char *user)
+{
+    return pending_new_cap(d, kind, id, id_len, request_id, user, 0);
 }
 
 /* Queues p after a successful submission. */
@@ -255,11 +288,7 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
     int st = cw_store_reply_status(r);
     bool dup = cw_store_reply_duplicate(r);
     size_t accepted = 0, full = 0;
-    Causeway__V1__RecipientStatus **rptrs = calloc(p->n ? p->n : 1, sizeof *rptrs);
-    if (!rptrs) {
-        cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_INTERNAL, "out of memory");
-        return;
-    }
+    Causeway__V1__RecipientStatus **rptrs = p->rptrs;
     for (size_t i = 0; i < p->n; i++) {
         rptrs[i] = &p->rcpts[i];
         long k = p->store_idx[i];
@@ -279,11 +308,11 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
      * pushed or queued the first time. */
     if (st != CW_STORE_ERROR && !dup && accepted) {
         const Causeway__V1__Send *send = p->env->send;
-        char **to = calloc(p->n ? p->n : 1, sizeof *to);
+        char **to = p->to;
         Causeway__V1__Deliver dl;
         causeway__v1__deliver__init(&dl);
         dl.from = p->user;
-        if (!send->broadcast && to) {
+        if (!send->broadcast) {
             /* The stored list: known users only (PROTOCOL.md 13.3), so a
              * push and a later read of the same entry say the same. */
             size_t n_to = 0;
@@ -309,7 +338,6 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
             dl.seq = p->rcpts[i].seq;
             push_deliver(b, s, &dl);
         }
-        free(to);
     }
 
     inflight_done(b, p);
@@ -343,7 +371,6 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
     CW_INFO("stored %s -> %s%zu recipient(s): accepted %zu, full %zu%s (%s)", p->user,
             p->env->send->broadcast ? "all: " : "", p->n, accepted, full,
             dup ? ", duplicate" : "", cw_status_name((int) reply.status));
-    free(rptrs);
 }
 
 static void on_push_read(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
@@ -549,15 +576,21 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
     cw_env_t *env = *envp;
     uint64_t rid = env->request_id;
     const Causeway__V1__Send *send = env->send;
-    pending_t *p = pending_new(d, P_APPEND, id, id_len, rid, s->user->name);
     size_t cap = send->broadcast ? cw_sessions_user_count(b->sessions) : send->n_to;
-    cw_store_rcpt_t *srcpts = calloc(cap ? cap : 1, sizeof *srcpts);
+    if (cap == 0)
+        cap = 1;
+    pending_t *p = pending_new_cap(d, P_APPEND, id, id_len, rid, s->user->name, cap);
+    /* Small sends (the common case) keep their scratch on the stack. */
+    enum { SMALL = 16, SMALL_CLOCK = 512 };
+    cw_store_rcpt_t srcpts_small[SMALL];
+    uint8_t clock_small[SMALL_CLOCK];
+    cw_store_rcpt_t *srcpts = cap <= SMALL ? srcpts_small : calloc(cap, sizeof *srcpts);
     Causeway__V1__Deliver clock_holder;
     uint8_t *clock = NULL;
     size_t clock_len = 0;
-    if (!p || !srcpts || !(p->rcpts = calloc(cap ? cap : 1, sizeof *p->rcpts)) ||
-        !(p->users = calloc(cap ? cap : 1, sizeof *p->users)) ||
-        !(p->store_idx = calloc(cap ? cap : 1, sizeof *p->store_idx))) {
+    if (cap <= SMALL)
+        memset(srcpts_small, 0, sizeof srcpts_small);
+    if (!p || !srcpts) {
         cwb_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
         goto fail;
     }
@@ -576,21 +609,20 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
     p->timestamp_us = b->now_us;
     if (n_store == 0) {
         /* Nobody to store for: answer now, through the same reply path. */
-        Causeway__V1__RecipientStatus **rptrs = calloc(p->n ? p->n : 1, sizeof *rptrs);
+        Causeway__V1__RecipientStatus **rptrs = p->rptrs;
         cw_env_t out;
         Causeway__V1__Reply reply;
         cw_env_init(&out, rid);
         causeway__v1__reply__init(&reply);
         reply.status = (Causeway__V1__Status) CW_OK;
         reply.detail = "no known recipient; nothing stored";
-        for (size_t i = 0; rptrs && i < p->n; i++)
+        for (size_t i = 0; i < p->n; i++)
             rptrs[i] = &p->rcpts[i];
-        reply.n_recipients = rptrs ? p->n : 0;
+        reply.n_recipients = p->n;
         reply.recipients = rptrs;
         out.body_case = CW_BODY(REPLY);
         out.reply = &reply;
         cwb_send_to_id(b, id, id_len, &out);
-        free(rptrs);
         goto fail;
     }
     causeway__v1__deliver__init(&clock_holder);
@@ -598,7 +630,7 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
     clock_holder.clock = env->clock;
     clock_len = causeway__v1__deliver__get_packed_size(&clock_holder);
     if (clock_len) {
-        clock = malloc(clock_len);
+        clock = clock_len <= SMALL_CLOCK ? clock_small : malloc(clock_len);
         if (!clock) {
             cwb_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
             goto fail;
@@ -629,13 +661,17 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
         if (p->store_idx[i] >= 0)
             p->users[i]->durable_inflight++;
     pending_push(d, p);
-    free(srcpts);
-    free(clock);
+    if (srcpts != srcpts_small)
+        free(srcpts);
+    if (clock != clock_small)
+        free(clock);
     return;
 fail:
     pending_free(p);
-    free(srcpts);
-    free(clock);
+    if (srcpts != srcpts_small)
+        free(srcpts);
+    if (clock != clock_small)
+        free(clock);
 }
 
 void cwd_ack(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, const cw_env_t *env)
