@@ -37,17 +37,6 @@ struct cw_clockd {
     uint64_t last_id;         /* last store row in trace */
 };
 
-static void set_err(char *err, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t size, const char *fmt, ...)
-{
-    if (!err || !size)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, size, fmt, ap);
-    va_end(ap);
-}
 
 void cw_clockd_config_defaults(cw_clockd_config_t *cfg)
 {
@@ -78,7 +67,7 @@ cw_clockd_t *cw_clockd_new(const cw_clockd_config_t *cfg, char *err, size_t errl
 {
     cw_clockd_t *d = calloc(1, sizeof *d);
     if (!d) {
-        set_err(err, errlen, "out of memory");
+        cw_set_err(err, errlen, "out of memory");
         return NULL;
     }
     d->cfg = *cfg;
@@ -86,7 +75,7 @@ cw_clockd_t *cw_clockd_new(const cw_clockd_config_t *cfg, char *err, size_t errl
     d->db_path = strdup(cfg->db ? cfg->db : CW_CLOCKD_DEFAULT_DB);
     d->trace = cw_trace_new();
     if (!d->bind || !d->db_path || !d->trace) {
-        set_err(err, errlen, "out of memory");
+        cw_set_err(err, errlen, "out of memory");
         goto fail;
     }
     d->cfg.bind = d->bind;
@@ -103,12 +92,12 @@ cw_clockd_t *cw_clockd_new(const cw_clockd_config_t *cfg, char *err, size_t errl
         goto fail;
     d->ctx = zmq_ctx_new();
     if (!d->ctx) {
-        set_err(err, errlen, "zmq_ctx_new: %s", zmq_strerror(errno));
+        cw_set_err(err, errlen, "zmq_ctx_new: %s", zmq_strerror(errno));
         goto fail;
     }
     d->sock = zmq_socket(d->ctx, ZMQ_ROUTER);
     if (!d->sock) {
-        set_err(err, errlen, "zmq_socket: %s", zmq_strerror(errno));
+        cw_set_err(err, errlen, "zmq_socket: %s", zmq_strerror(errno));
         goto fail;
     }
     int linger = 1000;
@@ -116,7 +105,7 @@ cw_clockd_t *cw_clockd_new(const cw_clockd_config_t *cfg, char *err, size_t errl
     zmq_setsockopt(d->sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(d->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     if (zmq_bind(d->sock, d->bind) != 0) {
-        set_err(err, errlen, "cannot bind %s: %s", d->bind, zmq_strerror(errno));
+        cw_set_err(err, errlen, "cannot bind %s: %s", d->bind, zmq_strerror(errno));
         goto fail;
     }
     size_t len = sizeof d->endpoint;

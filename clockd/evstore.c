@@ -5,6 +5,7 @@
  *  calls (append either commits or rolls back before returning).
  */
 #include "evstore.h"
+#include "cw_util.h"
 #include "cw_status.h"
 
 #include <sqlite3.h>
@@ -24,17 +25,6 @@ struct cw_evstore {
     sqlite3_stmt *insert;     /* prepared INSERT, NULL when read-only */
 };
 
-static void set_err(char *err, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t size, const char *fmt, ...)
-{
-    if (!err || !size)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, size, fmt, ap);
-    va_end(ap);
-}
 
 static int pragma_int(sqlite3 *db, const char *sql, int *out)
 {
@@ -73,7 +63,7 @@ cw_evstore_t *cw_evstore_open(const char *path, int flags, int *status, char *er
     cw_evstore_t *s = calloc(1, sizeof *s);
     if (!s || !(s->path = strdup(path))) {
         free(s);
-        set_err(err, errlen, "out of memory");
+        cw_set_err(err, errlen, "out of memory");
         if (status)
             *status = CW_ERR_NOMEM;
         return NULL;
@@ -81,39 +71,39 @@ cw_evstore_t *cw_evstore_open(const char *path, int flags, int *status, char *er
     s->readonly = (flags & CW_EVSTORE_READONLY) != 0;
     int is_memory = strcmp(path, ":memory:") == 0;
     if (s->readonly && !is_memory && access(path, F_OK) != 0) {
-        set_err(err, errlen, "%s: no such store", path);
+        cw_set_err(err, errlen, "%s: no such store", path);
         st = CW_ERR_IO;
         goto fail;
     }
     int oflags = s->readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     if (sqlite3_open_v2(path, &s->db, oflags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
-        set_err(err, errlen, "%s: %s", path, s->db ? sqlite3_errmsg(s->db) : "cannot open");
+        cw_set_err(err, errlen, "%s: %s", path, s->db ? sqlite3_errmsg(s->db) : "cannot open");
         goto fail;
     }
     sqlite3_busy_timeout(s->db, 5000);
     int app = 0, ver = 0;
     if (pragma_int(s->db, "PRAGMA application_id", &app) < 0
         || pragma_int(s->db, "PRAGMA user_version", &ver) < 0) {
-        set_err(err, errlen, "%s: %s", path, sqlite3_errmsg(s->db));
+        cw_set_err(err, errlen, "%s: %s", path, sqlite3_errmsg(s->db));
         goto fail;
     }
     int objects = 0;
     if (pragma_int(s->db, "SELECT count(*) FROM sqlite_master", &objects) < 0) {
-        set_err(err, errlen, "%s: %s", path, sqlite3_errmsg(s->db));
+        cw_set_err(err, errlen, "%s: %s", path, sqlite3_errmsg(s->db));
         goto fail;
     }
     int empty = app == 0 && ver == 0 && objects == 0;   /* a new file: ours to set up */
     if (!empty && (app != APPLICATION_ID || !table_exists(s->db))) {
-        set_err(err, errlen, "%s: not a causeway-clockd store", path);
+        cw_set_err(err, errlen, "%s: not a causeway-clockd store", path);
         goto fail;
     }
     if (!empty && ver != SCHEMA_VERSION) {
-        set_err(err, errlen, "%s: store schema version %d, this build reads %d", path, ver, SCHEMA_VERSION);
+        cw_set_err(err, errlen, "%s: store schema version %d, this build reads %d", path, ver, SCHEMA_VERSION);
         goto fail;
     }
     if (s->readonly) {
         if (empty) {
-            set_err(err, errlen, "%s: not a causeway-clockd store (no events table)", path);
+            cw_set_err(err, errlen, "%s: not a causeway-clockd store (no events table)", path);
             goto fail;
         }
         if (status)
@@ -135,13 +125,13 @@ cw_evstore_t *cw_evstore_open(const char *path, int flags, int *status, char *er
              APPLICATION_ID, SCHEMA_VERSION);
     char *msg = NULL;
     if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        set_err(err, errlen, "%s: %s", path, msg ? msg : sqlite3_errmsg(s->db));
+        cw_set_err(err, errlen, "%s: %s", path, msg ? msg : sqlite3_errmsg(s->db));
         sqlite3_free(msg);
         goto fail;
     }
     if (sqlite3_prepare_v2(s->db, "INSERT INTO events(received_us, process, kind, event) VALUES (?,?,?,?)",
                            -1, &s->insert, NULL) != SQLITE_OK) {
-        set_err(err, errlen, "%s: %s", path, sqlite3_errmsg(s->db));
+        cw_set_err(err, errlen, "%s: %s", path, sqlite3_errmsg(s->db));
         goto fail;
     }
     if (status)
@@ -163,20 +153,20 @@ int cw_evstore_append(cw_evstore_t *s, const cw_event_t *const *events, size_t n
                       uint64_t received_us, char *err, size_t errlen)
 {
     if (s->readonly) {
-        set_err(err, errlen, "%s: store is read-only", s->path);
+        cw_set_err(err, errlen, "%s: store is read-only", s->path);
         return CW_ERR_INVALID;
     }
     if (n == 0)
         return CW_OK;
     if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
-        set_err(err, errlen, "%s: begin: %s", s->path, sqlite3_errmsg(s->db));
+        cw_set_err(err, errlen, "%s: begin: %s", s->path, sqlite3_errmsg(s->db));
         return CW_STORE_ERROR;
     }
     for (size_t i = 0; i < n; i++) {
         char *json = cw_event_to_json(events[i]);
         if (!json) {
             rollback(s);
-            set_err(err, errlen, "out of memory");
+            cw_set_err(err, errlen, "out of memory");
             return CW_ERR_NOMEM;
         }
         sqlite3_reset(s->insert);
@@ -189,14 +179,14 @@ int cw_evstore_append(cw_evstore_t *s, const cw_event_t *const *events, size_t n
         sqlite3_reset(s->insert);
         sqlite3_clear_bindings(s->insert);
         if (rc != SQLITE_DONE) {
-            set_err(err, errlen, "%s: insert: %s", s->path, sqlite3_errmsg(s->db));
+            cw_set_err(err, errlen, "%s: insert: %s", s->path, sqlite3_errmsg(s->db));
             rollback(s);
             return CW_STORE_ERROR;
         }
     }
     /* The commit point: COMMIT returns after the WAL is fsynced. */
     if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        set_err(err, errlen, "%s: commit: %s", s->path, sqlite3_errmsg(s->db));
+        cw_set_err(err, errlen, "%s: commit: %s", s->path, sqlite3_errmsg(s->db));
         rollback(s);
         return CW_STORE_ERROR;
     }
@@ -208,7 +198,7 @@ int cw_evstore_load(cw_evstore_t *s, cw_trace_t *t, uint64_t *last_id, char *err
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, "SELECT id, event FROM events WHERE id > ? ORDER BY id", -1, &st,
                            NULL) != SQLITE_OK) {
-        set_err(err, errlen, "%s: %s", s->path, sqlite3_errmsg(s->db));
+        cw_set_err(err, errlen, "%s: %s", s->path, sqlite3_errmsg(s->db));
         return CW_STORE_ERROR;
     }
     sqlite3_bind_int64(st, 1, (sqlite3_int64) *last_id);
@@ -225,13 +215,13 @@ int cw_evstore_load(cw_evstore_t *s, cw_trace_t *t, uint64_t *last_id, char *err
             rc = CW_BAD_REQUEST;
         }
         if (rc != CW_OK) {
-            set_err(err, errlen, "%s: row %llu: %s", s->path, (unsigned long long) id, why);
+            cw_set_err(err, errlen, "%s: row %llu: %s", s->path, (unsigned long long) id, why);
             break;
         }
         *last_id = id;
     }
     if (rc == CW_OK && step != SQLITE_DONE) {
-        set_err(err, errlen, "%s: %s", s->path, sqlite3_errmsg(s->db));
+        cw_set_err(err, errlen, "%s: %s", s->path, sqlite3_errmsg(s->db));
         rc = CW_STORE_ERROR;
     }
     sqlite3_finalize(st);

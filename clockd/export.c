@@ -7,6 +7,7 @@
  *  event a is i (for tooltips), NULL if none.
  */
 #include "export.h"
+#include "cw_util.h"
 #include "cw_status.h"
 #include "json.h"
 
@@ -46,17 +47,6 @@ struct cw_export {
     size_t n_findings;         /* audit findings in all */
 };
 
-static void set_err(char *err, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t size, const char *fmt, ...)
-{
-    if (!err || !size)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, size, fmt, ap);
-    va_end(ap);
-}
 
 void cw_export_options_init(cw_export_options_t *o)
 {
@@ -404,7 +394,7 @@ static int shiviz_event(cw_trace_t *t, char *desc, char *host_line, size_t linen
     /* Text: after the first " |" (options hold no '|'). */
     char *bar = strstr(desc, " |");
     if (!bar) {
-        set_err(err, errlen, "expected \" |\" in the event line");
+        cw_set_err(err, errlen, "expected \" |\" in the event line");
         goto out;
     }
     *bar = '\0';
@@ -412,7 +402,7 @@ static int shiviz_event(cw_trace_t *t, char *desc, char *host_line, size_t linen
     if (*text == ' ')
         text++;
     if (text_decode(text) < 0) {
-        set_err(err, errlen, "bad escape in the event text");
+        cw_set_err(err, errlen, "bad escape in the event text");
         goto out;
     }
     ev.text = *text ? text : NULL;
@@ -423,17 +413,17 @@ static int shiviz_event(cw_trace_t *t, char *desc, char *host_line, size_t linen
     char *peer_tok = strtok_r(NULL, " ", &save);
     char *ts = strtok_r(NULL, " ", &save);
     if (!kind || !msg || !peer_tok || !ts) {
-        set_err(err, errlen, "expected \"KIND MSG PEERS ts=N\" in the event line");
+        cw_set_err(err, errlen, "expected \"KIND MSG PEERS ts=N\" in the event line");
         goto out;
     }
     ev.kind = cw_ev_kind_parse(kind);
     if (!ev.kind) {
-        set_err(err, errlen, "unknown event kind \"%s\"", cw_json_excerpt(kind, 40, ex, sizeof ex));
+        cw_set_err(err, errlen, "unknown event kind \"%s\"", cw_json_excerpt(kind, 40, ex, sizeof ex));
         goto out;
     }
     if (strcmp(msg, "-") != 0) {
         if (pct_decode(msg) < 0) {
-            set_err(err, errlen, "bad %%-escape in the message key");
+            cw_set_err(err, errlen, "bad %%-escape in the message key");
             goto out;
         }
         ev.msg = msg;
@@ -445,19 +435,19 @@ static int shiviz_event(cw_trace_t *t, char *desc, char *host_line, size_t linen
     } else if (strncmp(peer_tok, "to=", 3) == 0 || strncmp(peer_tok, "from=", 5) == 0) {
         char *list = strchr(peer_tok, '=') + 1;
         if ((rc = split_peers(list, &peers, &ev.n_peers)) != CW_OK) {
-            set_err(err, errlen, "out of memory");
+            cw_set_err(err, errlen, "out of memory");
             goto out;
         }
         rc = CW_BAD_REQUEST;
         ev.peers = peers;
     } else {
-        set_err(err, errlen, "bad peers token \"%s\"", cw_json_excerpt(peer_tok, 60, ex, sizeof ex));
+        cw_set_err(err, errlen, "bad peers token \"%s\"", cw_json_excerpt(peer_tok, 60, ex, sizeof ex));
         goto out;
     }
     char *end;
     if (strncmp(ts, "ts=", 3) != 0 || ts[3] < '0' || ts[3] > '9'
         || (errno = 0, ev.ts_us = strtoull(ts + 3, &end, 10), *end || errno)) {
-        set_err(err, errlen, "expected ts=MICROSECONDS, found \"%s\"", cw_json_excerpt(ts, 60, ex, sizeof ex));
+        cw_set_err(err, errlen, "expected ts=MICROSECONDS, found \"%s\"", cw_json_excerpt(ts, 60, ex, sizeof ex));
         goto out;
     }
     for (char *opt = strtok_r(NULL, " ", &save); opt; opt = strtok_r(NULL, " ", &save)) {
@@ -465,7 +455,7 @@ static int shiviz_event(cw_trace_t *t, char *desc, char *host_line, size_t linen
             errno = 0;
             ev.holdback_us = strtoull(opt + 12, &end, 10);
             if (*end || errno) {
-                set_err(err, errlen, "bad holdback_us");
+                cw_set_err(err, errlen, "bad holdback_us");
                 goto out;
             }
             ev.has_holdback = 1;
@@ -474,13 +464,13 @@ static int shiviz_event(cw_trace_t *t, char *desc, char *host_line, size_t linen
             if (cw_json_parse(opt + 10, strlen(opt + 10), &mc_json, &col, why, sizeof why) != CW_OK
                 || cw_clock_from_json(mc_json, "msg_clock", &mitems, &mptrs, &ev.n_msg_clock, why,
                                       sizeof why) != CW_OK) {
-                set_err(err, errlen, "msg_clock: %s", why);
+                cw_set_err(err, errlen, "msg_clock: %s", why);
                 goto out;
             }
             ev.msg_clock = mptrs;
             ev.has_msg_clock = 1;
         } else {
-            set_err(err, errlen, "unknown option \"%s\"", cw_json_excerpt(opt, 60, ex, sizeof ex));
+            cw_set_err(err, errlen, "unknown option \"%s\"", cw_json_excerpt(opt, 60, ex, sizeof ex));
             goto out;
         }
     }
@@ -489,7 +479,7 @@ static int shiviz_event(cw_trace_t *t, char *desc, char *host_line, size_t linen
     *bad_line = lineno + 1;
     char *sp = strchr(host_line, ' ');
     if (!sp) {
-        set_err(err, errlen, "expected \"PROCESS {clock}\"");
+        cw_set_err(err, errlen, "expected \"PROCESS {clock}\"");
         goto out;
     }
     *sp = '\0';
@@ -497,7 +487,7 @@ static int shiviz_event(cw_trace_t *t, char *desc, char *host_line, size_t linen
     size_t col;
     if (cw_json_parse(sp + 1, strlen(sp + 1), &clock_json, &col, why, sizeof why) != CW_OK
         || cw_clock_from_json(clock_json, "clock", &items, &ptrs, &ev.n_clock, why, sizeof why) != CW_OK) {
-        set_err(err, errlen, "clock: %s", why);
+        cw_set_err(err, errlen, "clock: %s", why);
         goto out;
     }
     ev.clock = ptrs;
@@ -519,7 +509,7 @@ int cw_shiviz_load(cw_trace_t *t, const char *path, char *err, size_t errlen)
     int is_stdin = strcmp(path, "-") == 0;
     FILE *f = is_stdin ? stdin : fopen(path, "r");
     if (!f) {
-        set_err(err, errlen, "%s: %s", path, strerror(errno));
+        cw_set_err(err, errlen, "%s: %s", path, strerror(errno));
         return CW_ERR_IO;
     }
     char *line = NULL, *desc = NULL;
@@ -533,13 +523,13 @@ int cw_shiviz_load(cw_trace_t *t, const char *path, char *err, size_t errlen)
         while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
             line[--len] = '\0';
         if (memchr(line, '\0', len)) {
-            set_err(err, errlen, "%s:%zu: NUL byte in line", path, lineno);
+            cw_set_err(err, errlen, "%s:%zu: NUL byte in line", path, lineno);
             rc = CW_BAD_REQUEST;
             break;
         }
         if (lineno == 1) {
             if (!len) {
-                set_err(err, errlen, "%s:1: expected the parser regular expression", path);
+                cw_set_err(err, errlen, "%s:1: expected the parser regular expression", path);
                 rc = CW_BAD_REQUEST;
                 break;
             }
@@ -547,7 +537,7 @@ int cw_shiviz_load(cw_trace_t *t, const char *path, char *err, size_t errlen)
         }
         if (lineno == 2) {
             if (strspn(line, " \t") != len) {
-                set_err(err, errlen, "%s:2: multiple executions (a delimiter) are not supported", path);
+                cw_set_err(err, errlen, "%s:2: multiple executions (a delimiter) are not supported", path);
                 rc = CW_BAD_REQUEST;
                 break;
             }
@@ -560,7 +550,7 @@ int cw_shiviz_load(cw_trace_t *t, const char *path, char *err, size_t errlen)
             desc_line = lineno;
             if (!desc) {
                 rc = CW_ERR_NOMEM;
-                set_err(err, errlen, "out of memory");
+                cw_set_err(err, errlen, "out of memory");
                 break;
             }
             continue;
@@ -570,20 +560,20 @@ int cw_shiviz_load(cw_trace_t *t, const char *path, char *err, size_t errlen)
         free(desc);
         desc = NULL;
         if (rc != CW_OK) {
-            set_err(err, errlen, "%s:%zu: %s", path, bad_line, why);
+            cw_set_err(err, errlen, "%s:%zu: %s", path, bad_line, why);
             break;
         }
     }
     if (rc == CW_OK && desc) {
-        set_err(err, errlen, "%s:%zu: event line without its \"PROCESS {clock}\" line", path, desc_line);
+        cw_set_err(err, errlen, "%s:%zu: event line without its \"PROCESS {clock}\" line", path, desc_line);
         rc = CW_BAD_REQUEST;
     }
     if (rc == CW_OK && lineno < 2) {
-        set_err(err, errlen, "%s: not a ShiViz log (no header lines)", path);
+        cw_set_err(err, errlen, "%s: not a ShiViz log (no header lines)", path);
         rc = CW_BAD_REQUEST;
     }
     if (rc == CW_OK && ferror(f)) {
-        set_err(err, errlen, "%s: read error: %s", path, strerror(errno));
+        cw_set_err(err, errlen, "%s: read error: %s", path, strerror(errno));
         rc = CW_ERR_IO;
     }
     free(desc);

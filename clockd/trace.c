@@ -47,17 +47,6 @@ struct cw_trace {
     cw_strmap_t *names;       /* process name -> index in procs */
 };
 
-static void set_err(char *err, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t size, const char *fmt, ...)
-{
-    if (!err || !size)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, size, fmt, ap);
-    va_end(ap);
-}
 
 cw_trace_t *cw_trace_new(void)
 {
@@ -186,14 +175,14 @@ static int check_clock(const char *what, cw_clock_entry_msg_t *const *e, size_t 
                        char *err, size_t errlen)
 {
     if (n > CW_TRACE_MAX_CLOCK) {
-        set_err(err, errlen, "%s: more than %d entries", what, CW_TRACE_MAX_CLOCK);
+        cw_set_err(err, errlen, "%s: more than %d entries", what, CW_TRACE_MAX_CLOCK);
         return CW_BAD_REQUEST;
     }
     if (n == 0)
         return CW_OK;
     const char **names = malloc(n * sizeof *names);
     if (!names) {
-        set_err(err, errlen, "out of memory");
+        cw_set_err(err, errlen, "out of memory");
         return CW_ERR_NOMEM;
     }
     int rc = CW_OK;
@@ -201,7 +190,7 @@ static int check_clock(const char *what, cw_clock_entry_msg_t *const *e, size_t 
         names[i] = e[i]->node ? e[i]->node : "";
         if (!cw_trace_name_ok(names[i])) {
             char ex[96];
-            set_err(err, errlen, "%s: bad node name \"%s\"", what, cw_json_excerpt(names[i], 80, ex, sizeof ex));
+            cw_set_err(err, errlen, "%s: bad node name \"%s\"", what, cw_json_excerpt(names[i], 80, ex, sizeof ex));
             rc = CW_BAD_REQUEST;
         }
     }
@@ -209,7 +198,7 @@ static int check_clock(const char *what, cw_clock_entry_msg_t *const *e, size_t 
         const char *dup = find_dup(names, n);
         if (dup) {
             char ex[96];
-            set_err(err, errlen, "%s: node \"%s\" appears twice", what, cw_json_excerpt(dup, 80, ex, sizeof ex));
+            cw_set_err(err, errlen, "%s: node \"%s\" appears twice", what, cw_json_excerpt(dup, 80, ex, sizeof ex));
             rc = CW_BAD_REQUEST;
         }
     }
@@ -225,18 +214,18 @@ static int text_ok(const char *s)
 int cw_trace_check(const cw_event_t *ev, char *err, size_t errlen)
 {
     if (!ev->process || !*ev->process) {
-        set_err(err, errlen, "process: missing");
+        cw_set_err(err, errlen, "process: missing");
         return CW_BAD_REQUEST;
     }
     if (!cw_trace_name_ok(ev->process)) {
         char ex[96];
-        set_err(err, errlen, "process: bad name \"%s\" (1-%d bytes; no spaces, control "
+        cw_set_err(err, errlen, "process: bad name \"%s\" (1-%d bytes; no spaces, control "
                 "characters or any of \" \\ , | %%)",
                 cw_json_excerpt(ev->process, 80, ex, sizeof ex), CW_NAME_MAX_HARD);
         return CW_BAD_REQUEST;
     }
     if (ev->kind != CW_EV_SEND && ev->kind != CW_EV_DELIVER && ev->kind != CW_EV_LOCAL) {
-        set_err(err, errlen, "kind: must be send, deliver or local");
+        cw_set_err(err, errlen, "kind: must be send, deliver or local");
         return CW_BAD_REQUEST;
     }
     int rc = check_clock("clock", ev->clock, ev->n_clock, err, errlen);
@@ -246,65 +235,65 @@ int cw_trace_check(const cw_event_t *ev, char *err, size_t errlen)
     const char *msg = ev->msg ? ev->msg : "";
     if (ev->kind == CW_EV_LOCAL) {
         if (*msg) {
-            set_err(err, errlen, "msg: a local event has no message");
+            cw_set_err(err, errlen, "msg: a local event has no message");
             return CW_BAD_REQUEST;
         }
         if (ev->n_peers) {
-            set_err(err, errlen, "peers: a local event has no peers");
+            cw_set_err(err, errlen, "peers: a local event has no peers");
             return CW_BAD_REQUEST;
         }
     } else {
         if (!*msg) {
-            set_err(err, errlen, "msg: a %s event needs a message key", kind);
+            cw_set_err(err, errlen, "msg: a %s event needs a message key", kind);
             return CW_BAD_REQUEST;
         }
         if (strlen(msg) > MAX_MSG_KEY || !text_ok(msg)) {
-            set_err(err, errlen, "msg: longer than %d bytes or not UTF-8", MAX_MSG_KEY);
+            cw_set_err(err, errlen, "msg: longer than %d bytes or not UTF-8", MAX_MSG_KEY);
             return CW_BAD_REQUEST;
         }
     }
     if (ev->n_peers > CW_TRACE_MAX_PEERS) {
-        set_err(err, errlen, "peers: more than %d", CW_TRACE_MAX_PEERS);
+        cw_set_err(err, errlen, "peers: more than %d", CW_TRACE_MAX_PEERS);
         return CW_BAD_REQUEST;
     }
     for (size_t i = 0; i < ev->n_peers; i++) {
         if (!cw_trace_name_ok(ev->peers[i])) {
             char ex[96];
-            set_err(err, errlen, "peers: bad name \"%s\"", cw_json_excerpt(ev->peers[i], 80, ex, sizeof ex));
+            cw_set_err(err, errlen, "peers: bad name \"%s\"", cw_json_excerpt(ev->peers[i], 80, ex, sizeof ex));
             return CW_BAD_REQUEST;
         }
     }
     if (ev->kind == CW_EV_SEND) {
         if (ev->broadcast && ev->n_peers) {
-            set_err(err, errlen, "peers: a broadcast send lists no peers");
+            cw_set_err(err, errlen, "peers: a broadcast send lists no peers");
             return CW_BAD_REQUEST;
         }
         if (!ev->broadcast && !ev->n_peers) {
-            set_err(err, errlen, "peers: a send needs at least one recipient (or broadcast)");
+            cw_set_err(err, errlen, "peers: a send needs at least one recipient (or broadcast)");
             return CW_BAD_REQUEST;
         }
         const char *dup = find_dup(ev->peers, ev->n_peers);
         if (dup) {
             char ex[96];
-            set_err(err, errlen, "peers: \"%s\" listed twice", cw_json_excerpt(dup, 80, ex, sizeof ex));
+            cw_set_err(err, errlen, "peers: \"%s\" listed twice", cw_json_excerpt(dup, 80, ex, sizeof ex));
             return CW_BAD_REQUEST;
         }
     } else if (ev->broadcast) {
-        set_err(err, errlen, "broadcast: only for send events");
+        cw_set_err(err, errlen, "broadcast: only for send events");
         return CW_BAD_REQUEST;
     }
     if (ev->kind == CW_EV_DELIVER) {
         if (ev->n_peers != 1) {
-            set_err(err, errlen, "peers: a deliver event names exactly one peer, the sender");
+            cw_set_err(err, errlen, "peers: a deliver event names exactly one peer, the sender");
             return CW_BAD_REQUEST;
         }
     } else {
         if (ev->has_holdback) {
-            set_err(err, errlen, "holdback_us: only for deliver events");
+            cw_set_err(err, errlen, "holdback_us: only for deliver events");
             return CW_BAD_REQUEST;
         }
         if (ev->has_msg_clock) {
-            set_err(err, errlen, "msg_clock: only for deliver events");
+            cw_set_err(err, errlen, "msg_clock: only for deliver events");
             return CW_BAD_REQUEST;
         }
     }
@@ -314,7 +303,7 @@ int cw_trace_check(const cw_event_t *ev, char *err, size_t errlen)
             return rc;
     }
     if (ev->text && !text_ok(ev->text)) {
-        set_err(err, errlen, "text: not valid UTF-8");
+        cw_set_err(err, errlen, "text: not valid UTF-8");
         return CW_BAD_REQUEST;
     }
     return CW_OK;
@@ -432,7 +421,7 @@ int cw_trace_add(cw_trace_t *t, const cw_event_t *ev, size_t line, char *err, si
     return CW_OK;
 nomem:
     slot_free(s);
-    set_err(err, errlen, "out of memory");
+    cw_set_err(err, errlen, "out of memory");
     return CW_ERR_NOMEM;
 }
 
@@ -445,13 +434,13 @@ int cw_clock_from_json(const cw_json_t *obj, const char *field, cw_clock_entry_m
     *ptrs = NULL;
     *n = 0;
     if (cw_json_type(obj) != CW_JSON_OBJECT) {
-        set_err(err, errlen, "%s: expected an object {\"name\": counter}, found %s", field,
+        cw_set_err(err, errlen, "%s: expected an object {\"name\": counter}, found %s", field,
                 cw_json_type_name(cw_json_type(obj)));
         return CW_BAD_REQUEST;
     }
     size_t len = cw_json_len(obj);
     if (len > CW_TRACE_MAX_CLOCK) {
-        set_err(err, errlen, "%s: more than %d entries", field, CW_TRACE_MAX_CLOCK);
+        cw_set_err(err, errlen, "%s: more than %d entries", field, CW_TRACE_MAX_CLOCK);
         return CW_BAD_REQUEST;
     }
     if (len == 0)
@@ -463,14 +452,14 @@ int cw_clock_from_json(const cw_json_t *obj, const char *field, cw_clock_entry_m
         free(*ptrs);
         *items = NULL;
         *ptrs = NULL;
-        set_err(err, errlen, "out of memory");
+        cw_set_err(err, errlen, "out of memory");
         return CW_ERR_NOMEM;
     }
     for (size_t i = 0; i < len; i++) {
         uint64_t c;
         if (cw_json_uint(cw_json_at(obj, i), &c) != CW_OK) {
             char ex[96];
-            set_err(err, errlen, "%s: entry \"%s\" must be a non-negative integer", field,
+            cw_set_err(err, errlen, "%s: entry \"%s\" must be a non-negative integer", field,
                     cw_json_excerpt(cw_json_key_at(obj, i), 80, ex, sizeof ex));
             free(*items);
             free(*ptrs);
@@ -501,13 +490,13 @@ static int want_string(const cw_json_t *obj, const char *key, int required, cons
     *out = NULL;
     if (!v) {
         if (required) {
-            set_err(err, errlen, "%s: missing", key);
+            cw_set_err(err, errlen, "%s: missing", key);
             return CW_BAD_REQUEST;
         }
         return CW_OK;
     }
     if (cw_json_type(v) != CW_JSON_STRING) {
-        set_err(err, errlen, "%s: expected a string, found %s", key, cw_json_type_name(cw_json_type(v)));
+        cw_set_err(err, errlen, "%s: expected a string, found %s", key, cw_json_type_name(cw_json_type(v)));
         return CW_BAD_REQUEST;
     }
     *out = cw_json_str(v, NULL);
@@ -524,7 +513,7 @@ static int want_uint(const cw_json_t *obj, const char *key, uint64_t *out, int *
     if (!v)
         return CW_OK;
     if (cw_json_uint(v, out) != CW_OK) {
-        set_err(err, errlen, "%s: expected a non-negative integer", key);
+        cw_set_err(err, errlen, "%s: expected a non-negative integer", key);
         return CW_BAD_REQUEST;
     }
     return CW_OK;
@@ -551,7 +540,7 @@ int cw_trace_add_json(cw_trace_t *t, const char *line, size_t len, size_t lineno
     cw_json_t *root = NULL;
     int rc = cw_json_parse(line, len, &root, &col, jerr, sizeof jerr);
     if (rc != CW_OK) {
-        set_err(err, errlen, "column %zu: %s", col, jerr);
+        cw_set_err(err, errlen, "column %zu: %s", col, jerr);
         return rc;
     }
     cw_clock_entry_msg_t *clock_items = NULL, **clock_ptrs = NULL;
@@ -560,7 +549,7 @@ int cw_trace_add_json(cw_trace_t *t, const char *line, size_t len, size_t lineno
     cw_event_t ev;
     memset(&ev, 0, sizeof ev);
     if (cw_json_type(root) != CW_JSON_OBJECT) {
-        set_err(err, errlen, "expected a JSON object, found %s", cw_json_type_name(cw_json_type(root)));
+        cw_set_err(err, errlen, "expected a JSON object, found %s", cw_json_type_name(cw_json_type(root)));
         rc = CW_BAD_REQUEST;
         goto out;
     }
@@ -572,13 +561,13 @@ int cw_trace_add_json(cw_trace_t *t, const char *line, size_t len, size_t lineno
     ev.kind = cw_ev_kind_parse(kind);
     if (!ev.kind) {
         char ex[64];
-        set_err(err, errlen, "kind: \"%s\" is not send, deliver or local", cw_json_excerpt(kind, 40, ex, sizeof ex));
+        cw_set_err(err, errlen, "kind: \"%s\" is not send, deliver or local", cw_json_excerpt(kind, 40, ex, sizeof ex));
         rc = CW_BAD_REQUEST;
         goto out;
     }
     const cw_json_t *clock = member(root, "clock");
     if (!clock) {
-        set_err(err, errlen, "clock: missing");
+        cw_set_err(err, errlen, "clock: missing");
         rc = CW_BAD_REQUEST;
         goto out;
     }
@@ -590,21 +579,21 @@ int cw_trace_add_json(cw_trace_t *t, const char *line, size_t len, size_t lineno
     const cw_json_t *jp = member(root, "peers");
     if (jp) {
         if (cw_json_type(jp) != CW_JSON_ARRAY) {
-            set_err(err, errlen, "peers: expected an array of names, found %s",
+            cw_set_err(err, errlen, "peers: expected an array of names, found %s",
                     cw_json_type_name(cw_json_type(jp)));
             rc = CW_BAD_REQUEST;
             goto out;
         }
         ev.n_peers = cw_json_len(jp);
         if (ev.n_peers > CW_TRACE_MAX_PEERS) {
-            set_err(err, errlen, "peers: more than %d", CW_TRACE_MAX_PEERS);
+            cw_set_err(err, errlen, "peers: more than %d", CW_TRACE_MAX_PEERS);
             rc = CW_BAD_REQUEST;
             goto out;
         }
         if (ev.n_peers) {
             peers = calloc(ev.n_peers, sizeof *peers);
             if (!peers) {
-                set_err(err, errlen, "out of memory");
+                cw_set_err(err, errlen, "out of memory");
                 rc = CW_ERR_NOMEM;
                 goto out;
             }
@@ -612,7 +601,7 @@ int cw_trace_add_json(cw_trace_t *t, const char *line, size_t len, size_t lineno
         for (size_t i = 0; i < ev.n_peers; i++) {
             peers[i] = cw_json_str(cw_json_at(jp, i), NULL);
             if (!peers[i]) {
-                set_err(err, errlen, "peers: element %zu is not a string", i);
+                cw_set_err(err, errlen, "peers: element %zu is not a string", i);
                 rc = CW_BAD_REQUEST;
                 goto out;
             }
@@ -635,7 +624,7 @@ int cw_trace_add_json(cw_trace_t *t, const char *line, size_t len, size_t lineno
     const cw_json_t *bc = member(root, "broadcast");
     if (bc) {
         if (cw_json_bool(bc) < 0) {
-            set_err(err, errlen, "broadcast: expected true or false");
+            cw_set_err(err, errlen, "broadcast: expected true or false");
             rc = CW_BAD_REQUEST;
             goto out;
         }
@@ -659,7 +648,7 @@ int cw_trace_load_file(cw_trace_t *t, const char *path, int flags,
     int is_stdin = strcmp(path, "-") == 0;
     FILE *f = is_stdin ? stdin : fopen(path, "r");
     if (!f) {
-        set_err(err, errlen, "%s: %s", path, strerror(errno));
+        cw_set_err(err, errlen, "%s: %s", path, strerror(errno));
         return CW_ERR_IO;
     }
     char *line = NULL;
@@ -687,7 +676,7 @@ int cw_trace_load_file(cw_trace_t *t, const char *path, int flags,
             lrc = cw_trace_add_json(t, line, len, lineno, why, sizeof why);
         }
         if (lrc == CW_ERR_NOMEM) {
-            set_err(err, errlen, "%s:%zu: out of memory", path, lineno);
+            cw_set_err(err, errlen, "%s:%zu: out of memory", path, lineno);
             rc = lrc;
             break;
         }
@@ -699,13 +688,13 @@ int cw_trace_load_file(cw_trace_t *t, const char *path, int flags,
                     warn(ctx, msg);
                 continue;
             }
-            set_err(err, errlen, "%s", msg);
+            cw_set_err(err, errlen, "%s", msg);
             rc = lrc;
             break;
         }
     }
     if (rc == CW_OK && ferror(f)) {
-        set_err(err, errlen, "%s: read error: %s", path, strerror(errno));
+        cw_set_err(err, errlen, "%s: read error: %s", path, strerror(errno));
         rc = CW_ERR_IO;
     }
     free(line);
@@ -752,32 +741,32 @@ int cw_trace_find(const cw_trace_t *t, const char *id, size_t *index, char *err,
 {
     const char *colon = id ? strrchr(id, ':') : NULL;
     if (!colon || colon == id || !colon[1]) {
-        set_err(err, errlen, "bad event id \"%s\" (expected PROCESS:N, e.g. alice:3)", id ? id : "");
+        cw_set_err(err, errlen, "bad event id \"%s\" (expected PROCESS:N, e.g. alice:3)", id ? id : "");
         return CW_BAD_REQUEST;
     }
     char *end;
     errno = 0;
     unsigned long long seq = strtoull(colon + 1, &end, 10);
     if (*end || errno || colon[1] < '0' || colon[1] > '9') {
-        set_err(err, errlen, "bad event id \"%s\" (expected PROCESS:N, e.g. alice:3)", id);
+        cw_set_err(err, errlen, "bad event id \"%s\" (expected PROCESS:N, e.g. alice:3)", id);
         return CW_BAD_REQUEST;
     }
     char name[CW_NAME_MAX_HARD + 1];
     size_t nlen = (size_t) (colon - id);
     if (nlen > CW_NAME_MAX_HARD) {
-        set_err(err, errlen, "no event %s: no such process", id);
+        cw_set_err(err, errlen, "no event %s: no such process", id);
         return CW_UNKNOWN_USER;
     }
     memcpy(name, id, nlen);
     name[nlen] = '\0';
     long p = cw_trace_process_find(t, name);
     if (p < 0) {
-        set_err(err, errlen, "no event %s: the trace has no process \"%s\"", id, name);
+        cw_set_err(err, errlen, "no event %s: the trace has no process \"%s\"", id, name);
         return CW_UNKNOWN_USER;
     }
     size_t i = cw_trace_process_event(t, (size_t) p, (size_t) seq);
     if (i == SIZE_MAX) {
-        set_err(err, errlen, "no event %s: %s has %zu events (ids %s:1 to %s:%zu)", id, name,
+        cw_set_err(err, errlen, "no event %s: %s has %zu events (ids %s:1 to %s:%zu)", id, name,
                 t->procs[p].n, name, name, t->procs[p].n);
         return CW_UNKNOWN_USER;
     }

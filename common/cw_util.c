@@ -2,6 +2,8 @@
 #include "cw_util.h"
 #include "cw_status.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <strings.h>
 #include <string.h>
 #include <time.h>
@@ -99,4 +101,14 @@ int cw_utf8_valid(const char *str, size_t len)
         i += n + 1;
     }
     return 1;
+}
+
+void cw_set_err(char *err, size_t size, const char *fmt, ...)
+{
+    if (!err || !size)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, size, fmt, ap);
+    va_end(ap);
 }

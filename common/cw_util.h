@@ -21,6 +21,11 @@ int64_t cw_mono_ms(void);
  * a static explanation. */
 int cw_name_check(const char *name, size_t max_len, const char **why);
 
+/* Formats an error message into err (size bytes, always NUL-terminated,
+ * truncated if needed). Does nothing if err is NULL or size is 0. */
+void cw_set_err(char *err, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* True if the len bytes at s are well-formed UTF-8 (no overlongs, no
  * surrogates, nothing above U+10FFFF). */
 int cw_utf8_valid(const char *s, size_t len);
