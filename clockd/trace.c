@@ -17,7 +17,6 @@
 #include "cw_util.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
