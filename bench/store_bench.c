@@ -183,6 +183,11 @@ static void run_actor(size_t total, size_t window, const char *body, size_t body
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        printf("usage: store_bench [messages [body_bytes [window [all|direct|actor]]]]\n"
+               "Append throughput of the durable store, direct and through the store actor.\n");
+        return 0;
+    }
     size_t total = argc > 1 ? strtoul(argv[1], NULL, 10) : 200000;
     size_t body_len = argc > 2 ? strtoul(argv[2], NULL, 10) : 100;
     size_t window = argc > 3 ? strtoul(argv[3], NULL, 10) : 20000;

@@ -129,7 +129,8 @@ static const struct {
 
 static void usage_all(FILE *f)
 {
-    fputs("usage: causeway-clockd COMMAND [ARGS] [--json] [--help]\n\n"
+    fputs("usage: causeway-clockd COMMAND [ARGS] [--json] [--help]\n"
+          "       causeway-clockd --version\n\n"
           "Collect vector-clock-stamped events and inspect causal order.\n\n"
           "Commands:\n", f);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
@@ -757,6 +758,11 @@ static int cmd_serve(const opts_t *o)
 
 int main(int argc, char **argv)
 {
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-V") == 0) {
+            printf("causeway-clockd %s\n", CW_VERSION);
+            return EXIT_OK;
+        }
     opts_t o;
     int rc = parse_args(argc, argv, &o);
     if (rc != 0)
