@@ -82,9 +82,7 @@ struct cw_held {
 
 bool cwb_must_hold(const cw_broker_t *b, const cw_session_t *s)
 {
-    if (!b->durable || s->pull)
-        return false;
-    return s->catching_up || s->user->durable_inflight > 0 || (s->held && s->held->n > 0);
+    return cwd_pending(b, s) || (s->held && s->held->n > 0);
 }
 
 /* Holds msg (consumed) for s. CW_DELIVERED (it will be pushed in order) or
@@ -127,7 +125,7 @@ static int hold(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
 void cwb_flush_held(cw_broker_t *b, cw_session_t *s)
 {
     cw_held_t *h = s->held;
-    if (!h || !h->n || s->catching_up || s->user->durable_inflight > 0)
+    if (!h || !h->n || cwd_pending(b, s))
         return;
     while (h->n) {
         zmq_msg_t *m = &h->msgs[h->head];
@@ -357,6 +355,8 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
         }
         bool created = false;
         user = cw_sessions_user_add(b->sessions, login->name, &created);
+        if (user && created && b->durable)
+            user->stored = CW_USER_STORING; /* cwd_add_user above */
         if (!user || !(s = cw_sessions_open(b->sessions, id, id_len, user, b->now_ms))) {
             cwb_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
             return;
@@ -371,6 +371,7 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
     }
     s->quiet = login->quiet;
     s->pull = login->pull;
+    cwb_flush_held(b, s); /* a resumed session that now pulls holds nothing back */
 
     cw_env_t out;
     Causeway__V1__Reply reply;
@@ -595,10 +596,12 @@ static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_sessio
             zmq_msg_init(&copy);
             zmq_msg_copy(&copy, &proto);
             cw_session_t *rs = users[i]->session;
-            st = cwb_must_hold(b, rs) ? hold(b, rs, &copy) : cwb_push(b, rs, &copy);
+            bool held = cwb_must_hold(b, rs);
+            st = held ? hold(b, rs, &copy) : cwb_push(b, rs, &copy);
             if (st == CW_DELIVERED) {
                 delivered++;
-                b->stats.deliveries++;
+                if (!held)
+                    b->stats.deliveries++; /* held ones count when flushed */
             } else if (st == CW_FLOODED) {
                 flooded++;
             } else {
@@ -752,8 +755,10 @@ static void dispatch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t
     }
 }
 
-void cw_broker_handle(cw_broker_t *b, const void *id, size_t id_len,
-                      const void *const *frames, const size_t *sizes, size_t n_frames)
+/* Handles one message (see cw_broker_handle) up to, not including, the
+ * safe point after it. */
+static void handle_message(cw_broker_t *b, const void *id, size_t id_len,
+                           const void *const *frames, const size_t *sizes, size_t n_frames)
 {
     b->stats.frames_in += n_frames;
     cw_session_t *s = cw_sessions_find(b->sessions, id, id_len);
@@ -779,6 +784,14 @@ void cw_broker_handle(cw_broker_t *b, const void *id, size_t id_len,
              (unsigned long long) rid);
     dispatch(b, id, id_len, s, &env);
     cw_env_free(&env); /* NULL if a durable send kept it */
+}
+
+void cw_broker_handle(cw_broker_t *b, const void *id, size_t id_len,
+                      const void *const *frames, const size_t *sizes, size_t n_frames)
+{
+    handle_message(b, id, id_len, frames, sizes, n_frames);
+    if (b->n_dead)
+        reap(b); /* the safe point after the frame */
 }
 
 /* -------------------------------------------------------------------------
@@ -865,8 +878,6 @@ static int recv_one(cw_broker_t *b)
     for (size_t i = 0; i < kept; i++)
         zmq_msg_close(&frames[i]);
     zmq_msg_close(&id);
-    if (b->n_dead)
-        reap(b);
     return 1;
 }
 
@@ -880,7 +891,11 @@ int cw_broker_run(cw_broker_t *b, volatile sig_atomic_t *stop)
     while (!*stop) {
         zmq_pollitem_t items[2] = {{b->router, 0, ZMQ_POLLIN, 0},
                                    {cwd_poll_handle(b), 0, ZMQ_POLLIN, 0}};
+        /* At most 100 ms, so a signal that lands just before the poll (or
+         * on another thread) is seen promptly even with long heartbeats. */
         int64_t wait = next_tick - cw_mono_ms();
+        if (wait > 100)
+            wait = 100;
         int rc = zmq_poll(items, b->durable ? 2 : 1, wait > 0 ? (long) wait : 0);
         if (rc < 0 && errno != EINTR) {
             CW_ERROR("poll failed: %s", zmq_strerror(errno));

@@ -52,9 +52,12 @@ void cwb_reply_status(cw_broker_t *b, const void *id, size_t id_len, uint64_t re
                       int status, const char *detail);
 long cwb_resolve(cw_broker_t *b, const Causeway__V1__Send *send, const cw_user_t *sender,
                  Causeway__V1__RecipientStatus *rcpts, cw_user_t **users);
-/* Live Delivers to s wait while stored messages for it are pending
- * (catching up, or appends naming it not yet committed), so that nothing
- * overtakes a stored message that may causally precede it. */
+/* True while stored messages for s are pending: entries of its queue not
+ * yet pushed, or appends naming its user not yet committed. Never for pull
+ * sessions or without a store. */
+bool cwd_pending(const cw_broker_t *b, const cw_session_t *s);
+/* Live Delivers to s wait while cwd_pending (or while older ones wait), so
+ * that nothing overtakes a stored message that may causally precede it. */
 bool cwb_must_hold(const cw_broker_t *b, const cw_session_t *s);
 /* Pushes the held live Delivers of s once nothing stored is pending. */
 void cwb_flush_held(cw_broker_t *b, cw_session_t *s);

@@ -39,6 +39,7 @@
 #define DRAIN_MS 5000      /* how long a shutdown waits for the store's answers */
 #define FETCH_DEFAULT 100  /* Fetch.max 0 */
 #define FETCH_MAX 1000     /* largest Fetch.max / History.last honoured */
+#define READ_BATCH 128     /* entries per push read */
 
 typedef enum { P_APPEND, P_ACK, P_PUSH_READ, P_FETCH, P_HISTORY, P_ADD_USER } pending_kind_t;
 
@@ -68,6 +69,7 @@ typedef struct pending {
 
 struct cw_durable {
     cw_store_actor_t *actor;     /* the store thread, owned */
+    bool closing;                /* shutting down: no new push reads */
     uint64_t next_token;         /* last token used */
     pending_t *head, *tail;      /* FIFO of submitted requests */
     size_t n_pending;            /* FIFO length */
@@ -167,6 +169,33 @@ static const char *submit_detail(int rc)
     return rc == CW_FLOODED ? "the store is behind; retry later" : "the store is unavailable";
 }
 
+/* The wire status for a store result of Ack, Fetch or History: the store's
+ * own refusals pass, anything else (an unknown user the router believed
+ * known, a local error code) is STORE_ERROR. Codes >= 100 never reach the
+ * wire. */
+static int wire_status(int st)
+{
+    return st == CW_OK || st == CW_BAD_REQUEST ? st : CW_STORE_ERROR;
+}
+
+bool cwd_pending(const cw_broker_t *b, const cw_session_t *s)
+{
+    if (!b->durable || s->pull)
+        return false;
+    return (s->catching_up && s->pushed_seq < s->user->last_seq) ||
+           s->user->durable_inflight > 0;
+}
+
+/* A push or a read failed: wait before reading s's queue again, doubling
+ * from one heartbeat up to redeliver_ms, so a client that stopped reading
+ * does not make the store re-read its queue at every tick. */
+static void read_backoff(cw_broker_t *b, cw_session_t *s)
+{
+    uint32_t next = s->read_backoff_ms ? s->read_backoff_ms * 2 : b->cfg.heartbeat_ms;
+    s->read_backoff_ms = next < b->cfg.redeliver_ms ? next : b->cfg.redeliver_ms;
+    s->read_retry_ms = b->now_ms + s->read_backoff_ms;
+}
+
 /* The live session a pending request was for, or NULL if it is gone. */
 static cw_session_t *session_of(cw_broker_t *b, const pending_t *p)
 {
@@ -216,9 +245,11 @@ static bool push_deliver(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver 
     env.deliver = d;
     zmq_msg_t msg;
     if (cw_env_to_msg(&env, &msg) != CW_OK || cwb_push(b, s, &msg) != CW_DELIVERED) {
-        s->catching_up = true; /* the tick's push_read starts again at pushed_seq + 1 */
+        s->catching_up = true; /* a later push_read starts again at pushed_seq + 1 */
+        read_backoff(b, s);
         return false;
     }
+    s->read_backoff_ms = 0;
     b->stats.deliveries++;
     /* A session starts with acked_seq 0, below what the store has
      * acknowledged. With nothing in flight, every entry below d->seq is
@@ -240,7 +271,8 @@ static bool push_deliver(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver 
 static void push_read(cw_broker_t *b, cw_session_t *s)
 {
     cw_durable_t *d = b->durable;
-    if (s->pull || s->dead || s->read_in_flight || !s->catching_up)
+    if (d->closing || s->pull || s->dead || s->read_in_flight || !s->catching_up ||
+        b->now_ms < s->read_retry_ms)
         return;
     uint64_t in_flight = s->pushed_seq > s->acked_seq ? s->pushed_seq - s->acked_seq : 0;
     if (in_flight >= b->cfg.push_window)
@@ -250,6 +282,8 @@ static void push_read(cw_broker_t *b, cw_session_t *s)
         return;
     p->serial = s->serial;
     p->max = b->cfg.push_window - (uint32_t) in_flight;
+    if (p->max > READ_BATCH)
+        p->max = READ_BATCH;
     p->redeliver = s->redeliver_next;
     int rc = cw_store_actor_read(d->actor, p->token, s->user->name, s->pushed_seq + 1, p->max);
     if (rc != CW_OK) {
@@ -287,26 +321,36 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
 {
     int st = cw_store_reply_status(r);
     bool dup = cw_store_reply_duplicate(r);
-    size_t accepted = 0, full = 0;
+    /* The store answers per message CW_OK (stored for someone), QUEUE_FULL
+     * or UNKNOWN_USER (stored for no one); anything else means the append
+     * failed and nothing of it is stored. */
+    bool failed = !(st == CW_OK || st == CW_QUEUE_FULL || st == CW_UNKNOWN_USER);
+    size_t accepted = 0, full = 0, errors = 0;
     Causeway__V1__RecipientStatus **rptrs = p->rptrs;
     for (size_t i = 0; i < p->n; i++) {
         rptrs[i] = &p->rcpts[i];
         long k = p->store_idx[i];
         if (k < 0)
             continue; /* UNKNOWN_USER, decided by the router */
-        if (st == CW_STORE_ERROR || (size_t) k >= cw_store_reply_rcpts(r)) {
-            p->rcpts[i].status = (Causeway__V1__Status) CW_STORE_ERROR;
-            continue;
+        int rs = failed || (size_t) k >= cw_store_reply_rcpts(r)
+                     ? CW_STORE_ERROR
+                     : cw_store_reply_rcpt_status(r, (size_t) k);
+        if (rs != CW_ACCEPTED && rs != CW_QUEUE_FULL)
+            rs = CW_STORE_ERROR; /* e.g. a user the store does not know */
+        p->rcpts[i].status = (Causeway__V1__Status) rs;
+        if (rs == CW_ACCEPTED) {
+            p->rcpts[i].seq = cw_store_reply_rcpt_seq(r, (size_t) k);
+            if (p->users[i] && p->rcpts[i].seq > p->users[i]->last_seq)
+                p->users[i]->last_seq = p->rcpts[i].seq;
         }
-        p->rcpts[i].status = (Causeway__V1__Status) cw_store_reply_rcpt_status(r, (size_t) k);
-        p->rcpts[i].seq = cw_store_reply_rcpt_seq(r, (size_t) k);
-        accepted += p->rcpts[i].status == (Causeway__V1__Status) CW_ACCEPTED;
-        full += p->rcpts[i].status == (Causeway__V1__Status) CW_QUEUE_FULL;
+        accepted += rs == CW_ACCEPTED;
+        full += rs == CW_QUEUE_FULL;
+        errors += rs == CW_STORE_ERROR;
     }
 
     /* Push to recipients that are caught up (invariant 2). A duplicate was
      * pushed or queued the first time. */
-    if (st != CW_STORE_ERROR && !dup && accepted) {
+    if (!failed && !dup && accepted) {
         const Causeway__V1__Send *send = p->env->send;
         char **to = p->to;
         Causeway__V1__Deliver dl;
@@ -346,7 +390,7 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
     Causeway__V1__Reply reply;
     cw_env_init(&out, p->request_id);
     causeway__v1__reply__init(&reply);
-    if (st == CW_STORE_ERROR) {
+    if (failed) {
         reply.status = (Causeway__V1__Status) CW_STORE_ERROR;
         reply.detail = "the store failed; nothing was stored";
     } else if (accepted) {
@@ -355,6 +399,9 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
     } else if (full) {
         reply.status = (Causeway__V1__Status) CW_QUEUE_FULL;
         reply.detail = "every recipient queue is full; nothing stored";
+    } else if (errors) {
+        reply.status = (Causeway__V1__Status) CW_STORE_ERROR;
+        reply.detail = "the store could not take the message; nothing was stored";
     } else {
         reply.status = (Causeway__V1__Status) CW_OK;
         reply.detail = "no known recipient; nothing stored";
@@ -382,7 +429,8 @@ static void on_push_read(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
     int st = cw_store_reply_status(r);
     if (st != CW_OK) {
         CW_WARN("reading %s's queue failed: %s", s->user->name, cw_status_name(st));
-        return; /* still catching up: the tick retries */
+        read_backoff(b, s);
+        return; /* still catching up: the tick retries after the backoff */
     }
     size_t n = 0;
     const cw_store_entry_t *e = cw_store_reply_entries(r, &n);
@@ -412,8 +460,8 @@ static void on_listing(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
 {
     int st = cw_store_reply_status(r);
     if (st != CW_OK) {
-        cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, st,
-                         st == CW_STORE_ERROR ? "the store failed" : NULL);
+        cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_STORE_ERROR,
+                         "the store could not read the queue");
         return;
     }
     size_t n = 0;
@@ -466,10 +514,10 @@ static void on_ack(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         s->ack_wait_ms = s->acked_seq >= s->pushed_seq ? 0 : b->now_ms;
         push_read(b, s);
     }
-    const char *detail = st == CW_OK             ? "acknowledged"
-                         : st == CW_BAD_REQUEST  ? "seq is beyond the last message of the queue"
-                         : st == CW_STORE_ERROR  ? "the store failed"
-                                                 : NULL;
+    st = wire_status(st);
+    const char *detail = st == CW_OK            ? "acknowledged"
+                         : st == CW_BAD_REQUEST ? "seq is beyond the last message of the queue"
+                                                : "the store could not record the ack";
     cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, st, detail);
 }
 
@@ -505,11 +553,16 @@ void cwd_on_replies(cw_broker_t *b)
         case P_FETCH:
         case P_HISTORY: on_listing(b, p, r); break;
         case P_ACK: on_ack(b, p, r); break;
-        case P_ADD_USER:
-            if (cw_store_reply_status(r) != CW_OK)
+        case P_ADD_USER: {
+            cw_user_t *u = cw_sessions_user(b->sessions, p->user);
+            bool ok = cw_store_reply_status(r) == CW_OK;
+            if (u)
+                u->stored = ok ? CW_USER_STORED : CW_USER_UNSTORED;
+            if (!ok) /* submitted again before the next append naming the user */
                 CW_ERROR("storing user %s failed: %s", p->user,
                          cw_status_name(cw_store_reply_status(r)));
             break;
+        }
         }
         pending_free(p);
         cw_store_reply_destroy(&r);
@@ -534,6 +587,9 @@ int cwd_add_user(cw_broker_t *b, const char *name)
         return submit_status(rc);
     }
     pending_push(d, p);
+    cw_user_t *u = cw_sessions_user(b->sessions, name);
+    if (u) /* else the caller is about to create it, and marks it */
+        u->stored = CW_USER_STORING;
     return CW_OK;
 }
 
@@ -596,6 +652,17 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
     }
     long n = cwb_resolve(b, send, s->user, p->rcpts, p->users);
     size_t n_store = 0;
+    /* A user whose name is not in the store yet (its first write failed) is
+     * written again, ahead of this append in the store's order. */
+    for (long i = 0; i < n; i++) {
+        if (p->users[i] && p->users[i]->stored == CW_USER_UNSTORED) {
+            int rc = cwd_add_user(b, p->users[i]->name);
+            if (rc != CW_OK) {
+                cwb_reply_status(b, id, id_len, rid, rc, "cannot store a recipient's name now");
+                goto fail;
+            }
+        }
+    }
     for (long i = 0; i < n; i++) {
         if (p->users[i]) {
             p->store_idx[i] = (long) n_store;
@@ -752,11 +819,14 @@ int cwd_open(cw_broker_t *b, char *err, size_t errlen)
     }
     uint64_t pending = 0;
     for (size_t i = 0; i < n; i++) {
+        cw_user_t *u = NULL;
         if (cw_name_check(users[i].name, CW_NAME_MAX_HARD, NULL) != CW_OK ||
-            !cw_sessions_user_add(b->sessions, users[i].name, NULL)) {
+            !(u = cw_sessions_user_add(b->sessions, users[i].name, NULL))) {
             CW_WARN("ignoring stored user '%s'", users[i].name);
             continue;
         }
+        u->stored = CW_USER_STORED;
+        u->last_seq = users[i].last_seq;
         pending += users[i].pending;
     }
     cw_store_users_free(&users, n);
@@ -784,7 +854,9 @@ void cwd_close(cw_broker_t *b)
     if (!d)
         return;
     /* Answer what the store still owes: a sender whose message is being
-     * committed gets its ACCEPTED (or error) before the broker exits. */
+     * committed gets its ACCEPTED (or error) before the broker exits. No
+     * new push reads meanwhile, so the FIFO drains. */
+    d->closing = true;
     int64_t deadline = cw_mono_ms() + DRAIN_MS;
     while (d->head && cw_mono_ms() < deadline) {
         zmq_pollitem_t item = {zsock_resolve(cw_store_actor_sock(d->actor)), 0, ZMQ_POLLIN, 0};

@@ -33,7 +33,11 @@ typedef struct {
     uint64_t last_seen_us;            /* last login, logout or expiry; 0 never */
     uint64_t mark;                    /* scratch for the router: dedupes recipients */
     uint32_t durable_inflight;        /* durable appends naming this user, not yet committed */
+    uint64_t last_seq;                /* durable: highest seq assigned in the user's queue */
+    uint8_t stored;                   /* durable: CW_USER_UNSTORED, _STORING or _STORED */
 } cw_user_t;
+
+enum { CW_USER_UNSTORED = 0, CW_USER_STORING = 1, CW_USER_STORED = 2 };
 
 typedef struct cw_held cw_held_t;     /* live frames held back for causal order (broker.c) */
 
@@ -56,6 +60,8 @@ struct cw_session {
     uint64_t pushed_seq;                /* highest seq pushed to this session */
     uint64_t acked_seq;                 /* highest seq this session acknowledged */
     int64_t ack_wait_ms;                /* since when pushes wait for an ack; 0 none */
+    int64_t read_retry_ms;              /* no push read before this (backoff after a failure) */
+    uint32_t read_backoff_ms;           /* current backoff; 0 after a successful push */
     cw_held_t *held;                    /* live Delivers waiting behind durable ones; owned
                                            by the router, freed before the session closes */
 };

@@ -41,6 +41,11 @@ void cw_log(cw_log_level_t level, const char *fmt, ...)
     if (n > 0 && (size_t) n < sizeof line)
         vsnprintf(line + n, sizeof line - (size_t) n, fmt, ap);
     va_end(ap);
+    /* Client-supplied strings (agents, texts) end up here: a control
+     * character could forge a line or drive the terminal. */
+    for (char *c = line; *c; c++)
+        if ((unsigned char) *c < 0x20 || *c == 0x7f)
+            *c = '?';
     /* One write per line so lines from several threads never interleave. */
     flockfile(stderr);
     fputs(line, stderr);

@@ -72,3 +72,22 @@ def test_pull_sessions_are_not_held(broker, hub, pb, tmp_path):
     assert [r.status for r in reply.recipients] == [pb.STATUS_DELIVERED]
     d = bob.recv_body("deliver")
     assert (d.text, d.durable) == ("live", False)
+
+
+def test_full_window_without_backlog_holds_nothing(broker, hub, pb, tmp_path):
+    """bob's push window (2) is full of unacknowledged messages but nothing
+    stored is left to push: live messages reach him at once, and the
+    broker counts each delivery once."""
+    br = start_durable(broker, tmp_path / "data", "--push-window", 2)
+    bob = login_first(hub, br.endpoint, "bob")
+    alice = hub.logged_in(br.endpoint, "alice")
+    for i in range(2):
+        assert_status(pb, dsend(alice, ["bob"], f"d{i}", f"m{i}"), "ACCEPTED")
+    assert [bob.recv_body("deliver").text for _ in range(2)] == ["d0", "d1"]
+    for i in range(3):
+        reply = alice.send_text(["bob"], f"live {i}")
+        assert [r.status for r in reply.recipients] == [pb.STATUS_DELIVERED]
+        d = bob.recv_body("deliver")
+        assert (d.text, d.durable) == (f"live {i}", False)
+    stats = alice.request("stats")
+    assert stats.stats.deliveries == 5
