@@ -68,6 +68,36 @@
  *     handling a message. Either way a message is shown once per
  *     cw_client_t; a new client (a restarted program) sees again what was
  *     taken but not yet acknowledged when the old one died.
+ *
+ *  Causal events (cw_client_opts_t.trace_path, .clockd_endpoint): the
+ *  library can record every change of the session's vector clock as an
+ *  event for causeway-clockd (docs/CLOCKD.md), with the clock after it:
+ *
+ *   - send: after the tick, when the Send goes out (or is parked for a
+ *     reconnection); peers = the distinct recipients, or broadcast; msg =
+ *     "<sender>:<message_id>" (every send has an id, see above); text = the
+ *     message text, cut to CW_TRACE_TEXT_MAX bytes. A durable send sent
+ *     again is the same event. A Send that could not be written after the
+ *     tick is a local event instead (text "send failed: STATUS");
+ *   - deliver: after merge and tick, when a delivery is queued for the
+ *     application (or a message of a fetch reply is merged); peers =
+ *     [sender], msg = "<sender>:<message_id>" ("<sender>:N" with N the
+ *     sender's own entry of the message clock when the message has no id),
+ *     msg_clock = the message's clock, holdback_us = 0 (no hold-back queue).
+ *     Dropped duplicates are not events.
+ *
+ *  Trace file: one line per event in the canonical JSON-lines form
+ *  (`causeway-clockd audit FILE` reads it), appended with one write(2) per
+ *  line (O_APPEND), so several clients may share a file without tearing
+ *  lines. Daemon: ClockdRequest reports, batched, one batch in flight, on a
+ *  socket that never blocks the I/O thread; events wait in a bounded queue
+ *  while the daemon is unreachable and are dropped (counted) beyond it. A
+ *  batch whose confirmation is lost is sent again (at least once: a daemon
+ *  that stored it and then lost the reply stores it twice). The process
+ *  name is the user name, and the clock starts empty with each
+ *  cw_client_t: two runs under one name look like one process whose clock
+ *  went back (audit: clock-rule); give each run its own trace or daemon
+ *  store, or its own name.
  */
 #ifndef CAUSEWAY_H
 #define CAUSEWAY_H
@@ -96,6 +126,20 @@ extern "C" {
 #define CW_DURABLE_ATTEMPT_MS 1000
 /* Length of the ids made by cw_client_message_id(), NUL included, at most. */
 #define CW_MESSAGE_ID_MAX 128
+/* Causal events held for causeway-clockd by default (cw_client_opts_t.clockd_queue). */
+#define CW_CLOCKD_QUEUE_DEFAULT 10000
+/* Default wait in cw_client_destroy for the daemon to confirm pending events. */
+#define CW_CLOCKD_LINGER_MS 1000
+/* Events are sent to the daemon in batches of at most this many, this long
+ * after the first one waiting (at once when a batch is full or on
+ * cw_client_trace_flush), one batch at a time... */
+#define CW_CLOCKD_BATCH_MAX 256
+#define CW_CLOCKD_BATCH_DELAY_MS 20
+/* ...and a batch the daemon does not answer within this is sent again on a
+ * fresh connection. */
+#define CW_CLOCKD_REPLY_MS 5000
+/* Message text recorded in a send event, at most (bytes, cut at a character). */
+#define CW_TRACE_TEXT_MAX 256
 
 typedef struct cw_client cw_client_t;
 
@@ -125,7 +169,32 @@ typedef struct {
                             commit) is unacknowledged and a later session gets
                             it again; so is what was handled while the
                             connection was lost (acked after the reconnect). */
+    /* Causal event recording (see "Causal events" at the top of this file).
+     * Every event is recorded on the I/O thread at the moment the clock
+     * changes, so each process's events keep their clock order. */
+    const char *trace_path;      /* append one JSON line per event to this file
+                                    (docs/CLOCKD.md trace format); created if
+                                    missing; NULL: no file */
+    const char *clockd_endpoint; /* report the events to a causeway-clockd daemon
+                                    at this endpoint; NULL: none */
+    size_t clockd_queue;         /* events held for the daemon, at most (queued and
+                                    unconfirmed); more are dropped and counted;
+                                    0: CW_CLOCKD_QUEUE_DEFAULT */
+    int clockd_linger_ms;        /* cw_client_destroy waits this long for the daemon
+                                    to confirm what is pending; 0:
+                                    CW_CLOCKD_LINGER_MS, < 0: does not wait */
 } cw_client_opts_t;
+
+/* Counters of causal event recording (cw_client_trace_stats). */
+typedef struct {
+    uint64_t recorded;      /* events recorded: sends, deliveries, local events */
+    uint64_t written;       /* trace_path: lines written */
+    uint64_t write_errors;  /* trace_path: lines lost to a failed write */
+    uint64_t reported;      /* clockd: events the daemon confirmed stored */
+    uint64_t dropped;       /* clockd: events given up: queue full, refused by the
+                               daemon, or unconfirmed when the client was destroyed */
+    uint64_t pending;       /* clockd: events queued or awaiting confirmation */
+} cw_trace_stats_t;
 
 /* One vector clock entry. A clock is an array of these sorted by node. */
 typedef struct {
@@ -269,9 +338,11 @@ typedef struct {
 
 /* Creates a client for the broker at endpoint (NULL: CW_CLIENT_DEFAULT_ENDPOINT)
  * and starts its I/O thread. Connecting is asynchronous: an unreachable
- * broker shows up as CW_ERR_TIMEOUT on the first request.
- * Returns NULL if the endpoint is malformed or resources (memory, threads,
- * file descriptors) are exhausted; errno says which. */
+ * broker shows up as CW_ERR_TIMEOUT on the first request (and an
+ * unreachable causeway-clockd as events pending, never as an error).
+ * Returns NULL if the endpoint (or clockd_endpoint) is malformed, the
+ * trace_path cannot be opened for appending, or resources (memory,
+ * threads, file descriptors) are exhausted; errno says which. */
 cw_client_t *cw_client_new(const char *endpoint, const cw_client_opts_t *opts);
 
 /* Stops the I/O thread and frees everything; NULLs *p. Safe on NULL and
@@ -401,6 +472,20 @@ void cw_event_destroy(cw_event_t **p);
 /* Stable lower-case name of a presence reason ("login", "logout",
  * "expired", "shutdown", "unspecified"). Never NULL. */
 const char *cw_presence_reason_name(cw_presence_reason_t reason);
+
+/* --- causal events ----------------------------------------------------- */
+
+/* The counters of causal event recording so far (all 0 if the client
+ * records nothing). Can't fail. */
+void cw_client_trace_stats(cw_client_t *c, cw_trace_stats_t *stats);
+
+/* Sends the events waiting for causeway-clockd at once (no batching delay)
+ * and waits at most timeout_ms (< 0: no limit) until the daemon has
+ * confirmed every event recorded so far. CW_OK when nothing is pending
+ * (also without clockd_endpoint: trace lines are written as events
+ * happen), CW_ERR_TIMEOUT if something still is (it stays queued; see
+ * cw_client_trace_stats). */
+cw_status_t cw_client_trace_flush(cw_client_t *c, int timeout_ms);
 
 /* The library's version, e.g. "0.1.0". */
 const char *cw_client_version(void);

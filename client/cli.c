@@ -1,7 +1,9 @@
 /*  cli.c: `causeway`, the command-line client: argument parsing, help,
  *  signal handling and the scriptable subcommands (send, listen, fetch,
- *  history, who, stats). The interactive chat is in cli_chat.c, output
- *  formats in cli_out.c. Durable messages are de-duplicated and
+ *  history, who, stats). The interactive chat is in cli_chat.c, the
+ *  phase-3 exchange in cli_exchange.c, output formats in cli_out.c. With
+ *  --trace / --clockd, libcauseway records causal events; cli_close waits
+ *  (bounded) for the daemon before the client goes. Durable messages are de-duplicated and
  *  acknowledged by libcauseway (auto_ack) once printed.
  *
  *  Runs on the main thread (libcauseway adds its I/O thread). Invariants:
@@ -48,7 +50,14 @@ static const char common_help[] =
     "      --clocks          show vector clocks in human output\n"
     "      --log-level L     error|warn|info|debug|trace (default $CAUSEWAY_LOG_LEVEL or warn)\n"
     "  -h, --help            show help (also after a command)\n"
-    "  -V, --version         show the version\n";
+    "  -V, --version         show the version\n"
+    "Causal events (chat, send, listen, fetch, exchange):\n"
+    "      --trace FILE      append each send and delivery with its vector clock to\n"
+    "                        FILE, one JSON line each, written at once\n"
+    "                        (causeway-clockd audit FILE reads it)\n"
+    "      --clockd ENDPOINT report them to a causeway-clockd daemon: batched, never\n"
+    "                        delays a send; at exit waits up to 2 s (and --timeout)\n"
+    "                        for it to confirm them, and says so on stderr if not\n";
 
 static void help_main(FILE *f)
 {
@@ -65,6 +74,7 @@ static void help_main(FILE *f)
             "  history  print the last stored messages (acknowledged or not)\n"
             "  who      print the broker's user log (no login)\n"
             "  stats    print broker statistics (no login)\n"
+            "  exchange the phase-3 vector clock exchange between a fixed group\n"
             "  help     help on a command: causeway help send\n"
             "\n"
             "Durable messages (brokers started with --data) wait for offline users:\n"
@@ -236,6 +246,59 @@ static void help_who(FILE *f)
             common_help, exit_codes_help);
 }
 
+static void help_exchange(FILE *f)
+{
+    fprintf(f,
+            "Usage: causeway exchange --name NAME --group A,B,C [--min-ms MS] [--max-ms MS]\n"
+            "                         [--seed N] [--count N] [--for MS] [OPTIONS]\n"
+            "\n"
+            "The vector clock exchange of the original phase 3. Logs in as NAME (a name\n"
+            "that is logged in already is refused: duplicates are refused, exit 4),\n"
+            "waits until every member of the group is online, then every MIN..MAX ms\n"
+            "(random) sends a clock-only message (empty text, live) to a member picked\n"
+            "at random, never itself. Each clock change is printed:\n"
+            "  sent to B, clock {A:3, B:1}    after a send: the clock it carried\n"
+            "  from B, clock {A:3, B:4}       after a delivery: our clock after it\n"
+            "(a recipient that did not get it shows its status: sent to B (OFFLINE), ...).\n"
+            "After N sends (--count) or MS ms (--for), whichever comes first, it sends\n"
+            "\"done\" to the other members and keeps receiving until each of them has\n"
+            "sent \"done\" (or left); then it logs out and exits 0. The broker forwards\n"
+            "one sender's messages to a receiver in order, so a member's \"done\" comes\n"
+            "after everything it sent us: no message is missed, nothing waits on a\n"
+            "timer. Without --count and --for it runs until SIGINT/SIGTERM and logs out\n"
+            "at once (the others count that as done). Picks and intervals come from a\n"
+            "PRNG seeded with --seed (default: from the time; printed), so a run can be\n"
+            "repeated.\n"
+            "\n"
+            "Options:\n"
+            "  -n, --name NAME       our name, a member of the group\n"
+            "      --group LIST      the members, comma-separated; may be repeated\n"
+            "      --min-ms MS       shortest interval between sends (default 2000)\n"
+            "      --max-ms MS       longest interval between sends (default 10000)\n"
+            "      --seed N          PRNG seed (default: from the time)\n"
+            "  -c, --count N         send N clock messages, then finish\n"
+            "      --for MS          send for MS ms (counted from when all are online)\n"
+            "\n"
+            "With --trace / --clockd every send and delivery (the \"done\" messages too)\n"
+            "is recorded for causeway-clockd.\n"
+            "\n"
+            "JSON lines:\n"
+            "  {\"event\":\"login\",..}  as listen prints it\n"
+            "  {\"event\":\"exchange\",\"name\":..,\"group\":[..],\"seed\":..,\"min_ms\":..,\n"
+            "   \"max_ms\":..,\"count\":..,\"for_ms\":..}\n"
+            "  {\"event\":\"waiting\",\"for\":[..]}      members not online yet\n"
+            "  {\"event\":\"start\",\"clock\":{..}}      everyone is online\n"
+            "  {\"event\":\"sent\",\"to\":..,\"status\":\"DELIVERED|OFFLINE|..\",\"message_id\":..,\n"
+            "   \"clock\":{..}}\n"
+            "  {\"event\":\"received\",\"from\":..,\"message_id\":..,\"done\":false,\"msg_clock\":{..},\n"
+            "   \"clock\":{..}}\n"
+            "  {\"event\":\"done\",\"to\":[..],\"message_id\":..,\"clock\":{..}}\n"
+            "  {\"event\":\"finished\",\"sent\":N,\"received\":N,\"clock\":{..}}\n"
+            "  presence, disconnected and reconnected lines as listen prints them\n"
+            "\n%s\n%s",
+            common_help, exit_codes_help);
+}
+
 static void help_stats(FILE *f)
 {
     fprintf(f,
@@ -258,6 +321,7 @@ enum {
     C_HELP = 32,
     C_FETCH = 64,
     C_HISTORY = 128,
+    C_EXCHANGE = 256,
 };
 
 typedef struct {
@@ -270,7 +334,8 @@ static const command_t commands[] = {
     {"chat", C_CHAT, help_chat},       {"send", C_SEND, help_send},
     {"listen", C_LISTEN, help_listen}, {"fetch", C_FETCH, help_fetch},
     {"history", C_HISTORY, help_history}, {"who", C_WHO, help_who},
-    {"stats", C_STATS, help_stats},    {"help", C_HELP, help_main},
+    {"stats", C_STATS, help_stats},    {"exchange", C_EXCHANGE, help_exchange},
+    {"help", C_HELP, help_main},
 };
 
 static const command_t *find_command(const char *name)
@@ -303,12 +368,51 @@ int cli_fail(const cli_opts_t *o, const char *what, cw_status_t st, const cw_rep
 
 cw_client_t *cli_connect(const cli_opts_t *o, int quiet, int pull, int auto_ack)
 {
-    cw_client_opts_t copts = {
-        .agent = CLI_AGENT, .quiet = quiet, .pull = pull, .auto_ack = auto_ack};
+    /* cli_close waits for clockd itself (bounded), then destroy need not. */
+    cw_client_opts_t copts = {.agent = CLI_AGENT, .quiet = quiet, .pull = pull,
+                              .auto_ack = auto_ack, .trace_path = o->trace,
+                              .clockd_endpoint = o->clockd, .clockd_linger_ms = -1};
     cw_client_t *c = cw_client_new(o->endpoint, &copts);
-    if (!c)
-        fprintf(stderr, "causeway: cannot use endpoint '%s': %s\n", o->endpoint, strerror(errno));
-    return c;
+    if (c)
+        return c;
+    int err = errno;
+    if (o->trace) {
+        int fd = open(o->trace, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            fprintf(stderr, "causeway: cannot open trace file '%s': %s\n", o->trace,
+                    strerror(errno));
+            return NULL;
+        }
+        close(fd);
+    }
+    if (o->clockd)
+        fprintf(stderr, "causeway: cannot use endpoint '%s' or clockd endpoint '%s': %s\n",
+                o->endpoint, o->clockd, strerror(err));
+    else
+        fprintf(stderr, "causeway: cannot use endpoint '%s': %s\n", o->endpoint, strerror(err));
+    return NULL;
+}
+
+void cli_close(cw_client_t **c, const cli_opts_t *o)
+{
+    if (!*c)
+        return;
+    if (o->clockd) {
+        int wait = o->timeout_ms < CLI_CLOCKD_FLUSH_MS ? o->timeout_ms : CLI_CLOCKD_FLUSH_MS;
+        cw_client_trace_flush(*c, wait);
+    }
+    cw_trace_stats_t st;
+    cw_client_trace_stats(*c, &st);
+    if (o->clockd && st.dropped + st.pending)
+        fprintf(stderr,
+                "causeway: clockd: %llu of %llu events not confirmed by %s (unreachable, "
+                "or it refused them)\n",
+                (unsigned long long) (st.dropped + st.pending), (unsigned long long) st.recorded,
+                o->clockd);
+    if (o->trace && st.write_errors)
+        fprintf(stderr, "causeway: trace: %llu of %llu events not written to %s\n",
+                (unsigned long long) st.write_errors, (unsigned long long) st.recorded, o->trace);
+    cw_client_destroy(c);
 }
 
 /* Logs in as o->name; on failure reports it and returns the exit code,
@@ -427,7 +531,7 @@ static int cmd_send(const cli_opts_t *o)
     cw_client_logout(c, o->timeout_ms);
 done:
     cw_reply_destroy(&reply);
-    cw_client_destroy(&c);
+    cli_close(&c, o);
     free(text);
     return code;
 }
@@ -479,7 +583,7 @@ static int cmd_listen(const cli_opts_t *o)
         poll(fds, 2, end == INT64_MAX ? -1 : (int) (left > INT_MAX ? INT_MAX : left));
     }
     cw_client_logout(c, o->timeout_ms);
-    cw_client_destroy(&c);
+    cli_close(&c, o);
     return CLI_EXIT_OK;
 }
 
@@ -565,7 +669,7 @@ static int cmd_fetch(const cli_opts_t *o)
     if (code == CLI_EXIT_OK)
         cli_print_listing_end(stdout, o, "fetch", total, &acked);
     cw_client_logout(c, o->timeout_ms);
-    cw_client_destroy(&c);
+    cli_close(&c, o);
     return code;
 }
 
@@ -674,6 +778,12 @@ enum {
     OPT_MAX,
     OPT_KEEP,
     OPT_LAST,
+    OPT_TRACE,
+    OPT_CLOCKD,
+    OPT_GROUP,
+    OPT_MIN_MS,
+    OPT_MAX_MS,
+    OPT_SEED,
 };
 
 static const struct option long_opts[] = {
@@ -693,6 +803,12 @@ static const struct option long_opts[] = {
     {"for", required_argument, NULL, OPT_FOR},
     {"clocks", no_argument, NULL, OPT_CLOCKS},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"trace", required_argument, NULL, OPT_TRACE},
+    {"clockd", required_argument, NULL, OPT_CLOCKD},
+    {"group", required_argument, NULL, OPT_GROUP},
+    {"min-ms", required_argument, NULL, OPT_MIN_MS},
+    {"max-ms", required_argument, NULL, OPT_MAX_MS},
+    {"seed", required_argument, NULL, OPT_SEED},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -702,10 +818,12 @@ static const struct option long_opts[] = {
 static int option_commands(int opt)
 {
     switch (opt) {
-    case 'n': return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_HISTORY;
+    case 'n': return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_HISTORY | C_EXCHANGE;
     case OPT_DURABLE: return C_SEND | C_CHAT;
     case OPT_TO: case 'a': case OPT_ID: case OPT_TTL: return C_SEND;
-    case 'c': case OPT_FOR: return C_LISTEN;
+    case 'c': case OPT_FOR: return C_LISTEN | C_EXCHANGE;
+    case OPT_TRACE: case OPT_CLOCKD: return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_EXCHANGE;
+    case OPT_GROUP: case OPT_MIN_MS: case OPT_MAX_MS: case OPT_SEED: return C_EXCHANGE;
     case OPT_MAX: case OPT_KEEP: return C_FETCH;
     case OPT_LAST: return C_HISTORY;
     default: return -1;
@@ -723,8 +841,16 @@ static int parse_long(const char *s, long min, long max, long *out)
     return 0;
 }
 
+/* Adds the comma-separated names of list to *names (n of them so far). */
+static int add_names(char ***names, size_t *n, const char *list);
+
 /* Adds the comma-separated names of list to o->to. */
 static int add_recipients(cli_opts_t *o, const char *list)
+{
+    return add_names(&o->to, &o->n_to, list);
+}
+
+static int add_names(char ***names, size_t *count, const char *list)
 {
     char *copy = strdup(list);
     if (!copy)
@@ -738,15 +864,15 @@ static int add_recipients(cli_opts_t *o, const char *list)
             tok[--len] = '\0';
         if (!len)
             continue;
-        char **to = realloc(o->to, (o->n_to + 1) * sizeof *to);
-        if (!to || !(to[o->n_to] = strdup(tok))) {
+        char **to = realloc(*names, (*count + 1) * sizeof *to);
+        if (!to || !(to[*count] = strdup(tok))) {
             if (to)
-                o->to = to;
+                *names = to;
             free(copy);
             return -1;
         }
-        o->to = to;
-        o->n_to++;
+        *names = to;
+        (*count)++;
     }
     free(copy);
     return 0;
@@ -768,6 +894,8 @@ int main(int argc, char **argv)
     cli_opts_t o;
     memset(&o, 0, sizeof o);
     o.timeout_ms = CLI_DEFAULT_TIMEOUT_MS;
+    o.min_ms = -1;   /* exchange: defaults applied there */
+    o.max_ms = -1;
     o.endpoint = getenv("CAUSEWAY_ENDPOINT");
     if (!o.endpoint || !*o.endpoint)
         o.endpoint = CW_CLIENT_DEFAULT_ENDPOINT;
@@ -846,6 +974,45 @@ int main(int argc, char **argv)
             }
             break;
         case OPT_CLOCKS: o.clocks = 1; break;
+        case OPT_TRACE:
+            if (!*optarg) {
+                usage_error("--trace needs a file name");
+                goto out;
+            }
+            o.trace = optarg;
+            break;
+        case OPT_CLOCKD:
+            if (!*optarg) {
+                usage_error("--clockd needs an endpoint, e.g. tcp://127.0.0.1:7401");
+                goto out;
+            }
+            o.clockd = optarg;
+            break;
+        case OPT_GROUP:
+            if (add_names(&o.group, &o.n_group, optarg) != 0) {
+                fputs("causeway: out of memory\n", stderr);
+                goto out;
+            }
+            break;
+        case OPT_MIN_MS:
+        case OPT_MAX_MS:
+            if (parse_long(optarg, 0, INT_MAX, opt == OPT_MIN_MS ? &o.min_ms : &o.max_ms) != 0) {
+                usage_error("--%s needs a number of milliseconds, not '%s'",
+                            opt == OPT_MIN_MS ? "min-ms" : "max-ms", optarg);
+                goto out;
+            }
+            break;
+        case OPT_SEED: {
+            char *end;
+            errno = 0;
+            o.seed = strtoull(optarg, &end, 10);
+            if (errno || end == optarg || *end || *optarg == '-') {
+                usage_error("--seed needs a non-negative number, not '%s'", optarg);
+                goto out;
+            }
+            o.has_seed = 1;
+            break;
+        }
         case OPT_LOG_LEVEL:
             if (cw_log_level_parse(optarg) < 0) {
                 usage_error("unknown log level '%s'", optarg);
@@ -913,6 +1080,7 @@ int main(int argc, char **argv)
     case C_LISTEN: code = cmd_listen(&o); break;
     case C_FETCH: code = cmd_fetch(&o); break;
     case C_HISTORY: code = cmd_history(&o); break;
+    case C_EXCHANGE: code = cli_exchange(&o); break;
     case C_WHO:
     case C_STATS:
         if (o.n_args) {
@@ -933,5 +1101,8 @@ out:
     for (size_t i = 0; i < o.n_to; i++)
         free(o.to[i]);
     free(o.to);
+    for (size_t i = 0; i < o.n_group; i++)
+        free(o.group[i]);
+    free(o.group);
     return code;
 }

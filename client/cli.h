@@ -42,8 +42,17 @@ typedef struct {
     long max;               /* fetch --max: at most N messages (0: all) */
     int keep;               /* fetch --keep: do not acknowledge */
     long last;              /* history --last: N messages (0: broker default, 100) */
-    long count;             /* listen --count: stop after N deliveries (0: never) */
-    long for_ms;            /* listen --for: stop after MS ms (0: never) */
+    long count;             /* listen --count: stop after N deliveries;
+                               exchange --count: stop after N sends (0: never) */
+    long for_ms;            /* listen, exchange --for: stop after MS ms (0: never) */
+    const char *trace;      /* --trace FILE: record causal events as JSON lines */
+    const char *clockd;     /* --clockd ENDPOINT: report them to causeway-clockd */
+    char **group;           /* exchange --group (split at commas, may repeat); owned */
+    size_t n_group;
+    long min_ms;            /* exchange --min-ms: shortest interval (default 2000) */
+    long max_ms;            /* exchange --max-ms: longest interval (default 10000) */
+    unsigned long long seed; /* exchange --seed, if has_seed */
+    int has_seed;
     char **args;            /* positional arguments after the command */
     int n_args;
 } cli_opts_t;
@@ -55,8 +64,21 @@ extern int cli_signal_fd;                    /* readable after a signal */
 int cli_exit_for(cw_status_t st);
 
 /* A client for o->endpoint (quiet: no presence; pull/auto_ack as in
- * cw_client_opts_t); NULL after reporting why. */
+ * cw_client_opts_t), recording causal events as --trace / --clockd say;
+ * NULL after reporting why. */
 cw_client_t *cli_connect(const cli_opts_t *o, int quiet, int pull, int auto_ack);
+
+/* The CLI waits at most this long (and at most --timeout) at exit for
+ * causeway-clockd to confirm the events reported to it. */
+#define CLI_CLOCKD_FLUSH_MS 2000
+
+/* Destroys *c after waiting (bounded) for causeway-clockd to confirm the
+ * recorded events; reports on stderr events it did not confirm and trace
+ * lines that could not be written. */
+void cli_close(cw_client_t **c, const cli_opts_t *o);
+
+/* `causeway exchange` (cli_exchange.c). Returns an exit code. */
+int cli_exchange(const cli_opts_t *o);
 
 /* Prints a fetch or history reply's messages (cli_print_message). */
 void cli_print_messages(FILE *f, const cli_opts_t *o, const cw_reply_t *r, const char *me);
@@ -109,6 +131,8 @@ void cli_str_addf(cli_str_t *s, const char *fmt, ...) __attribute__((format(prin
  * becomes U+FFFD). */
 void cli_str_json(cli_str_t *s, const char *text);
 void cli_str_free(cli_str_t *s);
+/* Appends a clock: JSON {"alice":2,"bob":1}, or human {alice:2, bob:1}. */
+void cli_str_clock(cli_str_t *s, const cw_clock_item_t *c, size_t n, int json);
 /* Writes the line plus '\n' and flushes. */
 void cli_str_emit(cli_str_t *s, FILE *f);
 

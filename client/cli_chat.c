@@ -465,6 +465,6 @@ int cli_chat(const cli_opts_t *o)
     cw_status_t st = cw_client_logout(chat.c, o->timeout_ms);
     if (st != CW_OK && st != CW_ERR_DISCONNECTED)
         fprintf(stderr, "causeway: logout: %s\n", cw_strerror(st));
-    cw_client_destroy(&chat.c);
+    cli_close(&chat.c, o);
     return CLI_EXIT_OK;
 }

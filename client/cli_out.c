@@ -171,6 +171,14 @@ static void human_clock(cli_str_t *s, const cw_clock_item_t *c, size_t n)
     cli_str_add(s, "}");
 }
 
+void cli_str_clock(cli_str_t *s, const cw_clock_item_t *c, size_t n, int json)
+{
+    if (json)
+        json_clock(s, c, n);
+    else
+        human_clock(s, c, n);
+}
+
 static void json_users(cli_str_t *s, const cw_user_t *u, size_t n)
 {
     cli_str_add(s, "[");

@@ -7,7 +7,10 @@
  *  from the shared queue. Runs on the application thread (one at a time).
  *  Also here: message ids for sends that come without one, and the
  *  application's half of auto_ack (what counts as taken, the synchronous
- *  flush before logout); the I/O thread sends the batched Acks.
+ *  flush before logout); the I/O thread sends the batched Acks. And the
+ *  application's side of causal event recording: opening the trace file
+ *  and the clockd socket (handed to the I/O thread), reading the counters,
+ *  waiting for a flush.
  *  Invariants: see client_internal.h (I1..I5); application request ids are
  *  1..2^63-1, the I/O thread's own requests use the upper half.
  */
@@ -48,8 +51,12 @@ static void client_free(cw_client_t *c)
         cw_event_destroy(&n->ev);
         free(n);
     }
+    if (c->clockd_sock)
+        zmq_close(c->clockd_sock);
     cw_reply_destroy(&c->reply);
     cw_clock_destroy(&c->clock_copy);
+    if (c->trace_fd >= 0)
+        close(c->trace_fd);
     if (c->notify[0] >= 0)
         close(c->notify[0]);
     if (c->notify[1] >= 0)
@@ -59,6 +66,7 @@ static void client_free(cw_client_t *c)
     free(c->endpoint);
     free(c->agent);
     free(c->name);
+    free(c->clockd_endpoint);
     free(c);
 }
 
@@ -82,6 +90,7 @@ cw_client_t *cw_client_new(const char *endpoint, const cw_client_opts_t *opts)
     if (!c)
         return NULL;
     c->notify[0] = c->notify[1] = -1;
+    c->trace_fd = -1;
     pthread_mutex_init(&c->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -96,6 +105,8 @@ cw_client_t *cw_client_new(const char *endpoint, const cw_client_opts_t *opts)
     c->no_reconnect = opts->no_reconnect;
     c->pull = opts->pull;
     c->auto_ack = opts->auto_ack;
+    c->clockd_queue = opts->clockd_queue;
+    c->clockd_linger_ms = opts->clockd_linger_ms ? opts->clockd_linger_ms : CW_CLOCKD_LINGER_MS;
     if (getrandom(&c->mid_random, sizeof c->mid_random, GRND_NONBLOCK) !=
         (ssize_t) sizeof c->mid_random) {
         /* No entropy yet (early boot): time, pid and address still make a
@@ -104,6 +115,15 @@ cw_client_t *cw_client_new(const char *endpoint, const cw_client_opts_t *opts)
     }
     if (!c->endpoint || !c->agent)
         goto fail;
+    if (opts->clockd_endpoint && !(c->clockd_endpoint = strdup(opts->clockd_endpoint)))
+        goto fail;
+    if (opts->trace_path) {
+        c->trace_fd = open(opts->trace_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+        if (c->trace_fd < 0) {
+            err = errno;
+            goto fail;
+        }
+    }
     if (pipe(c->notify) != 0 || set_nonblock_cloexec(c->notify[0]) != 0 ||
         set_nonblock_cloexec(c->notify[1]) != 0) {
         err = errno;
@@ -129,6 +149,23 @@ cw_client_t *cw_client_new(const char *endpoint, const cw_client_opts_t *opts)
         goto fail;
     }
 
+    /* The daemon's socket too (ZMQ_IMMEDIATE: a send without a connection
+     * fails at once instead of queueing; see client_trace.c). */
+    if (c->clockd_endpoint) {
+        int one = 1;
+        c->clockd_sock = zmq_socket(c->ctx, ZMQ_DEALER);
+        if (!c->clockd_sock) {
+            err = errno;
+            goto fail;
+        }
+        zmq_setsockopt(c->clockd_sock, ZMQ_LINGER, &zero, sizeof zero);
+        zmq_setsockopt(c->clockd_sock, ZMQ_IMMEDIATE, &one, sizeof one);
+        if (zmq_connect(c->clockd_sock, c->clockd_endpoint) != 0) {
+            err = errno;
+            goto fail;
+        }
+    }
+
     char addr[64];
     snprintf(addr, sizeof addr, "inproc://cw-client-%p", (void *) c);
     c->pipe = zmq_socket(c->ctx, ZMQ_PAIR);
@@ -141,7 +178,7 @@ cw_client_t *cw_client_new(const char *endpoint, const cw_client_opts_t *opts)
     zmq_setsockopt(c->pipe, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(c->actor_pipe, ZMQ_LINGER, &zero, sizeof zero);
 
-    /* From here the I/O thread owns actor_pipe and first_sock. */
+    /* From here the I/O thread owns actor_pipe, first_sock and clockd_sock. */
     err = pthread_create(&c->thread, NULL, cw_client_actor_main, c);
     if (err != 0)
         goto fail;
@@ -168,6 +205,7 @@ void cw_client_destroy(cw_client_t **p)
         /* The I/O thread closed its sockets on the way out. */
         c->actor_pipe = NULL;
         c->first_sock = NULL;
+        c->clockd_sock = NULL;
     }
     client_free(c);
 }
@@ -607,4 +645,34 @@ int cw_client_connected(cw_client_t *c)
     int v = c->connected;
     pthread_mutex_unlock(&c->mu);
     return v;
+}
+
+void cw_client_trace_stats(cw_client_t *c, cw_trace_stats_t *stats)
+{
+    pthread_mutex_lock(&c->mu);
+    *stats = c->tstats;
+    pthread_mutex_unlock(&c->mu);
+}
+
+cw_status_t cw_client_trace_flush(cw_client_t *c, int timeout_ms)
+{
+    if (!c)
+        return CW_ERR_INVALID;
+    int64_t deadline = deadline_for(timeout_ms);
+    pthread_mutex_lock(&c->mu);
+    int pending = c->tstats.pending != 0;
+    pthread_mutex_unlock(&c->mu);
+    if (!pending)
+        return CW_OK;
+    cmd_hdr_t hdr = {.type = CMD_FLUSH, .rid = 0, .deadline = 0};
+    if (zmq_send(c->pipe, &hdr, sizeof hdr, 0) < 0)
+        return CW_ERR_IO;
+    pthread_mutex_lock(&c->mu);
+    /* I6: the I/O thread signals when nothing is pending any more. */
+    while (c->tstats.pending)
+        if (cond_wait_until(c, deadline) == ETIMEDOUT)
+            break;
+    cw_status_t st = c->tstats.pending ? CW_ERR_TIMEOUT : CW_OK;
+    pthread_mutex_unlock(&c->mu);
+    return st;
 }

@@ -47,6 +47,12 @@
  *     or at once for a full batch, and after every reconnection (an Ack in
  *     flight at a loss may be lost).
  *
+ *  Causal events (client_trace.c): every change of the clock is recorded
+ *  where it happens (on_request for a send's tick, on_deliver and
+ *  on_fetch_reply for merge and tick), so the recorder sees each session's
+ *  events in clock order; the recorder's daemon socket is polled by the
+ *  same loop, and at exit it gets clockd_linger_ms to confirm the rest.
+ *
  *  Invariants: sock != NULL in every state but LOST; name/token are set in
  *  ONLINE, LOST and RESUMING and only there; every request in `inflight` was
  *  sent on the current socket (lose() fails or parks them all when it
@@ -135,6 +141,7 @@ typedef struct {
     live_seen_t *live;         /* ring of CW_LIVE_DEDUP_WINDOW live deliveries */
     size_t live_next;          /* next slot to overwrite */
     int64_t ack_due;           /* auto_ack: flush then (monotonic ms); 0 = not armed */
+    cw_tracer_t *tracer;       /* causal event recorder (client_trace.c); NULL: none */
 } actor_t;
 
 /* --- posting to the application -------------------------------------- */
@@ -769,9 +776,14 @@ static void on_fetch_reply(actor_t *a, const cw_reply_msg_t *r, uint64_t rid, cw
 {
     uint64_t top = filter_fetch(a, out);
     uint64_t before = a->dd_seq;
-    for (size_t i = 0; i < r->n_messages; i++)
-        if (r->messages[i]->seq > before)
-            clock_receive(a, r->messages[i]->clock, r->messages[i]->n_clock);
+    for (size_t i = 0; i < r->n_messages; i++) {
+        const cw_deliver_msg_t *m = r->messages[i];
+        if (m->seq > before) {
+            clock_receive(a, m->clock, m->n_clock);
+            cw_tracer_deliver(a->tracer, a->name, a->clock, m->from, m->message_id, m->clock,
+                              m->n_clock);
+        }
+    }
     publish_clock(a);
     if (post_reply(a, rid, CW_OK, out) && top > a->dd_seq)
         a->dd_seq = top;
@@ -867,6 +879,7 @@ static void on_deliver(actor_t *a, const cw_deliver_msg_t *d)
     }
     clock_receive(a, d->clock, d->n_clock);
     publish_clock(a);
+    cw_tracer_deliver(a->tracer, a->name, a->clock, from, mid, d->clock, d->n_clock);
     cw_event_t *ev = calloc(1, sizeof *ev);
     if (!ev || cw_conv_message(&ev->msg, d) != CW_OK) {
         free(ev);
@@ -1054,6 +1067,16 @@ static void on_request(actor_t *a, uint64_t rid, int64_t deadline, const uint8_t
     if (session) {
         env->clock = NULL;
         env->n_clock = 0;
+        /* The tick is an event: the send, if the message went out or will
+         * go out again (parked, or a durable send whose socket is full);
+         * else a local event. */
+        if (st == CW_OK || !f || (st == CW_ERR_DISCONNECTED && f->frame)) {
+            cw_tracer_send(a->tracer, a->name, a->clock, env->send);
+        } else {
+            char what[96];
+            snprintf(what, sizeof what, "send failed: %s", cw_status_name(st));
+            cw_tracer_local(a->tracer, a->name, a->clock, what);
+        }
     }
     cw_env_free(&env);
     if (!f)
@@ -1095,6 +1118,11 @@ static void read_pipe(actor_t *a)
             a->terminated = 1;
             zmq_msg_close(&msg);
             return;
+        }
+        if (hdr.type == CMD_FLUSH) {
+            zmq_msg_close(&msg);
+            cw_tracer_flush(a->tracer);
+            continue;
         }
         if (hdr.type == CMD_ACK) {
             zmq_msg_close(&msg);
@@ -1211,14 +1239,26 @@ void *cw_client_actor_main(void *arg)
     if (!a.clock || !a.live)
         abort();   /* a few kilobytes at start-up; nothing sensible to do */
 
+    a.tracer = cw_tracer_new(a.c);
+
     while (!a.terminated) {
-        zmq_pollitem_t items[2] = {
-            {.socket = a.pipe, .events = ZMQ_POLLIN},
-            {.socket = a.sock, .events = ZMQ_POLLIN},
-        };
+        zmq_pollitem_t items[3] = {{.socket = a.pipe, .events = ZMQ_POLLIN}};
+        int n_items = 1, sock_item = -1;
+        if (a.sock) {
+            items[n_items] = (zmq_pollitem_t){.socket = a.sock, .events = ZMQ_POLLIN};
+            sock_item = n_items++;
+        }
+        short tev;
+        void *tsock = cw_tracer_poll_item(a.tracer, &tev);
+        if (tsock && tev)
+            items[n_items++] = (zmq_pollitem_t){.socket = tsock, .events = tev};
         unsigned gen = a.sock_gen;
-        long timeout = next_timeout(&a, cw_mono_ms());
-        int rc = zmq_poll(items, a.sock ? 2 : 1, timeout);
+        int64_t now = cw_mono_ms();
+        long timeout = next_timeout(&a, now);
+        long ttimeout = cw_tracer_timeout(a.tracer, now);
+        if (ttimeout >= 0 && (timeout < 0 || ttimeout < timeout))
+            timeout = ttimeout;
+        int rc = zmq_poll(items, n_items, timeout);
         if (rc < 0) {
             if (errno == EINTR)
                 continue;
@@ -1229,9 +1269,10 @@ void *cw_client_actor_main(void *arg)
             read_pipe(&a);
         if (a.terminated)
             break;
-        if (a.sock && gen == a.sock_gen && (items[1].revents & ZMQ_POLLIN))
+        if (sock_item > 0 && a.sock && gen == a.sock_gen && (items[sock_item].revents & ZMQ_POLLIN))
             read_sock(&a);
         run_timers(&a);
+        cw_tracer_step(a.tracer, cw_mono_ms());
     }
 
     /* Leaving: a polite logout gets LOGOUT_LINGER_MS to leave (the context
@@ -1242,6 +1283,11 @@ void *cw_client_actor_main(void *arg)
         ack_flush(&a);   /* auto_ack: what was taken, best effort */
         send_logout(&a);
     }
+    /* What the daemon has not confirmed gets the linger time (sent at
+     * once, no batching delay), and is counted as dropped after it. */
+    if (a.c->clockd_linger_ms > 0)
+        cw_tracer_drain(a.tracer, cw_mono_ms() + a.c->clockd_linger_ms);
+    cw_tracer_destroy(&a.tracer);
     inflight_fail_all(&a, CW_ERR_DISCONNECTED, 0);
     close_sock(&a);
     zmq_close(a.pipe);

@@ -25,7 +25,10 @@
  *       handled (ack_pending -> ack_taken) when the application comes back
  *       (next_event, fetch, ack_flush, logout) or CW_AUTO_ACK_DELAY_MS
  *       after it.
- *  Conversions from wire messages to public structs live in client_conv.c.
+ *   I6. `tstats` is the tracer's counters after its last change; the I/O
+ *       thread signals `cond` whenever tstats.pending drops to 0.
+ *  Conversions from wire messages to public structs live in client_conv.c;
+ *  causal event recording lives in client_trace.c.
  */
 #ifndef CW_CLIENT_INTERNAL_H
 #define CW_CLIENT_INTERNAL_H
@@ -43,6 +46,7 @@ typedef enum {
     CMD_REQUEST = 1,   /* forward the envelope (request_id set) */
     CMD_TERM = 2,      /* log out politely if logged in, then stop */
     CMD_ACK = 3,       /* auto_ack: the application took durable messages (no body) */
+    CMD_FLUSH = 4,     /* send the events waiting for clockd now (no body) */
 } cmd_type_t;
 
 typedef struct {
@@ -79,6 +83,13 @@ struct cw_client {
     int auto_ack;              /* acknowledge taken durable deliveries */
     void *actor_pipe;          /* I/O end of the pipe (owned by the I/O thread) */
     void *first_sock;          /* DEALER connected in cw_client_new, handed over */
+    int trace_fd;              /* trace_path opened O_APPEND, -1 if none; written
+                                  by the I/O thread only, closed by client_free */
+    char *clockd_endpoint;     /* causeway-clockd endpoint, NULL if none */
+    void *clockd_sock;         /* DEALER to it, connected in cw_client_new, handed
+                                  over to the I/O thread's tracer */
+    size_t clockd_queue;       /* events held for the daemon at most */
+    int clockd_linger_ms;      /* destroy waits this long for confirmations; < 0 none */
 
     /* --- shared, guarded by mu --------------------------------------- */
     pthread_mutex_t mu;
@@ -100,6 +111,7 @@ struct cw_client {
     unsigned ack_untold;       /* auto_ack: takes since the I/O thread last flushed */
     uint64_t ack_sent;         /* highest seq an Ack was sent for */
     uint64_t ack_done;         /* highest seq the broker confirmed acknowledged */
+    cw_trace_stats_t tstats;   /* causal event counters (I6) */
 };
 
 /* The I/O thread's entry point (client_actor.c). */
@@ -109,6 +121,45 @@ void *cw_client_actor_main(void *arg);
  * `handled` or if it is CW_AUTO_ACK_DELAY_MS old at `now`; then returns the
  * highest seq an Ack may cover now (I5), 0 if nothing. */
 uint64_t cw_ack_target_locked(cw_client_t *c, int handled, int64_t now);
+
+/* --- client_trace.c: causal events (I/O thread only) ------------------ */
+
+typedef struct cw_tracer cw_tracer_t;
+
+/* A recorder writing to c->trace_fd and reporting through c->clockd_sock
+ * (taken over: c->clockd_sock is NULLed). NULL if c records nothing, or
+ * out of memory (logged; nothing is recorded then). */
+cw_tracer_t *cw_tracer_new(cw_client_t *c);
+/* Counts what is still pending as dropped, closes the socket, frees; NULLs
+ * *p. Safe on NULL. */
+void cw_tracer_destroy(cw_tracer_t **p);
+
+/* Recording; t may be NULL (nothing happens). `me` is the session's name,
+ * `clock` the clock right after the event. */
+/* A send that went out (or waits for a reconnection). */
+void cw_tracer_send(cw_tracer_t *t, const char *me, const cw_clock_t *clock,
+                    const cw_send_msg_t *send);
+/* A clock tick that is no message: text says what. */
+void cw_tracer_local(cw_tracer_t *t, const char *me, const cw_clock_t *clock, const char *text);
+/* A delivery of the message `from` sent with id message_id and clock mclock. */
+void cw_tracer_deliver(cw_tracer_t *t, const char *me, const cw_clock_t *clock, const char *from,
+                       const char *message_id, cw_clock_entry_msg_t *const *mclock,
+                       size_t n_mclock);
+
+/* The poll loop. cw_tracer_poll_item: the daemon socket and the events to
+ * poll it for (0: none needed now); NULL if there is none. */
+void *cw_tracer_poll_item(const cw_tracer_t *t, short *events);
+/* Milliseconds until the tracer's next timer, -1 for none. */
+long cw_tracer_timeout(const cw_tracer_t *t, int64_t now);
+/* After poll: reads the daemon's replies, sends a due batch, times out a
+ * silent daemon. Never blocks. */
+void cw_tracer_step(cw_tracer_t *t, int64_t now);
+/* CMD_FLUSH: batches go out without the batching delay until the queue is
+ * empty. */
+void cw_tracer_flush(cw_tracer_t *t);
+/* Leaving: sends and waits for confirmations until nothing is pending or
+ * monotonic ms `deadline`. */
+void cw_tracer_drain(cw_tracer_t *t, int64_t deadline);
 
 /* --- client_conv.c: wire -> public structs (NULL on out of memory) --- */
 cw_reply_t *cw_conv_reply(const cw_reply_msg_t *r);

@@ -11,7 +11,10 @@
  *  with the same message id and clock after a lost reply and a lost
  *  connection (also one made while disconnected), live sends not retried,
  *  auto_ack (batched, never past a queued delivery, flushed before logout)
- *  and Login.pull.
+ *  and Login.pull; causal events: the trace file's lines (canonical JSON,
+ *  appended, duplicates not recorded) and reports to a fake causeway-clockd
+ *  (batches, confirmation, STORE_ERROR resent, refusals and an unreachable
+ *  daemon counted, sends never delayed).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "causeway.h"
@@ -946,6 +950,333 @@ static void test_pull_login(void **state)
     fake_destroy(&f);
 }
 
+/* --- causal events (trace_path, clockd_endpoint) ------------------------ */
+
+/* Sends msg on a helper thread; the fake answers it DELIVERED for bob.
+ * Returns the Send envelope the fake saw (caller frees). */
+static cw_env_t *traced_send(fake_t *f, cw_client_t *c, cw_send_t msg)
+{
+    send_job_t j = {.c = c, .msg = msg};
+    pthread_t t;
+    pthread_create(&t, NULL, send_thread, &j);
+    cw_env_t *env = fake_recv(f, 3000);
+    assert_non_null(env);
+    assert_int_equal(env->body_case, CW_BODY(SEND));
+    fake_send_reply(f, env->request_id, CW_OK, CW_DELIVERED, 0, 0);
+    pthread_join(t, NULL);
+    assert_int_equal(j.st, CW_OK);
+    cw_reply_destroy(&j.reply);
+    return env;
+}
+
+/* Reads the trace file: its lines (without '\n') into lines[], at most max. */
+static size_t read_lines(const char *path, char lines[][1024], size_t max)
+{
+    FILE *fp = fopen(path, "r");
+    assert_non_null(fp);
+    size_t n = 0;
+    char buf[1024];
+    while (fgets(buf, sizeof buf, fp)) {
+        assert_true(n < max);
+        size_t len = strlen(buf);
+        assert_true(len > 0 && buf[len - 1] == '\n');   /* whole lines only */
+        buf[len - 1] = '\0';
+        strcpy(lines[n++], buf);
+    }
+    fclose(fp);
+    return n;
+}
+
+/* Parses a trace line back: takes out the "ts_us" member (checking that
+ * it is a number within [lo, hi]) and returns it; *rest gets the line
+ * without it, to compare with the exact canonical form. */
+static uint64_t take_ts(const char *line, char *rest, size_t size, uint64_t lo, uint64_t hi)
+{
+    const char *k = strstr(line, ",\"ts_us\":");
+    assert_non_null(k);
+    char *end;
+    uint64_t ts = strtoull(k + 9, &end, 10);
+    assert_true(end > k + 9);
+    assert_true(*end == ',' || *end == '}');
+    assert_true(ts >= lo && ts <= hi);
+    snprintf(rest, size, "%.*s%s", (int) (k - line), line, end);
+    return ts;
+}
+
+static void test_trace_file(void **state)
+{
+    (void) state;
+    char path[] = "/tmp/cw-client-trace-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "# earlier lines stay\n", 21), 21);   /* appended, not truncated */
+    close(fd);
+    uint64_t t0 = cw_now_us();
+
+    fake_t *f = fake_new();
+    cw_client_opts_t o = {.trace_path = path};
+    cw_client_t *c = logged_in_opts(f, &o, 0);
+
+    /* A send (escapes in the id and the text), a delivery, and the same
+     * delivery again: dropped as a duplicate, so no event. */
+    cw_env_t *env = traced_send(f, c, (cw_send_t){.to = to_bob, .n_to = 1,
+                                                   .text = "hi\n\"there\"", .message_id = "m\"1"});
+    cw_env_free(&env);
+    fake_push(f, "bob", 0, "b7", "yo", 5);
+    fake_push(f, "bob", 0, "b7", "yo", 5);
+    fake_push(f, "bob", 0, "b8", "again", 6);
+    expect_deliver(c, "yo", 0);
+    expect_deliver(c, "again", 0);
+    /* A multicast to bob twice and carol is one send to two peers; a send
+     * without an id gets a generated one, which the key carries. */
+    const char *to2[] = {"bob", "carol", "bob"};
+    env = traced_send(f, c, (cw_send_t){.to = to2, .n_to = 3, .text = ""});
+    char key[256];
+    snprintf(key, sizeof key, "alice:%s", env->send->message_id);
+    assert_true(strlen(env->send->message_id) > 0);
+    cw_env_free(&env);
+
+    cw_trace_stats_t st;
+    cw_client_trace_stats(c, &st);
+    assert_int_equal(st.recorded, 4);
+    assert_int_equal(st.written, 4);
+    assert_int_equal(st.write_errors, 0);
+    assert_int_equal(st.pending, 0);
+    assert_int_equal(st.dropped, 0);
+    assert_int_equal(cw_client_trace_flush(c, 0), CW_OK);   /* no daemon: nothing pending */
+    cw_client_destroy(&c);
+    uint64_t t1 = cw_now_us();
+
+    char lines[8][1024], rest[1024];
+    assert_int_equal(read_lines(path, lines, 8), 5);
+    assert_string_equal(lines[0], "# earlier lines stay");
+    uint64_t ts = take_ts(lines[1], rest, sizeof rest, t0, t1);
+    assert_string_equal(rest, "{\"process\":\"alice\",\"kind\":\"send\",\"clock\":{\"alice\":1},"
+                              "\"msg\":\"alice:m\\\"1\",\"peers\":[\"bob\"],"
+                              "\"text\":\"hi\\n\\\"there\\\"\"}");
+    uint64_t ts2 = take_ts(lines[2], rest, sizeof rest, ts, t1);
+    assert_string_equal(rest, "{\"process\":\"alice\",\"kind\":\"deliver\","
+                              "\"clock\":{\"alice\":2,\"bob\":5},\"msg\":\"bob:b7\","
+                              "\"peers\":[\"bob\"],\"holdback_us\":0,\"msg_clock\":{\"bob\":5}}");
+    ts = take_ts(lines[3], rest, sizeof rest, ts2, t1);
+    assert_string_equal(rest, "{\"process\":\"alice\",\"kind\":\"deliver\","
+                              "\"clock\":{\"alice\":3,\"bob\":6},\"msg\":\"bob:b8\","
+                              "\"peers\":[\"bob\"],\"holdback_us\":0,\"msg_clock\":{\"bob\":6}}");
+    take_ts(lines[4], rest, sizeof rest, ts, t1);
+    char want[512];
+    snprintf(want, sizeof want,
+             "{\"process\":\"alice\",\"kind\":\"send\",\"clock\":{\"alice\":4,\"bob\":6},"
+             "\"msg\":\"%s\",\"peers\":[\"bob\",\"carol\"]}", key);
+    assert_string_equal(rest, want);
+    unlink(path);
+    fake_destroy(&f);
+
+    /* A trace file that cannot be opened fails cw_client_new. */
+    cw_client_opts_t bad = {.trace_path = "/nonexistent-dir/trace.jsonl"};
+    assert_null(cw_client_new("tcp://127.0.0.1:1", &bad));
+}
+
+/* A fake causeway-clockd: a ROUTER on a free loopback port. */
+typedef struct {
+    void *ctx;
+    void *router;
+    char endpoint[64];
+    uint8_t peer[256];
+    size_t peer_len;
+} fake_clockd_t;
+
+static fake_clockd_t *clockd_new(void)
+{
+    fake_clockd_t *d = calloc(1, sizeof *d);
+    d->ctx = zmq_ctx_new();
+    d->router = zmq_socket(d->ctx, ZMQ_ROUTER);
+    int zero = 0;
+    zmq_setsockopt(d->router, ZMQ_LINGER, &zero, sizeof zero);
+    assert_int_equal(zmq_bind(d->router, "tcp://127.0.0.1:*"), 0);
+    size_t len = sizeof d->endpoint;
+    zmq_getsockopt(d->router, ZMQ_LAST_ENDPOINT, d->endpoint, &len);
+    return d;
+}
+
+static void clockd_destroy(fake_clockd_t **p)
+{
+    zmq_close((*p)->router);
+    zmq_ctx_term((*p)->ctx);
+    free(*p);
+    *p = NULL;
+}
+
+/* The next report the client sends, within timeout_ms; NULL if none. The
+ * fake broker f keeps sending heartbeats meanwhile. */
+static Causeway__V1__ClockdRequest *clockd_recv(fake_clockd_t *d, fake_t *f, int timeout_ms)
+{
+    int64_t end = cw_mono_ms() + timeout_ms;
+    for (;;) {
+        int64_t now = cw_mono_ms();
+        if (now >= end)
+            return NULL;
+        if (f->peer_len && now - f->last_hb >= 50)
+            fake_heartbeat(f);
+        zmq_pollitem_t it = {.socket = d->router, .events = ZMQ_POLLIN};
+        if (zmq_poll(&it, 1, 20) == 1)
+            break;
+    }
+    zmq_msg_t id, body;
+    zmq_msg_init(&id);
+    zmq_msg_init(&body);
+    zmq_msg_recv(&id, d->router, 0);
+    assert_true(zmq_msg_more(&id));
+    zmq_msg_recv(&body, d->router, 0);
+    assert_false(zmq_msg_more(&body));   /* a DEALER: one frame, no delimiter */
+    d->peer_len = zmq_msg_size(&id);
+    memcpy(d->peer, zmq_msg_data(&id), d->peer_len);
+    Causeway__V1__ClockdRequest *req =
+        causeway__v1__clockd_request__unpack(NULL, zmq_msg_size(&body), zmq_msg_data(&body));
+    zmq_msg_close(&id);
+    zmq_msg_close(&body);
+    assert_non_null(req);
+    assert_int_equal(req->version, 1);
+    assert_true(req->request_id != 0);   /* it wants to know they are stored */
+    assert_int_equal(req->body_case, CAUSEWAY__V1__CLOCKD_REQUEST__BODY_REPORT);
+    return req;
+}
+
+static void clockd_reply(fake_clockd_t *d, uint64_t rid, int status, uint32_t stored)
+{
+    Causeway__V1__ClockdReply r = CAUSEWAY__V1__CLOCKD_REPLY__INIT;
+    r.request_id = rid;
+    r.status = (Causeway__V1__Status) status;
+    r.stored = stored;
+    uint8_t buf[64];
+    size_t len = causeway__v1__clockd_reply__pack(&r, buf);
+    assert_int_equal(zmq_send(d->router, d->peer, d->peer_len, ZMQ_SNDMORE), (int) d->peer_len);
+    assert_int_equal(zmq_send(d->router, buf, len, 0), (int) len);
+}
+
+static uint64_t clock_of(Causeway__V1__ClockEntry *const *e, size_t n, const char *node)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(e[i]->node, node) == 0)
+            return e[i]->counter;
+    return 0;
+}
+
+static void test_clockd_report(void **state)
+{
+    (void) state;
+    fake_t *f = fake_new();
+    fake_clockd_t *d = clockd_new();
+    cw_client_opts_t o = {.clockd_endpoint = d->endpoint};
+    cw_client_t *c = logged_in_opts(f, &o, 0);
+
+    /* A send: reported in a batch of one, confirmed. */
+    cw_env_t *env = traced_send(f, c, (cw_send_t){.to = to_bob, .n_to = 1, .text = "hi",
+                                                   .message_id = "m1"});
+    cw_env_free(&env);
+    Causeway__V1__ClockdRequest *req = clockd_recv(d, f, 3000);
+    assert_non_null(req);
+    assert_int_equal(req->report->n_events, 1);
+    Causeway__V1__ClockEvent *e = req->report->events[0];
+    assert_string_equal(e->process, "alice");
+    assert_int_equal(e->kind, CAUSEWAY__V1__CLOCK_EVENT__KIND__KIND_SEND);
+    assert_string_equal(e->msg, "alice:m1");
+    assert_int_equal(e->n_peers, 1);
+    assert_string_equal(e->peers[0], "bob");
+    assert_string_equal(e->text, "hi");
+    assert_int_equal(e->n_clock, 1);
+    assert_int_equal(clock_of(e->clock, e->n_clock, "alice"), 1);
+    assert_true(e->ts_us > 0);
+    clockd_reply(d, req->request_id, CW_OK, 1);
+    causeway__v1__clockd_request__free_unpacked(req, NULL);
+    assert_int_equal(cw_client_trace_flush(c, 3000), CW_OK);
+    cw_trace_stats_t st;
+    cw_client_trace_stats(c, &st);
+    assert_int_equal(st.recorded, 1);
+    assert_int_equal(st.reported, 1);
+    assert_int_equal(st.pending, 0);
+    assert_int_equal(st.written, 0);   /* no trace file */
+
+    /* A delivery: while unconfirmed it is pending (flush times out); a
+     * STORE_ERROR sends the same event again; then confirmed. */
+    fake_push(f, "bob", 0, "b7", "yo", 5);
+    expect_deliver(c, "yo", 0);
+    req = clockd_recv(d, f, 3000);
+    assert_non_null(req);
+    assert_int_equal(req->report->n_events, 1);
+    e = req->report->events[0];
+    assert_int_equal(e->kind, CAUSEWAY__V1__CLOCK_EVENT__KIND__KIND_DELIVER);
+    assert_string_equal(e->msg, "bob:b7");
+    assert_int_equal(e->n_peers, 1);
+    assert_string_equal(e->peers[0], "bob");
+    assert_int_equal(clock_of(e->clock, e->n_clock, "alice"), 2);
+    assert_int_equal(clock_of(e->clock, e->n_clock, "bob"), 5);
+    assert_int_equal(e->n_msg_clock, 1);
+    assert_int_equal(clock_of(e->msg_clock, e->n_msg_clock, "bob"), 5);
+    assert_int_equal(cw_client_trace_flush(c, 100), CW_ERR_TIMEOUT);
+    cw_client_trace_stats(c, &st);
+    assert_int_equal(st.pending, 1);
+    uint64_t first = req->request_id;
+    clockd_reply(d, first, CW_STORE_ERROR, 0);
+    causeway__v1__clockd_request__free_unpacked(req, NULL);
+    req = clockd_recv(d, f, 3000);   /* again, after STORE_RETRY_MS */
+    assert_non_null(req);
+    assert_true(req->request_id != first);
+    assert_int_equal(req->report->n_events, 1);
+    assert_string_equal(req->report->events[0]->msg, "bob:b7");
+    clockd_reply(d, req->request_id, CW_OK, 1);
+    causeway__v1__clockd_request__free_unpacked(req, NULL);
+    assert_int_equal(cw_client_trace_flush(c, 3000), CW_OK);
+    cw_client_trace_stats(c, &st);
+    assert_int_equal(st.recorded, 2);
+    assert_int_equal(st.reported, 2);
+    assert_int_equal(st.dropped, 0);
+
+    /* Refused for good (BAD_REQUEST): dropped and counted. */
+    env = traced_send(f, c, (cw_send_t){.to = to_bob, .n_to = 1, .text = "x"});
+    cw_env_free(&env);
+    req = clockd_recv(d, f, 3000);
+    assert_non_null(req);
+    clockd_reply(d, req->request_id, CW_BAD_REQUEST, 0);
+    causeway__v1__clockd_request__free_unpacked(req, NULL);
+    assert_int_equal(cw_client_trace_flush(c, 3000), CW_OK);
+    cw_client_trace_stats(c, &st);
+    assert_int_equal(st.dropped, 1);
+    assert_int_equal(st.reported, 2);
+
+    cw_client_destroy(&c);
+    clockd_destroy(&d);
+    fake_destroy(&f);
+}
+
+static void test_clockd_unreachable(void **state)
+{
+    (void) state;
+    fake_t *f = fake_new();
+    /* Port 1 on loopback: connections are refused. Two events fit. */
+    cw_client_opts_t o = {.clockd_endpoint = "tcp://127.0.0.1:1", .clockd_queue = 2,
+                          .clockd_linger_ms = 200};
+    cw_client_t *c = logged_in_opts(f, &o, 0);
+    for (int i = 0; i < 3; i++) {
+        int64_t t0 = cw_mono_ms();
+        cw_env_t *env = traced_send(f, c, (cw_send_t){.to = to_bob, .n_to = 1, .text = "x"});
+        cw_env_free(&env);
+        assert_true(cw_mono_ms() - t0 < 1000);   /* the daemon never delays a send */
+    }
+    cw_trace_stats_t st;
+    cw_client_trace_stats(c, &st);
+    assert_int_equal(st.recorded, 3);
+    assert_int_equal(st.pending, 2);
+    assert_int_equal(st.dropped, 1);
+    assert_int_equal(st.reported, 0);
+    int64_t t0 = cw_mono_ms();
+    assert_int_equal(cw_client_trace_flush(c, 100), CW_ERR_TIMEOUT);
+    assert_true(cw_mono_ms() - t0 >= 100);
+    t0 = cw_mono_ms();
+    cw_client_destroy(&c);   /* waits clockd_linger_ms at most */
+    assert_true(cw_mono_ms() - t0 < 1500);
+    fake_destroy(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -959,6 +1290,9 @@ int main(void)
         cmocka_unit_test(test_durable_retry_lost_connection),
         cmocka_unit_test(test_auto_ack),
         cmocka_unit_test(test_pull_login),
+        cmocka_unit_test(test_trace_file),
+        cmocka_unit_test(test_clockd_report),
+        cmocka_unit_test(test_clockd_unreachable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
