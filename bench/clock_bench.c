@@ -1,9 +1,10 @@
 /*  clock_bench: what vector clocks cost on the wire.
  *
- *  For clocks of 10, 100 and 1,000 entries (node names "user0001"...),
+ *  For clocks of 0, 10, 100 and 1,000 entries (node names "user0001"...),
  *  prints the packed size of a Send envelope with a 100-byte text, and the
  *  time to encode and to decode it (cw_env_pack / cw_env_decode), median of
- *  repeated batches. Not a test: it prints figures, never fails on them.
+ *  repeated batches, as a table and as "figure" lines for scripts/bench.
+ *  Not a test: it prints figures, never fails on them.
  *  usage: clock_bench [iterations]   (default 20000 per batch, 5 batches)
  */
 #include "cw_envelope.h"
@@ -40,6 +41,7 @@ int main(int argc, char **argv)
     if (iters <= 0)
         iters = 20000;
     static const size_t sizes[] = {0, 10, 100, 1000};
+    double figures[4][3];
     printf("clock_bench %ld\n%8s %12s %14s %14s\n", iters, "entries", "bytes", "encode ns",
            "decode ns");
     char text[101];
@@ -95,10 +97,19 @@ int main(int argc, char **argv)
         qsort(enc, BATCHES, sizeof enc[0], cmp_d);
         qsort(dec, BATCHES, sizeof dec[0], cmp_d);
         printf("%8zu %12zu %14.0f %14.0f\n", n, len, enc[BATCHES / 2], dec[BATCHES / 2]);
+        figures[k][0] = (double) len;
+        figures[k][1] = enc[BATCHES / 2];
+        figures[k][2] = dec[BATCHES / 2];
         free(buf);
         free(entries);
         free(ptrs);
         free(names);
+    }
+    /* "figure" lines for scripts/bench, after the table */
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        printf("figure clock%zu_bytes %.0f\n", sizes[k], figures[k][0]);
+        printf("figure clock%zu_encode_ns %.0f\n", sizes[k], figures[k][1]);
+        printf("figure clock%zu_decode_ns %.0f\n", sizes[k], figures[k][2]);
     }
     return 0;
 }

@@ -12,8 +12,9 @@
  *    3. deliver: the same, with each sender's recipient online, receiving
  *       the pushes and acknowledging every 100th seq; the figure is pushes
  *       received per second.
- *  Prints messages/s, fsyncs/s and messages per fsync for each phase and
- *  the command line to reproduce. Not a test: it never fails on a figure.
+ *  Prints messages/s, fsyncs/s and messages per fsync for each phase, the
+ *  same as "figure" lines for scripts/bench, and the command line to
+ *  reproduce. Not a test: it never fails on a figure.
  *
  *  Threads: the main thread drives; the broker and each sender/receiver run
  *  on their own threads, each with its own sockets.
@@ -71,6 +72,12 @@ static void *broker_thread(void *arg)
 }
 
 static int64_t now_ms(void) { return cw_mono_ms(); }
+
+/* A "figure <name> <value>" line for scripts/bench (see bench_util.h). */
+static void bench_figure_line(const char *name, double value)
+{
+    printf("figure %s %.6g\n", name, value);
+}
 
 /* Sends one request envelope; returns 0 or -1. */
 static int send_env(void *sock, cw_env_t *env)
@@ -508,6 +515,12 @@ int main(int argc, char **argv)
            g1 > g0 ? (double) del.accepted / (double) (g1 - g0) : 0);
     printf("\naccepted %ld/%ld (failed %ld); delivered %ld/%ld; durable/baseline %.2f\n",
            acc.accepted, total, acc.failed, received, total, acc_rate / base_rate);
+    bench_figure_line("durable_raw_msgs_per_s", base_rate);
+    bench_figure_line("durable_accepted_per_s", acc_rate);
+    bench_figure_line("durable_fsyncs_per_s", (double) (f1 - f0) / acc.seconds);
+    bench_figure_line("durable_msgs_per_fsync",
+                      f1 > f0 ? (double) acc.accepted / (double) (f1 - f0) : 0);
+    bench_figure_line("durable_delivered_per_s", del_rate);
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0)

@@ -165,6 +165,18 @@ void cwb_send_to_id(cw_broker_t *b, const void *id, size_t id_len, const cw_env_
     }
 }
 
+/* cwb_send_to_id for a peer whose session s is at hand (s->id is its
+ * routing id): the same, without looking the session up again. */
+static void send_to_session(cw_broker_t *b, cw_session_t *s, const cw_env_t *env)
+{
+    if (cw_env_send(b->router, s->id + 1, s->id[0], env, ZMQ_DONTWAIT) == 0) {
+        b->stats.frames_out++;
+        s->last_tx_ms = b->now_ms;
+    } else {
+        CW_DEBUG("reply dropped: %s", zmq_strerror(errno));
+    }
+}
+
 /* The one function that builds an error (or bare status) reply. */
 void cwb_reply_status(cw_broker_t *b, const void *id, size_t id_len, uint64_t request_id,
                          int status, const char *detail)
@@ -531,6 +543,16 @@ long cwb_resolve(cw_broker_t *b, const Causeway__V1__Send *send, const cw_user_t
     return (long) n;
 }
 
+/* Live sends to at most SEND_SMALL recipients keep their recipient arrays
+ * on the stack: no allocation on the unicast path. */
+#define SEND_SMALL 8
+typedef struct {
+    Causeway__V1__RecipientStatus rcpts[SEND_SMALL];
+    Causeway__V1__RecipientStatus *rptrs[SEND_SMALL];
+    cw_user_t *users[SEND_SMALL];
+    char *to[SEND_SMALL];
+} send_scratch_t;
+
 static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
                         cw_env_t **envp)
 {
@@ -547,11 +569,28 @@ static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_sessio
     }
     const Causeway__V1__Send *send = env->send;
     size_t cap = send->broadcast ? cw_sessions_user_count(b->sessions) : send->n_to;
-    Causeway__V1__RecipientStatus *rcpts = calloc(cap ? cap : 1, sizeof *rcpts);
-    Causeway__V1__RecipientStatus **rptrs = calloc(cap ? cap : 1, sizeof *rptrs);
-    cw_user_t **users = calloc(cap ? cap : 1, sizeof *users);
-    char **to = calloc(cap ? cap : 1, sizeof *to);
-    long n = (rcpts && rptrs && users && to) ? cwb_resolve(b, send, s->user, rcpts, users) : -1;
+    send_scratch_t small;
+    void *block = NULL;
+    Causeway__V1__RecipientStatus *rcpts;
+    Causeway__V1__RecipientStatus **rptrs;
+    cw_user_t **users;
+    char **to;
+    if (cap <= SEND_SMALL) {
+        rcpts = small.rcpts;
+        rptrs = small.rptrs;
+        users = small.users;
+        to = small.to;
+    } else {
+        /* One block for the four arrays; every piece's size is a multiple
+         * of 8, so each stays pointer-aligned. */
+        size_t per = sizeof *rcpts + sizeof *rptrs + sizeof *users + sizeof *to;
+        block = cap <= SIZE_MAX / per ? malloc(cap * per) : NULL;
+        rcpts = block;
+        rptrs = block ? (void *) (rcpts + cap) : NULL;
+        users = block ? (void *) (rptrs + cap) : NULL;
+        to = block ? (void *) (users + cap) : NULL;
+    }
+    long n = rcpts ? cwb_resolve(b, send, s->user, rcpts, users) : -1;
     if (n < 0) {
         cwb_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
         goto done;
@@ -624,7 +663,7 @@ static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_sessio
     reply.recipients = rptrs;
     out.body_case = CW_BODY(REPLY);
     out.reply = &reply;
-    cwb_send_to_id(b, id, id_len, &out);
+    send_to_session(b, s, &out); /* s is the sender: id is its routing id */
 
     if (cw_log_enabled(CW_LOG_INFO)) {
         char names[256] = "";
@@ -644,10 +683,7 @@ static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_sessio
         CW_DEBUG("text from %s: %s", s->user->name, send->text ? send->text : "");
     }
 done:
-    free(rcpts);
-    free(rptrs);
-    free(users);
-    free(to);
+    free(block);
 }
 
 static void handle_who(cw_broker_t *b, const void *id, size_t id_len, const cw_env_t *env)
