@@ -63,7 +63,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "recovery_bench: %s\n", err);
         return 1;
     }
-    char (*names)[16] = calloc(users, sizeof *names);
+    char (*names)[32] = calloc(users, sizeof *names);
     for (size_t u = 0; u < users; u++) {
         snprintf(names[u], sizeof names[u], "user%zu", u);
         cw_store_add_user(st, names[u], NULL);

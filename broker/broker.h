@@ -34,8 +34,9 @@ int cw_broker_run(cw_broker_t *b, volatile sig_atomic_t *stop);
 
 /* Handles one message as if it came from the peer with routing id `id`:
  * `frames` are its payload frames (normally exactly one). Replies go to the
- * ROUTER socket (and are dropped if no such peer is connected). For
- * in-process tests and fuzzing. */
+ * ROUTER socket (and are dropped if no such peer is connected). Sessions
+ * found dead meanwhile are closed before it returns (the safe point after
+ * the frame). For in-process tests and fuzzing. */
 void cw_broker_handle(cw_broker_t *b, const void *id, size_t id_len,
                       const void *const *frames, const size_t *sizes, size_t n_frames);
 

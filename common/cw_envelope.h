@@ -28,10 +28,11 @@ typedef Causeway__V1__ClockEntry cw_clock_entry_msg_t;
 #define CW_BODY(x) CAUSEWAY__V1__ENVELOPE__BODY_##x
 
 /* Decodes one frame. Checks, in this order: len <= max_frame (TOO_LARGE),
- * protobuf well-formed (BAD_REQUEST), version == CW_PROTOCOL_VERSION
- * (UNSUPPORTED_VERSION), a body present: an unset body whose frame holds an
- * unknown field in the body range (>= 10) is UNKNOWN_TYPE, otherwise
- * BAD_REQUEST.
+ * protobuf well-formed (BAD_REQUEST; a field numbered 0 anywhere, which
+ * protobuf-c lets through in an overlong key, counts as malformed),
+ * version == CW_PROTOCOL_VERSION (UNSUPPORTED_VERSION), a body present: an
+ * unset body whose frame holds an unknown field in the body range (>= 10)
+ * is UNKNOWN_TYPE, otherwise BAD_REQUEST.
  * Returns CW_OK and sets *out (caller frees with cw_env_free). On failure
  * *out is NULL, *detail points at a static explanation, and if the frame
  * could be decoded far enough *request_id holds its request id (else 0). */

@@ -24,6 +24,7 @@ import json
 import os
 import queue
 import select
+import shlex
 import signal
 import subprocess
 import sys
@@ -39,11 +40,17 @@ BUILD_DIR = os.environ.get("CW_BUILD_DIR") or os.path.join(SOURCE_DIR, "build")
 BROKER_BIN = os.path.join(BUILD_DIR, "broker", "causeway-broker")
 CLI_BIN = os.path.join(BUILD_DIR, "client", "causeway")
 
+# scripts/valgrind runs every broker under a wrapper command: CW_BROKER_WRAPPER
+# (split like a shell would) is put before the broker's command line, and
+# the bounds below are multiplied by CW_TIMEOUT_SCALE.
+BROKER_WRAPPER = shlex.split(os.environ.get("CW_BROKER_WRAPPER", ""))
+TIMEOUT_SCALE = float(os.environ.get("CW_TIMEOUT_SCALE", "1"))
+
 HEARTBEAT_MS = 200       # brokers in tests: short heartbeats keep expiry tests fast
 LIVENESS = 3
-START_TIMEOUT = 10.0     # broker must print its endpoint within this
-STOP_TIMEOUT = 5.0       # broker must exit after SIGTERM within this
-REQUEST_TIMEOUT = 3.0    # default bound for a reply
+START_TIMEOUT = 10.0 * TIMEOUT_SCALE    # broker must print its endpoint within this
+STOP_TIMEOUT = 5.0 * TIMEOUT_SCALE      # broker must exit after SIGTERM within this
+REQUEST_TIMEOUT = 3.0 * TIMEOUT_SCALE   # default bound for a reply
 PUMP_SLICE = 0.02        # poll granularity while waiting, seconds
 CLIENT_HB_S = 0.1        # raw clients send a heartbeat after this much silence
 
@@ -217,8 +224,9 @@ def broker(tmp_path, request):
     started = []
 
     def start(*extra, heartbeat_ms=HEARTBEAT_MS, liveness=LIVENESS):
-        args = [BROKER_BIN, "--bind", "tcp://127.0.0.1:*", "--heartbeat-ms", str(heartbeat_ms),
-                "--liveness", str(liveness), "--log-level", "debug", *map(str, extra)]
+        args = [*BROKER_WRAPPER, BROKER_BIN, "--bind", "tcp://127.0.0.1:*",
+                "--heartbeat-ms", str(heartbeat_ms), "--liveness", str(liveness),
+                "--log-level", "debug", *map(str, extra)]
         b = Broker(args, str(tmp_path / f"broker{len(started)}.log"))
         started.append(b)
         b.wait_listening()

@@ -179,8 +179,8 @@ static void test_rules(void **state)
     /* Accepted: unknown fields ignored, null as absent, zero entries
      * dropped, empty text as none, comments and blank lines skipped. */
     static const char *good[] = {
-        "{\"process\":\"alice\",\"kind\":\"local\",\"clock\":{\"alice\":1,\"zed\":0},\"future\":{\"x\":[1]},"
-        "\"text\":null,\"msg\":null}",
+        ("{\"process\":\"alice\",\"kind\":\"local\",\"clock\":{\"alice\":1,\"zed\":0},\"future\":{\"x\":[1]},"
+         "\"text\":null,\"msg\":null}"),
         "{\"process\":\"alice\",\"kind\":\"local\",\"clock\":{\"alice\":2},\"text\":\"\"}",
         "   # a comment",
         "",
