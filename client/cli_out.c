@@ -7,6 +7,7 @@
  *  the CLI's main thread; no state.
  */
 #include "cli.h"
+#include "cw_util.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -56,33 +57,6 @@ void cli_str_addf(cli_str_t *s, const char *fmt, ...)
     s->len += (size_t) n;
 }
 
-/* Length of the valid UTF-8 sequence at p (1..4), or 0 if invalid. */
-static size_t utf8_len(const unsigned char *p)
-{
-    unsigned c = p[0];
-    if (c < 0x80)
-        return 1;
-    size_t n;
-    unsigned min, cp;
-    if ((c & 0xE0) == 0xC0) {
-        n = 2, cp = c & 0x1F, min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-        n = 3, cp = c & 0x0F, min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-        n = 4, cp = c & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xC0) != 0x80)   /* also stops at the terminating NUL */
-            return 0;
-        cp = (cp << 6) | (p[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return n;
-}
-
 void cli_str_json(cli_str_t *s, const char *text)
 {
     const unsigned char *p = (const unsigned char *) (text ? text : "");
@@ -104,7 +78,7 @@ void cli_str_json(cli_str_t *s, const char *text)
             }
             p++;
         } else {
-            size_t n = utf8_len(p);
+            size_t n = cw_utf8_seq_len((const char *) p);
             if (n == 0) {
                 str_addn(s, "\\ufffd", 6);
                 p++;

@@ -165,33 +165,6 @@ static int copy_clock(centry_t ***out, size_t *n, cw_clock_entry_msg_t *const *e
     return 0;
 }
 
-/* Length of the valid UTF-8 sequence at p (1..4), or 0 if invalid. */
-static size_t utf8_len(const unsigned char *p)
-{
-    unsigned c = p[0];
-    if (c < 0x80)
-        return 1;
-    size_t n;
-    unsigned min, cp;
-    if ((c & 0xE0) == 0xC0) {
-        n = 2, cp = c & 0x1F, min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-        n = 3, cp = c & 0x0F, min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-        n = 4, cp = c & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xC0) != 0x80)   /* also stops at the terminating NUL */
-            return 0;
-        cp = (cp << 6) | (p[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return n;
-}
-
 /* A copy of s as valid UTF-8 (invalid bytes become U+FFFD) of at most max
  * bytes, cut before a character that does not fit. NULL out of memory. */
 static char *utf8_copy(const char *s, size_t max)
@@ -205,7 +178,7 @@ static char *utf8_copy(const char *s, size_t max)
         return NULL;
     size_t o = 0;
     while (*p) {
-        size_t n = utf8_len(p);
+        size_t n = cw_utf8_seq_len((const char *) p);
         const char *piece = (const char *) p;
         size_t len = n;
         if (n == 0) {
@@ -352,7 +325,7 @@ static void line_json(line_t *l, const char *s)
             line_addn(l, esc, 6);
             c++;
         } else {
-            size_t n = utf8_len(c);
+            size_t n = cw_utf8_seq_len((const char *) c);
             if (n == 0) {
                 line_addn(l, "\\ufffd", 6);
                 c++;

@@ -112,3 +112,30 @@ void cw_set_err(char *err, size_t size, const char *fmt, ...)
     vsnprintf(err, size, fmt, ap);
     va_end(ap);
 }
+
+size_t cw_utf8_seq_len(const char *str)
+{
+    const unsigned char *p = (const unsigned char *) str;
+    unsigned c = p[0];
+    if (c < 0x80)
+        return 1;
+    size_t n;
+    uint32_t min, cp;
+    if ((c & 0xE0) == 0xC0) {
+        n = 2, cp = c & 0x1F, min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+        n = 3, cp = c & 0x0F, min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+        n = 4, cp = c & 0x07, min = 0x10000;
+    } else {
+        return 0;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xC0) != 0x80) /* also stops at a terminating NUL */
+            return 0;
+        cp = (cp << 6) | (p[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return n;
+}

@@ -26,6 +26,12 @@ int cw_name_check(const char *name, size_t max_len, const char **why);
 void cw_set_err(char *err, size_t size, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Length (1..4) of the well-formed UTF-8 sequence starting at p, or 0 if
+ * the bytes there are not one (overlong, surrogate, above U+10FFFF,
+ * truncated). Reads at most 4 bytes and stops at a NUL, so p may be any
+ * position in a NUL-terminated string. */
+size_t cw_utf8_seq_len(const char *p);
+
 /* True if the len bytes at s are well-formed UTF-8 (no overlongs, no
  * surrogates, nothing above U+10FFFF). */
 int cw_utf8_valid(const char *s, size_t len);
