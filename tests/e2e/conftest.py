@@ -39,6 +39,7 @@ SOURCE_DIR = os.environ.get("CW_SOURCE_DIR") or os.path.normpath(os.path.join(HE
 BUILD_DIR = os.environ.get("CW_BUILD_DIR") or os.path.join(SOURCE_DIR, "build")
 BROKER_BIN = os.path.join(BUILD_DIR, "broker", "causeway-broker")
 CLI_BIN = os.path.join(BUILD_DIR, "client", "causeway")
+CLOCKD_BIN = os.path.join(BUILD_DIR, "clockd", "causeway-clockd")
 
 # scripts/valgrind runs every broker under a wrapper command: CW_BROKER_WRAPPER
 # (split like a shell would) is put before the broker's command line, and
@@ -602,3 +603,50 @@ def run_cli(cli, *args, timeout=10.0):
     p = cli(*args)
     p.wait(timeout)
     return p
+
+
+# ---------------------------------------------------------------------------
+# causeway-clockd
+
+class ClockdDaemon:
+    """One ``causeway-clockd serve`` process on a free loopback port, its
+    stderr in log_path; the first stdout line gives the endpoint."""
+
+    def __init__(self, db, log_path):
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            [CLOCKD_BIN, "serve", "--bind", "tcp://127.0.0.1:*", "--db", str(db),
+             "--log-level", "debug"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log)
+        self.lines = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        try:
+            line = self.lines.get(timeout=START_TIMEOUT)
+        except queue.Empty:
+            raise AssertionError(f"clockd printed no endpoint within {START_TIMEOUT}s\n{self.log()}")
+        assert line and line.startswith("listening tcp://127.0.0.1:"), (line, self.log())
+        self.endpoint = line[len("listening "):]
+
+    def _read(self):
+        for raw in iter(self.proc.stdout.readline, b""):
+            self.lines.put(raw.decode(errors="replace").rstrip("\n"))
+        self.lines.put(None)
+
+    def log(self):
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self):
+        """SIGTERM; returns the exit code (SIGKILL after a bound, and fails)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=STOP_TIMEOUT)
+                raise AssertionError(f"clockd ignored SIGTERM\n{self.log()}")
+        self._log.close()
+        return self.proc.returncode

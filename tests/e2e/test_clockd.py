@@ -20,15 +20,14 @@ Every wait is bounded (subprocess timeouts, socket polls); nothing sleeps.
 
 import json
 import os
-import queue
 import re
-import signal
 import subprocess
-import threading
 import xml.etree.ElementTree as ET
 
 import pytest
 import zmq
+
+from conftest import ClockdDaemon
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.environ.get("CW_SOURCE_DIR") or os.path.normpath(os.path.join(HERE, "..", ".."))
@@ -39,7 +38,6 @@ PHASE3 = os.path.join(FIXTURES, "phase3.jsonl")
 REORDERED = os.path.join(FIXTURES, "reordered.jsonl")
 
 RUN_TIMEOUT = 30.0      # one CLI run
-START_TIMEOUT = 10.0    # the daemon prints its endpoint within this
 STOP_TIMEOUT = 5.0      # the daemon exits after SIGTERM within this
 REPLY_TIMEOUT = 5.0     # one request/reply
 SVG = "{http://www.w3.org/2000/svg}"
@@ -283,55 +281,12 @@ def test_diagram_svg_is_wellformed(tmp_path):
 # ---------------------------------------------------------------------------
 # The daemon
 
-class Daemon:
-    """One `causeway-clockd serve` process."""
-
-    def __init__(self, tmp_path, db, name="clockd"):
-        self.log_path = tmp_path / f"{name}.log"
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [CLOCKD_BIN, "serve", "--bind", "tcp://127.0.0.1:*", "--db", str(db),
-             "--log-level", "debug"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log)
-        self.lines = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        try:
-            line = self.lines.get(timeout=START_TIMEOUT)
-        except queue.Empty:
-            raise AssertionError(f"clockd printed no endpoint within {START_TIMEOUT}s\n{self.log()}")
-        assert line and line.startswith("listening tcp://127.0.0.1:"), (line, self.log())
-        self.endpoint = line[len("listening "):]
-
-    def _read(self):
-        for raw in iter(self.proc.stdout.readline, b""):
-            self.lines.put(raw.decode(errors="replace").rstrip("\n"))
-        self.lines.put(None)
-
-    def log(self):
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self):
-        """SIGTERM; returns the exit code (SIGKILL after a bound)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=STOP_TIMEOUT)
-                raise AssertionError(f"clockd ignored SIGTERM\n{self.log()}")
-        self._log.close()
-        return self.proc.returncode
-
-
 @pytest.fixture
 def daemons(tmp_path):
     started = []
 
     def start(db, name="clockd"):
-        d = Daemon(tmp_path, db, name=f"{name}{len(started)}")
+        d = ClockdDaemon(db, tmp_path / f"{name}{len(started)}.log")
         started.append(d)
         return d
 

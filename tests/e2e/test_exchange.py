@@ -24,23 +24,19 @@ output lines, exits and log lines.
 
 import json
 import os
-import queue
 import re
-import signal
 import socket
 import subprocess
-import threading
 import time
 
 import pytest
 
-from conftest import BUILD_DIR, run_cli
+from conftest import BUILD_DIR, ClockdDaemon, run_cli
 
 CLOCKD_BIN = os.path.join(BUILD_DIR, "clockd", "causeway-clockd")
 
 RUN_TIMEOUT = 30.0       # one causeway-clockd command
 EXCHANGE_TIMEOUT = 60.0  # one exchange process, start to exit
-START_TIMEOUT = 10.0     # the daemon prints its endpoint within this
 STOP_TIMEOUT = 5.0
 LOG_TIMEOUT = 10.0       # the broker writes its forward lines within this
 COUNT = 10               # clock messages per exchange process
@@ -239,53 +235,12 @@ def test_trace_file_unwritable(broker, cli, tmp_path):
 # ---------------------------------------------------------------------------
 # Reporting to a running causeway-clockd
 
-class Daemon:
-    """One `causeway-clockd serve` process on a free loopback port."""
-
-    def __init__(self, tmp_path, db):
-        self.log_path = tmp_path / "clockd.log"
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [CLOCKD_BIN, "serve", "--bind", "tcp://127.0.0.1:*", "--db", str(db),
-             "--log-level", "debug"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log)
-        self.lines = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        try:
-            line = self.lines.get(timeout=START_TIMEOUT)
-        except queue.Empty:
-            raise AssertionError(f"clockd printed no endpoint within {START_TIMEOUT}s")
-        assert line and line.startswith("listening tcp://127.0.0.1:"), (line, self.log())
-        self.endpoint = line[len("listening "):]
-
-    def _read(self):
-        for raw in iter(self.proc.stdout.readline, b""):
-            self.lines.put(raw.decode(errors="replace").rstrip("\n"))
-        self.lines.put(None)
-
-    def log(self):
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=STOP_TIMEOUT)
-        self._log.close()
-        return self.proc.returncode
-
-
 @pytest.fixture
 def daemon(tmp_path):
     started = []
 
     def start(db):
-        d = Daemon(tmp_path, db)
+        d = ClockdDaemon(db, tmp_path / f"clockd{len(started)}.log")
         started.append(d)
         return d
 

@@ -34,8 +34,6 @@ that nothing happens during it.
 import json
 import logging
 import os
-import queue
-import signal
 import subprocess
 import sys
 import threading
@@ -43,7 +41,7 @@ import time
 
 import pytest
 
-from conftest import CLI_BIN, SOURCE_DIR, BUILD_DIR, CliProc, run_cli
+from conftest import CLI_BIN, SOURCE_DIR, BUILD_DIR, ClockdDaemon, CliProc, run_cli
 
 PY_DIR = os.path.join(SOURCE_DIR, "clients", "python")
 CLOCKD_BIN = os.path.join(BUILD_DIR, "clockd", "causeway-clockd")
@@ -126,37 +124,6 @@ def chat(hub, request):
             print(p.describe())
 
 
-class Clockd:
-    """A ``causeway-clockd serve`` process on a free loopback port."""
-
-    def __init__(self, db, log_path):
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            [CLOCKD_BIN, "serve", "--bind", "tcp://127.0.0.1:*", "--db", str(db)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log)
-        lines = queue.Queue()
-        threading.Thread(target=lambda: lines.put(self.proc.stdout.readline()),
-                         daemon=True).start()
-        try:
-            line = lines.get(timeout=10.0).decode().strip()
-        except queue.Empty:
-            raise AssertionError("causeway-clockd printed no endpoint within 10 s")
-        assert line.startswith("listening tcp://127.0.0.1:"), line
-        self.endpoint = line[len("listening "):]
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5.0)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5.0)
-        self._log.close()
-        return self.proc.returncode
-
-
 @pytest.fixture
 def clockd_daemon(tmp_path):
     if not os.access(CLOCKD_BIN, os.X_OK):
@@ -164,7 +131,7 @@ def clockd_daemon(tmp_path):
     started = []
 
     def start(db):
-        d = Clockd(db, tmp_path / f"clockd{len(started)}.log")
+        d = ClockdDaemon(db, tmp_path / f"clockd{len(started)}.log")
         started.append(d)
         return d
 
