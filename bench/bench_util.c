@@ -332,7 +332,7 @@ int bench_wait_reply(void *sock, int timeout_ms)
     }
 }
 
-int bench_login(void *sock, const char *name, int timeout_ms)
+int bench_login_pull(void *sock, const char *name, int pull, int timeout_ms)
 {
     cw_env_t env;
     Causeway__V1__Login l;
@@ -340,11 +340,17 @@ int bench_login(void *sock, const char *name, int timeout_ms)
     causeway__v1__login__init(&l);
     l.name = (char *) name;
     l.quiet = 1;
+    l.pull = pull;
     env.body_case = CW_BODY(LOGIN);
     env.login = &l;
     if (bench_send_env(sock, &env) != 0)
         return -1;
     return bench_wait_reply(sock, timeout_ms);
+}
+
+int bench_login(void *sock, const char *name, int timeout_ms)
+{
+    return bench_login_pull(sock, name, 0, timeout_ms);
 }
 
 size_t bench_send_size(const char *to, size_t text_len, size_t mid_len, uint64_t rid)

@@ -117,6 +117,8 @@ int bench_body_field(const uint8_t *d, size_t n);
 /* Logs in as name (quiet, so no presence pushes and no user log), waits for
  * the reply. Returns its status (CW_OK = 0), or -1 on timeout. */
 int bench_login(void *sock, const char *name, int timeout_ms);
+/* The same with Login.pull set as given (no pushes of stored messages). */
+int bench_login_pull(void *sock, const char *name, int pull, int timeout_ms);
 
 /* Packed size of the live Send a benchmark client sends: one recipient
  * `to`, a text of text_len bytes, a message id of the given length, and

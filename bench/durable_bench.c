@@ -19,6 +19,7 @@
  *  Threads: the main thread drives; the broker and each sender/receiver run
  *  on their own threads, each with its own sockets.
  */
+#include "bench_util.h"
 #include "broker.h"
 #include "broker_config.h"
 #include "cw_envelope.h"
@@ -73,63 +74,6 @@ static void *broker_thread(void *arg)
 
 static int64_t now_ms(void) { return cw_mono_ms(); }
 
-/* A "figure <name> <value>" line for scripts/bench (see bench_util.h). */
-static void bench_figure_line(const char *name, double value)
-{
-    printf("figure %s %.6g\n", name, value);
-}
-
-/* Sends one request envelope; returns 0 or -1. */
-static int send_env(void *sock, cw_env_t *env)
-{
-    return cw_env_send(sock, NULL, 0, env, 0);
-}
-
-/* Waits for the reply to request rid, skipping pushes. Returns its status
- * or -1 on timeout. */
-static int wait_reply(void *sock, int timeout_ms)
-{
-    int64_t deadline = now_ms() + timeout_ms;
-    while (now_ms() < deadline) {
-        zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&it, 1, 100) <= 0)
-            continue;
-        zmq_msg_t m;
-        zmq_msg_init(&m);
-        if (zmq_msg_recv(&m, sock, 0) < 0) {
-            zmq_msg_close(&m);
-            return -1;
-        }
-        cw_env_t *env = NULL;
-        const char *detail;
-        int rc = cw_env_decode(zmq_msg_data(&m), zmq_msg_size(&m), 1u << 30, &env, NULL, &detail);
-        zmq_msg_close(&m);
-        if (rc == CW_OK && env->body_case == CW_BODY(REPLY)) {
-            int st = env->reply->status;
-            cw_env_free(&env);
-            return st;
-        }
-        cw_env_free(&env);
-    }
-    return -1;
-}
-
-static int login(void *sock, const char *name, int pull)
-{
-    cw_env_t env;
-    Causeway__V1__Login l;
-    cw_env_init(&env, 1);
-    causeway__v1__login__init(&l);
-    l.name = (char *) name;
-    l.quiet = 1;
-    l.pull = pull;
-    env.body_case = CW_BODY(LOGIN);
-    env.login = &l;
-    if (send_env(sock, &env) != 0)
-        return -1;
-    return wait_reply(sock, 5000);
-}
-
 static void *sender_run(void *arg)
 {
     sender_t *s = arg;
@@ -142,7 +86,7 @@ static void *sender_run(void *arg)
     char name[32], to[32];
     snprintf(name, sizeof name, "sender%d", s->index);
     snprintf(to, sizeof to, "%s%d", s->online ? "reader" : "offline", s->index);
-    if (!s->raw && login(sock, name, 1) != CW_OK) {
+    if (!s->raw && bench_login_pull(sock, name, 1, 5000) != CW_OK) {
         fprintf(stderr, "durable_bench: %s cannot log in\n", name);
         zmq_close(sock);
         return NULL;
@@ -174,7 +118,7 @@ static void *sender_run(void *arg)
                 snd.message_id = mid;
                 env.body_case = CW_BODY(SEND);
                 env.send = &snd;
-                send_env(sock, &env);
+                bench_send_env(sock, &env);
             }
             sent++;
         }
@@ -214,7 +158,7 @@ static void *receiver_run(void *arg)
     int hwm = 0;
     zmq_setsockopt(sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
     zmq_connect(sock, r->endpoint);
-    if (login(sock, r->name, 0) != CW_OK) {
+    if (bench_login_pull(sock, r->name, 0, 5000) != CW_OK) {
         fprintf(stderr, "durable_bench: %s cannot log in\n", r->name);
         zmq_close(sock);
         atomic_store(&r->ready, -1);
@@ -249,7 +193,7 @@ static void *receiver_run(void *arg)
                 ack.seq = env->deliver->seq;
                 ack_env.body_case = CW_BODY(ACK);
                 ack_env.ack = &ack;
-                send_env(sock, &ack_env);
+                bench_send_env(sock, &ack_env);
             }
         }
         cw_env_free(&env);
@@ -366,7 +310,7 @@ static uint64_t broker_fsyncs(void *ctx, const char *endpoint)
     causeway__v1__stats__init(&st);
     env.body_case = CW_BODY(STATS);
     env.stats = &st;
-    send_env(sock, &env);
+    bench_send_env(sock, &env);
     uint64_t fsyncs = 0;
     zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
     if (zmq_poll(&it, 1, 5000) > 0) {
@@ -458,7 +402,7 @@ int main(int argc, char **argv)
         zmq_connect(sock, endpoint);
         char name[32];
         snprintf(name, sizeof name, "offline%d", i);
-        login(sock, name, 1);
+        bench_login_pull(sock, name, 1, 5000);
         zmq_close(sock);
     }
     uint64_t f0 = broker_fsyncs(ctx, endpoint);
@@ -515,12 +459,12 @@ int main(int argc, char **argv)
            g1 > g0 ? (double) del.accepted / (double) (g1 - g0) : 0);
     printf("\naccepted %ld/%ld (failed %ld); delivered %ld/%ld; durable/baseline %.2f\n",
            acc.accepted, total, acc.failed, received, total, acc_rate / base_rate);
-    bench_figure_line("durable_raw_msgs_per_s", base_rate);
-    bench_figure_line("durable_accepted_per_s", acc_rate);
-    bench_figure_line("durable_fsyncs_per_s", (double) (f1 - f0) / acc.seconds);
-    bench_figure_line("durable_msgs_per_fsync",
+    bench_figure("durable_raw_msgs_per_s", base_rate);
+    bench_figure("durable_accepted_per_s", acc_rate);
+    bench_figure("durable_fsyncs_per_s", (double) (f1 - f0) / acc.seconds);
+    bench_figure("durable_msgs_per_fsync",
                       f1 > f0 ? (double) acc.accepted / (double) (f1 - f0) : 0);
-    bench_figure_line("durable_delivered_per_s", del_rate);
+    bench_figure("durable_delivered_per_s", del_rate);
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0)
