@@ -72,6 +72,44 @@ int cwb_push(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
     return CW_OFFLINE;
 }
 
+/* Appends v as a protobuf varint at p; returns the bytes written (<= 10). */
+static size_t put_varint(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t) (v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t) v;
+    return n;
+}
+
+/* Pushes a live Deliver frame (consumed) to s. A session that has been
+ * pushed stored messages gets the frame stamped with Envelope.after_seq =
+ * its pushed position, so that the client shows it only after those
+ * (PROTOCOL.md §13.10). The field goes at the end of the frame, which is a
+ * valid encoding of the same Envelope with after_seq set: the frame shared
+ * by all recipients is copied only for such sessions. */
+static int push_live(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
+{
+    uint64_t after = b->durable && !s->pull ? s->pushed_seq : 0;
+    if (after == 0)
+        return cwb_push(b, s, msg);
+    uint8_t field[11];
+    field[0] = (4 << 3) | 0;   /* Envelope.after_seq, wire type varint */
+    size_t flen = 1 + put_varint(field + 1, after);
+    size_t len = zmq_msg_size(msg);
+    zmq_msg_t stamped;
+    if (zmq_msg_init_size(&stamped, len + flen) != 0) {
+        zmq_msg_close(msg);
+        return CW_FLOODED;
+    }
+    memcpy(zmq_msg_data(&stamped), zmq_msg_data(msg), len);
+    memcpy((uint8_t *) zmq_msg_data(&stamped) + len, field, flen);
+    zmq_msg_close(msg);
+    return cwb_push(b, s, &stamped);
+}
+
 /* A FIFO of live Deliver frames held back for one session. */
 struct cw_held {
     zmq_msg_t *msgs;  /* ring buffer of cap frames */
@@ -131,7 +169,7 @@ void cwb_flush_held(cw_broker_t *b, cw_session_t *s)
         zmq_msg_t *m = &h->msgs[h->head];
         h->head = (h->head + 1) % h->cap;
         h->n--;
-        if (cwb_push(b, s, m) == CW_DELIVERED)
+        if (push_live(b, s, m) == CW_DELIVERED)
             b->stats.deliveries++;
         else
             CW_DEBUG("%s: held live message dropped", s->user->name);
@@ -636,7 +674,7 @@ static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_sessio
             zmq_msg_copy(&copy, &proto);
             cw_session_t *rs = users[i]->session;
             bool held = cwb_must_hold(b, rs);
-            st = held ? hold(b, rs, &copy) : cwb_push(b, rs, &copy);
+            st = held ? hold(b, rs, &copy) : push_live(b, rs, &copy);
             if (st == CW_DELIVERED) {
                 delivered++;
                 if (!held)

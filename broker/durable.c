@@ -243,6 +243,9 @@ static bool push_deliver(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver 
     cw_env_init(&env, 0);
     env.body_case = CW_BODY(DELIVER);
     env.deliver = d;
+    /* The chain the client follows (PROTOCOL.md §13.10): this entry comes
+     * right after the one pushed before it in this session. */
+    env.after_seq = s->pushed_seq;
     zmq_msg_t msg;
     if (cw_env_to_msg(&env, &msg) != CW_OK || cwb_push(b, s, &msg) != CW_DELIVERED) {
         s->catching_up = true; /* a later push_read starts again at pushed_seq + 1 */

@@ -62,6 +62,22 @@
  *         deliveries for this user (a sender that never repeats an id
  *         loses nothing; one that reuses ids within that window does).
  *     Dropped duplicates change nothing: no event, no vector clock tick.
+ *   - Causal order (hold-back, PROTOCOL.md §13.10): the broker stamps each
+ *     pushed delivery with the durable position it follows (after_seq): for
+ *     a stored message the seq pushed just before it, for a live one the
+ *     last stored message pushed to the session. The library shows a
+ *     delivery only when everything of its own queue up to that position has
+ *     been shown, and holds it back otherwise, so no transport or
+ *     redelivery reordering shows a message before a stored message the
+ *     broker delivered ahead of it (docs/CAUSALITY.md argues that this order
+ *     extends happened-before). A held stored message never times out: it
+ *     is not acknowledged, so the broker pushes its predecessors again (at
+ *     the next login or after its redelivery timeout), and at most
+ *     CW_HOLDBACK_MAX deliveries wait (beyond that a stored one is dropped
+ *     unacknowledged and comes again). A held live message is shown after
+ *     holdback_ms at the latest, with cw_message_t.gap set. The time a
+ *     delivery spent held is cw_message_t.holdback_us and the holdback_us of
+ *     its causal event.
  *   - Acknowledging: with cw_client_opts_t.auto_ack the library acks
  *     durable deliveries once the application has handled them (see there).
  *     Without it the application calls cw_client_ack() itself, after
@@ -83,7 +99,8 @@
  *     application (or a message of a fetch reply is merged); peers =
  *     [sender], msg = "<sender>:<message_id>" ("<sender>:N" with N the
  *     sender's own entry of the message clock when the message has no id),
- *     msg_clock = the message's clock, holdback_us = 0 (no hold-back queue).
+ *     msg_clock = the message's clock, holdback_us = the time the delivery
+     was held back ("Causal order"; 0 if it was not).
  *     Dropped duplicates are not events.
  *
  *  Trace file: one line per event in the canonical JSON-lines form
@@ -120,6 +137,11 @@ extern "C" {
 #define CW_AUTO_ACK_BATCH 100
 /* Live deliveries remembered for duplicate suppression by (from, message_id). */
 #define CW_LIVE_DEDUP_WINDOW 1024
+/* Causal hold-back (see "Causal order" above): a live delivery waits at
+ * most this long by default (cw_client_opts_t.holdback_ms) for the stored
+ * messages it follows, and at most this many deliveries wait at once. */
+#define CW_HOLDBACK_MS_DEFAULT 10000
+#define CW_HOLDBACK_MAX 4096
 /* A durable send without a reply for 2 x heartbeat_ms x liveness (from
  * LoginInfo), and at least this many ms, counts as a lost reply: the library
  * reconnects and sends it again (within the caller's timeout). */
@@ -183,6 +205,9 @@ typedef struct {
     int clockd_linger_ms;        /* cw_client_destroy waits this long for the daemon
                                     to confirm what is pending; 0:
                                     CW_CLOCKD_LINGER_MS, < 0: does not wait */
+    int holdback_ms;             /* a live delivery waits at most this long for the
+                                    stored messages it follows ("Causal order");
+                                    0: CW_HOLDBACK_MS_DEFAULT */
 } cw_client_opts_t;
 
 /* Counters of causal event recording (cw_client_trace_stats). */
@@ -232,6 +257,11 @@ typedef struct {
                                   "" (acknowledge it like any other seq) */
     cw_clock_item_t *clock;    /* the sender's clock as stamped on the message */
     size_t n_clock;
+    uint64_t holdback_us;      /* delivery: how long the library held it back
+                                  for its causal predecessors; 0: not held */
+    int gap;                   /* delivery: shown after holdback_ms without the
+                                  stored messages it follows (they were never
+                                  received in time) */
 } cw_message_t;
 
 /* What the broker said at login. */

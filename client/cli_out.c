@@ -200,6 +200,9 @@ static void json_message(cli_str_t *s, const cw_message_t *m)
                  m->durable ? "true" : "false", m->redelivered ? "true" : "false",
                  m->expired ? "true" : "false");
     json_clock(s, m->clock, m->n_clock);
+    if (m->holdback_us) /* held back for its causal predecessors (PROTOCOL.md §13.10) */
+        cli_str_addf(s, ",\"holdback_us\":%llu,\"gap\":%s", (unsigned long long) m->holdback_us,
+                     m->gap ? "true" : "false");
 }
 
 /* "[12:00:01] bob -> you: hi", durable "[12:00:01 #3] ..."; with long_time

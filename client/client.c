@@ -107,6 +107,7 @@ cw_client_t *cw_client_new(const char *endpoint, const cw_client_opts_t *opts)
     c->auto_ack = opts->auto_ack;
     c->clockd_queue = opts->clockd_queue;
     c->clockd_linger_ms = opts->clockd_linger_ms ? opts->clockd_linger_ms : CW_CLOCKD_LINGER_MS;
+    c->holdback_ms = opts->holdback_ms > 0 ? opts->holdback_ms : CW_HOLDBACK_MS_DEFAULT;
     if (getrandom(&c->mid_random, sizeof c->mid_random, GRND_NONBLOCK) !=
         (ssize_t) sizeof c->mid_random) {
         /* No entropy yet (early boot): time, pid and address still make a

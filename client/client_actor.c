@@ -41,6 +41,11 @@
  *     or below it is dropped before it touches the clock. Live deliveries
  *     with a message id go through a ring of the last CW_LIVE_DEDUP_WINDOW
  *     (from, message_id) pairs.
+ *   - Hold-back (on_deliver, release_held): a Deliver whose after_seq is
+ *     above dd_seq waits in `held` (arrival order) until dd_seq reaches it;
+ *     a live one at most holdback_ms (then shown with gap set), a stored
+ *     one until its predecessors come again (it is not acknowledged, so the
+ *     broker pushes them again). Every showing re-examines the queue.
  *   - auto_ack (ack_flush): the application thread records what it took
  *     and handled (client.c) and wakes us with CMD_ACK; we send one
  *     cumulative Ack for cw_ack_target_locked() CW_AUTO_ACK_DELAY_MS later,
@@ -59,7 +64,8 @@
  *  closes it); `parked` is empty in IDLE and ONLINE except inside
  *  resend_parked; the application sees each request end exactly once (a
  *  reply, a local error, or its own timeout); dd_seq only grows while
- *  dd_name stays the same.
+ *  dd_name stays the same; nothing in `held` is shown yet, and every entry
+ *  of it has after_seq > dd_seq once release_held has run.
  */
 #include "client_internal.h"
 #include "cw_log.h"
@@ -105,6 +111,14 @@ typedef struct inflight {
     struct inflight *next;
 } inflight_t;
 
+/* A delivery held back for its causal predecessors (hold-back queue). */
+typedef struct held {
+    cw_env_t *env;             /* the Deliver frame, decoded; owned */
+    int64_t since_ms;          /* monotonic ms of its arrival */
+    uint64_t since_us;         /* the same, for holdback_us */
+    struct held *next;         /* arrival order */
+} held_t;
+
 /* One remembered live delivery (duplicate suppression by from+message_id). */
 typedef struct {
     uint64_t hash;             /* of from and message_id; 0 = empty slot */
@@ -141,6 +155,9 @@ typedef struct {
     live_seen_t *live;         /* ring of CW_LIVE_DEDUP_WINDOW live deliveries */
     size_t live_next;          /* next slot to overwrite */
     int64_t ack_due;           /* auto_ack: flush then (monotonic ms); 0 = not armed */
+    held_t *held;              /* hold-back queue, oldest first */
+    held_t **held_tail;        /* where the next one goes */
+    size_t n_held;             /* entries in held, <= CW_HOLDBACK_MAX */
     cw_tracer_t *tracer;       /* causal event recorder (client_trace.c); NULL: none */
 } actor_t;
 
@@ -253,6 +270,8 @@ static void inflight_free(inflight_t **p)
 
 static int64_t loss_ms(const actor_t *a);
 static void live_clear(actor_t *a);
+static void held_clear(actor_t *a);
+static void release_held(actor_t *a, int64_t force_before);
 
 /* How long a durable send waits for its reply before it counts as lost. */
 static int64_t attempt_ms(const actor_t *a)
@@ -520,6 +539,7 @@ static int take_session(actor_t *a, const char *name, const Causeway__V1__LoginI
         free(a->dd_name);
         a->dd_name = strdup(a->name);   /* NULL: reset again at the next login */
         a->dd_seq = 0;
+        held_clear(a);
         live_clear(a);
         a->ack_due = 0;
         a->epoch++;
@@ -780,13 +800,15 @@ static void on_fetch_reply(actor_t *a, const cw_reply_msg_t *r, uint64_t rid, cw
         const cw_deliver_msg_t *m = r->messages[i];
         if (m->seq > before) {
             clock_receive(a, m->clock, m->n_clock);
-            cw_tracer_deliver(a->tracer, a->name, a->clock, m->from, m->message_id, m->clock,
-                              m->n_clock);
+            cw_tracer_deliver(a->tracer, a->name, a->clock, 0, m->from, m->message_id,
+                              m->clock, m->n_clock);
         }
     }
     publish_clock(a);
-    if (post_reply(a, rid, CW_OK, out) && top > a->dd_seq)
+    if (post_reply(a, rid, CW_OK, out) && top > a->dd_seq) {
         a->dd_seq = top;
+        release_held(a, 0);
+    }
 }
 
 static void on_reply(actor_t *a, const cw_env_t *env)
@@ -857,29 +879,19 @@ static void on_reply(actor_t *a, const cw_env_t *env)
     inflight_free(&f);
 }
 
-static void on_deliver(actor_t *a, const cw_deliver_msg_t *d)
+/* Shows one delivery to the application: merge and tick the clock, record
+ * the event, queue it. held_us: how long it was held back (0: not). */
+static void show_deliver(actor_t *a, const cw_deliver_msg_t *d, uint64_t held_us, int gap)
 {
-    /* Duplicates go before they touch the clock: receiving one again is
-     * not a new event. */
     const char *from = d->from ? d->from : "";
     const char *mid = d->message_id ? d->message_id : "";
-    uint64_t h = 0;
-    if (d->seq) {
-        if (d->seq <= a->dd_seq) {
-            CW_DEBUG("client: dropping seq %llu from %s: handed over already",
-                     (unsigned long long) d->seq, from);
-            return;
-        }
-    } else if (*mid) {
-        h = live_hash(from, mid);
-        if (live_seen(a, h, from, mid)) {
-            CW_DEBUG("client: dropping live message '%s' from %s: seen already", mid, from);
-            return;
-        }
-    }
     clock_receive(a, d->clock, d->n_clock);
     publish_clock(a);
-    cw_tracer_deliver(a->tracer, a->name, a->clock, from, mid, d->clock, d->n_clock);
+    cw_tracer_deliver(a->tracer, a->name, a->clock, held_us, from, mid, d->clock, d->n_clock);
+    if (d->seq && d->seq > a->dd_seq)
+        a->dd_seq = d->seq;
+    else if (!d->seq && *mid)
+        live_remember(a, live_hash(from, mid), from, mid);
     cw_event_t *ev = calloc(1, sizeof *ev);
     if (!ev || cw_conv_message(&ev->msg, d) != CW_OK) {
         free(ev);
@@ -887,14 +899,166 @@ static void on_deliver(actor_t *a, const cw_deliver_msg_t *d)
         return;
     }
     ev->type = CW_EVENT_DELIVER;
+    ev->msg.holdback_us = held_us;
+    ev->msg.gap = gap;
     cw_clock_entry_msg_t **e;
     size_t n = cw_clock_entries(a->clock, &e);
     cw_conv_clock(&ev->local_clock, &ev->n_local_clock, e, n);
     post_event(a, ev);
-    if (d->seq)
-        a->dd_seq = d->seq;
-    else if (h)
-        live_remember(a, h, from, mid);
+}
+
+/* Has this delivery been shown already (or is it waiting in `held`)?
+ * Duplicates go before they touch the clock: receiving one again is not a
+ * new event. */
+static int is_duplicate(actor_t *a, const cw_deliver_msg_t *d)
+{
+    const char *from = d->from ? d->from : "";
+    const char *mid = d->message_id ? d->message_id : "";
+    if (d->seq) {
+        if (d->seq <= a->dd_seq) {
+            CW_DEBUG("client: dropping seq %llu from %s: handed over already",
+                     (unsigned long long) d->seq, from);
+            return 1;
+        }
+        for (const held_t *h = a->held; h; h = h->next)
+            if (h->env->deliver->seq == d->seq) {
+                CW_DEBUG("client: dropping seq %llu from %s: held already",
+                         (unsigned long long) d->seq, from);
+                return 1;
+            }
+        return 0;
+    }
+    if (!*mid)
+        return 0;
+    if (live_seen(a, live_hash(from, mid), from, mid)) {
+        CW_DEBUG("client: dropping live message '%s' from %s: seen already", mid, from);
+        return 1;
+    }
+    for (const held_t *h = a->held; h; h = h->next) {
+        const cw_deliver_msg_t *o = h->env->deliver;
+        if (!o->seq && o->message_id && strcmp(o->message_id, mid) == 0 && o->from &&
+            strcmp(o->from, from) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Unlinks *link from the hold-back queue and returns its envelope. */
+static cw_env_t *held_unlink(actor_t *a, held_t **link)
+{
+    held_t *h = *link;
+    cw_env_t *env = h->env;
+    *link = h->next;
+    if (a->held_tail == &h->next)
+        a->held_tail = link;
+    free(h);
+    a->n_held--;
+    return env;
+}
+
+static void held_clear(actor_t *a)
+{
+    while (a->held) {
+        cw_env_t *env = held_unlink(a, &a->held);
+        cw_env_free(&env);
+    }
+    a->held_tail = &a->held;
+}
+
+/* Shows what in the hold-back queue may now be shown, oldest first, and
+ * drops stored messages that came again in the meantime; with force_before
+ * > 0 also live deliveries that arrived before that time (their hold-back
+ * ran out). Each showing can free others, so it looks again until nothing
+ * moves. */
+static void release_held(actor_t *a, int64_t force_before)
+{
+    int moved = 1;
+    while (moved) {
+        moved = 0;
+        for (held_t **link = &a->held; *link; link = &(*link)->next) {
+            held_t *h = *link;
+            const cw_deliver_msg_t *d = h->env->deliver;
+            int stale = d->seq && d->seq <= a->dd_seq;
+            int ready = h->env->after_seq <= a->dd_seq;
+            int timed_out = !ready && !d->seq && force_before > 0 && h->since_ms <= force_before;
+            if (!stale && !ready && !timed_out)
+                continue;
+            uint64_t held_us = cw_now_us() - h->since_us;
+            cw_env_t *env = held_unlink(a, link);
+            if (stale) {
+                CW_DEBUG("client: held seq %llu shown meanwhile, dropped",
+                         (unsigned long long) d->seq);
+            } else {
+                if (timed_out)
+                    CW_DEBUG("client: live message from %s shown without stored messages up "
+                             "to seq %llu (held %llu us)", d->from,
+                             (unsigned long long) env->after_seq, (unsigned long long) held_us);
+                show_deliver(a, d, held_us ? held_us : 1, timed_out);
+            }
+            cw_env_free(&env);
+            moved = 1;
+            break;
+        }
+    }
+}
+
+/* Takes env (a Deliver) into the hold-back queue; returns 1 if it did. */
+static int hold(actor_t *a, cw_env_t *env)
+{
+    const cw_deliver_msg_t *d = env->deliver;
+    if (a->n_held >= CW_HOLDBACK_MAX) {
+        if (d->seq) {
+            /* Not acknowledged, so the broker pushes it again. */
+            CW_DEBUG("client: hold-back queue full, seq %llu dropped for now",
+                     (unsigned long long) d->seq);
+            return 0;
+        }
+        /* The oldest live one goes first: shown now, with a gap. */
+        release_held(a, cw_mono_ms());
+    }
+    held_t *h = calloc(1, sizeof *h);
+    if (!h)
+        return 0;
+    h->env = env;
+    h->since_ms = cw_mono_ms();
+    h->since_us = cw_now_us();
+    *a->held_tail = h;
+    a->held_tail = &h->next;
+    a->n_held++;
+    CW_DEBUG("client: holding %s from %s until seq %llu is shown (have %llu)",
+             d->seq ? "a stored message" : "a live message", d->from ? d->from : "",
+             (unsigned long long) env->after_seq, (unsigned long long) a->dd_seq);
+    return 1;
+}
+
+/* A Deliver frame. Returns 1 if it took env (held back). */
+static int on_deliver(actor_t *a, cw_env_t *env)
+{
+    const cw_deliver_msg_t *d = env->deliver;
+    if (is_duplicate(a, d))
+        return 0;
+    if (env->after_seq > a->dd_seq && !a->c->pull)
+        return hold(a, env);
+    show_deliver(a, d, 0, 0);
+    if (a->held)
+        release_held(a, 0);
+    return 0;
+}
+
+/* Live deliveries whose hold-back ran out are shown. */
+static void expire_held(actor_t *a, int64_t now)
+{
+    if (a->held)
+        release_held(a, now - a->c->holdback_ms);
+}
+
+/* When the oldest held live delivery runs out (monotonic ms), or -1. */
+static int64_t held_due(const actor_t *a)
+{
+    for (const held_t *h = a->held; h; h = h->next)
+        if (!h->env->deliver->seq)
+            return h->since_ms + a->c->holdback_ms;
+    return -1;
 }
 
 static void on_presence(actor_t *a, const cw_presence_msg_t *p)
@@ -927,7 +1091,8 @@ static void on_frame(actor_t *a, const void *data, size_t len)
         on_reply(a, env);
         break;
     case CW_BODY(DELIVER):
-        on_deliver(a, env->deliver);
+        if (on_deliver(a, env))
+            env = NULL;   /* held back */
         break;
     case CW_BODY(PRESENCE):
         on_presence(a, env->presence);
@@ -1174,14 +1339,21 @@ static long next_timeout(const actor_t *a, int64_t now)
         due = a->resume_deadline;
         break;
     default:
-        return -1;
+        due = -1;
+        break;
     }
+    int64_t held = held_due(a);
+    if (held >= 0 && (due < 0 || held < due))
+        due = held;
+    if (due < 0)
+        return -1;
     return due <= now ? 0 : (long) (due - now);
 }
 
 static void run_timers(actor_t *a)
 {
     int64_t now = cw_mono_ms();
+    expire_held(a, now);   /* in every state: a lost broker holds nothing longer */
     switch (a->state) {
     case ST_ONLINE:
         if (now - a->last_recv >= loss_ms(a) && sock_readable(a)) {
@@ -1234,6 +1406,7 @@ void *cw_client_actor_main(void *arg)
     a.state = ST_IDLE;
     a.hb_ms = DEFAULT_HEARTBEAT_MS;
     a.liveness = DEFAULT_LIVENESS;
+    a.held_tail = &a.held;
     a.clock = cw_clock_new();
     a.live = calloc(CW_LIVE_DEDUP_WINDOW, sizeof *a.live);
     if (!a.clock || !a.live)
@@ -1294,6 +1467,7 @@ void *cw_client_actor_main(void *arg)
     forget_session(&a);
     cw_clock_destroy(&a.clock);
     live_free(&a);
+    held_clear(&a);
     free(a.dd_name);
     return NULL;
 }

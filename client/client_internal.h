@@ -90,6 +90,7 @@ struct cw_client {
                                   over to the I/O thread's tracer */
     size_t clockd_queue;       /* events held for the daemon at most */
     int clockd_linger_ms;      /* destroy waits this long for confirmations; < 0 none */
+    int holdback_ms;           /* longest hold-back of a live delivery */
 
     /* --- shared, guarded by mu --------------------------------------- */
     pthread_mutex_t mu;
@@ -142,7 +143,8 @@ void cw_tracer_send(cw_tracer_t *t, const char *me, const cw_clock_t *clock,
 /* A clock tick that is no message: text says what. */
 void cw_tracer_local(cw_tracer_t *t, const char *me, const cw_clock_t *clock, const char *text);
 /* A delivery of the message `from` sent with id message_id and clock mclock. */
-void cw_tracer_deliver(cw_tracer_t *t, const char *me, const cw_clock_t *clock, const char *from,
+void cw_tracer_deliver(cw_tracer_t *t, const char *me, const cw_clock_t *clock, uint64_t holdback_us,
+                       const char *from,
                        const char *message_id, cw_clock_entry_msg_t *const *mclock,
                        size_t n_mclock);
 

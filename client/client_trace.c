@@ -670,7 +670,8 @@ void cw_tracer_local(cw_tracer_t *t, const char *me, const cw_clock_t *clock, co
     record(t, e);
 }
 
-void cw_tracer_deliver(cw_tracer_t *t, const char *me, const cw_clock_t *clock, const char *from,
+void cw_tracer_deliver(cw_tracer_t *t, const char *me, const cw_clock_t *clock, uint64_t holdback_us,
+                       const char *from,
                        const char *message_id, cw_clock_entry_msg_t *const *mclock,
                        size_t n_mclock)
 {
@@ -691,7 +692,7 @@ void cw_tracer_deliver(cw_tracer_t *t, const char *me, const cw_clock_t *clock, 
     e->pb.msg = msg_key(from, message_id, mclock, n_mclock);
     if (!e->pb.msg || copy_clock(&e->pb.msg_clock, &e->pb.n_msg_clock, mclock, n_mclock) != 0)
         goto nomem;
-    e->pb.holdback_us = 0;   /* no hold-back queue: delivered as received */
+    e->pb.holdback_us = holdback_us;
     record(t, e);
     return;
 nomem:

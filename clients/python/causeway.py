@@ -20,7 +20,10 @@ docs/PROTOCOL.md and behaves like libcauseway (client/causeway.h):
   ``seq`` at or below the highest handed out, live ``(from, message_id)``
   among the last 1024), retries durable sends byte for byte with the same
   message id, and with ``auto_ack`` acknowledges durable deliveries once the
-  application has handled them.
+  application has handled them; and it keeps the broker's delivery order:
+  a delivery is shown only after the stored messages it follows
+  (``Envelope.after_seq``, docs/PROTOCOL.md §13.10), held back otherwise
+  (a live one at most ``holdback`` seconds, then shown with ``gap=True``).
 - With ``trace=PATH`` it appends one JSON line per send and delivery to a
   trace file, and with ``clockd=ENDPOINT`` it reports the same events to a
   ``causeway-clockd serve`` daemon (docs/CLOCKD.md).
@@ -73,6 +76,8 @@ DEFAULT_LIVENESS = 3
 AUTO_ACK_DELAY = 0.2           # auto_ack: a hand-over counts as handled after this
 AUTO_ACK_BATCH = 100           # ... or an Ack goes out at once after this many
 LIVE_DEDUP_WINDOW = 1024       # live (from, message_id) pairs remembered
+HOLDBACK_DEFAULT = 10.0        # seconds a live delivery may wait for stored predecessors
+HOLDBACK_MAX = 4096            # deliveries held back at most (PROTOCOL.md 13.10)
 DURABLE_ATTEMPT_MIN = 1.0      # a durable send's reply counts as lost after
                                # max(2 * H * L, this), then it is sent again
 MESSAGE_ID_MAX = 128           # bytes (PROTOCOL.md §14)
@@ -314,6 +319,8 @@ class Deliver:
     expired: bool
     clock: dict
     local_clock: dict = None
+    holdback_us: int = 0   # how long the client held it back for its predecessors
+    gap: bool = False      # shown after the hold-back time without them
     kind: str = dataclasses.field(default="deliver", init=False)
     _epoch: int = dataclasses.field(default=0, repr=False, compare=False)
 
@@ -364,11 +371,12 @@ def _users(reply):
     return [User(u.name, u.online, u.last_seen_us) for u in reply.users]
 
 
-def _deliver(d, local_clock=None, epoch=0):
+def _deliver(d, local_clock=None, epoch=0, holdback_us=0, gap=False):
     return Deliver(sender=getattr(d, "from"), to=list(d.to), broadcast=d.broadcast, text=d.text,
                    timestamp_us=d.timestamp_us, seq=d.seq, message_id=d.message_id,
                    durable=d.durable, redelivered=d.redelivered, expired=d.expired,
-                   clock=_clock_dict(d.clock), local_clock=local_clock, _epoch=epoch)
+                   clock=_clock_dict(d.clock), local_clock=local_clock,
+                   holdback_us=holdback_us, gap=gap, _epoch=epoch)
 
 
 def _check_string(what, s):
@@ -445,7 +453,8 @@ class _Tracer:
         m = pb.ClockEvent(process=ev["process"], kind=self.KINDS[ev["kind"]],
                           msg=ev.get("msg", ""), peers=ev.get("peers", []),
                           ts_us=ev.get("ts_us", 0), text=ev.get("text", ""),
-                          broadcast=ev.get("broadcast", False))
+                          broadcast=ev.get("broadcast", False),
+                          holdback_us=ev.get("holdback_us", 0))
         for node, counter in ev["clock"].items():
             m.clock.add(node=node, counter=counter)
         for node, counter in ev.get("msg_clock", {}).items():
@@ -525,7 +534,7 @@ class Client:
 
     Client(endpoint, name=None, *, agent=None, quiet=False, pull=False,
            auto_ack=True, reconnect=True, timeout=5.0, trace=None,
-           clockd=None, context=None)
+           clockd=None, context=None, holdback=10.0)
 
     - endpoint: "tcp://HOST:PORT" (default tcp://127.0.0.1:7400).
     - name: if given, log in at once (raising CausewayError if refused).
@@ -543,14 +552,17 @@ class Client:
       send and deliver events to.
     - clockd: endpoint of a causeway-clockd daemon to report them to.
     - context: a zmq.Context to use (default: a private one).
+    - holdback: seconds a live delivery waits at most for the stored
+      messages it follows (docs/PROTOCOL.md §13.10).
 
     Use it as a context manager, or call close().
     """
 
     def __init__(self, endpoint=DEFAULT_ENDPOINT, name=None, *, agent=None, quiet=False,
                  pull=False, auto_ack=True, reconnect=True, timeout=DEFAULT_TIMEOUT,
-                 trace=None, clockd=None, context=None):
+                 trace=None, clockd=None, context=None, holdback=HOLDBACK_DEFAULT):
         self.endpoint = endpoint
+        self.holdback = float(holdback)
         self.agent = agent if agent is not None else f"causeway-python/{__version__}"
         self.quiet = bool(quiet)
         self.pull = bool(pull)
@@ -1003,6 +1015,7 @@ class _IoThread:
         self.dd_name = None         # user the watermark and ack state belong to
         self.dd_seq = 0             # highest durable seq handed toward the application
         self.live_seen = collections.OrderedDict()
+        self.held = []              # [envelope, arrival monotonic s], hold-back queue
         self.ack_due = 0.0
         self.tracer = _Tracer(trace, clockd, self.ctx) if (trace or clockd) else None
         self.trace_q = collections.deque()   # (event, send _Req or None), see trace()
@@ -1142,6 +1155,7 @@ class _IoThread:
                 self.dd_name = name
                 self.dd_seq = 0
                 self.live_seen.clear()
+                self.held.clear()
                 self.ack_due = 0.0
                 self.c._epoch += 1
                 self.c._ack_taken = self.c._ack_sent = self.c._ack_done = 0
@@ -1223,7 +1237,8 @@ class _IoThread:
             self.c._events.append(ev)
             self.c._cond.notify_all()
 
-    def trace(self, kind, clock, msg, peers, text, msg_clock=None, broadcast=False, req=None):
+    def trace(self, kind, clock, msg, peers, text, msg_clock=None, broadcast=False, req=None,
+              holdback_us=0):
         """Queues one trace event. Events wait behind a send whose reply has
         not come yet (see drain_trace), so the trace keeps the order of the
         clock ticks."""
@@ -1239,6 +1254,8 @@ class _IoThread:
             ev["msg_clock"] = msg_clock
         if broadcast:
             ev["broadcast"] = True
+        if holdback_us:
+            ev["holdback_us"] = holdback_us
         if req is not None:
             req.trace_state = "pending"
         self.trace_q.append((ev, req))
@@ -1273,40 +1290,95 @@ class _IoThread:
             clock[self.name] = clock.get(self.name, 0) + 1
         return _sorted_clock(clock)
 
-    def trace_deliver(self, d, local_clock):
+    def trace_deliver(self, d, local_clock, holdback_us=0):
         sender = getattr(d, "from")
         msg_clock = _sorted_clock(_clock_dict(d.clock))
         key = d.message_id or str(msg_clock.get(sender, 0))
         self.trace("deliver", local_clock, f"{sender}:{key}", [sender], d.text,
-                   msg_clock=msg_clock)
+                   msg_clock=msg_clock, holdback_us=holdback_us)
 
     # -- frames from the broker --------------------------------------------------
 
-    def on_deliver(self, d):
+    def is_duplicate(self, d):
+        """Shown already, or waiting in the hold-back queue."""
         sender = getattr(d, "from")
-        live_key = None
         if d.seq:
-            if d.seq <= self.dd_seq:
-                log.debug("causeway: dropping seq %d from %s: handed over already", d.seq, sender)
-                return
-        elif d.message_id:
-            live_key = (sender, d.message_id)
-            if live_key in self.live_seen:
-                log.debug("causeway: dropping live message %r from %s: seen already",
-                          d.message_id, sender)
-                return
+            if d.seq <= self.dd_seq or any(h[0].deliver.seq == d.seq for h in self.held):
+                log.debug("causeway: dropping seq %d from %s: seen already", d.seq, sender)
+                return True
+            return False
+        if not d.message_id:
+            return False
+        key = (sender, d.message_id)
+        if key in self.live_seen or any(
+                not h[0].deliver.seq and (getattr(h[0].deliver, "from"),
+                                          h[0].deliver.message_id) == key for h in self.held):
+            log.debug("causeway: dropping live message %r from %s: seen already",
+                      d.message_id, sender)
+            return True
+        return False
+
+    def show(self, d, holdback_us=0, gap=False):
+        """Hands one delivery to the application (merge, tick, event)."""
         with self.c._cond:
             local = self.receive_clock(d)
-            ev = _deliver(d, local, self.c._epoch)
+            ev = _deliver(d, local, self.c._epoch, holdback_us, gap)
             self.c._events.append(ev)
             self.c._cond.notify_all()
-        self.trace_deliver(d, local)
+        self.trace_deliver(d, local, holdback_us)
         if d.seq:
-            self.dd_seq = d.seq
-        elif live_key:
-            self.live_seen[live_key] = None
+            self.dd_seq = max(self.dd_seq, d.seq)
+        elif d.message_id:
+            self.live_seen[(getattr(d, "from"), d.message_id)] = None
             if len(self.live_seen) > LIVE_DEDUP_WINDOW:
                 self.live_seen.popitem(last=False)
+
+    def on_deliver(self, env):
+        """A Deliver push: dropped (duplicate), shown, or held back until
+        the stored messages it follows are shown (PROTOCOL.md 13.10)."""
+        d = env.deliver
+        if self.is_duplicate(d):
+            return
+        if env.after_seq > self.dd_seq and not self.c.pull:
+            if len(self.held) >= HOLDBACK_MAX:
+                if d.seq:
+                    return  # unacknowledged: the broker pushes it again
+                self.release_held(time.monotonic())
+            log.debug("causeway: holding a delivery from %s until seq %d is shown",
+                      getattr(d, "from"), env.after_seq)
+            self.held.append([env, time.monotonic()])
+            return
+        self.show(d)
+        self.release_held()
+
+    def release_held(self, force_before=None):
+        """Shows held deliveries that may now be shown, oldest first; with
+        force_before, also live ones that arrived before it (their hold-back
+        ran out, shown with gap=True)."""
+        moved = True
+        while moved and self.held:
+            moved = False
+            for i, (env, since) in enumerate(self.held):
+                d = env.deliver
+                stale = d.seq and d.seq <= self.dd_seq
+                ready = env.after_seq <= self.dd_seq
+                timed_out = (not ready and not d.seq and force_before is not None
+                             and since <= force_before)
+                if not (stale or ready or timed_out):
+                    continue
+                del self.held[i]
+                if not stale:
+                    held_us = max(1, int((time.monotonic() - since) * 1e6))
+                    self.show(d, held_us, bool(timed_out))
+                moved = True
+                break
+
+    def held_due(self):
+        """When the oldest held live delivery runs out, or None."""
+        for env, since in self.held:
+            if not env.deliver.seq:
+                return since + self.c.holdback
+        return None
 
     def on_fetch_reply(self, req, r):
         """Leaves out what was handed over already, merges the clocks of the
@@ -1325,6 +1397,7 @@ class _IoThread:
         req.result = [m for _, m in out]
         if self.finish(req, reply=r) and top > self.dd_seq:
             self.dd_seq = top
+            self.release_held()
 
     def on_ack_reply(self, req, r):
         status = r.status
@@ -1403,7 +1476,7 @@ class _IoThread:
             self.on_reply(env)
         elif body == "deliver":
             if self.state in (_ONLINE, _RESUMING) or self.name:
-                self.on_deliver(env.deliver)
+                self.on_deliver(env)
         elif body == "presence":
             p = env.presence
             self.post(Presence(p.name, p.online, _REASONS.get(p.reason, "unspecified"),
@@ -1570,11 +1643,18 @@ class _IoThread:
         elif self.state == _RESUMING:
             due = self.resume_deadline
         else:
+            due = None
+        held = self.held_due()
+        if held is not None and (due is None or held < due):
+            due = held
+        if due is None:
             return None
         return max(0, int((due - now) * 1000) + 1)
 
     def run_timers(self):
         now = time.monotonic()
+        if self.held:
+            self.release_held(now - self.c.holdback)
         if self.state == _ONLINE:
             if now - self.last_recv >= self.loss_time() and self.sock is not None:
                 # Frames waiting count before the broker is declared lost.

@@ -743,6 +743,48 @@ def test_order_per_recipient_and_sender(broker, hub, pb, tmp_path):
     assert fetch(carl).detail == "no messages"
 
 
+def test_deliveries_carry_the_after_seq_chain(broker, hub, pb, tmp_path):
+    """Envelope.after_seq (PROTOCOL.md 13.8): each stored push names the seq
+    pushed before it in the session, each live push the last stored seq
+    pushed; a session without stored pushes gets live frames unstamped; a
+    new login starts the chain again from the acknowledged position."""
+    br = start_durable(broker, tmp_path / "data")
+    register(hub, br.endpoint, "bob")
+    alice = hub.logged_in(br.endpoint, "alice")
+    carol = hub.logged_in(br.endpoint, "carol")
+    for i in range(1, 4):
+        dsend(alice, ["bob"], f"m{i}", f"a-{i}")
+    bob = login_first(hub, br.endpoint, "bob")
+
+    def next_deliver(c):
+        return c.recv_until(is_deliver, what="deliver")
+
+    got = [next_deliver(bob) for _ in range(3)]
+    assert [(e.deliver.seq, e.after_seq) for e in got] == [(1, 0), (2, 1), (3, 2)]
+    ack(bob, 1)
+    reply = dsend(alice, ["bob"], "m4", "a-4")
+    assert rcpts(reply) == [("bob", ACCEPTED, 4)]
+    e = next_deliver(bob)
+    assert (e.deliver.seq, e.after_seq) == (4, 3)
+
+    # Live to bob and carol in one multicast: bob's copy follows seq 4,
+    # carol (no stored pushes) gets the frame as it is.
+    reply = alice.send_text(to=["bob", "carol"], text="live", message_id="l-1")
+    assert_status(pb, reply, "OK")
+    e = next_deliver(bob)
+    assert (e.deliver.seq, e.deliver.text, e.after_seq) == (0, "live", 4)
+    e = next_deliver(carol)
+    assert (e.deliver.text, e.HasField("deliver"), e.after_seq) == ("live", True, 0)
+
+    # A new login pushes from the first unacknowledged entry, chain from 0.
+    bob.logout()
+    bob.close()
+    bob = login_first(hub, br.endpoint, "bob")
+    got = [next_deliver(bob) for _ in range(3)]
+    assert [(e.deliver.seq, e.after_seq) for e in got] == [(2, 0), (3, 2), (4, 3)]
+    ack(bob, 4)
+
+
 def test_push_window_counts_only_unacked_pushes(broker, hub, pb, tmp_path):
     """A user whose queue holds more acknowledged entries than the push
     window still gets every new message pushed after a new login."""

@@ -433,11 +433,13 @@ static void test_logout_while_lost(void **state)
 #define STR(x) ((char *) (uintptr_t) (x))
 
 /* Pushes a Deliver from `from` (seq 0: live) carrying the clock {from: k}. */
-static void fake_push(fake_t *f, const char *from, uint64_t seq, const char *mid,
-                      const char *text, uint64_t k)
+/* Pushes a Deliver stamped with Envelope.after_seq (causal hold-back). */
+static void fake_push_after(fake_t *f, const char *from, uint64_t seq, uint64_t after,
+                            const char *mid, const char *text, uint64_t k)
 {
     cw_env_t env;
     cw_env_init(&env, 0);
+    env.after_seq = after;
     cw_deliver_msg_t d = CAUSEWAY__V1__DELIVER__INIT;
     cw_clock_entry_msg_t e = CAUSEWAY__V1__CLOCK_ENTRY__INIT, *ep = &e;
     e.node = STR(from);
@@ -452,6 +454,12 @@ static void fake_push(fake_t *f, const char *from, uint64_t seq, const char *mid
     env.body_case = CW_BODY(DELIVER);
     env.deliver = &d;
     fake_send(f, &env);
+}
+
+static void fake_push(fake_t *f, const char *from, uint64_t seq, const char *mid,
+                      const char *text, uint64_t k)
+{
+    fake_push_after(f, from, seq, 0, mid, text, k);
 }
 
 /* Replies to a Send with one recipient `bob` of status rstatus / seq. */
@@ -673,6 +681,112 @@ static void test_dedup_watermark(void **state)
     fake_push(f, "bob", 5, "b-5", "five", 5);
     fake_push(f, "bob", 6, "b-6", "six", 6);
     expect_deliver(c, "six", 6);
+
+    cw_client_destroy(&c);
+    fake_destroy(&f);
+}
+
+/* Causal hold-back: deliveries are shown in the order of the broker's
+ * after_seq chain whatever order they arrive in; what was held reports how
+ * long; duplicates of held messages are dropped. */
+static void test_holdback_order(void **state)
+{
+    (void) state;
+    fake_t *f = fake_new();
+    cw_client_t *c = logged_in(f);
+
+    /* Stored messages reordered in transit: 2 and 3 wait for 1. */
+    fake_push_after(f, "bob", 2, 1, "b-2", "two", 2);
+    fake_push_after(f, "bob", 3, 2, "b-3", "three", 3);
+    fake_push_after(f, "bob", 1, 0, "b-1", "one", 1);
+    expect_deliver(c, "one", 1);
+    cw_event_t *ev = next_deliver(c, 2000);
+    assert_non_null(ev);
+    assert_string_equal(ev->msg.text, "two");
+    assert_true(ev->msg.holdback_us > 0);
+    assert_int_equal(ev->msg.gap, 0);
+    assert_int_equal(ev->local_clock[0].counter, 2);   /* alice: one tick per shown message */
+    cw_event_destroy(&ev);
+    expect_deliver(c, "three", 3);
+
+    /* A live message that follows stored seq 5 waits for 4 and 5; one that
+     * follows what was shown goes at once, overtaking it. */
+    fake_push_after(f, "carol", 0, 5, "c-1", "live after five", 1);
+    fake_push_after(f, "carol", 0, 3, "c-2", "live after three", 2);
+    expect_deliver(c, "live after three", 0);
+    fake_push_after(f, "bob", 4, 3, "b-4", "four", 4);
+    fake_push_after(f, "bob", 5, 4, "b-5", "five", 5);
+    expect_deliver(c, "four", 4);
+    expect_deliver(c, "five", 5);
+    ev = next_deliver(c, 2000);
+    assert_non_null(ev);
+    assert_string_equal(ev->msg.text, "live after five");
+    assert_true(ev->msg.holdback_us > 0);
+    assert_int_equal(ev->msg.gap, 0);
+    cw_event_destroy(&ev);
+
+    /* A held stored message pushed again, and the live duplicate of a held
+     * one, are dropped; so is what was shown before. */
+    fake_push_after(f, "bob", 7, 6, "b-7", "seven", 7);
+    fake_push_after(f, "bob", 7, 6, "b-7", "seven", 7);
+    fake_push_after(f, "carol", 0, 7, "c-3", "live after seven", 3);
+    fake_push_after(f, "carol", 0, 7, "c-3", "live after seven", 3);
+    fake_push_after(f, "bob", 5, 4, "b-5", "five", 5);
+    fake_push_after(f, "bob", 6, 5, "b-6", "six", 6);
+    fake_push_after(f, "carol", 0, 0, "c-4", "end", 4);
+    expect_deliver(c, "six", 6);
+    expect_deliver(c, "seven", 7);
+    expect_deliver(c, "live after seven", 0);
+    expect_deliver(c, "end", 0);
+    assert_null(next_deliver(c, 200));
+
+    cw_client_destroy(&c);
+    fake_destroy(&f);
+}
+
+/* The next delivery within timeout_ms, or NULL, while the fake keeps the
+ * connection alive with a heartbeat every 50 ms. */
+static cw_event_t *next_deliver_hb(fake_t *f, cw_client_t *c, int timeout_ms)
+{
+    int64_t end = cw_mono_ms() + timeout_ms;
+    while (cw_mono_ms() < end) {
+        fake_heartbeat(f);
+        cw_event_t *ev = next_deliver(c, 50);
+        if (ev)
+            return ev;
+    }
+    return NULL;
+}
+
+/* A held live message is shown after holdback_ms with gap set; a held
+ * stored one never times out (its predecessors are pushed again). */
+static void test_holdback_timeout(void **state)
+{
+    (void) state;
+    fake_t *f = fake_new();
+    cw_client_opts_t opts = {.holdback_ms = 300};
+    cw_client_t *c = logged_in_opts(f, &opts, 0);
+
+    int64_t t0 = cw_mono_ms();
+    fake_push_after(f, "bob", 3, 2, "b-3", "three", 3);
+    fake_push_after(f, "carol", 0, 2, "c-1", "live after two", 1);
+    cw_event_t *ev = next_deliver_hb(f, c, 3000);
+    assert_non_null(ev);
+    int64_t waited = cw_mono_ms() - t0;
+    assert_string_equal(ev->msg.text, "live after two");
+    assert_int_equal(ev->msg.gap, 1);
+    assert_true(ev->msg.holdback_us >= 290000);
+    assert_true(waited >= 290);
+    cw_event_destroy(&ev);
+    /* Seq 3 stays held well past the hold-back time, then its
+     * predecessors come again and it follows them. */
+    assert_null(next_deliver_hb(f, c, 600));
+    assert_int_equal(cw_client_connected(c), 1);
+    fake_push_after(f, "bob", 1, 0, "b-1", "one", 1);
+    fake_push_after(f, "bob", 2, 1, "b-2", "two", 2);
+    expect_deliver(c, "one", 1);
+    expect_deliver(c, "two", 2);
+    expect_deliver(c, "three", 3);
 
     cw_client_destroy(&c);
     fake_destroy(&f);
@@ -1286,6 +1400,8 @@ int main(void)
         cmocka_unit_test(test_heartbeat_loss_reconnect),
         cmocka_unit_test(test_logout_while_lost),
         cmocka_unit_test(test_dedup_watermark),
+        cmocka_unit_test(test_holdback_order),
+        cmocka_unit_test(test_holdback_timeout),
         cmocka_unit_test(test_durable_retry_lost_reply),
         cmocka_unit_test(test_durable_retry_lost_connection),
         cmocka_unit_test(test_auto_ack),
