@@ -1145,7 +1145,7 @@ static int sock_readable(actor_t *a)
 
 static void on_request(actor_t *a, uint64_t rid, int64_t deadline, const uint8_t *data, size_t len)
 {
-    cw_env_t *env = causeway__v1__envelope__unpack(NULL, len, data);
+    cw_env_t *env = cw_env_unpack(data, len);
     if (!env) {
         post_reply(a, rid, CW_ERR_NOMEM, NULL);
         return;

@@ -39,7 +39,14 @@ typedef Causeway__V1__ClockEntry cw_clock_entry_msg_t;
 int cw_env_decode(const void *data, size_t len, size_t max_frame, cw_env_t **out,
                   uint64_t *request_id, const char **detail);
 
-/* Frees a decoded envelope and NULLs the pointer; safe on NULL. */
+/* Decodes a frame without any of cw_env_decode's checks (for frames this
+ * process packed itself). NULL if it is not an Envelope or out of memory.
+ * Free with cw_env_free. */
+cw_env_t *cw_env_unpack(const void *data, size_t len);
+
+/* Frees an envelope from cw_env_decode or cw_env_unpack (never one made
+ * otherwise: decoded envelopes live in one arena) and NULLs the pointer;
+ * safe on NULL. */
 void cw_env_free(cw_env_t **env);
 
 /* Initialises a stack envelope: version 1, the given request id, no body. */

@@ -69,6 +69,16 @@ int cw_utf8_valid(const char *str, size_t len)
     const unsigned char *s = (const unsigned char *) str;
     size_t i = 0;
     while (i < len) {
+        /* ASCII, the common case, eight bytes at a time. */
+        while (len - i >= 8) {
+            uint64_t w;
+            memcpy(&w, s + i, sizeof w);
+            if (w & UINT64_C(0x8080808080808080))
+                break;
+            i += 8;
+        }
+        if (i >= len)
+            break;
         unsigned char c = s[i];
         if (c < 0x80) {
             i++;

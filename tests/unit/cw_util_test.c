@@ -216,6 +216,30 @@ static void test_utf8_invalid(void **state)
     utf8("\xf0\x9f\x98\x80", 3, 0);
 }
 
+/* The scanner takes ASCII eight bytes at a time: a non-ASCII byte at any
+ * offset of a word, and a sequence straddling two words, must be seen. */
+static void test_utf8_word_boundaries(void **state)
+{
+    (void) state;
+    for (size_t at = 0; at < 30; at++) {
+        char buf[40];
+        memset(buf, 'a', sizeof buf);
+        memcpy(buf + at, "\xc3\xa9", 2);        /* valid, 2 bytes */
+        utf8(buf, sizeof buf, 1);
+        memcpy(buf + at, "\xe2\x9c\x93", 3);    /* valid, 3 bytes */
+        utf8(buf, sizeof buf, 1);
+        memset(buf, 'a', sizeof buf);
+        buf[at] = (char) 0x80;                 /* lone continuation */
+        utf8(buf, sizeof buf, 0);
+        buf[at] = (char) 0xc3;                 /* lead without continuation */
+        utf8(buf, sizeof buf, 0);
+        utf8(buf, at + 1, 0);                  /* cut by len right after it */
+        utf8(buf, at, 1);                      /* the ASCII before it */
+        memcpy(buf + at, "\xed\xa0\x80", 3);    /* surrogate */
+        utf8(buf, sizeof buf, 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -229,6 +253,7 @@ int main(void)
         cmocka_unit_test(test_time_sources),
         cmocka_unit_test(test_utf8_valid),
         cmocka_unit_test(test_utf8_invalid),
+        cmocka_unit_test(test_utf8_word_boundaries),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
