@@ -16,6 +16,15 @@
  *  send to a peer whose queue is at the high-water mark fails with EAGAIN
  *  (the recipient is reported FLOODED). The router never blocks on a peer.
  *
+ *  Transport security (cfg.curve_secret): the ROUTER is a CURVE server and
+ *  b->zap, polled on this thread, answers its ZAP requests: only keys
+ *  registered in the users directory complete the handshake, and each
+ *  message carries its connection's key as ZAP User-Id. A Login is accepted
+ *  only under the user name the key is registered for (else UNAUTHORIZED,
+ *  and the connection stays logged out, so every request that needs a
+ *  login stays refused). SIGHUP re-reads the directory; sessions whose key
+ *  is no longer registered for their user are ended (expired).
+ *
  *  Session close points (the only places cw_sessions_close is called):
  *  handle_logout (after the reply), reap() (dead sessions, after each
  *  message and tick) and cw_broker_destroy.
@@ -306,6 +315,27 @@ static void reap(cw_broker_t *b)
  * Requests
  */
 
+/* CURVE: true if the key of the message being handled is registered for
+ * `name`; otherwise replies UNAUTHORIZED (saying only which name the key
+ * may use, never anything about `name`) and returns false. */
+static bool key_may_login(cw_broker_t *b, const char *name, uint64_t rid, const void *id,
+                          size_t id_len)
+{
+    const char *bound = cw_zap_user_of(b->zap, b->peer_key);
+    if (bound && name && strcmp(bound, name) == 0)
+        return true;
+    char detail[160];
+    if (bound)
+        snprintf(detail, sizeof detail, "this key may only log in as '%s'", bound);
+    else
+        snprintf(detail, sizeof detail, "this connection's key is not registered (any more)");
+    CW_WARN("login as '%.64s' refused: key %s %s%s", name ? name : "",
+            b->peer_key ? b->peer_key : "-", bound ? "belongs to " : "is not registered",
+            bound ? bound : "");
+    cwb_reply_status(b, id, id_len, rid, CW_UNAUTHORIZED, detail);
+    return false;
+}
+
 static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
                          const cw_env_t *env)
 {
@@ -315,6 +345,8 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
         cwb_reply_status(b, id, id_len, rid, CW_ALREADY_LOGGED_IN, "this connection is already logged in");
         return;
     }
+    if (b->zap && !key_may_login(b, login->name, rid, id, id_len))
+        return;
     const char *why = NULL;
     if (cw_name_check(login->name, b->cfg.max_name, &why) != CW_OK) {
         cwb_reply_status(b, id, id_len, rid, CW_BAD_NAME, why);
@@ -381,6 +413,8 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
             CW_WARN("getrandom failed; session %s cannot be resumed", user->name);
         user->last_seen_us = b->now_us;
     }
+    if (b->zap)
+        snprintf(s->key, sizeof s->key, "%s", b->peer_key);
     s->quiet = login->quiet;
     s->pull = login->pull;
     cwb_flush_held(b, s); /* a resumed session that now pulls holds nothing back */
@@ -910,11 +944,43 @@ static int recv_one(cw_broker_t *b)
         sizes[i] = zmq_msg_size(&frames[i]);
     }
     update_time(b);
+    if (b->zap) /* the connection's key, from our ZAP handler; never the peer's say */
+        b->peer_key = kept ? zmq_msg_gets(&frames[0], "User-Id") : NULL;
     cw_broker_handle(b, zmq_msg_data(&id), zmq_msg_size(&id), data, sizes, n);
+    b->peer_key = NULL;
     for (size_t i = 0; i < kept; i++)
         zmq_msg_close(&frames[i]);
     zmq_msg_close(&id);
     return 1;
+}
+
+void cw_broker_watch_reload(cw_broker_t *b, volatile sig_atomic_t *flag)
+{
+    b->reload = flag;
+}
+
+/* SIGHUP: re-reads the users directory; ends the sessions whose key is no
+ * longer registered for their user. A bad directory keeps the old keys. */
+static void reload_users(cw_broker_t *b)
+{
+    char err[1024];
+    if (cw_zap_reload(b->zap, err, sizeof err) != 0) {
+        CW_ERROR("users not reloaded, the old keys stay in force: %s", err);
+        return;
+    }
+    size_t n = cw_sessions_count(b->sessions), ended = 0;
+    for (size_t i = 0; i < n; i++) {
+        cw_session_t *s = cw_sessions_at(b->sessions, i);
+        const char *bound = cw_zap_user_of(b->zap, s->key);
+        if (!s->dead && (!bound || strcmp(bound, s->user->name) != 0)) {
+            CW_WARN("%s: key %s no longer registered; session ended", s->user->name, s->key);
+            s->dead = true;
+            b->n_dead++;
+            ended++;
+        }
+    }
+    CW_INFO("users reloaded: %zu keys; %zu sessions ended", cw_zap_key_count(b->zap), ended);
+    reap(b);
 }
 
 int cw_broker_run(cw_broker_t *b, volatile sig_atomic_t *stop)
@@ -925,19 +991,32 @@ int cw_broker_run(cw_broker_t *b, volatile sig_atomic_t *stop)
     CW_INFO("causeway-broker %s serving on %s (heartbeat %u ms x %u)", CW_VERSION, b->endpoint,
             b->cfg.heartbeat_ms, b->cfg.liveness);
     while (!*stop) {
-        zmq_pollitem_t items[2] = {{b->router, 0, ZMQ_POLLIN, 0},
-                                   {cwd_poll_handle(b), 0, ZMQ_POLLIN, 0}};
+        if (b->zap && b->reload && *b->reload) {
+            *b->reload = 0;
+            update_time(b);
+            reload_users(b);
+        }
+        /* The ZAP handler is polled on this thread: handshakes wait for it
+         * no longer than for one batch of messages. */
+        zmq_pollitem_t items[3] = {{b->router, 0, ZMQ_POLLIN, 0},
+                                   {cwd_poll_handle(b), 0, ZMQ_POLLIN, 0},
+                                   {b->zap ? cw_zap_socket(b->zap) : NULL, 0, ZMQ_POLLIN, 0}};
         /* At most 100 ms, so a signal that lands just before the poll (or
          * on another thread) is seen promptly even with long heartbeats. */
         int64_t wait = next_tick - cw_mono_ms();
         if (wait > 100)
             wait = 100;
-        int rc = zmq_poll(items, b->durable ? 2 : 1, wait > 0 ? (long) wait : 0);
+        if (!b->durable) /* keep the items polled contiguous */
+            items[1] = items[2];
+        int n_items = 1 + (b->durable != NULL) + (b->zap != NULL);
+        int rc = zmq_poll(items, n_items, wait > 0 ? (long) wait : 0);
         if (rc < 0 && errno != EINTR) {
             CW_ERROR("poll failed: %s", zmq_strerror(errno));
             return -1;
         }
-        if (rc > 0 && (items[1].revents & ZMQ_POLLIN)) {
+        if (rc > 0 && b->zap && (items[n_items - 1].revents & ZMQ_POLLIN))
+            cw_zap_handle(b->zap);
+        if (rc > 0 && b->durable && (items[1].revents & ZMQ_POLLIN)) {
             update_time(b);
             cwd_on_replies(b);
             if (b->n_dead)
@@ -995,6 +1074,20 @@ cw_broker_t *cw_broker_new(const cw_broker_config_t *cfg, char *err, size_t errl
     zmq_setsockopt(b->router, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(b->router, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(b->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    if (cfg->curve_secret[0]) {
+        cw_keypair_t kp;
+        if (cw_keypair_load(cfg->curve_secret, true, &kp, err, errlen) != 0)
+            goto fail;
+        /* The handler is bound before the socket, so no handshake can
+         * happen without it. */
+        if (!(b->zap = cw_zap_new(b->ctx, cfg->users, err, errlen)))
+            goto fail;
+        if (cw_curve_server_apply(b->router, &kp, err, errlen) != 0)
+            goto fail;
+        CW_INFO("CURVE on: server key %s, %zu user keys from %s", kp.public_txt,
+                cw_zap_key_count(b->zap), cfg->users);
+        memset(&kp, 0, sizeof kp);
+    }
     if (zmq_bind(b->router, cfg->bind) != 0) {
         snprintf(err, errlen, "cannot listen on %s: %s", cfg->bind, zmq_strerror(errno));
         goto fail;
@@ -1023,6 +1116,7 @@ void cw_broker_destroy(cw_broker_t **p)
         session_release(cw_sessions_at(b->sessions, i));
     if (b->router)
         zmq_close(b->router);
+    cw_zap_destroy(&b->zap);
     if (b->ctx)
         zmq_ctx_term(b->ctx);
     cw_sessions_destroy(&b->sessions);
