@@ -48,9 +48,8 @@ bool cw_endpoint_is_local(const char *endpoint)
     if (strncmp(endpoint, "tcp://", 6) != 0)
         return false;
     const char *addr = endpoint + 6;
-    const char *semi = strrchr(addr, ';'); /* "source;destination" */
-    if (semi)
-        addr = semi + 1;
+    if (strchr(addr, ';')) /* "source;destination" is for connecting, not binding */
+        return false;
     char host[256];
     if (addr[0] == '[') {
         const char *close = strchr(addr, ']');

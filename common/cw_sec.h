@@ -38,8 +38,9 @@
 
 /* True if binding endpoint can only be reached from this machine:
  * tcp:// on 127.0.0.0/8, ::1 (also as ::ffff:127.x.y.z) or "localhost";
- * ipc:// and inproc://. Anything else (a wildcard, an interface name, a
- * routable address, another transport, something unparsable) is false. */
+ * ipc:// and inproc://. Anything else (a wildcard, an interface name such
+ * as "lo" (names are not resolved), a routable address, another transport,
+ * a "source;destination" pair, something unparsable) is false. */
 bool cw_endpoint_is_local(const char *endpoint);
 
 /* A key pair read from a certificate file. */
