@@ -954,6 +954,39 @@ static int recv_one(cw_broker_t *b)
     return 1;
 }
 
+/* CURVE: logs the handshakes that failed before reaching the ZAP handler
+ * (a plain client, a wrong server key, a certificate whose halves do not
+ * match). Refused keys are logged by the handler itself. */
+static void log_failed_handshakes(cw_broker_t *b)
+{
+    for (;;) {
+        zmq_msg_t ev, ep;
+        zmq_msg_init(&ev);
+        if (zmq_msg_recv(&ev, b->mon, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&ev);
+            return;
+        }
+        zmq_msg_init(&ep);
+        if (zmq_msg_more(&ev))
+            zmq_msg_recv(&ep, b->mon, 0);
+        uint16_t event = 0;
+        uint32_t value = 0;
+        if (zmq_msg_size(&ev) >= 6) {
+            memcpy(&event, zmq_msg_data(&ev), 2);
+            memcpy(&value, (uint8_t *) zmq_msg_data(&ev) + 2, 4);
+        }
+        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
+            event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+            CW_WARN("handshake failed on %.*s: %s", (int) zmq_msg_size(&ep),
+                    (const char *) zmq_msg_data(&ep),
+                    value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+                        ? "a plain (non-CURVE) client"
+                        : "CURVE error (a client with a wrong server key or mixed-up keys?)");
+        zmq_msg_close(&ev);
+        zmq_msg_close(&ep);
+    }
+}
+
 void cw_broker_watch_reload(cw_broker_t *b, volatile sig_atomic_t *flag)
 {
     b->reload = flag;
@@ -998,24 +1031,30 @@ int cw_broker_run(cw_broker_t *b, volatile sig_atomic_t *stop)
         }
         /* The ZAP handler is polled on this thread: handshakes wait for it
          * no longer than for one batch of messages. */
-        zmq_pollitem_t items[3] = {{b->router, 0, ZMQ_POLLIN, 0},
+        zmq_pollitem_t items[4] = {{b->router, 0, ZMQ_POLLIN, 0},
                                    {cwd_poll_handle(b), 0, ZMQ_POLLIN, 0},
-                                   {b->zap ? cw_zap_socket(b->zap) : NULL, 0, ZMQ_POLLIN, 0}};
+                                   {b->zap ? cw_zap_socket(b->zap) : NULL, 0, ZMQ_POLLIN, 0},
+                                   {b->mon, 0, ZMQ_POLLIN, 0}};
         /* At most 100 ms, so a signal that lands just before the poll (or
          * on another thread) is seen promptly even with long heartbeats. */
         int64_t wait = next_tick - cw_mono_ms();
         if (wait > 100)
             wait = 100;
-        if (!b->durable) /* keep the items polled contiguous */
+        if (!b->durable) { /* keep the items polled contiguous */
             items[1] = items[2];
-        int n_items = 1 + (b->durable != NULL) + (b->zap != NULL);
+            items[2] = items[3];
+        }
+        int zap_item = b->durable ? 2 : 1;
+        int n_items = zap_item + (b->zap != NULL) + (b->zap && b->mon);
         int rc = zmq_poll(items, n_items, wait > 0 ? (long) wait : 0);
         if (rc < 0 && errno != EINTR) {
             CW_ERROR("poll failed: %s", zmq_strerror(errno));
             return -1;
         }
-        if (rc > 0 && b->zap && (items[n_items - 1].revents & ZMQ_POLLIN))
+        if (rc > 0 && b->zap && (items[zap_item].revents & ZMQ_POLLIN))
             cw_zap_handle(b->zap);
+        if (rc > 0 && b->zap && b->mon && (items[zap_item + 1].revents & ZMQ_POLLIN))
+            log_failed_handshakes(b);
         if (rc > 0 && b->durable && (items[1].revents & ZMQ_POLLIN)) {
             update_time(b);
             cwd_on_replies(b);
@@ -1084,6 +1123,18 @@ cw_broker_t *cw_broker_new(const cw_broker_config_t *cfg, char *err, size_t errl
             goto fail;
         if (cw_curve_server_apply(b->router, &kp, err, errlen) != 0)
             goto fail;
+        char addr[64];
+        snprintf(addr, sizeof addr, "inproc://cw-broker-mon-%p", (void *) b);
+        if (zmq_socket_monitor(b->router, addr, ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                                                    ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) == 0 &&
+            (b->mon = zmq_socket(b->ctx, ZMQ_PAIR)) != NULL) {
+            int zero = 0;
+            zmq_setsockopt(b->mon, ZMQ_LINGER, &zero, sizeof zero);
+            if (zmq_connect(b->mon, addr) != 0) {
+                zmq_close(b->mon);
+                b->mon = NULL;
+            }
+        }
         CW_INFO("CURVE on: server key %s, %zu user keys from %s", kp.public_txt,
                 cw_zap_key_count(b->zap), cfg->users);
         memset(&kp, 0, sizeof kp);
@@ -1114,6 +1165,8 @@ void cw_broker_destroy(cw_broker_t **p)
     cwd_close(b); /* answers what the store still owes, while the socket is open */
     for (size_t i = 0; b->sessions && i < cw_sessions_count(b->sessions); i++)
         session_release(cw_sessions_at(b->sessions, i));
+    if (b->mon)
+        zmq_close(b->mon);
     if (b->router)
         zmq_close(b->router);
     cw_zap_destroy(&b->zap);
