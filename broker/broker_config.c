@@ -256,7 +256,7 @@ int cw_broker_config_check(const cw_broker_config_t *cfg, char *err, size_t errl
         snprintf(err, errlen, "CURVE needs both --curve-secret FILE and --users DIR");
         return -1;
     }
-    if (!cfg->curve_secret[0] && !cfg->insecure && !cw_endpoint_is_local(cfg->bind)) {
+    if (!cfg->curve_secret[0] && !cfg->insecure && cw_endpoint_needs_curve(cfg->bind)) {
         snprintf(err, errlen,
                  "refusing to listen on %s without CURVE: anyone who can reach it could "
                  "log in under any name and read what is sent to it. Use --curve-secret "

@@ -52,8 +52,8 @@ int cw_broker_config_load_file(cw_broker_config_t *cfg, const char *path, char *
                                size_t errlen);
 
 /* Checks the options together: --curve-secret and --users go as a pair,
- * and without them the endpoint must be local (cw_endpoint_is_local)
- * unless insecure is set. 0, or -1 with a message in err (a usage error). */
+ * and without them the endpoint must not be reachable from other machines
+ * (cw_endpoint_needs_curve) unless insecure is set. 0, or -1 with a message in err (a usage error). */
 int cw_broker_config_check(const cw_broker_config_t *cfg, char *err, size_t errlen);
 
 /* Prints --help text. */

@@ -759,7 +759,7 @@ static int cmd_serve(const opts_t *o)
         return fail(EXIT_USAGE, "serve: CURVE needs both --curve-secret FILE and --users DIR");
     cfg.curve_secret = o->curve_secret;
     cfg.users = o->users;
-    if (!o->curve_secret && !o->insecure && !cw_endpoint_is_local(cfg.bind))
+    if (!o->curve_secret && !o->insecure && cw_endpoint_needs_curve(cfg.bind))
         return fail(EXIT_USAGE,
                     "serve: refusing to listen on %s without CURVE: anyone who can reach it "
                     "could report and read events. Use --curve-secret FILE --users DIR, a "

@@ -67,6 +67,18 @@ bool cw_endpoint_is_local(const char *endpoint)
     return host_is_loopback(host);
 }
 
+bool cw_endpoint_needs_curve(const char *endpoint)
+{
+    static const char *const network[] = {"tcp://", "ws://",   "wss://",  "udp://", "pgm://",
+                                          "epgm://", "norm://", "tipc://", "vmci://"};
+    if (!endpoint || cw_endpoint_is_local(endpoint))
+        return false;
+    for (size_t i = 0; i < sizeof network / sizeof network[0]; i++)
+        if (strncmp(endpoint, network[i], strlen(network[i])) == 0)
+            return true;
+    return false;
+}
+
 /* -------------------------------------------------------------------------
  * Certificate files
  */

@@ -43,6 +43,13 @@
  * a "source;destination" pair, something unparsable) is false. */
 bool cw_endpoint_is_local(const char *endpoint);
 
+/* The bind policy ("secure by default"): true if listening on endpoint
+ * without CURVE could be reached from other machines, as far as can be
+ * told: a network transport libzmq knows (tcp, ws, wss, udp, pgm, epgm,
+ * norm, tipc, vmci) that is not cw_endpoint_is_local. An unknown scheme is
+ * false: libzmq cannot bind it, and the bind's own error says so. */
+bool cw_endpoint_needs_curve(const char *endpoint);
+
 /* A key pair read from a certificate file. */
 typedef struct {
     char public_txt[CW_Z85_KEY_LEN + 1];  /* Z85 public key */

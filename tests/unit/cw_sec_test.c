@@ -38,6 +38,22 @@ static void test_local_endpoints(void **state)
             fail_msg("%s should be local", local[i]);
 }
 
+static void test_needs_curve(void **state)
+{
+    (void) state;
+    assert_true(cw_endpoint_needs_curve("tcp://*:7400"));
+    assert_true(cw_endpoint_needs_curve("tcp://lo:7400"));
+    assert_true(cw_endpoint_needs_curve("tcp://"));
+    assert_true(cw_endpoint_needs_curve("ws://127.0.0.1:7400"));
+    assert_true(cw_endpoint_needs_curve("epgm://eth0;239.192.1.1:5555"));
+    assert_true(cw_endpoint_needs_curve("udp://0.0.0.0:7400"));
+    assert_false(cw_endpoint_needs_curve("tcp://127.0.0.1:7400"));
+    assert_false(cw_endpoint_needs_curve("ipc:///tmp/x"));
+    assert_false(cw_endpoint_needs_curve("inproc://x"));
+    assert_false(cw_endpoint_needs_curve("nonsense://x")); /* the bind fails instead */
+    assert_false(cw_endpoint_needs_curve(NULL));
+}
+
 static void test_non_local_endpoints(void **state)
 {
     (void) state;
@@ -307,6 +323,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_local_endpoints),
         cmocka_unit_test(test_non_local_endpoints),
+        cmocka_unit_test(test_needs_curve),
         cmocka_unit_test_setup_teardown(test_generate_and_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mismatched_secret, setup, teardown),
         cmocka_unit_test_setup_teardown(test_users_directory, setup, teardown),
