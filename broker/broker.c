@@ -329,7 +329,9 @@ static bool key_may_login(cw_broker_t *b, const char *name, uint64_t rid, const 
         snprintf(detail, sizeof detail, "this key may only log in as '%s'", bound);
     else
         snprintf(detail, sizeof detail, "this connection's key is not registered (any more)");
-    CW_WARN("login as '%.64s' refused: key %s %s%s", name ? name : "",
+    /* The name comes from the wire: logged only if it is a valid one. */
+    bool printable = name && cw_name_check(name, CW_NAME_MAX_HARD, NULL) == CW_OK;
+    CW_WARN("login as '%s' refused: key %s %s%s", printable ? name : "(invalid name)",
             b->peer_key ? b->peer_key : "-", bound ? "belongs to " : "is not registered",
             bound ? bound : "");
     cwb_reply_status(b, id, id_len, rid, CW_UNAUTHORIZED, detail);

@@ -359,8 +359,9 @@ typedef struct {
  * broker shows up as CW_ERR_TIMEOUT on the first request (and an
  * unreachable causeway-clockd as events pending, never as an error).
  * Returns NULL if the endpoint (or clockd_endpoint) is malformed, the
- * trace_path cannot be opened for appending, or resources (memory,
- * threads, file descriptors) are exhausted; errno says which. */
+ * trace_path cannot be opened for appending, a CURVE key file is unusable
+ * (EINVAL; the reason is logged at warn), or resources (memory, threads,
+ * file descriptors) are exhausted; errno says which. */
 cw_client_t *cw_client_new(const char *endpoint, const cw_client_opts_t *opts);
 
 /* Stops the I/O thread and frees everything; NULLs *p. Safe on NULL and
