@@ -88,6 +88,69 @@ static bool key_txt_ok(const char *k)
     return k && strlen(k) == CW_Z85_KEY_LEN;
 }
 
+/* Reads a whole (small) file into a NUL-terminated buffer; caller frees.
+ * NULL with errno set on failure. */
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap + 1);
+    while (buf) {
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0)
+            break;
+        if (n == cap) {
+            if (cap >= (1u << 20)) { /* no certificate is this big */
+                free(buf);
+                buf = NULL;
+                errno = EFBIG;
+                break;
+            }
+            char *nb = realloc(buf, cap * 2 + 1);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    fclose(f);
+    if (buf)
+        buf[n] = '\0';
+    return buf;
+}
+
+/* Copies the fields of one certificate file into kp (fields the file lacks
+ * are left alone). 0, or -1 if it cannot be read or is not ZPL. The text
+ * goes through zconfig_str_load, not zcert_load: CZMQ 4.2's file loader
+ * leaks on a syntax error, and a users directory may hold anything. */
+static int cert_fields(const char *path, cw_keypair_t *kp)
+{
+    char *text = slurp(path);
+    if (!text)
+        return -1;
+    zconfig_t *root = zconfig_str_load(text);
+    free(text);
+    if (!root)
+        return -1;
+    const char *pub = zconfig_get(root, "/curve/public-key", NULL);
+    const char *sec = zconfig_get(root, "/curve/secret-key", NULL);
+    const char *user = zconfig_get(root, "/metadata/user", NULL);
+    if (key_txt_ok(pub))
+        snprintf(kp->public_txt, sizeof kp->public_txt, "%s", pub);
+    if (key_txt_ok(sec) && strcmp(sec, ZERO_KEY_TXT) != 0)
+        snprintf(kp->secret_txt, sizeof kp->secret_txt, "%s", sec);
+    if (user)
+        snprintf(kp->user, sizeof kp->user, "%s", user);
+    zconfig_destroy(&root);
+    return 0;
+}
+
 int cw_keypair_load(const char *path, bool need_secret, cw_keypair_t *kp, char *err,
                     size_t errlen)
 {
@@ -96,21 +159,25 @@ int cw_keypair_load(const char *path, bool need_secret, cw_keypair_t *kp, char *
         cw_set_err(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
-    zcert_t *cert = zcert_load(path);
-    if (!cert || !key_txt_ok(zcert_public_txt(cert))) {
-        zcert_destroy(&cert);
+    /* Like zcert_load: "NAME.key" takes the secret from "NAME.key_secret". */
+    char secret_path[4200];
+    snprintf(secret_path, sizeof secret_path, "%s_secret", path);
+    uint8_t bin[32];
+    int bad = cert_fields(path, kp) != 0 || !kp->public_txt[0] ||
+              !zmq_z85_decode(bin, kp->public_txt);
+    if (!bad && !kp->secret_txt[0] && access(secret_path, R_OK) == 0) {
+        cw_keypair_t sec;
+        memset(&sec, 0, sizeof sec);
+        bad = cert_fields(secret_path, &sec) != 0;
+        memcpy(kp->secret_txt, sec.secret_txt, sizeof kp->secret_txt); /* public from path */
+        explicit_bzero(&sec, sizeof sec);
+    }
+    if (bad) {
+        memset(kp, 0, sizeof *kp);
         cw_set_err(err, errlen, "%s: not a certificate (expected a zcert file from "
                                 "`causeway keygen`)", path);
         return -1;
     }
-    snprintf(kp->public_txt, sizeof kp->public_txt, "%s", zcert_public_txt(cert));
-    const char *sec = zcert_secret_txt(cert);
-    if (key_txt_ok(sec) && strcmp(sec, ZERO_KEY_TXT) != 0)
-        snprintf(kp->secret_txt, sizeof kp->secret_txt, "%s", sec);
-    const char *user = zcert_meta(cert, "user");
-    if (user)
-        snprintf(kp->user, sizeof kp->user, "%s", user);
-    zcert_destroy(&cert);
     if (need_secret) {
         if (!kp->secret_txt[0]) {
             cw_set_err(err, errlen, "%s: no secret key in this certificate (give the "

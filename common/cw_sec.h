@@ -57,7 +57,7 @@ typedef struct {
     char user[65];                        /* metadata `user`, "" if none */
 } cw_keypair_t;
 
-/* Loads the certificate at path (zcert_load: "NAME.key" also reads
+/* Loads the certificate at path (as zcert_load would: "NAME.key" also reads
  * "NAME.key_secret" when present; "NAME.key_secret" alone holds both keys).
  * need_secret: fail if there is no secret key, and also if the secret key
  * does not belong to the public key. 0, or -1 with err filled. */

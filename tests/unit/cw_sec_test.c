@@ -167,7 +167,21 @@ static void test_mismatched_secret(void **state)
     cw_keypair_t m;
     assert_int_equal(cw_keypair_load(mixed, true, &m, f->err, sizeof f->err), -1);
     assert_non_null(strstr(f->err, "does not belong"));
-    /* Not a certificate at all. */
+    /* A public file whose _secret neighbour is another pair's. */
+    char cmd[400], x[128];
+    snprintf(cmd, sizeof cmd, "cp '%s/a.key' '%s/x.key' && cp '%s' '%s/x.key_secret'", f->dir,
+             f->dir, bsec, f->dir);
+    assert_int_equal(system(cmd), 0);
+    path(x, sizeof x, f->dir, "x.key");
+    assert_int_equal(cw_keypair_load(x, false, &m, f->err, sizeof f->err), 0);
+    assert_string_equal(m.public_txt, a.public_txt);   /* the public half is path's */
+    assert_int_equal(cw_keypair_load(x, true, &m, f->err, sizeof f->err), -1);
+    assert_non_null(strstr(f->err, "does not belong"));
+    /* Not a certificate at all (also a syntax error: no leak, no crash). */
+    out = fopen(mixed, "w");
+    fputs("not a certificate\n", out);
+    fclose(out);
+    assert_int_equal(cw_keypair_load(mixed, false, &m, f->err, sizeof f->err), -1);
     out = fopen(mixed, "w");
     fputs("hello\n", out);
     fclose(out);
