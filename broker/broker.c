@@ -983,7 +983,8 @@ static void log_failed_handshakes(cw_broker_t *b)
                     (const char *) zmq_msg_data(&ep),
                     value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
                         ? "a plain (non-CURVE) client"
-                        : "CURVE error (a client with a wrong server key or mixed-up keys?)");
+                        : "a plain client, or a CURVE client with a wrong server key or "
+                          "mixed-up keys?");
         zmq_msg_close(&ev);
         zmq_msg_close(&ep);
     }

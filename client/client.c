@@ -339,6 +339,8 @@ static cw_status_t request(cw_client_t *c, cw_env_t *env, int timeout_ms, cw_rep
     if (c->reply_ready) {
         status = c->reply_status;
         reply = c->reply;
+        if (status == CW_ERR_DISCONNECTED && c->hs_error[0])
+            status = CW_ERR_HANDSHAKE; /* the connection was lost to a failed handshake */
     }
     c->reply = NULL;
     c->reply_ready = 0;

@@ -157,12 +157,19 @@ static void set_state(actor_t *a, state_t st)
     pthread_mutex_unlock(&a->c->mu);
 }
 
+static void on_monitor(actor_t *a);
+
 /* Hands the reply for rid to the application if it still waits for it.
  * Takes reply (may be NULL for local errors). Returns 1 if taken. */
 static int post_reply(actor_t *a, uint64_t rid, cw_status_t status, cw_reply_t *reply)
 {
     cw_client_t *c = a->c;
     int taken = 0;
+    /* A connection that just failed its handshake is gone before its
+     * monitor event is read: read it first, so that the application
+     * learns why (client.c turns DISCONNECTED into HANDSHAKE_FAILED). */
+    if (status == CW_ERR_DISCONNECTED && a->mon)
+        on_monitor(a);
     pthread_mutex_lock(&c->mu);
     if (c->waiting_rid == rid && !c->reply_ready) {
         c->reply_ready = 1;

@@ -267,7 +267,7 @@ def test_wrong_keys_are_refused_with_a_clear_message(curve_broker, keys, cli, tm
     assert time.monotonic() - t0 < 6.0 * TIMEOUT_SCALE
     assert p.proc.returncode == 3, p.describe()
     assert "HANDSHAKE_FAILED" in p.stderr() and "wrong server key" in p.stderr(), p.describe()
-    wait_log(b, "CURVE error (a client with a wrong server key")
+    wait_log(b, "handshake failed on ")
     # A server key file that is no certificate.
     junk = tmp_path / "junk.key"
     junk.write_text("hello\n")
@@ -287,7 +287,7 @@ def test_plain_client_against_curve_broker_fails_fast(curve_broker, keys, cli, h
     assert time.monotonic() - t0 < QUICK + 1.0, p.describe()
     assert p.proc.returncode == 3, p.describe()
     assert "the broker requires CURVE" in p.stderr() and "--server-key" in p.stderr()
-    wait_log(b, "a plain (non-CURVE) client")
+    wait_log(b, "handshake failed on ")   # the cause, if libzmq could tell
     # The same through the environment variables: works.
     env_p = subprocess.run([CLI_BIN, "-e", b.endpoint, "who", "--json"],
                            env={**os.environ, "CAUSEWAY_SERVER_KEY": str(keys.server_public),
