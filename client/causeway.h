@@ -385,9 +385,10 @@ const char *cw_client_handshake_error(cw_client_t *c, char *buf, size_t size);
  * waiting), CW_ERR_INVALID (bad arguments, nothing sent), CW_ERR_NOMEM,
  * CW_ERR_IO, CW_ERR_HANDSHAKE (the security handshake with the broker
  * failed: at once when the broker refused this client's key or the two
- * sides disagree on plain vs CURVE, else instead of CW_ERR_TIMEOUT when a
- * handshake failed meanwhile, and instead of CW_ERR_DISCONNECTED when the
- * connection was lost to one; cw_client_handshake_error() says why). If reply is not NULL, *reply receives the broker's full reply
+ * sides disagree on plain vs CURVE, or after three failed handshakes in a
+ * row (e.g. a wrong server key); instead of CW_ERR_TIMEOUT when one failed
+ * meanwhile, and instead of CW_ERR_DISCONNECTED when the connection was
+ * lost to one; cw_client_handshake_error() says why). If reply is not NULL, *reply receives the broker's full reply
  * whenever there is one (caller frees with cw_reply_destroy), else NULL. */
 
 /* Logs in as name. On CW_OK the reply holds the user log and LoginInfo, and

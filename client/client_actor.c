@@ -118,6 +118,9 @@ typedef struct {
     void *sock;                /* DEALER to the broker; NULL in LOST */
     unsigned sock_gen;         /* bumped whenever sock is replaced */
     void *mon;                 /* PAIR reading sock's handshake events; NULL if none */
+    unsigned hs_failures;      /* handshakes failed since the last that succeeded */
+    int hs_known;              /* one of them said why (key refused, mechanism
+                                  mismatch): vaguer failures keep that reason */
     state_t state;
     char *name;                /* session name (ONLINE/LOST/RESUMING) */
     uint8_t *token;            /* resume token from LoginInfo */
@@ -158,6 +161,7 @@ static void set_state(actor_t *a, state_t st)
 }
 
 static void on_monitor(actor_t *a);
+#define HS_FAILURES_FATAL 3  /* failed handshakes in a row that fail waiting requests */
 
 /* Hands the reply for rid to the application if it still waits for it.
  * Takes reply (may be NULL for local errors). Returns 1 if taken. */
@@ -368,37 +372,50 @@ static void on_monitor(actor_t *a)
         }
         zmq_msg_close(&ev);
         zmq_msg_close(&ep);
-        const char *why = NULL;
-        int fatal = 0;
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+            a->hs_failures = 0;
+            a->hs_known = 0;
+            pthread_mutex_lock(&a->c->mu);
+            a->c->hs_error[0] = '\0';
+            a->c->hs_fatal = 0;
+            pthread_mutex_unlock(&a->c->mu);
+            continue;
+        }
         int curve = a->c->curve;
+        const char *why = NULL; /* a precise reason, or a guess */
+        int known = 1;
         if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
             why = "the broker refused this client's key: it is not registered there "
                   "(or not for this broker)";
-            fatal = 1;
         } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
                    value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) {
             why = curve ? "the broker does not use CURVE; connect without --server-key/--cert"
                         : "the broker requires CURVE; give its public key and your "
                           "certificate (--server-key FILE --cert FILE)";
-            fatal = 1;
-        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
-                   event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
-            why = curve ? "the CURVE handshake failed: wrong server key, or a certificate "
-                          "whose keys do not match?"
+        } else {
+            known = 0;
+            why = curve ? "the CURVE handshake failed: a wrong server key, a certificate "
+                          "whose keys do not match, or a broker that does not use CURVE?"
                         : "the security handshake with the broker failed (a CURVE broker? "
                           "use --server-key FILE --cert FILE)";
         }
+        /* A precise reason fails waiting requests at once and is kept
+         * while later failures say less (a side may close before the other
+         * could tell why). Failures without one are fatal after
+         * HS_FAILURES_FATAL in a row (libzmq retries every 100 ms): a
+         * connection accepted and then closed in the handshake again and
+         * again is no passing outage. */
+        a->hs_failures++;
+        int fatal = known || a->hs_known || a->hs_failures >= HS_FAILURES_FATAL;
         pthread_mutex_lock(&a->c->mu);
-        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
-            a->c->hs_error[0] = '\0';
-            a->c->hs_fatal = 0;
-        } else if (why) {
+        if (known || !a->hs_known) {
             if (strcmp(a->c->hs_error, why) != 0)
                 CW_DEBUG("client: handshake with %s failed: %s", a->c->endpoint, why);
             snprintf(a->c->hs_error, sizeof a->c->hs_error, "%s", why);
-            a->c->hs_fatal = fatal;
-            pthread_cond_broadcast(&a->c->cond);
         }
+        a->hs_known |= known;
+        a->c->hs_fatal = fatal;
+        pthread_cond_broadcast(&a->c->cond);
         pthread_mutex_unlock(&a->c->mu);
     }
 }
