@@ -186,9 +186,9 @@ typedef struct {
     int clockd_linger_ms;        /* cw_client_destroy waits this long for the daemon
                                     to confirm what is pending; 0:
                                     CW_CLOCKD_LINGER_MS, < 0: does not wait */
-    /* Transport security (CURVE; docs/OPERATIONS.md, "Security"). Added in
-     * 0.2 at the end of the struct: a zeroed struct still means a plain
-     * connection. Set curve_server_key and curve_cert together. Files are
+    /* Transport security (CURVE; docs/OPERATIONS.md, "Security"). Added
+     * after 0.1.0, at the end of the struct: a zeroed struct still means a
+     * plain connection. Set curve_server_key and curve_cert together. Files are
      * read by cw_client_new, which fails (NULL, errno EINVAL) if one cannot
      * be read, is not a certificate, or the cert's secret key is missing or
      * does not belong to its public key. */

@@ -39,7 +39,8 @@ static const char exit_codes_help[] =
     "  1  the message did not reach some recipient (OFFLINE, UNKNOWN_USER,\n"
     "     durable: QUEUE_FULL, ...)\n"
     "  2  usage error\n"
-    "  3  could not reach the broker, timeout, or connection lost\n"
+    "  3  could not reach the broker, timeout, connection lost, or the security\n"
+    "     handshake failed (HANDSHAKE_FAILED: plain vs CURVE, key refused, ...)\n"
     "  4  refused by the broker (NAME_TAKEN, BAD_NAME, TOO_LARGE, NOT_DURABLE, ...)\n";
 
 static const char common_help[] =
