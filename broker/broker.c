@@ -16,6 +16,15 @@
  *  send to a peer whose queue is at the high-water mark fails with EAGAIN
  *  (the recipient is reported FLOODED). The router never blocks on a peer.
  *
+ *  Transport security (cfg.curve_secret): the ROUTER is a CURVE server and
+ *  b->zap, polled on this thread, answers its ZAP requests: only keys
+ *  registered in the users directory complete the handshake, and each
+ *  message carries its connection's key as ZAP User-Id. A Login is accepted
+ *  only under the user name the key is registered for (else UNAUTHORIZED,
+ *  and the connection stays logged out, so every request that needs a
+ *  login stays refused). SIGHUP re-reads the directory; sessions whose key
+ *  is no longer registered for their user are ended (expired).
+ *
  *  Session close points (the only places cw_sessions_close is called):
  *  handle_logout (after the reply), reap() (dead sessions, after each
  *  message and tick) and cw_broker_destroy.
@@ -344,6 +353,29 @@ static void reap(cw_broker_t *b)
  * Requests
  */
 
+/* CURVE: true if the key of the message being handled is registered for
+ * `name`; otherwise replies UNAUTHORIZED (saying only which name the key
+ * may use, never anything about `name`) and returns false. */
+static bool key_may_login(cw_broker_t *b, const char *name, uint64_t rid, const void *id,
+                          size_t id_len)
+{
+    const char *bound = cw_zap_user_of(b->zap, b->peer_key);
+    if (bound && name && strcmp(bound, name) == 0)
+        return true;
+    char detail[160];
+    if (bound)
+        snprintf(detail, sizeof detail, "this key may only log in as '%s'", bound);
+    else
+        snprintf(detail, sizeof detail, "this connection's key is not registered (any more)");
+    /* The name comes from the wire: logged only if it is a valid one. */
+    bool printable = name && cw_name_check(name, CW_NAME_MAX_HARD, NULL) == CW_OK;
+    CW_WARN("login as '%s' refused: key %s %s%s", printable ? name : "(invalid name)",
+            b->peer_key ? b->peer_key : "-", bound ? "belongs to " : "is not registered",
+            bound ? bound : "");
+    cwb_reply_status(b, id, id_len, rid, CW_UNAUTHORIZED, detail);
+    return false;
+}
+
 static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
                          const cw_env_t *env)
 {
@@ -353,6 +385,8 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
         cwb_reply_status(b, id, id_len, rid, CW_ALREADY_LOGGED_IN, "this connection is already logged in");
         return;
     }
+    if (b->zap && !key_may_login(b, login->name, rid, id, id_len))
+        return;
     const char *why = NULL;
     if (cw_name_check(login->name, b->cfg.max_name, &why) != CW_OK) {
         cwb_reply_status(b, id, id_len, rid, CW_BAD_NAME, why);
@@ -419,6 +453,8 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
             CW_WARN("getrandom failed; session %s cannot be resumed", user->name);
         user->last_seen_us = b->now_us;
     }
+    if (b->zap)
+        snprintf(s->key, sizeof s->key, "%s", b->peer_key);
     s->quiet = login->quiet;
     s->pull = login->pull;
     cwb_flush_held(b, s); /* a resumed session that now pulls holds nothing back */
@@ -948,11 +984,77 @@ static int recv_one(cw_broker_t *b)
         sizes[i] = zmq_msg_size(&frames[i]);
     }
     update_time(b);
+    if (b->zap) /* the connection's key, from our ZAP handler; never the peer's say */
+        b->peer_key = kept ? zmq_msg_gets(&frames[0], "User-Id") : NULL;
     cw_broker_handle(b, zmq_msg_data(&id), zmq_msg_size(&id), data, sizes, n);
+    b->peer_key = NULL;
     for (size_t i = 0; i < kept; i++)
         zmq_msg_close(&frames[i]);
     zmq_msg_close(&id);
     return 1;
+}
+
+/* CURVE: logs the handshakes that failed before reaching the ZAP handler
+ * (a plain client, a wrong server key, a certificate whose halves do not
+ * match). Refused keys are logged by the handler itself. */
+static void log_failed_handshakes(cw_broker_t *b)
+{
+    for (;;) {
+        zmq_msg_t ev, ep;
+        zmq_msg_init(&ev);
+        if (zmq_msg_recv(&ev, b->mon, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&ev);
+            return;
+        }
+        zmq_msg_init(&ep);
+        if (zmq_msg_more(&ev))
+            zmq_msg_recv(&ep, b->mon, 0);
+        uint16_t event = 0;
+        uint32_t value = 0;
+        if (zmq_msg_size(&ev) >= 6) {
+            memcpy(&event, zmq_msg_data(&ev), 2);
+            memcpy(&value, (uint8_t *) zmq_msg_data(&ev) + 2, 4);
+        }
+        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
+            event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+            CW_WARN("handshake failed on %.*s: %s", (int) zmq_msg_size(&ep),
+                    (const char *) zmq_msg_data(&ep),
+                    value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+                        ? "a plain (non-CURVE) client"
+                        : "a plain client, or a CURVE client with a wrong server key or "
+                          "mixed-up keys?");
+        zmq_msg_close(&ev);
+        zmq_msg_close(&ep);
+    }
+}
+
+void cw_broker_watch_reload(cw_broker_t *b, volatile sig_atomic_t *flag)
+{
+    b->reload = flag;
+}
+
+/* SIGHUP: re-reads the users directory; ends the sessions whose key is no
+ * longer registered for their user. A bad directory keeps the old keys. */
+static void reload_users(cw_broker_t *b)
+{
+    char err[1024];
+    if (cw_zap_reload(b->zap, err, sizeof err) != 0) {
+        CW_ERROR("users not reloaded, the old keys stay in force: %s", err);
+        return;
+    }
+    size_t n = cw_sessions_count(b->sessions), ended = 0;
+    for (size_t i = 0; i < n; i++) {
+        cw_session_t *s = cw_sessions_at(b->sessions, i);
+        const char *bound = cw_zap_user_of(b->zap, s->key);
+        if (!s->dead && (!bound || strcmp(bound, s->user->name) != 0)) {
+            CW_WARN("%s: key %s no longer registered; session ended", s->user->name, s->key);
+            s->dead = true;
+            b->n_dead++;
+            ended++;
+        }
+    }
+    CW_INFO("users reloaded: %zu keys; %zu sessions ended", cw_zap_key_count(b->zap), ended);
+    reap(b);
 }
 
 int cw_broker_run(cw_broker_t *b, volatile sig_atomic_t *stop)
@@ -963,19 +1065,38 @@ int cw_broker_run(cw_broker_t *b, volatile sig_atomic_t *stop)
     CW_INFO("causeway-broker %s serving on %s (heartbeat %u ms x %u)", CW_VERSION, b->endpoint,
             b->cfg.heartbeat_ms, b->cfg.liveness);
     while (!*stop) {
-        zmq_pollitem_t items[2] = {{b->router, 0, ZMQ_POLLIN, 0},
-                                   {cwd_poll_handle(b), 0, ZMQ_POLLIN, 0}};
+        if (b->zap && b->reload && *b->reload) {
+            *b->reload = 0;
+            update_time(b);
+            reload_users(b);
+        }
+        /* The ZAP handler is polled on this thread: handshakes wait for it
+         * no longer than for one batch of messages. */
+        zmq_pollitem_t items[4] = {{b->router, 0, ZMQ_POLLIN, 0},
+                                   {cwd_poll_handle(b), 0, ZMQ_POLLIN, 0},
+                                   {b->zap ? cw_zap_socket(b->zap) : NULL, 0, ZMQ_POLLIN, 0},
+                                   {b->mon, 0, ZMQ_POLLIN, 0}};
         /* At most 100 ms, so a signal that lands just before the poll (or
          * on another thread) is seen promptly even with long heartbeats. */
         int64_t wait = next_tick - cw_mono_ms();
         if (wait > 100)
             wait = 100;
-        int rc = zmq_poll(items, b->durable ? 2 : 1, wait > 0 ? (long) wait : 0);
+        if (!b->durable) { /* keep the items polled contiguous */
+            items[1] = items[2];
+            items[2] = items[3];
+        }
+        int zap_item = b->durable ? 2 : 1;
+        int n_items = zap_item + (b->zap != NULL) + (b->zap && b->mon);
+        int rc = zmq_poll(items, n_items, wait > 0 ? (long) wait : 0);
         if (rc < 0 && errno != EINTR) {
             CW_ERROR("poll failed: %s", zmq_strerror(errno));
             return -1;
         }
-        if (rc > 0 && (items[1].revents & ZMQ_POLLIN)) {
+        if (rc > 0 && b->zap && (items[zap_item].revents & ZMQ_POLLIN))
+            cw_zap_handle(b->zap);
+        if (rc > 0 && b->zap && b->mon && (items[zap_item + 1].revents & ZMQ_POLLIN))
+            log_failed_handshakes(b);
+        if (rc > 0 && b->durable && (items[1].revents & ZMQ_POLLIN)) {
             update_time(b);
             cwd_on_replies(b);
             if (b->n_dead)
@@ -1033,6 +1154,32 @@ cw_broker_t *cw_broker_new(const cw_broker_config_t *cfg, char *err, size_t errl
     zmq_setsockopt(b->router, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(b->router, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(b->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    if (cfg->curve_secret[0]) {
+        cw_keypair_t kp;
+        if (cw_keypair_load(cfg->curve_secret, true, &kp, err, errlen) != 0)
+            goto fail;
+        /* The handler is bound before the socket, so no handshake can
+         * happen without it. */
+        if (!(b->zap = cw_zap_new(b->ctx, cfg->users, err, errlen)))
+            goto fail;
+        if (cw_curve_server_apply(b->router, &kp, err, errlen) != 0)
+            goto fail;
+        char addr[64];
+        snprintf(addr, sizeof addr, "inproc://cw-broker-mon-%p", (void *) b);
+        if (zmq_socket_monitor(b->router, addr, ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                                                    ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) == 0 &&
+            (b->mon = zmq_socket(b->ctx, ZMQ_PAIR)) != NULL) {
+            int zero = 0;
+            zmq_setsockopt(b->mon, ZMQ_LINGER, &zero, sizeof zero);
+            if (zmq_connect(b->mon, addr) != 0) {
+                zmq_close(b->mon);
+                b->mon = NULL;
+            }
+        }
+        CW_INFO("CURVE on: server key %s, %zu user keys from %s", kp.public_txt,
+                cw_zap_key_count(b->zap), cfg->users);
+        memset(&kp, 0, sizeof kp);
+    }
     if (zmq_bind(b->router, cfg->bind) != 0) {
         snprintf(err, errlen, "cannot listen on %s: %s", cfg->bind, zmq_strerror(errno));
         goto fail;
@@ -1059,8 +1206,11 @@ void cw_broker_destroy(cw_broker_t **p)
     cwd_close(b); /* answers what the store still owes, while the socket is open */
     for (size_t i = 0; b->sessions && i < cw_sessions_count(b->sessions); i++)
         session_release(cw_sessions_at(b->sessions, i));
+    if (b->mon)
+        zmq_close(b->mon);
     if (b->router)
         zmq_close(b->router);
+    cw_zap_destroy(&b->zap);
     if (b->ctx)
         zmq_ctx_term(b->ctx);
     cw_sessions_destroy(&b->sessions);

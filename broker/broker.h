@@ -32,6 +32,10 @@ const char *cw_broker_endpoint(const cw_broker_t *b);
  * Returns 0 after a clean stop, -1 on a fatal socket error (logged). */
 int cw_broker_run(cw_broker_t *b, volatile sig_atomic_t *stop);
 
+/* Makes cw_broker_run re-read the users directory (CURVE) whenever *flag
+ * becomes non-zero (set it from a SIGHUP handler); it resets *flag. */
+void cw_broker_watch_reload(cw_broker_t *b, volatile sig_atomic_t *flag);
+
 /* Handles one message as if it came from the peer with routing id `id`:
  * `frames` are its payload frames (normally exactly one). Replies go to the
  * ROUTER socket (and are dropped if no such peer is connected). Sessions

@@ -1,6 +1,7 @@
 /*  broker_config: see broker_config.h. */
 #include "broker_config.h"
 #include "cw_log.h"
+#include "cw_sec.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -8,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { OPT_STR, OPT_U32, OPT_LEVEL } opt_kind_t;
+typedef enum { OPT_STR, OPT_U32, OPT_LEVEL, OPT_BOOL } opt_kind_t;
 
 typedef struct {
     const char *name;     /* flag without "--", and config-file key */
@@ -42,6 +43,10 @@ static const opt_t options[] = {
     U32(ttl_s, "ttl", 0, 100000000, "durable: default message TTL in seconds, 0 = forever (default 0)"),
     U32(redeliver_ms, "redeliver-ms", 100, 86400000, "durable: push unacknowledged messages again after N ms (default 30000)"),
     U32(push_window, "push-window", 1, 100000, "durable: unacknowledged pushes per session (default 1000)"),
+    STR(curve_secret, "curve-secret", "FILE", "CURVE: the broker's secret certificate (causeway keygen --server)"),
+    STR(users, "users", "DIR", "CURVE: directory of the users' public certificates"),
+    {"insecure", OPT_BOOL, offsetof(cw_broker_config_t, insecure), 0, 0, 0, "",
+     "allow plain (unauthenticated) mode on a non-loopback endpoint"},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
@@ -96,6 +101,18 @@ static int apply(cw_broker_config_t *cfg, const opt_t *opt, const char *value, c
         *(int *) (void *) field = level;
         return 0;
     }
+    case OPT_BOOL:
+        if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 || strcmp(value, "1") == 0)
+            *(int *) (void *) field = 1;
+        else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 ||
+                 strcmp(value, "0") == 0)
+            *(int *) (void *) field = 0;
+        else {
+            snprintf(err, errlen, "%s: '%s' is not one of true|false|yes|no|1|0", opt->name,
+                     value);
+            return -1;
+        }
+        return 0;
     case OPT_U32: {
         char *end;
         errno = 0;
@@ -183,8 +200,11 @@ static int parse_flags(cw_broker_config_t *cfg, int argc, char **argv, char *err
         }
         memcpy(name, a + 2, len);
         name[len] = '\0';
+        const opt_t *bool_opt = find_option(name);
         if (eq)
             value = eq + 1;
+        else if (bool_opt && bool_opt->kind == OPT_BOOL)
+            value = "true"; /* a bare switch: --insecure */
         else if (i + 1 < argc)
             value = argv[++i];
         else {
@@ -230,6 +250,24 @@ int cw_broker_config_parse_args(cw_broker_config_t *cfg, int argc, char **argv, 
     return parse_flags(cfg, argc, argv, err, errlen);
 }
 
+int cw_broker_config_check(const cw_broker_config_t *cfg, char *err, size_t errlen)
+{
+    if (!cfg->curve_secret[0] != !cfg->users[0]) {
+        snprintf(err, errlen, "CURVE needs both --curve-secret FILE and --users DIR");
+        return -1;
+    }
+    if (!cfg->curve_secret[0] && !cfg->insecure && cw_endpoint_needs_curve(cfg->bind)) {
+        snprintf(err, errlen,
+                 "refusing to listen on %s without CURVE: anyone who can reach it could "
+                 "log in under any name and read what is sent to it. Use --curve-secret "
+                 "FILE --users DIR, bind a loopback address (tcp://127.0.0.1:PORT), or "
+                 "accept this with --insecure (docs/OPERATIONS.md, Security)",
+                 cfg->bind);
+        return -1;
+    }
+    return 0;
+}
+
 void cw_broker_config_usage(FILE *out)
 {
     fprintf(out,
@@ -244,11 +282,18 @@ void cw_broker_config_usage(FILE *out)
             "options (also config-file keys, `key = value`):\n");
     for (size_t i = 0; i < N_OPTIONS; i++) {
         char left[64];
-        snprintf(left, sizeof left, "--%s %s", options[i].name, options[i].arg);
+        snprintf(left, sizeof left, "--%s%s%s", options[i].name, options[i].arg[0] ? " " : "",
+                 options[i].arg);
         fprintf(out, "  %-26s %s\n", left, options[i].help);
     }
     fprintf(out, "  %-26s %s\n", "--config FILE", "read options from FILE first");
     fprintf(out, "  %-26s %s\n", "--help", "show this help");
     fprintf(out, "  %-26s %s\n", "--version", "show the version");
+    fprintf(out,
+            "\nsecurity: without --curve-secret/--users the broker is plain: no encryption,\n"
+            "and any client can claim any free name. Plain mode is refused on a\n"
+            "non-loopback endpoint unless --insecure is given. With CURVE, only keys in\n"
+            "--users DIR get through the handshake, and each may log in only as the user\n"
+            "named in its certificate. SIGHUP re-reads --users DIR. See docs/OPERATIONS.md.\n");
     fprintf(out, "\nexit status: 0 after a clean shutdown, 1 on a start-up error, 2 on a usage error.\n");
 }

@@ -12,7 +12,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define CW_DEFAULT_BIND "tcp://*:7400"
+#define CW_DEFAULT_BIND "tcp://127.0.0.1:7400"
 
 typedef struct {
     char bind[256];           /* ZeroMQ endpoint of the ROUTER socket */
@@ -31,6 +31,9 @@ typedef struct {
     uint32_t ttl_s;           /* durable: default message TTL in seconds, 0 = none */
     uint32_t redeliver_ms;    /* durable: unacknowledged pushes are pushed again after this */
     uint32_t push_window;     /* durable: unacknowledged pushes in flight per session */
+    char curve_secret[1024];  /* CURVE: the broker's secret certificate; "" = plain */
+    char users[1024];         /* CURVE: directory of the users' public certificates */
+    int insecure;             /* 1: plain mode allowed on a non-loopback endpoint */
 } cw_broker_config_t;
 
 /* Fills cfg with the defaults. Can't fail. */
@@ -47,6 +50,11 @@ int cw_broker_config_parse_args(cw_broker_config_t *cfg, int argc, char **argv, 
  * and line in err; cfg may be partly updated on error. */
 int cw_broker_config_load_file(cw_broker_config_t *cfg, const char *path, char *err,
                                size_t errlen);
+
+/* Checks the options together: --curve-secret and --users go as a pair,
+ * and without them the endpoint must not be reachable from other machines
+ * (cw_endpoint_needs_curve) unless insecure is set. 0, or -1 with a message in err (a usage error). */
+int cw_broker_config_check(const cw_broker_config_t *cfg, char *err, size_t errlen);
 
 /* Prints --help text. */
 void cw_broker_config_usage(FILE *out);

@@ -11,6 +11,7 @@
 
 #include "broker.h"
 #include "cw_envelope.h"
+#include "cw_sec.h"
 #include "sessions.h"
 
 #define BATCH 1024            /* messages handled between timer checks */
@@ -43,6 +44,12 @@ struct cw_broker {
     int64_t now_ms;           /* monotonic time of the current message or tick */
     uint64_t now_us;          /* wall-clock time of the current message or tick */
     counters_t stats;         /* monotonic counters */
+    cw_zap_t *zap;            /* CURVE: ZAP handler and registered keys; NULL: plain */
+    void *mon;                /* CURVE: PAIR reading the router's failed handshakes
+                                 (socket monitor), for the log; NULL if none */
+    const char *peer_key;     /* CURVE: Z85 key (ZAP User-Id) of the message being
+                                 handled; NULL outside recv_one and in plain mode */
+    volatile sig_atomic_t *reload; /* set by SIGHUP: re-read the users directory */
 };
 
 /* broker.c */

@@ -1,5 +1,6 @@
 /*  causeway-broker: command-line entry point. Parses flags and config,
- *  installs SIGINT/SIGTERM handlers that ask the router to stop, prints the
+ *  installs SIGINT/SIGTERM handlers that ask the router to stop (and SIGHUP,
+ *  which asks it to re-read the CURVE users directory), prints the
  *  bound endpoint on stdout, and runs the router on the main thread. */
 #include "broker.h"
 #include "broker_config.h"
@@ -10,12 +11,15 @@
 #include <stdio.h>
 #include <string.h>
 
-static volatile sig_atomic_t g_stop = 0;  /* set by SIGINT/SIGTERM */
+static volatile sig_atomic_t g_stop = 0;    /* set by SIGINT/SIGTERM */
+static volatile sig_atomic_t g_reload = 0;  /* set by SIGHUP */
 
 static void on_signal(int sig)
 {
-    (void) sig;
-    g_stop = 1;
+    if (sig == SIGHUP)
+        g_reload = 1;
+    else
+        g_stop = 1;
 }
 
 int main(int argc, char **argv)
@@ -26,7 +30,7 @@ int main(int argc, char **argv)
     int rc = cw_broker_config_parse_args(&cfg, argc, argv, err, sizeof err);
     if (rc == 1)
         return 0;
-    if (rc < 0) {
+    if (rc < 0 || cw_broker_config_check(&cfg, err, sizeof err) != 0) {
         fprintf(stderr, "causeway-broker: %s\n", err);
         return 2;
     }
@@ -41,6 +45,7 @@ int main(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     cw_broker_t *broker = cw_broker_new(&cfg, err, sizeof err);
@@ -48,6 +53,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "causeway-broker: %s\n", err);
         return 1;
     }
+    cw_broker_watch_reload(broker, &g_reload);
     printf("listening %s\n", cw_broker_endpoint(broker));
     fflush(stdout);
     rc = cw_broker_run(broker, &g_stop);

@@ -64,6 +64,8 @@ struct cw_session {
     uint32_t read_backoff_ms;           /* current backoff; 0 after a successful push */
     cw_held_t *held;                    /* live Delivers waiting behind durable ones; owned
                                            by the router, freed before the session closes */
+    char key[41];                       /* CURVE: Z85 public key of the connection that
+                                           logged in (or resumed); "" in plain mode */
 };
 
 typedef struct cw_sessions cw_sessions_t;

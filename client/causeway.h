@@ -162,6 +162,9 @@ extern "C" {
 #define CW_CLOCKD_REPLY_MS 5000
 /* Message text recorded in a send event, at most (bytes, cut at a character). */
 #define CW_TRACE_TEXT_MAX 256
+/* How long a CURVE (or plain) handshake may take before libzmq drops the
+ * connection and tries again (ZMQ_HANDSHAKE_IVL). */
+#define CW_HANDSHAKE_MS 3000
 
 typedef struct cw_client cw_client_t;
 
@@ -208,6 +211,21 @@ typedef struct {
     int holdback_ms;             /* a live delivery waits at most this long for the
                                     stored messages it follows ("Causal order");
                                     0: CW_HOLDBACK_MS_DEFAULT */
+    /* Transport security (CURVE; docs/OPERATIONS.md, "Security"). Added
+     * after 0.1.0, at the end of the struct: a zeroed struct still means a
+     * plain connection. Set curve_server_key and curve_cert together. Files are
+     * read by cw_client_new, which fails (NULL, errno EINVAL) if one cannot
+     * be read, is not a certificate, or the cert's secret key is missing or
+     * does not belong to its public key. */
+    const char *curve_server_key; /* the broker's public key: its certificate file
+                                     (e.g. broker.key) or the 40-character Z85 key;
+                                     NULL: plain connection */
+    const char *curve_cert;      /* this client's certificate: NAME.key_secret (or
+                                    NAME.key with NAME.key_secret beside it), from
+                                    `causeway keygen NAME` */
+    const char *clockd_server_key; /* clockd_endpoint is a CURVE daemon with this
+                                      public key (file or Z85); the client
+                                      authenticates with curve_cert; NULL: plain */
 } cw_client_opts_t;
 
 /* Counters of causal event recording (cw_client_trace_stats). */
@@ -371,8 +389,9 @@ typedef struct {
  * broker shows up as CW_ERR_TIMEOUT on the first request (and an
  * unreachable causeway-clockd as events pending, never as an error).
  * Returns NULL if the endpoint (or clockd_endpoint) is malformed, the
- * trace_path cannot be opened for appending, or resources (memory,
- * threads, file descriptors) are exhausted; errno says which. */
+ * trace_path cannot be opened for appending, a CURVE key file is unusable
+ * (EINVAL; the reason is logged at warn), or resources (memory, threads,
+ * file descriptors) are exhausted; errno says which. */
 cw_client_t *cw_client_new(const char *endpoint, const cw_client_opts_t *opts);
 
 /* Stops the I/O thread and frees everything; NULLs *p. Safe on NULL and
@@ -381,13 +400,25 @@ cw_client_t *cw_client_new(const char *endpoint, const cw_client_opts_t *opts);
  * events are discarded. */
 void cw_client_destroy(cw_client_t **p);
 
+/* Why the last security handshake with the broker failed, as one line for
+ * people (e.g. "the broker requires CURVE; give its public key and your
+ * certificate (--server-key, --cert)"), or NULL if none failed since the
+ * last one that succeeded. Copied into buf (size bytes); returns buf or
+ * NULL. */
+const char *cw_client_handshake_error(cw_client_t *c, char *buf, size_t size);
+
 /* --- requests --------------------------------------------------------- */
 /* Each request blocks for at most timeout_ms (< 0: no limit) and returns the
  * status of the broker's reply (CW_OK on success) or a local error:
  * CW_ERR_TIMEOUT (no reply in time), CW_ERR_DISCONNECTED (the session's
  * broker connection is lost and being re-established, or was lost while
  * waiting), CW_ERR_INVALID (bad arguments, nothing sent), CW_ERR_NOMEM,
- * CW_ERR_IO. If reply is not NULL, *reply receives the broker's full reply
+ * CW_ERR_IO, CW_ERR_HANDSHAKE (the security handshake with the broker
+ * failed: at once when the broker refused this client's key or the two
+ * sides disagree on plain vs CURVE, or after three failed handshakes in a
+ * row (e.g. a wrong server key); instead of CW_ERR_TIMEOUT when one failed
+ * meanwhile, and instead of CW_ERR_DISCONNECTED when the connection was
+ * lost to one; cw_client_handshake_error() says why). If reply is not NULL, *reply receives the broker's full reply
  * whenever there is one (caller frees with cw_reply_destroy), else NULL. */
 
 /* Logs in as name. On CW_OK the reply holds the user log and LoginInfo, and

@@ -14,6 +14,7 @@
  */
 #include "cli.h"
 #include "cw_log.h"
+#include "cw_sec.h"
 #include "cw_util.h"
 
 #include <errno.h>
@@ -38,7 +39,8 @@ static const char exit_codes_help[] =
     "  1  the message did not reach some recipient (OFFLINE, UNKNOWN_USER,\n"
     "     durable: QUEUE_FULL, ...)\n"
     "  2  usage error\n"
-    "  3  could not reach the broker, timeout, or connection lost\n"
+    "  3  could not reach the broker, timeout, connection lost, or the security\n"
+    "     handshake failed (HANDSHAKE_FAILED: plain vs CURVE, key refused, ...)\n"
     "  4  refused by the broker (NAME_TAKEN, BAD_NAME, TOO_LARGE, NOT_DURABLE, ...)\n";
 
 static const char common_help[] =
@@ -49,6 +51,12 @@ static const char common_help[] =
     "  -j, --json            print one JSON object per line (read-only output)\n"
     "      --clocks          show vector clocks in human output\n"
     "      --log-level L     error|warn|info|debug|trace (default $CAUSEWAY_LOG_LEVEL or warn)\n"
+    "      --server-key FILE the broker's public key (CURVE brokers): its certificate\n"
+    "                        or the Z85 key (default $CAUSEWAY_SERVER_KEY)\n"
+    "      --cert FILE       your certificate for CURVE, NAME.key_secret from\n"
+    "                        `causeway keygen NAME` (default $CAUSEWAY_CERT)\n"
+    "      --clockd-key FILE the public key of a CURVE causeway-clockd (with --cert;\n"
+    "                        default $CAUSEWAY_CLOCKD_KEY)\n"
     "  -h, --help            show help (also after a command)\n"
     "  -V, --version         show the version\n"
     "Causal events (chat, send, listen, fetch, exchange):\n"
@@ -75,6 +83,7 @@ static void help_main(FILE *f)
             "  who      print the broker's user log (no login)\n"
             "  stats    print broker statistics (no login)\n"
             "  exchange the phase-3 vector clock exchange between a fixed group\n"
+            "  keygen   make a CURVE key pair: causeway keygen NAME (a user), --server\n"
             "  help     help on a command: causeway help send\n"
             "\n"
             "Durable messages (brokers started with --data) wait for offline users:\n"
@@ -246,6 +255,29 @@ static void help_who(FILE *f)
             common_help, exit_codes_help);
 }
 
+static void help_keygen(FILE *f)
+{
+    fprintf(f,
+            "Usage: causeway keygen NAME [--dir DIR]\n"
+            "       causeway keygen --server [NAME] [--dir DIR]\n"
+            "\n"
+            "Makes a CURVE key pair for a CURVE broker (or clockd), in two files:\n"
+            "  DIR/NAME.key         the public certificate (metadata: user = NAME)\n"
+            "  DIR/NAME.key_secret  the secret one (mode 0600): keep it private\n"
+            "With --server the pair is a server's (no user; NAME defaults to \"broker\"):\n"
+            "start the broker with --curve-secret DIR/NAME.key_secret and give clients\n"
+            "DIR/NAME.key as --server-key. A user is registered by copying NAME.key\n"
+            "into the broker's --users directory; the user connects with\n"
+            "--cert NAME.key_secret. Existing files are never overwritten.\n"
+            "See docs/OPERATIONS.md, \"Security\" (registering, rotating keys).\n"
+            "\n"
+            "Options:\n"
+            "      --dir DIR         where to write the files (default: current directory)\n"
+            "      --server          a server key pair, without a user name\n"
+            "\n"
+            "Exit status: 0 written, 2 usage error, 4 cannot write (or files exist).\n");
+}
+
 static void help_exchange(FILE *f)
 {
     fprintf(f,
@@ -322,6 +354,7 @@ enum {
     C_FETCH = 64,
     C_HISTORY = 128,
     C_EXCHANGE = 256,
+    C_KEYGEN = 512,
 };
 
 typedef struct {
@@ -335,6 +368,7 @@ static const command_t commands[] = {
     {"listen", C_LISTEN, help_listen}, {"fetch", C_FETCH, help_fetch},
     {"history", C_HISTORY, help_history}, {"who", C_WHO, help_who},
     {"stats", C_STATS, help_stats},    {"exchange", C_EXCHANGE, help_exchange},
+    {"keygen", C_KEYGEN, help_keygen},
     {"help", C_HELP, help_main},
 };
 
@@ -357,9 +391,17 @@ int cli_exit_for(cw_status_t st)
     return CLI_EXIT_REFUSED;
 }
 
+/* The client made by cli_connect (main thread; one at a time): cli_fail
+ * asks it why a security handshake failed. */
+static cw_client_t *cli_current;
+
 int cli_fail(const cli_opts_t *o, const char *what, cw_status_t st, const cw_reply_t *reply)
 {
     const char *detail = reply && reply->detail && *reply->detail ? reply->detail : cw_strerror(st);
+    char hs[256];
+    if ((st == CW_ERR_HANDSHAKE || st == CW_ERR_TIMEOUT) && cli_current &&
+        cw_client_handshake_error(cli_current, hs, sizeof hs))
+        detail = hs;
     if (o->json)
         cli_print_error(stdout, what, st, detail);
     fprintf(stderr, "causeway: %s: %s (%s)\n", what, detail, cw_status_name(st));
@@ -371,10 +413,37 @@ cw_client_t *cli_connect(const cli_opts_t *o, int quiet, int pull, int auto_ack)
     /* cli_close waits for clockd itself (bounded), then destroy need not. */
     cw_client_opts_t copts = {.agent = CLI_AGENT, .quiet = quiet, .pull = pull,
                               .auto_ack = auto_ack, .trace_path = o->trace,
-                              .clockd_endpoint = o->clockd, .clockd_linger_ms = -1};
+                              .clockd_endpoint = o->clockd, .clockd_linger_ms = -1,
+                              .curve_server_key = o->server_key, .curve_cert = o->cert,
+                              .clockd_server_key = o->clockd ? o->clockd_key : NULL};
+    /* The key files are checked here too, to say exactly what is wrong. */
+    if ((copts.curve_server_key || copts.clockd_server_key) && !o->cert) {
+        fprintf(stderr, "causeway: --server-key/--clockd-key need your certificate: --cert "
+                        "FILE (or $CAUSEWAY_CERT)\n");
+        return NULL;
+    }
+    if (o->cert && !copts.curve_server_key && !copts.clockd_server_key) {
+        fprintf(stderr, "causeway: --cert needs the server's public key: --server-key FILE "
+                        "(or $CAUSEWAY_SERVER_KEY)\n");
+        return NULL;
+    }
+    if (o->cert) {
+        char why[1024], key[CW_Z85_KEY_LEN + 1];
+        cw_keypair_t kp;
+        int bad = cw_keypair_load(o->cert, true, &kp, why, sizeof why) != 0 ||
+                  (copts.curve_server_key &&
+                   cw_public_key_load(copts.curve_server_key, key, why, sizeof why) != 0) ||
+                  (copts.clockd_server_key &&
+                   cw_public_key_load(copts.clockd_server_key, key, why, sizeof why) != 0);
+        explicit_bzero(&kp, sizeof kp);
+        if (bad) {
+            fprintf(stderr, "causeway: %s\n", why);
+            return NULL;
+        }
+    }
     cw_client_t *c = cw_client_new(o->endpoint, &copts);
     if (c)
-        return c;
+        return cli_current = c;
     int err = errno;
     if (o->trace) {
         int fd = open(o->trace, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
@@ -412,6 +481,8 @@ void cli_close(cw_client_t **c, const cli_opts_t *o)
     if (o->trace && st.write_errors)
         fprintf(stderr, "causeway: trace: %llu of %llu events not written to %s\n",
                 (unsigned long long) st.write_errors, (unsigned long long) st.recorded, o->trace);
+    if (*c == cli_current)
+        cli_current = NULL;
     cw_client_destroy(c);
 }
 
@@ -765,6 +836,60 @@ static int setup_signals(void)
     return 0;
 }
 
+/* causeway keygen NAME | --server [NAME]: writes a key pair (cw_keypair_generate). */
+static int cmd_keygen(const cli_opts_t *o)
+{
+    if (o->n_args > 1 || (!o->n_args && !o->server)) {
+        fprintf(stderr, "causeway: keygen needs one NAME (or --server) (see causeway keygen "
+                        "--help)\n");
+        return CLI_EXIT_USAGE;
+    }
+    const char *name = o->n_args ? o->args[0] : "broker";
+    const char *why = NULL;
+    if (!o->server && cw_name_check(name, CW_NAME_MAX_HARD, &why) != CW_OK) {
+        fprintf(stderr, "causeway: keygen: '%s' is not a valid user name: %s\n", name, why);
+        return CLI_EXIT_USAGE;
+    }
+    if (strchr(name, '/')) {
+        fprintf(stderr, "causeway: keygen: NAME may not contain '/' (use --dir)\n");
+        return CLI_EXIT_USAGE;
+    }
+    const char *dir = o->dir ? o->dir : ".";
+    char err[1024];
+    if (cw_keypair_generate(dir, name, o->server ? NULL : name, err, sizeof err) != 0) {
+        fprintf(stderr, "causeway: keygen: %s\n", err);
+        return CLI_EXIT_REFUSED;
+    }
+    cw_keypair_t kp;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s.key", dir, name);
+    if (cw_keypair_load(path, true, &kp, err, sizeof err) != 0) {
+        fprintf(stderr, "causeway: keygen: %s\n", err);
+        return CLI_EXIT_REFUSED;
+    }
+    if (o->json) {
+        char sec[4200];
+        snprintf(sec, sizeof sec, "%s_secret", path);
+        cli_str_t j = {0};
+        cli_str_add(&j, "{\"event\":\"keygen\",\"public\":");
+        cli_str_json(&j, path);
+        cli_str_add(&j, ",\"secret\":");
+        cli_str_json(&j, sec);
+        cli_str_addf(&j, ",\"public_key\":\"%s\",\"user\":", kp.public_txt);
+        cli_str_add(&j, o->server ? "null" : "");
+        if (!o->server)
+            cli_str_json(&j, name);
+        cli_str_add(&j, "}");
+        cli_str_emit(&j, stdout);
+        cli_str_free(&j);
+    } else
+        printf("%s/%s.key         public (%s)\n%s/%s.key_secret  secret: keep it private\n"
+               "public key: %s\n",
+               dir, name, o->server ? "server" : name, dir, name, kp.public_txt);
+    explicit_bzero(&kp, sizeof kp);
+    return CLI_EXIT_OK;
+}
+
 /* --- arguments ------------------------------------------------------------------ */
 
 enum {
@@ -784,6 +909,11 @@ enum {
     OPT_MIN_MS,
     OPT_MAX_MS,
     OPT_SEED,
+    OPT_SERVER_KEY,
+    OPT_CERT,
+    OPT_CLOCKD_KEY,
+    OPT_DIR,
+    OPT_SERVER,
 };
 
 static const struct option long_opts[] = {
@@ -809,6 +939,11 @@ static const struct option long_opts[] = {
     {"min-ms", required_argument, NULL, OPT_MIN_MS},
     {"max-ms", required_argument, NULL, OPT_MAX_MS},
     {"seed", required_argument, NULL, OPT_SEED},
+    {"server-key", required_argument, NULL, OPT_SERVER_KEY},
+    {"cert", required_argument, NULL, OPT_CERT},
+    {"clockd-key", required_argument, NULL, OPT_CLOCKD_KEY},
+    {"dir", required_argument, NULL, OPT_DIR},
+    {"server", no_argument, NULL, OPT_SERVER},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -826,6 +961,10 @@ static int option_commands(int opt)
     case OPT_GROUP: case OPT_MIN_MS: case OPT_MAX_MS: case OPT_SEED: return C_EXCHANGE;
     case OPT_MAX: case OPT_KEEP: return C_FETCH;
     case OPT_LAST: return C_HISTORY;
+    case OPT_DIR: case OPT_SERVER: return C_KEYGEN;
+    case OPT_SERVER_KEY: case OPT_CERT:
+        return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_HISTORY | C_WHO | C_STATS | C_EXCHANGE;
+    case OPT_CLOCKD_KEY: return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_EXCHANGE;
     default: return -1;
     }
 }
@@ -897,6 +1036,15 @@ int main(int argc, char **argv)
     o.min_ms = -1;   /* exchange: defaults applied there */
     o.max_ms = -1;
     o.endpoint = getenv("CAUSEWAY_ENDPOINT");
+    o.server_key = getenv("CAUSEWAY_SERVER_KEY");
+    o.cert = getenv("CAUSEWAY_CERT");
+    o.clockd_key = getenv("CAUSEWAY_CLOCKD_KEY");
+    if (o.server_key && !*o.server_key)
+        o.server_key = NULL;
+    if (o.cert && !*o.cert)
+        o.cert = NULL;
+    if (o.clockd_key && !*o.clockd_key)
+        o.clockd_key = NULL;
     if (!o.endpoint || !*o.endpoint)
         o.endpoint = CW_CLIENT_DEFAULT_ENDPOINT;
     cw_log_set_tag("causeway");
@@ -1013,6 +1161,11 @@ int main(int argc, char **argv)
             o.has_seed = 1;
             break;
         }
+        case OPT_SERVER_KEY: o.server_key = optarg; break;
+        case OPT_CERT: o.cert = optarg; break;
+        case OPT_CLOCKD_KEY: o.clockd_key = optarg; break;
+        case OPT_DIR: o.dir = optarg; break;
+        case OPT_SERVER: o.server = 1; break;
         case OPT_LOG_LEVEL:
             if (cw_log_level_parse(optarg) < 0) {
                 usage_error("unknown log level '%s'", optarg);
@@ -1081,6 +1234,7 @@ int main(int argc, char **argv)
     case C_FETCH: code = cmd_fetch(&o); break;
     case C_HISTORY: code = cmd_history(&o); break;
     case C_EXCHANGE: code = cli_exchange(&o); break;
+    case C_KEYGEN: code = cmd_keygen(&o); break;
     case C_WHO:
     case C_STATS:
         if (o.n_args) {

@@ -53,6 +53,11 @@ typedef struct {
     long max_ms;            /* exchange --max-ms: longest interval (default 10000) */
     unsigned long long seed; /* exchange --seed, if has_seed */
     int has_seed;
+    const char *server_key; /* --server-key / $CAUSEWAY_SERVER_KEY: CURVE broker's key */
+    const char *cert;       /* --cert / $CAUSEWAY_CERT: our CURVE certificate */
+    const char *clockd_key; /* --clockd-key / $CAUSEWAY_CLOCKD_KEY: CURVE clockd's key */
+    const char *dir;        /* keygen --dir: where the files go (default ".") */
+    int server;             /* keygen --server: a server's key pair (no user) */
     char **args;            /* positional arguments after the command */
     int n_args;
 } cli_opts_t;

@@ -37,6 +37,8 @@ const char *cw_client_version(void) { return CW_VERSION; }
 /* Frees everything cw_client_new may have built; the thread is not running. */
 static void client_free(cw_client_t *c)
 {
+    if (c->first_mon)
+        zmq_close(c->first_mon);
     if (c->first_sock)
         zmq_close(c->first_sock);
     if (c->actor_pipe)
@@ -67,6 +69,7 @@ static void client_free(cw_client_t *c)
     free(c->agent);
     free(c->name);
     free(c->clockd_endpoint);
+    explicit_bzero(&c->curve_cert, sizeof c->curve_cert);
     free(c);
 }
 
@@ -108,6 +111,25 @@ cw_client_t *cw_client_new(const char *endpoint, const cw_client_opts_t *opts)
     c->clockd_queue = opts->clockd_queue;
     c->clockd_linger_ms = opts->clockd_linger_ms ? opts->clockd_linger_ms : CW_CLOCKD_LINGER_MS;
     c->holdback_ms = opts->holdback_ms > 0 ? opts->holdback_ms : CW_HOLDBACK_MS_DEFAULT;
+    if (opts->curve_server_key || opts->clockd_server_key) {
+        char why[512];
+        err = EINVAL;
+        if (!opts->curve_cert) {
+            CW_WARN("client: CURVE needs the client's certificate (curve_cert)");
+            goto fail;
+        }
+        if (cw_keypair_load(opts->curve_cert, true, &c->curve_cert, why, sizeof why) != 0 ||
+            (opts->curve_server_key &&
+             cw_public_key_load(opts->curve_server_key, c->curve_server, why, sizeof why) != 0) ||
+            (opts->clockd_server_key &&
+             cw_public_key_load(opts->clockd_server_key, c->clockd_server, why, sizeof why) != 0)) {
+            CW_WARN("client: %s", why);
+            goto fail;
+        }
+        c->curve = opts->curve_server_key != NULL;
+        c->clockd_curve = opts->clockd_server_key != NULL;
+        err = ENOMEM;
+    }
     if (getrandom(&c->mid_random, sizeof c->mid_random, GRND_NONBLOCK) !=
         (ssize_t) sizeof c->mid_random) {
         /* No entropy yet (early boot): time, pid and address still make a
@@ -145,7 +167,9 @@ cw_client_t *cw_client_new(const char *endpoint, const cw_client_opts_t *opts)
     }
     int zero = 0;
     zmq_setsockopt(c->first_sock, ZMQ_LINGER, &zero, sizeof zero);
-    if (zmq_connect(c->first_sock, endpoint) != 0) {
+    c->first_mon = cw_client_monitor_new(c, c->first_sock);
+    if (cw_client_secure_sock(c, c->first_sock, 0) != 0 ||
+        zmq_connect(c->first_sock, endpoint) != 0) {
         err = errno;
         goto fail;
     }
@@ -161,7 +185,8 @@ cw_client_t *cw_client_new(const char *endpoint, const cw_client_opts_t *opts)
         }
         zmq_setsockopt(c->clockd_sock, ZMQ_LINGER, &zero, sizeof zero);
         zmq_setsockopt(c->clockd_sock, ZMQ_IMMEDIATE, &one, sizeof one);
-        if (zmq_connect(c->clockd_sock, c->clockd_endpoint) != 0) {
+        if (cw_client_secure_sock(c, c->clockd_sock, 1) != 0 ||
+            zmq_connect(c->clockd_sock, c->clockd_endpoint) != 0) {
             err = errno;
             goto fail;
         }
@@ -192,6 +217,53 @@ fail:
     return NULL;
 }
 
+int cw_client_secure_sock(const cw_client_t *c, void *sock, int clockd)
+{
+    int ivl = CW_HANDSHAKE_MS;
+    zmq_setsockopt(sock, ZMQ_HANDSHAKE_IVL, &ivl, sizeof ivl);
+    if (!(clockd ? c->clockd_curve : c->curve))
+        return 0;
+    char why[256];
+    if (cw_curve_client_apply(sock, &c->curve_cert, clockd ? c->clockd_server : c->curve_server,
+                              why, sizeof why) != 0) {
+        CW_WARN("client: %s", why);
+        errno = EINVAL;
+        return -1;
+    }
+    return 0;
+}
+
+void *cw_client_monitor_new(cw_client_t *c, void *sock)
+{
+    char addr[96];
+    snprintf(addr, sizeof addr, "inproc://cw-mon-%p-%u", (void *) c, c->mon_count++);
+    int events = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
+    if (zmq_socket_monitor(sock, addr, events) != 0)
+        return NULL;
+    void *mon = zmq_socket(c->ctx, ZMQ_PAIR);
+    int zero = 0;
+    if (mon)
+        zmq_setsockopt(mon, ZMQ_LINGER, &zero, sizeof zero);
+    if (mon && zmq_connect(mon, addr) != 0) {
+        zmq_close(mon);
+        mon = NULL;
+    }
+    if (!mon)
+        zmq_socket_monitor(sock, NULL, 0);
+    return mon;
+}
+
+const char *cw_client_handshake_error(cw_client_t *c, char *buf, size_t size)
+{
+    pthread_mutex_lock(&c->mu);
+    int have = c->hs_error[0] != '\0';
+    if (have && size)
+        snprintf(buf, size, "%s", c->hs_error);
+    pthread_mutex_unlock(&c->mu);
+    return have && size ? buf : NULL;
+}
+
 void cw_client_destroy(cw_client_t **p)
 {
     if (!p || !*p)
@@ -206,6 +278,7 @@ void cw_client_destroy(cw_client_t **p)
         /* The I/O thread closed its sockets on the way out. */
         c->actor_pipe = NULL;
         c->first_sock = NULL;
+        c->first_mon = NULL;
         c->clockd_sock = NULL;
     }
     client_free(c);
@@ -259,14 +332,16 @@ static cw_status_t request(cw_client_t *c, cw_env_t *env, int timeout_ms, cw_rep
     }
 
     pthread_mutex_lock(&c->mu);
-    while (!c->reply_ready)
+    while (!c->reply_ready && !c->hs_fatal)
         if (cond_wait_until(c, deadline) == ETIMEDOUT && !c->reply_ready)
             break;
-    cw_status_t status = CW_ERR_TIMEOUT;
+    cw_status_t status = c->hs_error[0] ? CW_ERR_HANDSHAKE : CW_ERR_TIMEOUT;
     cw_reply_t *reply = NULL;
     if (c->reply_ready) {
         status = c->reply_status;
         reply = c->reply;
+        if (status == CW_ERR_DISCONNECTED && c->hs_error[0])
+            status = CW_ERR_HANDSHAKE; /* the connection was lost to a failed handshake */
     }
     c->reply = NULL;
     c->reply_ready = 0;

@@ -131,6 +131,10 @@ typedef struct {
     void *pipe;                /* our end of the command pipe */
     void *sock;                /* DEALER to the broker; NULL in LOST */
     unsigned sock_gen;         /* bumped whenever sock is replaced */
+    void *mon;                 /* PAIR reading sock's handshake events; NULL if none */
+    unsigned hs_failures;      /* handshakes failed since the last that succeeded */
+    int hs_known;              /* one of them said why (key refused, mechanism
+                                  mismatch): vaguer failures keep that reason */
     state_t state;
     char *name;                /* session name (ONLINE/LOST/RESUMING) */
     uint8_t *token;            /* resume token from LoginInfo */
@@ -173,12 +177,20 @@ static void set_state(actor_t *a, state_t st)
     pthread_mutex_unlock(&a->c->mu);
 }
 
+static void on_monitor(actor_t *a);
+#define HS_FAILURES_FATAL 3  /* failed handshakes in a row that fail waiting requests */
+
 /* Hands the reply for rid to the application if it still waits for it.
  * Takes reply (may be NULL for local errors). Returns 1 if taken. */
 static int post_reply(actor_t *a, uint64_t rid, cw_status_t status, cw_reply_t *reply)
 {
     cw_client_t *c = a->c;
     int taken = 0;
+    /* A connection that just failed its handshake is gone before its
+     * monitor event is read: read it first, so that the application
+     * learns why (client.c turns DISCONNECTED into HANDSHAKE_FAILED). */
+    if (status == CW_ERR_DISCONNECTED && a->mon)
+        on_monitor(a);
     pthread_mutex_lock(&c->mu);
     if (c->waiting_rid == rid && !c->reply_ready) {
         c->reply_ready = 1;
@@ -342,8 +354,94 @@ static void parked_fail_all(actor_t *a, cw_status_t status)
     }
 }
 
+/* Watches the handshakes of a->sock (read by on_monitor). Without a
+ * monitor only the messages are less precise. */
+static void monitor_start(actor_t *a)
+{
+    a->mon = cw_client_monitor_new(a->c, a->sock);
+}
+
+static void monitor_stop(actor_t *a)
+{
+    if (a->mon) {
+        zmq_close(a->mon);
+        a->mon = NULL;
+    }
+}
+
+/* Records one handshake event of the broker connection for the application
+ * (c->hs_error, c->hs_fatal; see cw_client_handshake_error). */
+static void on_monitor(actor_t *a)
+{
+    for (;;) {
+        zmq_msg_t ev, ep;
+        zmq_msg_init(&ev);
+        if (zmq_msg_recv(&ev, a->mon, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&ev);
+            return;
+        }
+        zmq_msg_init(&ep);
+        if (zmq_msg_more(&ev))
+            zmq_msg_recv(&ep, a->mon, 0);
+        uint16_t event = 0;
+        uint32_t value = 0;
+        if (zmq_msg_size(&ev) >= 6) {
+            memcpy(&event, zmq_msg_data(&ev), 2);
+            memcpy(&value, (uint8_t *) zmq_msg_data(&ev) + 2, 4);
+        }
+        zmq_msg_close(&ev);
+        zmq_msg_close(&ep);
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+            a->hs_failures = 0;
+            a->hs_known = 0;
+            pthread_mutex_lock(&a->c->mu);
+            a->c->hs_error[0] = '\0';
+            a->c->hs_fatal = 0;
+            pthread_mutex_unlock(&a->c->mu);
+            continue;
+        }
+        int curve = a->c->curve;
+        const char *why = NULL; /* a precise reason, or a guess */
+        int known = 1;
+        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+            why = "the broker refused this client's key: it is not registered there "
+                  "(or not for this broker)";
+        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
+                   value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) {
+            why = curve ? "the broker does not use CURVE; connect without --server-key/--cert"
+                        : "the broker requires CURVE; give its public key and your "
+                          "certificate (--server-key FILE --cert FILE)";
+        } else {
+            known = 0;
+            why = curve ? "the CURVE handshake failed: a wrong server key, a certificate "
+                          "whose keys do not match, or a broker that does not use CURVE?"
+                        : "the security handshake with the broker failed (a CURVE broker? "
+                          "use --server-key FILE --cert FILE)";
+        }
+        /* A precise reason fails waiting requests at once and is kept
+         * while later failures say less (a side may close before the other
+         * could tell why). Failures without one are fatal after
+         * HS_FAILURES_FATAL in a row (libzmq retries every 100 ms): a
+         * connection accepted and then closed in the handshake again and
+         * again is no passing outage. */
+        a->hs_failures++;
+        int fatal = known || a->hs_known || a->hs_failures >= HS_FAILURES_FATAL;
+        pthread_mutex_lock(&a->c->mu);
+        if (known || !a->hs_known) {
+            if (strcmp(a->c->hs_error, why) != 0)
+                CW_DEBUG("client: handshake with %s failed: %s", a->c->endpoint, why);
+            snprintf(a->c->hs_error, sizeof a->c->hs_error, "%s", why);
+        }
+        a->hs_known |= known;
+        a->c->hs_fatal = fatal;
+        pthread_cond_broadcast(&a->c->cond);
+        pthread_mutex_unlock(&a->c->mu);
+    }
+}
+
 static void close_sock(actor_t *a)
 {
+    monitor_stop(a);
     if (a->sock) {
         zmq_close(a->sock);
         a->sock = NULL;
@@ -360,13 +458,14 @@ static int open_sock(actor_t *a)
         return -1;
     int zero = 0;
     zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
-    if (zmq_connect(s, a->c->endpoint) != 0) {
-        CW_WARN("client: connect %s: %s", a->c->endpoint, zmq_strerror(errno));
-        zmq_close(s);
-        return -1;
-    }
     a->sock = s;
     a->sock_gen++;
+    monitor_start(a); /* before connecting: no handshake goes unseen */
+    if (cw_client_secure_sock(a->c, s, 0) != 0 || zmq_connect(s, a->c->endpoint) != 0) {
+        CW_WARN("client: connect %s: %s", a->c->endpoint, zmq_strerror(errno));
+        close_sock(a);
+        return -1;
+    }
     return 0;
 }
 
@@ -1403,6 +1502,7 @@ void *cw_client_actor_main(void *arg)
     a.c = arg;
     a.pipe = a.c->actor_pipe;
     a.sock = a.c->first_sock;
+    a.mon = a.c->first_mon;
     a.state = ST_IDLE;
     a.hb_ms = DEFAULT_HEARTBEAT_MS;
     a.liveness = DEFAULT_LIVENESS;
@@ -1415,8 +1515,12 @@ void *cw_client_actor_main(void *arg)
     a.tracer = cw_tracer_new(a.c);
 
     while (!a.terminated) {
-        zmq_pollitem_t items[3] = {{.socket = a.pipe, .events = ZMQ_POLLIN}};
-        int n_items = 1, sock_item = -1;
+        zmq_pollitem_t items[4] = {{.socket = a.pipe, .events = ZMQ_POLLIN}};
+        int n_items = 1, sock_item = -1, mon_item = -1;
+        if (a.mon) {
+            items[n_items] = (zmq_pollitem_t){.socket = a.mon, .events = ZMQ_POLLIN};
+            mon_item = n_items++;
+        }
         if (a.sock) {
             items[n_items] = (zmq_pollitem_t){.socket = a.sock, .events = ZMQ_POLLIN};
             sock_item = n_items++;
@@ -1442,6 +1546,8 @@ void *cw_client_actor_main(void *arg)
             read_pipe(&a);
         if (a.terminated)
             break;
+        if (mon_item > 0 && a.mon && gen == a.sock_gen && (items[mon_item].revents & ZMQ_POLLIN))
+            on_monitor(&a);
         if (sock_item > 0 && a.sock && gen == a.sock_gen && (items[sock_item].revents & ZMQ_POLLIN))
             read_sock(&a);
         run_timers(&a);

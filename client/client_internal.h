@@ -39,6 +39,7 @@
 #include "causeway.h"
 #include "cw_clock.h"
 #include "cw_envelope.h"
+#include "cw_sec.h"
 
 /* One command from the application to the I/O thread: this header followed
  * by a packed Envelope, in one inproc frame. */
@@ -83,6 +84,8 @@ struct cw_client {
     int auto_ack;              /* acknowledge taken durable deliveries */
     void *actor_pipe;          /* I/O end of the pipe (owned by the I/O thread) */
     void *first_sock;          /* DEALER connected in cw_client_new, handed over */
+    void *first_mon;           /* its handshake monitor (or NULL), handed over */
+    unsigned mon_count;        /* monitors made so far (unique inproc names) */
     int trace_fd;              /* trace_path opened O_APPEND, -1 if none; written
                                   by the I/O thread only, closed by client_free */
     char *clockd_endpoint;     /* causeway-clockd endpoint, NULL if none */
@@ -91,6 +94,11 @@ struct cw_client {
     size_t clockd_queue;       /* events held for the daemon at most */
     int clockd_linger_ms;      /* destroy waits this long for confirmations; < 0 none */
     int holdback_ms;           /* longest hold-back of a live delivery */
+    int curve;                 /* CURVE towards the broker: keys below are set */
+    cw_keypair_t curve_cert;   /* this client's key pair (curve or clockd_curve) */
+    char curve_server[CW_Z85_KEY_LEN + 1];  /* the broker's public key */
+    int clockd_curve;          /* CURVE towards clockd */
+    char clockd_server[CW_Z85_KEY_LEN + 1]; /* clockd's public key */
 
     /* --- shared, guarded by mu --------------------------------------- */
     pthread_mutex_t mu;
@@ -113,7 +121,21 @@ struct cw_client {
     uint64_t ack_sent;         /* highest seq an Ack was sent for */
     uint64_t ack_done;         /* highest seq the broker confirmed acknowledged */
     cw_trace_stats_t tstats;   /* causal event counters (I6) */
+    char hs_error[192];        /* why the last handshake with the broker failed,
+                                  "" if none since the last success */
+    int hs_fatal;              /* hs_error is a configuration mismatch (key refused,
+                                  plain vs CURVE): waiting requests fail at once */
 };
+
+/* Applies the CURVE settings of c to a new socket (before connect):
+ * towards the broker, or towards clockd if `clockd`; also the handshake
+ * interval. 0, or -1 (errno set). */
+int cw_client_secure_sock(const cw_client_t *c, void *sock, int clockd);
+
+/* A PAIR socket receiving sock's handshake events (socket monitor), to be
+ * made before sock connects; NULL if it cannot be made. Called by the one
+ * thread that owns c's sockets at the time. */
+void *cw_client_monitor_new(cw_client_t *c, void *sock);
 
 /* The I/O thread's entry point (client_actor.c). */
 void *cw_client_actor_main(void *arg);

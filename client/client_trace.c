@@ -419,7 +419,7 @@ static void *open_sock(cw_client_t *c)
     int zero = 0, one = 1;
     zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(s, ZMQ_IMMEDIATE, &one, sizeof one);   /* T3 */
-    if (zmq_connect(s, c->clockd_endpoint) != 0) {
+    if (cw_client_secure_sock(c, s, 1) != 0 || zmq_connect(s, c->clockd_endpoint) != 0) {
         CW_DEBUG("client: clockd connect %s: %s", c->clockd_endpoint, zmq_strerror(errno));
         zmq_close(s);
         return NULL;

@@ -19,6 +19,8 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "cw_sec.h"
+
 typedef Causeway__V1__ClockdRequest request_t;
 typedef Causeway__V1__ClockdReply reply_t;
 typedef Causeway__V1__ClockEvent event_msg_t;
@@ -34,6 +36,7 @@ struct cw_clockd {
     cw_evstore_t *store;      /* owned */
     cw_trace_t *trace;        /* owned; mirrors the store */
     uint64_t last_id;         /* last store row in trace */
+    cw_zap_t *zap;            /* CURVE: ZAP handler; NULL: plain */
 };
 
 
@@ -43,6 +46,8 @@ void cw_clockd_config_defaults(cw_clockd_config_t *cfg)
     cfg->db = CW_CLOCKD_DEFAULT_DB;
     cfg->max_frame = 4u << 20;
     cfg->max_findings = 1000;
+    cfg->curve_secret = NULL;
+    cfg->users = NULL;
 }
 
 void cw_clockd_destroy(cw_clockd_t **p)
@@ -52,6 +57,7 @@ void cw_clockd_destroy(cw_clockd_t **p)
     cw_clockd_t *d = *p;
     if (d->sock)
         zmq_close(d->sock);
+    cw_zap_destroy(&d->zap);
     if (d->ctx)
         zmq_ctx_term(d->ctx);
     cw_evstore_close(&d->store);
@@ -103,6 +109,22 @@ cw_clockd_t *cw_clockd_new(const cw_clockd_config_t *cfg, char *err, size_t errl
     int64_t maxmsg = (int64_t) d->cfg.max_frame * 2 + 1024;   /* hard guard; TOO_LARGE below it */
     zmq_setsockopt(d->sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(d->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    if (cfg->curve_secret) {
+        cw_keypair_t kp;
+        if (cw_keypair_load(cfg->curve_secret, true, &kp, err, errlen) != 0)
+            goto fail;
+        if (!cfg->users) {
+            cw_set_err(err, errlen, "CURVE needs a users directory");
+            goto fail;
+        }
+        /* The handler first: no handshake without it. */
+        if (!(d->zap = cw_zap_new(d->ctx, cfg->users, err, errlen)) ||
+            cw_curve_server_apply(d->sock, &kp, err, errlen) != 0)
+            goto fail;
+        CW_INFO("CURVE on: server key %s, %zu keys from %s", kp.public_txt,
+                cw_zap_key_count(d->zap), cfg->users);
+        explicit_bzero(&kp, sizeof kp);
+    }
     if (zmq_bind(d->sock, d->bind) != 0) {
         cw_set_err(err, errlen, "cannot bind %s: %s", d->bind, zmq_strerror(errno));
         goto fail;
@@ -419,15 +441,19 @@ int cw_clockd_run(cw_clockd_t *d, volatile sig_atomic_t *stop)
 {
     CW_INFO("listening on %s, store %s", d->endpoint, d->db_path);
     while (!*stop) {
-        zmq_pollitem_t item = {.socket = d->sock, .events = ZMQ_POLLIN};
-        int rc = zmq_poll(&item, 1, 200);
+        zmq_pollitem_t items[2] = {{.socket = d->sock, .events = ZMQ_POLLIN},
+                                   {.socket = d->zap ? cw_zap_socket(d->zap) : NULL,
+                                    .events = ZMQ_POLLIN}};
+        int rc = zmq_poll(items, d->zap ? 2 : 1, 200);
         if (rc < 0) {
             if (errno == EINTR)
                 continue;
             CW_ERROR("poll: %s", zmq_strerror(errno));
             return -1;
         }
-        if (rc == 0)
+        if (d->zap && (items[1].revents & ZMQ_POLLIN))
+            cw_zap_handle(d->zap);
+        if (!(items[0].revents & ZMQ_POLLIN))
             continue;
         zmq_msg_t parts[3];
         int n = recv_parts(d->sock, parts, 3);

@@ -20,6 +20,12 @@
  *      STORE_ERROR if the store failed (nothing stored);
  *    - audit / compare / info answer from the events stored so far.
  *
+ *  Security. With cfg.curve_secret the ROUTER is a CURVE server and a ZAP
+ *  handler (cw_sec.h) on this thread lets only keys registered in
+ *  cfg.users complete the handshake (the broker's users directory can be
+ *  reused). Reported events are not checked against the reporting key's
+ *  user (docs/OPERATIONS.md, "Security").
+ *
  *  Thread. Everything runs on the thread that calls cw_clockd_run (the main
  *  thread in causeway-clockd). Not thread-safe.
  */
@@ -38,6 +44,8 @@ typedef struct {
     const char *db;           /* store file, ":memory:" for none; default CW_CLOCKD_DEFAULT_DB */
     size_t max_frame;         /* largest request frame, bytes; default 4 MiB */
     uint32_t max_findings;    /* most findings in one audit reply; default 1000 */
+    const char *curve_secret; /* CURVE: the daemon's secret certificate; NULL: plain */
+    const char *users;        /* CURVE: directory of the registered public certificates */
 } cw_clockd_config_t;
 
 typedef struct cw_clockd cw_clockd_t;

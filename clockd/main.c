@@ -15,6 +15,7 @@
 #include "json.h"
 #include "trace.h"
 #include "cw_log.h"
+#include "cw_sec.h"
 #include "cw_status.h"
 #include "cw_util.h"
 
@@ -51,6 +52,9 @@ typedef struct {
     const char *focus;        /* --focus E */
     const char *title;        /* --title T */
     const char *log_level;    /* --log-level L */
+    const char *curve_secret; /* --curve-secret FILE */
+    const char *users;        /* --users DIR */
+    int insecure;             /* --insecure */
     size_t max_frame;         /* --max-frame N */
     size_t exact_limit;       /* --exact-limit N */
     size_t pairs_limit;       /* --pairs-limit N */
@@ -85,7 +89,8 @@ static const struct {
     const char *usage;
     const char *text;
 } commands[] = {
-    {"serve", "serve [--bind ENDPOINT] [--db FILE] [--max-frame BYTES] [--log-level LEVEL]",
+    {"serve", "serve [--bind ENDPOINT] [--db FILE] [--max-frame BYTES] [--log-level LEVEL]\n"
+              "                        [--curve-secret FILE --users DIR] [--insecure]",
      "Run the daemon: receive ClockdRequest frames (proto/causeway.proto) on a ROUTER\n"
      "socket, store reported events in the SQLite file, answer audit, compare and info\n"
      "requests. Prints \"listening ENDPOINT\" as the first line on stdout; logs go to\n"
@@ -93,7 +98,13 @@ static const struct {
      "  --bind ENDPOINT   default " CW_CLOCKD_DEFAULT_BIND " (tcp://127.0.0.1:* picks a free port)\n"
      "  --db FILE         default " CW_CLOCKD_DEFAULT_DB "; \":memory:\" keeps nothing\n"
      "  --max-frame BYTES largest request frame, default 4194304\n"
-     "  --log-level LEVEL error|warn|info|debug|trace, default info\n"},
+     "  --log-level LEVEL error|warn|info|debug|trace, default info\n"
+     "  --curve-secret FILE  CURVE: the daemon's secret certificate (causeway keygen\n"
+     "                    --server); with --users DIR, the registered public\n"
+     "                    certificates (the broker's users directory will do): only\n"
+     "                    those keys get through the handshake\n"
+     "  --insecure        allow plain mode on a non-loopback endpoint (refused without\n"
+     "                    it: anyone who can reach it could report and read events)\n"},
     {"events", "events TRACE",
      "List the events with their ids (PROCESS:N, the N-th event of PROCESS), kinds,\n"
      "messages, peers, clocks and texts.\n"},
@@ -197,6 +208,14 @@ static int parse_args(int argc, char **argv, opts_t *o)
         } else if (strcmp(a, "--db") == 0) {
             NEED_VALUE();
             o->db = next;
+        } else if (strcmp(a, "--insecure") == 0) {
+            o->insecure = 1;
+        } else if (strcmp(a, "--curve-secret") == 0) {
+            NEED_VALUE();
+            o->curve_secret = next;
+        } else if (strcmp(a, "--users") == 0) {
+            NEED_VALUE();
+            o->users = next;
         } else if (strcmp(a, "--bind") == 0) {
             NEED_VALUE();
             o->bind = next;
@@ -736,6 +755,16 @@ static int cmd_serve(const opts_t *o)
         cfg.db = o->db;
     if (o->max_frame)
         cfg.max_frame = o->max_frame;
+    if (!o->curve_secret != !o->users)
+        return fail(EXIT_USAGE, "serve: CURVE needs both --curve-secret FILE and --users DIR");
+    cfg.curve_secret = o->curve_secret;
+    cfg.users = o->users;
+    if (!o->curve_secret && !o->insecure && cw_endpoint_needs_curve(cfg.bind))
+        return fail(EXIT_USAGE,
+                    "serve: refusing to listen on %s without CURVE: anyone who can reach it "
+                    "could report and read events. Use --curve-secret FILE --users DIR, a "
+                    "loopback address (tcp://127.0.0.1:PORT), or accept this with --insecure "
+                    "(docs/OPERATIONS.md, Security)", cfg.bind);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;

@@ -38,6 +38,8 @@ typedef enum {
     CW_ERR_IO = 102,           /* a system call failed; see errno/log */
     CW_ERR_NOMEM = 103,        /* allocation failed */
     CW_ERR_INVALID = 104,      /* caller passed an invalid argument */
+    CW_ERR_HANDSHAKE = 105,    /* the security handshake with the server failed
+                                  (plain vs CURVE, key refused, wrong server key) */
 } cw_status_t;
 
 /* Short stable name of a status ("NAME_TAKEN"); "UNKNOWN_STATUS" for a

@@ -429,12 +429,13 @@ class _Tracer:
     KINDS = {"send": pb.ClockEvent.KIND_SEND, "deliver": pb.ClockEvent.KIND_DELIVER,
              "local": pb.ClockEvent.KIND_LOCAL}
 
-    def __init__(self, path, clockd_endpoint, ctx):
+    def __init__(self, path, clockd_endpoint, ctx, curve=None):
         self.file = open(path, "a", encoding="utf-8") if path else None
         self.sock = None
         if clockd_endpoint:
             self.sock = ctx.socket(zmq.DEALER)
             self.sock.setsockopt(zmq.LINGER, 2000)
+            _apply_curve(self.sock, curve)
             self.sock.connect(clockd_endpoint)
         self.batch = []
         self.next_id = 0
@@ -529,12 +530,71 @@ class _Tracer:
 _IDLE, _ONLINE, _LOST, _RESUMING = "IDLE", "ONLINE", "LOST", "RESUMING"
 
 
+def load_cert(path):
+    """Reads a CURVE certificate made by `causeway keygen` (CZMQ zcert format,
+    Z85 keys). Returns (public_key, secret_key, user) as bytes, bytes or
+    None, str or None. "NAME.key" also reads "NAME.key_secret" beside it, as
+    zcert_load does. Raises ValueError if there is no public key."""
+    def parse(text):
+        out = {}
+        for line in text.splitlines():
+            line = line.strip()   # Z85 has '#': only whole lines are comments
+            if line.startswith("#") or "=" not in line:
+                continue
+            k, v = (x.strip() for x in line.split("=", 1))
+            if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'":
+                v = v[1:-1]
+            out[k] = v
+        return out
+    with open(path, encoding="utf-8") as f:
+        fields = parse(f.read())
+    if not path.endswith("_secret") and os.path.exists(path + "_secret"):
+        with open(path + "_secret", encoding="utf-8") as f:
+            fields.update(parse(f.read()))
+    pub = fields.get("public-key", "")
+    if len(pub) != 40:
+        raise ValueError(f"{path}: not a certificate (no public-key)")
+    sec = fields.get("secret-key")
+    if sec is not None and (len(sec) != 40 or sec == "0" * 40):
+        sec = None
+    return pub.encode(), sec.encode() if sec else None, fields.get("user")
+
+
+def _server_key(arg):
+    """A server's public key: a certificate file or the Z85 key itself."""
+    if len(arg) == 40 and not os.path.exists(arg):
+        return arg.encode()
+    return load_cert(arg)[0]
+
+
+def _curve_keys(server_key, cert):
+    """(server public, our public, our secret) for CURVE, or None for plain."""
+    if server_key is None:
+        if cert is not None:
+            raise ValueError("cert needs server_key")
+        return None
+    if cert is None:
+        raise ValueError("server_key needs cert (this client's certificate)")
+    pub, sec, _ = load_cert(cert)
+    if sec is None:
+        raise ValueError(f"{cert}: no secret key (give NAME.key_secret)")
+    if zmq.curve_public(sec) != pub:
+        raise ValueError(f"{cert}: the secret key does not belong to the public key")
+    return (_server_key(server_key), pub, sec)
+
+
+def _apply_curve(sock, keys):
+    if keys:
+        sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = keys
+
+
 class Client:
     """One connection to one broker, carrying at most one session.
 
     Client(endpoint, name=None, *, agent=None, quiet=False, pull=False,
            auto_ack=True, reconnect=True, timeout=5.0, trace=None,
-           clockd=None, context=None, holdback=10.0)
+           clockd=None, context=None, holdback=10.0, server_key=None, cert=None,
+           clockd_key=None)
 
     - endpoint: "tcp://HOST:PORT" (default tcp://127.0.0.1:7400).
     - name: if given, log in at once (raising CausewayError if refused).
@@ -554,15 +614,24 @@ class Client:
     - context: a zmq.Context to use (default: a private one).
     - holdback: seconds a live delivery waits at most for the stored
       messages it follows (docs/PROTOCOL.md §13.10).
+    - server_key, cert: CURVE (docs/OPERATIONS.md, "Security"): the broker's
+      public key (its certificate file, or the Z85 key) and this client's
+      certificate (NAME.key_secret from `causeway keygen NAME`). A client
+      whose handshake fails (plain vs CURVE, unknown key) gets no reply:
+      requests raise RequestTimeout.
+    - clockd_key: the public key of a CURVE clockd (with cert).
 
     Use it as a context manager, or call close().
     """
 
     def __init__(self, endpoint=DEFAULT_ENDPOINT, name=None, *, agent=None, quiet=False,
                  pull=False, auto_ack=True, reconnect=True, timeout=DEFAULT_TIMEOUT,
-                 trace=None, clockd=None, context=None, holdback=HOLDBACK_DEFAULT):
+                 trace=None, clockd=None, context=None, holdback=HOLDBACK_DEFAULT,
+                 server_key=None, cert=None, clockd_key=None):
         self.endpoint = endpoint
         self.holdback = float(holdback)
+        self._curve = _curve_keys(server_key, cert)
+        self._clockd_curve = _curve_keys(clockd_key, cert) if clockd_key else None
         self.agent = agent if agent is not None else f"causeway-python/{__version__}"
         self.quiet = bool(quiet)
         self.pull = bool(pull)
@@ -1017,7 +1086,8 @@ class _IoThread:
         self.live_seen = collections.OrderedDict()
         self.held = []              # [envelope, arrival monotonic s], hold-back queue
         self.ack_due = 0.0
-        self.tracer = _Tracer(trace, clockd, self.ctx) if (trace or clockd) else None
+        self.tracer = (_Tracer(trace, clockd, self.ctx, client._clockd_curve)
+                       if (trace or clockd) else None)
         self.trace_q = collections.deque()   # (event, send _Req or None), see trace()
         self.open_sock()
 
@@ -1033,6 +1103,7 @@ class _IoThread:
         self.close_sock()
         s = self.ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
+        _apply_curve(s, self.c._curve)
         s.connect(self.c.endpoint)
         self.sock = s
         self.sock_gen += 1

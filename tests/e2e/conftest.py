@@ -259,12 +259,14 @@ class RawClient:
     Incoming envelopes that a wait did not ask for are kept in ``inbox`` in
     arrival order, as (raw_frame, Envelope), so later waits still see them."""
 
-    def __init__(self, hub, endpoint, auto_heartbeat=True):
+    def __init__(self, hub, endpoint, auto_heartbeat=True, curve=None):
         self.hub = hub
         self.pb = hub.pb
         self.endpoint = endpoint
         self.sock = hub.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if curve:  # (server public, client public, client secret), Z85 bytes
+            self.sock.curve_serverkey, self.sock.curve_publickey, self.sock.curve_secretkey = curve
         self.sock.connect(endpoint)
         self.inbox = []
         self.next_id = 1
@@ -439,8 +441,8 @@ class Hub:
         self.ctx = zmq.Context()
         self.clients = []
 
-    def client(self, endpoint, auto_heartbeat=True):
-        c = RawClient(self, endpoint, auto_heartbeat=auto_heartbeat)
+    def client(self, endpoint, auto_heartbeat=True, curve=None):
+        c = RawClient(self, endpoint, auto_heartbeat=auto_heartbeat, curve=curve)
         self.clients.append(c)
         return c
 
@@ -612,12 +614,12 @@ class ClockdDaemon:
     """One ``causeway-clockd serve`` process on a free loopback port, its
     stderr in log_path; the first stdout line gives the endpoint."""
 
-    def __init__(self, db, log_path):
+    def __init__(self, db, log_path, extra=()):
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
             [CLOCKD_BIN, "serve", "--bind", "tcp://127.0.0.1:*", "--db", str(db),
-             "--log-level", "debug"],
+             "--log-level", "debug", *map(str, extra)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log)
         self.lines = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
