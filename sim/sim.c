@@ -1164,6 +1164,11 @@ int main(int argc, char **argv)
     snprintf(audit_out, sizeof audit_out, "%s/audit.json", s.workdir);
     snprintf(audit_err, sizeof audit_err, "%s/audit.err", s.workdir);
     char *aargv[] = {clockd_bin, "audit", s.trace_path, "--json", NULL};
+    if (o.progress) {
+        fprintf(stderr, "[%6.1fs] auditing the clients' trace with causeway-clockd ...",
+                v->elapsed_s);
+        fflush(stderr);
+    }
     int arc = access(s.trace_path, R_OK) == 0
                   ? sim_run(aargv, audit_out, audit_err, (int) (AUDIT_MS * o.scale),
                             v->audit_err, sizeof v->audit_err)
@@ -1178,6 +1183,10 @@ int main(int argc, char **argv)
         snprintf(v->audit_err, sizeof v->audit_err, "cannot read %s", audit_out);
     else
         v->audit_ok = 1;
+    if (o.progress) {
+        fputs("\r\033[K", stderr);
+        fflush(stderr);
+    }
     tally(&s, v);
     v->clean = v->audit_ok && v->lost == 0 && v->duplicated == 0 && v->unexpected == 0 &&
                v->causal == 0 && v->broker_exit == 0;
