@@ -342,10 +342,9 @@ static void do_send(worker_t *w, size_t idx)
         char clk[512] = "";
         if (reply && reply->n_clock)
             format_clock(reply->clock, reply->n_clock, clk, sizeof clk);
-        vlog(s, "%s -> %s #%zu (%s %s): %s%s%s%s%s", sc->names[w->ci], dest, idx,
+        vlog(s, "%s -> %s #%zu (%s %s): %s%s%s%s", sc->names[w->ci], dest, idx,
              m->durable ? "durable" : "live", sim_kind_name(m->kind), cw_status_name(st),
-             *fates ? " [" : "", fates, *fates ? "]" : "",
-             *clk ? "" : "");
+             *fates ? " [" : "", fates, *fates ? "]" : "");
         if (*clk)
             vlog(s, "%s    clock on the message %s", sc->names[w->ci], clk);
     }
@@ -367,8 +366,9 @@ static void go_offline(worker_t *w, int64_t dur_us)
          cw_status_name(st));
 }
 
-/* Logs in, retrying until it works or the run stops. 0 or -1 (stopped). */
-static int log_in(sim_t *s, worker_t *w, int ci)
+/* Logs in, retrying until it works, the run stops, or (deadline_us > 0)
+ * the monotonic deadline passes. 0, or -1 (stopped, or too late). */
+static int log_in(sim_t *s, worker_t *w, int ci, int64_t deadline_us)
 {
     const char *name = s->sc->names[ci];
     for (;;) {
@@ -377,8 +377,13 @@ static int log_in(sim_t *s, worker_t *w, int ci)
             return 0;
         if (w)
             w->login_retries++;
-        if (atomic_load(&s->stop) || g_interrupted)
+        if (atomic_load(&s->stop) || g_interrupted ||
+            (deadline_us > 0 && mono_us() >= deadline_us)) {
+            if (deadline_us > 0)
+                fprintf(stderr, "causeway-sim: %s cannot log in: %s\n", name,
+                        cw_status_name(st));
             return -1;
+        }
         /* NAME_TAKEN: the broker still holds the old session (a logout it
          * never saw); it expires within heartbeat x liveness. */
         sleep_us(100000);
@@ -388,7 +393,7 @@ static int log_in(sim_t *s, worker_t *w, int ci)
 static void go_online(worker_t *w)
 {
     sim_t *s = w->sim;
-    if (log_in(s, w, w->ci) == 0) {
+    if (log_in(s, w, w->ci, 0) == 0) {
         w->online = 1;
         atomic_fetch_sub(&s->offline, 1);
         vlog(s, "%s is back online", s->sc->names[w->ci]);
@@ -1047,7 +1052,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "causeway-sim: cannot create client %s: %s\n", sc->names[c],
                     strerror(errno));
             failed = 1;
-        } else if (log_in(&s, NULL, c) != 0) {
+        } else if (log_in(&s, NULL, c, mono_us() + (int64_t) (BROKER_START_MS * o.scale) * 1000) !=
+                   0) {
             failed = 1;
         }
     }
