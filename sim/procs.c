@@ -22,7 +22,11 @@
 
 #include "cw_util.h"
 
+#define WRAPPER_MAX_ARGS 32
+
 struct sim_broker {
+    char *wrapper;      /* CW_BROKER_WRAPPER copy, cut into words in place; NULL: none */
+    char *wrap_argv[WRAPPER_MAX_ARGS];  /* its words, NULL-terminated */
     char *bin;          /* causeway-broker */
     char *workdir;      /* logs and data/ live here */
     int heartbeat_ms;   /* --heartbeat-ms */
@@ -73,7 +77,7 @@ pid_t sim_spawn(char *const argv[], const char *out_path, const char *err_path)
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     signal(SIGPIPE, SIG_DFL);
-    execv(argv[0], argv);
+    execvp(argv[0], argv);
     _exit(127);
 }
 
@@ -118,11 +122,22 @@ int sim_run(char *const argv[], const char *out_path, const char *err_path, int 
 }
 
 sim_broker_t *sim_broker_new(const char *bin, const char *workdir, int heartbeat_ms,
-                             int liveness)
+                             int liveness, const char *wrapper)
 {
     sim_broker_t *b = calloc(1, sizeof *b);
     if (!b)
         return NULL;
+    if (wrapper && *wrapper) {
+        if (!(b->wrapper = strdup(wrapper))) {
+            free(b);
+            return NULL;
+        }
+        size_t n = 0;
+        char *save = NULL;
+        for (char *w = strtok_r(b->wrapper, " \t", &save); w && n < WRAPPER_MAX_ARGS - 1;
+             w = strtok_r(NULL, " \t", &save))
+            b->wrap_argv[n++] = w;
+    }
     b->bin = strdup(bin);
     b->workdir = strdup(workdir);
     b->heartbeat_ms = heartbeat_ms;
@@ -141,6 +156,7 @@ void sim_broker_destroy(sim_broker_t **p)
     sim_broker_t *b = *p;
     if (b->pid > 0)
         sim_broker_stop(b, 5000);
+    free(b->wrapper);
     free(b->bin);
     free(b->workdir);
     free(b);
@@ -183,8 +199,14 @@ static int start_once(sim_broker_t *b, int timeout_ms, char *err, size_t err_siz
     snprintf(data, sizeof data, "%s/data", b->workdir);
     snprintf(out, sizeof out, "%s/broker-%d.out", b->workdir, b->starts + 1);
     snprintf(log, sizeof log, "%s/broker-%d.log", b->workdir, b->starts + 1);
-    char *argv[] = {b->bin, "--bind", bind, "--data", data, "--heartbeat-ms", hb,
+    char *args[] = {b->bin, "--bind", bind, "--data", data, "--heartbeat-ms", hb,
                     "--liveness", live, "--log-level", "warn", NULL};
+    char *argv[WRAPPER_MAX_ARGS + sizeof args / sizeof *args];
+    size_t n = 0;
+    for (size_t i = 0; b->wrap_argv[i]; i++)
+        argv[n++] = b->wrap_argv[i];
+    for (size_t i = 0; i < sizeof args / sizeof *args; i++)
+        argv[n++] = args[i];
     pid_t pid = sim_spawn(argv, out, log);
     if (pid < 0) {
         cw_set_err(err, err_size, "cannot start %s: %s", b->bin, strerror(errno));

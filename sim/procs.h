@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-/* Starts argv[0] (a path) with stdin /dev/null, stdout in out_path and
+/* Starts argv[0] (a path, or a name looked up in PATH) with stdin /dev/null, stdout in out_path and
  * stderr in err_path (NULL: inherited). Returns the pid, or -1 with errno
  * (fork failed). An exec failure shows as exit status 127. */
 pid_t sim_spawn(char *const argv[], const char *out_path, const char *err_path);
@@ -33,9 +33,12 @@ int sim_run(char *const argv[], const char *out_path, const char *err_path, int 
 typedef struct sim_broker sim_broker_t;
 
 /* A broker supervisor; nothing is started yet. bin: causeway-broker;
- * workdir: where its data directory and logs go. NULL on out of memory. */
+ * workdir: where its data directory and logs go; wrapper: NULL, or words
+ * (split at blanks, no quoting, at most 31) put before the broker's command
+ * line, e.g. "valgrind --error-exitcode=99" (CW_BROKER_WRAPPER, as in the
+ * e2e tests). NULL on out of memory. */
 sim_broker_t *sim_broker_new(const char *bin, const char *workdir, int heartbeat_ms,
-                             int liveness);
+                             int liveness, const char *wrapper);
 /* SIGTERM (SIGKILL after timeout) if still running, frees; NULLs *p. */
 void sim_broker_destroy(sim_broker_t **p);
 

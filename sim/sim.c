@@ -772,7 +772,8 @@ static void usage(FILE *f)
           "  --help              this text\n"
           "\n"
           "Progress goes to stderr when it is a terminal. CW_TIMEOUT_SCALE multiplies the\n"
-          "simulator's own waits (slow builds, valgrind).\n"
+          "simulator's own waits (slow builds, valgrind); CW_BROKER_WRAPPER (words put before\n"
+          "the broker's command line, e.g. valgrind) is honoured as in the e2e tests.\n"
           "exit status: 0 clean verdict; 1 something accepted was lost, shown twice,\n"
           "unexpected, causal order broke, or the broker did not exit cleanly; 2 usage or\n"
           "scenario error; 3 runtime failure; 130 interrupted.\n", f);
@@ -1035,7 +1036,8 @@ int main(int argc, char **argv)
     sigaddset(&block, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &block, &old);
 
-    broker = sim_broker_new(broker_bin, s.workdir, sc->heartbeat_ms, sc->liveness);
+    broker = sim_broker_new(broker_bin, s.workdir, sc->heartbeat_ms, sc->liveness,
+                            getenv("CW_BROKER_WRAPPER"));
     if (!broker || sim_broker_start(broker, (int) (BROKER_START_MS * o.scale), err,
                                     sizeof err) != 0) {
         pthread_sigmask(SIG_SETMASK, &old, NULL);
