@@ -56,8 +56,8 @@ def assert_clean(v, res):
     assert v["latency_ms"]["count"] >= v["durable"]["delivered"], why
 
 
-def test_crash_scenario_is_clean():
-    res = run_sim("--json", os.path.join(SCENARIOS, "crash.scn"))
+def test_crash_scenario_is_clean(tmp_path):
+    res = run_sim("--json", "--workdir", tmp_path / "run", os.path.join(SCENARIOS, "crash.scn"))
     v = verdict(res)
     assert_clean(v, res)
     assert v["faults"]["broker_kills"] == 2 and v["faults"]["broker_restarts"] == 2
@@ -67,23 +67,26 @@ def test_crash_scenario_is_clean():
     print(f"crash: {res.elapsed:.1f}s {json.dumps(v)}")
 
 
-def test_churn_scenario_is_clean():
-    res = run_sim("--json", os.path.join(SCENARIOS, "churn.scn"))
+def test_churn_scenario_is_clean(tmp_path):
+    res = run_sim("--json", "--workdir", tmp_path / "run", os.path.join(SCENARIOS, "churn.scn"))
     v = verdict(res)
     assert_clean(v, res)
     assert v["faults"]["offline_periods"] == 18
     print(f"churn: {res.elapsed:.1f}s {json.dumps(v)}")
 
 
-def test_a_duplicate_fails_the_verdict():
+def test_a_duplicate_fails_the_verdict(tmp_path):
     """--inject-duplicate makes one receiver show its first message twice:
-    the verdict counts it and the exit status says so."""
-    res = run_sim("--json", "--inject-duplicate", os.path.join(SCENARIOS, "exchange.scn"),
-                  "--seed", "7")
+    the verdict counts it and the exit status says so (and keeps the work
+    directory, here under tmp_path)."""
+    work = tmp_path / "run"
+    res = run_sim("--json", "--workdir", work, "--inject-duplicate",
+                  os.path.join(SCENARIOS, "exchange.scn"), "--seed", "7")
     v = verdict(res)
     assert res.returncode == 1, res.stderr
     assert v["duplicated"] == 1 and v["clean"] is False, v
     assert v["lost"] == 0 and v["causal"] == 0, v
+    assert v["workdir"] == str(work) and (work / "trace.jsonl").exists()
 
 
 def test_same_seed_same_plan(tmp_path):
