@@ -1,0 +1,1244 @@
+/*  sim.c: causeway-sim, runs N libcauseway clients against a broker from a
+ *  scenario and judges the run by what the clients were shown.
+ *
+ *  Threads:
+ *   - main: parses, plans (scenario.c, plan.c), spawns and supervises the
+ *     broker (procs.c), logs every client in, then plays the broker's part
+ *     of the plan (kill, restart, pause, resume) at its planned times,
+ *     prints progress, runs the drain phase, stops everything, runs
+ *     `causeway-clockd audit` on the trace and computes the verdict;
+ *   - one worker per simulated client: plays that client's part of the plan
+ *     (sends, going offline and back) at the planned times and, in between,
+ *     reads its deliveries;
+ *   - inside libcauseway, one I/O thread per client.
+ *
+ *  What is shared: the plan (read-only) and, per message, the run-time
+ *  fields of sim_msg_t: sent_us (atomic), outcome and rstate written only by
+ *  the sender's worker, shown[r] written only by r's worker; the main
+ *  thread reads outcome, rstate and shown only after joining the workers.
+ *  Drain and progress use the atomic counters of sim_t.
+ *
+ *  Message identity: every text starts "cwsim RUNID INDEX " (RUNID: 16 hex
+ *  digits, new per run), so a receiver finds the planned message from what
+ *  it was shown, never from what the broker says. Definitions of sent,
+ *  accepted, delivered, lost, duplicated and unexpected: docs/SIMULATION.md.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "causeway.h"
+#include "procs.h"
+#include "scenario.h"
+
+#define SIM_VERSION CW_VERSION
+/* Exit statuses. */
+#define EXIT_CLEAN 0
+#define EXIT_VERDICT 1
+#define EXIT_USAGE 2
+#define EXIT_RUNTIME 3
+#define EXIT_INTERRUPTED 130
+/* Bounds of the simulator's own waits (multiplied by CW_TIMEOUT_SCALE). */
+#define BROKER_START_MS 10000     /* the broker prints `listening` */
+#define BROKER_STOP_MS 10000      /* the broker exits after SIGTERM */
+#define LOGIN_ATTEMPT_MS 2000     /* one login attempt */
+#define AUDIT_MS 300000           /* causeway-clockd audit / diagram */
+#define PROGRESS_MS 200           /* progress line refresh on a terminal */
+#define PUMP_SLICE_MS 50          /* longest wait for an event in one call */
+
+static volatile sig_atomic_t g_interrupted;
+
+static void on_signal(int sig)
+{
+    (void) sig;
+    g_interrupted = 1;
+}
+
+typedef struct {
+    /* options */
+    const char *scenario_path;
+    int has_seed;
+    uint64_t seed;
+    int plan_only, json, keep, verbose, inject_dup, progress;
+    const char *workdir_opt, *diagram, *broker_bin, *clockd_bin;
+    double scale;             /* CW_TIMEOUT_SCALE */
+} opts_t;
+
+typedef struct sim sim_t;
+
+typedef struct {
+    sim_t *sim;
+    int ci;                /* client index */
+    pthread_t th;
+    int started;           /* th is joinable */
+    size_t *acts;          /* indices into plan->acts of this client's actions */
+    size_t n_acts;
+    uint64_t *lat_live;    /* first-show latencies, us */
+    size_t n_live, cap_live;
+    uint64_t *lat_dur;
+    size_t n_dur, cap_dur;
+    long unexpected;       /* shown: not a message of this run, or from a wrong sender */
+    long login_retries;    /* login attempts that failed (retried) */
+    long logout_failed;    /* logouts without the broker's OK */
+    int online;            /* logged in (as far as the worker knows) */
+} worker_t;
+
+struct sim {
+    const opts_t *o;
+    const sim_scenario_t *sc;
+    sim_plan_t *plan;
+    cw_client_t **clients;       /* one per simulated client */
+    worker_t *w;
+    int *by_name;                /* client indices sorted by name */
+    char runid[17];
+    char workdir[1024];
+    char trace_path[1100];
+    int send_timeout_ms;
+    int64_t t0_us;               /* monotonic start of the run */
+    _Atomic int stop;            /* workers: finish now */
+    _Atomic int done;            /* workers through their actions */
+    _Atomic long sends;          /* sends made */
+    _Atomic long acc_pairs;      /* durable recipients ACCEPTED */
+    _Atomic long shown_dur;      /* durable messages shown for the first time */
+    _Atomic long shown_all;      /* first shows, any mode */
+    _Atomic int64_t last_show_us;
+    _Atomic int offline;         /* clients offline now */
+    _Atomic int injected;        /* --inject-duplicate used */
+    pthread_mutex_t out_mu;      /* --verbose lines */
+};
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void sleep_us(int64_t us)
+{
+    if (us <= 0)
+        return;
+    struct timespec ts = {(time_t) (us / 1000000), (long) (us % 1000000) * 1000L};
+    nanosleep(&ts, NULL);   /* EINTR: the caller re-checks its condition */
+}
+
+static double run_s(const sim_t *s)
+{
+    return (double) (mono_us() - s->t0_us) / 1e6;
+}
+
+static void vlog(sim_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void vlog(sim_t *s, const char *fmt, ...)
+{
+    if (!s->o->verbose)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    pthread_mutex_lock(&s->out_mu);
+    if (s->o->progress)
+        fputs("\r\033[K", stderr);
+    fprintf(stderr, "[%7.3fs] ", s->t0_us ? run_s(s) : 0.0);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    pthread_mutex_unlock(&s->out_mu);
+    va_end(ap);
+}
+
+/* --- names -------------------------------------------------------------- */
+
+static const sim_scenario_t *g_sort_sc;   /* qsort has no context argument */
+
+static int cmp_by_name(const void *a, const void *b)
+{
+    return strcmp(g_sort_sc->names[*(const int *) a], g_sort_sc->names[*(const int *) b]);
+}
+
+/* Client index of name, or -1. */
+static int client_index(const sim_t *s, const char *name)
+{
+    size_t lo = 0, hi = (size_t) s->sc->n_clients;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(s->sc->names[s->by_name[mid]], name);
+        if (c == 0)
+            return s->by_name[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return -1;
+}
+
+/* --- worker: one simulated client ---------------------------------------- */
+
+static int push_lat(uint64_t **a, size_t *n, size_t *cap, uint64_t v)
+{
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 256;
+        uint64_t *g = realloc(*a, ncap * sizeof *g);
+        if (!g)
+            return -1;
+        *a = g;
+        *cap = ncap;
+    }
+    (*a)[(*n)++] = v;
+    return 0;
+}
+
+static void format_clock(const cw_clock_item_t *c, size_t n, char *buf, size_t size)
+{
+    size_t off = 0;
+    off += (size_t) snprintf(buf + off, size - off, "{");
+    for (size_t i = 0; i < n && off < size; i++)
+        off += (size_t) snprintf(buf + off, size - off, "%s%s:%" PRIu64, i ? ", " : "",
+                                 c[i].node, c[i].counter);
+    if (off < size)
+        snprintf(buf + off, size - off, "}");
+}
+
+static void on_deliver(worker_t *w, const cw_event_t *ev)
+{
+    sim_t *s = w->sim;
+    const cw_message_t *msg = &ev->msg;
+    char run[32];
+    unsigned long long idx;
+    if (!msg->text || sscanf(msg->text, "cwsim %31s %llu ", run, &idx) != 2 ||
+        strcmp(run, s->runid) != 0 || idx >= s->plan->n_msgs) {
+        w->unexpected++;
+        vlog(s, "%s <- %s: not a message of this run: \"%.40s\"", s->sc->names[w->ci],
+             msg->from ? msg->from : "?", msg->text ? msg->text : "");
+        return;
+    }
+    sim_msg_t *m = &s->plan->msgs[idx];
+    if (!msg->from || strcmp(msg->from, s->sc->names[m->sender]) != 0 ||
+        (int) msg->durable != m->durable) {
+        w->unexpected++;
+        vlog(s, "%s <- %s: message #%llu claims the wrong sender or mode", s->sc->names[w->ci],
+             msg->from ? msg->from : "?", idx);
+        return;
+    }
+    int64_t now = mono_us();
+    if (m->shown[w->ci] == 0) {
+        uint64_t sent = atomic_load(&m->sent_us);
+        if (sent && (uint64_t) now >= sent) {
+            if (m->durable)
+                push_lat(&w->lat_dur, &w->n_dur, &w->cap_dur, (uint64_t) now - sent);
+            else
+                push_lat(&w->lat_live, &w->n_live, &w->cap_live, (uint64_t) now - sent);
+        }
+        if (m->durable)
+            atomic_fetch_add(&s->shown_dur, 1);
+        atomic_fetch_add(&s->shown_all, 1);
+    }
+    atomic_store(&s->last_show_us, now);
+    if (m->shown[w->ci] < 255)
+        m->shown[w->ci]++;
+    /* Test only: this "application" shows its first message twice. */
+    if (s->o->inject_dup && !atomic_exchange(&s->injected, 1) && m->shown[w->ci] < 255)
+        m->shown[w->ci]++;
+    if (s->o->verbose) {
+        char clk[512];
+        format_clock(ev->local_clock, ev->n_local_clock, clk, sizeof clk);
+        vlog(s, "%s <- %s #%llu (%s%s): clock now %s", s->sc->names[w->ci], msg->from, idx,
+             m->durable ? "durable" : "live", msg->redelivered ? ", redelivered" : "", clk);
+    }
+}
+
+/* Reads events for at most wait_ms (0: only what is queued). */
+static void pump(worker_t *w, int wait_ms)
+{
+    cw_client_t *c = w->sim->clients[w->ci];
+    for (int i = 0; i < 1000; i++) {
+        cw_event_t *ev = NULL;
+        if (cw_client_next_event(c, i == 0 ? wait_ms : 0, &ev) != CW_OK)
+            return;
+        if (ev->type == CW_EVENT_DELIVER)
+            on_deliver(w, ev);
+        else if (ev->type == CW_EVENT_DISCONNECTED || ev->type == CW_EVENT_RECONNECTED)
+            vlog(w->sim, "%s %s", w->sim->sc->names[w->ci],
+                 ev->type == CW_EVENT_DISCONNECTED ? "lost the broker, reconnecting"
+                                                   : "reconnected");
+        cw_event_destroy(&ev);
+    }
+}
+
+static void wait_until(worker_t *w, int64_t t_us)
+{
+    sim_t *s = w->sim;
+    for (;;) {
+        int64_t left = t_us - mono_us();
+        if (left <= 0 || atomic_load(&s->stop))
+            return;
+        int ms = (int) (left / 1000) + 1;
+        pump(w, ms < PUMP_SLICE_MS ? ms : PUMP_SLICE_MS);
+    }
+}
+
+static void do_send(worker_t *w, size_t idx)
+{
+    sim_t *s = w->sim;
+    const sim_scenario_t *sc = s->sc;
+    sim_msg_t *m = &s->plan->msgs[idx];
+    char *text = malloc((size_t) m->size + 64);
+    const char *to[SIM_MAX_CLIENTS];
+    if (!text) {
+        m->outcome = CW_ERR_NOMEM;
+        return;
+    }
+    int off = snprintf(text, (size_t) m->size + 64, "cwsim %s %zu ", s->runid, idx);
+    for (int i = off; i < m->size; i++)
+        text[i] = (char) ('a' + (i - off) % 26);
+    text[off > m->size ? off : m->size] = '\0';
+    for (int j = 0; j < m->n_to; j++)
+        to[j] = sc->names[m->to[j]];
+    cw_send_t snd = {.to = to, .n_to = (size_t) m->n_to, .broadcast = m->kind == SIM_BROADCAST,
+                     .text = text, .durable = m->durable};
+    cw_reply_t *reply = NULL;
+    atomic_store(&m->sent_us, (uint64_t) mono_us());
+    cw_status_t st = cw_client_send(s->clients[w->ci], &snd, s->send_timeout_ms, &reply);
+    m->outcome = (int) st;
+    long acc = 0;
+    char fates[512];
+    size_t fo = 0;
+    fates[0] = '\0';
+    for (size_t i = 0; reply && i < reply->n_recipients; i++) {
+        const cw_recipient_t *r = &reply->recipients[i];
+        int ri = client_index(s, r->name);
+        uint8_t v = r->status == CW_DELIVERED ? SIM_R_DELIVERED
+                    : r->status == CW_ACCEPTED ? SIM_R_ACCEPTED
+                    : r->status == CW_OFFLINE ? SIM_R_OFFLINE : SIM_R_OTHER;
+        if (ri >= 0)
+            m->rstate[ri] = v;
+        if (v == SIM_R_ACCEPTED)
+            acc++;
+        if (s->o->verbose && fo < sizeof fates - 64)
+            fo += (size_t) snprintf(fates + fo, sizeof fates - fo, "%s%s %s", i ? ", " : "",
+                                    r->name, cw_status_name(r->status));
+    }
+    atomic_fetch_add(&s->acc_pairs, acc);
+    atomic_fetch_add(&s->sends, 1);
+    if (s->o->verbose) {
+        char dest[256];
+        size_t d = 0;
+        if (m->kind == SIM_BROADCAST)
+            snprintf(dest, sizeof dest, "everyone");
+        else
+            for (int j = 0; j < m->n_to && d < sizeof dest - 40; j++)
+                d += (size_t) snprintf(dest + d, sizeof dest - d, "%s%s", j ? "," : "", to[j]);
+        char clk[512] = "";
+        if (reply && reply->n_clock)
+            format_clock(reply->clock, reply->n_clock, clk, sizeof clk);
+        vlog(s, "%s -> %s #%zu (%s %s): %s%s%s%s", sc->names[w->ci], dest, idx,
+             m->durable ? "durable" : "live", sim_kind_name(m->kind), cw_status_name(st),
+             *fates ? " [" : "", fates, *fates ? "]" : "");
+        if (*clk)
+            vlog(s, "%s    clock on the message %s", sc->names[w->ci], clk);
+    }
+    cw_reply_destroy(&reply);
+    free(text);
+}
+
+static void go_offline(worker_t *w, int64_t dur_us)
+{
+    sim_t *s = w->sim;
+    pump(w, 0);
+    cw_status_t st = cw_client_logout(s->clients[w->ci], s->send_timeout_ms);
+    if (st != CW_OK)
+        w->logout_failed++;
+    pump(w, 0);   /* what arrived before the logout took effect */
+    w->online = 0;
+    atomic_fetch_add(&s->offline, 1);
+    vlog(s, "%s goes offline for %.3fs (logout: %s)", s->sc->names[w->ci], (double) dur_us / 1e6,
+         cw_status_name(st));
+}
+
+/* Logs in, retrying until it works, the run stops, or (deadline_us > 0)
+ * the monotonic deadline passes. 0, or -1 (stopped, or too late). */
+static int log_in(sim_t *s, worker_t *w, int ci, int64_t deadline_us)
+{
+    const char *name = s->sc->names[ci];
+    for (;;) {
+        cw_status_t st = cw_client_login(s->clients[ci], name, LOGIN_ATTEMPT_MS, NULL);
+        if (st == CW_OK || st == CW_ALREADY_LOGGED_IN)
+            return 0;
+        if (w)
+            w->login_retries++;
+        if (atomic_load(&s->stop) || g_interrupted ||
+            (deadline_us > 0 && mono_us() >= deadline_us)) {
+            if (deadline_us > 0)
+                fprintf(stderr, "causeway-sim: %s cannot log in: %s\n", name,
+                        cw_status_name(st));
+            return -1;
+        }
+        /* NAME_TAKEN: the broker still holds the old session (a logout it
+         * never saw); it expires within heartbeat x liveness. */
+        sleep_us(100000);
+    }
+}
+
+static void go_online(worker_t *w)
+{
+    sim_t *s = w->sim;
+    if (log_in(s, w, w->ci, 0) == 0) {
+        w->online = 1;
+        atomic_fetch_sub(&s->offline, 1);
+        vlog(s, "%s is back online", s->sc->names[w->ci]);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    worker_t *w = arg;
+    sim_t *s = w->sim;
+    for (size_t i = 0; i < w->n_acts && !atomic_load(&s->stop); i++) {
+        const sim_action_t *a = &s->plan->acts[w->acts[i]];
+        wait_until(w, s->t0_us + a->at_us);
+        if (atomic_load(&s->stop))
+            break;
+        switch (a->type) {
+        case SIM_ACT_SEND: do_send(w, a->msg); break;
+        case SIM_ACT_OFFLINE: go_offline(w, a->dur_us); break;
+        case SIM_ACT_ONLINE: go_online(w); break;
+        default: break;
+        }
+    }
+    atomic_fetch_add(&s->done, 1);
+    while (!atomic_load(&s->stop))
+        pump(w, PUMP_SLICE_MS);
+    pump(w, 0);
+    return NULL;
+}
+
+/* --- verdict -------------------------------------------------------------- */
+
+typedef struct {
+    uint64_t count, p50, p90, p99, max;  /* us */
+} lat_t;
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+    return x < y ? -1 : x > y;
+}
+
+static uint64_t rank(const uint64_t *v, size_t n, double p)
+{
+    size_t k = (size_t) ((p / 100.0) * (double) n + 0.999999);
+    if (k < 1)
+        k = 1;
+    if (k > n)
+        k = n;
+    return v[k - 1];
+}
+
+static lat_t latency(uint64_t *v, size_t n)
+{
+    lat_t l = {0};
+    if (!n)
+        return l;
+    qsort(v, n, sizeof *v, cmp_u64);
+    l.count = n;
+    l.p50 = rank(v, n, 50);
+    l.p90 = rank(v, n, 90);
+    l.p99 = rank(v, n, 99);
+    l.max = v[n - 1];
+    return l;
+}
+
+typedef struct {
+    long planned, sent, sent_live, sent_durable, not_sent;
+    long outcomes[256];          /* by cw_status_t (< 256) */
+    long live_ok, dur_msgs_accepted;
+    long acc, delivered, lost, shown_unconfirmed;         /* durable, per recipient */
+    long live_reported, live_shown, live_unshown, live_offline;  /* live, per recipient */
+    long duplicated, unexpected;
+    long audit_events, audit_findings, causal;
+    char audit_by_kind[512];     /* JSON object text */
+    int audit_ok;
+    char audit_err[1400];
+    lat_t lat_all, lat_live, lat_dur;
+    long kills, restarts, pauses, offlines;
+    int drain_timed_out;
+    double drain_s, elapsed_s;
+    int broker_exit;
+    long login_retries, logout_failed;
+    int clean;
+} verdict_t;
+
+/* Reads the numbers of clockd's audit JSON: "events", "count", "by_kind". */
+static int parse_audit(const char *path, verdict_t *v)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    size_t k;
+    while (buf && (k = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+        n += k;
+        if (n + 1 == cap) {
+            /* The numbers come first; 64 KiB holds them. */
+            break;
+        }
+    }
+    fclose(f);
+    if (!buf)
+        return -1;
+    buf[n] = '\0';
+    int rc = -1;
+    const char *ev = strstr(buf, "\"events\":");
+    const char *cnt = strstr(buf, "\"count\":");
+    const char *bk = strstr(buf, "\"by_kind\":");
+    if (ev && cnt && bk) {
+        v->audit_events = strtol(ev + 9, NULL, 10);
+        v->audit_findings = strtol(cnt + 8, NULL, 10);
+        const char *o = strchr(bk, '{'), *e = o ? strchr(o, '}') : NULL;
+        if (o && e && (size_t) (e - o + 1) < sizeof v->audit_by_kind) {
+            memcpy(v->audit_by_kind, o, (size_t) (e - o + 1));
+            v->audit_by_kind[e - o + 1] = '\0';
+            static const char *const counted[] = {"causal-order", "clock-rule", "unmatched"};
+            v->causal = 0;
+            for (size_t i = 0; i < 3; i++) {
+                char key[64];
+                snprintf(key, sizeof key, "\"%s\":", counted[i]);
+                const char *p = strstr(v->audit_by_kind, key);
+                if (p)
+                    v->causal += strtol(p + strlen(key), NULL, 10);
+            }
+            rc = 0;
+        }
+    }
+    free(buf);
+    return rc;
+}
+
+static void tally(sim_t *s, verdict_t *v)
+{
+    const sim_plan_t *p = s->plan;
+    int n = s->sc->n_clients;
+    v->planned = (long) p->n_msgs;
+    for (size_t k = 0; k < p->n_msgs; k++) {
+        const sim_msg_t *m = &p->msgs[k];
+        int sent = m->outcome >= 0;
+        if (!sent) {
+            v->not_sent++;
+        } else {
+            v->sent++;
+            if (m->durable)
+                v->sent_durable++;
+            else
+                v->sent_live++;
+            v->outcomes[m->outcome & 255]++;
+            if (!m->durable && m->outcome == CW_OK)
+                v->live_ok++;
+            if (m->durable && m->outcome == CW_ACCEPTED)
+                v->dur_msgs_accepted++;
+        }
+        /* A send whose outcome the sender never learnt (timeout, lost
+         * connection): whatever its recipients were shown is fine. */
+        int unknown = sent && (m->outcome == CW_ERR_TIMEOUT || m->outcome == CW_ERR_DISCONNECTED);
+        for (int r = 0; r < n; r++) {
+            int st = m->rstate[r], sh = m->shown[r];
+            if (sh > 1)
+                v->duplicated += sh - 1;
+            if (m->durable) {
+                if (st == SIM_R_ACCEPTED) {
+                    v->acc++;
+                    if (sh)
+                        v->delivered++;
+                    else
+                        v->lost++;
+                } else if (sh) {
+                    if (unknown)
+                        v->shown_unconfirmed++;
+                    else
+                        v->unexpected++;
+                }
+            } else {
+                if (st == SIM_R_DELIVERED) {
+                    v->live_reported++;
+                    if (sh)
+                        v->live_shown++;
+                    else
+                        v->live_unshown++;
+                } else {
+                    if (st == SIM_R_OFFLINE)
+                        v->live_offline++;
+                    if (sh) {
+                        if (unknown)
+                            v->shown_unconfirmed++;
+                        else
+                            v->unexpected++;
+                    }
+                }
+            }
+        }
+    }
+    size_t nl = 0, nd = 0;
+    for (int c = 0; c < n; c++) {
+        nl += s->w[c].n_live;
+        nd += s->w[c].n_dur;
+        v->unexpected += s->w[c].unexpected;
+        v->login_retries += s->w[c].login_retries;
+        v->logout_failed += s->w[c].logout_failed;
+    }
+    uint64_t *all = malloc((nl + nd + 1) * sizeof *all);
+    uint64_t *live = malloc((nl + 1) * sizeof *live);
+    uint64_t *dur = malloc((nd + 1) * sizeof *dur);
+    if (all && live && dur) {
+        size_t a = 0, l = 0, d = 0;
+        for (int c = 0; c < n; c++) {
+            for (size_t i = 0; i < s->w[c].n_live; i++)
+                all[a++] = live[l++] = s->w[c].lat_live[i];
+            for (size_t i = 0; i < s->w[c].n_dur; i++)
+                all[a++] = dur[d++] = s->w[c].lat_dur[i];
+        }
+        v->lat_all = latency(all, a);
+        v->lat_live = latency(live, l);
+        v->lat_dur = latency(dur, d);
+    }
+    free(all);
+    free(live);
+    free(dur);
+    for (size_t i = 0; i < p->n_acts; i++) {
+        switch (p->acts[i].type) {
+        case SIM_ACT_KILL: v->kills++; break;
+        case SIM_ACT_RESTART: v->restarts++; break;
+        case SIM_ACT_PAUSE: v->pauses++; break;
+        case SIM_ACT_OFFLINE: v->offlines++; break;
+        default: break;
+        }
+    }
+}
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *c = (const unsigned char *) s; *c; c++) {
+        if (*c == '"' || *c == '\\')
+            fprintf(f, "\\%c", *c);
+        else if (*c < 0x20)
+            fprintf(f, "\\u%04x", *c);
+        else
+            fputc(*c, f);
+    }
+    fputc('"', f);
+}
+
+static void json_lat(FILE *f, const char *key, const lat_t *l)
+{
+    fprintf(f, "\"%s\":{\"count\":%" PRIu64 ",\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,"
+               "\"max\":%.3f}", key, l->count, (double) l->p50 / 1e3, (double) l->p90 / 1e3,
+            (double) l->p99 / 1e3, (double) l->max / 1e3);
+}
+
+static void print_json(const sim_t *s, const verdict_t *v, FILE *f)
+{
+    fputs("{\"scenario\":", f);
+    json_str(f, s->sc->name);
+    fputs(",\"file\":", f);
+    json_str(f, s->sc->path);
+    fprintf(f, ",\"seed\":%" PRIu64 ",\"clients\":%d,\"elapsed_s\":%.3f", s->plan->seed,
+            s->sc->n_clients, v->elapsed_s);
+    fprintf(f, ",\"sent\":%ld,\"accepted\":%ld,\"delivered\":%ld,\"lost\":%ld,"
+               "\"duplicated\":%ld,\"unexpected\":%ld,\"causal\":%ld",
+            v->sent, v->acc, v->delivered, v->lost, v->duplicated, v->unexpected, v->causal);
+    fprintf(f, ",\"messages\":{\"planned\":%ld,\"sent\":%ld,\"live\":%ld,\"durable\":%ld,"
+               "\"not_sent\":%ld}", v->planned, v->sent, v->sent_live, v->sent_durable,
+            v->not_sent);
+    fputs(",\"outcomes\":{", f);
+    int first = 1;
+    for (int i = 0; i < 256; i++)
+        if (v->outcomes[i]) {
+            fprintf(f, "%s\"%s\":%ld", first ? "" : ",", cw_status_name(i), v->outcomes[i]);
+            first = 0;
+        }
+    fputc('}', f);
+    fprintf(f, ",\"durable\":{\"messages_accepted\":%ld,\"accepted\":%ld,\"delivered\":%ld,"
+               "\"lost\":%ld}", v->dur_msgs_accepted, v->acc, v->delivered, v->lost);
+    fprintf(f, ",\"live\":{\"messages_ok\":%ld,\"reported_delivered\":%ld,\"shown\":%ld,"
+               "\"unshown\":%ld,\"offline\":%ld}", v->live_ok, v->live_reported, v->live_shown,
+            v->live_unshown, v->live_offline);
+    fprintf(f, ",\"shown_unconfirmed\":%ld", v->shown_unconfirmed);
+    fprintf(f, ",\"audit\":{\"ok\":%s,\"events\":%ld,\"findings\":%ld,\"by_kind\":%s",
+            v->audit_ok ? "true" : "false", v->audit_events, v->audit_findings,
+            v->audit_ok && v->audit_by_kind[0] ? v->audit_by_kind : "{}");
+    if (!v->audit_ok) {
+        fputs(",\"error\":", f);
+        json_str(f, v->audit_err);
+    }
+    fputc('}', f);
+    fputc(',', f);
+    json_lat(f, "latency_ms", &v->lat_all);
+    fputc(',', f);
+    json_lat(f, "latency_live_ms", &v->lat_live);
+    fputc(',', f);
+    json_lat(f, "latency_durable_ms", &v->lat_dur);
+    fprintf(f, ",\"faults\":{\"broker_kills\":%ld,\"broker_restarts\":%ld,\"broker_pauses\":%ld,"
+               "\"offline_periods\":%ld}", v->kills, v->restarts, v->pauses, v->offlines);
+    fprintf(f, ",\"drain\":{\"s\":%.3f,\"timed_out\":%s},\"broker_exit\":%d,"
+               "\"login_retries\":%ld,\"logout_failed\":%ld", v->drain_s,
+            v->drain_timed_out ? "true" : "false", v->broker_exit, v->login_retries,
+            v->logout_failed);
+    fputs(",\"workdir\":", f);
+    json_str(f, s->o->keep || !v->clean ? s->workdir : "");
+    fprintf(f, ",\"clean\":%s}\n", v->clean ? "true" : "false");
+}
+
+static void print_lat(FILE *f, const char *what, const lat_t *l)
+{
+    if (!l->count) {
+        fprintf(f, "  latency %-8s none\n", what);
+        return;
+    }
+    fprintf(f, "  latency %-8s p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms  (%" PRIu64
+               " shown)\n", what, (double) l->p50 / 1e3, (double) l->p90 / 1e3,
+            (double) l->p99 / 1e3, (double) l->max / 1e3, l->count);
+}
+
+static void print_text(const sim_t *s, const verdict_t *v, FILE *f)
+{
+    fprintf(f, "verdict for scenario %s (seed %" PRIu64 ", %d clients, %.1f s)\n", s->sc->name,
+            s->plan->seed, s->sc->n_clients, v->elapsed_s);
+    fprintf(f, "  sent       %ld of %ld planned (%ld live, %ld durable)\n", v->sent, v->planned,
+            v->sent_live, v->sent_durable);
+    fprintf(f, "  outcomes  ");
+    for (int i = 0; i < 256; i++)
+        if (v->outcomes[i])
+            fprintf(f, " %s %ld", cw_status_name(i), v->outcomes[i]);
+    fputc('\n', f);
+    fprintf(f, "  durable    %ld messages accepted, %ld deliveries accepted, %ld delivered, "
+               "%ld lost\n", v->dur_msgs_accepted, v->acc, v->delivered, v->lost);
+    fprintf(f, "  live       %ld deliveries reported DELIVERED, %ld shown, %ld not shown "
+               "(allowed), %ld recipients OFFLINE\n", v->live_reported, v->live_shown,
+            v->live_unshown, v->live_offline);
+    fprintf(f, "  duplicated %ld   unexpected %ld   shown with unknown send outcome %ld\n",
+            v->duplicated, v->unexpected, v->shown_unconfirmed);
+    if (v->audit_ok)
+        fprintf(f, "  causal     %ld violations (clockd audit: %ld events, %ld findings %s)\n",
+                v->causal, v->audit_events, v->audit_findings, v->audit_by_kind);
+    else
+        fprintf(f, "  causal     not checked: %s\n", v->audit_err);
+    print_lat(f, "all", &v->lat_all);
+    print_lat(f, "live", &v->lat_live);
+    print_lat(f, "durable", &v->lat_dur);
+    fprintf(f, "  faults     %ld broker kills, %ld restarts, %ld pauses, %ld offline periods\n",
+            v->kills, v->restarts, v->pauses, v->offlines);
+    fprintf(f, "  drain      %.1f s%s; broker exit status %d\n", v->drain_s,
+            v->drain_timed_out ? " (timed out)" : "", v->broker_exit);
+    if (s->o->keep || !v->clean)
+        fprintf(f, "  workdir    %s\n", s->workdir);
+    fprintf(f, "%s\n", v->clean ? "CLEAN: nothing accepted was lost or shown twice, causal "
+                                  "order held"
+                                : "FAILED: see the figures above");
+}
+
+/* --- main ------------------------------------------------------------------ */
+
+static void usage(FILE *f)
+{
+    fputs("usage: causeway-sim [OPTIONS] SCENARIO\n"
+          "\n"
+          "Runs the clients of SCENARIO (a file like scripts/scenarios/crash.scn) against a broker it\n"
+          "starts itself (embedded SQLite store in a temporary directory, free loopback port),\n"
+          "plays the scenario's broker faults and offline periods, drains, and prints a\n"
+          "verdict computed from what the clients were shown (docs/SIMULATION.md).\n"
+          "\n"
+          "options:\n"
+          "  --seed N            seed of the scenario's randomness (default: the file's `seed`)\n"
+          "  --plan              print the planned actions and exit; runs nothing\n"
+          "  --json              print the verdict as one JSON object on stdout\n"
+          "  --verbose           print every action and delivery to stderr as it happens\n"
+          "  --diagram FILE      write causeway-clockd's space-time diagram (.html or .svg)\n"
+          "  --keep              keep the work directory (trace, broker logs, store)\n"
+          "  --workdir DIR       use DIR (created, must not exist) instead of a temporary one\n"
+          "  --broker PATH       causeway-broker to run (default: next to this program's build)\n"
+          "  --clockd PATH       causeway-clockd to run (default: likewise)\n"
+          "  --inject-duplicate  test only: one receiver shows its first message twice\n"
+          "  --help              this text\n"
+          "\n"
+          "Progress goes to stderr when it is a terminal. CW_TIMEOUT_SCALE multiplies the\n"
+          "simulator's own waits (slow builds, valgrind); CW_BROKER_WRAPPER (words put before\n"
+          "the broker's command line, e.g. valgrind) is honoured as in the e2e tests.\n"
+          "exit status: 0 clean verdict; 1 something accepted was lost, shown twice,\n"
+          "unexpected, causal order broke, or the broker did not exit cleanly; 2 usage or\n"
+          "scenario error; 3 runtime failure; 130 interrupted.\n", f);
+}
+
+static int parse_args(int argc, char **argv, opts_t *o)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            exit(0);
+        } else if (strcmp(a, "--plan") == 0) {
+            o->plan_only = 1;
+        } else if (strcmp(a, "--json") == 0) {
+            o->json = 1;
+        } else if (strcmp(a, "--verbose") == 0) {
+            o->verbose = 1;
+        } else if (strcmp(a, "--keep") == 0) {
+            o->keep = 1;
+        } else if (strcmp(a, "--inject-duplicate") == 0) {
+            o->inject_dup = 1;
+        } else if (strcmp(a, "--seed") == 0 || strcmp(a, "--diagram") == 0 ||
+                   strcmp(a, "--workdir") == 0 || strcmp(a, "--broker") == 0 ||
+                   strcmp(a, "--clockd") == 0) {
+            if (!val) {
+                fprintf(stderr, "causeway-sim: %s needs a value\n", a);
+                return -1;
+            }
+            i++;
+            if (strcmp(a, "--seed") == 0) {
+                char *end;
+                errno = 0;
+                o->seed = strtoull(val, &end, 0);
+                if (!*val || *end || errno || val[0] == '-') {
+                    fprintf(stderr, "causeway-sim: --seed: '%s' is not an unsigned 64-bit "
+                                    "number\n", val);
+                    return -1;
+                }
+                o->has_seed = 1;
+            } else if (strcmp(a, "--diagram") == 0) {
+                o->diagram = val;
+            } else if (strcmp(a, "--workdir") == 0) {
+                o->workdir_opt = val;
+            } else if (strcmp(a, "--broker") == 0) {
+                o->broker_bin = val;
+            } else {
+                o->clockd_bin = val;
+            }
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "causeway-sim: unknown option %s (see --help)\n", a);
+            return -1;
+        } else if (o->scenario_path) {
+            fprintf(stderr, "causeway-sim: one scenario only (got %s and %s)\n",
+                    o->scenario_path, a);
+            return -1;
+        } else {
+            o->scenario_path = a;
+        }
+    }
+    if (!o->scenario_path) {
+        fprintf(stderr, "causeway-sim: no scenario given (see --help)\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* bin_dir/../REL, where bin_dir holds this executable. Caller frees. */
+static char *sibling(const char *rel)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0)
+        return NULL;
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    if (slash)
+        *slash = '\0';
+    char *out = NULL;
+    if (asprintf(&out, "%s/../%s", self, rel) < 0)
+        return NULL;
+    return out;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void) sb;
+    (void) flag;
+    (void) ftw;
+    remove(path);
+    return 0;
+}
+
+static void progress(sim_t *s, const char *phase, sim_broker_t *b, int paused)
+{
+    if (!s->o->progress)
+        return;
+    pthread_mutex_lock(&s->out_mu);
+    fprintf(stderr, "\r\033[K[%6.1fs] %-5s sent %ld/%zu  shown %ld  durable pending %ld  "
+                    "offline %d  broker %s", run_s(s), phase, atomic_load(&s->sends),
+            s->plan->n_msgs, atomic_load(&s->shown_all),
+            atomic_load(&s->acc_pairs) - atomic_load(&s->shown_dur), atomic_load(&s->offline),
+            !sim_broker_running(b) ? "down" : paused ? "paused" : "up");
+    fflush(stderr);
+    pthread_mutex_unlock(&s->out_mu);
+}
+
+/* Sleeps until t_us (monotonic), refreshing the progress line. 0, or -1
+ * when interrupted. */
+static int main_wait(sim_t *s, int64_t t_us, const char *phase, sim_broker_t *b, int paused)
+{
+    static int64_t last;
+    for (;;) {
+        if (g_interrupted)
+            return -1;
+        int64_t now = mono_us();
+        if (now - last >= PROGRESS_MS * 1000) {
+            progress(s, phase, b, paused);
+            last = now;
+        }
+        if (now >= t_us)
+            return 0;
+        int64_t d = t_us - now;
+        sleep_us(d < 20000 ? d : 20000);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    opts_t o = {0};
+    if (parse_args(argc, argv, &o) != 0)
+        return EXIT_USAGE;
+    const char *scale_env = getenv("CW_TIMEOUT_SCALE");
+    o.scale = scale_env ? atof(scale_env) : 1.0;
+    if (o.scale < 1.0)
+        o.scale = 1.0;
+    o.progress = isatty(2) && !o.plan_only;
+
+    char err[1024];
+    sim_scenario_t *sc = sim_scenario_load(o.scenario_path, err, sizeof err);
+    if (!sc) {
+        fprintf(stderr, "causeway-sim: %s\n", err);
+        return EXIT_USAGE;
+    }
+    sim_plan_t *plan = sim_plan_new(sc, o.has_seed ? o.seed : sc->seed, err, sizeof err);
+    if (!plan) {
+        fprintf(stderr, "causeway-sim: %s\n", err);
+        sim_scenario_destroy(&sc);
+        return EXIT_USAGE;
+    }
+    if (o.plan_only) {
+        sim_plan_print(plan, stdout);
+        sim_plan_destroy(&plan);
+        sim_scenario_destroy(&sc);
+        return 0;
+    }
+
+    int rc = EXIT_RUNTIME;
+    int n = sc->n_clients;
+    sim_t s = {.o = &o, .sc = sc, .plan = plan};
+    pthread_mutex_init(&s.out_mu, NULL);
+    sim_broker_t *broker = NULL;
+    char *broker_bin = o.broker_bin ? strdup(o.broker_bin) : sibling("broker/causeway-broker");
+    char *clockd_bin = o.clockd_bin ? strdup(o.clockd_bin) : sibling("clockd/causeway-clockd");
+    int have_workdir = 0;
+    verdict_t *v = calloc(1, sizeof *v);
+    s.clients = calloc((size_t) n, sizeof *s.clients);
+    s.w = calloc((size_t) n, sizeof *s.w);
+    s.by_name = calloc((size_t) n, sizeof *s.by_name);
+    if (!broker_bin || !clockd_bin || !v || !s.clients || !s.w || !s.by_name) {
+        fprintf(stderr, "causeway-sim: out of memory\n");
+        goto out;
+    }
+    if (access(broker_bin, X_OK) != 0 || access(clockd_bin, X_OK) != 0) {
+        fprintf(stderr, "causeway-sim: cannot run %s (use --broker / --clockd)\n",
+                access(broker_bin, X_OK) != 0 ? broker_bin : clockd_bin);
+        goto out;
+    }
+    for (int i = 0; i < n; i++)
+        s.by_name[i] = i;
+    g_sort_sc = sc;
+    qsort(s.by_name, (size_t) n, sizeof *s.by_name, cmp_by_name);
+    for (size_t k = 0; k < plan->n_msgs; k++) {
+        plan->msgs[k].rstate = calloc((size_t) n, 1);
+        plan->msgs[k].shown = calloc((size_t) n, 1);
+        if (!plan->msgs[k].rstate || !plan->msgs[k].shown) {
+            fprintf(stderr, "causeway-sim: out of memory\n");
+            goto out;
+        }
+    }
+    /* Each client's actions, in plan order. */
+    for (size_t i = 0; i < plan->n_acts; i++)
+        if (plan->acts[i].client >= 0)
+            s.w[plan->acts[i].client].n_acts++;
+    for (int c = 0; c < n; c++) {
+        s.w[c].sim = &s;
+        s.w[c].ci = c;
+        s.w[c].online = 1;
+        s.w[c].acts = calloc(s.w[c].n_acts ? s.w[c].n_acts : 1, sizeof *s.w[c].acts);
+        if (!s.w[c].acts) {
+            fprintf(stderr, "causeway-sim: out of memory\n");
+            goto out;
+        }
+        s.w[c].n_acts = 0;
+    }
+    for (size_t i = 0; i < plan->n_acts; i++)
+        if (plan->acts[i].client >= 0) {
+            worker_t *w = &s.w[plan->acts[i].client];
+            w->acts[w->n_acts++] = i;
+        }
+    {
+        uint64_t r = 0;
+        FILE *f = fopen("/dev/urandom", "rb");
+        if (!f || fread(&r, sizeof r, 1, f) != 1)
+            r = (uint64_t) mono_us() ^ ((uint64_t) getpid() << 32);
+        if (f)
+            fclose(f);
+        snprintf(s.runid, sizeof s.runid, "%016" PRIx64, r);
+    }
+    s.send_timeout_ms = (int) ((double) sc->send_timeout_us / 1000.0 * o.scale);
+
+    /* Limits: 1 DEALER + a context per client, plus the trace file. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (o.workdir_opt) {
+        if (strlen(o.workdir_opt) > 900) {
+            fprintf(stderr, "causeway-sim: --workdir: longer than 900 bytes\n");
+            goto out;
+        }
+        if (mkdir(o.workdir_opt, 0700) != 0) {
+            fprintf(stderr, "causeway-sim: --workdir %s: %s\n", o.workdir_opt, strerror(errno));
+            goto out;
+        }
+        snprintf(s.workdir, sizeof s.workdir, "%s", o.workdir_opt);
+    } else {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(s.workdir, sizeof s.workdir, "%s/causeway-sim.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+        if (!mkdtemp(s.workdir)) {
+            fprintf(stderr, "causeway-sim: cannot make a work directory: %s\n", strerror(errno));
+            goto out;
+        }
+    }
+    have_workdir = 1;
+    snprintf(s.trace_path, sizeof s.trace_path, "%s/trace.jsonl", s.workdir);
+
+    /* Signals: workers and library threads inherit a mask without
+     * SIGINT/SIGTERM; only the main thread takes them. */
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+
+    broker = sim_broker_new(broker_bin, s.workdir, sc->heartbeat_ms, sc->liveness,
+                            getenv("CW_BROKER_WRAPPER"));
+    if (!broker || sim_broker_start(broker, (int) (BROKER_START_MS * o.scale), err,
+                                    sizeof err) != 0) {
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        fprintf(stderr, "causeway-sim: %s\n", broker ? err : "out of memory");
+        goto out;
+    }
+    vlog(&s, "broker listening on %s (data in %s/data)", sim_broker_endpoint(broker), s.workdir);
+    cw_client_opts_t copts = {.agent = "causeway-sim/" SIM_VERSION, .quiet = 1, .auto_ack = 1,
+                              .trace_path = s.trace_path};
+    int failed = 0;
+    for (int c = 0; c < n && !failed; c++) {
+        s.clients[c] = cw_client_new(sim_broker_endpoint(broker), &copts);
+        if (!s.clients[c]) {
+            fprintf(stderr, "causeway-sim: cannot create client %s: %s\n", sc->names[c],
+                    strerror(errno));
+            failed = 1;
+        } else if (log_in(&s, NULL, c, mono_us() + (int64_t) (BROKER_START_MS * o.scale) * 1000) !=
+                   0) {
+            failed = 1;
+        }
+    }
+    if (!failed)
+        vlog(&s, "%d clients logged in", n);
+    s.t0_us = mono_us();
+    for (int c = 0; c < n && !failed; c++) {
+        if (pthread_create(&s.w[c].th, NULL, worker_main, &s.w[c]) != 0) {
+            fprintf(stderr, "causeway-sim: cannot start a thread: %s\n", strerror(errno));
+            failed = 1;
+        } else {
+            s.w[c].started = 1;
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+    /* The broker's part of the plan. */
+    int paused = 0;
+    for (size_t i = 0; i < plan->n_acts && !failed; i++) {
+        const sim_action_t *a = &plan->acts[i];
+        if (a->client >= 0)
+            continue;
+        if (main_wait(&s, s.t0_us + a->at_us, "run", broker, paused) != 0) {
+            failed = 2;
+            break;
+        }
+        switch (a->type) {
+        case SIM_ACT_KILL:
+            vlog(&s, "broker: SIGKILL");
+            sim_broker_kill(broker);
+            break;
+        case SIM_ACT_RESTART:
+            if (sim_broker_start(broker, (int) (BROKER_START_MS * o.scale), err,
+                                 sizeof err) != 0) {
+                fprintf(stderr, "\ncauseway-sim: restarting the broker: %s\n", err);
+                failed = 1;
+            } else {
+                vlog(&s, "broker restarted on %s (same data directory)",
+                     sim_broker_endpoint(broker));
+            }
+            break;
+        case SIM_ACT_PAUSE:
+            vlog(&s, "broker: SIGSTOP for %.3fs", (double) a->dur_us / 1e6);
+            sim_broker_pause(broker);
+            paused = 1;
+            break;
+        case SIM_ACT_RESUME:
+            vlog(&s, "broker: SIGCONT");
+            sim_broker_resume(broker);
+            paused = 0;
+            break;
+        default:
+            break;
+        }
+    }
+    /* Wait for the workers to get through their parts (a send may block up
+     * to send_timeout; a login retries until it works). */
+    int64_t hard = s.t0_us + plan->end_us + 2 * (int64_t) s.send_timeout_ms * 1000 +
+                   (int64_t) ((double) sc->drain_timeout_us * o.scale);
+    while (!failed && atomic_load(&s.done) < n) {
+        if (mono_us() >= hard) {
+            fprintf(stderr, "\ncauseway-sim: clients still busy %.1f s after the plan ended\n",
+                    (double) (mono_us() - s.t0_us - plan->end_us) / 1e6);
+            break;
+        }
+        if (main_wait(&s, mono_us() + 20000, "run", broker, paused) != 0)
+            failed = 2;
+    }
+    /* Drain: everyone is online; wait until every accepted durable delivery
+     * was shown and nothing was shown for `quiet`, or the drain timeout. */
+    int64_t drain_start = mono_us();
+    int64_t drain_end = drain_start + (int64_t) ((double) sc->drain_timeout_us * o.scale);
+    if (!failed)
+        vlog(&s, "drain: waiting for outstanding deliveries");
+    while (!failed) {
+        int64_t now = mono_us();
+        long pending = atomic_load(&s.acc_pairs) - atomic_load(&s.shown_dur);
+        if (atomic_load(&s.done) == n && pending <= 0 && now - drain_start >= sc->quiet_us &&
+            now - atomic_load(&s.last_show_us) >= sc->quiet_us)
+            break;
+        if (now >= drain_end) {
+            v->drain_timed_out = 1;
+            break;
+        }
+        if (main_wait(&s, now + 20000, "drain", broker, paused) != 0)
+            failed = 2;
+    }
+    v->drain_s = (double) (mono_us() - drain_start) / 1e6;
+    atomic_store(&s.stop, 1);
+    for (int c = 0; c < n; c++)
+        if (s.w[c].started) {
+            pthread_join(s.w[c].th, NULL);
+            s.w[c].started = 0;
+        }
+    v->elapsed_s = run_s(&s);
+    if (o.progress) {
+        fputs("\r\033[K", stderr);
+        fflush(stderr);
+    }
+    /* Destroying a client logs it out and closes its trace: the trace is
+     * complete once all are gone. */
+    for (int c = 0; c < n; c++)
+        cw_client_destroy(&s.clients[c]);
+    v->broker_exit = sim_broker_stop(broker, (int) (BROKER_STOP_MS * o.scale));
+    if (failed == 2) {
+        fprintf(stderr, "causeway-sim: interrupted\n");
+        rc = EXIT_INTERRUPTED;
+        goto out;
+    }
+    if (failed)
+        goto out;
+
+    char audit_out[1100], audit_err[1100];
+    snprintf(audit_out, sizeof audit_out, "%s/audit.json", s.workdir);
+    snprintf(audit_err, sizeof audit_err, "%s/audit.err", s.workdir);
+    char *aargv[] = {clockd_bin, "audit", s.trace_path, "--json", NULL};
+    if (o.progress) {
+        fprintf(stderr, "[%6.1fs] auditing the clients' trace with causeway-clockd ...",
+                v->elapsed_s);
+        fflush(stderr);
+    }
+    int arc = access(s.trace_path, R_OK) == 0
+                  ? sim_run(aargv, audit_out, audit_err, (int) (AUDIT_MS * o.scale),
+                            v->audit_err, sizeof v->audit_err)
+                  : -2;
+    if (arc == -2)
+        snprintf(v->audit_err, sizeof v->audit_err, "no trace was written (%s)", s.trace_path);
+    else if (arc != 0 && arc != 1) {
+        if (arc > 1)
+            snprintf(v->audit_err, sizeof v->audit_err, "causeway-clockd audit exited %d; see %s",
+                     arc, audit_err);
+    } else if (parse_audit(audit_out, v) != 0)
+        snprintf(v->audit_err, sizeof v->audit_err, "cannot read %s", audit_out);
+    else
+        v->audit_ok = 1;
+    if (o.progress) {
+        fputs("\r\033[K", stderr);
+        fflush(stderr);
+    }
+    tally(&s, v);
+    v->clean = v->audit_ok && v->lost == 0 && v->duplicated == 0 && v->unexpected == 0 &&
+               v->causal == 0 && v->broker_exit == 0;
+    if (o.json)
+        print_json(&s, v, stdout);
+    else
+        print_text(&s, v, stdout);
+    if (o.diagram) {
+        char *dargv[] = {clockd_bin, "diagram", s.trace_path, (char *) o.diagram, "--title",
+                         sc->name, NULL};
+        int drc = sim_run(dargv, NULL, NULL, (int) (AUDIT_MS * o.scale), err, sizeof err);
+        if (drc != 0)
+            fprintf(stderr, "causeway-sim: the diagram failed (%s)\n",
+                    drc < 0 ? err : "see above");
+        else if (!o.json)
+            printf("space-time diagram: %s\n", o.diagram);
+    }
+    rc = v->clean ? EXIT_CLEAN : EXIT_VERDICT;
+    fflush(stdout);
+
+out:
+    atomic_store(&s.stop, 1);
+    for (int c = 0; s.w && c < n; c++) {
+        if (s.w[c].started)
+            pthread_join(s.w[c].th, NULL);
+        free(s.w[c].acts);
+        free(s.w[c].lat_live);
+        free(s.w[c].lat_dur);
+    }
+    for (int c = 0; s.clients && c < n; c++)
+        cw_client_destroy(&s.clients[c]);
+    sim_broker_destroy(&broker);
+    if (have_workdir && !o.keep && rc == EXIT_CLEAN)
+        nftw(s.workdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    else if (have_workdir && rc != EXIT_CLEAN && !o.json)
+        fprintf(stderr, "causeway-sim: work directory kept: %s\n", s.workdir);
+    free(s.clients);
+    free(s.w);
+    free(s.by_name);
+    free(broker_bin);
+    free(clockd_bin);
+    free(v);
+    pthread_mutex_destroy(&s.out_mu);
+    sim_plan_destroy(&plan);
+    sim_scenario_destroy(&sc);
+    return rc;
+}

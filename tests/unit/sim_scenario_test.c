@@ -1,0 +1,347 @@
+/*  sim_scenario_test.c: causeway-sim's scenario parser (sim/scenario.c),
+ *  planner (sim/plan.c) and PRNG (sim/rng.h).
+ *
+ *  Scenario files are written to a temporary directory; every error case
+ *  checks the exact "FILE:LINE: reason" message. The plan tests check the
+ *  determinism contract (same scenario and seed, same actions) and the
+ *  planner's rules: sends never fall inside their sender's offline window,
+ *  recipients are distinct and never the sender, actions are time-sorted.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "rng.h"
+#include "scenario.h"
+
+static char g_dir[] = "/tmp/cw_sim_test.XXXXXX";
+static char g_path[256];
+
+static int setup_dir(void **state)
+{
+    (void) state;
+    return mkdtemp(g_dir) ? 0 : -1;
+}
+
+static int remove_dir(void **state)
+{
+    (void) state;
+    unlink(g_path);
+    return rmdir(g_dir);
+}
+
+static const char *write_scn(const char *body)
+{
+    snprintf(g_path, sizeof g_path, "%s/test.scn", g_dir);
+    FILE *f = fopen(g_path, "w");
+    assert_non_null(f);
+    fputs(body, f);
+    fclose(f);
+    return g_path;
+}
+
+/* Loads body; expects failure with "PATH:LINE: reason" (line 0: no line). */
+static void expect_error(const char *body, int line, const char *reason)
+{
+    char err[1024], want[1024];
+    const char *path = write_scn(body);
+    sim_scenario_t *s = sim_scenario_load(path, err, sizeof err);
+    if (s) {
+        sim_scenario_destroy(&s);
+        fail_msg("loaded although it should fail with: %s", reason);
+    }
+    if (line)
+        snprintf(want, sizeof want, "%s:%d: %s", path, line, reason);
+    else
+        snprintf(want, sizeof want, "%s: %s", path, reason);
+    if (strncmp(err, want, strlen(want)) != 0)
+        fail_msg("got '%s', want '%s...'", err, want);
+}
+
+static void test_rng_is_deterministic(void **state)
+{
+    (void) state;
+    sim_rng_t a, b, c;
+    sim_rng_seed(&a, 42);
+    sim_rng_seed(&b, 42);
+    sim_rng_seed(&c, 43);
+    int differs = 0;
+    for (int i = 0; i < 1000; i++) {
+        uint64_t x = sim_rng_next(&a);
+        assert_int_equal(x, sim_rng_next(&b));
+        differs |= x != sim_rng_next(&c);
+    }
+    assert_true(differs);
+    for (int i = 0; i < 10000; i++) {
+        assert_true(sim_rng_below(&a, 7) < 7);
+        int64_t r = sim_rng_range(&a, -3, 3);
+        assert_true(r >= -3 && r <= 3);
+    }
+    assert_int_equal(sim_rng_range(&a, 5, 5), 5);
+}
+
+static void test_loads_every_setting(void **state)
+{
+    (void) state;
+    char err[1024];
+    const char *path = write_scn(
+        "# a comment\n"
+        "name = t1   # trailing comment\n"
+        "description = testing\n"
+        "names = ann, ben, cy, dee\n"
+        "messages = 50\n"
+        "mix = unicast 2, broadcast 1\n"
+        "multicast = 2..3\n"
+        "durable = 40%\n"
+        "size = 40..100\n"
+        "think = 10ms..1.5s\n"
+        "seed = 0x10\n"
+        "heartbeat = 250ms\n"
+        "liveness = 4\n"
+        "send_timeout = 3s\n"
+        "drain_timeout = 4s\n"
+        "quiet = 100ms\n"
+        "\n"
+        "at 1s offline ben for 0.5s\n"
+        "at 2s kill-broker\n"
+        "at 2.5s restart-broker\n"
+        "at 3s pause-broker for 100ms..200ms\n"
+        "at 4s offline random 2 for 1s\n");
+    sim_scenario_t *s = sim_scenario_load(path, err, sizeof err);
+    if (!s)
+        fail_msg("%s", err);
+    assert_string_equal(s->name, "t1");
+    assert_string_equal(s->description, "testing");
+    assert_int_equal(s->n_clients, 4);
+    assert_string_equal(s->names[3], "dee");
+    assert_int_equal(s->messages, 50);
+    assert_int_equal(s->w_unicast, 2);
+    assert_int_equal(s->w_multicast, 0);
+    assert_int_equal(s->w_broadcast, 1);
+    assert_int_equal(s->durable_pct, 40);
+    assert_int_equal(s->size.lo, 40);
+    assert_int_equal(s->size.hi, 100);
+    assert_int_equal(s->think_us.lo, 10000);
+    assert_int_equal(s->think_us.hi, 1500000);
+    assert_int_equal(s->seed, 16);
+    assert_int_equal(s->heartbeat_ms, 250);
+    assert_int_equal(s->liveness, 4);
+    assert_int_equal(s->send_timeout_us, 3000000);
+    assert_int_equal(s->drain_timeout_us, 4000000);
+    assert_int_equal(s->quiet_us, 100000);
+    assert_int_equal(s->n_events, 5);
+    assert_int_equal(s->events[0].type, SIM_EV_OFFLINE);
+    assert_string_equal(s->events[0].client, "ben");
+    assert_int_equal(s->events[0].line, 18);
+    assert_int_equal(s->events[3].type, SIM_EV_PAUSE);
+    assert_int_equal(s->events[3].dur_us.lo, 100000);
+    assert_int_equal(s->events[3].dur_us.hi, 200000);
+    assert_null(s->events[4].client);
+    assert_int_equal(s->events[4].n_random, 2);
+    assert_int_equal(sim_scenario_client(s, "cy"), 2);
+    assert_int_equal(sim_scenario_client(s, "zed"), -1);
+    sim_scenario_destroy(&s);
+    assert_null(s);
+    sim_scenario_destroy(&s);   /* safe twice */
+}
+
+static void test_defaults(void **state)
+{
+    (void) state;
+    char err[1024];
+    sim_scenario_t *s = sim_scenario_load(write_scn("clients = 120\n"), err, sizeof err);
+    if (!s)
+        fail_msg("%s", err);
+    assert_string_equal(s->name, "test");
+    assert_string_equal(s->names[0], "c001");
+    assert_string_equal(s->names[119], "c120");
+    assert_int_equal(s->messages, 30);
+    assert_int_equal(s->durable_pct, 0);
+    sim_scenario_destroy(&s);
+}
+
+static void test_errors_name_line_and_reason(void **state)
+{
+    (void) state;
+    expect_error("clients = 3\nmix = unicast 1, anycast 2\n", 2,
+                 "mix: unknown kind 'anycast' (unicast, multicast, broadcast)");
+    expect_error("clients = two\n", 1, "clients: 'two' is not a whole number");
+    expect_error("clients = 1001\n", 1, "clients: 1001 is out of range 2..1000");
+    expect_error("think = 5\n", 1, "think: '5' needs a unit: s or ms");
+    expect_error("think = 5m\n", 1, "think: unknown unit 'm' in '5m' (s or ms)");
+    expect_error("size = 10..20\n", 1, "size: 10 is out of range 40..60000");
+    expect_error("size = 90..50\n", 1, "size: range 90..50 runs backwards");
+    expect_error("durable = 101%\n", 1, "durable (percent): 101 is out of range 0..100");
+    expect_error("colour = red\n", 1, "unknown key 'colour'");
+    expect_error("seed = 1\nseed = 2\n", 2, "'seed' is set twice");
+    expect_error("names = a, b, a\n", 1, "names: 'a' is given twice");
+    expect_error("names = a, b c\n", 1, "names: 'b c' is not a valid name");
+    expect_error("clients = 3\nnames = a, b\n", 2, "names lists 2 but clients = 3");
+    expect_error("mix = unicast 0\n", 1, "mix: every weight is 0");
+    expect_error("just words\n", 1, "expected 'key = value' or 'at TIME ACTION', got 'just words'");
+    expect_error("at 1s explode\n", 1, "unknown action 'explode'");
+    expect_error("at 1s pause-broker\n", 1, "pause-broker needs 'for DURATION'");
+    expect_error("at 1s offline c01 for 0s\n", 1, "offline: the duration must be more than 0");
+    expect_error("at 1s kill-broker now\n", 1, "kill-broker: unexpected 'now'");
+    expect_error("\n\nat 1s offline zed for 1s\n", 3, "offline: no client called 'zed'");
+    expect_error("clients = 3\nat 1s offline random 4 for 1s\n", 2,
+                 "offline random 4: there are only 3 clients");
+    expect_error("clients = 2\nmulticast = 3\nmix = multicast 1\n", 0,
+                 "multicast: 3 recipients but only 1 other clients");
+    char long_line[SIM_MAX_LINE + 20];
+    memset(long_line, 'x', sizeof long_line - 2);
+    long_line[sizeof long_line - 2] = '\n';
+    long_line[sizeof long_line - 1] = '\0';
+    expect_error(long_line, 1, "line longer than 1024 bytes");
+    char err[256];
+    assert_null(sim_scenario_load("/nonexistent/x.scn", err, sizeof err));
+    assert_string_equal(err, "/nonexistent/x.scn: cannot open: No such file or directory");
+}
+
+/* Plans the scenario in body with seed; fails the test on an error. */
+static sim_plan_t *plan_of(const char *body, uint64_t seed, sim_scenario_t **sc)
+{
+    char err[1024];
+    *sc = sim_scenario_load(write_scn(body), err, sizeof err);
+    if (!*sc)
+        fail_msg("%s", err);
+    sim_plan_t *p = sim_plan_new(*sc, seed, err, sizeof err);
+    if (!p)
+        fail_msg("%s", err);
+    return p;
+}
+
+static char *plan_text(const sim_plan_t *p)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_non_null(f);
+    sim_plan_print(p, f);
+    fclose(f);
+    return buf;
+}
+
+static const char *CHURN =
+    "clients = 8\nmessages = 400\nmix = unicast 5, multicast 3, broadcast 2\n"
+    "multicast = 2..5\ndurable = 50%\nthink = 10ms..50ms\n"
+    "at 0.2s offline random 3 for 0.1s..0.5s\nat 0.5s offline c02 for 1s\n"
+    "at 1s kill-broker\nat 1.2s restart-broker\nat 1.5s pause-broker for 0.2s\n";
+
+static void test_plan_is_deterministic(void **state)
+{
+    (void) state;
+    sim_scenario_t *sc;
+    sim_plan_t *a = plan_of(CHURN, 7, &sc);
+    sim_plan_t *b = sim_plan_new(sc, 7, NULL, 0);
+    sim_plan_t *c = sim_plan_new(sc, 8, NULL, 0);
+    assert_non_null(b);
+    assert_non_null(c);
+    char *ta = plan_text(a), *tb = plan_text(b), *tc = plan_text(c);
+    assert_string_equal(ta, tb);
+    assert_string_not_equal(ta, tc);
+    free(ta);
+    free(tb);
+    free(tc);
+    sim_plan_destroy(&a);
+    sim_plan_destroy(&b);
+    sim_plan_destroy(&c);
+    assert_null(a);
+    sim_scenario_destroy(&sc);
+}
+
+static void test_plan_rules(void **state)
+{
+    (void) state;
+    sim_scenario_t *sc;
+    sim_plan_t *p = plan_of(CHURN, 99, &sc);
+    assert_int_equal(p->n_msgs, 400);
+    /* 400 sends + 4 offline + 4 online + kill, restart, pause, resume. */
+    assert_int_equal(p->n_acts, 400 + 8 + 4);
+    int64_t off_from[8], off_to[8];
+    for (int c = 0; c < 8; c++)
+        off_from[c] = off_to[c] = -1;
+    for (size_t i = 0; i < p->n_acts; i++) {
+        const sim_action_t *a = &p->acts[i];
+        if (i)
+            assert_true(p->acts[i - 1].at_us <= a->at_us);
+        if (a->type == SIM_ACT_OFFLINE) {
+            assert_int_equal(off_from[a->client], -1);   /* one window each here */
+            off_from[a->client] = a->at_us;
+            off_to[a->client] = a->at_us + a->dur_us;
+        }
+    }
+    for (size_t k = 0; k < p->n_msgs; k++) {
+        const sim_msg_t *m = &p->msgs[k];
+        assert_true(m->size >= SIM_MIN_TEXT && m->size <= 64);
+        if (off_from[m->sender] >= 0)
+            assert_false(m->at_us >= off_from[m->sender] && m->at_us < off_to[m->sender]);
+        if (m->kind == SIM_UNICAST)
+            assert_int_equal(m->n_to, 1);
+        else if (m->kind == SIM_MULTICAST)
+            assert_true(m->n_to >= 2 && m->n_to <= 5);
+        else
+            assert_int_equal(m->n_to, 0);
+        for (int j = 0; j < m->n_to; j++) {
+            assert_int_not_equal(m->to[j], m->sender);
+            for (int i = 0; i < j; i++)
+                assert_int_not_equal(m->to[i], m->to[j]);
+        }
+    }
+    sim_plan_destroy(&p);
+    sim_scenario_destroy(&sc);
+}
+
+static void expect_plan_error(const char *body, const char *reason)
+{
+    char err[1024];
+    sim_scenario_t *sc = sim_scenario_load(write_scn(body), err, sizeof err);
+    if (!sc)
+        fail_msg("%s", err);
+    sim_plan_t *p = sim_plan_new(sc, 1, err, sizeof err);
+    sim_scenario_destroy(&sc);
+    if (p) {
+        sim_plan_destroy(&p);
+        fail_msg("planned although it should fail with: %s", reason);
+    }
+    if (!strstr(err, reason))
+        fail_msg("got '%s', want '...%s'", err, reason);
+}
+
+static void test_plan_errors(void **state)
+{
+    (void) state;
+    expect_plan_error("at 1s restart-broker\n",
+                      "test.scn:1: restart-broker at 1.000s: the broker is running");
+    expect_plan_error("at 1s kill-broker\nat 2s kill-broker\nat 3s restart-broker\n",
+                      "test.scn:2: kill-broker at 2.000s: the broker is not running (killed on line 1)");
+    expect_plan_error("\nat 1s kill-broker\n",
+                      "test.scn:2: the broker is never restarted after this kill");
+    expect_plan_error("at 1s pause-broker for 2s\nat 2s kill-broker\nat 4s restart-broker\n",
+                      "test.scn:2: the broker is paused until 3.000s");
+    expect_plan_error("at 1s offline c01 for 2s\nat 2s offline c01 for 1s\n",
+                      "test.scn:2: c01 is already offline during 2.000s..3.000s");
+    expect_plan_error("clients = 3\nat 1s offline c01 for 2s\nat 2s offline random 3 for 1s\n",
+                      "test.scn:3: offline random 3: only 2 clients are online");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rng_is_deterministic),
+        cmocka_unit_test(test_loads_every_setting),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_errors_name_line_and_reason),
+        cmocka_unit_test(test_plan_is_deterministic),
+        cmocka_unit_test(test_plan_rules),
+        cmocka_unit_test(test_plan_errors),
+    };
+    return cmocka_run_group_tests(tests, setup_dir, remove_dir);
+}
