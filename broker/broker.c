@@ -119,9 +119,21 @@ static int push_live(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
     return cwb_push(b, s, &stamped);
 }
 
-/* A FIFO of live Deliver frames held back for one session. */
+/* Live Delivers held back for one session (docs/CAUSALITY.md, point 4),
+ * each with its barrier: the stored entries of the recipient's queue that
+ * were committed or submitted before it was read. It is pushed after those
+ * and before any entry appended after it: a held message goes out once
+ * every entry up to its barrier is pushed, and before a stored entry above
+ * its barrier is pushed (cwb_flush_held_before, from durable.c). */
+typedef struct {
+    zmq_msg_t msg;
+    uint64_t barrier;  /* seq: push after every entry up to it */
+    uint64_t token;    /* != 0: the barrier is the seq the pending append with
+                          this token gets (cwb_held_resolve) */
+} held_msg_t;
+
 struct cw_held {
-    zmq_msg_t *msgs;  /* ring buffer of cap frames */
+    held_msg_t *msgs; /* ring buffer of cap frames */
     size_t head;      /* index of the oldest */
     size_t n;         /* frames held */
     size_t cap;       /* allocated */
@@ -147,42 +159,77 @@ static int hold(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
     }
     if (h->n == h->cap) {
         size_t cap = h->cap ? h->cap * 2 : 16;
-        zmq_msg_t *m = malloc(cap * sizeof *m);
+        held_msg_t *m = malloc(cap * sizeof *m);
         if (!m) {
             zmq_msg_close(msg);
             return CW_FLOODED;
         }
         for (size_t i = 0; i < h->n; i++) {
-            zmq_msg_init(&m[i]);
-            zmq_msg_move(&m[i], &h->msgs[(h->head + i) % h->cap]);
+            held_msg_t *from = &h->msgs[(h->head + i) % h->cap];
+            m[i] = *from;
+            zmq_msg_init(&m[i].msg);
+            zmq_msg_move(&m[i].msg, &from->msg);
         }
         free(h->msgs);
         h->msgs = m;
         h->head = 0;
         h->cap = cap;
     }
-    zmq_msg_t *slot = &h->msgs[(h->head + h->n) % h->cap];
-    zmq_msg_init(slot);
-    zmq_msg_move(slot, msg);
+    held_msg_t *slot = &h->msgs[(h->head + h->n) % h->cap];
+    zmq_msg_init(&slot->msg);
+    zmq_msg_move(&slot->msg, msg);
     zmq_msg_close(msg);
+    /* Appends are answered in submission order, so the latest one naming
+     * the user gets the highest seq of those submitted before this
+     * message; with none pending, the committed queue is the barrier. */
+    slot->barrier = s->user->last_seq;
+    slot->token = s->user->durable_inflight ? s->user->last_append_token : 0;
     h->n++;
     return CW_DELIVERED;
 }
 
-void cwb_flush_held(cw_broker_t *b, cw_session_t *s)
+void cwb_held_resolve(cw_session_t *s, uint64_t token, uint64_t seq)
 {
     cw_held_t *h = s->held;
-    if (!h || !h->n || cwd_pending(b, s))
-        return;
-    while (h->n) {
-        zmq_msg_t *m = &h->msgs[h->head];
+    for (size_t i = 0; h && i < h->n; i++) {
+        held_msg_t *m = &h->msgs[(h->head + i) % h->cap];
+        if (m->token == token) {
+            m->token = 0;
+            if (seq > m->barrier)
+                m->barrier = seq;
+        }
+    }
+}
+
+/* Pushes held messages from the oldest while `ready` says so. */
+static void flush_while(cw_broker_t *b, cw_session_t *s, uint64_t before)
+{
+    cw_held_t *h = s->held;
+    bool all = !b->durable || s->pull;
+    while (h && h->n) {
+        held_msg_t *m = &h->msgs[h->head];
+        bool ready = all || (m->token == 0 && (before ? m->barrier < before
+                                                      : !s->catching_up ||
+                                                            m->barrier <= s->pushed_seq));
+        if (!ready)
+            return;
         h->head = (h->head + 1) % h->cap;
         h->n--;
-        if (push_live(b, s, m) == CW_DELIVERED)
+        if (push_live(b, s, &m->msg) == CW_DELIVERED)
             b->stats.deliveries++;
         else
             CW_DEBUG("%s: held live message dropped", s->user->name);
     }
+}
+
+void cwb_flush_held(cw_broker_t *b, cw_session_t *s)
+{
+    flush_while(b, s, 0);
+}
+
+void cwb_flush_held_before(cw_broker_t *b, cw_session_t *s, uint64_t seq)
+{
+    flush_while(b, s, seq);
 }
 
 /* Frees what the router owns in a session; call before cw_sessions_close. */
@@ -192,7 +239,7 @@ static void session_release(cw_session_t *s)
     if (!h)
         return;
     for (size_t i = 0; i < h->n; i++)
-        zmq_msg_close(&h->msgs[(h->head + i) % h->cap]);
+        zmq_msg_close(&h->msgs[(h->head + i) % h->cap].msg);
     free(h->msgs);
     free(h);
     s->held = NULL;

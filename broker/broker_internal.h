@@ -68,6 +68,13 @@ bool cwd_pending(const cw_broker_t *b, const cw_session_t *s);
 bool cwb_must_hold(const cw_broker_t *b, const cw_session_t *s);
 /* Pushes the held live Delivers of s once nothing stored is pending. */
 void cwb_flush_held(cw_broker_t *b, cw_session_t *s);
+/* Before stored entry `seq` is pushed to s: pushes the held live messages
+ * that must precede it (their barrier is below seq). */
+void cwb_flush_held_before(cw_broker_t *b, cw_session_t *s, uint64_t seq);
+/* The append with this token is answered: held live messages that waited
+ * for it follow stored entry `seq` of s's queue (the seq it got, or the
+ * queue's last seq if it was not stored for s). */
+void cwb_held_resolve(cw_session_t *s, uint64_t token, uint64_t seq);
 long cwb_user_log(cw_broker_t *b, Causeway__V1__UserInfo **infos,
                   Causeway__V1__UserInfo ***ptrs);
 

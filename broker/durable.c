@@ -239,6 +239,8 @@ static void entry_to_deliver(const cw_store_entry_t *e, Causeway__V1__Deliver *d
  * entry is skipped and an Ack can never cover an entry that was not sent. */
 static bool push_deliver(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver *d)
 {
+    /* Live messages read before this entry was appended go first. */
+    cwb_flush_held_before(b, s, d->seq);
     cw_env_t env;
     cw_env_init(&env, 0);
     env.body_case = CW_BODY(DELIVER);
@@ -311,8 +313,13 @@ static void inflight_done(cw_broker_t *b, pending_t *p)
             continue;
         if (u->durable_inflight)
             u->durable_inflight--;
-        if (u->session && !u->session->dead)
+        if (u->session && !u->session->dead) {
+            /* Live messages read after this append follow its entry (or,
+             * if it was not stored for u, what u's queue holds now). */
+            bool stored = p->rcpts[i].status == (Causeway__V1__Status) CW_ACCEPTED;
+            cwb_held_resolve(u->session, p->token, stored ? p->rcpts[i].seq : u->last_seq);
             cwb_flush_held(b, u->session);
+        }
     }
 }
 
@@ -450,12 +457,11 @@ static void on_push_read(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         if (!ok)
             return; /* the rest in order, from the tick */
     }
-    if (n < p->max) {
+    if (n < p->max)
         s->catching_up = false; /* the whole queue is out: pushes follow commits */
-        cwb_flush_held(b, s);
-    } else {
+    cwb_flush_held(b, s);       /* what waited for the entries just pushed */
+    if (s->catching_up)
         push_read(b, s);
-    }
 }
 
 /* Fetch and History replies: the entries as Reply.messages. */
@@ -728,8 +734,10 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
     p->env = env; /* the pending record owns the request from here */
     *envp = NULL;
     for (long i = 0; i < n; i++)
-        if (p->store_idx[i] >= 0)
+        if (p->store_idx[i] >= 0) {
             p->users[i]->durable_inflight++;
+            p->users[i]->last_append_token = p->token;
+        }
     pending_push(d, p);
     if (srcpts != srcpts_small)
         free(srcpts);

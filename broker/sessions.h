@@ -33,6 +33,7 @@ typedef struct {
     uint64_t last_seen_us;            /* last login, logout or expiry; 0 never */
     uint64_t mark;                    /* scratch for the router: dedupes recipients */
     uint32_t durable_inflight;        /* durable appends naming this user, not yet committed */
+    uint64_t last_append_token;       /* durable: token of the latest append naming this user */
     uint64_t last_seq;                /* durable: highest seq assigned in the user's queue */
     uint8_t stored;                   /* durable: CW_USER_UNSTORED, _STORING or _STORED */
 } cw_user_t;

@@ -48,6 +48,30 @@ def test_live_waits_for_durable_backlog(broker, hub, pb, tmp_path):
     assert [kind(d) for d in got] == ["durable"] * 5 + ["live"]
 
 
+def test_held_live_message_goes_before_later_stored_ones(broker, hub, pb, tmp_path):
+    """bob is catching up (5 stored, push window 2) when alice sends him a
+    live message and then, after its reply, a durable one: the live one was
+    read first, so it may causally precede the durable one and must reach
+    bob before it, although both wait behind the backlog. (Found by
+    causeway-sim's mixed scenario: the held live message used to go out
+    only once nothing at all was pending for bob.)"""
+    br = start_durable(broker, tmp_path / "data", "--push-window", 2)
+    register(hub, br.endpoint, "bob")
+    alice = hub.logged_in(br.endpoint, "alice")
+    for i in range(5):
+        assert_status(pb, dsend(alice, ["bob"], f"d{i}", f"m{i}"), "ACCEPTED")
+    bob = login_first(hub, br.endpoint, "bob")
+    got = [bob.recv_body("deliver"), bob.recv_body("deliver")]
+    reply = alice.send_text(["bob"], "live")
+    assert [r.status for r in reply.recipients] == [pb.STATUS_DELIVERED]
+    assert_status(pb, dsend(alice, ["bob"], "after live", "m5"), "ACCEPTED")
+    while len(got) < 7:
+        if got[-1].durable:
+            ack(bob, got[-1].seq)
+        got.append(bob.recv_body("deliver"))
+    assert [d.text for d in got] == ["d0", "d1", "d2", "d3", "d4", "live", "after live"]
+
+
 def test_pipelined_durable_then_live_keeps_program_order(broker, hub, pb, tmp_path):
     """alice sends a durable message and, without waiting for its reply, a
     live one to online bob: program order makes the first causally precede
