@@ -31,6 +31,14 @@ typedef struct {
     uint32_t ttl_s;           /* durable: default message TTL in seconds, 0 = none */
     uint32_t redeliver_ms;    /* durable: unacknowledged pushes are pushed again after this */
     uint32_t push_window;     /* durable: unacknowledged pushes in flight per session */
+    uint32_t rate;            /* requests per second per session; 0 = no limit */
+    uint32_t burst;           /* requests a session may send at once above rate */
+    uint32_t reply_budget;    /* unread bulky reply bytes per connection before FLOODED */
+    uint32_t page_users;      /* user-log entries per Login/Who reply */
+    uint32_t max_reply;       /* bytes of messages per Fetch/History reply (at least one) */
+    uint32_t store_inflight;  /* durable: store requests waiting per session */
+    uint32_t store_inflight_bytes; /* durable: bytes of those requests per session */
+    uint32_t store_max;       /* durable: queued messages over all users; 0 = no limit */
 } cw_broker_config_t;
 
 /* Fills cfg with the defaults. Can't fail. */
