@@ -759,13 +759,15 @@ static void handle_stats(cw_broker_t *b, const void *id, size_t id_len, const cw
  * (token bucket: cfg.rate per second, up to cfg.burst at once), and the
  * bytes of bulky replies this connection has not read (cfg.reply_budget),
  * for the requests that produce such replies. Logout, Ack and Heartbeat
- * always pass: they free resources. Replies and returns false if refused. */
+ * always pass: they free resources. Replies and returns false if refused.
+ * PROTOCOL.md section 14.1. */
 static bool within_limits_or_reply(cw_broker_t *b, const void *id, size_t id_len,
                                    cw_session_t *s, const cw_env_t *env)
 {
     int body = env->body_case;
-    if (body == CW_BODY(HEARTBEAT) || body == CW_BODY(LOGOUT) || body == CW_BODY(ACK))
-        return true;
+    if (body != CW_BODY(LOGIN) && body != CW_BODY(SEND) && body != CW_BODY(WHO) &&
+        body != CW_BODY(STATS) && body != CW_BODY(FETCH) && body != CW_BODY(HISTORY))
+        return true; /* Logout, Ack, Heartbeat; other bodies are refused anyway */
     if (s && b->cfg.rate) {
         double burst = b->cfg.burst;
         s->tokens += (double) (b->now_ms - s->tokens_ms) * b->cfg.rate / 1000.0;
