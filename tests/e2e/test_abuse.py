@@ -24,6 +24,7 @@ import os
 import threading
 import time
 
+import pytest
 import zmq
 
 from conftest import REQUEST_TIMEOUT, TIMEOUT_SCALE, assert_status, status_name
@@ -41,6 +42,25 @@ def rss_kib(broker):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+def rss_slack_kib(broker):
+    """Extra allowance on a memory bound for an instrumented broker, whose
+    VmRSS is mostly the instrumentation's: valgrind keeps 20 MB of freed
+    blocks (--freelist-vol) plus its shadow memory, ASan its quarantine
+    (limited to 16 MB by small_quarantine below) and redzones. 0 for a
+    plain build, where the bounds below apply as they are."""
+    with open(f"/proc/{broker.proc.pid}/maps") as f:
+        maps = f.read()
+    return 64 * 1024 if ("vgpreload" in maps or "libasan" in maps) else 0
+
+
+@pytest.fixture
+def small_quarantine(monkeypatch):
+    """Brokers started by the test keep at most 16 MB of freed memory in
+    ASan's quarantine (default 256 MB), so that VmRSS follows live memory."""
+    opts = os.environ.get("ASAN_OPTIONS", "")
+    monkeypatch.setenv("ASAN_OPTIONS", (opts + ":" if opts else "") + "quarantine_size_mb=16")
 
 
 def stats(client):
@@ -226,7 +246,7 @@ def test_rate_limit_exact(broker, hub, pb):
 # ---------------------------------------------------------------------------
 # Slow consumers
 
-def test_slow_consumer(broker, hub, pb, tmp_path):
+def test_slow_consumer(small_quarantine, broker, hub, pb, tmp_path):
     """A client that logs in and never reads: live messages to it come back
     FLOODED once its queue at the broker holds --sndhwm frames, the broker
     keeps serving others at once and its memory stays bounded; durable
@@ -259,7 +279,7 @@ def test_slow_consumer(broker, hub, pb, tmp_path):
           f"(+{rss1 - rss0}) for 64 MB offered; slowest stats round trip {worst * 1e3:.1f} ms")
     assert fates.get("FLOODED", 0) >= 3000, fates
     assert set(fates) <= {"DELIVERED", "FLOODED"}, fates
-    assert rss1 - rss0 < 24 * 1024, f"broker grew by {rss1 - rss0} KiB"
+    assert rss1 - rss0 < 24 * 1024 + rss_slack_kib(br), f"broker grew by {rss1 - rss0} KiB"
     assert worst < 1.0 * TIMEOUT_SCALE
 
     # Durable: accepted and kept, whatever the client's reading.
@@ -331,7 +351,7 @@ def wait_sessions(hub, watcher, want, timeout):
         hub.wait(0.1)
 
 
-def test_connection_churn(broker, hub, pb):
+def test_connection_churn(small_quarantine, broker, hub, pb):
     """2500 connect/login/(logout or drop) cycles after a warm-up: sessions
     come back to the baseline (dropped ones expire) and the broker's memory
     grows by less than 4 MiB (the user log keeps every name: ~2500 x 100 B)."""
@@ -352,7 +372,8 @@ def test_connection_churn(broker, hub, pb):
           f"known users {st.known_users}; broker VmRSS {rss0} -> {rss1} KiB (+{rss1 - rss0})")
     assert st.sessions == base
     assert st.expired_sessions >= (300 + cycles) // 2
-    assert rss1 - rss0 < 4 * 1024, f"broker grew by {rss1 - rss0} KiB over {cycles} cycles"
+    assert rss1 - rss0 < 4 * 1024 + rss_slack_kib(br), (
+        f"broker grew by {rss1 - rss0} KiB over {cycles} cycles")
 
 
 # ---------------------------------------------------------------------------
@@ -504,7 +525,7 @@ def test_fetch_and_history_capped(broker, hub, pb, tmp_path):
     assert len(r.messages) == 1 and r.messages[0].text == "L" * 8000 and not r.truncated
 
 
-def test_reply_budget(broker, hub, pb):
+def test_reply_budget(small_quarantine, broker, hub, pb):
     """A connection pipelining Who requests (bulky replies) without reading
     gets FLOODED once --reply-budget bytes of replies wait for it in the
     broker; every request is still answered exactly once; after reading,
@@ -517,10 +538,20 @@ def test_reply_budget(broker, hub, pb):
     c.sock.setsockopt(zmq.RCVBUF, 4096)
     size = len(c.request_env(c.envelope("who")).SerializeToString())
     assert size > 4096
+    watcher = hub.client(br.endpoint)
+    before = stats(watcher).frames_in
     rss0 = rss_kib(br)
     n = 3000  # about 3000 x size bytes if nothing bounded it
     ids = [c.send_env(c.envelope("who")) for _ in range(n)]
-    hub.wait(1.0)  # let the broker answer everything while nobody reads
+    # Wait until the broker has read (and so answered) all of them, while
+    # nobody reads: frames_in counts them and the watcher's own Stats.
+    asked = 0
+    deadline = time.monotonic() + 10 * TIMEOUT_SCALE
+    while True:
+        asked += 1
+        if stats(watcher).frames_in - before >= n + asked:
+            break
+        assert time.monotonic() < deadline, "the broker did not read the Who requests"
     rss1 = rss_kib(br)
     statuses = [c.recv_reply(rid, REQUEST_TIMEOUT * 4).reply.status for rid in ids]
     ok, flooded = statuses.count(pb.STATUS_OK), statuses.count(pb.STATUS_FLOODED)
@@ -528,6 +559,6 @@ def test_reply_budget(broker, hub, pb):
           f"{ok} OK, {flooded} FLOODED; broker VmRSS {rss0} -> {rss1} KiB (+{rss1 - rss0})")
     assert ok + flooded == n
     assert flooded > 0 and ok > 0
-    assert rss1 - rss0 < 16 * 1024
+    assert rss1 - rss0 < 8 * 1024 + rss_slack_kib(br)
     r = c.request("who")
     assert_status(pb, r, "OK")
