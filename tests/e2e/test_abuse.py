@@ -168,6 +168,7 @@ def run_flood(broker_obj, hub, flood_env, seconds=3.0, pace=0.0):
     quiet_lat = measure_round_trips([a, b], 20, pace)
     before = stats(a).frames_in
     f = Flooder(hub, broker_obj.endpoint, flood_env.SerializeToString(), seconds, 2_000_000)
+    f.t0 = time.monotonic()  # before its session exists: its bucket is younger
     flood_login(hub, f, fresh("flood"))
     f.start()
     f.started.wait()
@@ -212,12 +213,14 @@ def test_flood_rate_limited(broker, hub, pb):
     env.stats.SetInParent()
     f, a, b = run_flood(br, hub, env, pace=0.02)
     got = f.replies(pb)
+    elapsed = time.monotonic() - f.t0  # the broker served it within this time
     limited = [r for r in got if r.status == pb.STATUS_RATE_LIMITED]
     ok = [r for r in got if r.status == pb.STATUS_OK]
-    print(f"flooder replies read: {len(got)}: {len(ok)} OK, {len(limited)} RATE_LIMITED")
+    print(f"flooder replies read: {len(got)}: {len(ok)} OK, {len(limited)} RATE_LIMITED "
+          f"in {elapsed:.1f}s")
     assert limited, "no RATE_LIMITED reply for the flooder"
     assert "requests/s" in limited[0].detail
-    assert len(ok) <= 50 + 200 * 4, "more requests served than rate x time + burst"
+    assert len(ok) <= 50 + 200 * elapsed, "more requests served than burst + rate x time"
     f.sock.close(linger=0)
 
 
