@@ -249,7 +249,7 @@ static void session_release(cw_session_t *s)
  * are logged; a peer that vanished cannot be answered. */
 void cwb_send_to_id(cw_broker_t *b, const void *id, size_t id_len, const cw_env_t *env)
 {
-    if (cw_env_send(b->router, id, id_len, env, ZMQ_DONTWAIT) == 0) {
+    if (cw_outq_send(b->outq, b->router, id, id_len, env, ZMQ_DONTWAIT) == 0) {
         b->stats.frames_out++;
         cw_session_t *s = cw_sessions_find(b->sessions, id, id_len);
         if (s)
@@ -263,7 +263,7 @@ void cwb_send_to_id(cw_broker_t *b, const void *id, size_t id_len, const cw_env_
  * routing id): the same, without looking the session up again. */
 static void send_to_session(cw_broker_t *b, cw_session_t *s, const cw_env_t *env)
 {
-    if (cw_env_send(b->router, s->id + 1, s->id[0], env, ZMQ_DONTWAIT) == 0) {
+    if (cw_outq_send(b->outq, b->router, s->id + 1, s->id[0], env, ZMQ_DONTWAIT) == 0) {
         b->stats.frames_out++;
         s->last_tx_ms = b->now_ms;
     } else {
@@ -291,12 +291,25 @@ void cwb_reply_status(cw_broker_t *b, const void *id, size_t id_len, uint64_t re
     cwb_send_to_id(b, id, id_len, &env);
 }
 
-/* Fills a UserInfo array for the user log. Caller frees *infos and *ptrs.
- * Returns the count, or -1 if out of memory. */
-long cwb_user_log(cw_broker_t *b, Causeway__V1__UserInfo **infos,
-                     Causeway__V1__UserInfo ***ptrs)
+/* See broker_internal.h. */
+long cwb_user_log(cw_broker_t *b, const char *after, Causeway__V1__UserInfo **infos,
+                  Causeway__V1__UserInfo ***ptrs, bool *truncated)
 {
-    size_t n = cw_sessions_user_count(b->sessions);
+    size_t total = cw_sessions_user_count(b->sessions), from = 0;
+    if (after && *after) { /* the first name sorting after `after` */
+        size_t hi = total;
+        while (from < hi) {
+            size_t mid = from + (hi - from) / 2;
+            if (strcmp(cw_sessions_user_at(b->sessions, mid)->name, after) <= 0)
+                from = mid + 1;
+            else
+                hi = mid;
+        }
+    }
+    size_t n = total - from;
+    *truncated = n > b->cfg.page_users;
+    if (*truncated)
+        n = b->cfg.page_users;
     *infos = calloc(n ? n : 1, sizeof **infos);
     *ptrs = calloc(n ? n : 1, sizeof **ptrs);
     if (!*infos || !*ptrs) {
@@ -305,7 +318,7 @@ long cwb_user_log(cw_broker_t *b, Causeway__V1__UserInfo **infos,
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
-        cw_user_t *u = cw_sessions_user_at(b->sessions, i);
+        cw_user_t *u = cw_sessions_user_at(b->sessions, from + i);
         causeway__v1__user_info__init(&(*infos)[i]);
         (*infos)[i].name = u->name;
         (*infos)[i].online = u->session != NULL;
@@ -494,7 +507,9 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
         }
         if (created)
             CW_INFO("new user %s", user->name);
-        s->serial = ++b->serial;
+        s->serial = s->origin = ++b->serial;
+        s->tokens = b->cfg.burst;
+        s->tokens_ms = b->now_ms;
         s->resumable = getrandom(s->token, sizeof s->token, 0) == (ssize_t) sizeof s->token;
         if (!s->resumable) /* without a secret token nobody may resume it */
             CW_WARN("getrandom failed; session %s cannot be resumed", user->name);
@@ -526,11 +541,13 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
     reply.login = &info;
     Causeway__V1__UserInfo *infos = NULL, **ptrs = NULL;
     if (!s->quiet) {
-        long n = cwb_user_log(b, &infos, &ptrs);
+        bool truncated = false;
+        long n = cwb_user_log(b, NULL, &infos, &ptrs, &truncated);
         if (n < 0) {
             cwb_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
             return;
         }
+        reply.truncated = truncated;
         reply.n_users = (size_t) n;
         reply.users = ptrs;
     }
@@ -812,7 +829,8 @@ static void handle_who(cw_broker_t *b, const void *id, size_t id_len, const cw_e
     cw_env_t out;
     Causeway__V1__Reply reply;
     Causeway__V1__UserInfo *infos = NULL, **ptrs = NULL;
-    long n = cwb_user_log(b, &infos, &ptrs);
+    bool truncated = false;
+    long n = cwb_user_log(b, env->who->after, &infos, &ptrs, &truncated);
     if (n < 0) {
         cwb_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
         return;
@@ -820,7 +838,8 @@ static void handle_who(cw_broker_t *b, const void *id, size_t id_len, const cw_e
     cw_env_init(&out, env->request_id);
     causeway__v1__reply__init(&reply);
     reply.status = (Causeway__V1__Status) CW_OK;
-    reply.detail = "user log";
+    reply.detail = truncated ? "user log (more follow: ask again with Who.after)" : "user log";
+    reply.truncated = truncated;
     reply.n_users = (size_t) n;
     reply.users = ptrs;
     out.body_case = CW_BODY(REPLY);
@@ -856,6 +875,52 @@ static void handle_stats(cw_broker_t *b, const void *id, size_t id_len, const cw
     cwb_send_to_id(b, id, id_len, &out);
 }
 
+/* The abuse limits a request passes before it is handled (docs/OPERATIONS.md
+ * "Floods, slow readers and budgets"): the session's request rate
+ * (token bucket: cfg.rate per second, up to cfg.burst at once), and the
+ * bytes of bulky replies this connection has not read (cfg.reply_budget),
+ * for the requests that produce such replies. Logout, Ack and Heartbeat
+ * always pass: they free resources. Replies and returns false if refused.
+ * PROTOCOL.md section 14.1. */
+static bool within_limits_or_reply(cw_broker_t *b, const void *id, size_t id_len,
+                                   cw_session_t *s, const cw_env_t *env)
+{
+    int body = env->body_case;
+    if (body != CW_BODY(LOGIN) && body != CW_BODY(SEND) && body != CW_BODY(WHO) &&
+        body != CW_BODY(STATS) && body != CW_BODY(FETCH) && body != CW_BODY(HISTORY))
+        return true; /* Logout, Ack, Heartbeat; other bodies are refused anyway */
+    if (s && b->cfg.rate) {
+        double burst = b->cfg.burst;
+        s->tokens += (double) (b->now_ms - s->tokens_ms) * b->cfg.rate / 1000.0;
+        s->tokens_ms = b->now_ms;
+        if (s->tokens > burst)
+            s->tokens = burst;
+        if (s->tokens < 1.0) {
+            char detail[128];
+            snprintf(detail, sizeof detail,
+                     "more than %u requests/s (burst %u) from this session; retry later",
+                     b->cfg.rate, b->cfg.burst);
+            cwb_reply_status(b, id, id_len, env->request_id, CW_RATE_LIMITED, detail);
+            return false;
+        }
+        s->tokens -= 1.0;
+    }
+    if (body == CW_BODY(LOGIN) || body == CW_BODY(WHO) || body == CW_BODY(SEND) ||
+        body == CW_BODY(FETCH) || body == CW_BODY(HISTORY)) {
+        uint64_t unread = cw_outq_unread(b->outq, id, id_len);
+        if (unread >= b->cfg.reply_budget) {
+            char detail[160];
+            snprintf(detail, sizeof detail,
+                     "%llu bytes of earlier replies to this connection are unread "
+                     "(reply-budget %u); read them first",
+                     (unsigned long long) unread, b->cfg.reply_budget);
+            cwb_reply_status(b, id, id_len, env->request_id, CW_FLOODED, detail);
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Routes one decoded envelope from the peer `id` (session s, may be NULL). */
 static void dispatch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
                      cw_env_t **envp)
@@ -867,6 +932,8 @@ static void dispatch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t
                      "clock entries must be sorted by node, unique and non-empty");
         return;
     }
+    if (!within_limits_or_reply(b, id, id_len, s, env))
+        return;
     switch (env->body_case) {
     case CW_BODY(LOGIN):
         handle_login(b, id, id_len, s, env);
@@ -987,6 +1054,7 @@ static void tick(cw_broker_t *b)
         }
     }
     cwd_tick(b);
+    cw_outq_sweep(b->outq);
     reap(b);
 }
 
@@ -1182,8 +1250,9 @@ cw_broker_t *cw_broker_new(const cw_broker_config_t *cfg, char *err, size_t errl
     }
     b->cfg = *cfg;
     b->sessions = cw_sessions_new();
+    b->outq = cw_outq_new();
     b->ctx = zmq_ctx_new();
-    if (!b->sessions || !b->ctx) {
+    if (!b->sessions || !b->outq || !b->ctx) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -1261,6 +1330,7 @@ void cw_broker_destroy(cw_broker_t **p)
     if (b->ctx)
         zmq_ctx_term(b->ctx);
     cw_sessions_destroy(&b->sessions);
+    cw_outq_destroy(&b->outq);
     free(b);
     *p = NULL;
 }

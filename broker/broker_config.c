@@ -47,6 +47,14 @@ static const opt_t options[] = {
     STR(users, "users", "DIR", "CURVE: directory of the users' public certificates"),
     {"insecure", OPT_BOOL, offsetof(cw_broker_config_t, insecure), 0, 0, 0, "",
      "allow plain (unauthenticated) mode on a non-loopback endpoint"},
+    U32(rate, "rate", 0, 10000000, "requests per second per session, 0 = no limit (default 0)"),
+    U32(burst, "burst", 1, 10000000, "requests a session may send at once above --rate (default 1000)"),
+    U32(reply_budget, "reply-budget", 65536, 1u << 30, "unread bulky reply bytes per connection before FLOODED (default 4194304)"),
+    U32(page_users, "page-users", 1, 1000000, "user-log entries per login/who reply (default 1000)"),
+    U32(max_reply, "max-reply", 4096, 64u << 20, "bytes of messages per fetch/history reply (default 1048576)"),
+    U32(store_inflight, "store-inflight", 1, 100000, "durable: store requests waiting per session (default 1000)"),
+    U32(store_inflight_bytes, "store-inflight-bytes", 65536, 1u << 30, "durable: bytes of store requests waiting per session (default 8388608)"),
+    U32(store_max, "store-max", 0, 2000000000, "durable: queued messages over all users, 0 = no limit (default 10000000)"),
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
@@ -68,6 +76,14 @@ void cw_broker_config_defaults(cw_broker_config_t *cfg)
     cfg->ttl_s = 0;
     cfg->redeliver_ms = 30000;
     cfg->push_window = 1000;
+    cfg->rate = 0;
+    cfg->burst = 1000;
+    cfg->reply_budget = 4u << 20;
+    cfg->page_users = 1000;
+    cfg->max_reply = 1u << 20;
+    cfg->store_inflight = 1000;
+    cfg->store_inflight_bytes = 8u << 20;
+    cfg->store_max = 10000000;
 }
 
 static const opt_t *find_option(const char *name)

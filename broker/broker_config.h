@@ -34,6 +34,14 @@ typedef struct {
     char curve_secret[1024];  /* CURVE: the broker's secret certificate; "" = plain */
     char users[1024];         /* CURVE: directory of the users' public certificates */
     int insecure;             /* 1: plain mode allowed on a non-loopback endpoint */
+    uint32_t rate;            /* requests per second per session; 0 = no limit */
+    uint32_t burst;           /* requests a session may send at once above rate */
+    uint32_t reply_budget;    /* unread bulky reply bytes per connection before FLOODED */
+    uint32_t page_users;      /* user-log entries per Login/Who reply */
+    uint32_t max_reply;       /* bytes of messages per Fetch/History reply (at least one) */
+    uint32_t store_inflight;  /* durable: store requests waiting per session */
+    uint32_t store_inflight_bytes; /* durable: bytes of those requests per session */
+    uint32_t store_max;       /* durable: queued messages over all users; 0 = no limit */
 } cw_broker_config_t;
 
 /* Fills cfg with the defaults. Can't fail. */

@@ -12,6 +12,7 @@
 #include "broker.h"
 #include "cw_envelope.h"
 #include "cw_sec.h"
+#include "outq.h"
 #include "sessions.h"
 
 #define BATCH 1024            /* messages handled between timer checks */
@@ -37,6 +38,7 @@ struct cw_broker {
     char endpoint[256];       /* bound endpoint, wildcard port resolved */
     cw_sessions_t *sessions;  /* sessions and user log, owned */
     cw_durable_t *durable;    /* store actor and pending store requests; NULL: live-only */
+    cw_outq_t *outq;          /* unread bulky replies per connection, owned */
     size_t n_dead;            /* sessions marked dead and not yet reaped */
     uint64_t mark;            /* generation counter for cw_user_t.mark */
     uint64_t serial;          /* last session serial handed out */
@@ -75,8 +77,12 @@ void cwb_flush_held_before(cw_broker_t *b, cw_session_t *s, uint64_t seq);
  * for it follow stored entry `seq` of s's queue (the seq it got, or the
  * queue's last seq if it was not stored for s). */
 void cwb_held_resolve(cw_session_t *s, uint64_t token, uint64_t seq);
-long cwb_user_log(cw_broker_t *b, Causeway__V1__UserInfo **infos,
-                  Causeway__V1__UserInfo ***ptrs);
+/* The user log from the first name sorting after `after` (NULL or "":
+ * from the start), at most cfg.page_users entries; *truncated tells
+ * whether more follow. Caller frees *infos and *ptrs. The count, or -1 if
+ * out of memory. */
+long cwb_user_log(cw_broker_t *b, const char *after, Causeway__V1__UserInfo **infos,
+                  Causeway__V1__UserInfo ***ptrs, bool *truncated);
 
 /* durable.c — all no-ops / NOT_DURABLE when b->durable is NULL. */
 

@@ -22,6 +22,14 @@
  *       window switches the session to catching up.
  *    4. Pending records refer to sessions by serial, never by pointer: a
  *       session may be gone, or replaced, when the reply arrives.
+ *    5. Budgets (docs/OPERATIONS.md "Floods, slow readers and budgets"): a
+ *       client request submitted to the store is charged to its session
+ *       (session->store_reqs, store_bytes; found again by `origin`, which
+ *       a resume keeps) and released exactly once, when its reply is
+ *       handled or dropped (budget_release). A session at its budget gets
+ *       FLOODED and submits nothing, so one session cannot fill the pipe
+ *       that every session shares. Appends also count their entries in
+ *       inflight_entries until answered, for the store-wide store_max.
  *
  *  Stored clock: the sender's vector clock is stored as a serialized
  *  Deliver holding only its `clock` field, and decoded the same way.
@@ -54,6 +62,9 @@ typedef struct pending {
     uint64_t seq;                /* ACK: up to */
     uint32_t max;                /* PUSH_READ: entries asked for */
     bool redeliver;              /* PUSH_READ: mark pushes redelivered */
+    uint64_t origin;             /* session charged for it (its origin serial); 0 none */
+    uint64_t cost;               /* bytes charged to that session */
+    size_t n_entries;            /* APPEND: queue entries submitted (for store_max) */
     /* APPEND */
     cw_env_t *env;               /* the Send request, owned */
     uint64_t timestamp_us;       /* broker receipt time */
@@ -73,6 +84,7 @@ struct cw_durable {
     uint64_t next_token;         /* last token used */
     pending_t *head, *tail;      /* FIFO of submitted requests */
     size_t n_pending;            /* FIFO length */
+    uint64_t inflight_entries;   /* queue entries of appends not yet answered */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -156,6 +168,60 @@ static pending_t *pending_pop(cw_durable_t *d)
         d->n_pending--;
     }
     return p;
+}
+
+/* The session a charge was made to, if it is still live. */
+static cw_session_t *charged_session(cw_broker_t *b, const pending_t *p)
+{
+    cw_user_t *u = cw_sessions_user(b->sessions, p->user);
+    if (!u || !u->session || u->session->origin != p->origin)
+        return NULL;
+    return u->session;
+}
+
+/* Refuses a request (FLOODED) if session s has its budget of store
+ * requests waiting (invariant 5). Replies and returns false if refused. */
+static bool budget_or_reply(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
+                            uint64_t request_id)
+{
+    if (s->store_reqs < b->cfg.store_inflight && s->store_bytes < b->cfg.store_inflight_bytes)
+        return true;
+    char detail[160];
+    snprintf(detail, sizeof detail,
+             "this session has %u store requests (%llu bytes) waiting "
+             "(store-inflight %u, store-inflight-bytes %u); retry when they are answered",
+             s->store_reqs, (unsigned long long) s->store_bytes, b->cfg.store_inflight,
+             b->cfg.store_inflight_bytes);
+    cwb_reply_status(b, id, id_len, request_id, CW_FLOODED, detail);
+    return false;
+}
+
+/* Charges a submitted request to s (invariant 5). */
+static void budget_charge(cw_session_t *s, pending_t *p, uint64_t cost)
+{
+    p->origin = s->origin;
+    p->cost = cost;
+    s->store_reqs++;
+    s->store_bytes += cost;
+}
+
+/* Releases what p was charged, once (invariant 5), and its entries. */
+static void budget_release(cw_broker_t *b, pending_t *p)
+{
+    if (p->kind == P_APPEND && p->env) {
+        cw_durable_t *d = b->durable;
+        d->inflight_entries -= p->n_entries <= d->inflight_entries ? p->n_entries
+                                                                    : d->inflight_entries;
+        p->n_entries = 0;
+    }
+    if (!p->origin)
+        return;
+    cw_session_t *s = charged_session(b, p);
+    if (s) {
+        s->store_reqs -= s->store_reqs ? 1 : 0;
+        s->store_bytes -= p->cost <= s->store_bytes ? p->cost : s->store_bytes;
+    }
+    p->origin = 0;
 }
 
 /* Maps a failed submission to the status for the client. */
@@ -485,19 +551,35 @@ static void on_listing(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
             entry_to_deliver(&e[i], &dl[i], &clocks[i]);
             ptrs[i] = &dl[i];
         }
+        /* At most max_reply bytes of messages, and always at least one:
+         * Fetch keeps the first (lowest seq; the rest stay queued for the
+         * next Fetch), History the newest. */
+        size_t keep = 0, bytes = 0;
+        for (size_t k = 0; k < n; k++) {
+            size_t i = p->kind == P_HISTORY ? n - 1 - k : k;
+            bytes += causeway__v1__deliver__get_packed_size(&dl[i]) + 4;
+            if (keep && bytes > b->cfg.max_reply)
+                break;
+            keep++;
+        }
+        size_t first = p->kind == P_HISTORY ? n - keep : 0;
         cw_env_t out;
         Causeway__V1__Reply reply;
-        char detail[64];
+        char detail[96];
         cw_env_init(&out, p->request_id);
         causeway__v1__reply__init(&reply);
         reply.status = (Causeway__V1__Status) CW_OK;
-        if (n)
+        if (keep < n)
+            snprintf(detail, sizeof detail, "%zu message%s (truncated at max-reply %u bytes)",
+                     keep, keep == 1 ? "" : "s", b->cfg.max_reply);
+        else if (n)
             snprintf(detail, sizeof detail, "%zu message%s", n, n == 1 ? "" : "s");
         else
             snprintf(detail, sizeof detail, "no messages");
         reply.detail = detail;
-        reply.n_messages = n;
-        reply.messages = ptrs;
+        reply.truncated = keep < n;
+        reply.n_messages = keep;
+        reply.messages = ptrs + first;
         out.body_case = CW_BODY(REPLY);
         out.reply = &reply;
         cwb_send_to_id(b, p->id + 1, p->id[0], &out);
@@ -547,6 +629,7 @@ void cwd_on_replies(cw_broker_t *b)
             if (p->kind != P_PUSH_READ && p->kind != P_ADD_USER)
                 cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_INTERNAL,
                                  "store reply lost");
+            budget_release(b, p);
             inflight_done(b, p);
             pending_free(p);
             p = pending_pop(d);
@@ -556,6 +639,7 @@ void cwd_on_replies(cw_broker_t *b)
             continue;
         }
         b->now_ms = cw_mono_ms();
+        budget_release(b, p); /* before the reply: a client answered may submit again */
         switch (p->kind) {
         case P_APPEND: on_append(b, p, r); break;
         case P_PUSH_READ: on_push_read(b, p, r); break;
@@ -641,6 +725,8 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
     cw_env_t *env = *envp;
     uint64_t rid = env->request_id;
     const Causeway__V1__Send *send = env->send;
+    if (!budget_or_reply(b, id, id_len, s, rid))
+        return;
     size_t cap = send->broadcast ? cw_sessions_user_count(b->sessions) : send->n_to;
     if (cap == 0)
         cap = 1;
@@ -701,6 +787,20 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
         cwb_send_to_id(b, id, id_len, &out);
         goto fail;
     }
+    if (b->cfg.store_max) {
+        cw_store_actor_stats_t st;
+        cw_store_actor_stats(d->actor, &st);
+        if (st.pending + d->inflight_entries + n_store > b->cfg.store_max) {
+            char detail[160];
+            snprintf(detail, sizeof detail,
+                     "the store holds %llu messages waiting; %zu more would pass store-max %u; "
+                     "nothing stored",
+                     (unsigned long long) (st.pending + d->inflight_entries), n_store,
+                     b->cfg.store_max);
+            cwb_reply_status(b, id, id_len, rid, CW_STORE_FULL, detail);
+            goto fail;
+        }
+    }
     causeway__v1__deliver__init(&clock_holder);
     clock_holder.n_clock = env->n_clock;
     clock_holder.clock = env->clock;
@@ -733,6 +833,14 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
     }
     p->env = env; /* the pending record owns the request from here */
     *envp = NULL;
+    {
+        uint64_t cost = 64 + msg.text_len + clock_len + strlen(msg.message_id ? msg.message_id : "");
+        for (size_t i = 0; i < n_store; i++)
+            cost += 8 + strlen(srcpts[i].name);
+        budget_charge(s, p, cost);
+        p->n_entries = n_store;
+        d->inflight_entries += n_store;
+    }
     for (long i = 0; i < n; i++)
         if (p->store_idx[i] >= 0) {
             p->users[i]->durable_inflight++;
@@ -755,6 +863,8 @@ fail:
 void cwd_ack(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, const cw_env_t *env)
 {
     cw_durable_t *d = b->durable;
+    if (!budget_or_reply(b, id, id_len, s, env->request_id))
+        return;
     pending_t *p = pending_new(d, P_ACK, id, id_len, env->request_id, s->user->name);
     if (!p) {
         cwb_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
@@ -768,6 +878,7 @@ void cwd_ack(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, con
         pending_free(p);
         return;
     }
+    budget_charge(s, p, 64);
     pending_push(d, p);
 }
 
@@ -776,6 +887,8 @@ static void listing(cw_broker_t *b, const void *id, size_t id_len, cw_session_t 
                     const cw_env_t *env, pending_kind_t kind, uint32_t want)
 {
     cw_durable_t *d = b->durable;
+    if (!budget_or_reply(b, id, id_len, s, env->request_id))
+        return;
     pending_t *p = pending_new(d, kind, id, id_len, env->request_id, s->user->name);
     if (!p) {
         cwb_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
@@ -792,6 +905,7 @@ static void listing(cw_broker_t *b, const void *id, size_t id_len, cw_session_t 
         pending_free(p);
         return;
     }
+    budget_charge(s, p, 64);
     pending_push(d, p);
 }
 
@@ -879,6 +993,7 @@ void cwd_close(cw_broker_t *b)
         if (p->kind != P_PUSH_READ && p->kind != P_ADD_USER)
             cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_SHUTTING_DOWN,
                              "broker stopped before the store answered");
+        budget_release(b, p);
         inflight_done(b, p);
         pending_free(p);
     }

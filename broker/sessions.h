@@ -53,6 +53,12 @@ struct cw_session {
     bool dead;                          /* peer gone; close at the next safe point */
     size_t slot;                        /* index in the dense session array */
     uint64_t serial;                    /* unique per session for the broker's life */
+    uint64_t origin;                    /* serial at login; unlike serial kept by a resume */
+    /* Abuse limits (broker.c, durable.c). */
+    double tokens;                      /* rate limit: requests it may send now (token bucket) */
+    int64_t tokens_ms;                  /* when tokens was last refilled */
+    uint32_t store_reqs;                /* durable: its store requests not yet answered */
+    uint64_t store_bytes;               /* durable: their size in the store pipe, bytes */
     /* Durable delivery state (durable.c). Seqs are positions in the user's queue. */
     bool pull;                          /* no pushes: the client fetches */
     bool catching_up;                   /* queue is pushed by reads, not on commit */

@@ -323,6 +323,10 @@ typedef struct {
                                     application already (see cw_client_fetch) */
     cw_user_t *users;            /* login, who: the user log sorted by name */
     size_t n_users;
+    int truncated;               /* login: `users` is the first page of a longer
+                                    log (cw_client_who gets it all); fetch,
+                                    history: the broker's reply size cap left
+                                    messages out */
     int has_login;               /* login: `login` is filled in */
     cw_login_info_t login;
     int has_stats;               /* stats: `stats` is filled in */
@@ -460,7 +464,9 @@ cw_status_t cw_client_send(cw_client_t *c, const cw_send_t *msg, int timeout_ms,
  * For callers that record the id before sending. Returns buf. */
 char *cw_client_message_id(cw_client_t *c, char *buf, size_t size);
 
-/* The user log (no login needed): (*reply)->users. */
+/* The user log (no login needed): (*reply)->users. The broker sends it in
+ * pages (PROTOCOL.md 7.4); this asks for every page in turn, each with
+ * timeout_ms, and returns them joined (detail and status of the last). */
 cw_status_t cw_client_who(cw_client_t *c, int timeout_ms, cw_reply_t **reply);
 
 /* Broker statistics (no login needed): (*reply)->stats. */

@@ -472,12 +472,52 @@ cw_status_t cw_client_who(cw_client_t *c, int timeout_ms, cw_reply_t **reply)
         *reply = NULL;
     if (!c)
         return CW_ERR_INVALID;
-    cw_env_t env;
-    cw_env_init(&env, 0);
-    Causeway__V1__Who who = CAUSEWAY__V1__WHO__INIT;
-    env.body_case = CW_BODY(WHO);
-    env.who = &who;
-    return request(c, &env, timeout_ms, reply);
+    cw_reply_t *all = NULL;
+    char after[CW_NAME_MAX_HARD + 1] = "";
+    for (;;) {
+        cw_env_t env;
+        cw_env_init(&env, 0);
+        Causeway__V1__Who who = CAUSEWAY__V1__WHO__INIT;
+        who.after = after;
+        env.body_case = CW_BODY(WHO);
+        env.who = &who;
+        cw_reply_t *page = NULL;
+        cw_status_t st = request(c, &env, timeout_ms, &page);
+        if (!all) {
+            all = page;
+        } else if (page) {
+            /* Join: the page's users after the ones we have. */
+            cw_user_t *u = page->n_users
+                               ? realloc(all->users, (all->n_users + page->n_users) * sizeof *u)
+                               : all->users;
+            if (page->n_users && !u) {
+                cw_reply_destroy(&page);
+                st = CW_ERR_NOMEM;
+            } else {
+                memcpy(u + all->n_users, page->users, page->n_users * sizeof *u);
+                all->users = u;
+                all->n_users += page->n_users;
+                free(page->users);
+                page->users = NULL;
+                page->n_users = 0;
+                free(all->detail);
+                all->detail = page->detail;
+                page->detail = NULL;
+                all->status = page->status;
+                all->truncated = page->truncated;
+                cw_reply_destroy(&page);
+            }
+        }
+        if (st != CW_OK || !all || !all->truncated || !all->n_users ||
+            strlen(all->users[all->n_users - 1].name) >= sizeof after) {
+            if (reply)
+                *reply = all;
+            else
+                cw_reply_destroy(&all);
+            return st;
+        }
+        snprintf(after, sizeof after, "%s", all->users[all->n_users - 1].name);
+    }
 }
 
 cw_status_t cw_client_stats(cw_client_t *c, int timeout_ms, cw_reply_t **reply)

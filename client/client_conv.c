@@ -151,6 +151,7 @@ cw_reply_t *cw_conv_reply(const cw_reply_msg_t *r)
     }
     if (cw_conv_users(&out->users, &out->n_users, r->users, r->n_users) != CW_OK)
         goto nomem;
+    out->truncated = r->truncated;
     if (r->login) {
         out->has_login = 1;
         out->login.broker_version = cw_conv_strdup(r->login->broker_version);

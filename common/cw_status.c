@@ -32,6 +32,8 @@ static const status_row_t rows[] = {
     {CW_EXPIRED, "EXPIRED", "message expired before delivery"},
     {CW_NOT_DURABLE, "NOT_DURABLE", "broker has no durable store"},
     {CW_FLOODED, "FLOODED", "recipient cannot take more messages now"},
+    {CW_RATE_LIMITED, "RATE_LIMITED", "too many requests per second from this session"},
+    {CW_STORE_FULL, "STORE_FULL", "the broker's store is full; nothing stored"},
     {CW_INTERNAL, "INTERNAL", "internal broker error"},
     {CW_SHUTTING_DOWN, "SHUTTING_DOWN", "broker is shutting down"},
     {CW_ERR_TIMEOUT, "TIMEOUT", "no reply from broker in time"},

@@ -30,6 +30,8 @@ typedef enum {
     CW_EXPIRED = 32,
     CW_NOT_DURABLE = 33,
     CW_FLOODED = 34,
+    CW_RATE_LIMITED = 35,
+    CW_STORE_FULL = 36,
     CW_INTERNAL = 40,
     CW_SHUTTING_DOWN = 41,
     /* Local codes: never on the wire. */

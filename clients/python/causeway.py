@@ -860,10 +860,18 @@ class Client:
         return result
 
     def who(self, timeout=...):
-        """The user log (no login needed): a list of User, sorted by name."""
-        req = self._request("who", None, timeout)
-        self._check(req.reply)
-        return _users(req.reply)
+        """The user log (no login needed): a list of User, sorted by name.
+        A broker sends at most a page of names per reply (Reply.truncated):
+        the pages are fetched in turn, each with its own timeout."""
+        users, after = [], ""
+        while True:
+            req = self._request("who", pb.Who(after=after), timeout)
+            self._check(req.reply)
+            page = _users(req.reply)
+            users.extend(page)
+            if not req.reply.truncated or not page:
+                return users
+            after = page[-1].name
 
     def stats(self, timeout=...):
         """Broker statistics (no login needed): a Stats."""

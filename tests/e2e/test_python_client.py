@@ -705,3 +705,17 @@ def test_example_script(broker, cw):
     assert res.returncode == 0, res.stdout + res.stderr
     assert "bob got 'hello bob' from example-alice" in res.stdout
     assert "alice got 'hi alice, got it'" in res.stdout
+
+
+def test_who_pages_are_joined(broker, cli, py, hub):
+    """A broker sending the user log in pages of 2 (--page-users): the
+    Python client's who() and the C CLI's `who` both return all of it."""
+    br = broker("--page-users", 2)
+    names = [f"pg{i}" for i in range(5)]
+    for n in names:
+        hub.logged_in(br.endpoint, n, quiet=True)
+    c = py(br.endpoint)
+    assert [u.name for u in c.who()] == names
+    p = run_cli(cli, "who", "--endpoint", br.endpoint, "--json")
+    assert p.proc.returncode == 0, p.stderr()
+    assert [u["name"] for u in json.loads(p.lines[0])["users"]] == names

@@ -202,6 +202,12 @@ static void fuzz_config(cw_broker_config_t *cfg, const char *dir)
     cfg->retention = 3;
     cfg->redeliver_ms = 100;
     cfg->push_window = 3;
+    /* Abuse limits, below their option ranges so that they are reachable. */
+    cfg->page_users = 2;     /* Who/Login pages, Who.after */
+    cfg->max_reply = 600;    /* Fetch/History truncation */
+    cfg->reply_budget = 4096; /* FLOODED for unread bulky replies */
+    cfg->store_inflight = 2; /* per-session store budget */
+    cfg->store_max = 10;     /* STORE_FULL */
 }
 
 /* Makes the router take in pending pipe events (a peer connected or gone):
