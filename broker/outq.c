@@ -6,6 +6,7 @@
  *  the header and free_reply gets the header back from them.
  */
 #include "outq.h"
+#include "cw_status.h"
 
 #include <czmq.h>
 #include <errno.h>
@@ -107,7 +108,8 @@ static int make_key(uint8_t *key, const void *id, size_t id_len)
 uint64_t cw_outq_unread(cw_outq_t *t, const void *id, size_t id_len)
 {
     uint8_t key[1 + 255];
-    if (!t || make_key(key, id, id_len) != 0)
+    /* The common case, no bulky reply in flight anywhere, costs no hashing. */
+    if (!t || zhashx_size(t->by_id) == 0 || make_key(key, id, id_len) != 0)
         return 0;
     entry_t *e = zhashx_lookup(t->by_id, key);
     return e ? atomic_load_explicit(&e->bytes, memory_order_relaxed) : 0;
@@ -138,27 +140,36 @@ static entry_t *entry_for(cw_outq_t *t, const void *id, size_t id_len)
 int cw_outq_send(cw_outq_t *t, void *sock, const void *id, size_t id_len, const cw_env_t *env,
                  int flags)
 {
-    size_t size = causeway__v1__envelope__get_packed_size(env);
-    entry_t *e = t && size >= CW_OUTQ_BULKY ? entry_for(t, id, id_len) : NULL;
-    if (!e)
-        return cw_env_send(sock, id, id_len, env, flags);
-    header_t *h = malloc(sizeof *h + size);
-    if (!h) {
+    /* Packed once, into a plain message: most replies are small and go as
+     * they are; a bulky one is copied into a counted block (a copy of at
+     * least CW_OUTQ_BULKY bytes costs less than sizing every reply twice). */
+    zmq_msg_t msg;
+    if (cw_env_to_msg(env, &msg) != CW_OK) {
         errno = ENOMEM;
         return -1;
     }
-    uint8_t *data = (uint8_t *) (h + 1);
-    causeway__v1__envelope__pack(env, data);
-    h->entry = e;
-    h->size = size;
-    zmq_msg_t msg;
-    atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&e->bytes, size, memory_order_relaxed);
-    if (zmq_msg_init_data(&msg, data, size, free_reply, NULL) != 0) {
-        int err = errno;
-        free_reply(data, NULL);
-        errno = err;
-        return -1;
+    size_t size = zmq_msg_size(&msg);
+    entry_t *e = t && size >= CW_OUTQ_BULKY ? entry_for(t, id, id_len) : NULL;
+    if (e) {
+        header_t *h = malloc(sizeof *h + size);
+        if (!h) {
+            zmq_msg_close(&msg);
+            errno = ENOMEM;
+            return -1;
+        }
+        uint8_t *data = (uint8_t *) (h + 1);
+        memcpy(data, zmq_msg_data(&msg), size);
+        zmq_msg_close(&msg);
+        h->entry = e;
+        h->size = size;
+        atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&e->bytes, size, memory_order_relaxed);
+        if (zmq_msg_init_data(&msg, data, size, free_reply, NULL) != 0) {
+            int err = errno;
+            free_reply(data, NULL);
+            errno = err;
+            return -1;
+        }
     }
     if (zmq_send(sock, id, id_len, ZMQ_SNDMORE | (flags & ZMQ_DONTWAIT)) < 0 ||
         zmq_msg_send(&msg, sock, flags) < 0) {
