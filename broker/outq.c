@@ -6,6 +6,7 @@
  *  the header and free_reply gets the header back from them.
  */
 #include "outq.h"
+#include "sessions.h"
 #include "cw_status.h"
 
 #include <czmq.h>
@@ -48,39 +49,16 @@ static void free_reply(void *data, void *hint)
     free(h);
 }
 
-static size_t id_hash(const void *key)
-{
-    const uint8_t *k = key;
-    size_t h = 1469598103934665603ull;
-    for (size_t i = 0; i <= k[0]; i++) {
-        h ^= k[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
-static int id_compare(const void *a, const void *b)
-{
-    const uint8_t *x = a, *y = b;
-    if (x[0] != y[0])
-        return x[0] < y[0] ? -1 : 1;
-    return memcmp(x + 1, y + 1, x[0]);
-}
-
 cw_outq_t *cw_outq_new(void)
 {
     cw_outq_t *t = calloc(1, sizeof *t);
     if (!t)
         return NULL;
-    t->by_id = zhashx_new();
+    t->by_id = cw_id_table_new();
     if (!t->by_id) {
         free(t);
         return NULL;
     }
-    zhashx_set_key_hasher(t->by_id, id_hash);
-    zhashx_set_key_comparator(t->by_id, id_compare);
-    zhashx_set_key_duplicator(t->by_id, NULL);
-    zhashx_set_key_destructor(t->by_id, NULL);
     return t;
 }
 

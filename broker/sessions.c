@@ -41,20 +41,28 @@ static int id_compare(const void *a, const void *b)
     return memcmp(x + 1, y + 1, x[0]);
 }
 
+zhashx_t *cw_id_table_new(void)
+{
+    zhashx_t *h = zhashx_new();
+    if (!h)
+        return NULL;
+    zhashx_set_key_hasher(h, id_hash);
+    zhashx_set_key_comparator(h, id_compare);
+    zhashx_set_key_duplicator(h, NULL);
+    zhashx_set_key_destructor(h, NULL);
+    return h;
+}
+
 cw_sessions_t *cw_sessions_new(void)
 {
     cw_sessions_t *t = calloc(1, sizeof *t);
     if (!t)
         return NULL;
-    t->by_id = zhashx_new();
+    t->by_id = cw_id_table_new();
     if (!t->by_id) {
         free(t);
         return NULL;
     }
-    zhashx_set_key_hasher(t->by_id, id_hash);
-    zhashx_set_key_comparator(t->by_id, id_compare);
-    zhashx_set_key_duplicator(t->by_id, NULL);
-    zhashx_set_key_destructor(t->by_id, NULL);
     return t;
 }
 

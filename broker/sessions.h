@@ -77,6 +77,12 @@ struct cw_session {
 
 typedef struct cw_sessions cw_sessions_t;
 
+/* A CZMQ hash keyed by routing ids stored length-prefixed (byte 0 is the
+ * length), as the session table and outq keep them: keys are neither
+ * copied nor freed by the hash. NULL if out of memory. */
+typedef struct _zhashx_t zhashx_t;
+zhashx_t *cw_id_table_new(void);
+
 /* New empty table; NULL if out of memory. */
 cw_sessions_t *cw_sessions_new(void);
 /* Frees every session and user; NULLs *p; safe on NULL and twice. */

@@ -20,15 +20,21 @@ def kind(d):
     return "durable" if d.durable else "live"
 
 
-def test_live_waits_for_durable_backlog(broker, hub, pb, tmp_path):
-    """bob logs in with 5 stored messages and a push window of 2; a live
-    message sent after them waits until every stored one was pushed."""
+def catching_up_bob(broker, hub, pb, tmp_path):
+    """A broker with a push window of 2; alice stores d0..d4 for bob while
+    he is away, then bob logs in and is catching up. Returns (alice, bob)."""
     br = start_durable(broker, tmp_path / "data", "--push-window", 2)
     register(hub, br.endpoint, "bob")
     alice = hub.logged_in(br.endpoint, "alice")
     for i in range(5):
         assert_status(pb, dsend(alice, ["bob"], f"d{i}", f"m{i}"), "ACCEPTED")
-    bob = login_first(hub, br.endpoint, "bob")
+    return alice, login_first(hub, br.endpoint, "bob")
+
+
+def test_live_waits_for_durable_backlog(broker, hub, pb, tmp_path):
+    """bob logs in with 5 stored messages and a push window of 2; a live
+    message sent after them waits until every stored one was pushed."""
+    alice, bob = catching_up_bob(broker, hub, pb, tmp_path)
     first = [bob.recv_body("deliver"), bob.recv_body("deliver")]
     assert [d.text for d in first] == ["d0", "d1"]
     # alice's live message is answered DELIVERED (it is queued for bob) ...
@@ -55,12 +61,7 @@ def test_held_live_message_goes_before_later_stored_ones(broker, hub, pb, tmp_pa
     bob before it, although both wait behind the backlog. (Found by
     causeway-sim's mixed scenario: the held live message used to go out
     only once nothing at all was pending for bob.)"""
-    br = start_durable(broker, tmp_path / "data", "--push-window", 2)
-    register(hub, br.endpoint, "bob")
-    alice = hub.logged_in(br.endpoint, "alice")
-    for i in range(5):
-        assert_status(pb, dsend(alice, ["bob"], f"d{i}", f"m{i}"), "ACCEPTED")
-    bob = login_first(hub, br.endpoint, "bob")
+    alice, bob = catching_up_bob(broker, hub, pb, tmp_path)
     got = [bob.recv_body("deliver"), bob.recv_body("deliver")]
     reply = alice.send_text(["bob"], "live")
     assert [r.status for r in reply.recipients] == [pb.STATUS_DELIVERED]
