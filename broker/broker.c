@@ -55,7 +55,7 @@
  * gone: the session is marked dead and reaped at the next safe point). */
 int cwb_push(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
 {
-    if (s->dead) {
+    if (s->dead || s->gone) {
         zmq_msg_close(msg);
         return CW_OFFLINE;
     }
@@ -515,8 +515,11 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
             CW_WARN("getrandom failed; session %s cannot be resumed", user->name);
         user->last_seen_us = b->now_us;
     }
-    if (b->zap)
+    if (b->zap) {
         snprintf(s->key, sizeof s->key, "%s", b->peer_key);
+        s->fd = b->peer_fd;
+        s->gone = false;
+    }
     s->quiet = login->quiet;
     s->pull = login->pull;
     cwb_flush_held(b, s); /* a resumed session that now pulls holds nothing back */
@@ -986,6 +989,24 @@ static void handle_message(cw_broker_t *b, const void *id, size_t id_len,
 {
     b->stats.frames_in += n_frames;
     cw_session_t *s = cw_sessions_find(b->sessions, id, id_len);
+    if (s && b->zap && (!b->peer_key || strcmp(s->key, b->peer_key) != 0)) {
+        /* A client may choose its routing id: a connection that takes over
+         * the id of a session whose connection is gone (before it expires)
+         * must not take over the session. With CURVE a session belongs to
+         * the key that logged it in. */
+        CW_WARN("refused a frame from key %s: its routing id belongs to %s's session",
+                b->peer_key ? b->peer_key : "-", s->user->name);
+        cwb_reply_status(b, id, id_len, 0, CW_UNAUTHORIZED,
+                         "this connection's routing id belongs to another key's session; "
+                         "use a fresh routing id");
+        return;
+    }
+    if (s && b->zap && (s->gone || s->fd != b->peer_fd)) {
+        /* The same key on a new connection with the same routing id: the
+         * session's owner is back. */
+        s->fd = b->peer_fd;
+        s->gone = false;
+    }
     if (s)
         s->last_rx_ms = b->now_ms;
     if (n_frames != 1) {
@@ -1099,20 +1120,30 @@ static int recv_one(cw_broker_t *b)
         sizes[i] = zmq_msg_size(&frames[i]);
     }
     update_time(b);
-    if (b->zap) /* the connection's key, from our ZAP handler; never the peer's say */
-        b->peer_key = kept ? zmq_msg_gets(&frames[0], "User-Id") : NULL;
+    if (b->zap && kept) { /* the connection's key, from our ZAP handler; never the peer's say */
+        b->peer_key = zmq_msg_gets(&frames[0], "User-Id");
+        b->peer_fd = zmq_msg_get(&frames[0], ZMQ_SRCFD);
+    }
     cw_broker_handle(b, zmq_msg_data(&id), zmq_msg_size(&id), data, sizes, n);
     b->peer_key = NULL;
+    b->peer_fd = -1;
     for (size_t i = 0; i < kept; i++)
         zmq_msg_close(&frames[i]);
     zmq_msg_close(&id);
     return 1;
 }
 
-/* CURVE: logs the handshakes that failed before reaching the ZAP handler
- * (a plain client, a wrong server key, a certificate whose halves do not
- * match). Refused keys are logged by the handler itself. */
-static void log_failed_handshakes(cw_broker_t *b)
+/* CURVE: reads the router's socket monitor. Logs the handshakes that
+ * failed before reaching the ZAP handler (a plain client, a wrong server
+ * key, a certificate whose halves do not match; refused keys are logged by
+ * the handler itself), and marks the sessions whose connection closed as
+ * gone: a client may choose its routing id, so another connection may take
+ * over a closed one's id before the session expires, and nothing of the
+ * session may be pushed to it. Called before every ZAP request is
+ * answered: libzmq reports a close before the descriptor can be reused,
+ * and a new connection gets no frame before its ZAP reply, so every close
+ * queued before a handshake is seen before that connection exists. */
+static void on_monitor_events(cw_broker_t *b)
 {
     for (;;) {
         zmq_msg_t ev, ep;
@@ -1130,8 +1161,18 @@ static void log_failed_handshakes(cw_broker_t *b)
             memcpy(&event, zmq_msg_data(&ev), 2);
             memcpy(&value, (uint8_t *) zmq_msg_data(&ev) + 2, 4);
         }
-        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
-            event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        if (event == ZMQ_EVENT_DISCONNECTED) {
+            size_t n = cw_sessions_count(b->sessions);
+            for (size_t i = 0; i < n; i++) {
+                cw_session_t *s = cw_sessions_at(b->sessions, i);
+                if (!s->dead && !s->gone && s->fd == (int) value) {
+                    s->gone = true;
+                    CW_DEBUG("%s: connection closed; nothing is pushed until it is back",
+                             s->user->name);
+                }
+            }
+        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
+                   event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
             CW_WARN("handshake failed on %.*s: %s", (int) zmq_msg_size(&ep),
                     (const char *) zmq_msg_data(&ep),
                     value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
@@ -1207,10 +1248,10 @@ int cw_broker_run(cw_broker_t *b, volatile sig_atomic_t *stop)
             CW_ERROR("poll failed: %s", zmq_strerror(errno));
             return -1;
         }
+        if (rc > 0 && b->zap && b->mon)
+            on_monitor_events(b); /* before any ZAP reply: see there */
         if (rc > 0 && b->zap && (items[zap_item].revents & ZMQ_POLLIN))
             cw_zap_handle(b->zap);
-        if (rc > 0 && b->zap && b->mon && (items[zap_item + 1].revents & ZMQ_POLLIN))
-            log_failed_handshakes(b);
         if (rc > 0 && b->durable && (items[1].revents & ZMQ_POLLIN)) {
             update_time(b);
             cwd_on_replies(b);
@@ -1249,6 +1290,7 @@ cw_broker_t *cw_broker_new(const cw_broker_config_t *cfg, char *err, size_t errl
         return NULL;
     }
     b->cfg = *cfg;
+    b->peer_fd = -1;
     b->sessions = cw_sessions_new();
     b->outq = cw_outq_new();
     b->ctx = zmq_ctx_new();
@@ -1283,7 +1325,8 @@ cw_broker_t *cw_broker_new(const cw_broker_config_t *cfg, char *err, size_t errl
         char addr[64];
         snprintf(addr, sizeof addr, "inproc://cw-broker-mon-%p", (void *) b);
         if (zmq_socket_monitor(b->router, addr, ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                                                    ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) == 0 &&
+                                                    ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                                                    ZMQ_EVENT_DISCONNECTED) == 0 &&
             (b->mon = zmq_socket(b->ctx, ZMQ_PAIR)) != NULL) {
             int zero = 0;
             zmq_setsockopt(b->mon, ZMQ_LINGER, &zero, sizeof zero);
@@ -1291,6 +1334,12 @@ cw_broker_t *cw_broker_new(const cw_broker_config_t *cfg, char *err, size_t errl
                 zmq_close(b->mon);
                 b->mon = NULL;
             }
+        }
+        if (!b->mon) {
+            /* Closed connections must be seen (on_monitor_events). */
+            snprintf(err, errlen, "cannot monitor the broker socket: %s", zmq_strerror(errno));
+            memset(&kp, 0, sizeof kp);
+            goto fail;
         }
         CW_INFO("CURVE on: server key %s, %zu user keys from %s", kp.public_txt,
                 cw_zap_key_count(b->zap), cfg->users);

@@ -47,10 +47,11 @@ struct cw_broker {
     uint64_t now_us;          /* wall-clock time of the current message or tick */
     counters_t stats;         /* monotonic counters */
     cw_zap_t *zap;            /* CURVE: ZAP handler and registered keys; NULL: plain */
-    void *mon;                /* CURVE: PAIR reading the router's failed handshakes
-                                 (socket monitor), for the log; NULL if none */
+    void *mon;                /* CURVE: PAIR reading the router's socket monitor
+                                 (failed handshakes, closed connections); NULL if none */
     const char *peer_key;     /* CURVE: Z85 key (ZAP User-Id) of the message being
                                  handled; NULL outside recv_one and in plain mode */
+    int peer_fd;              /* CURVE: its connection's descriptor; -1 if unknown */
     volatile sig_atomic_t *reload; /* set by SIGHUP: re-read the users directory */
 };
 

@@ -73,6 +73,10 @@ struct cw_session {
                                            by the router, freed before the session closes */
     char key[41];                       /* CURVE: Z85 public key of the connection that
                                            logged in (or resumed); "" in plain mode */
+    int fd;                             /* CURVE: that connection's descriptor (ZMQ_SRCFD) */
+    bool gone;                          /* CURVE: that connection closed (socket monitor):
+                                           nothing is pushed to the routing id, which
+                                           another connection may now hold */
 };
 
 typedef struct cw_sessions cw_sessions_t;
