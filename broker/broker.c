@@ -910,12 +910,14 @@ static bool within_limits_or_reply(cw_broker_t *b, const void *id, size_t id_len
     }
     if (body == CW_BODY(LOGIN) || body == CW_BODY(WHO) || body == CW_BODY(SEND) ||
         body == CW_BODY(FETCH) || body == CW_BODY(HISTORY)) {
-        uint64_t unread = cw_outq_unread(b->outq, id, id_len);
+        /* Unread replies, and those owed for requests the store has not
+         * answered yet (pipelined Fetch/History would pass otherwise). */
+        uint64_t unread = cw_outq_unread(b->outq, id, id_len) + (s ? s->replies_owed : 0);
         if (unread >= b->cfg.reply_budget) {
             char detail[160];
             snprintf(detail, sizeof detail,
-                     "%llu bytes of earlier replies to this connection are unread "
-                     "(reply-budget %u); read them first",
+                     "%llu bytes of earlier replies to this connection are unread or "
+                     "pending (reply-budget %u); read them first",
                      (unsigned long long) unread, b->cfg.reply_budget);
             cwb_reply_status(b, id, id_len, env->request_id, CW_FLOODED, detail);
             return false;

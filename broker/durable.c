@@ -64,6 +64,7 @@ typedef struct pending {
     bool redeliver;              /* PUSH_READ: mark pushes redelivered */
     uint64_t origin;             /* session charged for it (its origin serial); 0 none */
     uint64_t cost;               /* bytes charged to that session */
+    uint64_t owed;               /* bytes of reply owed to it, for the reply budget */
     size_t n_entries;            /* APPEND: queue entries submitted (for store_max) */
     /* APPEND */
     cw_env_t *env;               /* the Send request, owned */
@@ -196,13 +197,18 @@ static bool budget_or_reply(cw_broker_t *b, const void *id, size_t id_len, cw_se
     return false;
 }
 
-/* Charges a submitted request to s (invariant 5). */
-static void budget_charge(cw_session_t *s, pending_t *p, uint64_t cost)
+/* Charges a submitted request to s (invariant 5): its size in the store
+ * pipe, and `owed`, the most its reply can weigh if that is a bulky reply
+ * (the reply budget counts replies not sent yet as well as unread ones:
+ * cwb_within_limits). */
+static void budget_charge(cw_session_t *s, pending_t *p, uint64_t cost, uint64_t owed)
 {
     p->origin = s->origin;
     p->cost = cost;
+    p->owed = owed >= CW_OUTQ_BULKY ? owed : 0;
     s->store_reqs++;
     s->store_bytes += cost;
+    s->replies_owed += p->owed;
 }
 
 /* Releases what p was charged, once (invariant 5), and its entries. */
@@ -220,6 +226,7 @@ static void budget_release(cw_broker_t *b, pending_t *p)
     if (s) {
         s->store_reqs -= s->store_reqs ? 1 : 0;
         s->store_bytes -= p->cost <= s->store_bytes ? p->cost : s->store_bytes;
+        s->replies_owed -= p->owed <= s->replies_owed ? p->owed : s->replies_owed;
     }
     p->origin = 0;
 }
@@ -837,7 +844,8 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
         uint64_t cost = 64 + msg.text_len + clock_len + strlen(msg.message_id ? msg.message_id : "");
         for (size_t i = 0; i < n_store; i++)
             cost += 8 + strlen(srcpts[i].name);
-        budget_charge(s, p, cost);
+        /* The Reply lists every recipient (a broadcast: every user). */
+        budget_charge(s, p, cost, 64 + (uint64_t) n * (16 + CW_NAME_MAX_HARD));
         p->n_entries = n_store;
         d->inflight_entries += n_store;
     }
@@ -863,8 +871,8 @@ fail:
 void cwd_ack(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, const cw_env_t *env)
 {
     cw_durable_t *d = b->durable;
-    if (!budget_or_reply(b, id, id_len, s, env->request_id))
-        return;
+    /* No budget check: an Ack frees resources (PROTOCOL.md 14.1); it is
+     * charged like any request, and the store pipe's own bound holds. */
     pending_t *p = pending_new(d, P_ACK, id, id_len, env->request_id, s->user->name);
     if (!p) {
         cwb_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
@@ -878,7 +886,7 @@ void cwd_ack(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, con
         pending_free(p);
         return;
     }
-    budget_charge(s, p, 64);
+    budget_charge(s, p, 64, 0);
     pending_push(d, p);
 }
 
@@ -905,7 +913,7 @@ static void listing(cw_broker_t *b, const void *id, size_t id_len, cw_session_t 
         pending_free(p);
         return;
     }
-    budget_charge(s, p, 64);
+    budget_charge(s, p, 64, b->cfg.max_reply);
     pending_push(d, p);
 }
 

@@ -59,6 +59,8 @@ struct cw_session {
     int64_t tokens_ms;                  /* when tokens was last refilled */
     uint32_t store_reqs;                /* durable: its store requests not yet answered */
     uint64_t store_bytes;               /* durable: their size in the store pipe, bytes */
+    uint64_t replies_owed;              /* durable: most bytes their bulky replies can
+                                           weigh (Fetch/History, large Send replies) */
     /* Durable delivery state (durable.c). Seqs are positions in the user's queue. */
     bool pull;                          /* no pushes: the client fetches */
     bool catching_up;                   /* queue is pushed by reads, not on commit */

@@ -466,7 +466,9 @@ char *cw_client_message_id(cw_client_t *c, char *buf, size_t size);
 
 /* The user log (no login needed): (*reply)->users. The broker sends it in
  * pages (PROTOCOL.md 7.4); this asks for every page in turn, each with
- * timeout_ms, and returns them joined (detail and status of the last). */
+ * timeout_ms, and returns them joined (detail and status of the last). If
+ * a later page is refused (RATE_LIMITED, FLOODED, a timeout), the pages
+ * before it come back with that status and truncated set. */
 cw_status_t cw_client_who(cw_client_t *c, int timeout_ms, cw_reply_t **reply);
 
 /* Broker statistics (no login needed): (*reply)->stats. */

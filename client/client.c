@@ -504,7 +504,9 @@ cw_status_t cw_client_who(cw_client_t *c, int timeout_ms, cw_reply_t **reply)
                 all->detail = page->detail;
                 page->detail = NULL;
                 all->status = page->status;
-                all->truncated = page->truncated;
+                /* A later page refused (RATE_LIMITED, FLOODED, ...): what
+                 * we have is still only part of the log. */
+                all->truncated = st == CW_OK ? page->truncated : 1;
                 cw_reply_destroy(&page);
             }
         }

@@ -1196,8 +1196,11 @@ int main(int argc, char **argv)
         fflush(stderr);
     }
     tally(&s, v);
+    /* A run that sent nothing, was cut short or never drained proves
+     * nothing: not clean either. */
     v->clean = v->audit_ok && v->lost == 0 && v->duplicated == 0 && v->unexpected == 0 &&
-               v->causal == 0 && v->broker_exit == 0;
+               v->causal == 0 && v->broker_exit == 0 && v->sent > 0 && v->not_sent == 0 &&
+               !v->drain_timed_out;
     if (o.json)
         print_json(&s, v, stdout);
     else

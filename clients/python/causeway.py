@@ -618,7 +618,8 @@ class Client:
       public key (its certificate file, or the Z85 key) and this client's
       certificate (NAME.key_secret from `causeway keygen NAME`). A client
       whose handshake fails (plain vs CURVE, unknown key) gets no reply:
-      requests raise RequestTimeout.
+      requests raise RequestTimeout, or ConnectionLost when the client has
+      given up on the connection first.
     - clockd_key: the public key of a CURVE clockd (with cert).
 
     Use it as a context manager, or call close().

@@ -329,10 +329,13 @@ def test_plain_client_against_curve_broker_fails_fast(curve_broker, keys, cli, h
     raw = hub.client(b.endpoint)
     raw.send_env(raw.envelope("who"))
     assert no_reply(raw.sock, 1.0)
-    # The Python client: a bounded timeout.
+    # The Python client: a bounded timeout (or, on a loaded machine, the
+    # client declaring the silent connection lost first).
+    t0 = time.monotonic()
     with pytest.raises(cw.CausewayError) as e:
         cw.Client(b.endpoint, "alice", timeout=1.0)
-    assert e.value.status == "TIMEOUT"
+    assert e.value.status in ("TIMEOUT", "DISCONNECTED"), e.value
+    assert time.monotonic() - t0 < 1.0 + QUICK
 
 
 def test_curve_client_against_plain_broker(broker, keys, cli):
