@@ -1340,12 +1340,12 @@ cw_broker_t *cw_broker_new(const cw_broker_config_t *cfg, char *err, size_t errl
         if (!b->mon) {
             /* Closed connections must be seen (on_monitor_events). */
             snprintf(err, errlen, "cannot monitor the broker socket: %s", zmq_strerror(errno));
-            memset(&kp, 0, sizeof kp);
+            explicit_bzero(&kp, sizeof kp);
             goto fail;
         }
         CW_INFO("CURVE on: server key %s, %zu user keys from %s", kp.public_txt,
                 cw_zap_key_count(b->zap), cfg->users);
-        memset(&kp, 0, sizeof kp);
+        explicit_bzero(&kp, sizeof kp);
     }
     if (zmq_bind(b->router, cfg->bind) != 0) {
         snprintf(err, errlen, "cannot listen on %s: %s", cfg->bind, zmq_strerror(errno));

@@ -37,6 +37,7 @@ struct cw_clockd {
     cw_trace_t *trace;        /* owned; mirrors the store */
     uint64_t last_id;         /* last store row in trace */
     cw_zap_t *zap;            /* CURVE: ZAP handler; NULL: plain */
+    volatile sig_atomic_t *reload; /* set by SIGHUP: re-read the users directory */
 };
 
 
@@ -437,10 +438,25 @@ static int recv_parts(void *sock, zmq_msg_t *parts, int max)
     return n;
 }
 
+void cw_clockd_watch_reload(cw_clockd_t *d, volatile sig_atomic_t *flag)
+{
+    d->reload = flag;
+}
+
 int cw_clockd_run(cw_clockd_t *d, volatile sig_atomic_t *stop)
 {
     CW_INFO("listening on %s, store %s", d->endpoint, d->db_path);
     while (!*stop) {
+        if (d->reload && *d->reload) {
+            *d->reload = 0;
+            char err[1200];
+            if (!d->zap)
+                CW_INFO("SIGHUP: nothing to reload in plain mode");
+            else if (cw_zap_reload(d->zap, err, sizeof err) != 0)
+                CW_ERROR("users not reloaded, the old keys stay in force: %s", err);
+            else
+                CW_INFO("users reloaded: %zu keys", cw_zap_key_count(d->zap));
+        }
         zmq_pollitem_t items[2] = {{.socket = d->sock, .events = ZMQ_POLLIN},
                                    {.socket = d->zap ? cw_zap_socket(d->zap) : NULL,
                                     .events = ZMQ_POLLIN}};

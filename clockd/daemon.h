@@ -67,6 +67,11 @@ const char *cw_clockd_endpoint(const cw_clockd_t *d);
  * (logged). */
 int cw_clockd_run(cw_clockd_t *d, volatile sig_atomic_t *stop);
 
+/* CURVE: while cw_clockd_run runs, whenever *flag is set (by a SIGHUP
+ * handler) it is cleared and the users directory is read again, as the
+ * broker does; keys no longer listed are refused from the next handshake. */
+void cw_clockd_watch_reload(cw_clockd_t *d, volatile sig_atomic_t *flag);
+
 /* Handles one request frame in-process (what cw_clockd_run does for each
  * frame; tests use it directly). Returns CW_OK with *reply a malloc'd
  * packed ClockdReply (caller frees), or CW_OK with *reply NULL when the

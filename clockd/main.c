@@ -94,7 +94,7 @@ static const struct {
      "Run the daemon: receive ClockdRequest frames (proto/causeway.proto) on a ROUTER\n"
      "socket, store reported events in the SQLite file, answer audit, compare and info\n"
      "requests. Prints \"listening ENDPOINT\" as the first line on stdout; logs go to\n"
-     "stderr. Stops cleanly on SIGINT/SIGTERM (exit 0).\n"
+     "stderr. Stops cleanly on SIGINT/SIGTERM (exit 0); SIGHUP re-reads --users.\n"
      "  --bind ENDPOINT   default " CW_CLOCKD_DEFAULT_BIND " (tcp://127.0.0.1:* picks a free port)\n"
      "  --db FILE         default " CW_CLOCKD_DEFAULT_DB "; \":memory:\" keeps nothing\n"
      "  --max-frame BYTES largest request frame, default 4194304\n"
@@ -734,6 +734,13 @@ static int cmd_export(const opts_t *o, cw_causal_t *c, int used, int diagram)
 /* ---- serve ---------------------------------------------------------------------- */
 
 static volatile sig_atomic_t g_stop = 0;   /* set by SIGINT/SIGTERM */
+static volatile sig_atomic_t g_reload = 0; /* set by SIGHUP */
+
+static void on_sighup(int sig)
+{
+    (void) sig;
+    g_reload = 1;
+}
 
 static void on_signal(int sig)
 {
@@ -771,11 +778,14 @@ static int cmd_serve(const opts_t *o)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = on_sighup;
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     char err[1200];
     cw_clockd_t *d = cw_clockd_new(&cfg, err, sizeof err);
     if (!d)
         return fail(EXIT_RUNTIME, "%s", err);
+    cw_clockd_watch_reload(d, &g_reload);
     printf("listening %s\n", cw_clockd_endpoint(d));
     fflush(stdout);
     int rc = cw_clockd_run(d, &g_stop);

@@ -145,6 +145,10 @@ static int cert_fields(const char *path, cw_keypair_t *kp)
         snprintf(kp->public_txt, sizeof kp->public_txt, "%s", pub);
     if (key_txt_ok(sec) && strcmp(sec, ZERO_KEY_TXT) != 0)
         snprintf(kp->secret_txt, sizeof kp->secret_txt, "%s", sec);
+    if (user && strlen(user) >= sizeof kp->user) {
+        zconfig_destroy(&root);   /* a cut name would bind the key to another user */
+        return -1;
+    }
     if (user)
         snprintf(kp->user, sizeof kp->user, "%s", user);
     zconfig_destroy(&root);
@@ -173,9 +177,10 @@ int cw_keypair_load(const char *path, bool need_secret, cw_keypair_t *kp, char *
         explicit_bzero(&sec, sizeof sec);
     }
     if (bad) {
-        memset(kp, 0, sizeof *kp);
+        explicit_bzero(kp, sizeof *kp);
         cw_set_err(err, errlen, "%s: not a certificate (expected a zcert file from "
-                                "`causeway keygen`)", path);
+                                "`causeway keygen`, with a user name of at most %zu bytes)",
+                   path, sizeof kp->user - 1);
         return -1;
     }
     if (need_secret) {

@@ -508,5 +508,11 @@ def test_clockd_insecure_and_curve(keys, tmp_path, curve_broker, cli, hub):
         while "handshake refused (unknown key)" not in d.log():
             assert time.monotonic() < deadline, d.log()
             time.sleep(0.02)
+        # SIGHUP re-reads the users directory (it used to kill clockd).
+        d.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5.0 * TIMEOUT_SCALE
+        while "users reloaded" not in d.log():
+            assert time.monotonic() < deadline and d.proc.poll() is None, d.log()
+            time.sleep(0.02)
     finally:
         assert d.stop() == 0
