@@ -413,6 +413,36 @@ static void reap(cw_broker_t *b)
  * Requests
  */
 
+
+/* The rate limit (cfg.rate per second, up to cfg.burst at once) of user u:
+ * takes one token, or answers RATE_LIMITED and returns false. The bucket
+ * belongs to the user, not the session, so logging out and in again does
+ * not refill it, and a Login itself costs a token. */
+static bool take_token(cw_broker_t *b, cw_user_t *u, const void *id, size_t id_len,
+                       uint64_t request_id)
+{
+    if (!b->cfg.rate)
+        return true;
+    double burst = b->cfg.burst;
+    if (!u->tokens_ms)
+        u->tokens = burst;
+    else
+        u->tokens += (double) (b->now_ms - u->tokens_ms) * b->cfg.rate / 1000.0;
+    u->tokens_ms = b->now_ms ? b->now_ms : 1;
+    if (u->tokens > burst)
+        u->tokens = burst;
+    if (u->tokens < 1.0) {
+        char detail[96 + CW_NAME_MAX_HARD];
+        snprintf(detail, sizeof detail,
+                 "more than %u requests/s (burst %u) from user %s; retry later", b->cfg.rate,
+                 b->cfg.burst, u->name);
+        cwb_reply_status(b, id, id_len, request_id, CW_RATE_LIMITED, detail);
+        return false;
+    }
+    u->tokens -= 1.0;
+    return true;
+}
+
 /* CURVE: true if the key of the message being handled is registered for
  * `name`; otherwise replies UNAUTHORIZED (saying only which name the key
  * may use, never anything about `name`) and returns false. */
@@ -459,6 +489,8 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
         return;
     }
     cw_user_t *user = cw_sessions_user(b->sessions, login->name);
+    if (user && !take_token(b, user, id, id_len, rid))
+        return; /* logging in again does not refill the bucket */
     bool resumed = false;
     if (user && user->session) {
         cw_session_t *old = user->session;
@@ -508,8 +540,6 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
         if (created)
             CW_INFO("new user %s", user->name);
         s->serial = s->origin = ++b->serial;
-        s->tokens = b->cfg.burst;
-        s->tokens_ms = b->now_ms;
         s->resumable = getrandom(s->token, sizeof s->token, 0) == (ssize_t) sizeof s->token;
         if (!s->resumable) /* without a secret token nobody may resume it */
             CW_WARN("getrandom failed; session %s cannot be resumed", user->name);
@@ -892,22 +922,8 @@ static bool within_limits_or_reply(cw_broker_t *b, const void *id, size_t id_len
     if (body != CW_BODY(LOGIN) && body != CW_BODY(SEND) && body != CW_BODY(WHO) &&
         body != CW_BODY(STATS) && body != CW_BODY(FETCH) && body != CW_BODY(HISTORY))
         return true; /* Logout, Ack, Heartbeat; other bodies are refused anyway */
-    if (s && b->cfg.rate) {
-        double burst = b->cfg.burst;
-        s->tokens += (double) (b->now_ms - s->tokens_ms) * b->cfg.rate / 1000.0;
-        s->tokens_ms = b->now_ms;
-        if (s->tokens > burst)
-            s->tokens = burst;
-        if (s->tokens < 1.0) {
-            char detail[128];
-            snprintf(detail, sizeof detail,
-                     "more than %u requests/s (burst %u) from this session; retry later",
-                     b->cfg.rate, b->cfg.burst);
-            cwb_reply_status(b, id, id_len, env->request_id, CW_RATE_LIMITED, detail);
-            return false;
-        }
-        s->tokens -= 1.0;
-    }
+    if (s && !take_token(b, s->user, id, id_len, env->request_id))
+        return false;
     if (body == CW_BODY(LOGIN) || body == CW_BODY(WHO) || body == CW_BODY(SEND) ||
         body == CW_BODY(FETCH) || body == CW_BODY(HISTORY)) {
         /* Unread replies, and those owed for requests the store has not

@@ -36,6 +36,10 @@ typedef struct {
     uint64_t last_append_token;       /* durable: token of the latest append naming this user */
     uint64_t last_seq;                /* durable: highest seq assigned in the user's queue */
     uint8_t stored;                   /* durable: CW_USER_UNSTORED, _STORING or _STORED */
+    double tokens;                    /* rate limit: requests the user may send now (token
+                                         bucket; kept across sessions, so a new login does
+                                         not refill it) */
+    int64_t tokens_ms;                /* when tokens was last refilled; 0: never (full) */
 } cw_user_t;
 
 enum { CW_USER_UNSTORED = 0, CW_USER_STORING = 1, CW_USER_STORED = 2 };
@@ -55,8 +59,6 @@ struct cw_session {
     uint64_t serial;                    /* unique per session for the broker's life */
     uint64_t origin;                    /* serial at login; unlike serial kept by a resume */
     /* Abuse limits (broker.c, durable.c). */
-    double tokens;                      /* rate limit: requests it may send now (token bucket) */
-    int64_t tokens_ms;                  /* when tokens was last refilled */
     uint32_t store_reqs;                /* durable: its store requests not yet answered */
     uint64_t store_bytes;               /* durable: their size in the store pipe, bytes */
     uint64_t replies_owed;              /* durable: most bytes their bulky replies can

@@ -231,7 +231,8 @@ def test_rate_limit_exact(broker, hub, pb):
     second, so a slow (instrumented) broker cannot refill the bucket
     between the requests of a burst by much."""
     br = broker("--rate", 1, "--burst", 5)
-    c = hub.logged_in(br.endpoint, fresh("rl"), quiet=True)
+    name = fresh("rl")
+    c = hub.logged_in(br.endpoint, name, quiet=True)
     envs = [c.envelope("stats") for _ in range(12)]
     replies = pipeline(c, envs)
     statuses = [status_name(pb, r.status) for r in replies]
@@ -245,6 +246,11 @@ def test_rate_limit_exact(broker, hub, pb):
     c.logout()  # never limited
     # Without a session the rate does not apply (Who/Stats need none).
     assert_status(pb, c.request("stats"), "OK")
+    # The bucket is the user's: logging in again does not refill it, and
+    # the Login itself needs a token.
+    assert_status(pb, c.try_login(name), "RATE_LIMITED")
+    hub.wait(1.2)  # the property is about time
+    assert_status(pb, c.try_login(name), "OK")
 
 
 # ---------------------------------------------------------------------------
