@@ -259,7 +259,8 @@ class RawClient:
     Incoming envelopes that a wait did not ask for are kept in ``inbox`` in
     arrival order, as (raw_frame, Envelope), so later waits still see them."""
 
-    def __init__(self, hub, endpoint, auto_heartbeat=True, curve=None, routing_id=None):
+    def __init__(self, hub, endpoint, auto_heartbeat=True, curve=None, routing_id=None,
+                 sockopts=()):
         self.hub = hub
         self.pb = hub.pb
         self.endpoint = endpoint
@@ -267,6 +268,8 @@ class RawClient:
         self.sock.setsockopt(zmq.LINGER, 0)
         if routing_id is not None:  # chosen by the client, as any client may
             self.sock.setsockopt(zmq.ROUTING_ID, routing_id)
+        for opt, value in sockopts:  # e.g. a small RCVHWM: a client that reads slowly
+            self.sock.setsockopt(opt, value)
         if curve:  # (server public, client public, client secret), Z85 bytes
             self.sock.curve_serverkey, self.sock.curve_publickey, self.sock.curve_secretkey = curve
         self.sock.connect(endpoint)
@@ -443,9 +446,9 @@ class Hub:
         self.ctx = zmq.Context()
         self.clients = []
 
-    def client(self, endpoint, auto_heartbeat=True, curve=None, routing_id=None):
+    def client(self, endpoint, auto_heartbeat=True, curve=None, routing_id=None, sockopts=()):
         c = RawClient(self, endpoint, auto_heartbeat=auto_heartbeat, curve=curve,
-                      routing_id=routing_id)
+                      routing_id=routing_id, sockopts=sockopts)
         self.clients.append(c)
         return c
 

@@ -583,7 +583,10 @@ def test_reply_budget_counts_replies_still_owed(broker, hub, pb, tmp_path):
     budget, max_reply = 65536, 4096
     br = broker("--data", str(tmp_path / "data"), "--reply-budget", budget,
                 "--max-reply", max_reply)
-    bob = hub.logged_in(br.endpoint, "bob")
+    # bob reads slowly: his side holds one frame and a small socket buffer,
+    # so what he does not read stays at the broker (and counts).
+    bob = hub.client(br.endpoint, sockopts=[(zmq.RCVHWM, 1), (zmq.RCVBUF, 4096)])
+    bob.login("bob")
     alice = hub.logged_in(br.endpoint, "alice")
     for i in range(8):   # bob's queue: each Fetch reply is about max_reply
         msg = pb.Send(to=["bob"], text="x" * 1000, durable=True, message_id=f"m{i}")
@@ -595,7 +598,9 @@ def test_reply_budget_counts_replies_still_owed(broker, hub, pb, tmp_path):
     ok, flooded = statuses.count(pb.STATUS_OK), statuses.count(pb.STATUS_FLOODED)
     print(f"\nowed replies: {n} pipelined Fetch, {ok} OK, {flooded} FLOODED")
     assert ok + flooded == n
-    # At most budget / max_reply Fetches may be owed or unread at once;
-    # some slack for replies that the broker had handed over meanwhile.
-    assert flooded > 0 and ok <= 2 * budget // max_reply + 8, (ok, flooded)
+    # At most budget / max_reply (16) Fetches may be owed or unread in the
+    # broker at once; replies the operating system has taken meanwhile no
+    # longer count (its socket buffers vary with load), hence the slack.
+    # Without the owed count all 200 pass.
+    assert flooded > 0 and ok <= n // 2, (ok, flooded)
     assert_status(pb, bob.request("fetch", pb.Fetch(max=1)), "OK")
