@@ -1112,7 +1112,7 @@ static int hold(actor_t *a, cw_env_t *env)
                      (unsigned long long) d->seq);
             return 0;
         }
-        /* The oldest live one goes first: shown now, with a gap. */
+        /* The live ones held go first: shown now, with a gap. */
         release_held(a, cw_mono_ms());
     }
     held_t *h = calloc(1, sizeof *h);
