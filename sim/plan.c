@@ -324,6 +324,7 @@ void sim_plan_destroy(sim_plan_t **pp)
         free(p->msgs[k].to);
         free(p->msgs[k].rstate);
         free(p->msgs[k].shown);
+        free((void *) p->msgs[k].pair);
     }
     free(p->msgs);
     free(p->acts);

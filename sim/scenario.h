@@ -106,7 +106,12 @@ typedef struct {
     int outcome;                /* sender thread: cw_status_t of the send; -1: not sent */
     uint8_t *rstate;            /* sender thread: per client, SIM_R_* from the reply */
     uint8_t *shown;             /* client r's thread only: times shown to r (saturates at 255) */
+    _Atomic uint8_t *pair;      /* per client: SIM_PAIR_* bits, set by the sender (accepted)
+                                   and by the recipient (shown), whoever comes second counts
+                                   the pair as done (the drain's exact count) */
 } sim_msg_t;
+
+enum { SIM_PAIR_ACCEPTED = 1, SIM_PAIR_SHOWN = 2 };
 
 /* Per recipient, from the send's reply. */
 enum { SIM_R_NONE = 0, SIM_R_DELIVERED, SIM_R_ACCEPTED, SIM_R_OFFLINE, SIM_R_OTHER };

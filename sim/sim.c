@@ -112,7 +112,8 @@ struct sim {
     _Atomic int done;            /* workers through their actions */
     _Atomic long sends;          /* sends made */
     _Atomic long acc_pairs;      /* durable recipients ACCEPTED */
-    _Atomic long shown_dur;      /* durable messages shown for the first time */
+    _Atomic long shown_dur;      /* durable (message, recipient) pairs both ACCEPTED and
+                                    shown (sim_msg_t.pair): the drain waits for acc_pairs */
     _Atomic long shown_all;      /* first shows, any mode */
     _Atomic int64_t last_show_us;
     _Atomic int offline;         /* clients offline now */
@@ -240,7 +241,7 @@ static void on_deliver(worker_t *w, const cw_event_t *ev)
             else
                 push_lat(&w->lat_live, &w->n_live, &w->cap_live, (uint64_t) now - sent);
         }
-        if (m->durable)
+        if (m->durable && atomic_fetch_or(&m->pair[w->ci], SIM_PAIR_SHOWN) == SIM_PAIR_ACCEPTED)
             atomic_fetch_add(&s->shown_dur, 1);
         atomic_fetch_add(&s->shown_all, 1);
     }
@@ -323,8 +324,12 @@ static void do_send(worker_t *w, size_t idx)
                     : r->status == CW_OFFLINE ? SIM_R_OFFLINE : SIM_R_OTHER;
         if (ri >= 0)
             m->rstate[ri] = v;
-        if (v == SIM_R_ACCEPTED)
+        if (v == SIM_R_ACCEPTED) {
             acc++;
+            /* Shown before the reply came back: the pair is done now. */
+            if (ri >= 0 && atomic_fetch_or(&m->pair[ri], SIM_PAIR_ACCEPTED) == SIM_PAIR_SHOWN)
+                atomic_fetch_add(&s->shown_dur, 1);
+        }
         if (s->o->verbose && fo < sizeof fates - 64)
             fo += (size_t) snprintf(fates + fo, sizeof fates - fo, "%s%s %s", i ? ", " : "",
                                     r->name, cw_status_name(r->status));
@@ -960,7 +965,8 @@ int main(int argc, char **argv)
     for (size_t k = 0; k < plan->n_msgs; k++) {
         plan->msgs[k].rstate = calloc((size_t) n, 1);
         plan->msgs[k].shown = calloc((size_t) n, 1);
-        if (!plan->msgs[k].rstate || !plan->msgs[k].shown) {
+        plan->msgs[k].pair = calloc((size_t) n, sizeof *plan->msgs[k].pair);
+        if (!plan->msgs[k].rstate || !plan->msgs[k].shown || !plan->msgs[k].pair) {
             fprintf(stderr, "causeway-sim: out of memory\n");
             goto out;
         }
