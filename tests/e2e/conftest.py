@@ -56,6 +56,21 @@ PUMP_SLICE = 0.02        # poll granularity while waiting, seconds
 CLIENT_HB_S = 0.1        # raw clients send a heartbeat after this much silence
 
 
+def terminate(proc, timeout=STOP_TIMEOUT):
+    """SIGTERM, a bounded wait, SIGKILL if that ran out. Returns True if the
+    process had to be killed (the exit code is proc.returncode)."""
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+        return False
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
+        return True
+
+
 def now_us():
     return time.time_ns() // 1000
 
@@ -193,15 +208,7 @@ class Broker:
 
     def terminate(self, timeout=STOP_TIMEOUT):
         """SIGTERM, bounded wait, SIGKILL if needed. Returns (rc, killed)."""
-        killed = False
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=timeout)
-                killed = True
+        killed = terminate(self.proc, timeout)
         self.returncode = self.proc.returncode
         self._reader.join(timeout=timeout)
         self._log.close()
@@ -574,13 +581,7 @@ class CliProc:
                 + f"\n--- stderr ---\n{self.stderr()}")
 
     def kill(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=STOP_TIMEOUT)
+        terminate(self.proc)
         for f in (self.proc.stdout, self.proc.stderr):
             if not f.closed:
                 f.close()
@@ -648,13 +649,7 @@ class ClockdDaemon:
 
     def stop(self):
         """SIGTERM; returns the exit code (SIGKILL after a bound, and fails)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=STOP_TIMEOUT)
-                raise AssertionError(f"clockd ignored SIGTERM\n{self.log()}")
+        if terminate(self.proc):
+            raise AssertionError(f"clockd ignored SIGTERM\n{self.log()}")
         self._log.close()
         return self.proc.returncode

@@ -162,7 +162,6 @@ def measure_round_trips(clients, rounds, pace=0.0):
 
 
 def run_flood(broker_obj, hub, flood_env, seconds=3.0, pace=0.0):
-    pb = hub.pb
     a = hub.logged_in(broker_obj.endpoint, fresh("calm"), quiet=True)
     b = hub.logged_in(broker_obj.endpoint, fresh("calm"), quiet=True)
     quiet_lat = measure_round_trips([a, b], 20, pace)
@@ -421,7 +420,7 @@ def test_store_max(broker, hub, pb, tmp_path):
     br = broker("--data", data, "--store-max", 5)
     a = hub.logged_in(br.endpoint, "alice", quiet=True)
     b = hub.logged_in(br.endpoint, "bob", quiet=True, pull=True)
-    c = hub.logged_in(br.endpoint, "carol", quiet=True, pull=True)
+    hub.logged_in(br.endpoint, "carol", quiet=True, pull=True)  # carol is a known user
     for i in range(4):
         assert_status(pb, a.send_text(to=["bob"], text=f"m{i}", durable=True), "ACCEPTED")
     r = a.send_text(to=["bob", "carol"], text="two entries", durable=True, message_id="x2")

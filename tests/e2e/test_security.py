@@ -21,7 +21,6 @@ registered (keys made by ``causeway keygen``), and carol's key not:
 Every wait is bounded; nothing sleeps to synchronise.
 """
 
-import json
 import os
 import queue
 import shutil
@@ -36,7 +35,8 @@ import pytest
 import zmq
 
 from conftest import (BROKER_BIN, BROKER_WRAPPER, CLI_BIN, CLOCKD_BIN, SOURCE_DIR, START_TIMEOUT,
-                      STOP_TIMEOUT, TIMEOUT_SCALE, ClockdDaemon, assert_status, run_cli)
+                      TIMEOUT_SCALE, ClockdDaemon, assert_status, run_cli,
+                      terminate)
 
 PY_DIR = os.path.join(SOURCE_DIR, "clients", "python")
 QUICK = 2.5 * TIMEOUT_SCALE   # a definite handshake refusal is reported well within this
@@ -414,14 +414,9 @@ def start_and_read(args, timeout=START_TIMEOUT):
 
 
 def stop(proc):
-    proc.send_signal(signal.SIGTERM)
-    try:
-        rc = proc.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=STOP_TIMEOUT)
+    if terminate(proc):
         raise AssertionError("ignored SIGTERM")
-    return rc
+    return proc.returncode
 
 
 def refused(args):
