@@ -899,7 +899,7 @@ static void handle_stats(cw_broker_t *b, const void *id, size_t id_len, const cw
     st.deliveries = b->stats.deliveries;
     st.bad_frames = b->stats.bad_frames;
     st.expired_sessions = b->stats.expired;
-    cwd_stats(b, &st.stored_messages, &st.fsyncs);
+    cwd_stats(b, &st.stored_messages, &st.fsyncs, &st.damaged_entries);
     reply.status = (Causeway__V1__Status) CW_OK;
     reply.detail = "stats";
     reply.stats = &st;

@@ -113,6 +113,6 @@ void cwd_fetch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, c
 void cwd_history(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
                  const cw_env_t *env);
 /* Counters for Stats (0 when live-only). */
-void cwd_stats(cw_broker_t *b, uint64_t *stored, uint64_t *fsyncs);
+void cwd_stats(cw_broker_t *b, uint64_t *stored, uint64_t *fsyncs, uint64_t *damaged);
 
 #endif
