@@ -2,8 +2,8 @@
  *
  *  Invariants of a cw_export_t: col[i] is the diagram column of event i,
  *  strictly increasing along each process's events (so no two events of a
- *  lane share a position), and ncols = 1 + the largest; send_of[i] is the trace index of the send a
- *  delivery i delivers (matching key and sender) or CW_NO_EVENT; hl[i] is a
+ *  lane share a position), and ncols = 1 + the largest; send_of[i] is the
+ *  trace index of the send a delivery i delivers (matching key and sender) or CW_NO_EVENT; hl[i] is a
  *  set of HL_* bits; findings_of[i] lists the kinds of the findings whose
  *  event a is i (for tooltips), NULL if none.
  */
