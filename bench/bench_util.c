@@ -149,7 +149,7 @@ static void *relay_main(void *arg)
     zmq_setsockopt(sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
     zmq_setsockopt(sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
-    if (zmq_bind(sock, "tcp://127.0.0.1:*") != 0) {
+    if (zmq_bind(sock, r->bind[0] ? r->bind : "tcp://127.0.0.1:*") != 0) {
         fprintf(stderr, "bench: relay cannot bind: %s\n", zmq_strerror(errno));
         zmq_close(sock);
         atomic_store(&r->state, RELAY_FAILED);
@@ -209,7 +209,13 @@ static void *relay_main(void *arg)
 
 int bench_relay_start(bench_relay_t *r, size_t reply_size, int sndhwm)
 {
+    return bench_relay_start_at(r, "", reply_size, sndhwm);
+}
+
+int bench_relay_start_at(bench_relay_t *r, const char *bind, size_t reply_size, int sndhwm)
+{
     memset(r, 0, sizeof *r);
+    snprintf(r->bind, sizeof r->bind, "%s", bind);
     r->ctx = zmq_ctx_new();
     if (r->ctx)
         zmq_ctx_set(r->ctx, ZMQ_THREAD_NAME_PREFIX, 2); /* I/O thread "2/ZMQbg/IO/0" */

@@ -86,14 +86,17 @@ typedef struct {
     pthread_t thread;
     size_t reply_size;              /* bytes per reply frame */
     int sndhwm;                     /* ZMQ_SNDHWM of the ROUTER socket */
+    char bind[256];                 /* where to bind ("" = tcp://127.0.0.1:*) */
     char endpoint[256];             /* bound endpoint, valid after start */
     atomic_int state;               /* RELAY_*: starting, running, stopping, failed */
     uint64_t forwarded;             /* frames forwarded (read after stop) */
     double thread_cpu_s;            /* CPU time of the relay thread (read after stop) */
 } bench_relay_t;
 
-/* Starts the relay; 0 or -1 (message on stderr). */
+/* Starts the relay on a free loopback port; 0 or -1 (message on stderr). */
 int bench_relay_start(bench_relay_t *r, size_t reply_size, int sndhwm);
+/* The same on the given endpoint (peer_bench runs it as its own process). */
+int bench_relay_start_at(bench_relay_t *r, const char *bind, size_t reply_size, int sndhwm);
 void bench_relay_stop(bench_relay_t *r);
 
 /* A DEALER socket connected to endpoint with the benchmark options
