@@ -91,6 +91,7 @@ typedef struct {
     int check;               /* fsync check: messages with one in flight; 0 = skip */
     int workloads;           /* bit per workload_t */
     int allow_tmpfs;
+    char profile[1024];      /* --profile DIR: a perf profile of causeway per workload */
     char broker[PATH_MAX];
     char relay[PATH_MAX];
     char data_dir[1024];
@@ -370,8 +371,10 @@ static int setup(const params_t *p, workload_t w, kind_t k, void *zctx, int port
     return 0;
 }
 
-/* One measurement: a fresh server of kind k, workload w. */
-static result_t measure(const params_t *p, workload_t w, kind_t k, void *zctx)
+/* One measurement: a fresh server of kind k, workload w; with perf_base,
+ * the server is profiled during the run into perf_base.data and .txt. */
+static result_t measure(const params_t *p, workload_t w, kind_t k, void *zctx,
+                        const char *perf_base)
 {
     result_t res = {0};
     peer_proc_t proc;
@@ -389,12 +392,22 @@ static result_t measure(const params_t *p, workload_t w, kind_t k, void *zctx)
                    .subs = s.links + n_pubs, .n_subs = s.n_subs};
         r.want_msgs = (double) r.per_pub * (double) (w == W_DURABLE ? 0 : s.n_subs);
         r.sent = calloc(n_pubs, sizeof *r.sent);
+        char perf_data[1200], perf_txt[1200];
+        pid_t perf = -1;
+        if (perf_base) {
+            snprintf(perf_data, sizeof perf_data, "%s.data", perf_base);
+            snprintf(perf_txt, sizeof perf_txt, "%s.txt", perf_base);
+            if ((perf = peer_perf_start(proc.pid, perf_data)) < 0)
+                fprintf(stderr, "peer_bench: cannot start perf record (linux-perf installed?)\n");
+        }
         uint64_t cpu0 = peer_proc_cpu_ns(proc.pid);
         double ccpu0 = client_cpu_s();
         int64_t t0 = bench_now_ns();
         int rc = r.sent ? peer_links_run(s.links, n_pubs + s.n_subs, run_step, &r, RUN_TIMEOUT_MS) : -1;
         int64_t t1 = bench_now_ns();
         uint64_t cpu1 = peer_proc_cpu_ns(proc.pid);
+        if (perf > 0 && peer_perf_stop(perf, perf_data, perf_txt) == 0)
+            printf("profile of %s %s: %s\n", kind_name[k], workload_name[w], perf_txt);
         res.client_cpu_s = client_cpu_s() - ccpu0;
         res.threads = peer_proc_threads(proc.pid);
         if (rc == 0 && !r.failed) {
@@ -558,6 +571,8 @@ static void usage(FILE *f)
             "  --check N             fsync check: messages with one in flight, 0 = skip (default 200)\n"
             "  --data-dir DIR        where durable servers write (default ./peer-data)\n"
             "  --allow-tmpfs         measure on a tmpfs anyway\n"
+            "  --profile DIR         after the rounds, perf-profile causeway and its peer per\n"
+            "                        workload into DIR/<workload>-<server>.{data,txt}\n"
             "  --smoke               tiny counts, one round (proves it runs; figures meaningless)\n");
 }
 
@@ -606,6 +621,7 @@ int main(int argc, char **argv)
         if (!strcmp(a, "--broker")) snprintf(p.broker, sizeof p.broker, "%s", v);
         else if (!strcmp(a, "--relay")) snprintf(p.relay, sizeof p.relay, "%s", v);
         else if (!strcmp(a, "--data-dir")) snprintf(p.data_dir, sizeof p.data_dir, "%s", v);
+        else if (!strcmp(a, "--profile")) snprintf(p.profile, sizeof p.profile, "%s", v);
         else if (!strcmp(a, "--rounds")) p.rounds = (int) arg_long(a, v, 1, MAX_ROUNDS);
         else if (!strcmp(a, "--messages")) p.live_messages = arg_long(a, v, 1, 100000000);
         else if (!strcmp(a, "--window")) p.window = (int) arg_long(a, v, 1, 100000);
@@ -678,9 +694,25 @@ int main(int argc, char **argv)
                 continue;
             for (int i = 0; i < 4 && plan[w][i] != K_COUNT; i++) {
                 kind_t k = plan[w][i];
-                results[w][k][r] = measure(&p, (workload_t) w, k, zctx);
+                results[w][k][r] = measure(&p, (workload_t) w, k, zctx, NULL);
                 if (!results[w][k][r].ok)
                     failures++;
+            }
+        }
+    }
+    /* Profiles in a pass of their own, so that perf never runs during a
+     * measured round: causeway, and the peer it is compared with. */
+    if (p.profile[0]) {
+        mkdir(p.profile, 0755);
+        for (int w = 0; w < W_COUNT; w++) {
+            if (!(p.workloads & (1 << w)))
+                continue;
+            kind_t other = w == W_LIVE ? K_RELAY : w == W_DURABLE ? K_REDIS_AOF : K_REDIS;
+            kind_t ks[2] = {K_CAUSEWAY, other};
+            for (int i = 0; i < 2; i++) {
+                char base[1100];
+                snprintf(base, sizeof base, "%s/%s-%s", p.profile, workload_name[w], kind_name[ks[i]]);
+                measure(&p, (workload_t) w, ks[i], zctx, base);
             }
         }
     }

@@ -284,6 +284,58 @@ long peer_trace_count(pid_t tracer, const char *path)
     return n;
 }
 
+pid_t peer_perf_start(pid_t pid, const char *path)
+{
+    char spid[16];
+    snprintf(spid, sizeof spid, "%d", (int) pid);
+    char *argv[] = {"perf", "record", "-q", "-e", "cpu-clock", "-F", "1999", "-g", "-p", spid,
+                    "-o", (char *) path, NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    pid_t perf;
+    int rc = posix_spawnp(&perf, "perf", &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0)
+        return -1;
+    /* perf writes its header once the events are open */
+    int64_t deadline = now_ms() + 5000;
+    struct stat st;
+    while (now_ms() < deadline) {
+        int status;
+        if (waitpid(perf, &status, WNOHANG) == perf)
+            return -1;
+        if (stat(path, &st) == 0 && st.st_size > 0)
+            return perf;
+        nap_ms(5);
+    }
+    kill(perf, SIGKILL);
+    waitpid(perf, NULL, 0);
+    return -1;
+}
+
+int peer_perf_stop(pid_t perf, const char *path, const char *report)
+{
+    int status;
+    kill(perf, SIGINT);
+    int64_t deadline = now_ms() + 10000;
+    while (waitpid(perf, &status, WNOHANG) != perf) {
+        if (now_ms() > deadline) {
+            kill(perf, SIGKILL);
+            waitpid(perf, &status, 0);
+            return -1;
+        }
+        nap_ms(5);
+    }
+    char cmd[3 * 1024];
+    snprintf(cmd, sizeof cmd,
+             "perf report -i '%s' --stdio --no-children --sort dso,symbol --percent-limit 0.8 "
+             "-g none > '%s' 2>/dev/null", path, report);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
 int peer_fs_of(const char *path, char *type, size_t type_len, char *mount, size_t mount_len)
 {
     char real[4096];

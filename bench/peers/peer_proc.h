@@ -54,6 +54,14 @@ pid_t peer_trace_syncs(pid_t pid, const char *path);
  * it recorded (completed calls only). -1 if the file cannot be read. */
 long peer_trace_count(pid_t tracer, const char *path);
 
+/* Starts `perf record -e cpu-clock -g` on every thread of pid, writing
+ * path; returns perf's pid once it has started (bounded wait), or -1. */
+pid_t peer_perf_start(pid_t pid, const char *path);
+
+/* Stops perf (SIGINT, bounded wait) and writes `perf report --stdio` of its
+ * data, self time by symbol, to report. 0 or -1. */
+int peer_perf_stop(pid_t perf, const char *path, const char *report);
+
 /* The file system that holds path: its type ("ext4", "tmpfs", ...) and
  * mount point, from /proc/self/mountinfo. 0, or -1 if not found. */
 int peer_fs_of(const char *path, char *type, size_t type_len, char *mount, size_t mount_len);
