@@ -136,4 +136,16 @@ size_t bench_reply_size(const char *to, uint64_t rid);
  * new soft limit. */
 long bench_raise_nofile(long want);
 
+/* The file system that holds path: its type ("ext4", "tmpfs", ...) and
+ * mount point, from /proc/self/mountinfo. 0, or -1 if not found. */
+int bench_fs_of(const char *path, char *type, size_t type_len, char *mount, size_t mount_len);
+
+/* A fresh directory prefix-XXXXXX for a benchmark's store, where the user's
+ * data would go: under $CW_BENCH_DATA (scripts/bench sets build-bench/
+ * bench-data), else the current directory — never /tmp, which may be a
+ * tmpfs. A tmpfs or ramfs is refused unless CW_BENCH_ALLOW_TMPFS=1. Prints
+ * "data: DIR (file system TYPE, mounted at MOUNT)" on stdout. 0, or -1
+ * with a message on stderr. The caller removes the directory. */
+int bench_data_dir(const char *prefix, char *out, size_t len);
+
 #endif

@@ -657,7 +657,7 @@ int main(int argc, char **argv)
         return 1;
     }
     char fstype[64] = "?", mount[PATH_MAX] = "?";
-    peer_fs_of(p.data_dir, fstype, sizeof fstype, mount, sizeof mount);
+    bench_fs_of(p.data_dir, fstype, sizeof fstype, mount, sizeof mount);
     if ((!strcmp(fstype, "tmpfs") || !strcmp(fstype, "ramfs")) && !p.allow_tmpfs) {
         fprintf(stderr, "peer_bench: %s is on a %s: durable figures would measure no disk "
                         "(choose --data-dir on a disk, or --allow-tmpfs)\n", p.data_dir, fstype);

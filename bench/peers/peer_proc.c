@@ -336,39 +336,6 @@ int peer_perf_stop(pid_t perf, const char *path, const char *report)
     return system(cmd) == 0 ? 0 : -1;
 }
 
-int peer_fs_of(const char *path, char *type, size_t type_len, char *mount, size_t mount_len)
-{
-    char real[4096];
-    if (!realpath(path, real))
-        return -1;
-    FILE *f = fopen("/proc/self/mountinfo", "r");
-    if (!f)
-        return -1;
-    size_t best = 0;
-    int found = -1;
-    char line[4096];
-    while (fgets(line, sizeof line, f)) {
-        /* id parent major:minor root mountpoint options [optional...] - fstype source super */
-        char mp[2048];
-        if (sscanf(line, "%*s %*s %*s %*s %2047s", mp) != 1)
-            continue;
-        size_t n = strlen(mp);
-        int under = strncmp(real, mp, n) == 0 && (real[n] == '/' || real[n] == '\0' || n == 1);
-        if (!under || n < best)
-            continue;
-        const char *dash = strstr(line, " - ");
-        char fstype[64];
-        if (!dash || sscanf(dash + 3, "%63s", fstype) != 1)
-            continue;
-        best = n;
-        snprintf(type, type_len, "%s", fstype);
-        snprintf(mount, mount_len, "%s", mp);
-        found = 0;
-    }
-    fclose(f);
-    return found;
-}
-
 double peer_load1(void)
 {
     char buf[128];

@@ -62,10 +62,6 @@ pid_t peer_perf_start(pid_t pid, const char *path);
  * data, self time by symbol, to report. 0 or -1. */
 int peer_perf_stop(pid_t perf, const char *path, const char *report);
 
-/* The file system that holds path: its type ("ext4", "tmpfs", ...) and
- * mount point, from /proc/self/mountinfo. 0, or -1 if not found. */
-int peer_fs_of(const char *path, char *type, size_t type_len, char *mount, size_t mount_len);
-
 /* The 1-minute load average. */
 double peer_load1(void);
 
