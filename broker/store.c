@@ -1406,8 +1406,19 @@ int cw_store_original(cw_store_t *s, const char *sender, const char *message_id,
         sql_err(s, "looking up message id");
         return CW_STORE_ERROR;
     }
-    const uint8_t *blob = sqlite3_column_blob(st, 0);
-    size_t len = (size_t) sqlite3_column_bytes(st, 0);
+    msg_fields_t f;
+    row_fields(st, &f);
+    const char *why = check_row(st, &f, 0, NULL);
+    if (why) {
+        sqlite3_reset(st);
+        s->stats.damaged++;
+        set_err(s, "the duplicate record of message id '%s' from %s is damaged (%s)",
+                message_id, sender, why);
+        CW_ERROR("store: DAMAGED %s", s->errmsg + 4);
+        return CW_STORE_ERROR;
+    }
+    const uint8_t *blob = f.rcpts;
+    size_t len = f.rcpts_len;
     /* One block: the array, then the names (the record holds them with
      * their NULs, so len bytes are enough for them). */
     size_t count = 0;

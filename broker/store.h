@@ -203,7 +203,8 @@ int cw_store_append_batch(cw_store_t *s, cw_store_msg_t *msgs, size_t n);
  * is what a repeat is answered with (PROTOCOL.md §13.2). *rcpts is one
  * allocation, names included; the caller frees it with free(). Returns
  * CW_OK, CW_UNKNOWN_USER (no such message is remembered; *rcpts NULL),
- * CW_ERR_INVALID (an empty id), CW_ERR_NOMEM, CW_STORE_ERROR. Read-only. */
+ * CW_ERR_INVALID (an empty id), CW_ERR_NOMEM, CW_STORE_ERROR (also when
+ * the record fails its checksum: damaged, logged). Read-only. */
 int cw_store_original(cw_store_t *s, const char *sender, const char *message_id,
                       cw_store_rcpt_t **rcpts, size_t *n);
 
