@@ -495,7 +495,7 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
     out.body_case = CW_BODY(REPLY);
     out.reply = &reply;
     if (!cw_status_is_success((int) reply.status))
-        b->stats.bad_frames++;
+        b->stats.refused++;
     cwb_send_to_id(b, p->id + 1, p->id[0], &out);
     b->stats.messages_routed++;
     CW_INFO("stored %s -> %s%zu recipient(s): accepted %zu, full %zu%s (%s)", p->user,
