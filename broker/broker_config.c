@@ -55,6 +55,8 @@ static const opt_t options[] = {
     U32(store_inflight, "store-inflight", 1, 100000, "durable: store requests waiting per session (default 1000)"),
     U32(store_inflight_bytes, "store-inflight-bytes", 65536, 1u << 30, "durable: bytes of store requests waiting per session (default 8388608)"),
     U32(store_max, "store-max", 0, 2000000000, "durable: queued messages over all users, 0 = no limit (default 10000000)"),
+    {"recover-store", OPT_BOOL, offsetof(cw_broker_config_t, recover_store), 0, 0, 0, "",
+     "durable: start although the WAL lost committed data, accepting the loss (command line only)"},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
@@ -184,6 +186,13 @@ int cw_broker_config_load_file(cw_broker_config_t *cfg, const char *path, char *
         const opt_t *opt = find_option(key);
         if (!opt) {
             snprintf(err, errlen, "%s:%d: unknown key '%s'", path, lineno, key);
+            rc = -1;
+            break;
+        }
+        if (opt->offset == offsetof(cw_broker_config_t, recover_store)) {
+            /* Accepting a loss is a decision for one start, not a setting. */
+            snprintf(err, errlen, "%s:%d: recover-store is a command-line flag only", path,
+                     lineno);
             rc = -1;
             break;
         }

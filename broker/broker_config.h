@@ -42,6 +42,8 @@ typedef struct {
     uint32_t store_inflight;  /* durable: store requests waiting per session */
     uint32_t store_inflight_bytes; /* durable: bytes of those requests per session */
     uint32_t store_max;       /* durable: queued messages over all users; 0 = no limit */
+    int recover_store;        /* durable: open a store whose WAL lost committed data,
+                                 accepting the loss (command line only) */
 } cw_broker_config_t;
 
 /* Fills cfg with the defaults. Can't fail. */
