@@ -297,12 +297,8 @@ static void reply_counted(cw_broker_t *b, const void *id, size_t id_len, uint64_
     env.body_case = CW_BODY(REPLY);
     env.reply = &reply;
     if (!cw_status_is_success(status)) {
-<<<<<<< HEAD
-        b->stats.bad_frames++;
-        cw_mon_count(b->mc.refusals, status);
-=======
         (*counter)++;
->>>>>>> main
+        cw_mon_count(b->mc.refusals, status);
         CW_DEBUG("reply %s to request %llu: %s", cw_status_name(status),
                  (unsigned long long) request_id, reply.detail);
     }
@@ -918,36 +914,6 @@ static void handle_who(cw_broker_t *b, const void *id, size_t id_len, const cw_e
     free(ptrs);
 }
 
-<<<<<<< HEAD
-=======
-static void handle_stats(cw_broker_t *b, const void *id, size_t id_len, const cw_env_t *env)
-{
-    cw_env_t out;
-    Causeway__V1__Reply reply;
-    Causeway__V1__BrokerStats st;
-    cw_env_init(&out, env->request_id);
-    causeway__v1__reply__init(&reply);
-    causeway__v1__broker_stats__init(&st);
-    st.uptime_ms = (uint64_t) (b->now_ms - b->started_ms);
-    st.sessions = (uint32_t) cw_sessions_count(b->sessions);
-    st.known_users = (uint32_t) cw_sessions_user_count(b->sessions);
-    st.frames_in = b->stats.frames_in;
-    st.frames_out = b->stats.frames_out;
-    st.messages_routed = b->stats.messages_routed;
-    st.deliveries = b->stats.deliveries;
-    st.bad_frames = b->stats.bad_frames;
-    st.refused_requests = b->stats.refused;
-    st.expired_sessions = b->stats.expired;
-    cwd_stats(b, &st.stored_messages, &st.fsyncs);
-    reply.status = (Causeway__V1__Status) CW_OK;
-    reply.detail = "stats";
-    reply.stats = &st;
-    out.body_case = CW_BODY(REPLY);
-    out.reply = &reply;
-    cwb_send_to_id(b, id, id_len, &out);
-}
-
->>>>>>> main
 /* The abuse limits a request passes before it is handled (docs/OPERATIONS.md
  * "Floods, slow readers and budgets"): the session's request rate
  * (token bucket: cfg.rate per second, up to cfg.burst at once), and the

@@ -500,15 +500,10 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
     reply.recipients = rptrs;
     out.body_case = CW_BODY(REPLY);
     out.reply = &reply;
-<<<<<<< HEAD
     if (!cw_status_is_success((int) reply.status)) {
-        b->stats.bad_frames++;
+        b->stats.refused++;
         cw_mon_count(b->mc.refusals, (int) reply.status);
     }
-=======
-    if (!cw_status_is_success((int) reply.status))
-        b->stats.refused++;
->>>>>>> main
     cwb_send_to_id(b, p->id + 1, p->id[0], &out);
     b->stats.messages_routed++;
     {

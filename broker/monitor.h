@@ -110,7 +110,7 @@ typedef struct {
     uint64_t uptime_ms;
     uint64_t started_us;        /* wall clock */
     uint32_t sessions, max_sessions, users;
-    uint64_t frames_in, frames_out, messages_routed, deliveries, bad_frames, expired;
+    uint64_t frames_in, frames_out, messages_routed, deliveries, bad_frames, refused, expired;
     cw_mon_counters_t c;
     bool durable;               /* a store is open */
     uint64_t queued_total;      /* durable: entries waiting over all users */

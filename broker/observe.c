@@ -39,6 +39,7 @@ void cwo_snapshot(cw_broker_t *b, cw_mon_snap_t *snap)
     snap->messages_routed = b->stats.messages_routed;
     snap->deliveries = b->stats.deliveries;
     snap->bad_frames = b->stats.bad_frames;
+    snap->refused = b->stats.refused;
     snap->expired = b->stats.expired;
     snap->c = b->mc;
     snap->durable = cwd_monitor(b, &snap->store, &snap->store_pending);
@@ -162,6 +163,7 @@ void cwo_stats(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
     st.messages_routed = snap->messages_routed;
     st.deliveries = snap->deliveries;
     st.bad_frames = snap->bad_frames;
+    st.refused_requests = snap->refused;
     st.expired_sessions = snap->expired;
     st.stored_messages = snap->durable ? snap->store.pending : 0;
     st.fsyncs = snap->durable ? snap->store.commits : 0;
