@@ -329,10 +329,12 @@ int peer_perf_stop(pid_t perf, const char *path, const char *report)
         }
         nap_ms(5);
     }
+    /* first by library (where the time goes), then by symbol */
     char cmd[3 * 1024];
     snprintf(cmd, sizeof cmd,
-             "perf report -i '%s' --stdio --no-children --sort dso,symbol --percent-limit 0.8 "
-             "-g none > '%s' 2>/dev/null", path, report);
+             "{ perf report -i '%s' --stdio --no-children --sort dso --percent-limit 0.5 -g none &&"
+             "  perf report -i '%s' --stdio --no-children --sort dso,symbol --percent-limit 0.8 "
+             "-g none; } 2>/dev/null | grep -v '^#' | grep -v '^$' > '%s'", path, path, report);
     return system(cmd) == 0 ? 0 : -1;
 }
 
