@@ -49,7 +49,7 @@
 #define FETCH_MAX 1000     /* largest Fetch.max / History.last honoured */
 #define READ_BATCH 128     /* entries per push read */
 
-typedef enum { P_APPEND, P_ACK, P_PUSH_READ, P_FETCH, P_HISTORY, P_ADD_USER } pending_kind_t;
+typedef enum { P_APPEND, P_ACK, P_PUSH_READ, P_FETCH, P_HISTORY, P_ADD_USER, P_CLOCK } pending_kind_t;
 
 typedef struct pending {
     struct pending *next;        /* FIFO link */
@@ -59,7 +59,7 @@ typedef struct pending {
     uint64_t request_id;         /* to echo in the reply */
     char user[CW_NAME_MAX_HARD + 1]; /* user of the request; APPEND: the sender */
     uint64_t serial;             /* session the request is for (0: none) */
-    uint64_t seq;                /* ACK: up to */
+    uint64_t seq;                /* ACK: up to; CLOCK: the own entry saved */
     uint32_t max;                /* PUSH_READ: entries asked for */
     bool redeliver;              /* PUSH_READ: mark pushes redelivered */
     uint64_t origin;             /* session charged for it (its origin serial); 0 none */
@@ -693,6 +693,25 @@ static void on_ack(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
     cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, st, detail);
 }
 
+/* A resume clock write is answered: write the newer one that waited. */
+static void on_clock_saved(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
+{
+    cw_user_t *u = cw_sessions_user(b->sessions, p->user);
+    if (cw_store_reply_status(r) != CW_OK)
+        CW_ERROR("saving the clock of %s failed: %s", p->user,
+                 cw_status_name(cw_store_reply_status(r)));
+    if (!u)
+        return;
+    u->clock_saving = false;
+    if (cw_store_reply_status(r) != CW_OK) {
+        if (u->clock_saved == p->seq)
+            u->clock_saved = 0; /* the user's next frame with a clock writes it again */
+        return;
+    }
+    if (u->clock_own > u->clock_saved)
+        cwd_save_clock(b, u, false);
+}
+
 void cwd_on_replies(cw_broker_t *b)
 {
     cw_durable_t *d = b->durable;
@@ -707,7 +726,7 @@ void cwd_on_replies(cw_broker_t *b)
         while (p && p->token != token) {
             CW_ERROR("store reply %llu out of order (expected %llu)", (unsigned long long) token,
                      (unsigned long long) p->token);
-            if (p->kind != P_PUSH_READ && p->kind != P_ADD_USER)
+            if (p->kind != P_PUSH_READ && p->kind != P_ADD_USER && p->kind != P_CLOCK)
                 cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_INTERNAL,
                                  "store reply lost");
             budget_release(b, p);
@@ -727,6 +746,7 @@ void cwd_on_replies(cw_broker_t *b)
         case P_FETCH:
         case P_HISTORY: on_listing(b, p, r); break;
         case P_ACK: on_ack(b, p, r); break;
+        case P_CLOCK: on_clock_saved(b, p, r); break;
         case P_ADD_USER: {
             cw_user_t *u = cw_sessions_user(b->sessions, p->user);
             bool ok = cw_store_reply_status(r) == CW_OK;
@@ -765,6 +785,27 @@ int cwd_add_user(cw_broker_t *b, const char *name)
     if (u) /* else the caller is about to create it, and marks it */
         u->stored = CW_USER_STORING;
     return CW_OK;
+}
+
+void cwd_save_clock(cw_broker_t *b, cw_user_t *u, bool now)
+{
+    cw_durable_t *d = b->durable;
+    if (!d || !u->clock_len || u->clock_own <= u->clock_saved || (u->clock_saving && !now) ||
+        d->closing)
+        return;
+    pending_t *p = pending_new(d, P_CLOCK, NULL, 0, 0, u->name);
+    if (!p)
+        return; /* written with the user's next clock */
+    p->seq = u->clock_own;
+    int rc = cw_store_actor_save_clock(d->actor, p->token, u->name, u->clock_own, u->clock,
+                                       u->clock_len);
+    if (rc != CW_OK) {
+        pending_free(p);
+        return; /* the pipe is full: written with the user's next clock */
+    }
+    pending_push(d, p);
+    u->clock_saving = true;
+    u->clock_saved = u->clock_own;
 }
 
 void cwd_on_login(cw_broker_t *b, cw_session_t *s)
@@ -1042,6 +1083,26 @@ int cwd_open(cw_broker_t *b, char *err, size_t errlen)
         pending += users[i].pending;
     }
     cw_store_users_free(&users, n);
+    cw_store_clock_t *clocks = NULL;
+    size_t n_clocks = 0;
+    if (cw_store_list_clocks(store, &clocks, &n_clocks) != CW_OK) {
+        snprintf(err, errlen, "cannot read the resume clocks: %s", cw_store_errmsg(store));
+        cw_store_close(&store);
+        return -1;
+    }
+    for (size_t i = 0; i < n_clocks; i++) {
+        cw_user_t *u = cw_sessions_user(b->sessions, clocks[i].name);
+        if (!u) { /* every clock's user logged in, so is in the user log */
+            CW_WARN("ignoring the stored clock of '%s'", clocks[i].name);
+            continue;
+        }
+        free(u->clock);
+        u->clock = clocks[i].clock; /* taken over */
+        u->clock_len = clocks[i].clock_len;
+        u->clock_own = u->clock_saved = clocks[i].own;
+        clocks[i].clock = NULL;
+    }
+    cw_store_clocks_free(&clocks, n_clocks);
     b->durable = calloc(1, sizeof *b->durable);
     if (!b->durable) {
         snprintf(err, errlen, "out of memory");
@@ -1068,6 +1129,10 @@ void cwd_close(cw_broker_t *b)
     /* Answer what the store still owes: a sender whose message is being
      * committed gets its ACCEPTED (or error) before the broker exits. No
      * new push reads meanwhile, so the FIFO drains. */
+    /* The clocks not yet written go first (each behind the user's write in
+     * flight, if any; the drain below waits for both). */
+    for (size_t i = 0; i < cw_sessions_user_count(b->sessions); i++)
+        cwd_save_clock(b, cw_sessions_user_at(b->sessions, i), true);
     d->closing = true;
     int64_t deadline = cw_mono_ms() + DRAIN_MS;
     while (d->head && cw_mono_ms() < deadline) {
@@ -1077,7 +1142,7 @@ void cwd_close(cw_broker_t *b)
     }
     pending_t *p;
     while ((p = pending_pop(d))) {
-        if (p->kind != P_PUSH_READ && p->kind != P_ADD_USER)
+        if (p->kind != P_PUSH_READ && p->kind != P_ADD_USER && p->kind != P_CLOCK)
             cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_SHUTTING_DOWN,
                              "broker stopped before the store answered");
         budget_release(b, p);

@@ -88,6 +88,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1772,4 +1773,118 @@ int cw_store_verify(cw_store_t *s)
         return CW_INTERNAL;
     }
     return CW_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Resume clocks (store.h, PROTOCOL.md 11.4). Their own table, apart from
+ * the message schema: created on the first write (CREATE ... IF NOT
+ * EXISTS, inside the caller's transaction), so stores written before it
+ * open unchanged. Statements are prepared per call: a clock is written at
+ * most once per user per store group, far from the hot path.
+ */
+
+#define CLOCKS_TABLE_SQL \
+    "CREATE TABLE IF NOT EXISTS clocks (name TEXT PRIMARY KEY, own INTEGER NOT NULL, " \
+    "clock BLOB NOT NULL)"
+
+int cw_store_save_clock(cw_store_t *s, const char *name, uint64_t own, const uint8_t *clock,
+                        size_t clock_len)
+{
+    if (!s || (!clock && clock_len) || clock_len > INT_MAX)
+        return CW_ERR_INVALID;
+    if (s->state == STORE_FAILED)
+        return failed_refusal(s);
+    if (!name_ok(name))
+        return CW_BAD_NAME;
+    int own_txn;
+    int rc = txn_enter(s, &own_txn);
+    if (rc != CW_OK)
+        return rc;
+    if (sqlite3_exec(s->db, CLOCKS_TABLE_SQL, NULL, NULL, NULL) != SQLITE_OK)
+        return txn_leave(s, own_txn, sql_err(s, "creating the clocks table"));
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO clocks (name, own, clock) VALUES (?, ?, ?)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return txn_leave(s, own_txn, sql_err(s, "saving a clock"));
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64) own);
+    sqlite3_bind_blob(st, 3, clock_len ? (const void *) clock : "", (int) clock_len, SQLITE_STATIC);
+    int step = exec_stmt(st);
+    sqlite3_finalize(st);
+    if (step != SQLITE_DONE)
+        return txn_leave(s, own_txn, sql_err(s, "saving a clock"));
+    s->txn_wrote = 1;
+    return txn_leave(s, own_txn, CW_OK);
+}
+
+int cw_store_list_clocks(cw_store_t *s, cw_store_clock_t **out, size_t *n)
+{
+    if (!s || !out || !n)
+        return CW_ERR_INVALID;
+    *out = NULL;
+    *n = 0;
+    if (s->state == STORE_FAILED)
+        return failed_refusal(s);
+    char buf[16];
+    if (pragma_text(s->db, "SELECT count(*) FROM sqlite_master WHERE name = 'clocks'", buf,
+                    sizeof buf) != SQLITE_OK)
+        return sql_err(s, "listing clocks");
+    if (atoi(buf) == 0)
+        return CW_OK; /* a store that never saved a clock */
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, "SELECT name, own, clock FROM clocks ORDER BY name", -1, &st,
+                                NULL);
+    if (rc != SQLITE_OK)
+        return sql_err(s, "listing clocks");
+    cw_store_clock_t *arr = NULL;
+    size_t cap = 0, i = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (i == cap) {
+            size_t ncap = cap ? 2 * cap : 16;
+            cw_store_clock_t *na = realloc(arr, ncap * sizeof *na);
+            if (!na)
+                break;
+            arr = na;
+            cap = ncap;
+        }
+        const char *name = (const char *) sqlite3_column_text(st, 0);
+        const void *blob = sqlite3_column_blob(st, 2);
+        size_t len = (size_t) sqlite3_column_bytes(st, 2);
+        arr[i].name = strdup(name ? name : "");
+        arr[i].own = (uint64_t) sqlite3_column_int64(st, 1);
+        arr[i].clock = malloc(len ? len : 1);
+        arr[i].clock_len = len;
+        if (!arr[i].name || !arr[i].clock) {
+            free(arr[i].name);
+            free(arr[i].clock);
+            break;
+        }
+        if (len)
+            memcpy(arr[i].clock, blob, len);
+        i++;
+    }
+    sqlite3_finalize(st);
+    if (rc == SQLITE_ROW) {
+        cw_store_clocks_free(&arr, i);
+        return CW_ERR_NOMEM;
+    }
+    if (rc != SQLITE_DONE) {
+        cw_store_clocks_free(&arr, i);
+        return sql_err(s, "listing clocks");
+    }
+    *out = arr;
+    *n = i;
+    return CW_OK;
+}
+
+void cw_store_clocks_free(cw_store_clock_t **clocks, size_t n)
+{
+    if (!clocks || !*clocks)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free((*clocks)[i].name);
+        free((*clocks)[i].clock);
+    }
+    free(*clocks);
+    *clocks = NULL;
 }

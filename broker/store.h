@@ -240,4 +240,29 @@ void cw_store_stats(const cw_store_t *s, cw_store_stats_t *out);
  * which), CW_STORE_ERROR. */
 int cw_store_verify(cw_store_t *s);
 
+/* --- Resume clocks (PROTOCOL.md 11.4) -------------------------------------
+ * One clock per user name: the broker's record of the last vector clock the
+ * user's sessions sent (opaque bytes to the store: the serialized Deliver
+ * holding only `clock`, as for stored messages) and its own entry. Kept in
+ * their own table `clocks`, created on first write (a store from before it
+ * simply has none). */
+typedef struct {
+    char *name;               /* user name */
+    uint64_t own;             /* the user's own entry in the clock */
+    uint8_t *clock;           /* the bytes as saved */
+    size_t clock_len;
+} cw_store_clock_t;
+
+/* Saves (replaces) name's clock, in its own transaction or the caller's
+ * (see "Results and durability"). The caller submits increasing `own` per
+ * name; the store keeps the last one written. CW_OK, CW_BAD_NAME,
+ * CW_ERR_INVALID, CW_STORE_ERROR. */
+int cw_store_save_clock(cw_store_t *s, const char *name, uint64_t own, const uint8_t *clock,
+                        size_t clock_len);
+
+/* Every saved clock; caller frees with cw_store_clocks_free. CW_OK (none:
+ * *out NULL, *n 0), CW_STORE_ERROR, CW_ERR_NOMEM. */
+int cw_store_list_clocks(cw_store_t *s, cw_store_clock_t **out, size_t *n);
+void cw_store_clocks_free(cw_store_clock_t **clocks, size_t n);
+
 #endif

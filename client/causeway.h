@@ -111,10 +111,16 @@
  *  while the daemon is unreachable and are dropped (counted) beyond it. A
  *  batch whose confirmation is lost is sent again (at least once: a daemon
  *  that stored it and then lost the reply stores it twice). The process
- *  name is the user name, and the clock starts empty with each
- *  cw_client_t: two runs under one name look like one process whose clock
- *  went back (audit: clock-rule); give each run its own trace or daemon
- *  store, or its own name.
+ *  name is the user name.
+ *
+ *  Runs of one user (PROTOCOL.md 11.4): at login the library merges the
+ *  user's resume clock (LoginInfo.clock, the last clock the broker saw
+ *  from the user) into the session's clock, without a tick, and attaches
+ *  the clock to every frame of the session (Ack, Fetch, Logout, heartbeats
+ *  too). So successive cw_client_t of one user continue one clock: two
+ *  runs never stamp the same clock, and their events audit as one process.
+ *  Not covered: deliveries a process handled after its last frame when it
+ *  was killed, and a live-only broker that restarted in between.
  */
 #ifndef CAUSEWAY_H
 #define CAUSEWAY_H
