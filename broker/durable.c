@@ -33,6 +33,13 @@
  *
  *  Stored clock: the sender's vector clock is stored as a serialized
  *  Deliver holding only its `clock` field, and decoded the same way.
+ *
+ *  Damaged entries (issue 11 item 7): an entry that must not be served as
+ *  data (entry_damage: the store found it damaged, CW_DAMAGED) is pushed,
+ *  fetched and listed as a Deliver with `damaged` set, its seq and nothing
+ *  else, which the client acknowledges like any other seq: the queue goes
+ *  on. Each distinct (user, seq) is logged once at ERROR and counted in
+ *  BrokerStats.damaged_entries (note_damaged).
  */
 #include "broker_internal.h"
 #include "cw_log.h"
@@ -86,7 +93,11 @@ struct cw_durable {
     pending_t *head, *tail;      /* FIFO of submitted requests */
     size_t n_pending;            /* FIFO length */
     uint64_t inflight_entries;   /* queue entries of appends not yet answered */
+    zhashx_t *damaged_seen;      /* "user seq" of damaged entries already reported */
+    uint64_t damaged;            /* distinct damaged entries seen (BrokerStats) */
 };
+
+#define DAMAGED_SEEN_MAX 100000  /* (user, seq) pairs remembered; beyond, each read counts */
 
 /* ------------------------------------------------------------------------ */
 
@@ -278,12 +289,53 @@ static cw_session_t *session_of(cw_broker_t *b, const pending_t *p)
     return u->session;
 }
 
-/* Fills d from a store entry. *clock_msg receives a decoded clock holder
- * the caller frees (causeway__v1__deliver__free_unpacked) after packing. */
-static void entry_to_deliver(const cw_store_entry_t *e, Causeway__V1__Deliver *d,
-                             Causeway__V1__Deliver **clock_msg)
+/* Why the entry e must not be served as data, or NULL if it may. The one
+ * place that decides it: any other check of a stored entry (what the
+ * broker would now refuse at Send) belongs here too. */
+static const char *entry_damage(const cw_store_entry_t *e)
+{
+    if (e->status == CW_DAMAGED)
+        return "it failed its checksum in the store";
+    return NULL;
+}
+
+/* Tells the operator, once per (user, seq), that a message was lost. */
+static void note_damaged(cw_broker_t *b, const char *user, uint64_t seq, const char *why)
+{
+    cw_durable_t *d = b->durable;
+    char key[CW_NAME_MAX_HARD + 32];
+    snprintf(key, sizeof key, "%s %llu", user, (unsigned long long) seq);
+    if (d->damaged_seen && zhashx_lookup(d->damaged_seen, key))
+        return;
+    if (d->damaged_seen && zhashx_size(d->damaged_seen) < DAMAGED_SEEN_MAX)
+        zhashx_insert(d->damaged_seen, key, (void *) 1);
+    d->damaged++;
+    CW_ERROR("MESSAGE LOST: seq %llu of %s's queue is damaged (%s); delivered as a damaged "
+             "entry for the client to acknowledge (OPERATIONS.md, \"Damaged store files\")",
+             (unsigned long long) seq, user, why);
+}
+
+/* Fills d from a store entry of user's queue. *clock_msg receives a
+ * decoded clock holder the caller frees (causeway__v1__deliver__free_unpacked)
+ * after packing. */
+static void entry_to_deliver(cw_broker_t *b, const char *user, const cw_store_entry_t *e,
+                             Causeway__V1__Deliver *d, Causeway__V1__Deliver **clock_msg)
 {
     causeway__v1__deliver__init(d);
+    *clock_msg = NULL;
+    const char *why = entry_damage(e);
+    if (why) {
+        /* A lost message: its seq, for the client to acknowledge; nothing
+         * of its data (all of it is suspect). */
+        note_damaged(b, user, e->seq, why);
+        d->text = "";
+        d->from = "";
+        d->message_id = "";
+        d->seq = e->seq;
+        d->durable = true;
+        d->damaged = true;
+        return;
+    }
     d->from = (char *) e->sender;
     d->n_to = e->n_to;
     d->to = (char **) e->to;
@@ -294,7 +346,6 @@ static void entry_to_deliver(const cw_store_entry_t *e, Causeway__V1__Deliver *d
     d->seq = e->seq;
     d->message_id = (char *) e->message_id;
     d->durable = true;
-    *clock_msg = NULL;
     if (e->clock && e->clock_len) {
         *clock_msg = causeway__v1__deliver__unpack(NULL, e->clock_len, e->clock);
         if (*clock_msg) {
@@ -590,7 +641,7 @@ static void on_push_read(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
     const cw_store_entry_t *e = cw_store_reply_entries(r, &n);
     for (size_t i = 0; i < n; i++) {
         Causeway__V1__Deliver dl, *clock = NULL;
-        entry_to_deliver(&e[i], &dl, &clock);
+        entry_to_deliver(b, s->user->name, &e[i], &dl, &clock);
         dl.redelivered = p->redeliver;
         if (dl.expired)
             CW_INFO("message seq %llu for %s expired before delivery",
@@ -626,7 +677,7 @@ static void on_listing(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_INTERNAL, "out of memory");
     } else {
         for (size_t i = 0; i < n; i++) {
-            entry_to_deliver(&e[i], &dl[i], &clocks[i]);
+            entry_to_deliver(b, p->user, &e[i], &dl[i], &clocks[i]);
             ptrs[i] = &dl[i];
         }
         /* At most max_reply bytes of messages, and always at least one:
@@ -1109,6 +1160,7 @@ int cwd_open(cw_broker_t *b, char *err, size_t errlen)
         cw_store_close(&store);
         return -1;
     }
+    b->durable->damaged_seen = zhashx_new();   /* NULL: every read counts */
     b->durable->actor = cw_store_actor_new(&store, 0);
     if (!b->durable->actor) {
         snprintf(err, errlen, "cannot start the store thread");
@@ -1150,6 +1202,7 @@ void cwd_close(cw_broker_t *b)
         pending_free(p);
     }
     cw_store_actor_destroy(&d->actor);
+    zhashx_destroy(&d->damaged_seen);
     free(d);
     b->durable = NULL;
 }
@@ -1159,11 +1212,12 @@ void *cwd_poll_handle(cw_broker_t *b)
     return b->durable ? zsock_resolve(cw_store_actor_sock(b->durable->actor)) : NULL;
 }
 
-void cwd_stats(cw_broker_t *b, uint64_t *stored, uint64_t *fsyncs)
+void cwd_stats(cw_broker_t *b, uint64_t *stored, uint64_t *fsyncs, uint64_t *damaged)
 {
-    *stored = *fsyncs = 0;
+    *stored = *fsyncs = *damaged = 0;
     if (!b->durable)
         return;
+    *damaged = b->durable->damaged;
     cw_store_actor_stats_t st;
     cw_store_actor_stats(b->durable->actor, &st);
     *stored = st.pending;

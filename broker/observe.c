@@ -165,8 +165,7 @@ void cwo_stats(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
     st.bad_frames = snap->bad_frames;
     st.refused_requests = snap->refused;
     st.expired_sessions = snap->expired;
-    st.stored_messages = snap->durable ? snap->store.pending : 0;
-    st.fsyncs = snap->durable ? snap->store.commits : 0;
+    cwd_stats(b, &st.stored_messages, &st.fsyncs, &st.damaged_entries);
 
     /* Refusals and fates: only the statuses seen. */
     Causeway__V1__StatusCount counts[2][CW_MON_STATUSES], *cptr[2][CW_MON_STATUSES];
