@@ -16,11 +16,13 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
 from conftest import BROKER_BIN, SOURCE_DIR, assert_status, run_cli
 from test_durable import ack, dsend, fetch, history, login_first, next_deliveries, register
+from test_metrics import metrics_url, scrape, value
 
 PY_DIR = os.path.join(SOURCE_DIR, "clients", "python")
 
@@ -67,7 +69,8 @@ def test_damaged_text_is_a_lost_message_not_data(broker, hub, pb, tmp_path):
     stop(br)
     assert patch_all(data / "causeway.db", b"second message", b"secund message") == 1
 
-    br = broker("--data", str(data))
+    br = broker("--data", str(data), "--metrics", "127.0.0.1:0")
+    url = metrics_url(br)
     bob = login_first(hub, br.endpoint, "bob")
     got = next_deliveries(bob, 3)
     assert [(d.seq, d.text, d.damaged) for d in got] == [
@@ -85,6 +88,14 @@ def test_damaged_text_is_a_lost_message_not_data(broker, hub, pb, tmp_path):
     assert stats.damaged_entries == 1
     assert re.search(r"MESSAGE LOST: seq 2 of bob's queue is damaged", br.log())
     assert br.log().count("MESSAGE LOST") == 1      # once per entry, however often read
+    # ... and the metric, once the broker has published a snapshot after it
+    deadline = time.monotonic() + 10.0
+    while True:
+        samples, _ = scrape(url)
+        if value(samples, "causeway_store_damaged_entries_total") == 1.0:
+            break
+        assert time.monotonic() < deadline, "damaged_entries metric never reached 1"
+        bob.request("stats")           # a round trip: lets the router publish again
     # The queue goes on.
     alice = hub.logged_in(br.endpoint, "alice")
     assert dsend(alice, ["bob"], "after", "m-4").recipients[0].seq == 4
