@@ -300,7 +300,7 @@ static void draw_xlog(tui_t *t, int top, int bottom, int width)
     if (y >= top) {
         if (!t->x && n == 0)
             put_text(y, 0, width,
-                     "exchange view: type /exchange A,B,C [MIN-MS MAX-MS] (you among them); "
+                     "exchange view: type /exchange A,B,C [MIN-MS MAX-MS [COUNT]] (you among them); "
                      "F8 goes back", attr_for(t, PAIR_NOTE, A_DIM));
     }
 }
@@ -366,7 +366,7 @@ static const char *help_lines[] = {
     "F5          check for messages (fetch stored ones)",
     "F6          history (last 20 stored messages)",
     "F7          clock pane on/off",
-    "F8          exchange view (/exchange A,B,C [MIN MAX])",
+    "F8          exchange view (/exchange A,B,C [MIN MAX [N]])",
     "F9, Ctrl-R  resend the last message that was not sent",
     "F10, Ctrl-C quit (/quit)",
     "Commands: /to a,b  /all  /durable on|off  /receipts on|off",
@@ -583,8 +583,10 @@ static void xchg_begin(tui_t *t, const char *args)
     char *list = copy ? strtok_r(copy, " ", &save) : NULL;
     char *a = list ? strtok_r(NULL, " ", &save) : NULL;
     char *b = a ? strtok_r(NULL, " ", &save) : NULL;
-    if (!list) {
-        hint(t, "usage: /exchange A,B,C [MIN-MS MAX-MS]");
+    char *cnt = b ? strtok_r(NULL, " ", &save) : NULL;
+    long count = cnt ? strtol(cnt, NULL, 10) : 0;
+    if (!list || count < 0) {
+        hint(t, "usage: /exchange A,B,C [MIN-MS MAX-MS [COUNT]]");
         free(copy);
         return;
     }
@@ -603,7 +605,7 @@ static void xchg_begin(tui_t *t, const char *args)
     free(copy);
     char err[256];
     t->x = xchg_new(t->me, (const char *const *) t->xgroup, t->n_xgroup, min_ms, max_ms,
-                    cw_now_us() ^ (uint64_t) getpid() << 32, 0, 0, err, sizeof err);
+                    cw_now_us() ^ (uint64_t) getpid() << 32, count, 0, err, sizeof err);
     if (!t->x) {
         hint(t, "exchange: %s", err);
         xchg_end(t);
@@ -615,8 +617,8 @@ static void xchg_begin(tui_t *t, const char *args)
         xchg_presence(t->x, u->name, u->online);
     }
     t->view_xchg = 1;
-    tm_xlog(t->m, "exchange as %s with %zu others, every %ld..%ld ms; /exchange stop finishes",
-            t->me, xchg_n_peers(t->x), min_ms, max_ms);
+    tm_xlog(t->m, "exchange as %s with %zu others, every %ld..%ld ms%s; /exchange stop finishes",
+            t->me, xchg_n_peers(t->x), min_ms, max_ms, count ? ", then done" : "");
     cli_str_t s = {0};
     for (size_t i = 0; i < xchg_n_peers(t->x); i++)
         if (!xchg_peer_online(t->x, i))
@@ -714,8 +716,11 @@ static void command(tui_t *t, char *line)
         t->show_clock = !t->show_clock;
     } else if (strcmp(line, "/exchange") == 0) {
         if (strcmp(args, "stop") == 0 && t->x) {
-            xchg_end(t);
-            tm_xlog(t->m, "exchange stopped");
+            xchg_stop(t->x);
+            if (xchg_phase(t->x) == XCHG_FINISHED) {
+                xchg_end(t);
+                tm_xlog(t->m, "exchange stopped before it started");
+            }
         } else {
             xchg_begin(t, args);
         }
@@ -1177,9 +1182,9 @@ int cli_tui(const cli_opts_t *o)
                   , NULL);
 
     while (!t.quit && !cli_stopping) {
+        int wait = xchg_run(&t);
         draw(&t);
         ack_shown(&t);
-        int wait = xchg_run(&t);
         if (wait != 0) {
             struct pollfd fds[3] = {{.fd = STDIN_FILENO, .events = POLLIN},
                                     {.fd = tw_fd(t.w), .events = POLLIN},

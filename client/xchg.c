@@ -196,6 +196,14 @@ xchg_action_t xchg_step(xchg_t *x, int64_t now, const char **to, int *wait_ms)
     return act;
 }
 
+void xchg_stop(xchg_t *x)
+{
+    if (x->phase == XCHG_WAITING)
+        x->phase = XCHG_FINISHED;
+    else if (x->phase == XCHG_RUNNING)
+        x->run_end = INT64_MIN;
+}
+
 xchg_phase_t xchg_phase(const xchg_t *x) { return x->phase; }
 size_t xchg_n_peers(const xchg_t *x) { return x->n_peers; }
 const char *xchg_peer(const xchg_t *x, size_t i) { return i < x->n_peers ? x->peers[i].name : NULL; }

@@ -72,6 +72,10 @@ int xchg_delivery(xchg_t *x, const char *from, const char *text);
  * (-1: only after an event). Can't fail. */
 xchg_action_t xchg_step(xchg_t *x, int64_t now, const char **to, int *wait_ms);
 
+/* Ends early: while waiting, at once (XCHG_FINISHED, nothing was sent);
+ * while running, the next xchg_step returns XCHG_FINISH. */
+void xchg_stop(xchg_t *x);
+
 xchg_phase_t xchg_phase(const xchg_t *x);
 /* The other members in group order: n_peers, and peer i's name / state. */
 size_t xchg_n_peers(const xchg_t *x);
