@@ -271,9 +271,11 @@ static void send_to_session(cw_broker_t *b, cw_session_t *s, const cw_env_t *env
     }
 }
 
-/* The one function that builds an error (or bare status) reply. */
-void cwb_reply_status(cw_broker_t *b, const void *id, size_t id_len, uint64_t request_id,
-                         int status, const char *detail)
+/* The one function that builds an error (or bare status) reply. An error
+ * status counts as a refused request (BrokerStats.refused_requests);
+ * refusals of the frame itself go through reply_bad_frame. */
+static void reply_counted(cw_broker_t *b, const void *id, size_t id_len, uint64_t request_id,
+                          int status, const char *detail, uint64_t *counter)
 {
     cw_env_t env;
     Causeway__V1__Reply reply;
@@ -284,11 +286,24 @@ void cwb_reply_status(cw_broker_t *b, const void *id, size_t id_len, uint64_t re
     env.body_case = CW_BODY(REPLY);
     env.reply = &reply;
     if (!cw_status_is_success(status)) {
-        b->stats.bad_frames++;
+        (*counter)++;
         CW_DEBUG("reply %s to request %llu: %s", cw_status_name(status),
                  (unsigned long long) request_id, reply.detail);
     }
     cwb_send_to_id(b, id, id_len, &env);
+}
+
+void cwb_reply_status(cw_broker_t *b, const void *id, size_t id_len, uint64_t request_id,
+                      int status, const char *detail)
+{
+    reply_counted(b, id, id_len, request_id, status, detail, &b->stats.refused);
+}
+
+/* Refuses a frame that fails PROTOCOL.md §5 steps 1-7 (BrokerStats.bad_frames). */
+static void reply_bad_frame(cw_broker_t *b, const void *id, size_t id_len, uint64_t request_id,
+                            int status, const char *detail)
+{
+    reply_counted(b, id, id_len, request_id, status, detail, &b->stats.bad_frames);
 }
 
 /* See broker_internal.h. */
@@ -482,10 +497,9 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
         cwb_reply_status(b, id, id_len, rid, CW_BAD_NAME, why);
         return;
     }
-    if (login->agent && (strlen(login->agent) > AGENT_MAX ||
-                         !cw_utf8_valid(login->agent, strlen(login->agent)))) {
-        cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST,
-                     "Login.agent must be valid UTF-8 of at most 128 bytes");
+    /* Strings are valid UTF-8 without zero bytes (cw_env_decode). */
+    if (login->agent && strlen(login->agent) > AGENT_MAX) {
+        cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "Login.agent is longer than 128 bytes");
         return;
     }
     cw_user_t *user = cw_sessions_user(b->sessions, login->name);
@@ -648,19 +662,8 @@ static bool send_valid_or_reply(cw_broker_t *b, const void *id, size_t id_len,
         cwb_reply_status(b, id, id_len, rid, CW_TOO_LARGE, detail);
         return false;
     }
-    if (!cw_utf8_valid(send->text ? send->text : "", text_len)) {
-        cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "text is not valid UTF-8");
-        return false;
-    }
-    for (size_t i = 0; i < send->n_to; i++)
-        if (!cw_utf8_valid(send->to[i], strlen(send->to[i]))) {
-            cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "a recipient name is not valid UTF-8");
-            return false;
-        }
-    if (send->message_id && !cw_utf8_valid(send->message_id, strlen(send->message_id))) {
-        cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "message_id is not valid UTF-8");
-        return false;
-    }
+    /* text, to and message_id are valid UTF-8 without zero bytes: frames
+     * that break that are refused by cw_env_decode (PROTOCOL.md §5). */
     if (send->message_id && strlen(send->message_id) > MESSAGE_ID_MAX) {
         cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "message_id is longer than 128 bytes");
         return false;
@@ -898,6 +901,7 @@ static void handle_stats(cw_broker_t *b, const void *id, size_t id_len, const cw
     st.messages_routed = b->stats.messages_routed;
     st.deliveries = b->stats.deliveries;
     st.bad_frames = b->stats.bad_frames;
+    st.refused_requests = b->stats.refused;
     st.expired_sessions = b->stats.expired;
     cwd_stats(b, &st.stored_messages, &st.fsyncs);
     reply.status = (Causeway__V1__Status) CW_OK;
@@ -949,7 +953,7 @@ static void dispatch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t
     const cw_env_t *env = *envp;
     uint64_t rid = env->request_id;
     if (!cw_clock_entries_valid(env->clock, env->n_clock)) {
-        cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST,
+        reply_bad_frame(b, id, id_len, rid, CW_BAD_REQUEST,
                      "clock entries must be sorted by node, unique and non-empty");
         return;
     }
@@ -991,11 +995,11 @@ static void dispatch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t
     case CW_BODY(DELIVER):
     case CW_BODY(PRESENCE):
     case CW_BODY(REPLY):
-        cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST,
-                     "deliver, presence and reply are broker-to-client messages");
+        reply_bad_frame(b, id, id_len, rid, CW_BAD_REQUEST,
+                        "deliver, presence and reply are broker-to-client messages");
         break;
     default:
-        cwb_reply_status(b, id, id_len, rid, CW_UNKNOWN_TYPE, "unknown message type");
+        reply_bad_frame(b, id, id_len, rid, CW_UNKNOWN_TYPE, "unknown message type");
         break;
     }
 }
@@ -1029,8 +1033,7 @@ static void handle_message(cw_broker_t *b, const void *id, size_t id_len,
         s->last_rx_ms = b->now_ms;
     if (n_frames != 1) {
         CW_WARN("dropped a %zu-frame message from %s", n_frames, s ? s->user->name : "a peer");
-        cwb_reply_status(b, id, id_len, 0, CW_BAD_REQUEST,
-                     "a causeway message is exactly one frame");
+        reply_bad_frame(b, id, id_len, 0, CW_BAD_REQUEST, "a causeway message is exactly one frame");
         return;
     }
     cw_env_t *env = NULL;
@@ -1040,7 +1043,7 @@ static void handle_message(cw_broker_t *b, const void *id, size_t id_len,
     if (rc != CW_OK) {
         CW_DEBUG("bad frame (%zu bytes) from %s: %s", sizes[0], s ? s->user->name : "a peer",
                  detail);
-        cwb_reply_status(b, id, id_len, rid, rc, detail);
+        reply_bad_frame(b, id, id_len, rid, rc, detail);
         return;
     }
     CW_TRACE("%s from %s, request %llu", cw_env_body_name(env), s ? s->user->name : "a peer",

@@ -25,7 +25,8 @@ typedef struct {
     uint64_t frames_out;       /* frames sent successfully */
     uint64_t messages_routed;  /* Send requests routed */
     uint64_t deliveries;       /* Deliver pushes sent */
-    uint64_t bad_frames;       /* requests answered with an error status */
+    uint64_t bad_frames;       /* frames refused by PROTOCOL.md §5 steps 1-7 */
+    uint64_t refused;          /* other error replies: requests refused by their handling */
     uint64_t expired;          /* sessions expired for silence or disconnection */
 } counters_t;
 

@@ -400,10 +400,59 @@ static void inflight_done(cw_broker_t *b, pending_t *p)
  * Store replies
  */
 
+/* A repeat of a stored message (same sender, same message_id): answered
+ * ACCEPTED, duplicate, with the original's recipients and seqs as the
+ * store remembers them, whatever recipients the repeat names (PROTOCOL.md
+ * §13.2). Nothing was stored and nothing is pushed. */
+static void on_duplicate(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
+{
+    const cw_store_rcpt_t *orig = NULL;
+    size_t n = cw_store_reply_original(r, &orig);
+    Causeway__V1__RecipientStatus *rs = calloc(n ? n : 1, sizeof *rs);
+    Causeway__V1__RecipientStatus **rptrs = calloc(n ? n : 1, sizeof *rptrs);
+    /* Nothing of this request is stored: live messages held behind it wait
+     * for what the recipients' queues hold now. */
+    for (size_t i = 0; i < p->n; i++)
+        p->rcpts[i].status = (Causeway__V1__Status) CW_OK;
+    inflight_done(b, p);
+    if (!rs || !rptrs) {
+        cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_INTERNAL, "out of memory");
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            causeway__v1__recipient_status__init(&rs[i]);
+            rs[i].name = (char *) orig[i].name;
+            rs[i].status = (Causeway__V1__Status) orig[i].status;
+            rs[i].seq = orig[i].status == CW_ACCEPTED ? orig[i].seq : 0;
+            rptrs[i] = &rs[i];
+        }
+        cw_env_t out;
+        Causeway__V1__Reply reply;
+        cw_env_init(&out, p->request_id);
+        causeway__v1__reply__init(&reply);
+        reply.status = (Causeway__V1__Status) CW_ACCEPTED;
+        reply.detail = "already stored (duplicate message_id): the original's recipients";
+        reply.duplicate = true;
+        reply.n_recipients = n;
+        reply.recipients = rptrs;
+        out.body_case = CW_BODY(REPLY);
+        out.reply = &reply;
+        cwb_send_to_id(b, p->id + 1, p->id[0], &out);
+        b->stats.messages_routed++;
+    }
+    CW_INFO("stored %s -> %zu recipient(s): duplicate of message '%s' (%zu original recipients)",
+            p->user, p->n, p->env->send->message_id ? p->env->send->message_id : "", n);
+    free(rs);
+    free(rptrs);
+}
+
 static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
 {
     int st = cw_store_reply_status(r);
     bool dup = cw_store_reply_duplicate(r);
+    if (dup && st == CW_OK) {
+        on_duplicate(b, p, r);
+        return;
+    }
     /* The store answers per message CW_OK (stored for someone), QUEUE_FULL
      * or UNKNOWN_USER (stored for no one); anything else means the append
      * failed and nothing of it is stored. */
@@ -489,13 +538,13 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         reply.status = (Causeway__V1__Status) CW_OK;
         reply.detail = "no known recipient; nothing stored";
     }
-    reply.duplicate = dup;
+    reply.duplicate = dup && !failed;
     reply.n_recipients = p->n;
     reply.recipients = rptrs;
     out.body_case = CW_BODY(REPLY);
     out.reply = &reply;
     if (!cw_status_is_success((int) reply.status))
-        b->stats.bad_frames++;
+        b->stats.refused++;
     cwb_send_to_id(b, p->id + 1, p->id[0], &out);
     b->stats.messages_routed++;
     CW_INFO("stored %s -> %s%zu recipient(s): accepted %zu, full %zu%s (%s)", p->user,
@@ -776,7 +825,11 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
     }
     p->n = (size_t) n;
     p->timestamp_us = b->now_us;
-    if (n_store == 0) {
+    /* With no known recipient nothing can be stored, but a message id may
+     * repeat a stored message, which is answered as the duplicate it is
+     * (§13.2): the store is asked with no recipients. */
+    bool ask_only = n_store == 0 && send->message_id && *send->message_id;
+    if (n_store == 0 && !ask_only) {
         /* Nobody to store for: answer now, through the same reply path. */
         Causeway__V1__RecipientStatus **rptrs = p->rptrs;
         cw_env_t out;
@@ -794,7 +847,7 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
         cwb_send_to_id(b, id, id_len, &out);
         goto fail;
     }
-    if (b->cfg.store_max) {
+    if (b->cfg.store_max && n_store) {
         cw_store_actor_stats_t st;
         cw_store_actor_stats(d->actor, &st);
         if (st.pending + d->inflight_entries + n_store > b->cfg.store_max) {

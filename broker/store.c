@@ -1140,6 +1140,57 @@ static int answer_duplicate(cw_store_t *s, cw_store_msg_t *m, const char *mid)
     return 0;
 }
 
+int cw_store_original(cw_store_t *s, const char *sender, const char *message_id,
+                      cw_store_rcpt_t **rcpts, size_t *n)
+{
+    *rcpts = NULL;
+    *n = 0;
+    if (!s || !sender || !message_id || !*message_id)
+        return CW_ERR_INVALID;
+    sqlite3_stmt *st = stmt(s, S_DEDUP_FIND);
+    sqlite3_bind_text(st, 1, sender, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, message_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        sqlite3_reset(st);
+        if (rc == SQLITE_DONE)
+            return CW_UNKNOWN_USER;
+        sql_err(s, "looking up message id");
+        return CW_STORE_ERROR;
+    }
+    const uint8_t *blob = sqlite3_column_blob(st, 0);
+    size_t len = (size_t) sqlite3_column_bytes(st, 0);
+    /* One block: the array, then the names (the record holds them with
+     * their NULs, so len bytes are enough for them). */
+    size_t count = 0;
+    for (size_t off = 0; off + RCPT_REC_FIXED < len; count++)
+        off += RCPT_REC_FIXED + strnlen((const char *) blob + off + RCPT_REC_FIXED,
+                                        len - off - RCPT_REC_FIXED) + 1;
+    cw_store_rcpt_t *out = malloc(count * sizeof *out + len + 1);
+    if (!out) {
+        sqlite3_reset(st);
+        set_err(s, "original: out of memory");
+        return CW_ERR_NOMEM;
+    }
+    char *names = (char *) (out + count);
+    size_t k = 0, at = 0;
+    for (size_t off = 0; off + RCPT_REC_FIXED < len && k < count; k++) {
+        const char *name = (const char *) blob + off + RCPT_REC_FIXED;
+        size_t nl = strnlen(name, len - off - RCPT_REC_FIXED);
+        memcpy(names + at, name, nl);
+        names[at + nl] = 0;
+        out[k].name = names + at;
+        out[k].status = blob[off];
+        out[k].seq = get_u64le(blob + off + 1);
+        at += nl + 1;
+        off += RCPT_REC_FIXED + nl + 1;
+    }
+    sqlite3_reset(st);
+    *rcpts = out;
+    *n = k;
+    return CW_OK;
+}
+
 /* Appends one message inside the open transaction. CW_OK (m->status says
  * what happened) or CW_STORE_ERROR (errmsg set; the caller aborts).
  *
@@ -1154,6 +1205,18 @@ static int answer_duplicate(cw_store_t *s, cw_store_msg_t *m, const char *mid)
 static int append_one(cw_store_t *s, cw_store_msg_t *m)
 {
     m->duplicate = 0;
+    if (m->n_rcpts == 0 && m->sender && *m->sender && m->message_id && *m->message_id &&
+        m->text) {
+        /* No known recipient: only the repeat of a stored message answers
+         * (the broker asks so that a retry naming nobody known is still
+         * answered as the duplicate it is). */
+        int dup = answer_duplicate(s, m, m->message_id);
+        if (dup < 0)
+            return CW_STORE_ERROR;
+        if (dup == 0)
+            m->status = CW_UNKNOWN_USER;
+        return CW_OK;
+    }
     if (!m->sender || !*m->sender || !m->rcpts || m->n_rcpts == 0 || !m->text ||
         (m->clock_len && !m->clock)) {
         m->status = CW_BAD_REQUEST;

@@ -76,7 +76,8 @@ typedef struct {
     uint32_t ttl_s;           /* in: seconds the message may wait; 0 = store default */
     int broadcast;            /* in: sender addressed everyone (entries get an empty "to") */
     cw_store_rcpt_t *rcpts;   /* in/out: the recipients, in the sender's order */
-    size_t n_rcpts;           /* in: >= 1 */
+    size_t n_rcpts;           /* in: >= 1, or 0 with a message_id: only asks whether
+                                 it repeats a stored message (nothing is stored) */
     int status;               /* out: see cw_store_append_batch */
     int duplicate;            /* out: 1 if (sender, message_id) was already stored: the
                                  rcpts hold the original outcome and nothing was added */
@@ -190,6 +191,16 @@ void cw_store_users_free(cw_store_user_t **users, size_t n);
  * the batch is stored, every status is CW_STORE_ERROR), CW_ERR_INVALID
  * (msgs NULL with n > 0; nothing done). */
 int cw_store_append_batch(cw_store_t *s, cw_store_msg_t *msgs, size_t n);
+
+/* The recipients of the message (sender, message_id) as stored: the
+ * original's per-recipient outcome (CW_ACCEPTED with its seq, CW_QUEUE_FULL,
+ * CW_UNKNOWN_USER), in the original's order, whatever a repeat names. This
+ * is what a repeat is answered with (PROTOCOL.md §13.2). *rcpts is one
+ * allocation, names included; the caller frees it with free(). Returns
+ * CW_OK, CW_UNKNOWN_USER (no such message is remembered; *rcpts NULL),
+ * CW_ERR_INVALID (an empty id), CW_ERR_NOMEM, CW_STORE_ERROR. Read-only. */
+int cw_store_original(cw_store_t *s, const char *sender, const char *message_id,
+                      cw_store_rcpt_t **rcpts, size_t *n);
 
 /* Acknowledges every message of user's queue up to and including up_to_seq.
  * Acknowledged entries beyond the newest `retention` ones are deleted.

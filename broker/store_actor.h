@@ -42,7 +42,9 @@
  *             u64 pending | u32 n | body
  *      flags bit0 duplicate (APPEND), bit1 created (ADD_USER); pending is
  *      the user's unacknowledged count after an ACK or READ.
- *      APPEND    n x (i32 status, u64 seq), in the request's order
+ *      APPEND    n x (i32 status, u64 seq), in the request's order; with
+ *                the duplicate flag then u32 m, m x (i32 status, u64 seq,
+ *                str name): the original's recipients (cw_store_original)
  *      READ,     n x entry: u64 seq, i32 status, u8 flags (bit0 acked,
  *      HISTORY     bit1 broadcast), u8[3] 0, u64 timestamp_us,
  *                  u64 expires_us, str sender, str message_id, str text,
@@ -136,6 +138,10 @@ uint64_t cw_store_reply_pending(const cw_store_reply_t *r);
 size_t cw_store_reply_rcpts(const cw_store_reply_t *r);
 int cw_store_reply_rcpt_status(const cw_store_reply_t *r, size_t i);
 uint64_t cw_store_reply_rcpt_seq(const cw_store_reply_t *r, size_t i);
+/* APPEND duplicate: the original message's recipients as stored (names,
+ * statuses, seqs, in its order), valid until the reply is destroyed; 0
+ * (and *rcpts NULL) for anything else. */
+size_t cw_store_reply_original(const cw_store_reply_t *r, const cw_store_rcpt_t **rcpts);
 /* READ/HISTORY: the entries, valid until the reply is destroyed. */
 const cw_store_entry_t *cw_store_reply_entries(const cw_store_reply_t *r, size_t *n);
 /* Frees the reply and NULLs *p; safe on NULL and twice. */

@@ -302,10 +302,13 @@ typedef struct {
     uint64_t frames_out;       /* frames sent */
     uint64_t messages_routed;  /* Send requests that reached routing */
     uint64_t deliveries;       /* Deliver frames pushed */
-    uint64_t bad_frames;       /* frames refused as malformed or too large */
+    uint64_t bad_frames;       /* frames refused as malformed or too large
+                                  (PROTOCOL.md §5 steps 1-7) */
     uint64_t expired_sessions; /* sessions ended by missed heartbeats */
     uint64_t stored_messages;  /* durable: queue entries waiting */
     uint64_t fsyncs;           /* durable: store commits */
+    uint64_t refused_requests; /* well-formed requests answered with an error
+                                  status (NAME_TAKEN, RATE_LIMITED, ...) */
 } cw_stats_t;
 
 /* The broker's answer to one request. Fields not used by a request are

@@ -299,6 +299,7 @@ class Stats:
     expired_sessions: int
     stored_messages: int
     fsyncs: int
+    refused_requests: int = 0   # well-formed requests answered with an error status
 
 
 @dataclasses.dataclass
