@@ -369,7 +369,7 @@ static const char *help_lines[] = {
     "F8          exchange view (/exchange A,B,C [MIN MAX [N]])",
     "F9, Ctrl-R  resend the last message that was not sent",
     "F10, Ctrl-C quit (/quit)",
-    "Commands: /to a,b  /all  /durable on|off  /receipts on|off",
+    "Commands: /to a,b  /all  /durable on|off",
     "          /fetch  /history [N]  /exchange ...  /quit  //text",
 };
 
@@ -705,8 +705,6 @@ static void command(tui_t *t, char *line)
             send_text(t, args);
     } else if (strcmp(line, "/durable") == 0) {
         t->durable = strcmp(args, "off") != 0;
-    } else if (strcmp(line, "/receipts") == 0) {
-        t->receipts = strcmp(args, "off") != 0;
     } else if (strcmp(line, "/fetch") == 0) {
         post_simple(t, TW_FETCH, 0);
     } else if (strcmp(line, "/history") == 0) {
@@ -1137,7 +1135,7 @@ int cli_tui(const cli_opts_t *o)
     memset(&t, 0, sizeof t);
     t.o = o;
     t.durable = o->durable;
-    t.receipts = 1;
+    t.receipts = 0;
     t.m = tm_new(o->name);
     t.line = tm_line_new();
     t.w = tw_new(&c, o->timeout_ms);
