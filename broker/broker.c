@@ -22,7 +22,8 @@
  *  message carries its connection's key as ZAP User-Id. A Login is accepted
  *  only under the user name the key is registered for (else UNAUTHORIZED,
  *  and the connection stays logged out, so every request that needs a
- *  login stays refused). SIGHUP re-reads the directory; sessions whose key
+ *  login stays refused). A reload signal (main.c: SIGUSR1, or SIGHUP for a
+ *  service) re-reads the directory; sessions whose key
  *  is no longer registered for their user are ended (expired).
  *
  *  Session close points (the only places cw_sessions_close is called):
@@ -583,6 +584,11 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
     info.resume_token.data = s->token;
     info.resume_token.len = s->resumable ? sizeof s->token : 0;
     info.durable = b->durable != NULL;
+    Causeway__V1__Deliver *resume = cwb_resume_clock(user);
+    if (resume) {
+        info.n_clock = resume->n_clock;
+        info.clock = resume->clock;
+    }
     reply.status = (Causeway__V1__Status) CW_OK;
     reply.detail = resumed ? "session resumed" : "logged in";
     reply.login = &info;
@@ -591,6 +597,8 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
         bool truncated = false;
         long n = cwb_user_log(b, NULL, &infos, &ptrs, &truncated);
         if (n < 0) {
+            if (resume)
+                causeway__v1__deliver__free_unpacked(resume, NULL);
             cwb_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
             return;
         }
@@ -603,6 +611,8 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
     cwb_send_to_id(b, id, id_len, &out);
     free(infos);
     free(ptrs);
+    if (resume)
+        causeway__v1__deliver__free_unpacked(resume, NULL);
 
     CW_INFO("%s %s%s%s%s", resumed ? "resumed" : "login", user->name,
             login->agent && *login->agent ? " (" : "", login->agent ? login->agent : "",
@@ -903,7 +913,7 @@ static void handle_stats(cw_broker_t *b, const void *id, size_t id_len, const cw
     st.bad_frames = b->stats.bad_frames;
     st.refused_requests = b->stats.refused;
     st.expired_sessions = b->stats.expired;
-    cwd_stats(b, &st.stored_messages, &st.fsyncs);
+    cwd_stats(b, &st.stored_messages, &st.fsyncs, &st.damaged_entries);
     reply.status = (Causeway__V1__Status) CW_OK;
     reply.detail = "stats";
     reply.stats = &st;
@@ -959,6 +969,9 @@ static void dispatch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t
     }
     if (!within_limits_or_reply(b, id, id_len, s, env))
         return;
+    if (s && env->n_clock) /* the user's resume clock (resume_clock.c) */
+        cwb_note_clock(b, s->user, env->clock, env->n_clock,
+                       env->body_case == CW_BODY(SEND) && env->send->durable);
     switch (env->body_case) {
     case CW_BODY(LOGIN):
         handle_login(b, id, id_len, s, env);
@@ -1210,7 +1223,7 @@ void cw_broker_watch_reload(cw_broker_t *b, volatile sig_atomic_t *flag)
     b->reload = flag;
 }
 
-/* SIGHUP: re-reads the users directory; ends the sessions whose key is no
+/* Reload signal: re-reads the users directory; ends the sessions whose key is no
  * longer registered for their user. A bad directory keeps the old keys. */
 static void reload_users(cw_broker_t *b)
 {

@@ -53,7 +53,7 @@ struct cw_broker {
     const char *peer_key;     /* CURVE: Z85 key (ZAP User-Id) of the message being
                                  handled; NULL outside recv_one and in plain mode */
     int peer_fd;              /* CURVE: its connection's descriptor; -1 if unknown */
-    volatile sig_atomic_t *reload; /* set by SIGHUP: re-read the users directory */
+    volatile sig_atomic_t *reload; /* set by a reload signal (main.c): re-read the users directory */
 };
 
 /* broker.c */
@@ -72,6 +72,14 @@ bool cwd_pending(const cw_broker_t *b, const cw_session_t *s);
 bool cwb_must_hold(const cw_broker_t *b, const cw_session_t *s);
 /* Pushes the held live Delivers of s once nothing stored is pending. */
 void cwb_flush_held(cw_broker_t *b, cw_session_t *s);
+/* resume_clock.c (PROTOCOL.md 11.4): a frame of u's session carried this
+ * (validated) clock: keep it as u's resume clock if its own entry is the
+ * highest yet, and have the store write it (a durable Send: at once). */
+void cwb_note_clock(cw_broker_t *b, cw_user_t *u, Causeway__V1__ClockEntry *const *clock,
+                    size_t n, bool durable_send);
+/* u's resume clock for LoginInfo.clock, or NULL if none is known (or it
+ * cannot be decoded); free with causeway__v1__deliver__free_unpacked. */
+Causeway__V1__Deliver *cwb_resume_clock(const cw_user_t *u);
 /* Before stored entry `seq` is pushed to s: pushes the held live messages
  * that must precede it (their barrier is below seq). */
 void cwb_flush_held_before(cw_broker_t *b, cw_session_t *s, uint64_t seq);
@@ -100,6 +108,12 @@ void cwd_on_replies(cw_broker_t *b);
 /* Persists a new user name (the request is ordered before any append that
  * names the user). CW_OK (or live-only), else a status for the login reply. */
 int cwd_add_user(cw_broker_t *b, const char *name);
+/* Writes u's resume clock to the store if it is newer than the last one
+ * written: at once with `now`, else only when no write of u's is in flight
+ * (the reply of that one writes the newest). Ordered before every later
+ * request: a durable Send's clock is committed no later than the message.
+ * Best effort: a failure is logged, the next newer clock is written. */
+void cwd_save_clock(cw_broker_t *b, cw_user_t *u, bool now);
 /* A session logged in or resumed: starts pushing the user's queue, from
  * the first unacknowledged message, unless the session pulls. */
 void cwd_on_login(cw_broker_t *b, cw_session_t *s);
@@ -114,6 +128,6 @@ void cwd_fetch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, c
 void cwd_history(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
                  const cw_env_t *env);
 /* Counters for Stats (0 when live-only). */
-void cwd_stats(cw_broker_t *b, uint64_t *stored, uint64_t *fsyncs);
+void cwd_stats(cw_broker_t *b, uint64_t *stored, uint64_t *fsyncs, uint64_t *damaged);
 
 #endif

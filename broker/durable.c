@@ -33,6 +33,13 @@
  *
  *  Stored clock: the sender's vector clock is stored as a serialized
  *  Deliver holding only its `clock` field, and decoded the same way.
+ *
+ *  Damaged entries (issue 11 item 7): an entry that must not be served as
+ *  data (entry_damage: the store found it damaged, CW_DAMAGED) is pushed,
+ *  fetched and listed as a Deliver with `damaged` set, its seq and nothing
+ *  else, which the client acknowledges like any other seq: the queue goes
+ *  on. Each distinct (user, seq) is logged once at ERROR and counted in
+ *  BrokerStats.damaged_entries (note_damaged).
  */
 #include "broker_internal.h"
 #include "cw_log.h"
@@ -49,7 +56,7 @@
 #define FETCH_MAX 1000     /* largest Fetch.max / History.last honoured */
 #define READ_BATCH 128     /* entries per push read */
 
-typedef enum { P_APPEND, P_ACK, P_PUSH_READ, P_FETCH, P_HISTORY, P_ADD_USER } pending_kind_t;
+typedef enum { P_APPEND, P_ACK, P_PUSH_READ, P_FETCH, P_HISTORY, P_ADD_USER, P_CLOCK } pending_kind_t;
 
 typedef struct pending {
     struct pending *next;        /* FIFO link */
@@ -59,7 +66,7 @@ typedef struct pending {
     uint64_t request_id;         /* to echo in the reply */
     char user[CW_NAME_MAX_HARD + 1]; /* user of the request; APPEND: the sender */
     uint64_t serial;             /* session the request is for (0: none) */
-    uint64_t seq;                /* ACK: up to */
+    uint64_t seq;                /* ACK: up to; CLOCK: the own entry saved */
     uint32_t max;                /* PUSH_READ: entries asked for */
     bool redeliver;              /* PUSH_READ: mark pushes redelivered */
     uint64_t origin;             /* session charged for it (its origin serial); 0 none */
@@ -86,7 +93,11 @@ struct cw_durable {
     pending_t *head, *tail;      /* FIFO of submitted requests */
     size_t n_pending;            /* FIFO length */
     uint64_t inflight_entries;   /* queue entries of appends not yet answered */
+    zhashx_t *damaged_seen;      /* "user seq" of damaged entries already reported */
+    uint64_t damaged;            /* distinct damaged entries seen (BrokerStats) */
 };
+
+#define DAMAGED_SEEN_MAX 100000  /* (user, seq) pairs remembered; beyond, each read counts */
 
 /* ------------------------------------------------------------------------ */
 
@@ -278,12 +289,53 @@ static cw_session_t *session_of(cw_broker_t *b, const pending_t *p)
     return u->session;
 }
 
-/* Fills d from a store entry. *clock_msg receives a decoded clock holder
- * the caller frees (causeway__v1__deliver__free_unpacked) after packing. */
-static void entry_to_deliver(const cw_store_entry_t *e, Causeway__V1__Deliver *d,
-                             Causeway__V1__Deliver **clock_msg)
+/* Why the entry e must not be served as data, or NULL if it may. The one
+ * place that decides it: any other check of a stored entry (what the
+ * broker would now refuse at Send) belongs here too. */
+static const char *entry_damage(const cw_store_entry_t *e)
+{
+    if (e->status == CW_DAMAGED)
+        return "it failed its checksum in the store";
+    return NULL;
+}
+
+/* Tells the operator, once per (user, seq), that a message was lost. */
+static void note_damaged(cw_broker_t *b, const char *user, uint64_t seq, const char *why)
+{
+    cw_durable_t *d = b->durable;
+    char key[CW_NAME_MAX_HARD + 32];
+    snprintf(key, sizeof key, "%s %llu", user, (unsigned long long) seq);
+    if (d->damaged_seen && zhashx_lookup(d->damaged_seen, key))
+        return;
+    if (d->damaged_seen && zhashx_size(d->damaged_seen) < DAMAGED_SEEN_MAX)
+        zhashx_insert(d->damaged_seen, key, (void *) 1);
+    d->damaged++;
+    CW_ERROR("MESSAGE LOST: seq %llu of %s's queue is damaged (%s); delivered as a damaged "
+             "entry for the client to acknowledge (OPERATIONS.md, \"Damaged store files\")",
+             (unsigned long long) seq, user, why);
+}
+
+/* Fills d from a store entry of user's queue. *clock_msg receives a
+ * decoded clock holder the caller frees (causeway__v1__deliver__free_unpacked)
+ * after packing. */
+static void entry_to_deliver(cw_broker_t *b, const char *user, const cw_store_entry_t *e,
+                             Causeway__V1__Deliver *d, Causeway__V1__Deliver **clock_msg)
 {
     causeway__v1__deliver__init(d);
+    *clock_msg = NULL;
+    const char *why = entry_damage(e);
+    if (why) {
+        /* A lost message: its seq, for the client to acknowledge; nothing
+         * of its data (all of it is suspect). */
+        note_damaged(b, user, e->seq, why);
+        d->text = "";
+        d->from = "";
+        d->message_id = "";
+        d->seq = e->seq;
+        d->durable = true;
+        d->damaged = true;
+        return;
+    }
     d->from = (char *) e->sender;
     d->n_to = e->n_to;
     d->to = (char **) e->to;
@@ -294,7 +346,6 @@ static void entry_to_deliver(const cw_store_entry_t *e, Causeway__V1__Deliver *d
     d->seq = e->seq;
     d->message_id = (char *) e->message_id;
     d->durable = true;
-    *clock_msg = NULL;
     if (e->clock && e->clock_len) {
         *clock_msg = causeway__v1__deliver__unpack(NULL, e->clock_len, e->clock);
         if (*clock_msg) {
@@ -568,7 +619,7 @@ static void on_push_read(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
     const cw_store_entry_t *e = cw_store_reply_entries(r, &n);
     for (size_t i = 0; i < n; i++) {
         Causeway__V1__Deliver dl, *clock = NULL;
-        entry_to_deliver(&e[i], &dl, &clock);
+        entry_to_deliver(b, s->user->name, &e[i], &dl, &clock);
         dl.redelivered = p->redeliver;
         if (dl.expired)
             CW_INFO("message seq %llu for %s expired before delivery",
@@ -604,7 +655,7 @@ static void on_listing(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_INTERNAL, "out of memory");
     } else {
         for (size_t i = 0; i < n; i++) {
-            entry_to_deliver(&e[i], &dl[i], &clocks[i]);
+            entry_to_deliver(b, p->user, &e[i], &dl[i], &clocks[i]);
             ptrs[i] = &dl[i];
         }
         /* At most max_reply bytes of messages, and always at least one:
@@ -668,6 +719,25 @@ static void on_ack(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
     cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, st, detail);
 }
 
+/* A resume clock write is answered: write the newer one that waited. */
+static void on_clock_saved(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
+{
+    cw_user_t *u = cw_sessions_user(b->sessions, p->user);
+    if (cw_store_reply_status(r) != CW_OK)
+        CW_ERROR("saving the clock of %s failed: %s", p->user,
+                 cw_status_name(cw_store_reply_status(r)));
+    if (!u)
+        return;
+    u->clock_saving = false;
+    if (cw_store_reply_status(r) != CW_OK) {
+        if (u->clock_saved == p->seq)
+            u->clock_saved = 0; /* the user's next frame with a clock writes it again */
+        return;
+    }
+    if (u->clock_own > u->clock_saved)
+        cwd_save_clock(b, u, false);
+}
+
 void cwd_on_replies(cw_broker_t *b)
 {
     cw_durable_t *d = b->durable;
@@ -682,7 +752,7 @@ void cwd_on_replies(cw_broker_t *b)
         while (p && p->token != token) {
             CW_ERROR("store reply %llu out of order (expected %llu)", (unsigned long long) token,
                      (unsigned long long) p->token);
-            if (p->kind != P_PUSH_READ && p->kind != P_ADD_USER)
+            if (p->kind != P_PUSH_READ && p->kind != P_ADD_USER && p->kind != P_CLOCK)
                 cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_INTERNAL,
                                  "store reply lost");
             budget_release(b, p);
@@ -702,6 +772,7 @@ void cwd_on_replies(cw_broker_t *b)
         case P_FETCH:
         case P_HISTORY: on_listing(b, p, r); break;
         case P_ACK: on_ack(b, p, r); break;
+        case P_CLOCK: on_clock_saved(b, p, r); break;
         case P_ADD_USER: {
             cw_user_t *u = cw_sessions_user(b->sessions, p->user);
             bool ok = cw_store_reply_status(r) == CW_OK;
@@ -740,6 +811,27 @@ int cwd_add_user(cw_broker_t *b, const char *name)
     if (u) /* else the caller is about to create it, and marks it */
         u->stored = CW_USER_STORING;
     return CW_OK;
+}
+
+void cwd_save_clock(cw_broker_t *b, cw_user_t *u, bool now)
+{
+    cw_durable_t *d = b->durable;
+    if (!d || !u->clock_len || u->clock_own <= u->clock_saved || (u->clock_saving && !now) ||
+        d->closing)
+        return;
+    pending_t *p = pending_new(d, P_CLOCK, NULL, 0, 0, u->name);
+    if (!p)
+        return; /* written with the user's next clock */
+    p->seq = u->clock_own;
+    int rc = cw_store_actor_save_clock(d->actor, p->token, u->name, u->clock_own, u->clock,
+                                       u->clock_len);
+    if (rc != CW_OK) {
+        pending_free(p);
+        return; /* the pipe is full: written with the user's next clock */
+    }
+    pending_push(d, p);
+    u->clock_saving = true;
+    u->clock_saved = u->clock_own;
 }
 
 void cwd_on_login(cw_broker_t *b, cw_session_t *s)
@@ -1016,12 +1108,33 @@ int cwd_open(cw_broker_t *b, char *err, size_t errlen)
         pending += users[i].pending;
     }
     cw_store_users_free(&users, n);
+    cw_store_clock_t *clocks = NULL;
+    size_t n_clocks = 0;
+    if (cw_store_list_clocks(store, &clocks, &n_clocks) != CW_OK) {
+        snprintf(err, errlen, "cannot read the resume clocks: %s", cw_store_errmsg(store));
+        cw_store_close(&store);
+        return -1;
+    }
+    for (size_t i = 0; i < n_clocks; i++) {
+        cw_user_t *u = cw_sessions_user(b->sessions, clocks[i].name);
+        if (!u) { /* every clock's user logged in, so is in the user log */
+            CW_WARN("ignoring the stored clock of '%s'", clocks[i].name);
+            continue;
+        }
+        free(u->clock);
+        u->clock = clocks[i].clock; /* taken over */
+        u->clock_len = clocks[i].clock_len;
+        u->clock_own = u->clock_saved = clocks[i].own;
+        clocks[i].clock = NULL;
+    }
+    cw_store_clocks_free(&clocks, n_clocks);
     b->durable = calloc(1, sizeof *b->durable);
     if (!b->durable) {
         snprintf(err, errlen, "out of memory");
         cw_store_close(&store);
         return -1;
     }
+    b->durable->damaged_seen = zhashx_new();   /* NULL: every read counts */
     b->durable->actor = cw_store_actor_new(&store, 0);
     if (!b->durable->actor) {
         snprintf(err, errlen, "cannot start the store thread");
@@ -1042,6 +1155,10 @@ void cwd_close(cw_broker_t *b)
     /* Answer what the store still owes: a sender whose message is being
      * committed gets its ACCEPTED (or error) before the broker exits. No
      * new push reads meanwhile, so the FIFO drains. */
+    /* The clocks not yet written go first (each behind the user's write in
+     * flight, if any; the drain below waits for both). */
+    for (size_t i = 0; i < cw_sessions_user_count(b->sessions); i++)
+        cwd_save_clock(b, cw_sessions_user_at(b->sessions, i), true);
     d->closing = true;
     int64_t deadline = cw_mono_ms() + DRAIN_MS;
     while (d->head && cw_mono_ms() < deadline) {
@@ -1051,7 +1168,7 @@ void cwd_close(cw_broker_t *b)
     }
     pending_t *p;
     while ((p = pending_pop(d))) {
-        if (p->kind != P_PUSH_READ && p->kind != P_ADD_USER)
+        if (p->kind != P_PUSH_READ && p->kind != P_ADD_USER && p->kind != P_CLOCK)
             cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_SHUTTING_DOWN,
                              "broker stopped before the store answered");
         budget_release(b, p);
@@ -1059,6 +1176,7 @@ void cwd_close(cw_broker_t *b)
         pending_free(p);
     }
     cw_store_actor_destroy(&d->actor);
+    zhashx_destroy(&d->damaged_seen);
     free(d);
     b->durable = NULL;
 }
@@ -1068,11 +1186,12 @@ void *cwd_poll_handle(cw_broker_t *b)
     return b->durable ? zsock_resolve(cw_store_actor_sock(b->durable->actor)) : NULL;
 }
 
-void cwd_stats(cw_broker_t *b, uint64_t *stored, uint64_t *fsyncs)
+void cwd_stats(cw_broker_t *b, uint64_t *stored, uint64_t *fsyncs, uint64_t *damaged)
 {
-    *stored = *fsyncs = 0;
+    *stored = *fsyncs = *damaged = 0;
     if (!b->durable)
         return;
+    *damaged = b->durable->damaged;
     cw_store_actor_stats_t st;
     cw_store_actor_stats(b->durable->actor, &st);
     *stored = st.pending;

@@ -160,7 +160,9 @@ typedef struct {
     uint64_t token;
     uint32_t n;                   /* recipients / max / last_n */
     uint64_t arg;                 /* timestamp_us / up_to_seq / from_seq */
-    const char *user;             /* ACK, READ, HISTORY, ADD_USER */
+    const char *user;             /* ACK, READ, HISTORY, ADD_USER, CLOCK */
+    const uint8_t *blob;          /* CLOCK: the clock bytes (points into the frame) */
+    size_t blob_len;
     cw_store_msg_t msg;           /* APPEND; rcpts point into the group's pool */
     int status;                   /* result */
     int created;                  /* ADD_USER result */
@@ -226,6 +228,10 @@ static int decode_request(const uint8_t *data, size_t size, req_t *q, cw_store_r
     case CW_STORE_REQ_ADD_USER:
         q->user = r_str(&r, NULL);
         break;
+    case CW_STORE_REQ_CLOCK:
+        q->user = r_str(&r, NULL);
+        q->blob = (const uint8_t *) r_str(&r, &q->blob_len);
+        break;
     default:
         return -1;
     }
@@ -284,6 +290,9 @@ static void apply(cw_store_t *s, req_t *q)
         break;
     case CW_STORE_REQ_ADD_USER:
         q->status = cw_store_add_user(s, q->user, &q->created);
+        break;
+    case CW_STORE_REQ_CLOCK:
+        q->status = cw_store_save_clock(s, q->user, q->arg, q->blob, q->blob_len);
         break;
     }
 }
@@ -686,6 +695,23 @@ int cw_store_actor_history(cw_store_actor_t *a, uint64_t token, const char *user
 int cw_store_actor_add_user(cw_store_actor_t *a, uint64_t token, const char *user)
 {
     return user_request(a, CW_STORE_REQ_ADD_USER, token, user, 0, 0);
+}
+
+int cw_store_actor_save_clock(cw_store_actor_t *a, uint64_t token, const char *user, uint64_t own,
+                              const uint8_t *clock, size_t clock_len)
+{
+    if (!a || !user || (!clock && clock_len) || clock_len > UINT32_MAX)
+        return CW_ERR_INVALID;
+    size_t len = strlen(user);
+    zmq_msg_t msg;
+    wbuf_t w;
+    int rc = req_start(&msg, &w, REQ_HEADER + str_size(len) + str_size(clock_len),
+                       CW_STORE_REQ_CLOCK, 0, 0, token, own, 0);
+    if (rc != CW_OK)
+        return rc;
+    w_str(&w, user, len);
+    w_str(&w, clock, clock_len);
+    return req_send(a, &msg);
 }
 
 /* Decodes the entries of a READ/HISTORY reply into r->entries. 0 or -1. */

@@ -111,10 +111,16 @@
  *  while the daemon is unreachable and are dropped (counted) beyond it. A
  *  batch whose confirmation is lost is sent again (at least once: a daemon
  *  that stored it and then lost the reply stores it twice). The process
- *  name is the user name, and the clock starts empty with each
- *  cw_client_t: two runs under one name look like one process whose clock
- *  went back (audit: clock-rule); give each run its own trace or daemon
- *  store, or its own name.
+ *  name is the user name.
+ *
+ *  Runs of one user (PROTOCOL.md 11.4): at login the library merges the
+ *  user's resume clock (LoginInfo.clock, the last clock the broker saw
+ *  from the user) into the session's clock, without a tick, and attaches
+ *  the clock to every frame of the session (Ack, Fetch, Logout, heartbeats
+ *  too). So successive cw_client_t of one user continue one clock: two
+ *  runs never stamp the same clock, and their events audit as one process.
+ *  Not covered: deliveries a process handled after its last frame when it
+ *  was killed, and a live-only broker that restarted in between.
  */
 #ifndef CAUSEWAY_H
 #define CAUSEWAY_H
@@ -273,6 +279,9 @@ typedef struct {
     int redelivered;           /* durable: pushed before and not acknowledged */
     int expired;               /* durable: its TTL ran out before delivery; text is
                                   "" (acknowledge it like any other seq) */
+    int damaged;               /* durable: a message was lost: this entry was damaged
+                                  in the broker's store; only seq is set, every string
+                                  is "" (acknowledge it like any other seq) */
     cw_clock_item_t *clock;    /* the sender's clock as stamped on the message */
     size_t n_clock;
     uint64_t holdback_us;      /* delivery: how long the library held it back
@@ -309,6 +318,8 @@ typedef struct {
     uint64_t fsyncs;           /* durable: store commits */
     uint64_t refused_requests; /* well-formed requests answered with an error
                                   status (NAME_TAKEN, RATE_LIMITED, ...) */
+    uint64_t damaged_entries;  /* durable: distinct queue entries found damaged in the
+                                  store since the broker started (messages lost) */
 } cw_stats_t;
 
 /* The broker's answer to one request. Fields not used by a request are

@@ -171,9 +171,10 @@ static void help_send(FILE *f)
     fprintf(f,
             "Usage: causeway send --name NAME (--to USER[,USER...] | --all) [OPTIONS] TEXT...\n"
             "\n"
-            "Logs in as NAME (quietly), sends TEXT (the words joined by spaces; read\n"
-            "from standard input when no TEXT is given), prints one result per\n"
-            "recipient and logs out.\n"
+            "Logs in as NAME (quietly, in pull mode: messages stored for NAME stay\n"
+            "queued), sends TEXT (the words joined by spaces; read from standard\n"
+            "input when no TEXT is given), prints one result per recipient and\n"
+            "logs out.\n"
             "\n"
             "Live (default): handed to recipients online now (DELIVERED); offline ones\n"
             "get nothing (OFFLINE). Sent at most once.\n"
@@ -233,7 +234,8 @@ static void help_listen(FILE *f)
             "  {\"event\":\"login\",\"name\":..,\"users\":[{\"name\":..,\"online\":..,\"last_seen_us\":..}]}\n"
             "  {\"event\":\"deliver\",\"from\":..,\"to\":[..],\"broadcast\":..,\"text\":..,\n"
             "   \"timestamp_us\":..,\"seq\":..,\"message_id\":..,\"durable\":..,\"redelivered\":..,\n"
-            "   \"expired\":..,\"clock\":{..},\"local_clock\":{..}}   (seq 0: live message)\n"
+            "   \"expired\":..,\"damaged\":..,\"clock\":{..},\"local_clock\":{..}}   (seq 0: live message;\n"
+            "   damaged: a message was lost in the broker's store, only seq is set)\n"
             "  {\"event\":\"presence\",\"name\":..,\"online\":..,\"reason\":\"login|logout|expired|shutdown\"}\n"
             "  {\"event\":\"disconnected\",\"detail\":..}  {\"event\":\"reconnected\",..}\n"
             "\n%s\n%s",
@@ -260,7 +262,8 @@ static void help_fetch(FILE *f)
             "Human output: \"[2025-01-31 12:00:01 #3] bob -> you: hi\" per message.\n"
             "JSON lines: {\"event\":\"message\",\"from\":..,\"to\":[..],\"broadcast\":..,\n"
             "\"text\":..,\"timestamp_us\":..,\"seq\":..,\"message_id\":..,\"durable\":true,\n"
-            "\"redelivered\":..,\"expired\":..,\"clock\":{..}} per message, then\n"
+            "\"redelivered\":..,\"expired\":..,\"damaged\":..,\"clock\":{..}} per message\n"
+            "(damaged: a message was lost in the broker's store; only seq is set), then\n"
             "{\"event\":\"fetch\",\"count\":N,\"acked\":SEQ} (acked: highest seq acknowledged, 0 none).\n"
             "\n%s\n%s",
             common_help, exit_codes_help);
@@ -597,7 +600,9 @@ static int cmd_send(const cli_opts_t *o)
 
     int code = CLI_EXIT_OK;
     cw_reply_t *reply = NULL;
-    cw_client_t *c = cli_connect(o, 1, 0, 0);
+    /* Pull mode: stored messages for NAME stay queued for fetch, listen or
+     * chat instead of being pushed to a run that never shows them. */
+    cw_client_t *c = cli_connect(o, 1, 1, 0);
     if (!c) {
         free(text);
         return CLI_EXIT_USAGE;

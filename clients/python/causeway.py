@@ -300,6 +300,7 @@ class Stats:
     stored_messages: int
     fsyncs: int
     refused_requests: int = 0   # well-formed requests answered with an error status
+    damaged_entries: int = 0  # durable: distinct stored entries found damaged (messages lost)
 
 
 @dataclasses.dataclass
@@ -318,6 +319,7 @@ class Deliver:
     durable: bool
     redelivered: bool
     expired: bool
+    damaged: bool  # a message was lost: damaged in the broker's store; only seq is set
     clock: dict
     local_clock: dict = None
     holdback_us: int = 0   # how long the client held it back for its predecessors
@@ -376,6 +378,7 @@ def _deliver(d, local_clock=None, epoch=0, holdback_us=0, gap=False):
     return Deliver(sender=getattr(d, "from"), to=list(d.to), broadcast=d.broadcast, text=d.text,
                    timestamp_us=d.timestamp_us, seq=d.seq, message_id=d.message_id,
                    durable=d.durable, redelivered=d.redelivered, expired=d.expired,
+                   damaged=d.damaged,
                    clock=_clock_dict(d.clock), local_clock=local_clock,
                    holdback_us=holdback_us, gap=gap, _epoch=epoch)
 
@@ -1134,6 +1137,12 @@ class _IoThread:
 
     def envelope(self, body, msg=None, rid=0, clock=None):
         env = pb.Envelope(version=1, request_id=rid)
+        if clock is None and body != "login" and self.name and self.state == _ONLINE:
+            # Every frame of a session carries the clock, so the broker
+            # learns the user's resume clock also from deliveries' ticks
+            # (PROTOCOL.md 11.4).
+            with self.c._lock:
+                clock = _sorted_clock(self.c._clock)
         if clock:
             for node, counter in clock.items():
                 env.clock.add(node=node, counter=counter)
@@ -1227,6 +1236,12 @@ class _IoThread:
         self.max_frame = info.max_frame
         self.last_recv = self.last_send = time.monotonic()
         with self.c._lock:
+            # The user's clock as the broker last saw it (PROTOCOL.md 11.4),
+            # merged before our first event: our own entry goes on above
+            # every event of earlier clients of this user. Not an event.
+            for e in info.clock:
+                if e.counter > self.c._clock.get(e.node, 0):
+                    self.c._clock[e.node] = e.counter
             self.c._name = name
             self.c._info = LoginInfo(info.broker_version, info.heartbeat_ms, info.liveness,
                                      info.max_frame, info.max_recipients, info.max_text,
