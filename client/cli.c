@@ -14,6 +14,7 @@
  */
 #include "cli.h"
 #include "cw_log.h"
+#include "cw_render.h"
 #include "cw_sec.h"
 #include "cw_util.h"
 
@@ -101,15 +102,19 @@ static void help_chat(FILE *f)
             "Usage: causeway chat [--name NAME] [OPTIONS]\n"
             "       causeway [--name NAME] [OPTIONS]\n"
             "\n"
-            "Interactive chat. Asks for a name if none is given, and again if the\n"
-            "broker refuses it. Lines typed:\n"
+            "Interactive chat. On a terminal, asks for a name if none is given, and\n"
+            "again if the broker refuses it; with input from a pipe or file --name is\n"
+            "required (exit 2 without it) and every input line is a line typed.\n"
+            "Text is UTF-8 (the chat uses a UTF-8 locale: $LC_ALL/$LC_CTYPE/$LANG if\n"
+            "it is one, else C.UTF-8). Lines typed:\n"
             "  TEXT                 send TEXT to everyone\n"
             "  /all TEXT            the same\n"
             "  /to bob TEXT         send to bob\n"
             "  /to bob,carol TEXT   send to bob and carol\n"
             "  /who                 the user log\n"
             "  /clock               our vector clock\n"
-            "  /durable on|off      send durably (stored for offline users) or live\n"
+            "  /durable on|off      send durably (stored for offline users) or live;\n"
+            "                       refused at once on a broker without a store\n"
             "  /fetch               check for stored messages not shown yet\n"
             "  /history [N]         our last N stored messages (default 20)\n"
             "  /help                this list\n"
@@ -189,6 +194,14 @@ static void help_listen(FILE *f)
             "  -n, --name NAME       user name\n"
             "  -c, --count N         stop after N deliveries\n"
             "      --for MS          stop after MS milliseconds\n"
+            "      --ready-fd FD     once logged in (the broker now routes messages to\n"
+            "                        NAME), write \"ready NAME\" and a newline to file\n"
+            "                        descriptor FD and close it; closed without a line if\n"
+            "                        the login fails. For scripts: start listen in the\n"
+            "                        background, wait for the line, then send:\n"
+            "                          mkfifo ready\n"
+            "                          causeway listen --name bob --count 1 --ready-fd 3 3>ready &\n"
+            "                          read line <ready && causeway send --name alice --to bob hi\n"
             "\n"
             "JSON lines:\n"
             "  {\"event\":\"login\",\"name\":..,\"users\":[{\"name\":..,\"online\":..,\"last_seen_us\":..}]}\n"
@@ -489,6 +502,21 @@ void cli_close(cw_client_t **c, const cli_opts_t *o)
     cw_client_destroy(c);
 }
 
+/* listen --ready-fd: the session is logged in (and the login line is
+ * printed): writes "ready NAME" and a newline to the descriptor and closes
+ * it, so a script waiting on it (a FIFO, a pipe) goes on. On a failed login
+ * the descriptor is closed at exit without a line. */
+static void cli_ready(const cli_opts_t *o)
+{
+    if (o->ready_fd < 0)
+        return;
+    char line[128];
+    int n = snprintf(line, sizeof line, "ready %s\n", o->name);
+    if (write(o->ready_fd, line, (size_t) n) != n)
+        fprintf(stderr, "causeway: --ready-fd %d: %s\n", o->ready_fd, strerror(errno));
+    close(o->ready_fd);
+}
+
 /* Logs in as o->name; on failure reports it and returns the exit code,
  * else 0 and *reply (caller frees). */
 static int login(cw_client_t *c, const cli_opts_t *o, cw_reply_t **reply)
@@ -622,6 +650,11 @@ static int cmd_listen(const cli_opts_t *o)
         fprintf(stderr, "causeway listen: unexpected argument '%s'\n", o->args[0]);
         return CLI_EXIT_USAGE;
     }
+    if (o->ready_fd >= 0 && fcntl(o->ready_fd, F_GETFD) < 0) {
+        fprintf(stderr, "causeway listen: --ready-fd %d is not an open file descriptor\n",
+                o->ready_fd);
+        return CLI_EXIT_USAGE;
+    }
     /* auto_ack: durable deliveries are acknowledged once printed. */
     cw_client_t *c = cli_connect(o, 0, 0, 1);
     if (!c)
@@ -634,6 +667,7 @@ static int cmd_listen(const cli_opts_t *o)
     }
     cli_print_login(stdout, o, o->name, reply);
     cw_reply_destroy(&reply);
+    cli_ready(o);
 
     int64_t end = o->for_ms > 0 ? cw_mono_ms() + o->for_ms : INT64_MAX;
     long deliveries = 0;
@@ -919,6 +953,7 @@ enum {
     OPT_CLOCKD_KEY,
     OPT_DIR,
     OPT_SERVER,
+    OPT_READY_FD,
 };
 
 static const struct option long_opts[] = {
@@ -949,6 +984,7 @@ static const struct option long_opts[] = {
     {"clockd-key", required_argument, NULL, OPT_CLOCKD_KEY},
     {"dir", required_argument, NULL, OPT_DIR},
     {"server", no_argument, NULL, OPT_SERVER},
+    {"ready-fd", required_argument, NULL, OPT_READY_FD},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -962,6 +998,7 @@ static int option_commands(int opt)
     case OPT_DURABLE: return C_SEND | C_CHAT;
     case OPT_TO: case 'a': case OPT_ID: case OPT_TTL: return C_SEND;
     case 'c': case OPT_FOR: return C_LISTEN | C_EXCHANGE;
+    case OPT_READY_FD: return C_LISTEN;
     case OPT_TRACE: case OPT_CLOCKD: return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_EXCHANGE;
     case OPT_GROUP: case OPT_MIN_MS: case OPT_MAX_MS: case OPT_SEED: return C_EXCHANGE;
     case OPT_MAX: case OPT_KEEP: return C_FETCH;
@@ -1040,6 +1077,7 @@ int main(int argc, char **argv)
     o.timeout_ms = CLI_DEFAULT_TIMEOUT_MS;
     o.min_ms = -1;   /* exchange: defaults applied there */
     o.max_ms = -1;
+    o.ready_fd = -1;
     o.endpoint = getenv("CAUSEWAY_ENDPOINT");
     o.server_key = getenv("CAUSEWAY_SERVER_KEY");
     o.cert = getenv("CAUSEWAY_CERT");
@@ -1052,6 +1090,9 @@ int main(int argc, char **argv)
         o.clockd_key = NULL;
     if (!o.endpoint || !*o.endpoint)
         o.endpoint = CW_CLIENT_DEFAULT_ENDPOINT;
+    /* Text is UTF-8 everywhere: libedit then edits multibyte characters
+     * and cw_render measures them (a "C" locale would drop them). */
+    cw_render_locale();
     cw_log_set_tag("causeway");
     cw_log_set_level(CW_LOG_WARN);
     const char *lvl = getenv("CAUSEWAY_LOG_LEVEL");
@@ -1064,7 +1105,8 @@ int main(int argc, char **argv)
     opterr = 0;
     /* GNU getopt permutes: options may come before or after the command;
      * "--" ends options (for a TEXT starting with '-'). */
-    while ((opt = getopt_long(argc, argv, "e:t:jn:ac:hV", long_opts, NULL)) != -1) {
+    /* The leading ':' tells a missing value (':') from an unknown option ('?'). */
+    while ((opt = getopt_long(argc, argv, ":e:t:jn:ac:hV", long_opts, NULL)) != -1) {
         if (opt >= 0 && opt < 512)
             seen[opt] = 1;
         long v;
@@ -1171,6 +1213,13 @@ int main(int argc, char **argv)
         case OPT_CLOCKD_KEY: o.clockd_key = optarg; break;
         case OPT_DIR: o.dir = optarg; break;
         case OPT_SERVER: o.server = 1; break;
+        case OPT_READY_FD:
+            if (parse_long(optarg, 0, INT_MAX, &v) != 0) {
+                usage_error("--ready-fd needs a file descriptor number, not '%s'", optarg);
+                goto out;
+            }
+            o.ready_fd = (int) v;
+            break;
         case OPT_LOG_LEVEL:
             if (cw_log_level_parse(optarg) < 0) {
                 usage_error("unknown log level '%s'", optarg);
@@ -1183,9 +1232,20 @@ int main(int argc, char **argv)
             printf("causeway %s\n", CW_VERSION);
             code = CLI_EXIT_OK;
             goto out;
-        default:
-            usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
+        case ':':
+        default: {
+            /* A long option is named as given (up to a '='), a short one by
+             * its letter (it may sit in a group like -jx). */
+            const char *arg = argv[optind - 1];
+            int is_long = strncmp(arg, "--", 2) == 0;
+            int len = is_long ? (int) strcspn(arg, "=") : 2;
+            char shortopt[3] = {'-', (char) optopt, '\0'};
+            if (opt == ':')
+                usage_error("option '%.*s' needs a value", len, is_long ? arg : shortopt);
+            else
+                usage_error("unknown option '%.*s'", len, is_long || !optopt ? arg : shortopt);
             goto out;
+        }
         }
     }
 
