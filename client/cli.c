@@ -40,8 +40,11 @@ static const char exit_codes_help[] =
     "  1  the message did not reach some recipient (OFFLINE, UNKNOWN_USER,\n"
     "     durable: QUEUE_FULL, ...)\n"
     "  2  usage error\n"
-    "  3  could not reach the broker, timeout, connection lost, or the security\n"
-    "     handshake failed (HANDSHAKE_FAILED: plain vs CURVE, key refused, ...)\n"
+    "  3  could not reach the broker (UNREACHABLE: the connection was refused,\n"
+    "     said at once with the endpoint and the cause; or not a ZeroMQ service),\n"
+    "     timeout, connection lost, or the security handshake failed\n"
+    "     (HANDSHAKE_FAILED: plain vs CURVE, key refused, ...)\n"
+    "     A malformed --endpoint (e.g. 127.0.0.1:7400 without tcp://) is exit 2.\n"
     "  4  refused by the broker (NAME_TAKEN, BAD_NAME, TOO_LARGE, NOT_DURABLE, ...)\n";
 
 static const char common_help[] =
@@ -407,6 +410,43 @@ int cli_exit_for(cw_status_t st)
     return CLI_EXIT_REFUSED;
 }
 
+/* Explains what is wrong with a ZeroMQ endpoint given on the command line
+ * (flag names the option), or returns 0 if it looks usable (libzmq has the
+ * last word: it says only "Invalid argument"). */
+static int cli_endpoint_problem(const char *flag, const char *ep, char *why, size_t size)
+{
+    const char *sep = strstr(ep, "://");
+    if (!sep) {
+        snprintf(why, size, "%s '%s' has no transport: ZeroMQ endpoints look like "
+                 "tcp://HOST:PORT; did you mean tcp://%s?", flag, ep, ep);
+        return 1;
+    }
+    size_t tlen = (size_t) (sep - ep);
+    const char *known[] = {"tcp", "ipc", "inproc", "ws", "wss", "tipc", "vmci"};
+    int ok = 0;
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        ok |= strlen(known[i]) == tlen && strncmp(ep, known[i], tlen) == 0;
+    if (!ok) {
+        snprintf(why, size, "%s '%s': unknown transport '%.*s'; use tcp://HOST:PORT", flag, ep,
+                 (int) tlen, ep);
+        return 1;
+    }
+    if (tlen == 3 && strncmp(ep, "tcp", 3) == 0) {
+        const char *hp = sep + 3;
+        const char *colon = strrchr(hp, ':');
+        const char *bracket = strrchr(hp, ']');
+        char *end = NULL;
+        long port = colon && (!bracket || colon > bracket) ? strtol(colon + 1, &end, 10) : -1;
+        if (!colon || colon == hp || (bracket && colon < bracket) || !end || *end || end == colon + 1 ||
+            port < 1 || port > 65535) {
+            snprintf(why, size, "%s '%s' needs a host and a port from 1 to 65535: "
+                     "tcp://HOST:PORT, e.g. " CW_CLIENT_DEFAULT_ENDPOINT, flag, ep);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* The client made by cli_connect (main thread; one at a time): cli_fail
  * asks it why a security handshake failed. */
 static cw_client_t *cli_current;
@@ -414,10 +454,21 @@ static cw_client_t *cli_current;
 int cli_fail(const cli_opts_t *o, const char *what, cw_status_t st, const cw_reply_t *reply)
 {
     const char *detail = reply && reply->detail && *reply->detail ? reply->detail : cw_strerror(st);
-    char hs[256];
-    if ((st == CW_ERR_HANDSHAKE || st == CW_ERR_TIMEOUT) && cli_current &&
-        cw_client_handshake_error(cli_current, hs, sizeof hs))
+    char hs[256], diag[320];
+    /* Without a reply, say what is wrong with the endpoint: a probe finds
+     * refused connections and services that are not ZeroMQ; else the
+     * handshake's reason, else which endpoint did not answer in time. */
+    if (!reply && (st == CW_ERR_UNREACHABLE || st == CW_ERR_HANDSHAKE || st == CW_ERR_TIMEOUT) &&
+        cli_current && cw_client_diagnose(cli_current, 1000, diag, sizeof diag))
+        detail = diag;
+    else if ((st == CW_ERR_HANDSHAKE || st == CW_ERR_TIMEOUT) && cli_current &&
+             cw_client_handshake_error(cli_current, hs, sizeof hs))
         detail = hs;
+    else if (!reply && (st == CW_ERR_TIMEOUT || st == CW_ERR_UNREACHABLE)) {
+        snprintf(diag, sizeof diag, "%s at %s (waited %d ms)", cw_strerror(st), o->endpoint,
+                 o->timeout_ms);
+        detail = diag;
+    }
     if (o->json)
         cli_print_error(stdout, what, st, detail);
     fprintf(stderr, "causeway: %s: %s (%s)\n", what, detail, cw_status_name(st));
@@ -456,6 +507,12 @@ cw_client_t *cli_connect(const cli_opts_t *o, int quiet, int pull, int auto_ack)
             fprintf(stderr, "causeway: %s\n", why);
             return NULL;
         }
+    }
+    char why[512];
+    if (cli_endpoint_problem("--endpoint", o->endpoint, why, sizeof why) ||
+        (o->clockd && cli_endpoint_problem("--clockd", o->clockd, why, sizeof why))) {
+        fprintf(stderr, "causeway: %s\n", why);
+        return NULL;
     }
     cw_client_t *c = cw_client_new(o->endpoint, &copts);
     if (c)

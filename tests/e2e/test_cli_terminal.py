@@ -183,3 +183,81 @@ def test_chat_name_prompt_at_end_of_input_says_so(broker):
         t.wait_for(lambda s: "no name given" in s, what="message")
     finally:
         t.close()
+
+
+def test_connection_errors_are_quick_and_named(tmp_path):
+    """Refused connections fail at once naming the endpoint and the cause;
+    a port that is not ZeroMQ is called that; a malformed endpoint is
+    explained (issue 11 item 14)."""
+    import socket
+    import threading
+
+    def run(*args):
+        t0 = time.monotonic()
+        p = subprocess.run([CLI_BIN, *args], capture_output=True, timeout=30)
+        return p.returncode, p.stderr.decode(), time.monotonic() - t0
+
+    # A port with nothing listening (bound, never listened: refused).
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    try:
+        rc, err, took = run("-e", f"tcp://127.0.0.1:{port}", "-t", "10000", "who")
+        assert rc == 3, err
+        assert f"cannot connect to tcp://127.0.0.1:{port}: Connection refused" in err, err
+        assert "(UNREACHABLE)" in err, err
+        assert took < 5.0, took              # not the 10 s timeout
+        rc, err, took = run("-e", f"tcp://127.0.0.1:{port}", "-t", "10000", "send", "--name",
+                            "a", "--to", "b", "hi")
+        assert rc == 3 and "Connection refused" in err and took < 5.0, (err, took)
+    finally:
+        s.close()
+
+    # A service that is not ZeroMQ: it answers with something else.
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen()
+    stop = threading.Event()
+
+    def serve():
+        ls.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                continue
+            c.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+            c.close()
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    try:
+        rc, err, took = run("-e", f"tcp://127.0.0.1:{ls.getsockname()[1]}", "-t", "10000", "who")
+        assert rc == 3, err
+        assert "is not a ZeroMQ service: it answered \"SSH-2.0-OpenSSH_9.2..\"" in err, err
+        assert "CURVE" not in err, err
+        assert took < 5.0, took
+    finally:
+        stop.set()
+        th.join(5)
+        ls.close()
+
+    # A silent one (listening, never speaking): named after the timeout.
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen()
+    try:
+        rc, err, took = run("-e", f"tcp://127.0.0.1:{ls.getsockname()[1]}", "-t", "500", "who")
+        assert rc == 3 and "sent no ZeroMQ greeting" in err and "not a ZeroMQ service" in err, err
+    finally:
+        ls.close()
+
+    rc, err, _ = run("-e", "127.0.0.1:7400", "who")
+    assert rc == 2 and "did you mean tcp://127.0.0.1:7400?" in err, err
+    rc, err, _ = run("-e", "tcp://localhost", "who")
+    assert rc == 2 and "needs a host and a port" in err, err
+    rc, err, _ = run("-e", "udp://127.0.0.1:1", "who")
+    assert rc == 2 and "unknown transport 'udp'" in err, err
+    rc, err, _ = run("--clockd", "127.0.0.1:7401", "-e", "tcp://127.0.0.1:1", "send", "--name",
+                     "a", "--to", "b", "x")
+    assert rc == 2 and "--clockd '127.0.0.1:7401' has no transport" in err, err
