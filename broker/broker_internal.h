@@ -12,6 +12,7 @@
 #include "broker.h"
 #include "cw_envelope.h"
 #include "cw_sec.h"
+#include "monitor.h"
 #include "outq.h"
 #include "sessions.h"
 
@@ -47,6 +48,13 @@ struct cw_broker {
     int64_t now_ms;           /* monotonic time of the current message or tick */
     uint64_t now_us;          /* wall-clock time of the current message or tick */
     counters_t stats;         /* monotonic counters */
+    cw_mon_counters_t mc;     /* monitoring counters (monitor.h), router thread only */
+    cw_mon_ring_t *ring;      /* recently forwarded messages, owned */
+    cw_monitor_t *monitor;    /* snapshots for other threads (metrics), owned */
+    int64_t next_publish_ms;  /* monotonic time of the next snapshot publication */
+    bool monitor_wanted;      /* cw_broker_monitor was called: publish snapshots */
+    uint64_t started_us;      /* wall-clock start time */
+    const zmq_msg_t *frame;   /* the frame being handled (recv_one); NULL in-process */
     cw_zap_t *zap;            /* CURVE: ZAP handler and registered keys; NULL: plain */
     void *mon;                /* CURVE: PAIR reading the router's socket monitor
                                  (failed handshakes, closed connections); NULL if none */
@@ -70,6 +78,8 @@ bool cwd_pending(const cw_broker_t *b, const cw_session_t *s);
 /* Live Delivers to s wait while cwd_pending (or while older ones wait), so
  * that nothing overtakes a stored message that may causally precede it. */
 bool cwb_must_hold(const cw_broker_t *b, const cw_session_t *s);
+/* Live Delivers held back for s now. */
+size_t cwb_held_count(const cw_session_t *s);
 /* Pushes the held live Delivers of s once nothing stored is pending. */
 void cwb_flush_held(cw_broker_t *b, cw_session_t *s);
 /* resume_clock.c (PROTOCOL.md 11.4): a frame of u's session carried this
@@ -93,6 +103,26 @@ void cwb_held_resolve(cw_session_t *s, uint64_t token, uint64_t seq);
  * out of memory. */
 long cwb_user_log(cw_broker_t *b, const char *after, Causeway__V1__UserInfo **infos,
                   Causeway__V1__UserInfo ***ptrs, bool *truncated);
+
+/* observe.c — monitoring (PROTOCOL.md §12.1-12.2, docs/OPERATIONS.md
+ * "Monitoring"). Router thread. */
+
+/* Fills a snapshot with the broker's figures now. Can't fail. */
+void cwo_snapshot(cw_broker_t *b, cw_mon_snap_t *snap);
+/* Publishes a snapshot to b->monitor if one is due (every
+ * CW_MON_PUBLISH_MS). */
+void cwo_maybe_publish(cw_broker_t *b);
+/* Stats, Sessions, Queues and Recent requests. */
+void cwo_stats(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
+               const cw_env_t *env);
+void cwo_sessions(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
+                  const cw_env_t *env);
+void cwo_queues(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
+                const cw_env_t *env);
+void cwo_recent(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
+                const cw_env_t *env);
+/* Notes a new session's peer address and login time. */
+void cwo_session_opened(cw_broker_t *b, cw_session_t *s);
 
 /* durable.c — all no-ops / NOT_DURABLE when b->durable is NULL. */
 
@@ -129,5 +159,8 @@ void cwd_history(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
                  const cw_env_t *env);
 /* Counters for Stats (0 when live-only). */
 void cwd_stats(cw_broker_t *b, uint64_t *stored, uint64_t *fsyncs, uint64_t *damaged);
+/* The store thread's counters and the store requests not yet answered;
+ * false (nothing filled) when live-only. */
+bool cwd_monitor(cw_broker_t *b, cw_store_actor_stats_t *st, uint32_t *pending);
 
 #endif

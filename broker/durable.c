@@ -370,8 +370,11 @@ static bool push_deliver(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver 
     env.body_case = CW_BODY(DELIVER);
     env.deliver = d;
     /* The chain the client follows (PROTOCOL.md §13.10): this entry comes
-     * right after the one pushed before it in this session. */
-    env.after_seq = s->pushed_seq;
+     * right after the one pushed before it since the pushes last started
+     * again from the first unacknowledged entry, which every receiver has
+     * been sent on this connection; 0 for the first (everything below it is
+     * acknowledged, possibly by another process, or removed). */
+    env.after_seq = s->chain_seq;
     zmq_msg_t msg;
     if (cw_env_to_msg(&env, &msg) != CW_OK || cwb_push(b, s, &msg) != CW_DELIVERED) {
         s->catching_up = true; /* a later push_read starts again at pushed_seq + 1 */
@@ -379,7 +382,12 @@ static bool push_deliver(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver 
         return false;
     }
     s->read_backoff_ms = 0;
+    s->chain_seq = d->seq;
     b->stats.deliveries++;
+    int kind = cw_mon_kind(d->broadcast, d->n_to);
+    b->mc.dl[1][kind]++;
+    b->mc.dl_bytes[1][kind] += d->text ? strlen(d->text) : 0;
+    b->mc.redeliveries += d->redelivered;
     /* A session starts with acked_seq 0, below what the store has
      * acknowledged. With nothing in flight, every entry below d->seq is
      * acknowledged or gone (invariant 2: a read from acked_seq + 1 starts
@@ -525,6 +533,8 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
             p->rcpts[i].seq = cw_store_reply_rcpt_seq(r, (size_t) k);
             if (p->users[i] && p->rcpts[i].seq > p->users[i]->last_seq)
                 p->users[i]->last_seq = p->rcpts[i].seq;
+            if (p->users[i] && !dup)
+                p->users[i]->queued++;
         }
         accepted += rs == CW_ACCEPTED;
         full += rs == CW_QUEUE_FULL;
@@ -594,10 +604,25 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
     reply.recipients = rptrs;
     out.body_case = CW_BODY(REPLY);
     out.reply = &reply;
-    if (!cw_status_is_success((int) reply.status))
+    if (!cw_status_is_success((int) reply.status)) {
         b->stats.refused++;
+        cw_mon_count(b->mc.refusals, (int) reply.status);
+    }
     cwb_send_to_id(b, p->id + 1, p->id[0], &out);
     b->stats.messages_routed++;
+    {
+        const Causeway__V1__Send *send = p->env->send;
+        size_t text_len = send->text ? strlen(send->text) : 0;
+        int kind = cw_mon_kind(send->broadcast, send->n_to);
+        b->mc.rx[1][kind]++;
+        b->mc.rx_bytes[1][kind] += text_len;
+        for (size_t i = 0; i < p->n; i++) {
+            cw_mon_count(b->mc.fates, (int) p->rcpts[i].status);
+            p->to[i] = p->rcpts[i].name;
+        }
+        cw_mon_ring_add(b->ring, p->timestamp_us, p->user, p->to, send->broadcast ? 0 : p->n,
+                        p->n, send->broadcast, true, (uint32_t) accepted, send->text, text_len);
+    }
     CW_INFO("stored %s -> %s%zu recipient(s): accepted %zu, full %zu%s (%s)", p->user,
             p->env->send->broadcast ? "all: " : "", p->n, accepted, full,
             dup ? ", duplicate" : "", cw_status_name((int) reply.status));
@@ -615,6 +640,7 @@ static void on_push_read(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         read_backoff(b, s);
         return; /* still catching up: the tick retries after the backoff */
     }
+    s->user->queued = cw_store_reply_pending(r);
     size_t n = 0;
     const cw_store_entry_t *e = cw_store_reply_entries(r, &n);
     for (size_t i = 0; i < n; i++) {
@@ -703,6 +729,9 @@ static void on_ack(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
 {
     int st = cw_store_reply_status(r);
     cw_session_t *s = session_of(b, p);
+    cw_user_t *u = st == CW_OK ? cw_sessions_user(b->sessions, p->user) : NULL;
+    if (u)
+        u->queued = cw_store_reply_pending(r);
     if (st == CW_OK && s) {
         if (p->seq > s->acked_seq)
             s->acked_seq = p->seq;
@@ -838,8 +867,10 @@ void cwd_on_login(cw_broker_t *b, cw_session_t *s)
 {
     if (!b->durable || s->pull)
         return;
-    /* Everything unacknowledged goes out again, from the start of the queue. */
+    /* Everything unacknowledged goes out again, from the start of the queue,
+     * on a chain of its own: this connection may be a new process. */
     s->pushed_seq = s->acked_seq;
+    s->chain_seq = 0;
     s->catching_up = true;
     s->ack_wait_ms = 0;
     push_read(b, s);
@@ -859,6 +890,7 @@ void cwd_tick(cw_broker_t *b)
             CW_INFO("redelivering to %s from seq %llu (no ack for %u ms)", s->user->name,
                     (unsigned long long) s->acked_seq + 1, b->cfg.redeliver_ms);
             s->pushed_seq = s->acked_seq;
+            s->chain_seq = 0;
             s->catching_up = true;
             s->redeliver_next = true;
             s->ack_wait_ms = b->now_ms;
@@ -1105,6 +1137,7 @@ int cwd_open(cw_broker_t *b, char *err, size_t errlen)
         }
         u->stored = CW_USER_STORED;
         u->last_seq = users[i].last_seq;
+        u->queued = users[i].pending;
         pending += users[i].pending;
     }
     cw_store_users_free(&users, n);
@@ -1196,4 +1229,13 @@ void cwd_stats(cw_broker_t *b, uint64_t *stored, uint64_t *fsyncs, uint64_t *dam
     cw_store_actor_stats(b->durable->actor, &st);
     *stored = st.pending;
     *fsyncs = st.commits;
+}
+
+bool cwd_monitor(cw_broker_t *b, cw_store_actor_stats_t *st, uint32_t *pending)
+{
+    if (!b->durable)
+        return false;
+    cw_store_actor_stats(b->durable->actor, st);
+    *pending = (uint32_t) b->durable->n_pending;
+    return true;
 }
