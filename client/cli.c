@@ -1051,12 +1051,9 @@ enum {
     OPT_CLOCKD_KEY,
     OPT_DIR,
     OPT_SERVER,
-<<<<<<< HEAD
     OPT_READY_FD,
-=======
     OPT_LOG_FILE,
     OPT_MOUSE,
->>>>>>> main
 };
 
 static const struct option long_opts[] = {
@@ -1087,12 +1084,9 @@ static const struct option long_opts[] = {
     {"clockd-key", required_argument, NULL, OPT_CLOCKD_KEY},
     {"dir", required_argument, NULL, OPT_DIR},
     {"server", no_argument, NULL, OPT_SERVER},
-<<<<<<< HEAD
     {"ready-fd", required_argument, NULL, OPT_READY_FD},
-=======
     {"log-file", required_argument, NULL, OPT_LOG_FILE},
     {"mouse", no_argument, NULL, OPT_MOUSE},
->>>>>>> main
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -1107,14 +1101,10 @@ static int option_commands(int opt)
     case OPT_TO: return C_SEND | C_TUI;
     case 'a': case OPT_ID: case OPT_TTL: return C_SEND;
     case 'c': case OPT_FOR: return C_LISTEN | C_EXCHANGE;
-<<<<<<< HEAD
     case OPT_READY_FD: return C_LISTEN;
-    case OPT_TRACE: case OPT_CLOCKD: return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_EXCHANGE;
-=======
     case OPT_LOG_FILE: case OPT_MOUSE: return C_TUI;
     case OPT_TRACE: case OPT_CLOCKD:
         return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_EXCHANGE | C_TUI;
->>>>>>> main
     case OPT_GROUP: case OPT_MIN_MS: case OPT_MAX_MS: case OPT_SEED: return C_EXCHANGE;
     case OPT_MAX: case OPT_KEEP: return C_FETCH;
     case OPT_LAST: return C_HISTORY;
@@ -1329,7 +1319,6 @@ int main(int argc, char **argv)
         case OPT_CLOCKD_KEY: o.clockd_key = optarg; break;
         case OPT_DIR: o.dir = optarg; break;
         case OPT_SERVER: o.server = 1; break;
-<<<<<<< HEAD
         case OPT_READY_FD:
             if (parse_long(optarg, 0, INT_MAX, &v) != 0) {
                 usage_error("--ready-fd needs a file descriptor number, not '%s'", optarg);
@@ -1337,10 +1326,8 @@ int main(int argc, char **argv)
             }
             o.ready_fd = (int) v;
             break;
-=======
         case OPT_LOG_FILE: o.log_file = optarg; break;
         case OPT_MOUSE: o.mouse = 1; break;
->>>>>>> main
         case OPT_LOG_LEVEL:
             if (cw_log_level_parse(optarg) < 0) {
                 usage_error("unknown log level '%s'", optarg);

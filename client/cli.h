@@ -59,12 +59,9 @@ typedef struct {
     const char *clockd_key; /* --clockd-key / $CAUSEWAY_CLOCKD_KEY: CURVE clockd's key */
     const char *dir;        /* keygen --dir: where the files go (default ".") */
     int server;             /* keygen --server: a server's key pair (no user) */
-<<<<<<< HEAD
     int ready_fd;           /* listen --ready-fd: tell this descriptor when logged in; -1 */
-=======
     const char *log_file;   /* tui --log-file: diagnostics while the screen is up */
     int mouse;              /* tui --mouse: clicks pick users, the wheel scrolls */
->>>>>>> main
     char **args;            /* positional arguments after the command */
     int n_args;
 } cli_opts_t;
