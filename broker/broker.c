@@ -98,13 +98,13 @@ static size_t put_varint(uint8_t *p, uint64_t v)
 
 /* Pushes a live Deliver frame (consumed) to s. A session that has been
  * pushed stored messages gets the frame stamped with Envelope.after_seq =
- * its pushed position, so that the client shows it only after those
- * (PROTOCOL.md §13.10). The field goes at the end of the frame, which is a
+ * the last of them since its pushes last started again (s->chain_seq), so
+ * that the client shows it only after those (PROTOCOL.md §13.10). The field goes at the end of the frame, which is a
  * valid encoding of the same Envelope with after_seq set: the frame shared
  * by all recipients is copied only for such sessions. */
 static int push_live(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
 {
-    uint64_t after = b->durable && !s->pull ? s->pushed_seq : 0;
+    uint64_t after = b->durable && !s->pull ? s->chain_seq : 0;
     if (after == 0)
         return cwb_push(b, s, msg);
     uint8_t field[11];

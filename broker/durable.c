@@ -370,8 +370,11 @@ static bool push_deliver(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver 
     env.body_case = CW_BODY(DELIVER);
     env.deliver = d;
     /* The chain the client follows (PROTOCOL.md §13.10): this entry comes
-     * right after the one pushed before it in this session. */
-    env.after_seq = s->pushed_seq;
+     * right after the one pushed before it since the pushes last started
+     * again from the first unacknowledged entry, which every receiver has
+     * been sent on this connection; 0 for the first (everything below it is
+     * acknowledged, possibly by another process, or removed). */
+    env.after_seq = s->chain_seq;
     zmq_msg_t msg;
     if (cw_env_to_msg(&env, &msg) != CW_OK || cwb_push(b, s, &msg) != CW_DELIVERED) {
         s->catching_up = true; /* a later push_read starts again at pushed_seq + 1 */
@@ -379,6 +382,7 @@ static bool push_deliver(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver 
         return false;
     }
     s->read_backoff_ms = 0;
+    s->chain_seq = d->seq;
     b->stats.deliveries++;
     int kind = cw_mon_kind(d->broadcast, d->n_to);
     b->mc.dl[1][kind]++;
@@ -863,8 +867,10 @@ void cwd_on_login(cw_broker_t *b, cw_session_t *s)
 {
     if (!b->durable || s->pull)
         return;
-    /* Everything unacknowledged goes out again, from the start of the queue. */
+    /* Everything unacknowledged goes out again, from the start of the queue,
+     * on a chain of its own: this connection may be a new process. */
     s->pushed_seq = s->acked_seq;
+    s->chain_seq = 0;
     s->catching_up = true;
     s->ack_wait_ms = 0;
     push_read(b, s);
@@ -884,6 +890,7 @@ void cwd_tick(cw_broker_t *b)
             CW_INFO("redelivering to %s from seq %llu (no ack for %u ms)", s->user->name,
                     (unsigned long long) s->acked_seq + 1, b->cfg.redeliver_ms);
             s->pushed_seq = s->acked_seq;
+            s->chain_seq = 0;
             s->catching_up = true;
             s->redeliver_next = true;
             s->ack_wait_ms = b->now_ms;
