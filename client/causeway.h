@@ -65,7 +65,11 @@
  *   - Causal order (hold-back, PROTOCOL.md §13.10): the broker stamps each
  *     pushed delivery with the durable position it follows (after_seq): for
  *     a stored message the seq pushed just before it, for a live one the
- *     last stored message pushed to the session. The library shows a
+ *     last stored message pushed to the session, both counted since the
+ *     broker last started the session's pushes again from the first
+ *     unacknowledged entry (login, resume, redelivery: 0 right after), so a
+ *     new process resuming a session (cw_client_login_resume) never waits
+ *     for entries an earlier one acknowledged. The library shows a
  *     delivery only when everything of its own queue up to that position has
  *     been shown, and holds it back otherwise, so no transport or
  *     redelivery reordering shows a message before a stored message the
@@ -111,10 +115,16 @@
  *  while the daemon is unreachable and are dropped (counted) beyond it. A
  *  batch whose confirmation is lost is sent again (at least once: a daemon
  *  that stored it and then lost the reply stores it twice). The process
- *  name is the user name, and the clock starts empty with each
- *  cw_client_t: two runs under one name look like one process whose clock
- *  went back (audit: clock-rule); give each run its own trace or daemon
- *  store, or its own name.
+ *  name is the user name.
+ *
+ *  Runs of one user (PROTOCOL.md 11.4): at login the library merges the
+ *  user's resume clock (LoginInfo.clock, the last clock the broker saw
+ *  from the user) into the session's clock, without a tick, and attaches
+ *  the clock to every frame of the session (Ack, Fetch, Logout, heartbeats
+ *  too). So successive cw_client_t of one user continue one clock: two
+ *  runs never stamp the same clock, and their events audit as one process.
+ *  Not covered: deliveries a process handled after its last frame when it
+ *  was killed, and a live-only broker that restarted in between.
  */
 #ifndef CAUSEWAY_H
 #define CAUSEWAY_H
@@ -273,6 +283,9 @@ typedef struct {
     int redelivered;           /* durable: pushed before and not acknowledged */
     int expired;               /* durable: its TTL ran out before delivery; text is
                                   "" (acknowledge it like any other seq) */
+    int damaged;               /* durable: a message was lost: this entry was damaged
+                                  in the broker's store; only seq is set, every string
+                                  is "" (acknowledge it like any other seq) */
     cw_clock_item_t *clock;    /* the sender's clock as stamped on the message */
     size_t n_clock;
     uint64_t holdback_us;      /* delivery: how long the library held it back
@@ -309,6 +322,8 @@ typedef struct {
     uint64_t fsyncs;           /* durable: store commits */
     uint64_t refused_requests; /* well-formed requests answered with an error
                                   status (NAME_TAKEN, RATE_LIMITED, ...) */
+    uint64_t damaged_entries;  /* durable: distinct queue entries found damaged in the
+                                  store since the broker started (messages lost) */
 } cw_stats_t;
 
 /* The broker's answer to one request. Fields not used by a request are
@@ -434,6 +449,17 @@ const char *cw_client_handshake_error(cw_client_t *c, char *buf, size_t size);
  * CW_ALREADY_LOGGED_IN, CW_TOO_MANY_SESSIONS, CW_UNAUTHORIZED. */
 cw_status_t cw_client_login(cw_client_t *c, const char *name, int timeout_ms,
                             cw_reply_t **reply);
+
+/* cw_client_login presenting a resume token (PROTOCOL.md §7.5): takes over
+ * the live session of name that an earlier connection holds, e.g. of a
+ * program that died before its session expired and kept the token of its
+ * LoginInfo; without such a session it is an ordinary login. The reply's
+ * detail is "session resumed" for a take-over. Stored messages are pushed
+ * again from the first unacknowledged one, and this client shows them
+ * although it has shown nothing yet (after_seq starts again at 0 with
+ * every login and resume, §13.10). The token is a secret: do not log it. */
+cw_status_t cw_client_login_resume(cw_client_t *c, const char *name, const uint8_t *token,
+                                   size_t token_len, int timeout_ms, cw_reply_t **reply);
 
 /* Ends the session; with auto_ack, first acknowledges what was taken
  * (cw_client_ack_flush). If the connection is currently lost the session is
