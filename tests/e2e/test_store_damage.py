@@ -12,6 +12,7 @@ broker on them again:
   - see the later sections for the WAL (items 8 and 9).
 """
 
+import os
 import re
 import subprocess
 import time
