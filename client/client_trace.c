@@ -196,20 +196,6 @@ static char *utf8_copy(const char *s, size_t max)
     return out;
 }
 
-/* What causeway-clockd accepts as a process or peer name (cw_trace_name_ok):
- * 1..CW_NAME_MAX_HARD bytes of UTF-8, no whitespace, control characters or
- * any of " \ , | %. */
-static int name_ok(const char *name)
-{
-    size_t len = name ? strlen(name) : 0;
-    if (len == 0 || len > CW_NAME_MAX_HARD || !cw_utf8_valid(name, len))
-        return 0;
-    for (const unsigned char *c = (const unsigned char *) name; *c; c++)
-        if (*c <= 0x20 || *c == 0x7f || strchr("\"\\,|%", *c))
-            return 0;
-    return 1;
-}
-
 /* The message key "<sender>:<message_id>", or "<sender>:N" (N the sender's
  * own entry of the message clock) when there is no usable id. */
 static char *msg_key(const char *from, const char *mid, cw_clock_entry_msg_t *const *mclock,
@@ -616,7 +602,7 @@ void cw_tracer_send(cw_tracer_t *t, const char *me, const cw_clock_t *clock,
             goto nomem;
         for (size_t i = 0; i < send->n_to; i++) {
             const char *to = send->to[i];
-            int dup = !name_ok(to);
+            int dup = !cw_trace_name_ok(to);
             for (size_t k = 0; k < e->pb.n_peers && !dup; k++)
                 dup = strcmp(e->pb.peers[k], to) == 0;
             if (dup)
@@ -677,7 +663,7 @@ void cw_tracer_deliver(cw_tracer_t *t, const char *me, const cw_clock_t *clock, 
 {
     if (!t || !me)
         return;
-    if (!name_ok(from)) {
+    if (!cw_trace_name_ok(from)) {
         /* The broker names every sender; this one no trace could name. */
         cw_tracer_local(t, me, clock, "delivery from an unnamed sender");
         return;

@@ -348,7 +348,7 @@ static int audit_clocks(cw_causal_t *c, size_t p)
     size_t n = cw_trace_process_count(t, p);
     const cw_event_t *prev = NULL;
     size_t prev_i = CW_NO_EVENT;
-    char ida[CW_EVENT_ID_MAX], idb[CW_EVENT_ID_MAX], ca[256], cb[256], cm[256];
+    char ida[CW_EVENT_ID_MAX], idb[CW_EVENT_ID_MAX], ca[256], cb[256], cm[256], cs[256];
     int rc = CW_OK;
     for (size_t seq = 1; seq <= n && rc == CW_OK; seq++) {
         size_t i = cw_trace_process_event(t, p, seq);
@@ -394,11 +394,11 @@ static int audit_clocks(cw_causal_t *c, size_t p)
             if (se && e->has_msg_clock
                 && cw_clock_compare(se->clock, se->n_clock, e->msg_clock, e->n_msg_clock) != CW_CLOCK_EQUAL) {
                 cw_event_id(se, idb, sizeof idb);
-                fmt_clock(se->clock, se->n_clock, cb, sizeof cb);
+                fmt_clock(se->clock, se->n_clock, cs, sizeof cs);
                 fmt_clock(e->msg_clock, e->n_msg_clock, cm, sizeof cm);
                 rc = add_finding(c, CW_FIND_CLOCK_RULE, p, i, s, e->msg,
                                  "%s received message %s stamped %s, but its send %s has clock %s",
-                                 ida, e->msg, cm, idb, cb);
+                                 ida, e->msg, cm, idb, cs);
                 if (rc != CW_OK)
                     break;
             }
@@ -428,14 +428,17 @@ static int audit_clocks(cw_causal_t *c, size_t p)
                         }
                     }
                     fmt_clock(me, nme, cm, sizeof cm);
+                    fmt_clock(mc, nmc, cs, sizeof cs);
                     if (se)
                         cw_event_id(se, idb, sizeof idb);
+                    /* cb is the previous event's clock (set above for every
+                     * event); cs the message's: the send's, else msg_clock. */
                     rc = add_finding(c, CW_FIND_CLOCK_RULE, p, i, s, e->msg,
                                      "%s delivered %s with clock %s, which is not >= %s, the merge of "
-                                     "the previous clock %s and the message's clock%s%s: entry %s is "
-                                     "%llu, needs >= %llu",
-                                     ida, e->msg, ca, cm, cb, se ? " from " : "", se ? idb : "",
-                                     node ? node : "?", (unsigned long long) have,
+                                     "the previous clock %s and the message's clock %s%s%s: entry %s "
+                                     "is %llu, needs >= %llu",
+                                     ida, e->msg, ca, cm, cb, cs, se ? " from " : " as stamped",
+                                     se ? idb : "", node ? node : "?", (unsigned long long) have,
                                      (unsigned long long) need);
                 }
                 cw_clock_destroy(&merged);

@@ -1,8 +1,9 @@
 /*  export: see export.h for the formats.
  *
- *  Invariants of a cw_export_t: col[i] is the diagram column of event i and
- *  ncols = 1 + the largest; send_of[i] is the trace index of the send a
- *  delivery i delivers (matching key and sender) or CW_NO_EVENT; hl[i] is a
+ *  Invariants of a cw_export_t: col[i] is the diagram column of event i,
+ *  strictly increasing along each process's events (so no two events of a
+ *  lane share a position), and ncols = 1 + the largest; send_of[i] is the
+ *  trace index of the send a delivery i delivers (matching key and sender) or CW_NO_EVENT; hl[i] is a
  *  set of HL_* bits; findings_of[i] lists the kinds of the findings whose
  *  event a is i (for tooltips), NULL if none.
  */
@@ -83,6 +84,42 @@ static int cmp_lin(const void *a, const void *b)
     return x->i < y->i ? -1 : x->i > y->i;
 }
 
+/* The next unplaced event of process p (its seq) and that event's rank in
+ * the linear extension: the layout's min-heap, keyed by rank. */
+typedef struct {
+    size_t rank, p, seq;
+} next_t;
+
+static void heap_push(next_t *h, size_t *n, next_t v)
+{
+    size_t k = (*n)++;
+    while (k > 0 && h[(k - 1) / 2].rank > v.rank) {
+        h[k] = h[(k - 1) / 2];
+        k = (k - 1) / 2;
+    }
+    h[k] = v;
+}
+
+static next_t heap_pop(next_t *h, size_t *n)
+{
+    next_t top = h[0], last = h[--*n];
+    size_t k = 0;
+    for (;;) {
+        size_t c = 2 * k + 1;
+        if (c >= *n)
+            break;
+        if (c + 1 < *n && h[c + 1].rank < h[c].rank)
+            c++;
+        if (h[c].rank >= last.rank)
+            break;
+        h[k] = h[c];
+        k = c;
+    }
+    if (*n > 0)
+        h[k] = last;
+    return top;
+}
+
 /* Appends ", kind" to *s (or sets it). 0 or -1 if out of memory. */
 static int note_append(char **s, const char *kind)
 {
@@ -108,7 +145,10 @@ cw_export_t *cw_export_new(cw_causal_t *c, const cw_export_options_t *o, int *st
     }
     const cw_trace_t *t = cw_causal_trace(c);
     size_t n = cw_trace_count(t), alloc = n ? n : 1;
+    size_t np = cw_trace_processes(t);
     lin_t *lin = NULL;
+    size_t *rank = NULL;
+    next_t *heap = NULL;
     size_t *rel = NULL, nrel = 0;
     cw_export_t *x = calloc(1, sizeof *x);
     if (!x)
@@ -137,17 +177,32 @@ cw_export_t *cw_export_new(cw_causal_t *c, const cw_export_options_t *o, int *st
             sum += e->clock[k]->counter;
         lin[i] = (lin_t){.sum = sum, .i = i};
     }
-    /* Columns: longest-path layering along a linear extension. */
+    /* Columns: longest-path layering along a linear extension, except that
+     * an event is placed only after its process predecessor: with broken
+     * clocks (an own entry going 1, 2, 1) the extension by entry sums would
+     * put a later event of a lane left of (or on top of) an earlier one.
+     * heap holds each process's next unplaced event, smallest rank first;
+     * with sound clocks that is the extension's order itself. */
     qsort(lin, n, sizeof *lin, cmp_lin);
+    rank = malloc(alloc * sizeof *rank);
+    heap = malloc((np ? np : 1) * sizeof *heap);
+    if (!rank || !heap)
+        goto nomem;
+    for (size_t k = 0; k < n; k++)
+        rank[lin[k].i] = k;
+    size_t nh = 0;
+    for (size_t p = 0; p < np; p++)
+        if (cw_trace_process_count(t, p) > 0)
+            heap_push(heap, &nh, (next_t){.rank = rank[cw_trace_process_event(t, p, 1)], .p = p, .seq = 1});
     unsigned char *placed = x->hl;   /* borrow hl as a "placed" flag, cleared below */
-    for (size_t k = 0; k < n; k++) {
-        size_t i = lin[k].i;
-        const cw_event_t *e = cw_trace_event(t, i);
+    while (nh > 0) {
+        next_t top = heap_pop(heap, &nh);
+        size_t p = top.p, seq = top.seq;
+        size_t i = cw_trace_process_event(t, p, seq);
         size_t col = 0;
-        if (e->seq > 1) {
-            size_t prev = cw_trace_process_event(t, e->proc, e->seq - 1);
-            if (placed[prev] && x->col[prev] + 1 > col)
-                col = x->col[prev] + 1;
+        if (seq > 1) {
+            size_t prev = cw_trace_process_event(t, p, seq - 1);
+            col = x->col[prev] + 1;
         }
         size_t s = x->send_of[i];
         if (s != CW_NO_EVENT && placed[s] && x->col[s] + 1 > col)
@@ -156,6 +211,9 @@ cw_export_t *cw_export_new(cw_causal_t *c, const cw_export_options_t *o, int *st
         placed[i] = 1;
         if (col + 1 > x->ncols)
             x->ncols = col + 1;
+        if (seq < cw_trace_process_count(t, p))
+            heap_push(heap, &nh, (next_t){.rank = rank[cw_trace_process_event(t, p, seq + 1)], .p = p,
+                                          .seq = seq + 1});
     }
     memset(x->hl, 0, alloc);
     /* Highlights: audit findings. */
@@ -198,11 +256,15 @@ cw_export_t *cw_export_new(cw_causal_t *c, const cw_export_options_t *o, int *st
             x->hl[st->antichain[k]] |= HL_ANTICHAIN;
     }
     free(lin);
+    free(rank);
+    free(heap);
     if (status)
         *status = CW_OK;
     return x;
 nomem:
     free(lin);
+    free(rank);
+    free(heap);
     free(rel);
     cw_export_destroy(&x);
     if (status)
@@ -805,25 +867,35 @@ int cw_export_svg(const cw_export_t *x, FILE *f)
     return ferror(f) ? CW_ERR_IO : CW_OK;
 }
 
+/* The page's script. Clocks are read into Maps (own keys only): a node named
+ * "constructor", "toString" or "__proto__" must not find Object.prototype's
+ * members (docs/CLOCKD.md, "Space-time diagram"). A URL fragment
+ * #event=ID selects that event on load, as a click on it would. */
 static const char *html_script =
     "(function(){\n"
-    "function cmp(a,b){var lt=false,gt=false,k,x,y;\n"
-    " for(k in a){x=a[k];y=b[k]||0;if(x<y)lt=true;if(x>y)gt=true;}\n"
-    " for(k in b){x=a[k]||0;y=b[k];if(x<y)lt=true;if(x>y)gt=true;}\n"
+    "function clock(g){var o=JSON.parse(g.getAttribute('data-clock')),m=new Map();\n"
+    " Object.keys(o).forEach(function(k){m.set(k,o[k]);});return m;}\n"
+    "function cmp(a,b){var lt=false,gt=false;\n"
+    " a.forEach(function(x,k){var y=b.has(k)?b.get(k):0;if(x<y)lt=true;if(x>y)gt=true;});\n"
+    " b.forEach(function(y,k){var x=a.has(k)?a.get(k):0;if(x<y)lt=true;if(x>y)gt=true;});\n"
     " return lt&&gt?'concurrent':lt?'before':gt?'after':'equal';}\n"
     "var evs=Array.prototype.slice.call(document.querySelectorAll('svg g.lane g.event'));\n"
     "var out=document.getElementById('cw-selection');\n"
     "evs.forEach(function(g){g.addEventListener('click',function(){\n"
-    " var c=JSON.parse(g.getAttribute('data-clock')),n={past:0,future:0,concurrent:0};\n"
+    " var c=clock(g),n={past:0,future:0,concurrent:0};\n"
     " evs.forEach(function(h){['antichain','past','future','concurrent','focus'].forEach(\n"
     "  function(k){h.classList.remove(k);});\n"
     "  if(h===g){h.classList.add('focus');return;}\n"
-    "  var r=cmp(JSON.parse(h.getAttribute('data-clock')),c);\n"
+    "  var r=cmp(clock(h),c);\n"
     "  var k=r==='before'?'past':r==='after'?'future':r==='concurrent'?'concurrent':null;\n"
     "  if(k){h.classList.add(k);n[k]++;}});\n"
     " out.textContent=g.getAttribute('data-id')+' '+g.getAttribute('data-clock')+': '+n.past+\n"
     "  ' in its past (blue), '+n.future+' in its future (green), '+n.concurrent+' concurrent (orange)';\n"
-    "});});})();\n";
+    "});});\n"
+    "var h=decodeURIComponent(location.hash.slice(1));\n"
+    "if(h.indexOf('event=')===0){var id=h.slice(6);\n"
+    " evs.forEach(function(g){if(g.getAttribute('data-id')===id)g.dispatchEvent(new MouseEvent('click'));});}\n"
+    "})();\n";
 
 int cw_export_html(const cw_export_t *x, FILE *f)
 {

@@ -95,19 +95,6 @@ void cw_trace_destroy(cw_trace_t **p)
 
 /* ---- names and kinds ---------------------------------------------------- */
 
-int cw_trace_name_ok(const char *name)
-{
-    if (!name)
-        return 0;
-    size_t len = strlen(name);
-    if (len == 0 || len > CW_NAME_MAX_HARD || !cw_utf8_valid(name, len))
-        return 0;
-    for (const unsigned char *c = (const unsigned char *) name; *c; c++)
-        if (*c <= 0x20 || *c == 0x7f || strchr("\"\\,|%", *c))
-            return 0;
-    return 1;
-}
-
 const char *cw_ev_kind_name(cw_ev_kind_t k)
 {
     switch (k) {
@@ -218,8 +205,8 @@ int cw_trace_check(const cw_event_t *ev, char *err, size_t errlen)
     }
     if (!cw_trace_name_ok(ev->process)) {
         char ex[96];
-        cw_set_err(err, errlen, "process: bad name \"%s\" (1-%d bytes; no spaces, control "
-                "characters or any of \" \\ , | %%)",
+        cw_set_err(err, errlen, "process: bad name \"%s\" (1-%d bytes of UTF-8; no whitespace, "
+                "control or format characters, none of \" \\ , | %%)",
                 cw_json_excerpt(ev->process, 80, ex, sizeof ex), CW_NAME_MAX_HARD);
         return CW_BAD_REQUEST;
     }

@@ -35,6 +35,7 @@
 #include <stdio.h>
 
 #include "cw_clock.h"
+#include "cw_util.h"
 #include "json.h"
 
 typedef enum {
@@ -140,12 +141,7 @@ char *cw_event_id(const cw_event_t *ev, char *buf, size_t size);
 const char *cw_ev_kind_name(cw_ev_kind_t k);
 cw_ev_kind_t cw_ev_kind_parse(const char *s);
 
-/* True if name is acceptable as a process or clock node name: 1 to
- * CW_NAME_MAX_HARD bytes of valid UTF-8 without ASCII whitespace or control
- * characters and without any of  " \\ , | %  (wider than the broker's
- * user-name rule, so that traces of other programs load too, and narrow
- * enough to need no quoting in event ids, ShiViz logs and SVG ids). */
-int cw_trace_name_ok(const char *name);
+/* Process and node names follow cw_trace_name_ok (common/cw_util.h). */
 
 /* Converts a JSON object {"node": counter, ...} into wire clock entries.
  * On CW_OK, *items and *ptrs are malloc'd (caller frees both; node strings

@@ -149,3 +149,55 @@ size_t cw_utf8_seq_len(const char *str)
         return 0;
     return n;
 }
+
+/* Code points no trace name may contain: Unicode's White_Space property and
+ * the general categories Cc and Cf (controls and format characters: U+0085,
+ * U+00A0, U+2028, U+200B..U+200F, U+FEFF, the bidirectional controls, ...),
+ * as of Unicode 15.1. Sorted, inclusive ranges. A table of 25 ranges needs
+ * no library (libunistring or ICU would be a new dependency of every
+ * program); tests/e2e/test_clockd.py checks it against Python's unicodedata. */
+static const struct {
+    uint32_t lo, hi;
+} not_in_names[] = {
+    {0x0000, 0x0020}, {0x007F, 0x00A0}, {0x00AD, 0x00AD}, {0x0600, 0x0605}, {0x061C, 0x061C},
+    {0x06DD, 0x06DD}, {0x070F, 0x070F}, {0x0890, 0x0891}, {0x08E2, 0x08E2}, {0x1680, 0x1680},
+    {0x180E, 0x180E}, {0x2000, 0x200F}, {0x2028, 0x202F}, {0x205F, 0x2064}, {0x2066, 0x206F},
+    {0x3000, 0x3000}, {0xFEFF, 0xFEFF}, {0xFFF9, 0xFFFB}, {0x110BD, 0x110BD}, {0x110CD, 0x110CD},
+    {0x13430, 0x1343F}, {0x1BCA0, 0x1BCA3}, {0x1D173, 0x1D17A}, {0xE0001, 0xE0001},
+    {0xE0020, 0xE007F},
+};
+
+int cw_trace_name_ok(const char *name)
+{
+    if (!name)
+        return 0;
+    size_t len = strlen(name);
+    if (len == 0 || len > CW_NAME_MAX_HARD || !cw_utf8_valid(name, len))
+        return 0;
+    const unsigned char *s = (const unsigned char *) name;
+    for (size_t i = 0; i < len;) {
+        uint32_t cp;
+        size_t n = cw_utf8_seq_len((const char *) s + i);   /* >= 1: the string is valid */
+        if (n == 1) {
+            cp = s[i];
+            if (strchr("\"\\,|%", (int) cp))
+                return 0;
+        } else {
+            cp = s[i] & (0x7F >> n);
+            for (size_t k = 1; k < n; k++)
+                cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        size_t lo = 0, hi = sizeof not_in_names / sizeof not_in_names[0];
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (cp < not_in_names[mid].lo)
+                hi = mid;
+            else if (cp > not_in_names[mid].hi)
+                lo = mid + 1;
+            else
+                return 0;
+        }
+        i += n;
+    }
+    return 1;
+}

@@ -36,4 +36,14 @@ size_t cw_utf8_seq_len(const char *p);
  * surrogates, nothing above U+10FFFF). */
 int cw_utf8_valid(const char *s, size_t len);
 
+/* True if name is acceptable as a process or clock node name in a
+ * causeway-clockd trace (docs/CLOCKD.md, "Events"): 1 to CW_NAME_MAX_HARD
+ * bytes of valid UTF-8 with no code point that is Unicode White_Space or of
+ * general category Cc or Cf (U+00A0, U+0085, U+2028, U+3000, U+FEFF, ...),
+ * and none of  " \\ , | %  . Wider than the broker's user-name rule, so that
+ * traces of other programs load too; narrow enough to need no quoting in
+ * event ids, ShiViz logs and SVG ids. The one copy of the rule: clockd checks
+ * traces with it, libcauseway's tracer the names it writes. */
+int cw_trace_name_ok(const char *name);
+
 #endif

@@ -200,6 +200,47 @@ def test_bad_input_exit_codes(tmp_path):
     assert res.returncode == 1
 
 
+def refused_code_points():
+    """Every code point CLOCKD.md forbids in names: Unicode White_Space
+    (str.isspace adds only U+001C..U+001F, which are Cc anyway) and the
+    general categories Cc and Cf, from Python's unicodedata, not from clockd."""
+    import unicodedata
+    return [cp for cp in range(1, 0x110000)
+            if not 0xD800 <= cp <= 0xDFFF
+            and (chr(cp).isspace() or unicodedata.category(chr(cp)) in ("Cc", "Cf"))]
+
+
+def test_names_refuse_unicode_whitespace_and_controls(tmp_path):
+    """Issue 11 item 18: a name with U+00A0, U+3000, U+2028, U+0085, U+FEFF or
+    any other White_Space / Cc / Cf code point is refused, as a process, a
+    clock node or a peer, written as a JSON escape or as raw UTF-8."""
+    cps = refused_code_points()
+    for must in (0x00A0, 0x3000, 0x2028, 0x0085, 0xFEFF, 0x200B, 0x180E, 0xE0001):
+        assert must in cps
+    good = {"process": "ok", "kind": "local", "clock": {"ok": 1}}
+    lines, expected_bad = [json.dumps(good)], 0
+    for cp in cps:
+        name = "a" + chr(cp) + "b"
+        for ev in ({"process": name, "kind": "local", "clock": {name: 1}},
+                   {"process": "ok", "kind": "local", "clock": {"ok": 2, name: 1}},
+                   {"process": "ok", "kind": "send", "clock": {"ok": 2}, "msg": "k",
+                    "peers": [name]}):
+            lines.append(json.dumps(ev))                          # \uXXXX escapes
+            expected_bad += 1
+            if cp >= 0x80:
+                lines.append(json.dumps(ev, ensure_ascii=False))   # raw UTF-8
+                expected_bad += 1
+    trace = tmp_path / "names.jsonl"
+    trace.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    res = clockd("events", trace)
+    assert res.returncode == 3 and ":2: " in res.stderr and "bad name" in res.stderr, res.stderr
+    res = clockd("events", trace, "--skip-bad", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["count"] == 1
+    warnings = [w for w in res.stderr.splitlines() if "warning: skipped" in w]
+    assert len(warnings) == expected_bad, (len(warnings), expected_bad)
+
+
 def test_export_shiviz(tmp_path):
     out = tmp_path / "phase3.shiviz"
     rc, summary = clockd_json("export-shiviz", PHASE3, out)
@@ -381,6 +422,11 @@ def test_daemon_collects_and_audits(pb, daemons, tmp_path):
         reply = c.request("report", pb.ClockEventBatch(events=[to_pb(pb, events[1]), bad]))
         assert reply.status == status(pb, "BAD_REQUEST")
         assert reply.detail.startswith("event 1: process: bad name")
+        for bad_name in ("a\u00a0b", "a\u3000b", "a\u2028b", "a\u0085b", "\ufeffalice"):
+            bad.process = bad_name
+            reply = c.request("report", pb.ClockEventBatch(events=[bad]))
+            assert reply.status == status(pb, "BAD_REQUEST"), bad_name
+            assert reply.detail.startswith("event 0: process: bad name"), reply.detail
         assert reply.total_events == 8
         c.sock.send(b"not protobuf \xff\xff")
         assert c.sock.poll(int(REPLY_TIMEOUT * 1000), zmq.POLLIN)

@@ -195,6 +195,48 @@ static void test_audit_msg_clock(void **state)
     cw_trace_destroy(&t);
 }
 
+/* Issue 11 item 20: the detail of a broken merge quotes the previous
+ * event's clock as "the previous clock" and the message's clock as the
+ * message's, also when the delivery's msg_clock differs from its send's
+ * clock (a first finding about the delivery). */
+static void test_audit_merge_detail(void **state)
+{
+    (void) state;
+    static const char *const lines[] = {
+        "{\"process\":\"alice\",\"kind\":\"send\",\"clock\":{\"alice\":1},\"msg\":\"a1\",\"peers\":[\"bob\"]}",
+        "{\"process\":\"bob\",\"kind\":\"local\",\"clock\":{\"bob\":1}}",
+        /* Stamped {alice:5} although sent at {alice:1}, and not merged at all. */
+        "{\"process\":\"bob\",\"kind\":\"deliver\",\"clock\":{\"bob\":2},\"msg\":\"a1\","
+        "\"peers\":[\"alice\"],\"msg_clock\":{\"alice\":5}}",
+        /* No send in the trace: the stamped clock is the message's. */
+        "{\"process\":\"bob\",\"kind\":\"deliver\",\"clock\":{\"bob\":3},\"msg\":\"z9\","
+        "\"peers\":[\"zoe\"],\"msg_clock\":{\"zoe\":3}}",
+        NULL,
+    };
+    cw_trace_t *t = inline_trace(lines);
+    cw_causal_t *c = cw_causal_new(t);
+    assert_int_equal(cw_causal_audit(c), CW_OK);
+    if (cw_causal_findings(c) != 4)
+        dump_findings(c);
+    assert_int_equal(cw_causal_findings(c), 4);
+    expect_finding(c, 0, CW_FIND_CLOCK_RULE, "bob", "bob:2", "alice:1", "a1");
+    expect_finding(c, 1, CW_FIND_CLOCK_RULE, "bob", "bob:2", "alice:1", "a1");
+    const char *d0 = cw_causal_finding(c, 0)->detail, *d1 = cw_causal_finding(c, 1)->detail;
+    const char *merge = strstr(d0, "the merge of") ? d0 : d1;
+    const char *stamp = merge == d0 ? d1 : d0;
+    assert_non_null(strstr(stamp, "stamped {alice:5}, but its send alice:1 has clock {alice:1}"));
+    assert_non_null(strstr(merge, "with clock {bob:2}, which is not >= {alice:1, bob:1}, the merge "
+                                  "of the previous clock {bob:1} and the message's clock {alice:1} "
+                                  "from alice:1: entry alice is 0, needs >= 1"));
+    expect_finding(c, 2, CW_FIND_CLOCK_RULE, "bob", "bob:3", "-", "z9");
+    assert_non_null(strstr(cw_causal_finding(c, 2)->detail,
+                           "the merge of the previous clock {bob:2} and the message's clock "
+                           "{zoe:3} as stamped: entry zoe is 0, needs >= 3"));
+    expect_finding(c, 3, CW_FIND_UNMATCHED, "bob", "bob:3", "-", "z9");
+    cw_causal_destroy(&c);
+    cw_trace_destroy(&t);
+}
+
 static void test_audit_unmatched(void **state)
 {
     (void) state;
@@ -582,6 +624,7 @@ int main(void)
         cmocka_unit_test(test_audit_clean_fixture),
         cmocka_unit_test(test_audit_clock_rules),
         cmocka_unit_test(test_audit_msg_clock),
+        cmocka_unit_test(test_audit_merge_detail),
         cmocka_unit_test(test_audit_unmatched),
         cmocka_unit_test(test_audit_broadcast_gap),
         cmocka_unit_test(test_queries),

@@ -240,6 +240,44 @@ static void test_utf8_word_boundaries(void **state)
     }
 }
 
+/* The trace name rule (cw_trace_name_ok): Unicode whitespace, controls and
+ * format characters are refused wherever they stand (issue 11 item 18);
+ * other UTF-8 and ':' are fine. tests/e2e/test_clockd.py checks every such
+ * code point against Python's unicodedata. */
+static void test_trace_names(void **state)
+{
+    (void) state;
+    const char *bad[] = {
+        "a\xc2\xa0" "b",         /* U+00A0 no-break space */
+        "a\xe3\x80\x80" "b",     /* U+3000 ideographic space */
+        "a\xe2\x80\xa8" "b",     /* U+2028 line separator */
+        "a\xc2\x85" "b",         /* U+0085 next line */
+        "\xef\xbb\xbf" "alice",  /* U+FEFF byte order mark */
+        "a\xe2\x80\x8b" "b",     /* U+200B zero width space (Cf) */
+        "a\xe2\x80\xae" "b",     /* U+202E right-to-left override (Cf) */
+        "a\xe1\x9a\x80" "b",     /* U+1680 ogham space mark */
+        "a\xf3\xa0\x80\x81",     /* U+E0001 language tag (Cf, 4 bytes) */
+        "a\xc2\x9f",             /* U+009F (Cc) */
+        "a b", "a\tb", "a\x7f", "a\x01", "a,b", "a|b", "a%b", "a\"b", "a\\b", "",
+        "a\xc3",                  /* not UTF-8 */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (cw_trace_name_ok(bad[i]))
+            fail_msg("accepted bad trace name #%zu", i);
+    const char *good[] = {"alice", "a:b", "caf\xc3\xa9", "\xe6\x97\xa5\xe6\x9c\xac",
+                          "\xf0\x9f\x8e\x89", "a\xc2\xa1", "__proto__", "a\xe2\x80\x90" "b"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        if (!cw_trace_name_ok(good[i]))
+            fail_msg("refused good trace name #%zu", i);
+    char name[CW_NAME_MAX_HARD + 2];
+    memset(name, 'x', sizeof name);
+    name[CW_NAME_MAX_HARD] = '\0';
+    assert_true(cw_trace_name_ok(name));
+    name[CW_NAME_MAX_HARD] = 'x';
+    name[CW_NAME_MAX_HARD + 1] = '\0';
+    assert_false(cw_trace_name_ok(name));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -254,6 +292,7 @@ int main(void)
         cmocka_unit_test(test_utf8_valid),
         cmocka_unit_test(test_utf8_invalid),
         cmocka_unit_test(test_utf8_word_boundaries),
+        cmocka_unit_test(test_trace_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
