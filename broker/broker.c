@@ -24,7 +24,8 @@
  *  message carries its connection's key as ZAP User-Id. A Login is accepted
  *  only under the user name the key is registered for (else UNAUTHORIZED,
  *  and the connection stays logged out, so every request that needs a
- *  login stays refused). SIGHUP re-reads the directory; sessions whose key
+ *  login stays refused). A reload signal (main.c: SIGUSR1, or SIGHUP for a
+ *  service) re-reads the directory; sessions whose key
  *  is no longer registered for their user are ended (expired).
  *
  *  Session close points (the only places cw_sessions_close is called):
@@ -42,6 +43,7 @@
 #include "durable.h"
 #include "egress.h"
 #include "outorder.h"
+#include "resume_clock.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -245,10 +247,9 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
         cwe_reply_status(b, id, id_len, rid, CW_BAD_NAME, why);
         return;
     }
-    if (login->agent && (strlen(login->agent) > AGENT_MAX ||
-                         !cw_utf8_valid(login->agent, strlen(login->agent)))) {
-        cwe_reply_status(b, id, id_len, rid, CW_BAD_REQUEST,
-                     "Login.agent must be valid UTF-8 of at most 128 bytes");
+    /* Strings are valid UTF-8 without zero bytes (cw_env_decode). */
+    if (login->agent && strlen(login->agent) > AGENT_MAX) {
+        cwe_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "Login.agent is longer than 128 bytes");
         return;
     }
     cw_user_t *user = cw_sessions_user(b->sessions, login->name);
@@ -331,6 +332,11 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
     info.resume_token.data = s->token;
     info.resume_token.len = s->resumable ? sizeof s->token : 0;
     info.durable = b->durable != NULL;
+    Causeway__V1__Deliver *resume = cwr_resume_clock(user);
+    if (resume) {
+        info.n_clock = resume->n_clock;
+        info.clock = resume->clock;
+    }
     reply.status = (Causeway__V1__Status) CW_OK;
     reply.detail = resumed ? "session resumed" : "logged in";
     reply.login = &info;
@@ -339,6 +345,8 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
         bool truncated = false;
         long n = user_log(b, NULL, &infos, &ptrs, &truncated);
         if (n < 0) {
+            if (resume)
+                causeway__v1__deliver__free_unpacked(resume, NULL);
             cwe_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
             return;
         }
@@ -351,6 +359,8 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
     cwe_send_to_id(b, id, id_len, &out);
     free(infos);
     free(ptrs);
+    if (resume)
+        causeway__v1__deliver__free_unpacked(resume, NULL);
 
     CW_INFO("%s %s%s%s%s", resumed ? "resumed" : "login", user->name,
             login->agent && *login->agent ? " (" : "", login->agent ? login->agent : "",
@@ -410,19 +420,8 @@ static bool send_valid_or_reply(cw_broker_t *b, const void *id, size_t id_len,
         cwe_reply_status(b, id, id_len, rid, CW_TOO_LARGE, detail);
         return false;
     }
-    if (!cw_utf8_valid(send->text ? send->text : "", text_len)) {
-        cwe_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "text is not valid UTF-8");
-        return false;
-    }
-    for (size_t i = 0; i < send->n_to; i++)
-        if (!cw_utf8_valid(send->to[i], strlen(send->to[i]))) {
-            cwe_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "a recipient name is not valid UTF-8");
-            return false;
-        }
-    if (send->message_id && !cw_utf8_valid(send->message_id, strlen(send->message_id))) {
-        cwe_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "message_id is not valid UTF-8");
-        return false;
-    }
+    /* text, to and message_id are valid UTF-8 without zero bytes: frames
+     * that break that are refused by cw_env_decode (PROTOCOL.md §5). */
     if (send->message_id && strlen(send->message_id) > MESSAGE_ID_MAX) {
         cwe_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "message_id is longer than 128 bytes");
         return false;
@@ -618,6 +617,7 @@ static void handle_stats(cw_broker_t *b, const void *id, size_t id_len, const cw
     st.messages_routed = b->stats.messages_routed;
     st.deliveries = b->stats.deliveries;
     st.bad_frames = b->stats.bad_frames;
+    st.refused_requests = b->stats.refused;
     st.expired_sessions = b->stats.expired;
     cwd_stats(b, &st.stored_messages, &st.fsyncs);
     reply.status = (Causeway__V1__Status) CW_OK;
@@ -669,12 +669,15 @@ static void dispatch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t
     const cw_env_t *env = *envp;
     uint64_t rid = env->request_id;
     if (!cw_clock_entries_valid(env->clock, env->n_clock)) {
-        cwe_reply_status(b, id, id_len, rid, CW_BAD_REQUEST,
+        cwe_reply_bad_frame(b, id, id_len, rid, CW_BAD_REQUEST,
                      "clock entries must be sorted by node, unique and non-empty");
         return;
     }
     if (!within_limits_or_reply(b, id, id_len, s, env))
         return;
+    if (s && env->n_clock) /* the user's resume clock (resume_clock.c) */
+        cwr_note_clock(b, s->user, env->clock, env->n_clock,
+                       env->body_case == CW_BODY(SEND) && env->send->durable);
     switch (env->body_case) {
     case CW_BODY(LOGIN):
         handle_login(b, id, id_len, s, env);
@@ -711,11 +714,11 @@ static void dispatch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t
     case CW_BODY(DELIVER):
     case CW_BODY(PRESENCE):
     case CW_BODY(REPLY):
-        cwe_reply_status(b, id, id_len, rid, CW_BAD_REQUEST,
-                     "deliver, presence and reply are broker-to-client messages");
+        cwe_reply_bad_frame(b, id, id_len, rid, CW_BAD_REQUEST,
+                        "deliver, presence and reply are broker-to-client messages");
         break;
     default:
-        cwe_reply_status(b, id, id_len, rid, CW_UNKNOWN_TYPE, "unknown message type");
+        cwe_reply_bad_frame(b, id, id_len, rid, CW_UNKNOWN_TYPE, "unknown message type");
         break;
     }
 }
@@ -749,8 +752,7 @@ static void handle_message(cw_broker_t *b, const void *id, size_t id_len,
         s->last_rx_ms = b->now_ms;
     if (n_frames != 1) {
         CW_WARN("dropped a %zu-frame message from %s", n_frames, s ? s->user->name : "a peer");
-        cwe_reply_status(b, id, id_len, 0, CW_BAD_REQUEST,
-                     "a causeway message is exactly one frame");
+        cwe_reply_bad_frame(b, id, id_len, 0, CW_BAD_REQUEST, "a causeway message is exactly one frame");
         return;
     }
     cw_env_t *env = NULL;
@@ -760,7 +762,7 @@ static void handle_message(cw_broker_t *b, const void *id, size_t id_len,
     if (rc != CW_OK) {
         CW_DEBUG("bad frame (%zu bytes) from %s: %s", sizes[0], s ? s->user->name : "a peer",
                  detail);
-        cwe_reply_status(b, id, id_len, rid, rc, detail);
+        cwe_reply_bad_frame(b, id, id_len, rid, rc, detail);
         return;
     }
     CW_TRACE("%s from %s, request %llu", cw_env_body_name(env), s ? s->user->name : "a peer",
@@ -927,7 +929,7 @@ void cw_broker_watch_reload(cw_broker_t *b, volatile sig_atomic_t *flag)
     b->reload = flag;
 }
 
-/* SIGHUP: re-reads the users directory; ends the sessions whose key is no
+/* Reload signal: re-reads the users directory; ends the sessions whose key is no
  * longer registered for their user. A bad directory keeps the old keys. */
 static void reload_users(cw_broker_t *b)
 {

@@ -33,7 +33,7 @@ const char *cw_broker_endpoint(const cw_broker_t *b);
 int cw_broker_run(cw_broker_t *b, volatile sig_atomic_t *stop);
 
 /* Makes cw_broker_run re-read the users directory (CURVE) whenever *flag
- * becomes non-zero (set it from a SIGHUP handler); it resets *flag. */
+ * becomes non-zero (set it from a signal handler); it resets *flag. */
 void cw_broker_watch_reload(cw_broker_t *b, volatile sig_atomic_t *flag);
 
 /* Handles one message as if it came from the peer with routing id `id`:

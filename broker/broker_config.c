@@ -293,7 +293,9 @@ void cw_broker_config_usage(FILE *out)
             "chat between named clients and, with --data, keeps durable per-user queues.\n"
             "After binding it prints one line to stdout, `listening ENDPOINT`, with the\n"
             "actual endpoint (useful with a wildcard port: --bind tcp://127.0.0.1:*).\n"
-            "Logs go to stderr. SIGINT/SIGTERM shut it down cleanly.\n"
+            "Logs go to stderr. SIGINT/SIGTERM shut it down cleanly; so does SIGHUP\n"
+            "(closing its terminal), except with --users when stdin is not a terminal\n"
+            "(a service): then SIGHUP re-reads --users DIR, like SIGUSR1 always does.\n"
             "\n"
             "options (also config-file keys, `key = value`):\n");
     for (size_t i = 0; i < N_OPTIONS; i++) {
@@ -310,6 +312,7 @@ void cw_broker_config_usage(FILE *out)
             "and any client can claim any free name. Plain mode is refused on a\n"
             "non-loopback endpoint unless --insecure is given. With CURVE, only keys in\n"
             "--users DIR get through the handshake, and each may log in only as the user\n"
-            "named in its certificate. SIGHUP re-reads --users DIR. See docs/OPERATIONS.md.\n");
+            "named in its certificate. SIGUSR1 (and SIGHUP as above) re-reads --users DIR.\n"
+            "See docs/OPERATIONS.md.\n");
     fprintf(out, "\nexit status: 0 after a clean shutdown, 1 on a start-up error, 2 on a usage error.\n");
 }

@@ -8,6 +8,8 @@
  *      broker.c     routing: the loop, decoding, login/logout, live Send,
  *        |   \       Who, Stats, presence, expiry, life cycle
  *        |    v
+ *        |  resume_clock.c  each user's resume clock (PROTOCOL.md 11.4)
+ *        |    v
  *        |  durable.c   durable handling: the store actor's requests and
  *        |    |           replies (pending FIFO, budgets, Ack/Fetch/History,
  *        |    |           durable Send)
@@ -20,11 +22,12 @@
  *      sessions.c, outq.c, store_actor.c (leaves; store_actor is called
  *      by durable.c only)
  *
- *  broker.c may call durable.c, outorder.c and egress.c; durable.c calls
- *  outorder.c and egress.c; outorder.c calls egress.c; nothing calls up.
- *  tests/layers_check.py checks this (calls by prefix: cwb_/cw_broker_
- *  broker.c, cwd_ durable.c, cwo_ outorder.c, cwe_ egress.c, and which
- *  module headers each file includes), as ctest `broker_layers`.
+ *  broker.c may call resume_clock.c, durable.c, outorder.c and egress.c;
+ *  resume_clock.c calls durable.c; durable.c calls outorder.c and egress.c;
+ *  outorder.c calls egress.c; nothing calls up. tests/layers_check.py
+ *  checks this (calls by prefix: cwb_/cw_broker_ broker.c, cwr_
+ *  resume_clock.c, cwd_ durable.c, cwo_ outorder.c, cwe_ egress.c, and
+ *  which module headers each file includes), as ctest `broker_layers`.
  *  The struct below is data shared by all of them (configuration, clock,
  *  counters, the session table); reading it is not a call.
  */
@@ -51,7 +54,8 @@ typedef struct {
     uint64_t frames_out;       /* frames sent successfully */
     uint64_t messages_routed;  /* Send requests routed */
     uint64_t deliveries;       /* Deliver pushes sent */
-    uint64_t bad_frames;       /* requests answered with an error status */
+    uint64_t bad_frames;       /* frames refused by PROTOCOL.md §5 steps 1-7 */
+    uint64_t refused;          /* other error replies: requests refused by their handling */
     uint64_t expired;          /* sessions expired for silence or disconnection */
 } counters_t;
 
@@ -77,7 +81,7 @@ struct cw_broker {
     const char *peer_key;     /* CURVE: Z85 key (ZAP User-Id) of the message being
                                  handled; NULL outside recv_one and in plain mode */
     int peer_fd;              /* CURVE: its connection's descriptor; -1 if unknown */
-    volatile sig_atomic_t *reload; /* set by SIGHUP: re-read the users directory */
+    volatile sig_atomic_t *reload; /* set by a reload signal (main.c): re-read the users directory */
 };
 
 #endif

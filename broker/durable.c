@@ -60,7 +60,7 @@
 #define FETCH_MAX 1000     /* largest Fetch.max / History.last honoured */
 #define READ_BATCH 128     /* entries per push read */
 
-typedef enum { P_APPEND, P_ACK, P_PUSH_READ, P_FETCH, P_HISTORY, P_ADD_USER } pending_kind_t;
+typedef enum { P_APPEND, P_ACK, P_PUSH_READ, P_FETCH, P_HISTORY, P_ADD_USER, P_CLOCK } pending_kind_t;
 
 typedef struct pending {
     struct pending *next;        /* FIFO link */
@@ -70,7 +70,7 @@ typedef struct pending {
     uint64_t request_id;         /* to echo in the reply */
     char user[CW_NAME_MAX_HARD + 1]; /* user of the request; APPEND: the sender */
     uint64_t serial;             /* session the request is for (0: none) */
-    uint64_t seq;                /* ACK: up to */
+    uint64_t seq;                /* ACK: up to; CLOCK: the own entry saved */
     uint32_t max;                /* PUSH_READ: entries asked for */
     bool redeliver;              /* PUSH_READ: mark pushes redelivered */
     uint64_t origin;             /* session charged for it (its origin serial); 0 none */
@@ -211,7 +211,7 @@ static bool budget_or_reply(cw_broker_t *b, const void *id, size_t id_len, cw_se
 /* Charges a submitted request to s (invariant 5): its size in the store
  * pipe, and `owed`, the most its reply can weigh if that is a bulky reply
  * (the reply budget counts replies not sent yet as well as unread ones:
- * cwb_within_limits). */
+ * within_limits_or_reply in broker.c). */
 static void budget_charge(cw_session_t *s, pending_t *p, uint64_t cost, uint64_t owed)
 {
     p->origin = s->origin;
@@ -387,10 +387,59 @@ static void inflight_done(cw_broker_t *b, pending_t *p)
  * Store replies
  */
 
+/* A repeat of a stored message (same sender, same message_id): answered
+ * ACCEPTED, duplicate, with the original's recipients and seqs as the
+ * store remembers them, whatever recipients the repeat names (PROTOCOL.md
+ * §13.2). Nothing was stored and nothing is pushed. */
+static void on_duplicate(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
+{
+    const cw_store_rcpt_t *orig = NULL;
+    size_t n = cw_store_reply_original(r, &orig);
+    Causeway__V1__RecipientStatus *rs = calloc(n ? n : 1, sizeof *rs);
+    Causeway__V1__RecipientStatus **rptrs = calloc(n ? n : 1, sizeof *rptrs);
+    /* Nothing of this request is stored: live messages held behind it wait
+     * for what the recipients' queues hold now. */
+    for (size_t i = 0; i < p->n; i++)
+        p->rcpts[i].status = (Causeway__V1__Status) CW_OK;
+    inflight_done(b, p);
+    if (!rs || !rptrs) {
+        cwe_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_INTERNAL, "out of memory");
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            causeway__v1__recipient_status__init(&rs[i]);
+            rs[i].name = (char *) orig[i].name;
+            rs[i].status = (Causeway__V1__Status) orig[i].status;
+            rs[i].seq = orig[i].status == CW_ACCEPTED ? orig[i].seq : 0;
+            rptrs[i] = &rs[i];
+        }
+        cw_env_t out;
+        Causeway__V1__Reply reply;
+        cw_env_init(&out, p->request_id);
+        causeway__v1__reply__init(&reply);
+        reply.status = (Causeway__V1__Status) CW_ACCEPTED;
+        reply.detail = "already stored (duplicate message_id): the original's recipients";
+        reply.duplicate = true;
+        reply.n_recipients = n;
+        reply.recipients = rptrs;
+        out.body_case = CW_BODY(REPLY);
+        out.reply = &reply;
+        cwe_send_to_id(b, p->id + 1, p->id[0], &out);
+        b->stats.messages_routed++;
+    }
+    CW_INFO("stored %s -> %zu recipient(s): duplicate of message '%s' (%zu original recipients)",
+            p->user, p->n, p->env->send->message_id ? p->env->send->message_id : "", n);
+    free(rs);
+    free(rptrs);
+}
+
 static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
 {
     int st = cw_store_reply_status(r);
     bool dup = cw_store_reply_duplicate(r);
+    if (dup && st == CW_OK) {
+        on_duplicate(b, p, r);
+        return;
+    }
     /* The store answers per message CW_OK (stored for someone), QUEUE_FULL
      * or UNKNOWN_USER (stored for no one); anything else means the append
      * failed and nothing of it is stored. */
@@ -476,13 +525,13 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         reply.status = (Causeway__V1__Status) CW_OK;
         reply.detail = "no known recipient; nothing stored";
     }
-    reply.duplicate = dup;
+    reply.duplicate = dup && !failed;
     reply.n_recipients = p->n;
     reply.recipients = rptrs;
     out.body_case = CW_BODY(REPLY);
     out.reply = &reply;
     if (!cw_status_is_success((int) reply.status))
-        b->stats.bad_frames++;
+        b->stats.refused++;
     cwe_send_to_id(b, p->id + 1, p->id[0], &out);
     b->stats.messages_routed++;
     CW_INFO("stored %s -> %s%zu recipient(s): accepted %zu, full %zu%s (%s)", p->user,
@@ -601,6 +650,25 @@ static void on_ack(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
     cwe_reply_status(b, p->id + 1, p->id[0], p->request_id, st, detail);
 }
 
+/* A resume clock write is answered: write the newer one that waited. */
+static void on_clock_saved(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
+{
+    cw_user_t *u = cw_sessions_user(b->sessions, p->user);
+    if (cw_store_reply_status(r) != CW_OK)
+        CW_ERROR("saving the clock of %s failed: %s", p->user,
+                 cw_status_name(cw_store_reply_status(r)));
+    if (!u)
+        return;
+    u->clock_saving = false;
+    if (cw_store_reply_status(r) != CW_OK) {
+        if (u->clock_saved == p->seq)
+            u->clock_saved = 0; /* the user's next frame with a clock writes it again */
+        return;
+    }
+    if (u->clock_own > u->clock_saved)
+        cwd_save_clock(b, u, false);
+}
+
 void cwd_on_replies(cw_broker_t *b)
 {
     cw_durable_t *d = b->durable;
@@ -615,7 +683,7 @@ void cwd_on_replies(cw_broker_t *b)
         while (p && p->token != token) {
             CW_ERROR("store reply %llu out of order (expected %llu)", (unsigned long long) token,
                      (unsigned long long) p->token);
-            if (p->kind != P_PUSH_READ && p->kind != P_ADD_USER)
+            if (p->kind != P_PUSH_READ && p->kind != P_ADD_USER && p->kind != P_CLOCK)
                 cwe_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_INTERNAL,
                                  "store reply lost");
             budget_release(b, p);
@@ -635,6 +703,7 @@ void cwd_on_replies(cw_broker_t *b)
         case P_FETCH:
         case P_HISTORY: on_listing(b, p, r); break;
         case P_ACK: on_ack(b, p, r); break;
+        case P_CLOCK: on_clock_saved(b, p, r); break;
         case P_ADD_USER: {
             cw_user_t *u = cw_sessions_user(b->sessions, p->user);
             bool ok = cw_store_reply_status(r) == CW_OK;
@@ -674,6 +743,27 @@ int cwd_add_user(cw_broker_t *b, const char *name)
     if (u) /* else the caller is about to create it, and marks it */
         u->stored = CW_USER_STORING;
     return CW_OK;
+}
+
+void cwd_save_clock(cw_broker_t *b, cw_user_t *u, bool now)
+{
+    cw_durable_t *d = b->durable;
+    if (!d || !u->clock_len || u->clock_own <= u->clock_saved || (u->clock_saving && !now) ||
+        d->closing)
+        return;
+    pending_t *p = pending_new(d, P_CLOCK, NULL, 0, 0, u->name);
+    if (!p)
+        return; /* written with the user's next clock */
+    p->seq = u->clock_own;
+    int rc = cw_store_actor_save_clock(d->actor, p->token, u->name, u->clock_own, u->clock,
+                                       u->clock_len);
+    if (rc != CW_OK) {
+        pending_free(p);
+        return; /* the pipe is full: written with the user's next clock */
+    }
+    pending_push(d, p);
+    u->clock_saving = true;
+    u->clock_saved = u->clock_own;
 }
 
 void cwd_on_login(cw_broker_t *b, cw_session_t *s)
@@ -755,7 +845,11 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
     }
     p->n = (size_t) n;
     p->timestamp_us = b->now_us;
-    if (n_store == 0) {
+    /* With no known recipient nothing can be stored, but a message id may
+     * repeat a stored message, which is answered as the duplicate it is
+     * (§13.2): the store is asked with no recipients. */
+    bool ask_only = n_store == 0 && send->message_id && *send->message_id;
+    if (n_store == 0 && !ask_only) {
         /* Nobody to store for: answer now, through the same reply path. */
         Causeway__V1__RecipientStatus **rptrs = p->rptrs;
         cw_env_t out;
@@ -773,7 +867,7 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
         cwe_send_to_id(b, id, id_len, &out);
         goto fail;
     }
-    if (b->cfg.store_max) {
+    if (b->cfg.store_max && n_store) {
         cw_store_actor_stats_t st;
         cw_store_actor_stats(d->actor, &st);
         if (st.pending + d->inflight_entries + n_store > b->cfg.store_max) {
@@ -942,6 +1036,26 @@ int cwd_open(cw_broker_t *b, char *err, size_t errlen)
         pending += users[i].pending;
     }
     cw_store_users_free(&users, n);
+    cw_store_clock_t *clocks = NULL;
+    size_t n_clocks = 0;
+    if (cw_store_list_clocks(store, &clocks, &n_clocks) != CW_OK) {
+        snprintf(err, errlen, "cannot read the resume clocks: %s", cw_store_errmsg(store));
+        cw_store_close(&store);
+        return -1;
+    }
+    for (size_t i = 0; i < n_clocks; i++) {
+        cw_user_t *u = cw_sessions_user(b->sessions, clocks[i].name);
+        if (!u) { /* every clock's user logged in, so is in the user log */
+            CW_WARN("ignoring the stored clock of '%s'", clocks[i].name);
+            continue;
+        }
+        free(u->clock);
+        u->clock = clocks[i].clock; /* taken over */
+        u->clock_len = clocks[i].clock_len;
+        u->clock_own = u->clock_saved = clocks[i].own;
+        clocks[i].clock = NULL;
+    }
+    cw_store_clocks_free(&clocks, n_clocks);
     b->durable = calloc(1, sizeof *b->durable);
     if (!b->durable) {
         snprintf(err, errlen, "out of memory");
@@ -968,6 +1082,10 @@ void cwd_close(cw_broker_t *b)
     /* Answer what the store still owes: a sender whose message is being
      * committed gets its ACCEPTED (or error) before the broker exits. No
      * new push reads meanwhile, so the FIFO drains. */
+    /* The clocks not yet written go first (each behind the user's write in
+     * flight, if any; the drain below waits for both). */
+    for (size_t i = 0; i < cw_sessions_user_count(b->sessions); i++)
+        cwd_save_clock(b, cw_sessions_user_at(b->sessions, i), true);
     d->closing = true;
     int64_t deadline = cw_mono_ms() + DRAIN_MS;
     while (d->head && cw_mono_ms() < deadline) {
@@ -977,7 +1095,7 @@ void cwd_close(cw_broker_t *b)
     }
     pending_t *p;
     while ((p = pending_pop(d))) {
-        if (p->kind != P_PUSH_READ && p->kind != P_ADD_USER)
+        if (p->kind != P_PUSH_READ && p->kind != P_ADD_USER && p->kind != P_CLOCK)
             cwe_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_SHUTTING_DOWN,
                              "broker stopped before the store answered");
         budget_release(b, p);

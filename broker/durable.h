@@ -20,6 +20,12 @@ void cwd_on_replies(cw_broker_t *b);
 /* Persists a new user name (the request is ordered before any append that
  * names the user). CW_OK (or live-only), else a status for the login reply. */
 int cwd_add_user(cw_broker_t *b, const char *name);
+/* Writes u's resume clock to the store if it is newer than the last one
+ * written: at once with `now`, else only when no write of u's is in flight
+ * (the reply of that one writes the newest). Ordered before every later
+ * request: a durable Send's clock is committed no later than the message.
+ * Best effort: a failure is logged, the next newer clock is written. */
+void cwd_save_clock(cw_broker_t *b, cw_user_t *u, bool now);
 /* A session logged in or resumed: starts pushing the user's queue, from
  * the first unacknowledged message, unless the session pulls. */
 void cwd_on_login(cw_broker_t *b, cw_session_t *s);

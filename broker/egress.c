@@ -92,8 +92,10 @@ void cwe_send_to_session(cw_broker_t *b, cw_session_t *s, const cw_env_t *env)
     }
 }
 
-void cwe_reply_status(cw_broker_t *b, const void *id, size_t id_len, uint64_t request_id,
-                      int status, const char *detail)
+/* Builds and sends a status reply; a non-success status is counted in
+ * *counter. */
+static void reply_counted(cw_broker_t *b, const void *id, size_t id_len, uint64_t request_id,
+                          int status, const char *detail, uint64_t *counter)
 {
     cw_env_t env;
     Causeway__V1__Reply reply;
@@ -104,9 +106,21 @@ void cwe_reply_status(cw_broker_t *b, const void *id, size_t id_len, uint64_t re
     env.body_case = CW_BODY(REPLY);
     env.reply = &reply;
     if (!cw_status_is_success(status)) {
-        b->stats.bad_frames++;
+        (*counter)++;
         CW_DEBUG("reply %s to request %llu: %s", cw_status_name(status),
                  (unsigned long long) request_id, reply.detail);
     }
     cwe_send_to_id(b, id, id_len, &env);
+}
+
+void cwe_reply_status(cw_broker_t *b, const void *id, size_t id_len, uint64_t request_id,
+                      int status, const char *detail)
+{
+    reply_counted(b, id, id_len, request_id, status, detail, &b->stats.refused);
+}
+
+void cwe_reply_bad_frame(cw_broker_t *b, const void *id, size_t id_len, uint64_t request_id,
+                         int status, const char *detail)
+{
+    reply_counted(b, id, id_len, request_id, status, detail, &b->stats.bad_frames);
 }

@@ -12,7 +12,8 @@
  *           frame shared by every recipient is copied only when needed;
  *    reply  an envelope to a routing id that may have no session (replies
  *           to requests), through outq's accounting of bulky replies.
- *  cwe_reply_status is the one function that builds an error reply.
+ *  cwe_reply_status (and cwe_reply_bad_frame, the same counted as a bad
+ *  frame) is the one function that builds an error reply.
  */
 #ifndef CW_EGRESS_H
 #define CW_EGRESS_H
@@ -41,9 +42,13 @@ void cwe_send_to_id(cw_broker_t *b, const void *id, size_t id_len, const cw_env_
 void cwe_send_to_session(cw_broker_t *b, cw_session_t *s, const cw_env_t *env);
 
 /* The one function that builds an error (or bare status) reply: status and
- * detail (NULL: cw_strerror(status)) for request_id. Counts non-success
- * replies in b->stats.bad_frames. */
+ * detail (NULL: cw_strerror(status)) for request_id. A non-success status
+ * counts as a refused request (BrokerStats.refused_requests). */
 void cwe_reply_status(cw_broker_t *b, const void *id, size_t id_len, uint64_t request_id,
                       int status, const char *detail);
+/* The same reply for a frame refused by PROTOCOL.md §5 steps 1-7, counted
+ * in BrokerStats.bad_frames instead. */
+void cwe_reply_bad_frame(cw_broker_t *b, const void *id, size_t id_len, uint64_t request_id,
+                         int status, const char *detail);
 
 #endif

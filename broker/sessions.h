@@ -40,6 +40,15 @@ typedef struct {
                                          bucket; kept across sessions, so a new login does
                                          not refill it) */
     int64_t tokens_ms;                /* when tokens was last refilled; 0: never (full) */
+    /* Resume clock (PROTOCOL.md 11.4): the clock with the highest own entry
+     * that this user's sessions put on any frame, as a serialized Deliver
+     * holding only `clock` (the stored-clock form of durable.c); owned. */
+    uint8_t *clock;
+    size_t clock_len;                 /* 0: none known */
+    uint64_t clock_own;               /* the user's own entry in `clock` */
+    uint64_t clock_saved;             /* durable: own entry of the last clock submitted
+                                         to the store */
+    bool clock_saving;                /* durable: a clock write is in flight */
 } cw_user_t;
 
 enum { CW_USER_UNSTORED = 0, CW_USER_STORING = 1, CW_USER_STORED = 2 };

@@ -88,6 +88,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1140,6 +1141,57 @@ static int answer_duplicate(cw_store_t *s, cw_store_msg_t *m, const char *mid)
     return 0;
 }
 
+int cw_store_original(cw_store_t *s, const char *sender, const char *message_id,
+                      cw_store_rcpt_t **rcpts, size_t *n)
+{
+    *rcpts = NULL;
+    *n = 0;
+    if (!s || !sender || !message_id || !*message_id)
+        return CW_ERR_INVALID;
+    sqlite3_stmt *st = stmt(s, S_DEDUP_FIND);
+    sqlite3_bind_text(st, 1, sender, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, message_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        sqlite3_reset(st);
+        if (rc == SQLITE_DONE)
+            return CW_UNKNOWN_USER;
+        sql_err(s, "looking up message id");
+        return CW_STORE_ERROR;
+    }
+    const uint8_t *blob = sqlite3_column_blob(st, 0);
+    size_t len = (size_t) sqlite3_column_bytes(st, 0);
+    /* One block: the array, then the names (the record holds them with
+     * their NULs, so len bytes are enough for them). */
+    size_t count = 0;
+    for (size_t off = 0; off + RCPT_REC_FIXED < len; count++)
+        off += RCPT_REC_FIXED + strnlen((const char *) blob + off + RCPT_REC_FIXED,
+                                        len - off - RCPT_REC_FIXED) + 1;
+    cw_store_rcpt_t *out = malloc(count * sizeof *out + len + 1);
+    if (!out) {
+        sqlite3_reset(st);
+        set_err(s, "original: out of memory");
+        return CW_ERR_NOMEM;
+    }
+    char *names = (char *) (out + count);
+    size_t k = 0, at = 0;
+    for (size_t off = 0; off + RCPT_REC_FIXED < len && k < count; k++) {
+        const char *name = (const char *) blob + off + RCPT_REC_FIXED;
+        size_t nl = strnlen(name, len - off - RCPT_REC_FIXED);
+        memcpy(names + at, name, nl);
+        names[at + nl] = 0;
+        out[k].name = names + at;
+        out[k].status = blob[off];
+        out[k].seq = get_u64le(blob + off + 1);
+        at += nl + 1;
+        off += RCPT_REC_FIXED + nl + 1;
+    }
+    sqlite3_reset(st);
+    *rcpts = out;
+    *n = k;
+    return CW_OK;
+}
+
 /* Appends one message inside the open transaction. CW_OK (m->status says
  * what happened) or CW_STORE_ERROR (errmsg set; the caller aborts).
  *
@@ -1154,6 +1206,18 @@ static int answer_duplicate(cw_store_t *s, cw_store_msg_t *m, const char *mid)
 static int append_one(cw_store_t *s, cw_store_msg_t *m)
 {
     m->duplicate = 0;
+    if (m->n_rcpts == 0 && m->sender && *m->sender && m->message_id && *m->message_id &&
+        m->text) {
+        /* No known recipient: only the repeat of a stored message answers
+         * (the broker asks so that a retry naming nobody known is still
+         * answered as the duplicate it is). */
+        int dup = answer_duplicate(s, m, m->message_id);
+        if (dup < 0)
+            return CW_STORE_ERROR;
+        if (dup == 0)
+            m->status = CW_UNKNOWN_USER;
+        return CW_OK;
+    }
     if (!m->sender || !*m->sender || !m->rcpts || m->n_rcpts == 0 || !m->text ||
         (m->clock_len && !m->clock)) {
         m->status = CW_BAD_REQUEST;
@@ -1709,4 +1773,118 @@ int cw_store_verify(cw_store_t *s)
         return CW_INTERNAL;
     }
     return CW_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Resume clocks (store.h, PROTOCOL.md 11.4). Their own table, apart from
+ * the message schema: created on the first write (CREATE ... IF NOT
+ * EXISTS, inside the caller's transaction), so stores written before it
+ * open unchanged. Statements are prepared per call: a clock is written at
+ * most once per user per store group, far from the hot path.
+ */
+
+#define CLOCKS_TABLE_SQL \
+    "CREATE TABLE IF NOT EXISTS clocks (name TEXT PRIMARY KEY, own INTEGER NOT NULL, " \
+    "clock BLOB NOT NULL)"
+
+int cw_store_save_clock(cw_store_t *s, const char *name, uint64_t own, const uint8_t *clock,
+                        size_t clock_len)
+{
+    if (!s || (!clock && clock_len) || clock_len > INT_MAX)
+        return CW_ERR_INVALID;
+    if (s->state == STORE_FAILED)
+        return failed_refusal(s);
+    if (!name_ok(name))
+        return CW_BAD_NAME;
+    int own_txn;
+    int rc = txn_enter(s, &own_txn);
+    if (rc != CW_OK)
+        return rc;
+    if (sqlite3_exec(s->db, CLOCKS_TABLE_SQL, NULL, NULL, NULL) != SQLITE_OK)
+        return txn_leave(s, own_txn, sql_err(s, "creating the clocks table"));
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO clocks (name, own, clock) VALUES (?, ?, ?)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return txn_leave(s, own_txn, sql_err(s, "saving a clock"));
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64) own);
+    sqlite3_bind_blob(st, 3, clock_len ? (const void *) clock : "", (int) clock_len, SQLITE_STATIC);
+    int step = exec_stmt(st);
+    sqlite3_finalize(st);
+    if (step != SQLITE_DONE)
+        return txn_leave(s, own_txn, sql_err(s, "saving a clock"));
+    s->txn_wrote = 1;
+    return txn_leave(s, own_txn, CW_OK);
+}
+
+int cw_store_list_clocks(cw_store_t *s, cw_store_clock_t **out, size_t *n)
+{
+    if (!s || !out || !n)
+        return CW_ERR_INVALID;
+    *out = NULL;
+    *n = 0;
+    if (s->state == STORE_FAILED)
+        return failed_refusal(s);
+    char buf[16];
+    if (pragma_text(s->db, "SELECT count(*) FROM sqlite_master WHERE name = 'clocks'", buf,
+                    sizeof buf) != SQLITE_OK)
+        return sql_err(s, "listing clocks");
+    if (atoi(buf) == 0)
+        return CW_OK; /* a store that never saved a clock */
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, "SELECT name, own, clock FROM clocks ORDER BY name", -1, &st,
+                                NULL);
+    if (rc != SQLITE_OK)
+        return sql_err(s, "listing clocks");
+    cw_store_clock_t *arr = NULL;
+    size_t cap = 0, i = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (i == cap) {
+            size_t ncap = cap ? 2 * cap : 16;
+            cw_store_clock_t *na = realloc(arr, ncap * sizeof *na);
+            if (!na)
+                break;
+            arr = na;
+            cap = ncap;
+        }
+        const char *name = (const char *) sqlite3_column_text(st, 0);
+        const void *blob = sqlite3_column_blob(st, 2);
+        size_t len = (size_t) sqlite3_column_bytes(st, 2);
+        arr[i].name = strdup(name ? name : "");
+        arr[i].own = (uint64_t) sqlite3_column_int64(st, 1);
+        arr[i].clock = malloc(len ? len : 1);
+        arr[i].clock_len = len;
+        if (!arr[i].name || !arr[i].clock) {
+            free(arr[i].name);
+            free(arr[i].clock);
+            break;
+        }
+        if (len)
+            memcpy(arr[i].clock, blob, len);
+        i++;
+    }
+    sqlite3_finalize(st);
+    if (rc == SQLITE_ROW) {
+        cw_store_clocks_free(&arr, i);
+        return CW_ERR_NOMEM;
+    }
+    if (rc != SQLITE_DONE) {
+        cw_store_clocks_free(&arr, i);
+        return sql_err(s, "listing clocks");
+    }
+    *out = arr;
+    *n = i;
+    return CW_OK;
+}
+
+void cw_store_clocks_free(cw_store_clock_t **clocks, size_t n)
+{
+    if (!clocks || !*clocks)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free((*clocks)[i].name);
+        free((*clocks)[i].clock);
+    }
+    free(*clocks);
+    *clocks = NULL;
 }

@@ -111,10 +111,16 @@
  *  while the daemon is unreachable and are dropped (counted) beyond it. A
  *  batch whose confirmation is lost is sent again (at least once: a daemon
  *  that stored it and then lost the reply stores it twice). The process
- *  name is the user name, and the clock starts empty with each
- *  cw_client_t: two runs under one name look like one process whose clock
- *  went back (audit: clock-rule); give each run its own trace or daemon
- *  store, or its own name.
+ *  name is the user name.
+ *
+ *  Runs of one user (PROTOCOL.md 11.4): at login the library merges the
+ *  user's resume clock (LoginInfo.clock, the last clock the broker saw
+ *  from the user) into the session's clock, without a tick, and attaches
+ *  the clock to every frame of the session (Ack, Fetch, Logout, heartbeats
+ *  too). So successive cw_client_t of one user continue one clock: two
+ *  runs never stamp the same clock, and their events audit as one process.
+ *  Not covered: deliveries a process handled after its last frame when it
+ *  was killed, and a live-only broker that restarted in between.
  */
 #ifndef CAUSEWAY_H
 #define CAUSEWAY_H
@@ -302,10 +308,13 @@ typedef struct {
     uint64_t frames_out;       /* frames sent */
     uint64_t messages_routed;  /* Send requests that reached routing */
     uint64_t deliveries;       /* Deliver frames pushed */
-    uint64_t bad_frames;       /* frames refused as malformed or too large */
+    uint64_t bad_frames;       /* frames refused as malformed or too large
+                                  (PROTOCOL.md §5 steps 1-7) */
     uint64_t expired_sessions; /* sessions ended by missed heartbeats */
     uint64_t stored_messages;  /* durable: queue entries waiting */
     uint64_t fsyncs;           /* durable: store commits */
+    uint64_t refused_requests; /* well-formed requests answered with an error
+                                  status (NAME_TAKEN, RATE_LIMITED, ...) */
 } cw_stats_t;
 
 /* The broker's answer to one request. Fields not used by a request are

@@ -131,9 +131,10 @@ static void help_send(FILE *f)
     fprintf(f,
             "Usage: causeway send --name NAME (--to USER[,USER...] | --all) [OPTIONS] TEXT...\n"
             "\n"
-            "Logs in as NAME (quietly), sends TEXT (the words joined by spaces; read\n"
-            "from standard input when no TEXT is given), prints one result per\n"
-            "recipient and logs out.\n"
+            "Logs in as NAME (quietly, in pull mode: messages stored for NAME stay\n"
+            "queued), sends TEXT (the words joined by spaces; read from standard\n"
+            "input when no TEXT is given), prints one result per recipient and\n"
+            "logs out.\n"
             "\n"
             "Live (default): handed to recipients online now (DELIVERED); offline ones\n"
             "get nothing (OFFLINE). Sent at most once.\n"
@@ -556,7 +557,9 @@ static int cmd_send(const cli_opts_t *o)
 
     int code = CLI_EXIT_OK;
     cw_reply_t *reply = NULL;
-    cw_client_t *c = cli_connect(o, 1, 0, 0);
+    /* Pull mode: stored messages for NAME stay queued for fetch, listen or
+     * chat instead of being pushed to a run that never shows them. */
+    cw_client_t *c = cli_connect(o, 1, 1, 0);
     if (!c) {
         free(text);
         return CLI_EXIT_USAGE;

@@ -472,6 +472,7 @@ void cli_print_stats(FILE *f, const cli_opts_t *o, const cw_reply_t *r)
         {"expired_sessions", st->expired_sessions},
         {"stored_messages", st->stored_messages},
         {"fsyncs", st->fsyncs},
+        {"refused_requests", st->refused_requests},
     };
     size_t n = sizeof rows / sizeof rows[0];
     cli_str_t s = {0};

@@ -179,6 +179,7 @@ cw_reply_t *cw_conv_reply(const cw_reply_msg_t *r)
             .expired_sessions = s->expired_sessions,
             .stored_messages = s->stored_messages,
             .fsyncs = s->fsyncs,
+            .refused_requests = s->refused_requests,
         };
     }
     if (r->n_messages) {

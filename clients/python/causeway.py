@@ -299,6 +299,7 @@ class Stats:
     expired_sessions: int
     stored_messages: int
     fsyncs: int
+    refused_requests: int = 0   # well-formed requests answered with an error status
 
 
 @dataclasses.dataclass
@@ -1133,6 +1134,12 @@ class _IoThread:
 
     def envelope(self, body, msg=None, rid=0, clock=None):
         env = pb.Envelope(version=1, request_id=rid)
+        if clock is None and body != "login" and self.name and self.state == _ONLINE:
+            # Every frame of a session carries the clock, so the broker
+            # learns the user's resume clock also from deliveries' ticks
+            # (PROTOCOL.md 11.4).
+            with self.c._lock:
+                clock = _sorted_clock(self.c._clock)
         if clock:
             for node, counter in clock.items():
                 env.clock.add(node=node, counter=counter)
@@ -1226,6 +1233,12 @@ class _IoThread:
         self.max_frame = info.max_frame
         self.last_recv = self.last_send = time.monotonic()
         with self.c._lock:
+            # The user's clock as the broker last saw it (PROTOCOL.md 11.4),
+            # merged before our first event: our own entry goes on above
+            # every event of earlier clients of this user. Not an event.
+            for e in info.clock:
+                if e.counter > self.c._clock.get(e.node, 0):
+                    self.c._clock[e.node] = e.counter
             self.c._name = name
             self.c._info = LoginInfo(info.broker_version, info.heartbeat_ms, info.liveness,
                                      info.max_frame, info.max_recipients, info.max_text,

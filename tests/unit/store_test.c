@@ -459,6 +459,60 @@ static void test_ttl_expiry(void **state)
     remove_dir(&dir);
 }
 
+/* A repeat is answered with the original's recipients (cw_store_original),
+ * whatever it names; a repeat naming nobody (n_rcpts 0) only asks. */
+static void test_original_recipients(void **state)
+{
+    (void) state;
+    char *dir = make_dir();
+    cw_store_t *s = open_store(dir, NULL);
+    const uint64_t now = cw_now_us();
+    add_users(s, base_users);
+    tmsg_t w, a, b;
+    tmsg(&w, "alice", "w", "warm-up", now, 0, "carol");
+    assert_int_equal(append1(s, &w), CW_OK);
+    tmsg(&a, "alice", "orig", "original", now, 0, "bob,carol");
+    assert_int_equal(append1(s, &a), CW_OK);
+    cw_store_rcpt_t *o = NULL;
+    size_t n = 0;
+    assert_int_equal(cw_store_original(s, "alice", "orig", &o, &n), CW_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(o[0].name, "bob");
+    assert_int_equal(o[0].status, CW_ACCEPTED);
+    assert_int_equal(o[0].seq, 1);
+    assert_string_equal(o[1].name, "carol");
+    assert_int_equal(o[1].seq, 2);
+    free(o);
+    assert_int_equal(cw_store_original(s, "bob", "orig", &o, &n), CW_UNKNOWN_USER);
+    assert_null(o);
+    assert_int_equal(cw_store_original(s, "alice", "", &o, &n), CW_ERR_INVALID);
+    /* a disjoint repeat is a duplicate; the repeat's own names say
+     * BAD_REQUEST (not recipients of the original) */
+    tmsg(&b, "alice", "orig", "again", now, 0, "alice");
+    assert_int_equal(append1(s, &b), CW_OK);
+    assert_true(b.m.duplicate);
+    assert_int_equal(b.r[0].status, CW_BAD_REQUEST);
+    /* asking with no recipients */
+    tmsg(&b, "alice", "orig", "again", now, 0, "");
+    assert_int_equal(b.m.n_rcpts, 0);
+    assert_int_equal(append1(s, &b), CW_OK);
+    assert_true(b.m.duplicate);
+    assert_int_equal(b.m.status, CW_OK);
+    tmsg(&b, "alice", "never", "new", now, 0, "");
+    assert_int_equal(append1(s, &b), CW_OK);
+    assert_false(b.m.duplicate);
+    assert_int_equal(b.m.status, CW_UNKNOWN_USER);
+    tmsg(&b, "alice", NULL, "no id", now, 0, "");
+    assert_int_equal(append1(s, &b), CW_OK);
+    assert_int_equal(b.m.status, CW_BAD_REQUEST);
+    cw_store_stats_t st;
+    cw_store_stats(s, &st);
+    assert_int_equal(st.appended, 2);
+    assert_int_equal(cw_store_verify(s), CW_OK);
+    cw_store_close(&s);
+    remove_dir(&dir);
+}
+
 static void test_duplicates(void **state)
 {
     char *dir = make_dir();
@@ -1152,6 +1206,7 @@ int main(void)
         cmocka_unit_test(test_quota),
         cmocka_unit_test(test_ttl_expiry),
         cmocka_unit_test(test_duplicates),
+        cmocka_unit_test(test_original_recipients),
         cmocka_unit_test(test_history_retention),
         cmocka_unit_test(test_group_commit_and_rollback),
         cmocka_unit_test(test_second_open_refused),
