@@ -42,6 +42,7 @@
 #include "broker_internal.h"
 #include "durable.h"
 #include "egress.h"
+#include "observe.h"
 #include "outorder.h"
 #include "resume_clock.h"
 
@@ -162,7 +163,7 @@ static void reap(cw_broker_t *b)
                 continue;
             char name[CW_NAME_MAX_HARD + 1];
             strcpy(name, s->user->name);
-            cwo_release(s);
+            cwor_release(b, s);
             cw_sessions_close(b->sessions, &s, b->now_us);
             b->stats.expired++;
             CW_INFO("expired %s", name);
@@ -271,7 +272,7 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
             /* A new serial: store reads issued for the old connection are
              * ignored when they return, and cwd_on_login reads afresh. */
             s->serial = ++b->serial;
-            cwo_resumed(b, s);
+            cwor_resumed(b, s);
             resumed = true;
         } else {
             char detail[128];
@@ -308,6 +309,10 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
         if (!s->resumable) /* without a secret token nobody may resume it */
             CW_WARN("getrandom failed; session %s cannot be resumed", user->name);
         user->last_seen_us = b->now_us;
+        b->mc.logins++;
+        cwo_session_opened(b, s);
+        if (login->agent)
+            snprintf(s->agent, sizeof s->agent, "%.*s", (int) sizeof s->agent - 1, login->agent);
     }
     if (b->zap) {
         snprintf(s->key, sizeof s->key, "%s", b->peer_key);
@@ -315,7 +320,7 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
         s->gone = false;
     }
     s->quiet = login->quiet;
-    cwo_set_pull(b, s, login->pull); /* a resumed session that now pulls holds nothing back */
+    cwor_set_pull(b, s, login->pull); /* a resumed session that now pulls holds nothing back */
 
     cw_env_t out;
     Causeway__V1__Reply reply;
@@ -384,7 +389,7 @@ static void handle_logout(cw_broker_t *b, const void *id, size_t id_len, cw_sess
     strcpy(name, s->user->name);
     if (s->dead)
         b->n_dead--;
-    cwo_release(s);
+    cwor_release(b, s);
     cw_sessions_close(b->sessions, &s, b->now_us);
     CW_INFO("logout %s", name);
     announce(b, name, false, CAUSEWAY__V1__PRESENCE__REASON__REASON_LOGOUT, NULL);
@@ -528,7 +533,7 @@ static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_sessio
             zmq_msg_t copy;
             zmq_msg_init(&copy);
             zmq_msg_copy(&copy, &proto);
-            st = cwo_send_live(b, users[i]->session, &copy);
+            st = cwor_send_live(b, users[i]->session, &copy);
             if (st == CW_DELIVERED) {
                 delivered++;
             } else if (st == CW_FLOODED) {
@@ -542,6 +547,19 @@ static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_sessio
     }
     zmq_msg_close(&proto);
     b->stats.messages_routed++;
+    size_t text_len = send->text ? strlen(send->text) : 0;
+    int kind = cw_mon_kind(send->broadcast, send->n_to);
+    b->mc.rx[0][kind]++;
+    b->mc.rx_bytes[0][kind] += text_len;
+    b->mc.dl[0][kind] += delivered;
+    b->mc.dl_bytes[0][kind] += delivered * text_len;
+    b->mc.fates[CW_DELIVERED] += delivered;
+    b->mc.fates[CW_OFFLINE] += offline;
+    b->mc.fates[CW_UNKNOWN_USER] += unknown;
+    b->mc.fates[CW_FLOODED] += flooded;
+    cw_mon_ring_add(b->ring, b->now_us, s->user->name, to, send->broadcast ? 0 : (size_t) n,
+                    (size_t) n, send->broadcast, false, (uint32_t) delivered, send->text,
+                    text_len);
 
     cw_env_t out;
     Causeway__V1__Reply reply;
@@ -601,33 +619,6 @@ static void handle_who(cw_broker_t *b, const void *id, size_t id_len, const cw_e
     free(ptrs);
 }
 
-static void handle_stats(cw_broker_t *b, const void *id, size_t id_len, const cw_env_t *env)
-{
-    cw_env_t out;
-    Causeway__V1__Reply reply;
-    Causeway__V1__BrokerStats st;
-    cw_env_init(&out, env->request_id);
-    causeway__v1__reply__init(&reply);
-    causeway__v1__broker_stats__init(&st);
-    st.uptime_ms = (uint64_t) (b->now_ms - b->started_ms);
-    st.sessions = (uint32_t) cw_sessions_count(b->sessions);
-    st.known_users = (uint32_t) cw_sessions_user_count(b->sessions);
-    st.frames_in = b->stats.frames_in;
-    st.frames_out = b->stats.frames_out;
-    st.messages_routed = b->stats.messages_routed;
-    st.deliveries = b->stats.deliveries;
-    st.bad_frames = b->stats.bad_frames;
-    st.refused_requests = b->stats.refused;
-    st.expired_sessions = b->stats.expired;
-    cwd_stats(b, &st.stored_messages, &st.fsyncs);
-    reply.status = (Causeway__V1__Status) CW_OK;
-    reply.detail = "stats";
-    reply.stats = &st;
-    out.body_case = CW_BODY(REPLY);
-    out.reply = &reply;
-    cwe_send_to_id(b, id, id_len, &out);
-}
-
 /* The abuse limits a request passes before it is handled (docs/OPERATIONS.md
  * "Floods, slow readers and budgets"): the session's request rate
  * (token bucket: cfg.rate per second, up to cfg.burst at once), and the
@@ -639,13 +630,16 @@ static bool within_limits_or_reply(cw_broker_t *b, const void *id, size_t id_len
                                    cw_session_t *s, const cw_env_t *env)
 {
     int body = env->body_case;
+    bool operator_req = body == CW_BODY(SESSIONS) || body == CW_BODY(QUEUES) ||
+                        body == CW_BODY(RECENT);
     if (body != CW_BODY(LOGIN) && body != CW_BODY(SEND) && body != CW_BODY(WHO) &&
-        body != CW_BODY(STATS) && body != CW_BODY(FETCH) && body != CW_BODY(HISTORY))
+        body != CW_BODY(STATS) && body != CW_BODY(FETCH) && body != CW_BODY(HISTORY) &&
+        !operator_req)
         return true; /* Logout, Ack, Heartbeat; other bodies are refused anyway */
     if (s && !take_token(b, s->user, id, id_len, env->request_id))
         return false;
     if (body == CW_BODY(LOGIN) || body == CW_BODY(WHO) || body == CW_BODY(SEND) ||
-        body == CW_BODY(FETCH) || body == CW_BODY(HISTORY)) {
+        body == CW_BODY(FETCH) || body == CW_BODY(HISTORY) || operator_req) {
         /* Unread replies, and those owed for requests the store has not
          * answered yet (pipelined Fetch/History would pass otherwise). */
         uint64_t unread = cw_outq_unread(b->outq, id, id_len) + (s ? s->replies_owed : 0);
@@ -692,7 +686,16 @@ static void dispatch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t
         handle_who(b, id, id_len, env);
         break;
     case CW_BODY(STATS):
-        handle_stats(b, id, id_len, env);
+        cwo_stats(b, id, id_len, s, env);
+        break;
+    case CW_BODY(SESSIONS):
+        cwo_sessions(b, id, id_len, s, env);
+        break;
+    case CW_BODY(QUEUES):
+        cwo_queues(b, id, id_len, s, env);
+        break;
+    case CW_BODY(RECENT):
+        cwo_recent(b, id, id_len, s, env);
         break;
     case CW_BODY(ACK):
     case CW_BODY(FETCH):
@@ -729,6 +732,7 @@ static void handle_message(cw_broker_t *b, const void *id, size_t id_len,
                            const void *const *frames, const size_t *sizes, size_t n_frames)
 {
     b->stats.frames_in += n_frames;
+    b->mc.bytes_in += n_frames ? sizes[0] : 0;
     cw_session_t *s = cw_sessions_find(b->sessions, id, id_len);
     if (s && b->zap && (!b->peer_key || strcmp(s->key, b->peer_key) != 0)) {
         /* A client may choose its routing id: a connection that takes over
@@ -860,6 +864,7 @@ static int recv_one(cw_broker_t *b)
         sizes[i] = zmq_msg_size(&frames[i]);
     }
     update_time(b);
+    b->frame = kept ? &frames[0] : NULL;
     if (b->zap && kept) { /* the connection's key, from our ZAP handler; never the peer's say */
         b->peer_key = zmq_msg_gets(&frames[0], "User-Id");
         b->peer_fd = zmq_msg_get(&frames[0], ZMQ_SRCFD);
@@ -867,6 +872,7 @@ static int recv_one(cw_broker_t *b)
     cw_broker_handle(b, zmq_msg_data(&id), zmq_msg_size(&id), data, sizes, n);
     b->peer_key = NULL;
     b->peer_fd = -1;
+    b->frame = NULL;
     for (size_t i = 0; i < kept; i++)
         zmq_msg_close(&frames[i]);
     zmq_msg_close(&id);
@@ -1012,6 +1018,7 @@ int cw_broker_run(cw_broker_t *b, volatile sig_atomic_t *stop)
             tick(b);
             next_tick = b->now_ms + tick_ms;
         }
+        cwo_maybe_publish(b);
     }
     CW_INFO("shutting down: %zu sessions, %zu known users", cw_sessions_count(b->sessions),
             cw_sessions_user_count(b->sessions));
@@ -1034,7 +1041,9 @@ cw_broker_t *cw_broker_new(const cw_broker_config_t *cfg, char *err, size_t errl
     b->sessions = cw_sessions_new();
     b->outq = cw_outq_new();
     b->ctx = zmq_ctx_new();
-    if (!b->sessions || !b->outq || !b->ctx) {
+    b->ring = calloc(1, sizeof *b->ring);
+    b->monitor = cw_monitor_new();
+    if (!b->sessions || !b->outq || !b->ctx || !b->ring || !b->monitor) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -1095,6 +1104,8 @@ cw_broker_t *cw_broker_new(const cw_broker_config_t *cfg, char *err, size_t errl
     if (cfg->data[0] && cwd_open(b, err, errlen) != 0)
         goto fail;
     b->started_ms = cw_mono_ms();
+    b->started_us = cw_now_us();
+    b->ring->keep_text = cfg->monitor_text;
     update_time(b);
     return b;
 fail:
@@ -1110,7 +1121,7 @@ void cw_broker_destroy(cw_broker_t **p)
     update_time(b);
     cwd_close(b); /* answers what the store still owes, while the socket is open */
     for (size_t i = 0; b->sessions && i < cw_sessions_count(b->sessions); i++)
-        cwo_release(cw_sessions_at(b->sessions, i));
+        cwor_release(b, cw_sessions_at(b->sessions, i));
     if (b->mon)
         zmq_close(b->mon);
     if (b->router)
@@ -1120,6 +1131,8 @@ void cw_broker_destroy(cw_broker_t **p)
         zmq_ctx_term(b->ctx);
     cw_sessions_destroy(&b->sessions);
     cw_outq_destroy(&b->outq);
+    cw_monitor_destroy(&b->monitor);
+    free(b->ring);
     free(b);
     *p = NULL;
 }
@@ -1127,4 +1140,16 @@ void cw_broker_destroy(cw_broker_t **p)
 const char *cw_broker_endpoint(const cw_broker_t *b)
 {
     return b->endpoint;
+}
+
+cw_monitor_t *cw_broker_monitor(cw_broker_t *b)
+{
+    if (!b->monitor_wanted) {
+        b->monitor_wanted = true;
+        update_time(b);
+        cwo_snapshot(b, cw_monitor_back(b->monitor)); /* readers never see an empty one */
+        cw_monitor_publish(b->monitor);
+        b->next_publish_ms = b->now_ms + CW_MON_PUBLISH_MS;
+    }
+    return b->monitor;
 }

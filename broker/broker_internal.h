@@ -41,6 +41,7 @@
 #include "broker.h"
 #include "cw_envelope.h"
 #include "cw_sec.h"
+#include "monitor.h"
 #include "outq.h"
 #include "sessions.h"
 
@@ -75,6 +76,13 @@ struct cw_broker {
     int64_t now_ms;           /* monotonic time of the current message or tick */
     uint64_t now_us;          /* wall-clock time of the current message or tick */
     counters_t stats;         /* monotonic counters */
+    cw_mon_counters_t mc;     /* monitoring counters (monitor.h), router thread only */
+    cw_mon_ring_t *ring;      /* recently forwarded messages, owned */
+    cw_monitor_t *monitor;    /* snapshots for other threads (metrics), owned */
+    int64_t next_publish_ms;  /* monotonic time of the next snapshot publication */
+    bool monitor_wanted;      /* cw_broker_monitor was called: publish snapshots */
+    uint64_t started_us;      /* wall-clock start time */
+    const zmq_msg_t *frame;   /* the frame being handled (recv_one); NULL in-process */
     cw_zap_t *zap;            /* CURVE: ZAP handler and registered keys; NULL: plain */
     void *mon;                /* CURVE: PAIR reading the router's socket monitor
                                  (failed handshakes, closed connections); NULL if none */

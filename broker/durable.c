@@ -39,6 +39,13 @@
  *
  *  Stored clock: the sender's vector clock is stored as a serialized
  *  Deliver holding only its `clock` field, and decoded the same way.
+ *
+ *  Damaged entries (issue 11 item 7): an entry that must not be served as
+ *  data (entry_damage: the store found it damaged, CW_DAMAGED) is pushed,
+ *  fetched and listed as a Deliver with `damaged` set, its seq and nothing
+ *  else, which the client acknowledges like any other seq: the queue goes
+ *  on. Each distinct (user, seq) is logged once at ERROR and counted in
+ *  BrokerStats.damaged_entries (note_damaged).
  */
 #include "durable.h"
 
@@ -97,7 +104,11 @@ struct cw_durable {
     pending_t *head, *tail;      /* FIFO of submitted requests */
     size_t n_pending;            /* FIFO length */
     uint64_t inflight_entries;   /* queue entries of appends not yet answered */
+    zhashx_t *damaged_seen;      /* "user seq" of damaged entries already reported */
+    uint64_t damaged;            /* distinct damaged entries seen (BrokerStats) */
 };
+
+#define DAMAGED_SEEN_MAX 100000  /* (user, seq) pairs remembered; beyond, each read counts */
 
 /* ------------------------------------------------------------------------ */
 
@@ -288,7 +299,7 @@ static void cwd_check(cw_broker_t *b)
         if (p->kind == P_PUSH_READ) {
             cw_session_t *s = session_of(b, p);
             if (s) {
-                assert(s->delivery == CWO_READING);
+                assert(s->delivery == CWOR_READING);
                 reads++;
             }
         }
@@ -297,7 +308,7 @@ static void cwd_check(cw_broker_t *b)
     assert(entries == d->inflight_entries);
     for (size_t i = 0; i < cw_sessions_count(b->sessions); i++) {
         const cw_session_t *s = cw_sessions_at(b->sessions, i);
-        reading += s->delivery == CWO_READING && !s->dead;
+        reading += s->delivery == CWOR_READING && !s->dead;
     }
     assert(reading == reads);
     (void) reads;
@@ -308,12 +319,53 @@ static void cwd_check(cw_broker_t *b)
 #endif
 }
 
-/* Fills d from a store entry. *clock_msg receives a decoded clock holder
- * the caller frees (causeway__v1__deliver__free_unpacked) after packing. */
-static void entry_to_deliver(const cw_store_entry_t *e, Causeway__V1__Deliver *d,
-                             Causeway__V1__Deliver **clock_msg)
+/* Why the entry e must not be served as data, or NULL if it may. The one
+ * place that decides it: any other check of a stored entry (what the
+ * broker would now refuse at Send) belongs here too. */
+static const char *entry_damage(const cw_store_entry_t *e)
+{
+    if (e->status == CW_DAMAGED)
+        return "it failed its checksum in the store";
+    return NULL;
+}
+
+/* Tells the operator, once per (user, seq), that a message was lost. */
+static void note_damaged(cw_broker_t *b, const char *user, uint64_t seq, const char *why)
+{
+    cw_durable_t *d = b->durable;
+    char key[CW_NAME_MAX_HARD + 32];
+    snprintf(key, sizeof key, "%s %llu", user, (unsigned long long) seq);
+    if (d->damaged_seen && zhashx_lookup(d->damaged_seen, key))
+        return;
+    if (d->damaged_seen && zhashx_size(d->damaged_seen) < DAMAGED_SEEN_MAX)
+        zhashx_insert(d->damaged_seen, key, (void *) 1);
+    d->damaged++;
+    CW_ERROR("MESSAGE LOST: seq %llu of %s's queue is damaged (%s); delivered as a damaged "
+             "entry for the client to acknowledge (OPERATIONS.md, \"Damaged store files\")",
+             (unsigned long long) seq, user, why);
+}
+
+/* Fills d from a store entry of user's queue. *clock_msg receives a
+ * decoded clock holder the caller frees (causeway__v1__deliver__free_unpacked)
+ * after packing. */
+static void entry_to_deliver(cw_broker_t *b, const char *user, const cw_store_entry_t *e,
+                             Causeway__V1__Deliver *d, Causeway__V1__Deliver **clock_msg)
 {
     causeway__v1__deliver__init(d);
+    *clock_msg = NULL;
+    const char *why = entry_damage(e);
+    if (why) {
+        /* A lost message: its seq, for the client to acknowledge; nothing
+         * of its data (all of it is suspect). */
+        note_damaged(b, user, e->seq, why);
+        d->text = "";
+        d->from = "";
+        d->message_id = "";
+        d->seq = e->seq;
+        d->durable = true;
+        d->damaged = true;
+        return;
+    }
     d->from = (char *) e->sender;
     d->n_to = e->n_to;
     d->to = (char **) e->to;
@@ -324,7 +376,6 @@ static void entry_to_deliver(const cw_store_entry_t *e, Causeway__V1__Deliver *d
     d->seq = e->seq;
     d->message_id = (char *) e->message_id;
     d->durable = true;
-    *clock_msg = NULL;
     if (e->clock && e->clock_len) {
         *clock_msg = causeway__v1__deliver__unpack(NULL, e->clock_len, e->clock);
         if (*clock_msg) {
@@ -343,7 +394,7 @@ static void push_read(cw_broker_t *b, cw_session_t *s)
     uint64_t from = 0;
     uint32_t max = 0;
     bool redeliver = false;
-    if (d->closing || !cwo_read_wanted(b, s, READ_BATCH, &from, &max, &redeliver))
+    if (d->closing || !cwor_read_wanted(b, s, READ_BATCH, &from, &max, &redeliver))
         return;
     pending_t *p = pending_new(d, P_PUSH_READ, NULL, 0, 0, s->user->name);
     if (!p)
@@ -357,7 +408,7 @@ static void push_read(cw_broker_t *b, cw_session_t *s)
         pending_free(p);
         return; /* the tick retries */
     }
-    cwo_read_submitted(b, s);
+    cwor_read_submitted(b, s);
     pending_push(d, p);
 }
 
@@ -377,8 +428,8 @@ static void inflight_done(cw_broker_t *b, pending_t *p)
             /* Live messages read after this append follow its entry (or,
              * if it was not stored for u, what u's queue holds now). */
             bool stored = p->rcpts[i].status == (Causeway__V1__Status) CW_ACCEPTED;
-            cwo_held_resolve(u->session, p->token, stored ? p->rcpts[i].seq : u->last_seq);
-            cwo_flush_held(b, u->session);
+            cwor_held_resolve(u->session, p->token, stored ? p->rcpts[i].seq : u->last_seq);
+            cwor_flush_held(b, u->session);
         }
     }
 }
@@ -461,6 +512,8 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
             p->rcpts[i].seq = cw_store_reply_rcpt_seq(r, (size_t) k);
             if (p->users[i] && p->rcpts[i].seq > p->users[i]->last_seq)
                 p->users[i]->last_seq = p->rcpts[i].seq;
+            if (p->users[i] && !dup)
+                p->users[i]->queued++;
         }
         accepted += rs == CW_ACCEPTED;
         full += rs == CW_QUEUE_FULL;
@@ -496,10 +549,10 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
             if (p->rcpts[i].status != (Causeway__V1__Status) CW_ACCEPTED || !p->users[i])
                 continue;
             cw_session_t *s = p->users[i]->session;
-            if (!s || !cwo_takes_commit(s, p->rcpts[i].seq))
+            if (!s || !cwor_takes_commit(s, p->rcpts[i].seq))
                 continue;
             dl.seq = p->rcpts[i].seq;
-            cwo_push_stored(b, s, &dl);
+            cwor_push_stored(b, s, &dl);
         }
     }
 
@@ -530,10 +583,25 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
     reply.recipients = rptrs;
     out.body_case = CW_BODY(REPLY);
     out.reply = &reply;
-    if (!cw_status_is_success((int) reply.status))
+    if (!cw_status_is_success((int) reply.status)) {
         b->stats.refused++;
+        cw_mon_count(b->mc.refusals, (int) reply.status);
+    }
     cwe_send_to_id(b, p->id + 1, p->id[0], &out);
     b->stats.messages_routed++;
+    {
+        const Causeway__V1__Send *send = p->env->send;
+        size_t text_len = send->text ? strlen(send->text) : 0;
+        int kind = cw_mon_kind(send->broadcast, send->n_to);
+        b->mc.rx[1][kind]++;
+        b->mc.rx_bytes[1][kind] += text_len;
+        for (size_t i = 0; i < p->n; i++) {
+            cw_mon_count(b->mc.fates, (int) p->rcpts[i].status);
+            p->to[i] = p->rcpts[i].name;
+        }
+        cw_mon_ring_add(b->ring, p->timestamp_us, p->user, p->to, send->broadcast ? 0 : p->n,
+                        p->n, send->broadcast, true, (uint32_t) accepted, send->text, text_len);
+    }
     CW_INFO("stored %s -> %s%zu recipient(s): accepted %zu, full %zu%s (%s)", p->user,
             p->env->send->broadcast ? "all: " : "", p->n, accepted, full,
             dup ? ", duplicate" : "", cw_status_name((int) reply.status));
@@ -547,29 +615,30 @@ static void on_push_read(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
     int st = cw_store_reply_status(r);
     if (st != CW_OK) {
         CW_WARN("reading %s's queue failed: %s", s->user->name, cw_status_name(st));
-        cwo_read_failed(b, s); /* still catching up: the tick retries after a backoff */
+        cwor_read_failed(b, s); /* still catching up: the tick retries after a backoff */
         return;
     }
-    cwo_read_returned(b, s);
+    cwor_read_returned(b, s);
+    s->user->queued = cw_store_reply_pending(r);
     size_t n = 0;
     const cw_store_entry_t *e = cw_store_reply_entries(r, &n);
     for (size_t i = 0; i < n; i++) {
         Causeway__V1__Deliver dl, *clock = NULL;
-        entry_to_deliver(&e[i], &dl, &clock);
+        entry_to_deliver(b, s->user->name, &e[i], &dl, &clock);
         dl.redelivered = p->redeliver;
         if (dl.expired)
             CW_INFO("message seq %llu for %s expired before delivery",
                     (unsigned long long) e[i].seq, s->user->name);
-        bool ok = cwo_push_stored(b, s, &dl);
+        bool ok = cwor_push_stored(b, s, &dl);
         if (clock)
             causeway__v1__deliver__free_unpacked(clock, NULL);
         if (!ok)
             return; /* the rest in order, from the tick */
     }
     if (n < p->max)
-        cwo_read_drained(b, s); /* the whole queue is out: pushes follow commits */
-    cwo_flush_held(b, s);       /* what waited for the entries just pushed */
-    if (cwo_catching_up(s))
+        cwor_read_drained(b, s); /* the whole queue is out: pushes follow commits */
+    cwor_flush_held(b, s);       /* what waited for the entries just pushed */
+    if (cwor_catching_up(s))
         push_read(b, s);
 }
 
@@ -591,7 +660,7 @@ static void on_listing(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         cwe_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_INTERNAL, "out of memory");
     } else {
         for (size_t i = 0; i < n; i++) {
-            entry_to_deliver(&e[i], &dl[i], &clocks[i]);
+            entry_to_deliver(b, p->user, &e[i], &dl[i], &clocks[i]);
             ptrs[i] = &dl[i];
         }
         /* At most max_reply bytes of messages, and always at least one:
@@ -639,8 +708,11 @@ static void on_ack(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
 {
     int st = cw_store_reply_status(r);
     cw_session_t *s = session_of(b, p);
+    cw_user_t *u = st == CW_OK ? cw_sessions_user(b->sessions, p->user) : NULL;
+    if (u)
+        u->queued = cw_store_reply_pending(r);
     if (st == CW_OK && s) {
-        cwo_acked(b, s, p->seq);
+        cwor_acked(b, s, p->seq);
         push_read(b, s);
     }
     st = wire_status(st);
@@ -771,7 +843,7 @@ void cwd_on_login(cw_broker_t *b, cw_session_t *s)
     if (!b->durable || s->pull)
         return;
     /* Everything unacknowledged goes out again, from the start of the queue. */
-    cwo_start(b, s);
+    cwor_start(b, s);
     push_read(b, s);
 }
 
@@ -784,7 +856,7 @@ void cwd_tick(cw_broker_t *b)
         cw_session_t *s = cw_sessions_at(b->sessions, i);
         if (s->dead || s->pull)
             continue;
-        cwo_tick(b, s);  /* redelivery when an ack is overdue */
+        cwor_tick(b, s);  /* redelivery when an ack is overdue */
         push_read(b, s); /* also retries reads that failed */
     }
     cwd_check(b);
@@ -1033,6 +1105,7 @@ int cwd_open(cw_broker_t *b, char *err, size_t errlen)
         }
         u->stored = CW_USER_STORED;
         u->last_seq = users[i].last_seq;
+        u->queued = users[i].pending;
         pending += users[i].pending;
     }
     cw_store_users_free(&users, n);
@@ -1062,6 +1135,7 @@ int cwd_open(cw_broker_t *b, char *err, size_t errlen)
         cw_store_close(&store);
         return -1;
     }
+    b->durable->damaged_seen = zhashx_new();   /* NULL: every read counts */
     b->durable->actor = cw_store_actor_new(&store, 0);
     if (!b->durable->actor) {
         snprintf(err, errlen, "cannot start the store thread");
@@ -1103,6 +1177,7 @@ void cwd_close(cw_broker_t *b)
         pending_free(p);
     }
     cw_store_actor_destroy(&d->actor);
+    zhashx_destroy(&d->damaged_seen);
     free(d);
     b->durable = NULL;
 }
@@ -1112,13 +1187,23 @@ void *cwd_poll_handle(cw_broker_t *b)
     return b->durable ? zsock_resolve(cw_store_actor_sock(b->durable->actor)) : NULL;
 }
 
-void cwd_stats(cw_broker_t *b, uint64_t *stored, uint64_t *fsyncs)
+void cwd_stats(cw_broker_t *b, uint64_t *stored, uint64_t *fsyncs, uint64_t *damaged)
 {
-    *stored = *fsyncs = 0;
+    *stored = *fsyncs = *damaged = 0;
     if (!b->durable)
         return;
+    *damaged = b->durable->damaged;
     cw_store_actor_stats_t st;
     cw_store_actor_stats(b->durable->actor, &st);
     *stored = st.pending;
     *fsyncs = st.commits;
+}
+
+bool cwd_monitor(cw_broker_t *b, cw_store_actor_stats_t *st, uint32_t *pending)
+{
+    if (!b->durable)
+        return false;
+    cw_store_actor_stats(b->durable->actor, st);
+    *pending = (uint32_t) b->durable->n_pending;
+    return true;
 }

@@ -15,12 +15,14 @@ int cwe_push(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
         zmq_msg_close(msg);
         return CW_OFFLINE;
     }
+    size_t size = zmq_msg_size(msg);
     int rc = zmq_send(b->router, s->id + 1, s->id[0], ZMQ_SNDMORE | ZMQ_DONTWAIT);
     if (rc >= 0)
         rc = zmq_msg_send(msg, b->router, ZMQ_DONTWAIT);
     if (rc >= 0) {
         s->last_tx_ms = b->now_ms;
         b->stats.frames_out++;
+        b->mc.bytes_out += size;
         return CW_DELIVERED;
     }
     int e = errno;
@@ -107,6 +109,7 @@ static void reply_counted(cw_broker_t *b, const void *id, size_t id_len, uint64_
     env.reply = &reply;
     if (!cw_status_is_success(status)) {
         (*counter)++;
+        cw_mon_count(b->mc.refusals, status);
         CW_DEBUG("reply %s to request %llu: %s", cw_status_name(status),
                  (unsigned long long) request_id, reply.detail);
     }

@@ -16,6 +16,7 @@
 #include "broker.h"
 #include "broker_config.h"
 #include "cw_log.h"
+#include "metrics.h"
 
 #include <czmq.h>
 #include <signal.h>
@@ -69,13 +70,30 @@ int main(int argc, char **argv)
         return 1;
     }
     cw_broker_watch_reload(broker, &g_reload);
+    cw_metrics_http_t *metrics = NULL;
+    if (cfg.metrics[0]) {
+        char host[256];
+        unsigned port = 0;
+        if (cw_metrics_addr_parse(cfg.metrics, host, sizeof host, &port, err, sizeof err) != 0 ||
+            !(metrics = cw_metrics_http_new(host, port, cw_broker_monitor(broker), err,
+                                            sizeof err))) {
+            fprintf(stderr, "causeway-broker: %s\n", err);
+            cw_broker_destroy(&broker);
+            return 1;
+        }
+    }
     if (cfg.users[0])
         CW_INFO("SIGUSR1 re-reads %s; SIGHUP %s", cfg.users,
                 g_hup_reloads ? "too (stdin is not a terminal)"
                               : "stops the broker (stdin is a terminal)");
     printf("listening %s\n", cw_broker_endpoint(broker));
+    if (metrics) {
+        printf("metrics %s\n", cw_metrics_http_url(metrics));
+        CW_INFO("metrics on %s", cw_metrics_http_url(metrics));
+    }
     fflush(stdout);
     rc = cw_broker_run(broker, &g_stop);
+    cw_metrics_http_destroy(&metrics); /* before the monitor it reads goes */
     cw_broker_destroy(&broker);
     CW_INFO("stopped");
     return rc == 0 ? 0 : 1;

@@ -1,7 +1,7 @@
 /*  outorder: see outorder.h for the state machine and its invariants.
  *
  *  Owns each session's held ring (struct cw_held, allocated on the first
- *  hold, freed by cwo_release) and the session's delivery fields
+ *  hold, freed by cwor_release) and the session's delivery fields
  *  (delivery, pushed_seq, acked_seq, ack_wait_ms, read_retry_ms,
  *  read_backoff_ms, redeliver_next; `pull` is set here too). Router thread.
  *  Calls egress.c only.
@@ -14,18 +14,19 @@
 
 #include <assert.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Live Delivers held back for one session, each with its barrier: the
  * stored entries of the recipient's queue that were committed or submitted
  * before it was read. It is pushed after those and before any entry
  * appended after it: a held frame goes out once every entry up to its
  * barrier is pushed, and before a stored entry above its barrier is pushed
- * (flush_while from cwo_push_stored). */
+ * (flush_while from cwor_push_stored). */
 typedef struct {
     zmq_msg_t msg;
     uint64_t barrier;  /* seq: push after every entry up to it */
     uint64_t token;    /* != 0: the barrier is the seq the pending append with
-                          this token gets (cwo_held_resolve) */
+                          this token gets (cwor_held_resolve) */
 } held_msg_t;
 
 struct cw_held {
@@ -35,19 +36,19 @@ struct cw_held {
     size_t cap;       /* allocated */
 };
 
-const char *cwo_state_name(int state)
+const char *cwor_state_name(int state)
 {
     switch (state) {
-    case CWO_NEW: return "new";
-    case CWO_OFF: return "off";
-    case CWO_CATCHING_UP: return "catching-up";
-    case CWO_READING: return "reading";
-    case CWO_CAUGHT_UP: return "caught-up";
+    case CWOR_NEW: return "new";
+    case CWOR_OFF: return "off";
+    case CWOR_CATCHING_UP: return "catching-up";
+    case CWOR_READING: return "reading";
+    case CWOR_CAUGHT_UP: return "caught-up";
     default: return "invalid";
     }
 }
 
-void cwo_check(const cw_broker_t *b, const cw_session_t *s)
+void cwor_check(const cw_broker_t *b, const cw_session_t *s)
 {
 #ifdef NDEBUG
     (void) b;
@@ -55,15 +56,15 @@ void cwo_check(const cw_broker_t *b, const cw_session_t *s)
 #else
     int st = s->delivery;
     bool off = !b->durable || s->pull;
-    assert(st >= CWO_NEW && st <= CWO_CAUGHT_UP);
-    assert((st == CWO_OFF) == off);                               /* 1 */
+    assert(st >= CWOR_NEW && st <= CWOR_CAUGHT_UP);
+    assert((st == CWOR_OFF) == off);                               /* 1 */
     assert(s->acked_seq <= s->pushed_seq);                        /* 2 */
     assert(!b->durable || s->pushed_seq <= s->user->last_seq);
     assert(s->pushed_seq - s->acked_seq <= b->cfg.push_window);   /* 3 */
-    assert(st != CWO_CAUGHT_UP || s->pushed_seq - s->acked_seq < b->cfg.push_window);
+    assert(st != CWOR_CAUGHT_UP || s->pushed_seq - s->acked_seq < b->cfg.push_window);
     assert(s->pushed_seq == s->acked_seq || s->ack_wait_ms != 0); /* 4 */
     size_t held = s->held ? s->held->n : 0;                       /* 5 */
-    assert(st != CWO_OFF || held == 0);
+    assert(st != CWOR_OFF || held == 0);
     assert(held <= b->cfg.sndhwm);
     (void) held;
 #endif
@@ -71,7 +72,7 @@ void cwo_check(const cw_broker_t *b, const cw_session_t *s)
 
 /* Moves s from one of the states in `from` (a bit mask of 1 << state) to
  * `to`; asserts the transition is one the machine has. */
-static void transition(const cw_broker_t *b, cw_session_t *s, unsigned from, cwo_state_t to)
+static void transition(const cw_broker_t *b, cw_session_t *s, unsigned from, cwor_state_t to)
 {
     assert(from & (1u << s->delivery));
     (void) from;
@@ -80,24 +81,24 @@ static void transition(const cw_broker_t *b, cw_session_t *s, unsigned from, cwo
 }
 #define FROM(st) (1u << (st))
 
-bool cwo_catching_up(const cw_session_t *s)
+bool cwor_catching_up(const cw_session_t *s)
 {
-    return s->delivery == CWO_CATCHING_UP || s->delivery == CWO_READING;
+    return s->delivery == CWOR_CATCHING_UP || s->delivery == CWOR_READING;
 }
 
-bool cwo_pending(const cw_broker_t *b, const cw_session_t *s)
+bool cwor_pending(const cw_broker_t *b, const cw_session_t *s)
 {
     if (!b->durable || s->pull)
         return false;
-    return (cwo_catching_up(s) && s->pushed_seq < s->user->last_seq) ||
+    return (cwor_catching_up(s) && s->pushed_seq < s->user->last_seq) ||
            s->user->durable_inflight > 0;
 }
 
-/* Live Delivers to s wait while cwo_pending (or while older ones wait), so
+/* Live Delivers to s wait while cwor_pending (or while older ones wait), so
  * that nothing overtakes a stored message that may causally precede it. */
 static bool must_hold(const cw_broker_t *b, const cw_session_t *s)
 {
-    return cwo_pending(b, s) || (s->held && s->held->n > 0);
+    return cwor_pending(b, s) || (s->held && s->held->n > 0);
 }
 
 /* Pushes a live Deliver frame (consumed) to s. A session that has been
@@ -150,10 +151,12 @@ static int hold(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
     slot->barrier = s->user->last_seq;
     slot->token = s->user->durable_inflight ? s->user->last_append_token : 0;
     h->n++;
+    b->mc.held_total++;
+    b->mc.held_now++;
     return CW_DELIVERED;
 }
 
-int cwo_send_live(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
+int cwor_send_live(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
 {
     if (must_hold(b, s))
         return hold(b, s, msg); /* counted in deliveries when flushed */
@@ -163,7 +166,7 @@ int cwo_send_live(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
     return st;
 }
 
-void cwo_held_resolve(cw_session_t *s, uint64_t token, uint64_t seq)
+void cwor_held_resolve(cw_session_t *s, uint64_t token, uint64_t seq)
 {
     cw_held_t *h = s->held;
     for (size_t i = 0; h && i < h->n; i++) {
@@ -187,12 +190,13 @@ static void flush_while(cw_broker_t *b, cw_session_t *s, uint64_t before)
     while (h && h->n) {
         held_msg_t *m = &h->msgs[h->head];
         bool ready = all || (m->token == 0 && (before ? m->barrier < before
-                                                      : !cwo_catching_up(s) ||
+                                                      : !cwor_catching_up(s) ||
                                                             m->barrier <= s->pushed_seq));
         if (!ready)
             return;
         h->head = (h->head + 1) % h->cap;
         h->n--;
+        b->mc.held_now--;
         if (push_live(b, s, &m->msg) == CW_DELIVERED)
             b->stats.deliveries++;
         else
@@ -200,16 +204,22 @@ static void flush_while(cw_broker_t *b, cw_session_t *s, uint64_t before)
     }
 }
 
-void cwo_flush_held(cw_broker_t *b, cw_session_t *s)
+void cwor_flush_held(cw_broker_t *b, cw_session_t *s)
 {
     flush_while(b, s, 0);
 }
 
-void cwo_release(cw_session_t *s)
+size_t cwor_held_count(const cw_session_t *s)
+{
+    return s->held ? s->held->n : 0;
+}
+
+void cwor_release(cw_broker_t *b, cw_session_t *s)
 {
     cw_held_t *h = s->held;
     if (!h)
         return;
+    b->mc.held_now -= h->n;
     for (size_t i = 0; i < h->n; i++)
         zmq_msg_close(&h->msgs[(h->head + i) % h->cap].msg);
     free(h->msgs);
@@ -217,33 +227,33 @@ void cwo_release(cw_session_t *s)
     s->held = NULL;
 }
 
-void cwo_set_pull(cw_broker_t *b, cw_session_t *s, bool pull)
+void cwor_set_pull(cw_broker_t *b, cw_session_t *s, bool pull)
 {
     s->pull = pull;
     if (!b->durable || pull)
-        s->delivery = CWO_OFF; /* from any state */
-    else if (s->delivery == CWO_OFF)
-        transition(b, s, FROM(CWO_OFF), CWO_NEW);
+        s->delivery = CWOR_OFF; /* from any state */
+    else if (s->delivery == CWOR_OFF)
+        transition(b, s, FROM(CWOR_OFF), CWOR_NEW);
     flush_while(b, s, 0); /* a session that now pulls holds nothing back */
-    cwo_check(b, s);
+    cwor_check(b, s);
 }
 
-void cwo_resumed(cw_broker_t *b, cw_session_t *s)
+void cwor_resumed(cw_broker_t *b, cw_session_t *s)
 {
-    if (s->delivery == CWO_READING)
-        transition(b, s, FROM(CWO_READING), CWO_CATCHING_UP);
-    cwo_check(b, s);
+    if (s->delivery == CWOR_READING)
+        transition(b, s, FROM(CWOR_READING), CWOR_CATCHING_UP);
+    cwor_check(b, s);
 }
 
-void cwo_start(cw_broker_t *b, cw_session_t *s)
+void cwor_start(cw_broker_t *b, cw_session_t *s)
 {
-    if (s->delivery == CWO_OFF)
+    if (s->delivery == CWOR_OFF)
         return;
-    transition(b, s, FROM(CWO_NEW) | FROM(CWO_CATCHING_UP) | FROM(CWO_CAUGHT_UP),
-               CWO_CATCHING_UP);
+    transition(b, s, FROM(CWOR_NEW) | FROM(CWOR_CATCHING_UP) | FROM(CWOR_CAUGHT_UP),
+               CWOR_CATCHING_UP);
     s->pushed_seq = s->acked_seq;
     s->ack_wait_ms = 0;
-    cwo_check(b, s);
+    cwor_check(b, s);
 }
 
 /* A push or a read failed: wait before reading s's queue again, doubling
@@ -256,10 +266,10 @@ static void read_backoff(cw_broker_t *b, cw_session_t *s)
     s->read_retry_ms = b->now_ms + s->read_backoff_ms;
 }
 
-bool cwo_read_wanted(const cw_broker_t *b, const cw_session_t *s, uint32_t batch,
+bool cwor_read_wanted(const cw_broker_t *b, const cw_session_t *s, uint32_t batch,
                      uint64_t *from, uint32_t *max, bool *redeliver)
 {
-    if (s->delivery != CWO_CATCHING_UP || s->dead || b->now_ms < s->read_retry_ms)
+    if (s->delivery != CWOR_CATCHING_UP || s->dead || b->now_ms < s->read_retry_ms)
         return false;
     uint64_t in_flight = s->pushed_seq - s->acked_seq;
     if (in_flight >= b->cfg.push_window)
@@ -272,40 +282,40 @@ bool cwo_read_wanted(const cw_broker_t *b, const cw_session_t *s, uint32_t batch
     return true;
 }
 
-void cwo_read_submitted(cw_broker_t *b, cw_session_t *s)
+void cwor_read_submitted(cw_broker_t *b, cw_session_t *s)
 {
-    transition(b, s, FROM(CWO_CATCHING_UP), CWO_READING);
+    transition(b, s, FROM(CWOR_CATCHING_UP), CWOR_READING);
     s->redeliver_next = false;
-    cwo_check(b, s);
+    cwor_check(b, s);
 }
 
-void cwo_read_returned(cw_broker_t *b, cw_session_t *s)
+void cwor_read_returned(cw_broker_t *b, cw_session_t *s)
 {
-    transition(b, s, FROM(CWO_READING), CWO_CATCHING_UP);
-    cwo_check(b, s);
+    transition(b, s, FROM(CWOR_READING), CWOR_CATCHING_UP);
+    cwor_check(b, s);
 }
 
-void cwo_read_failed(cw_broker_t *b, cw_session_t *s)
+void cwor_read_failed(cw_broker_t *b, cw_session_t *s)
 {
-    transition(b, s, FROM(CWO_READING), CWO_CATCHING_UP);
+    transition(b, s, FROM(CWOR_READING), CWOR_CATCHING_UP);
     read_backoff(b, s); /* still catching up: the tick retries after the backoff */
-    cwo_check(b, s);
+    cwor_check(b, s);
 }
 
-void cwo_read_drained(cw_broker_t *b, cw_session_t *s)
+void cwor_read_drained(cw_broker_t *b, cw_session_t *s)
 {
-    transition(b, s, FROM(CWO_CATCHING_UP), CWO_CAUGHT_UP);
-    cwo_check(b, s);
+    transition(b, s, FROM(CWOR_CATCHING_UP), CWOR_CAUGHT_UP);
+    cwor_check(b, s);
 }
 
-bool cwo_takes_commit(const cw_session_t *s, uint64_t seq)
+bool cwor_takes_commit(const cw_session_t *s, uint64_t seq)
 {
-    return s->delivery == CWO_CAUGHT_UP && !s->dead && seq > s->pushed_seq;
+    return s->delivery == CWOR_CAUGHT_UP && !s->dead && seq > s->pushed_seq;
 }
 
-bool cwo_push_stored(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver *d)
+bool cwor_push_stored(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver *d)
 {
-    assert(s->delivery == CWO_CATCHING_UP || s->delivery == CWO_CAUGHT_UP);
+    assert(s->delivery == CWOR_CATCHING_UP || s->delivery == CWOR_CAUGHT_UP);
     assert(d->seq > s->pushed_seq); /* invariant 6 */
     /* Live messages read before this entry was appended go first. */
     flush_while(b, s, d->seq);
@@ -319,14 +329,18 @@ bool cwo_push_stored(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver *d)
     zmq_msg_t msg;
     if (cw_env_to_msg(&env, &msg) != CW_OK || cwe_push(b, s, &msg) != CW_DELIVERED) {
         /* A later read starts again at pushed_seq + 1. */
-        if (s->delivery == CWO_CAUGHT_UP)
-            transition(b, s, FROM(CWO_CAUGHT_UP), CWO_CATCHING_UP);
+        if (s->delivery == CWOR_CAUGHT_UP)
+            transition(b, s, FROM(CWOR_CAUGHT_UP), CWOR_CATCHING_UP);
         read_backoff(b, s);
-        cwo_check(b, s);
+        cwor_check(b, s);
         return false;
     }
     s->read_backoff_ms = 0;
     b->stats.deliveries++;
+    int kind = cw_mon_kind(d->broadcast, d->n_to);
+    b->mc.dl[1][kind]++;
+    b->mc.dl_bytes[1][kind] += d->text ? strlen(d->text) : 0;
+    b->mc.redeliveries += d->redelivered;
     /* A session starts with acked_seq 0, below what the store has
      * acknowledged. With nothing in flight, every entry below d->seq is
      * acknowledged or gone (a read from acked_seq + 1 starts at the first
@@ -338,13 +352,13 @@ bool cwo_push_stored(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver *d)
         s->pushed_seq = d->seq;
     if (!s->ack_wait_ms)
         s->ack_wait_ms = b->now_ms;
-    if (s->pushed_seq - s->acked_seq >= b->cfg.push_window && s->delivery == CWO_CAUGHT_UP)
-        transition(b, s, FROM(CWO_CAUGHT_UP), CWO_CATCHING_UP);
-    cwo_check(b, s);
+    if (s->pushed_seq - s->acked_seq >= b->cfg.push_window && s->delivery == CWOR_CAUGHT_UP)
+        transition(b, s, FROM(CWOR_CAUGHT_UP), CWOR_CATCHING_UP);
+    cwor_check(b, s);
     return true;
 }
 
-void cwo_acked(cw_broker_t *b, cw_session_t *s, uint64_t seq)
+void cwor_acked(cw_broker_t *b, cw_session_t *s, uint64_t seq)
 {
     if (seq > s->acked_seq)
         s->acked_seq = seq;
@@ -352,22 +366,22 @@ void cwo_acked(cw_broker_t *b, cw_session_t *s, uint64_t seq)
         s->pushed_seq = s->acked_seq;
     /* Progress restarts the redelivery clock; all acked stops it. */
     s->ack_wait_ms = s->acked_seq >= s->pushed_seq ? 0 : b->now_ms;
-    cwo_check(b, s);
+    cwor_check(b, s);
 }
 
-bool cwo_tick(cw_broker_t *b, cw_session_t *s)
+bool cwor_tick(cw_broker_t *b, cw_session_t *s)
 {
-    if (s->delivery != CWO_CATCHING_UP && s->delivery != CWO_CAUGHT_UP)
+    if (s->delivery != CWOR_CATCHING_UP && s->delivery != CWOR_CAUGHT_UP)
         return false;
     if (!s->ack_wait_ms || s->pushed_seq <= s->acked_seq ||
         b->now_ms - s->ack_wait_ms <= (int64_t) b->cfg.redeliver_ms)
         return false;
     CW_INFO("redelivering to %s from seq %llu (no ack for %u ms)", s->user->name,
             (unsigned long long) s->acked_seq + 1, b->cfg.redeliver_ms);
-    transition(b, s, FROM(CWO_CATCHING_UP) | FROM(CWO_CAUGHT_UP), CWO_CATCHING_UP);
+    transition(b, s, FROM(CWOR_CATCHING_UP) | FROM(CWOR_CAUGHT_UP), CWOR_CATCHING_UP);
     s->pushed_seq = s->acked_seq;
     s->redeliver_next = true;
     s->ack_wait_ms = b->now_ms;
-    cwo_check(b, s);
+    cwor_check(b, s);
     return true;
 }

@@ -17,29 +17,29 @@
  *  old are this state plus `pull` and `redeliver_next`):
  *
  *      state          meaning                                   stored pushes
- *      CWO_NEW        logged in, delivery not started yet       none
- *      CWO_OFF        no store, or the client pulls (Fetch)     none
- *      CWO_CATCHING_UP pushes come from push reads; none in     by reads
+ *      CWOR_NEW        logged in, delivery not started yet       none
+ *      CWOR_OFF        no store, or the client pulls (Fetch)     none
+ *      CWOR_CATCHING_UP pushes come from push reads; none in     by reads
  *                     flight (waits for the tick, a backoff or
  *                     an ack that opens the window)
- *      CWO_READING    catching up, one push read in flight      by reads
- *      CWO_CAUGHT_UP  the queue is out: each committed append   on commit
+ *      CWOR_READING    catching up, one push read in flight      by reads
+ *      CWOR_CAUGHT_UP  the queue is out: each committed append   on commit
  *                     is pushed directly
  *
  *      transition                         function
- *      any -> OFF (pull or no store)      cwo_set_pull(pull = true)
- *      OFF -> NEW (resumed, now pushes)   cwo_set_pull(pull = false)
- *      READING -> CATCHING_UP (resume)    cwo_resumed
- *      NEW|CATCHING_UP|CAUGHT_UP ->       cwo_start (login: from the first
+ *      any -> OFF (pull or no store)      cwor_set_pull(pull = true)
+ *      OFF -> NEW (resumed, now pushes)   cwor_set_pull(pull = false)
+ *      READING -> CATCHING_UP (resume)    cwor_resumed
+ *      NEW|CATCHING_UP|CAUGHT_UP ->       cwor_start (login: from the first
  *        CATCHING_UP                        unacknowledged entry)
- *      CATCHING_UP -> READING             cwo_read_submitted
- *      READING -> CATCHING_UP             cwo_read_returned, cwo_read_failed
- *      CATCHING_UP -> CAUGHT_UP           cwo_read_drained (a read came back
+ *      CATCHING_UP -> READING             cwor_read_submitted
+ *      READING -> CATCHING_UP             cwor_read_returned, cwor_read_failed
+ *      CATCHING_UP -> CAUGHT_UP           cwor_read_drained (a read came back
  *                                           short and every entry went out)
- *      CAUGHT_UP -> CATCHING_UP           cwo_push_stored (push failed, or
- *                                           the window is full), cwo_tick
+ *      CAUGHT_UP -> CATCHING_UP           cwor_push_stored (push failed, or
+ *                                           the window is full), cwor_tick
  *                                           (redelivery)
- *  Invariants, checked by cwo_check at every transition in builds without
+ *  Invariants, checked by cwor_check at every transition in builds without
  *  NDEBUG (like SQLite's assert_pager_state):
  *    1. state == OFF  <=>  no store or s->pull;
  *    2. acked_seq <= pushed_seq <= user->last_seq;
@@ -60,87 +60,90 @@
 #include "broker_internal.h"
 
 typedef enum {
-    CWO_NEW = 0,
-    CWO_OFF = 1,
-    CWO_CATCHING_UP = 2,
-    CWO_READING = 3,
-    CWO_CAUGHT_UP = 4,
-} cwo_state_t;
+    CWOR_NEW = 0,
+    CWOR_OFF = 1,
+    CWOR_CATCHING_UP = 2,
+    CWOR_READING = 3,
+    CWOR_CAUGHT_UP = 4,
+} cwor_state_t;
 
 /* The state's name, for logs and test messages; can't fail. */
-const char *cwo_state_name(int state);
+const char *cwor_state_name(int state);
 
 /* True while stored messages for s are pending: entries of its queue not
  * yet pushed, or appends naming its user not yet committed. Never for pull
  * sessions or without a store. */
-bool cwo_pending(const cw_broker_t *b, const cw_session_t *s);
+bool cwor_pending(const cw_broker_t *b, const cw_session_t *s);
 
 /* A live Deliver frame (consumed) for s: pushed now, stamped with s's
- * pushed position, or held while cwo_pending (or older frames are held).
+ * pushed position, or held while cwor_pending (or older frames are held).
  * CW_DELIVERED (pushed, or held to be pushed in order), CW_FLOODED (queue
  * or ring full: dropped), CW_OFFLINE. Pushes count in stats.deliveries
  * (held ones when they go). */
-int cwo_send_live(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg);
+int cwor_send_live(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg);
 
 /* The append with this token is answered: held frames that waited for it
  * follow stored entry `seq` of s's queue (the seq it got, or the queue's
  * last seq if it was not stored for s). Can't fail. */
-void cwo_held_resolve(cw_session_t *s, uint64_t token, uint64_t seq);
+void cwor_held_resolve(cw_session_t *s, uint64_t token, uint64_t seq);
 
 /* Pushes the held frames of s whose barrier is out. */
-void cwo_flush_held(cw_broker_t *b, cw_session_t *s);
+void cwor_flush_held(cw_broker_t *b, cw_session_t *s);
 
 /* Frees the held ring of s; call before cw_sessions_close. Safe twice. */
-void cwo_release(cw_session_t *s);
+void cwor_release(cw_broker_t *b, cw_session_t *s);
+
+/* Live Delivers held back for s now. Can't fail. */
+size_t cwor_held_count(const cw_session_t *s);
 
 /* Login (or resume) chose pull or push: sets s->pull and the state (OFF,
  * or NEW for a resumed session leaving OFF), then pushes what a pull
  * session no longer holds back. */
-void cwo_set_pull(cw_broker_t *b, cw_session_t *s, bool pull);
+void cwor_set_pull(cw_broker_t *b, cw_session_t *s, bool pull);
 
 /* A resume took s over: a push read issued for the old connection is
  * abandoned (its reply is ignored by serial). */
-void cwo_resumed(cw_broker_t *b, cw_session_t *s);
+void cwor_resumed(cw_broker_t *b, cw_session_t *s);
 
 /* Starts pushing s's queue from its first unacknowledged entry (every
  * unacknowledged entry goes out again). No-op for OFF. */
-void cwo_start(cw_broker_t *b, cw_session_t *s);
+void cwor_start(cw_broker_t *b, cw_session_t *s);
 
 /* Whether s wants a push read now, and which: *from (first seq), *max
  * (entries, <= batch). False while a read is in flight, during a backoff,
  * when caught up or with a full window. */
-bool cwo_read_wanted(const cw_broker_t *b, const cw_session_t *s, uint32_t batch,
+bool cwor_read_wanted(const cw_broker_t *b, const cw_session_t *s, uint32_t batch,
                      uint64_t *from, uint32_t *max, bool *redeliver);
-/* The read cwo_read_wanted asked for was submitted: CATCHING_UP -> READING. */
-void cwo_read_submitted(cw_broker_t *b, cw_session_t *s);
+/* The read cwor_read_wanted asked for was submitted: CATCHING_UP -> READING. */
+void cwor_read_submitted(cw_broker_t *b, cw_session_t *s);
 /* Its reply came: READING -> CATCHING_UP; _failed also backs off. */
-void cwo_read_returned(cw_broker_t *b, cw_session_t *s);
-void cwo_read_failed(cw_broker_t *b, cw_session_t *s);
+void cwor_read_returned(cw_broker_t *b, cw_session_t *s);
+void cwor_read_failed(cw_broker_t *b, cw_session_t *s);
 /* The read came back short and every entry was pushed: CAUGHT_UP. */
-void cwo_read_drained(cw_broker_t *b, cw_session_t *s);
+void cwor_read_drained(cw_broker_t *b, cw_session_t *s);
 
 /* True if s is caught up and entry seq (just committed) is for it. */
-bool cwo_takes_commit(const cw_session_t *s, uint64_t seq);
+bool cwor_takes_commit(const cw_session_t *s, uint64_t seq);
 
 /* Pushes stored entry d (d->seq set; after_seq is filled here) to s, after
  * the held frames that precede it, and advances the chain. False if it
  * could not be pushed (out of memory, queue full, peer gone): s then
  * catches up from this entry again after a backoff, so no entry is skipped
  * and an Ack can never cover an entry that was not sent. */
-bool cwo_push_stored(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver *d);
+bool cwor_push_stored(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver *d);
 
 /* The store recorded s's Ack up to seq. */
-void cwo_acked(cw_broker_t *b, cw_session_t *s, uint64_t seq);
+void cwor_acked(cw_broker_t *b, cw_session_t *s, uint64_t seq);
 
 /* Redelivery: if pushes to s waited redeliver_ms for an ack, rewinds to
  * the first unacknowledged entry (the next read marks them redelivered).
  * True if it rewound. */
-bool cwo_tick(cw_broker_t *b, cw_session_t *s);
+bool cwor_tick(cw_broker_t *b, cw_session_t *s);
 
 /* True while s is catching up (CATCHING_UP or READING). */
-bool cwo_catching_up(const cw_session_t *s);
+bool cwor_catching_up(const cw_session_t *s);
 
 /* Asserts the invariants above for s (no-op with NDEBUG). */
-void cwo_check(const cw_broker_t *b, const cw_session_t *s);
+void cwor_check(const cw_broker_t *b, const cw_session_t *s);
 
 #endif

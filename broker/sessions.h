@@ -49,6 +49,8 @@ typedef struct {
     uint64_t clock_saved;             /* durable: own entry of the last clock submitted
                                          to the store */
     bool clock_saving;                /* durable: a clock write is in flight */
+    uint64_t queued;                  /* durable: unacknowledged entries, as last learnt
+                                         (store load, ack and read replies, commits) */
 } cw_user_t;
 
 enum { CW_USER_UNSTORED = 0, CW_USER_STORING = 1, CW_USER_STORED = 2 };
@@ -87,6 +89,9 @@ struct cw_session {
     char key[41];                       /* CURVE: Z85 public key of the connection that
                                            logged in (or resumed); "" in plain mode */
     int fd;                             /* CURVE: that connection's descriptor (ZMQ_SRCFD) */
+    char peer[48];                      /* "ip:port" of the connection at login; "" unknown */
+    uint64_t since_us;                  /* wall-clock login time */
+    char agent[64];                     /* Login.agent, cut to fit */
     bool gone;                          /* CURVE: that connection closed (socket monitor):
                                            nothing is pushed to the routing id, which
                                            another connection may now hold */

@@ -86,7 +86,10 @@ typedef struct {
 /* A queued message as read back. Strings are NUL-terminated. */
 typedef struct {
     uint64_t seq;             /* position in the user's queue */
-    int status;               /* CW_OK; CW_EXPIRED: its TTL ran out (text is empty) */
+    int status;               /* CW_OK; CW_EXPIRED: its TTL ran out (text is empty);
+                                 CW_DAMAGED: the stored entry failed its checksum (or
+                                 holds what no client could decode): only seq and acked
+                                 are set, every string is "", no clock, no "to" */
     int acked;                /* history: already acknowledged */
     int broadcast;            /* sender addressed everyone; to is empty */
     const char *sender;
@@ -120,6 +123,8 @@ typedef struct {
     uint64_t expired;         /* entries dropped because their TTL ran out */
     uint64_t acked;           /* entries acknowledged */
     uint64_t errors;          /* transactions that failed (CW_STORE_ERROR) */
+    uint64_t damaged;         /* rows read that failed their check (CW_DAMAGED entries,
+                                 damaged duplicate records), counted at every read */
     uint64_t pending;         /* unacknowledged entries over all users, now */
     uint64_t users;           /* known users, now */
 } cw_store_stats_t;
@@ -198,7 +203,8 @@ int cw_store_append_batch(cw_store_t *s, cw_store_msg_t *msgs, size_t n);
  * is what a repeat is answered with (PROTOCOL.md §13.2). *rcpts is one
  * allocation, names included; the caller frees it with free(). Returns
  * CW_OK, CW_UNKNOWN_USER (no such message is remembered; *rcpts NULL),
- * CW_ERR_INVALID (an empty id), CW_ERR_NOMEM, CW_STORE_ERROR. Read-only. */
+ * CW_ERR_INVALID (an empty id), CW_ERR_NOMEM, CW_STORE_ERROR (also when
+ * the record fails its checksum: damaged, logged). Read-only. */
 int cw_store_original(cw_store_t *s, const char *sender, const char *message_id,
                       cw_store_rcpt_t **rcpts, size_t *n);
 
@@ -212,7 +218,9 @@ int cw_store_ack(cw_store_t *s, const char *user, uint64_t up_to_seq, uint64_t *
 
 /* Up to max unacknowledged entries of user's queue with seq >= from_seq, in
  * seq order. Entries whose TTL ran out by now_us are returned once with
- * status CW_EXPIRED (no text) and deleted; they count toward max.
+ * status CW_EXPIRED (no text) and deleted; they count toward max. Entries
+ * that fail their checksum are returned (each time, until acknowledged)
+ * with status CW_DAMAGED and no data, and logged; they count toward max.
  * Caller frees with cw_store_entries_free. Returns CW_OK (possibly 0
  * entries), CW_UNKNOWN_USER, CW_STORE_ERROR, CW_ERR_NOMEM (nothing changed);
  * *entries is NULL when *n is 0. */

@@ -53,6 +53,7 @@ struct cw_store_actor {
     void *reqs;                   /* the thread's: req_t[MAX_GROUP] */
     _Atomic uint64_t requests, groups, commits, appended, entries, duplicates, failed_groups,
         max_group, pending, users;   /* see cw_store_actor_stats_t */
+    _Atomic uint64_t commit_hist[CW_COMMIT_BUCKETS + 1], commit_sum_us, commit_count;
 };
 
 struct cw_store_reply {
@@ -297,6 +298,19 @@ static void apply(cw_store_t *s, req_t *q)
     }
 }
 
+/* Counts one commit of `us` microseconds in the latency histogram. */
+static void observe_commit(cw_store_actor_t *a, int64_t us)
+{
+    static const uint64_t bounds[CW_COMMIT_BUCKETS] = CW_COMMIT_BOUNDS_US;
+    uint64_t v = us > 0 ? (uint64_t) us : 0;
+    size_t i = 0;
+    while (i < CW_COMMIT_BUCKETS && v > bounds[i])
+        i++;
+    atomic_fetch_add_explicit(&a->commit_hist[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&a->commit_sum_us, v, memory_order_relaxed);
+    atomic_fetch_add_explicit(&a->commit_count, 1, memory_order_release);
+}
+
 /* Runs reqs[0..n) as one group. Returns CW_OK (committed), 1 (the group
  * failed) or -1 (the store refused to start a group: its failed state).
  * On failure every request's result is CW_STORE_ERROR. */
@@ -306,7 +320,9 @@ static int run_group(task_t *t, req_t *reqs, size_t n)
     if (rc == CW_OK) {
         for (size_t i = 0; i < n; i++)
             apply(t->store, &reqs[i]);
+        int64_t t0 = cw_mono_us();
         rc = cw_store_txn_commit(t->store) == CW_OK ? CW_OK : 1;
+        observe_commit(t->shared, cw_mono_us() - t0);
     } else {
         rc = -1;
     }
@@ -841,6 +857,10 @@ void cw_store_actor_stats(cw_store_actor_t *a, cw_store_actor_stats_t *out)
     out->max_group = atomic_load_explicit(&a->max_group, memory_order_relaxed);
     out->pending = atomic_load_explicit(&a->pending, memory_order_relaxed);
     out->users = atomic_load_explicit(&a->users, memory_order_relaxed);
+    out->commit_count = atomic_load_explicit(&a->commit_count, memory_order_acquire);
+    out->commit_sum_us = atomic_load_explicit(&a->commit_sum_us, memory_order_relaxed);
+    for (size_t i = 0; i <= CW_COMMIT_BUCKETS; i++)
+        out->commit_hist[i] = atomic_load_explicit(&a->commit_hist[i], memory_order_relaxed);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -74,6 +74,13 @@ typedef enum {
     CW_STORE_REQ_CLOCK = 6,
 } cw_store_req_kind_t;
 
+/* Upper bounds of the commit latency histogram's buckets, microseconds
+ * (cw_store_actor_stats_t.commit_hist; a last bucket counts the rest). */
+#define CW_COMMIT_BUCKETS 14
+#define CW_COMMIT_BOUNDS_US                                                              \
+    {100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, \
+     1000000, 2500000}
+
 /* Counters, updated by the actor after each group. */
 typedef struct {
     uint64_t requests;       /* requests answered */
@@ -86,6 +93,14 @@ typedef struct {
     uint64_t max_group;      /* most requests seen in one group */
     uint64_t pending;        /* unacknowledged entries over all users */
     uint64_t users;          /* known users */
+    /* Commit latency: every group's COMMIT (the WAL fsync) timed on the
+     * store thread. commit_hist[i] counts the commits that took at most
+     * bound i (not cumulative); commit_hist[CW_COMMIT_BUCKETS] the longer
+     * ones. Copied bucket by bucket: a reader may see one commit in the
+     * buckets before it is in commit_count (never the reverse). */
+    uint64_t commit_hist[CW_COMMIT_BUCKETS + 1];
+    uint64_t commit_sum_us;  /* their total duration, microseconds */
+    uint64_t commit_count;   /* commits timed */
 } cw_store_actor_stats_t;
 
 /* Starts the store thread. Takes *store (NULLs it) whatever happens; on

@@ -279,6 +279,9 @@ typedef struct {
     int redelivered;           /* durable: pushed before and not acknowledged */
     int expired;               /* durable: its TTL ran out before delivery; text is
                                   "" (acknowledge it like any other seq) */
+    int damaged;               /* durable: a message was lost: this entry was damaged
+                                  in the broker's store; only seq is set, every string
+                                  is "" (acknowledge it like any other seq) */
     cw_clock_item_t *clock;    /* the sender's clock as stamped on the message */
     size_t n_clock;
     uint64_t holdback_us;      /* delivery: how long the library held it back
@@ -315,6 +318,8 @@ typedef struct {
     uint64_t fsyncs;           /* durable: store commits */
     uint64_t refused_requests; /* well-formed requests answered with an error
                                   status (NAME_TAKEN, RATE_LIMITED, ...) */
+    uint64_t damaged_entries;  /* durable: distinct queue entries found damaged in the
+                                  store since the broker started (messages lost) */
 } cw_stats_t;
 
 /* The broker's answer to one request. Fields not used by a request are

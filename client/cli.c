@@ -194,7 +194,8 @@ static void help_listen(FILE *f)
             "  {\"event\":\"login\",\"name\":..,\"users\":[{\"name\":..,\"online\":..,\"last_seen_us\":..}]}\n"
             "  {\"event\":\"deliver\",\"from\":..,\"to\":[..],\"broadcast\":..,\"text\":..,\n"
             "   \"timestamp_us\":..,\"seq\":..,\"message_id\":..,\"durable\":..,\"redelivered\":..,\n"
-            "   \"expired\":..,\"clock\":{..},\"local_clock\":{..}}   (seq 0: live message)\n"
+            "   \"expired\":..,\"damaged\":..,\"clock\":{..},\"local_clock\":{..}}   (seq 0: live message;\n"
+            "   damaged: a message was lost in the broker's store, only seq is set)\n"
             "  {\"event\":\"presence\",\"name\":..,\"online\":..,\"reason\":\"login|logout|expired|shutdown\"}\n"
             "  {\"event\":\"disconnected\",\"detail\":..}  {\"event\":\"reconnected\",..}\n"
             "\n%s\n%s",
@@ -221,7 +222,8 @@ static void help_fetch(FILE *f)
             "Human output: \"[2025-01-31 12:00:01 #3] bob -> you: hi\" per message.\n"
             "JSON lines: {\"event\":\"message\",\"from\":..,\"to\":[..],\"broadcast\":..,\n"
             "\"text\":..,\"timestamp_us\":..,\"seq\":..,\"message_id\":..,\"durable\":true,\n"
-            "\"redelivered\":..,\"expired\":..,\"clock\":{..}} per message, then\n"
+            "\"redelivered\":..,\"expired\":..,\"damaged\":..,\"clock\":{..}} per message\n"
+            "(damaged: a message was lost in the broker's store; only seq is set), then\n"
             "{\"event\":\"fetch\",\"count\":N,\"acked\":SEQ} (acked: highest seq acknowledged, 0 none).\n"
             "\n%s\n%s",
             common_help, exit_codes_help);

@@ -196,9 +196,10 @@ static void json_message(cli_str_t *s, const cw_message_t *m)
     cli_str_addf(s, ",\"timestamp_us\":%llu,\"seq\":%llu,\"message_id\":",
                  (unsigned long long) m->timestamp_us, (unsigned long long) m->seq);
     cli_str_json(s, m->message_id);
-    cli_str_addf(s, ",\"durable\":%s,\"redelivered\":%s,\"expired\":%s,\"clock\":",
+    cli_str_addf(s, ",\"durable\":%s,\"redelivered\":%s,\"expired\":%s,\"damaged\":%s,"
+                 "\"clock\":",
                  m->durable ? "true" : "false", m->redelivered ? "true" : "false",
-                 m->expired ? "true" : "false");
+                 m->expired ? "true" : "false", m->damaged ? "true" : "false");
     json_clock(s, m->clock, m->n_clock);
     if (m->holdback_us) /* held back for its causal predecessors (PROTOCOL.md §13.10) */
         cli_str_addf(s, ",\"holdback_us\":%llu,\"gap\":%s", (unsigned long long) m->holdback_us,
@@ -224,7 +225,9 @@ static void human_message(cli_str_t *s, const cli_opts_t *o, const cw_message_t 
     for (size_t i = 0; i < m->n_to; i++)
         cli_str_addf(s, "%s%s", i ? ", " : "", me && strcmp(m->to[i], me) == 0 ? "you" : m->to[i]);
     cli_str_add(s, ": ");
-    if (m->expired)
+    if (m->damaged)
+        cli_str_add(s, "(a message was lost: damaged in the store)");
+    else if (m->expired)
         cli_str_add(s, "(expired before delivery)");
     else
         human_text(s, m->text);
@@ -473,6 +476,7 @@ void cli_print_stats(FILE *f, const cli_opts_t *o, const cw_reply_t *r)
         {"stored_messages", st->stored_messages},
         {"fsyncs", st->fsyncs},
         {"refused_requests", st->refused_requests},
+        {"damaged_entries", st->damaged_entries},
     };
     size_t n = sizeof rows / sizeof rows[0];
     cli_str_t s = {0};

@@ -90,6 +90,7 @@ int cw_conv_message(cw_message_t *m, const cw_deliver_msg_t *d)
     m->durable = d->durable;
     m->redelivered = d->redelivered;
     m->expired = d->expired;
+    m->damaged = d->damaged;
     m->from = cw_conv_strdup(d->from);
     m->text = cw_conv_strdup(d->text);
     m->message_id = cw_conv_strdup(d->message_id);
@@ -180,6 +181,7 @@ cw_reply_t *cw_conv_reply(const cw_reply_msg_t *r)
             .stored_messages = s->stored_messages,
             .fsyncs = s->fsyncs,
             .refused_requests = s->refused_requests,
+            .damaged_entries = s->damaged_entries,
         };
     }
     if (r->n_messages) {

@@ -393,6 +393,9 @@ const char *cw_env_body_name(const cw_env_t *env)
     case CW_BODY(FETCH): return "fetch";
     case CW_BODY(HISTORY): return "history";
     case CW_BODY(HEARTBEAT): return "heartbeat";
+    case CW_BODY(SESSIONS): return "sessions";
+    case CW_BODY(QUEUES): return "queues";
+    case CW_BODY(RECENT): return "recent";
     case CW_BODY(DELIVER): return "deliver";
     case CW_BODY(PRESENCE): return "presence";
     case CW_BODY(REPLY): return "reply";

@@ -36,6 +36,7 @@ static const status_row_t rows[] = {
     {CW_STORE_FULL, "STORE_FULL", "the broker's store is full; nothing stored"},
     {CW_INTERNAL, "INTERNAL", "internal broker error"},
     {CW_SHUTTING_DOWN, "SHUTTING_DOWN", "broker is shutting down"},
+    {CW_DAMAGED, "DAMAGED", "a message was lost: damaged in the store"},
     {CW_ERR_TIMEOUT, "TIMEOUT", "no reply from broker in time"},
     {CW_ERR_DISCONNECTED, "DISCONNECTED", "connection to broker lost"},
     {CW_ERR_IO, "IO_ERROR", "system call failed"},

@@ -34,6 +34,7 @@ typedef enum {
     CW_STORE_FULL = 36,
     CW_INTERNAL = 40,
     CW_SHUTTING_DOWN = 41,
+    CW_DAMAGED = 42,           /* durable: a stored entry failed its checksum (issue 11 item 7) */
     /* Local codes: never on the wire. */
     CW_ERR_TIMEOUT = 100,      /* no reply within the caller's timeout */
     CW_ERR_DISCONNECTED = 101, /* broker connection lost; request not sent or reply lost */

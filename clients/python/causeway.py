@@ -300,6 +300,7 @@ class Stats:
     stored_messages: int
     fsyncs: int
     refused_requests: int = 0   # well-formed requests answered with an error status
+    damaged_entries: int = 0  # durable: distinct stored entries found damaged (messages lost)
 
 
 @dataclasses.dataclass
@@ -318,6 +319,7 @@ class Deliver:
     durable: bool
     redelivered: bool
     expired: bool
+    damaged: bool  # a message was lost: damaged in the broker's store; only seq is set
     clock: dict
     local_clock: dict = None
     holdback_us: int = 0   # how long the client held it back for its predecessors
@@ -376,6 +378,7 @@ def _deliver(d, local_clock=None, epoch=0, holdback_us=0, gap=False):
     return Deliver(sender=getattr(d, "from"), to=list(d.to), broadcast=d.broadcast, text=d.text,
                    timestamp_us=d.timestamp_us, seq=d.seq, message_id=d.message_id,
                    durable=d.durable, redelivered=d.redelivered, expired=d.expired,
+                   damaged=d.damaged,
                    clock=_clock_dict(d.clock), local_clock=local_clock,
                    holdback_us=holdback_us, gap=gap, _epoch=epoch)
 
