@@ -842,7 +842,8 @@ void cwd_on_login(cw_broker_t *b, cw_session_t *s)
 {
     if (!b->durable || s->pull)
         return;
-    /* Everything unacknowledged goes out again, from the start of the queue. */
+    /* Everything unacknowledged goes out again, from the start of the queue,
+     * on a chain of its own: this connection may be a new process. */
     cwor_start(b, s);
     push_read(b, s);
 }

@@ -2,7 +2,7 @@
  *
  *  Owns each session's held ring (struct cw_held, allocated on the first
  *  hold, freed by cwor_release) and the session's delivery fields
- *  (delivery, pushed_seq, acked_seq, ack_wait_ms, read_retry_ms,
+ *  (delivery, pushed_seq, chain_seq, acked_seq, ack_wait_ms, read_retry_ms,
  *  read_backoff_ms, redeliver_next; `pull` is set here too). Router thread.
  *  Calls egress.c only.
  */
@@ -59,6 +59,7 @@ void cwor_check(const cw_broker_t *b, const cw_session_t *s)
     assert(st >= CWOR_NEW && st <= CWOR_CAUGHT_UP);
     assert((st == CWOR_OFF) == off);                               /* 1 */
     assert(s->acked_seq <= s->pushed_seq);                        /* 2 */
+    assert(s->chain_seq <= s->pushed_seq);
     assert(!b->durable || s->pushed_seq <= s->user->last_seq);
     assert(s->pushed_seq - s->acked_seq <= b->cfg.push_window);   /* 3 */
     assert(st != CWOR_CAUGHT_UP || s->pushed_seq - s->acked_seq < b->cfg.push_window);
@@ -102,11 +103,12 @@ static bool must_hold(const cw_broker_t *b, const cw_session_t *s)
 }
 
 /* Pushes a live Deliver frame (consumed) to s. A session that has been
- * pushed stored messages gets it stamped with its pushed position, so the
- * client shows it only after those (PROTOCOL.md §13.10). */
+ * pushed stored messages gets it stamped with the last of them since its
+ * pushes last started again (s->chain_seq), so that the client shows it
+ * only after those (PROTOCOL.md §13.10). */
 static int push_live(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
 {
-    uint64_t after = b->durable && !s->pull ? s->pushed_seq : 0;
+    uint64_t after = b->durable && !s->pull ? s->chain_seq : 0;
     return cwe_push_after(b, s, msg, after);
 }
 
@@ -252,6 +254,7 @@ void cwor_start(cw_broker_t *b, cw_session_t *s)
     transition(b, s, FROM(CWOR_NEW) | FROM(CWOR_CATCHING_UP) | FROM(CWOR_CAUGHT_UP),
                CWOR_CATCHING_UP);
     s->pushed_seq = s->acked_seq;
+    s->chain_seq = 0;
     s->ack_wait_ms = 0;
     cwor_check(b, s);
 }
@@ -324,8 +327,11 @@ bool cwor_push_stored(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver *d)
     env.body_case = CW_BODY(DELIVER);
     env.deliver = d;
     /* The chain the client follows (PROTOCOL.md §13.10): this entry comes
-     * right after the one pushed before it in this session. */
-    env.after_seq = s->pushed_seq;
+     * right after the one pushed before it since the pushes last started
+     * again from the first unacknowledged entry, which every receiver has
+     * been sent on this connection; 0 for the first (everything below it is
+     * acknowledged, possibly by another process, or removed). */
+    env.after_seq = s->chain_seq;
     zmq_msg_t msg;
     if (cw_env_to_msg(&env, &msg) != CW_OK || cwe_push(b, s, &msg) != CW_DELIVERED) {
         /* A later read starts again at pushed_seq + 1. */
@@ -336,6 +342,7 @@ bool cwor_push_stored(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver *d)
         return false;
     }
     s->read_backoff_ms = 0;
+    s->chain_seq = d->seq;
     b->stats.deliveries++;
     int kind = cw_mon_kind(d->broadcast, d->n_to);
     b->mc.dl[1][kind]++;
@@ -380,6 +387,7 @@ bool cwor_tick(cw_broker_t *b, cw_session_t *s)
             (unsigned long long) s->acked_seq + 1, b->cfg.redeliver_ms);
     transition(b, s, FROM(CWOR_CATCHING_UP) | FROM(CWOR_CAUGHT_UP), CWOR_CATCHING_UP);
     s->pushed_seq = s->acked_seq;
+    s->chain_seq = 0;
     s->redeliver_next = true;
     s->ack_wait_ms = b->now_ms;
     cwor_check(b, s);

@@ -2,7 +2,9 @@
  *  session, when a frame may go out so that nothing overtakes what may
  *  causally precede it (docs/CAUSALITY.md point 4, PROTOCOL.md §13.10):
  *    - the stored-push chain: stored entries are pushed in seq order, each
- *      stamped with the seq pushed before it (Envelope.after_seq), at most
+ *      stamped with the seq pushed before it on the current chain
+ *      (Envelope.after_seq = chain_seq; 0 when the pushes start again from
+ *      the first unacknowledged entry: login, resume, redelivery), at most
  *      push_window of them waiting for an ack;
  *    - the held ring: live Delivers that arrive while stored messages for
  *      the session are pending wait, each behind a barrier seq, and go out
@@ -42,7 +44,7 @@
  *  Invariants, checked by cwor_check at every transition in builds without
  *  NDEBUG (like SQLite's assert_pager_state):
  *    1. state == OFF  <=>  no store or s->pull;
- *    2. acked_seq <= pushed_seq <= user->last_seq;
+ *    2. acked_seq <= pushed_seq <= user->last_seq; chain_seq <= pushed_seq;
  *    3. pushed_seq - acked_seq <= push_window, and < push_window when
  *       CAUGHT_UP (a full window switches to catching up);
  *    4. pushed_seq > acked_seq  =>  ack_wait_ms != 0 (redelivery is timed);

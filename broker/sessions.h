@@ -80,6 +80,12 @@ struct cw_session {
     bool pull;                          /* no pushes: the client fetches */
     bool redeliver_next;                /* the next push read redelivers */
     uint64_t pushed_seq;                /* highest seq pushed to this session */
+    uint64_t chain_seq;                 /* the Envelope.after_seq of the next push: the
+                                           seq of the last stored message pushed since
+                                           the pushes last started again from the first
+                                           unacknowledged entry (login, resume,
+                                           redelivery); 0 right after (PROTOCOL.md
+                                           §13.10) */
     uint64_t acked_seq;                 /* highest seq this session acknowledged */
     int64_t ack_wait_ms;                /* since when pushes wait for an ack; 0 none */
     int64_t read_retry_ms;              /* no push read before this (backoff after a failure) */

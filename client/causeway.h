@@ -65,7 +65,11 @@
  *   - Causal order (hold-back, PROTOCOL.md §13.10): the broker stamps each
  *     pushed delivery with the durable position it follows (after_seq): for
  *     a stored message the seq pushed just before it, for a live one the
- *     last stored message pushed to the session. The library shows a
+ *     last stored message pushed to the session, both counted since the
+ *     broker last started the session's pushes again from the first
+ *     unacknowledged entry (login, resume, redelivery: 0 right after), so a
+ *     new process resuming a session (cw_client_login_resume) never waits
+ *     for entries an earlier one acknowledged. The library shows a
  *     delivery only when everything of its own queue up to that position has
  *     been shown, and holds it back otherwise, so no transport or
  *     redelivery reordering shows a message before a stored message the
@@ -445,6 +449,17 @@ const char *cw_client_handshake_error(cw_client_t *c, char *buf, size_t size);
  * CW_ALREADY_LOGGED_IN, CW_TOO_MANY_SESSIONS, CW_UNAUTHORIZED. */
 cw_status_t cw_client_login(cw_client_t *c, const char *name, int timeout_ms,
                             cw_reply_t **reply);
+
+/* cw_client_login presenting a resume token (PROTOCOL.md §7.5): takes over
+ * the live session of name that an earlier connection holds, e.g. of a
+ * program that died before its session expired and kept the token of its
+ * LoginInfo; without such a session it is an ordinary login. The reply's
+ * detail is "session resumed" for a take-over. Stored messages are pushed
+ * again from the first unacknowledged one, and this client shows them
+ * although it has shown nothing yet (after_seq starts again at 0 with
+ * every login and resume, §13.10). The token is a secret: do not log it. */
+cw_status_t cw_client_login_resume(cw_client_t *c, const char *name, const uint8_t *token,
+                                   size_t token_len, int timeout_ms, cw_reply_t **reply);
 
 /* Ends the session; with auto_ack, first acknowledges what was taken
  * (cw_client_ack_flush). If the connection is currently lost the session is

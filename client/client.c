@@ -355,11 +355,12 @@ static cw_status_t request(cw_client_t *c, cw_env_t *env, int timeout_ms, cw_rep
     return status;
 }
 
-cw_status_t cw_client_login(cw_client_t *c, const char *name, int timeout_ms, cw_reply_t **reply)
+static cw_status_t login_as(cw_client_t *c, const char *name, const uint8_t *token,
+                            size_t token_len, int timeout_ms, cw_reply_t **reply)
 {
     if (reply)
         *reply = NULL;
-    if (!c || !name)
+    if (!c || !name || (token_len && !token))
         return CW_ERR_INVALID;
     char *copy = strdup(name);
     if (!copy)
@@ -371,6 +372,8 @@ cw_status_t cw_client_login(cw_client_t *c, const char *name, int timeout_ms, cw
     login.agent = c->agent;
     login.quiet = c->quiet;
     login.pull = c->pull;
+    login.resume_token.data = (uint8_t *) token;
+    login.resume_token.len = token_len;
     env.body_case = CW_BODY(LOGIN);
     env.login = &login;
     cw_status_t st = request(c, &env, timeout_ms, reply);
@@ -381,6 +384,17 @@ cw_status_t cw_client_login(cw_client_t *c, const char *name, int timeout_ms, cw
         free(copy);
     }
     return st;
+}
+
+cw_status_t cw_client_login(cw_client_t *c, const char *name, int timeout_ms, cw_reply_t **reply)
+{
+    return login_as(c, name, NULL, 0, timeout_ms, reply);
+}
+
+cw_status_t cw_client_login_resume(cw_client_t *c, const char *name, const uint8_t *token,
+                                   size_t token_len, int timeout_ms, cw_reply_t **reply)
+{
+    return login_as(c, name, token, token_len, timeout_ms, reply);
 }
 
 cw_status_t cw_client_logout(cw_client_t *c, int timeout_ms)

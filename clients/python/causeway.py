@@ -653,6 +653,7 @@ class Client:
         self._events = collections.deque()
         self._clock = {}
         self._name = None             # session name (also while reconnecting)
+        self._token = b""             # its resume token (a copy for resume_token)
         self._state = _IDLE
         self._info = None
         self._epoch = 0
@@ -741,12 +742,21 @@ class Client:
 
     # -- session ---------------------------------------------------------------
 
-    def login(self, name, timeout=...):
+    def login(self, name, timeout=..., *, resume_token=b""):
         """Logs in as name. Returns a LoginResult (user log, LoginInfo).
         Raises CausewayError: NAME_TAKEN, BAD_NAME, ALREADY_LOGGED_IN,
-        TOO_MANY_SESSIONS, ...; RequestTimeout if the broker does not answer."""
+        TOO_MANY_SESSIONS, ...; RequestTimeout if the broker does not answer.
+
+        resume_token: the token of a live session of name (PROTOCOL.md
+        §7.5), e.g. the ``resume_token`` a program that died kept: this
+        client takes that session over instead of getting NAME_TAKEN until
+        it expires. Its unacknowledged messages are pushed again from the
+        first, and shown here although this client has shown nothing yet
+        (after_seq starts again at 0 with every login and resume, §13.10).
+        The token is a secret: never log or show it."""
         _check_string("name", name)
-        msg = pb.Login(name=name, agent=self.agent, quiet=self.quiet, pull=self.pull)
+        msg = pb.Login(name=name, agent=self.agent, quiet=self.quiet, pull=self.pull,
+                       resume_token=bytes(resume_token))
         req = self._request("login", msg, timeout, login_name=name)
         self._check(req.reply)
         r = req.reply
@@ -755,6 +765,14 @@ class Client:
                                                 info.liveness, info.max_frame,
                                                 info.max_recipients, info.max_text,
                                                 info.durable))
+
+    @property
+    def resume_token(self):
+        """The current session's resume token (bytes; b"" without a
+        session): what login(..., resume_token=) of a later process takes
+        the session over with. A secret: keep it like a password."""
+        with self._lock:
+            return self._token
 
     def logout(self, timeout=...):
         """Ends the session (with auto_ack, first acknowledges what was
@@ -1224,6 +1242,7 @@ class _IoThread:
         self.name = None
         self.token = b""
         with self.c._lock:
+            self.c._token = b""
             self.c._name = None
             self.c._info = None
 
@@ -1236,6 +1255,7 @@ class _IoThread:
         self.max_frame = info.max_frame
         self.last_recv = self.last_send = time.monotonic()
         with self.c._lock:
+            self.c._token = bytes(info.resume_token)
             # The user's clock as the broker last saw it (PROTOCOL.md 11.4),
             # merged before our first event: our own entry goes on above
             # every event of earlier clients of this user. Not an event.
