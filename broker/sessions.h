@@ -76,7 +76,7 @@ struct cw_session {
                                            weigh (Fetch/History, large Send replies) */
     /* Delivery state (outorder.c: its state machine; durable.c drives it).
      * Seqs are positions in the user's queue. */
-    uint8_t delivery;                   /* cwo_state_t (outorder.h) */
+    uint8_t delivery;                   /* cwor_state_t (outorder.h) */
     bool pull;                          /* no pushes: the client fetches */
     bool redeliver_next;                /* the next push read redelivers */
     uint64_t pushed_seq;                /* highest seq pushed to this session */
