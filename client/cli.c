@@ -75,6 +75,7 @@ static void help_main(FILE *f)
             "Command-line client of the causeway chat broker.\n"
             "\n"
             "Commands:\n"
+            "  tui      full-screen terminal client: users, conversation, fates, clock\n"
             "  chat     interactive chat (the default when no command is given)\n"
             "  send     log in, send one message, print per-recipient results, log out\n"
             "  listen   log in and print deliveries and presence events as they arrive\n"
@@ -122,6 +123,45 @@ static void help_chat(FILE *f)
             "Options:\n"
             "  -n, --name NAME       user name\n"
             "      --durable         start with durable sending on\n"
+            "\n%s\n%s",
+            common_help, exit_codes_help);
+}
+
+static void help_tui(FILE *f)
+{
+    fprintf(f,
+            "Usage: causeway tui --name NAME [--durable] [--to LIST] [OPTIONS]\n"
+            "\n"
+            "Full-screen terminal client (needs a terminal; UTF-8 locale for wide\n"
+            "characters). Panes: the conversation (scrollback), the user log (every\n"
+            "user the broker has seen, online or not, unread counts), an optional\n"
+            "vector clock pane, the recipients line, the input line and a status line\n"
+            "(connection, endpoint, live or durable). Each sent message shows what\n"
+            "became of it per recipient, updated in place: delivered, offline, stored\n"
+            "#SEQ (durable), or \"not sent\" (F9 resends it with the same message id).\n"
+            "Nothing waits for the broker: replies, deliveries and presence arrive\n"
+            "while you type. Reconnects by itself after a broker\n"
+            "restart and says so. Durable messages are acknowledged once they are on\n"
+            "the screen.\n"
+            "\n"
+            "Keys: F1 or ? help, F2 durable/live, F3 recipients 1-to-1 / 1-to-n / all,\n"
+            "F4 user list (Enter picks, Space toggles, a = all), F5 check for messages,\n"
+            "F6 history, F7 clock pane, F8 exchange view, F9 or Ctrl-R resend, F10 quit;\n"
+            "Tab completes names; PageUp/PageDown scroll; Up/Down input history.\n"
+            "Commands: /to a,b  /all [TEXT]  /durable on|off  /fetch  /history [N]\n"
+            "/clock  /exchange A,B,C [MIN-MS MAX-MS [COUNT]] | stop  /resend  /help\n"
+            "/quit; //TEXT sends \"/TEXT\". The exchange view runs causeway exchange's\n"
+            "phase-3 clock exchange (same rules, same \"done\" ending) with its log on\n"
+            "screen. docs/TUI.md shows a screen.\n"
+            "\n"
+            "Options:\n"
+            "  -n, --name NAME       user name (another one is asked for if refused)\n"
+            "      --durable         start with durable sending on\n"
+            "      --to LIST         start with these recipients (one: 1-to-1, several: a set;\n"
+            "                        default: everyone)\n"
+            "      --mouse           clicks pick users, the wheel scrolls\n"
+            "      --log-file FILE   write diagnostics there while the screen is up\n"
+            "                        (default: discarded)\n"
             "\n%s\n%s",
             common_help, exit_codes_help);
 }
@@ -358,6 +398,7 @@ enum {
     C_HISTORY = 128,
     C_EXCHANGE = 256,
     C_KEYGEN = 512,
+    C_TUI = 1024,
 };
 
 typedef struct {
@@ -371,7 +412,7 @@ static const command_t commands[] = {
     {"listen", C_LISTEN, help_listen}, {"fetch", C_FETCH, help_fetch},
     {"history", C_HISTORY, help_history}, {"who", C_WHO, help_who},
     {"stats", C_STATS, help_stats},    {"exchange", C_EXCHANGE, help_exchange},
-    {"keygen", C_KEYGEN, help_keygen},
+    {"keygen", C_KEYGEN, help_keygen}, {"tui", C_TUI, help_tui},
     {"help", C_HELP, help_main},
 };
 
@@ -919,6 +960,8 @@ enum {
     OPT_CLOCKD_KEY,
     OPT_DIR,
     OPT_SERVER,
+    OPT_LOG_FILE,
+    OPT_MOUSE,
 };
 
 static const struct option long_opts[] = {
@@ -949,6 +992,8 @@ static const struct option long_opts[] = {
     {"clockd-key", required_argument, NULL, OPT_CLOCKD_KEY},
     {"dir", required_argument, NULL, OPT_DIR},
     {"server", no_argument, NULL, OPT_SERVER},
+    {"log-file", required_argument, NULL, OPT_LOG_FILE},
+    {"mouse", no_argument, NULL, OPT_MOUSE},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -958,18 +1003,22 @@ static const struct option long_opts[] = {
 static int option_commands(int opt)
 {
     switch (opt) {
-    case 'n': return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_HISTORY | C_EXCHANGE;
-    case OPT_DURABLE: return C_SEND | C_CHAT;
-    case OPT_TO: case 'a': case OPT_ID: case OPT_TTL: return C_SEND;
+    case 'n': return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_HISTORY | C_EXCHANGE | C_TUI;
+    case OPT_DURABLE: return C_SEND | C_CHAT | C_TUI;
+    case OPT_TO: return C_SEND | C_TUI;
+    case 'a': case OPT_ID: case OPT_TTL: return C_SEND;
     case 'c': case OPT_FOR: return C_LISTEN | C_EXCHANGE;
-    case OPT_TRACE: case OPT_CLOCKD: return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_EXCHANGE;
+    case OPT_LOG_FILE: case OPT_MOUSE: return C_TUI;
+    case OPT_TRACE: case OPT_CLOCKD:
+        return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_EXCHANGE | C_TUI;
     case OPT_GROUP: case OPT_MIN_MS: case OPT_MAX_MS: case OPT_SEED: return C_EXCHANGE;
     case OPT_MAX: case OPT_KEEP: return C_FETCH;
     case OPT_LAST: return C_HISTORY;
     case OPT_DIR: case OPT_SERVER: return C_KEYGEN;
     case OPT_SERVER_KEY: case OPT_CERT:
-        return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_HISTORY | C_WHO | C_STATS | C_EXCHANGE;
-    case OPT_CLOCKD_KEY: return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_EXCHANGE;
+        return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_HISTORY | C_WHO | C_STATS | C_EXCHANGE |
+               C_TUI;
+    case OPT_CLOCKD_KEY: return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_EXCHANGE | C_TUI;
     default: return -1;
     }
 }
@@ -1171,6 +1220,8 @@ int main(int argc, char **argv)
         case OPT_CLOCKD_KEY: o.clockd_key = optarg; break;
         case OPT_DIR: o.dir = optarg; break;
         case OPT_SERVER: o.server = 1; break;
+        case OPT_LOG_FILE: o.log_file = optarg; break;
+        case OPT_MOUSE: o.mouse = 1; break;
         case OPT_LOG_LEVEL:
             if (cw_log_level_parse(optarg) < 0) {
                 usage_error("unknown log level '%s'", optarg);
@@ -1239,6 +1290,7 @@ int main(int argc, char **argv)
     case C_FETCH: code = cmd_fetch(&o); break;
     case C_HISTORY: code = cmd_history(&o); break;
     case C_EXCHANGE: code = cli_exchange(&o); break;
+    case C_TUI: code = cli_tui(&o); break;
     case C_KEYGEN: code = cmd_keygen(&o); break;
     case C_WHO:
     case C_STATS:

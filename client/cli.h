@@ -1,7 +1,8 @@
 /*  cli.h: what the files of the `causeway` command-line client share.
  *
  *  cli.c parses the command line and runs the scriptable subcommands,
- *  cli_chat.c runs the interactive chat, cli_out.c formats results and
+ *  cli_chat.c runs the interactive chat, tui.c the full-screen client
+ *  (with tui_model.c, tui_worker.c), cli_out.c formats results and
  *  events as human text or JSON lines. Everything runs on the main thread;
  *  the only asynchronous piece is the signal handler, which sets
  *  cli_stopping and writes a byte into cli_signal_fd so poll loops wake up.
@@ -58,6 +59,8 @@ typedef struct {
     const char *clockd_key; /* --clockd-key / $CAUSEWAY_CLOCKD_KEY: CURVE clockd's key */
     const char *dir;        /* keygen --dir: where the files go (default ".") */
     int server;             /* keygen --server: a server's key pair (no user) */
+    const char *log_file;   /* tui --log-file: diagnostics while the screen is up */
+    int mouse;              /* tui --mouse: clicks pick users, the wheel scrolls */
     char **args;            /* positional arguments after the command */
     int n_args;
 } cli_opts_t;
@@ -94,6 +97,9 @@ int cli_fail(const cli_opts_t *o, const char *what, cw_status_t st, const cw_rep
 
 /* The interactive chat (cli_chat.c). Returns an exit code. */
 int cli_chat(const cli_opts_t *o);
+
+/* The full-screen terminal client (tui.c). Returns an exit code. */
+int cli_tui(const cli_opts_t *o);
 
 /* --- cli_out.c ---------------------------------------------------------- */
 
