@@ -82,7 +82,9 @@ static void help_main(FILE *f)
             "  fetch    check for messages: print and acknowledge the stored ones waiting\n"
             "  history  print the last stored messages (acknowledged or not)\n"
             "  who      print the broker's user log (no login)\n"
-            "  stats    print broker statistics (no login)\n"
+            "  stats    print broker statistics (no login); --watch for rates;\n"
+            "           stats sessions|queues|recent: the operator views\n"
+            "  top      a live full-screen view of the broker (operators)\n"
             "  exchange the phase-3 vector clock exchange between a fixed group\n"
             "  keygen   make a CURVE key pair: causeway keygen NAME (a user), --server\n"
             "  help     help on a command: causeway help send\n"
@@ -378,9 +380,47 @@ static void help_stats(FILE *f)
 {
     fprintf(f,
             "Usage: causeway stats [OPTIONS]\n"
+            "       causeway stats --watch [--interval MS] [--count N] [OPTIONS]\n"
+            "       causeway stats sessions|queues|recent --name OPERATOR [--text]\n"
             "\n"
-            "Prints the broker's counters. No login needed.\n"
-            "JSON output: {\"event\":\"stats\",\"uptime_ms\":..,\"sessions\":..,...}\n"
+            "Prints the broker's counters and monitoring figures (traffic by mode and\n"
+            "kind, refusals and recipient fates by status, store commit latency, memory).\n"
+            "No login needed; with --name the CLI logs in first, and an operator (a name\n"
+            "in the broker's --operators) also sees the deepest queues.\n"
+            "  --watch          print one line of rates per interval (received and\n"
+            "                   delivered messages, bytes, refusals, FLOODED, fsyncs per\n"
+            "                   second, from the broker's own uptime), until SIGINT\n"
+            "  --interval MS    between two lines (default 1000, at least 100)\n"
+            "  -c, --count N    stop after N lines (for scripts)\n"
+            "Operator views (log in as --name, which must be in the broker's --operators;\n"
+            "others get UNAUTHORIZED):\n"
+            "  sessions         who is connected: name, peer address, login time, idle\n"
+            "                   time, queue depth, held messages, flags, agent\n"
+            "  queues           durable queue depth per user\n"
+            "  recent           the last messages the broker forwarded (sender,\n"
+            "                   recipients, mode, size); --text adds their texts if the\n"
+            "                   broker runs with --monitor-text\n"
+            "JSON output: {\"event\":\"stats\",\"uptime_ms\":..,\"sessions\":..,...,\n"
+            "  \"traffic\":{\"live\":{\"unicast\":{\"received\":..}}},\"refusals\":{..},..};\n"
+            "  --watch: {\"event\":\"watch\",\"rates\":{\"received\":..,..},..} per line;\n"
+            "  {\"event\":\"session\",..}, {\"event\":\"queue\",..}, {\"event\":\"forwarded\",..}\n"
+            "\n%s\n%s",
+            common_help, exit_codes_help);
+}
+
+static void help_top(FILE *f)
+{
+    fprintf(f,
+            "Usage: causeway top --name OPERATOR [--interval MS] [--text] [OPTIONS]\n"
+            "\n"
+            "A live full-screen view of a broker, the server window: rates in and out,\n"
+            "sessions and the user log (online marks, peer, since when), recently\n"
+            "forwarded messages (sender -> recipients, mode, size), refusals by status,\n"
+            "queue depths and store commit latency. Refreshes every --interval ms\n"
+            "(default 1000). Logs in as --name, which must be in the broker's\n"
+            "--operators. --text shows message texts (the broker must run with\n"
+            "--monitor-text). Keys: q quit, t toggle texts, space refresh now.\n"
+            "  -c, --count N    quit after N refreshes (for scripts)\n"
             "\n%s\n%s",
             common_help, exit_codes_help);
 }
@@ -399,6 +439,7 @@ enum {
     C_EXCHANGE = 256,
     C_KEYGEN = 512,
     C_TUI = 1024,
+    C_TOP = 2048,
 };
 
 typedef struct {
@@ -413,6 +454,7 @@ static const command_t commands[] = {
     {"history", C_HISTORY, help_history}, {"who", C_WHO, help_who},
     {"stats", C_STATS, help_stats},    {"exchange", C_EXCHANGE, help_exchange},
     {"keygen", C_KEYGEN, help_keygen}, {"tui", C_TUI, help_tui},
+    {"top", C_TOP, help_top},
     {"help", C_HELP, help_main},
 };
 
@@ -827,23 +869,6 @@ static int cmd_who(const cli_opts_t *o)
     return code;
 }
 
-static int cmd_stats(const cli_opts_t *o)
-{
-    cw_client_t *c = cli_connect(o, 1, 0, 0);
-    if (!c)
-        return CLI_EXIT_USAGE;
-    cw_reply_t *reply = NULL;
-    cw_status_t st = cw_client_stats(c, o->timeout_ms, &reply);
-    int code = CLI_EXIT_OK;
-    if (st == CW_OK)
-        cli_print_stats(stdout, o, reply);
-    else
-        code = cli_fail(o, "stats", st, reply);
-    cw_reply_destroy(&reply);
-    cw_client_destroy(&c);
-    return code;
-}
-
 /* --- signals ------------------------------------------------------------------ */
 
 static void on_signal(int sig)
@@ -960,6 +985,9 @@ enum {
     OPT_CLOCKD_KEY,
     OPT_DIR,
     OPT_SERVER,
+    OPT_WATCH,
+    OPT_INTERVAL,
+    OPT_TEXT,
     OPT_LOG_FILE,
     OPT_MOUSE,
 };
@@ -991,6 +1019,9 @@ static const struct option long_opts[] = {
     {"cert", required_argument, NULL, OPT_CERT},
     {"clockd-key", required_argument, NULL, OPT_CLOCKD_KEY},
     {"dir", required_argument, NULL, OPT_DIR},
+    {"watch", no_argument, NULL, OPT_WATCH},
+    {"interval", required_argument, NULL, OPT_INTERVAL},
+    {"text", no_argument, NULL, OPT_TEXT},
     {"server", no_argument, NULL, OPT_SERVER},
     {"log-file", required_argument, NULL, OPT_LOG_FILE},
     {"mouse", no_argument, NULL, OPT_MOUSE},
@@ -1003,11 +1034,16 @@ static const struct option long_opts[] = {
 static int option_commands(int opt)
 {
     switch (opt) {
-    case 'n': return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_HISTORY | C_EXCHANGE | C_TUI;
+    case 'n':
+        return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_HISTORY | C_EXCHANGE | C_TUI | C_STATS |
+               C_TOP;
+    case OPT_WATCH: return C_STATS;
+    case OPT_INTERVAL: case OPT_TEXT: return C_STATS | C_TOP;
     case OPT_DURABLE: return C_SEND | C_CHAT | C_TUI;
     case OPT_TO: return C_SEND | C_TUI;
     case 'a': case OPT_ID: case OPT_TTL: return C_SEND;
-    case 'c': case OPT_FOR: return C_LISTEN | C_EXCHANGE;
+    case 'c': return C_LISTEN | C_EXCHANGE | C_STATS | C_TOP;
+    case OPT_FOR: return C_LISTEN | C_EXCHANGE;
     case OPT_LOG_FILE: case OPT_MOUSE: return C_TUI;
     case OPT_TRACE: case OPT_CLOCKD:
         return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_EXCHANGE | C_TUI;
@@ -1017,7 +1053,7 @@ static int option_commands(int opt)
     case OPT_DIR: case OPT_SERVER: return C_KEYGEN;
     case OPT_SERVER_KEY: case OPT_CERT:
         return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_HISTORY | C_WHO | C_STATS | C_EXCHANGE |
-               C_TUI;
+               C_TUI | C_TOP;
     case OPT_CLOCKD_KEY: return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_EXCHANGE | C_TUI;
     default: return -1;
     }
@@ -1220,6 +1256,15 @@ int main(int argc, char **argv)
         case OPT_CLOCKD_KEY: o.clockd_key = optarg; break;
         case OPT_DIR: o.dir = optarg; break;
         case OPT_SERVER: o.server = 1; break;
+        case OPT_WATCH: o.watch = 1; break;
+        case OPT_TEXT: o.text = 1; break;
+        case OPT_INTERVAL:
+            if (parse_long(optarg, 100, 3600000, &o.interval_ms) != 0) {
+                usage_error("--interval needs a number of milliseconds from 100 to 3600000, "
+                            "not '%s'", optarg);
+                goto out;
+            }
+            break;
         case OPT_LOG_FILE: o.log_file = optarg; break;
         case OPT_MOUSE: o.mouse = 1; break;
         case OPT_LOG_LEVEL:
@@ -1292,13 +1337,14 @@ int main(int argc, char **argv)
     case C_EXCHANGE: code = cli_exchange(&o); break;
     case C_TUI: code = cli_tui(&o); break;
     case C_KEYGEN: code = cmd_keygen(&o); break;
+    case C_STATS: code = cli_stats(&o); break;
+    case C_TOP: code = cli_top(&o); break;
     case C_WHO:
-    case C_STATS:
         if (o.n_args) {
             usage_error("unexpected argument '%s'", o.args[0]);
             goto out;
         }
-        code = bit == C_WHO ? cmd_who(&o) : cmd_stats(&o);
+        code = cmd_who(&o);
         break;
     default:
         if (o.n_args) {

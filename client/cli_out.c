@@ -484,6 +484,7 @@ void cli_print_stats(FILE *f, const cli_opts_t *o, const cw_reply_t *r)
         cli_str_add(&s, "{\"event\":\"stats\"");
         for (size_t i = 0; i < n; i++)
             cli_str_addf(&s, ",\"%s\":%llu", rows[i].key, rows[i].v);
+        cli_stats_extras(&s, f, o, r);
         cli_str_add(&s, "}");
         cli_str_emit(&s, f);
     } else {
@@ -491,6 +492,7 @@ void cli_print_stats(FILE *f, const cli_opts_t *o, const cw_reply_t *r)
             cli_str_addf(&s, "%-17s %llu", rows[i].key, rows[i].v);
             cli_str_emit(&s, f);
         }
+        cli_stats_extras(NULL, f, o, r);
     }
     cli_str_free(&s);
 }

@@ -550,6 +550,106 @@ cw_status_t cw_client_stats(cw_client_t *c, int timeout_ms, cw_reply_t **reply)
     return request(c, &env, timeout_ms, reply);
 }
 
+/* Sessions and Queues: every page, joined (see causeway.h). */
+static cw_status_t operator_pages(cw_client_t *c, int body, int timeout_ms, cw_reply_t **reply)
+{
+    if (reply)
+        *reply = NULL;
+    if (!c)
+        return CW_ERR_INVALID;
+    cw_reply_t *all = NULL;
+    char after[CW_NAME_MAX_HARD + 1] = "";
+    cw_status_t st = CW_OK;
+    for (int pages = 0; pages < 100000; pages++) {
+        cw_env_t env;
+        cw_env_init(&env, 0);
+        Causeway__V1__Sessions sreq = CAUSEWAY__V1__SESSIONS__INIT;
+        Causeway__V1__Queues qreq = CAUSEWAY__V1__QUEUES__INIT;
+        sreq.after = qreq.after = after;
+        env.body_case = (Causeway__V1__Envelope__BodyCase) body;
+        if (body == CW_BODY(SESSIONS))
+            env.sessions = &sreq;
+        else
+            env.queues = &qreq;
+        cw_reply_t *page = NULL;
+        st = request(c, &env, timeout_ms, &page);
+        if (!all) {
+            all = page;
+            page = NULL;
+        } else if (page && st == CW_OK) {
+            /* Join: the page's entries after the ones we have. */
+            if (body == CW_BODY(SESSIONS) && page->n_sessions) {
+                cw_session_info_t *s = realloc(all->sessions, (all->n_sessions + page->n_sessions) *
+                                                                  sizeof *s);
+                if (!s) {
+                    st = CW_ERR_NOMEM;
+                } else {
+                    memcpy(s + all->n_sessions, page->sessions, page->n_sessions * sizeof *s);
+                    all->sessions = s;
+                    all->n_sessions += page->n_sessions;
+                    page->n_sessions = 0;
+                }
+            } else if (body == CW_BODY(QUEUES) && page->n_queues) {
+                cw_queue_info_t *q = realloc(all->queues, (all->n_queues + page->n_queues) *
+                                                              sizeof *q);
+                if (!q) {
+                    st = CW_ERR_NOMEM;
+                } else {
+                    memcpy(q + all->n_queues, page->queues, page->n_queues * sizeof *q);
+                    all->queues = q;
+                    all->n_queues += page->n_queues;
+                    page->n_queues = 0;
+                }
+            }
+            all->truncated = st == CW_OK ? page->truncated : 1;
+        } else if (all) {
+            all->truncated = 1; /* a later page refused: only part of the list */
+            all->status = st;
+        }
+        cw_reply_destroy(&page);
+        size_t n = all ? (body == CW_BODY(SESSIONS) ? all->n_sessions : all->n_queues) : 0;
+        const char *last = !n ? NULL
+                           : body == CW_BODY(SESSIONS) ? all->sessions[n - 1].name
+                                                       : all->queues[n - 1].name;
+        if (st != CW_OK || !all || !all->truncated || !last || strlen(last) >= sizeof after ||
+            strcmp(last, after) == 0)
+            break;
+        snprintf(after, sizeof after, "%s", last);
+    }
+    if (reply)
+        *reply = all;
+    else
+        cw_reply_destroy(&all);
+    return st;
+}
+
+cw_status_t cw_client_sessions(cw_client_t *c, int timeout_ms, cw_reply_t **reply)
+{
+    return operator_pages(c, CW_BODY(SESSIONS), timeout_ms, reply);
+}
+
+cw_status_t cw_client_queues(cw_client_t *c, int timeout_ms, cw_reply_t **reply)
+{
+    return operator_pages(c, CW_BODY(QUEUES), timeout_ms, reply);
+}
+
+cw_status_t cw_client_recent(cw_client_t *c, uint32_t max, int text, int timeout_ms,
+                             cw_reply_t **reply)
+{
+    if (reply)
+        *reply = NULL;
+    if (!c)
+        return CW_ERR_INVALID;
+    cw_env_t env;
+    cw_env_init(&env, 0);
+    Causeway__V1__Recent rq = CAUSEWAY__V1__RECENT__INIT;
+    rq.max = max;
+    rq.text = text != 0;
+    env.body_case = CW_BODY(RECENT);
+    env.recent = &rq;
+    return request(c, &env, timeout_ms, reply);
+}
+
 cw_status_t cw_client_ack(cw_client_t *c, uint64_t seq, int timeout_ms)
 {
     if (!c)
