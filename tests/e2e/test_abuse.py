@@ -58,9 +58,13 @@ def rss_slack_kib(broker):
 @pytest.fixture
 def small_quarantine(monkeypatch):
     """Brokers started by the test keep at most 16 MB of freed memory in
-    ASan's quarantine (default 256 MB), so that VmRSS follows live memory."""
+    ASan's quarantine (default 256 MB), and glibc's malloc keeps one arena
+    for all threads (MALLOC_ARENA_MAX=1: the router, store and monitoring
+    threads would each get one, whose pages come and go with timing), so
+    that VmRSS follows live memory."""
     opts = os.environ.get("ASAN_OPTIONS", "")
     monkeypatch.setenv("ASAN_OPTIONS", (opts + ":" if opts else "") + "quarantine_size_mb=16")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "1")
 
 
 def stats(client):
@@ -367,10 +371,11 @@ def test_connection_churn(small_quarantine, broker, hub, pb):
     first round takes the allocator to its working size (how many dropped
     sessions wait for expiry at once depends on the machine's speed, and
     freed memory is not given back), so the second one measures what stays:
-    the user log keeps every name and its state (measured: 0.55-2.9 MiB for
-    2500 names, the spread being malloc's), and a leak of 1 KiB or more per
-    cycle would break the bound (the first round alone grew 3.5-8 MiB here,
-    which is why a single round made a flaky test)."""
+    the user log keeps every name and its state (measured: 0.07-2.9 MiB for
+    2500 names; the spread is how many dropped connections, 27 KiB of libzmq
+    state each, waited for expiry at once), and a leak of 1.5 KiB or more
+    per cycle would break the bound (the first round alone grew 1-8 MiB
+    here, which is why a single round made a flaky test)."""
     br = broker()
     watcher = hub.logged_in(br.endpoint, fresh("watch"), quiet=True)
     base = stats(watcher).sessions
