@@ -590,21 +590,25 @@ static int audit_clocks(cw_causal_t *c, size_t p)
                 /* e >= merge(prev, mc) entry by entry? */
                 uint32_t bad = UINT32_MAX;
                 uint64_t have = 0, need = 0;
-                for (int side = 0; side < 2; side++) {
-                    const cw_vc_t *v = side ? mc : pc;
-                    for (size_t k = 0; k < v->n; k++) {
-                        uint64_t need_k = v->count[k];
-                        uint64_t other = cw_vc_get(side ? pc : mc, v->node[k]);
-                        if (other > need_k)
-                            need_k = other;
-                        uint64_t have_k = cw_vc_get(&e->vc, v->node[k]);
-                        if (have_k < need_k
-                            && (bad == UINT32_MAX
-                                || strcmp(cw_trace_node_name(t, v->node[k]), cw_trace_node_name(t, bad)) < 0)) {
-                            bad = v->node[k];
-                            have = have_k;
-                            need = need_k;
-                        }
+                /* One walk over the three clocks in node id order. */
+                size_t ip = 0, im = 0, ie = 0;
+                const cw_vc_t *ev = &e->vc;
+                while (ip < pc->n || im < mc->n) {
+                    uint32_t np_ = ip < pc->n ? pc->node[ip] : UINT32_MAX;
+                    uint32_t nm_ = im < mc->n ? mc->node[im] : UINT32_MAX;
+                    uint32_t node = np_ < nm_ ? np_ : nm_;
+                    uint64_t x = np_ == node ? pc->count[ip++] : 0;
+                    uint64_t y = nm_ == node ? mc->count[im++] : 0;
+                    uint64_t need_k = x > y ? x : y;
+                    while (ie < ev->n && ev->node[ie] < node)
+                        ie++;
+                    uint64_t have_k = ie < ev->n && ev->node[ie] == node ? ev->count[ie] : 0;
+                    if (have_k < need_k
+                        && (bad == UINT32_MAX
+                            || strcmp(cw_trace_node_name(t, node), cw_trace_node_name(t, bad)) < 0)) {
+                        bad = node;
+                        have = have_k;
+                        need = need_k;
                     }
                 }
                 if (bad != UINT32_MAX) {

@@ -51,6 +51,8 @@ struct cw_trace {
     cw_strmap_t *nodes;       /* node name -> node id */
     char **node_names;        /* owned, by id */
     size_t n_nodes, cap_nodes;
+    uint64_t *mark;           /* owned scratch of to_pairs: cap_mark zeros */
+    size_t cap_mark;
 };
 
 
@@ -95,6 +97,7 @@ void cw_trace_destroy(cw_trace_t **p)
     for (size_t i = 0; i < t->n_nodes; i++)
         free(t->node_names[i]);
     free(t->node_names);
+    free(t->mark);
     cw_strmap_destroy(&t->names);
     cw_strmap_destroy(&t->nodes);
     free(t);
@@ -497,6 +500,21 @@ typedef struct {
     uint64_t count;
 } pair_t;
 
+/* Makes t->mark cover every node id (new entries zero). */
+static int mark_fit(cw_trace_t *t)
+{
+    if (t->cap_mark >= t->n_nodes)
+        return CW_OK;
+    size_t cap = t->cap_nodes;
+    uint64_t *grown = realloc(t->mark, cap * sizeof *grown);
+    if (!grown)
+        return CW_ERR_NOMEM;
+    memset(grown + t->cap_mark, 0, (cap - t->cap_mark) * sizeof *grown);
+    t->mark = grown;
+    t->cap_mark = cap;
+    return CW_OK;
+}
+
 static int cmp_pair(const void *x, const void *y)
 {
     const pair_t *a = x, *b = y;
@@ -504,7 +522,10 @@ static int cmp_pair(const void *x, const void *y)
 }
 
 /* Interns the nodes of a wire clock into pairs (zeros dropped, sorted by
- * id); returns the number kept, or SIZE_MAX if out of memory. */
+ * id); returns the number kept, or SIZE_MAX if out of memory. A clock that
+ * names a good share of all nodes (the usual case) is sorted by a pass over
+ * t->mark, a per-node scratch array that is all zero between calls; a
+ * sparse one by qsort. Nodes are distinct (cw_trace_check). */
 static size_t to_pairs(cw_trace_t *t, cw_clock_entry_msg_t *const *e, size_t n, pair_t *out)
 {
     size_t k = 0;
@@ -519,8 +540,20 @@ static size_t to_pairs(cw_trace_t *t, cw_clock_entry_msg_t *const *e, size_t n, 
             sorted = 0;
         k++;
     }
-    if (!sorted)
+    if (sorted || k < 2)
+        return k;
+    if (k * 8 < t->n_nodes || mark_fit(t) != CW_OK) {
         qsort(out, k, sizeof *out, cmp_pair);
+        return k;
+    }
+    for (size_t i = 0; i < k; i++)
+        t->mark[out[i].node] = out[i].count;
+    size_t m = 0;
+    for (size_t id = 0; m < k; id++)
+        if (t->mark[id]) {
+            out[m++] = (pair_t){.node = (uint32_t) id, .count = t->mark[id]};
+            t->mark[id] = 0;
+        }
     return k;
 }
 
