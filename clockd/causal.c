@@ -219,6 +219,8 @@ typedef struct {
     size_t *stack;          /* DFS over a heap */
     size_t cap_stack;
     first_t *firsts;        /* the receiver's first deliveries, in its order */
+    size_t *send_of;        /* per event: the first send of its message key, or CW_NO_EVENT */
+    size_t *seen_at;        /* per send: index in firsts of its first delivery at the receiver */
     uint32_t *snode;        /* per first: node id of its send's process */
     uint64_t *skey;         /* per first: the send's own entry */
 } work_t;
@@ -313,15 +315,11 @@ static int audit_receiver(cw_causal_t *c, work_t *w, size_t r, const size_t *add
     size_t n = cw_trace_process_count(t, r);
     char ida[CW_EVENT_ID_MAX], idb[CW_EVENT_ID_MAX], ca[256], cb[256];
     int rc = CW_OK;
-    cw_strmap_t *seen = cw_strmap_new();      /* message key -> index in firsts */
+    size_t *seen = w->seen_at;   /* send -> index in firsts; SIZE_MAX between receivers */
     first_t *firsts = w->firsts;
     size_t nf = 0;
     gapc_t *gaps = NULL;
     size_t *gap_first = NULL;
-    if (!seen) {
-        rc = CW_ERR_NOMEM;
-        goto out;
-    }
     for (size_t seq = 1; seq <= n && rc == CW_OK; seq++) {
         size_t d = cw_trace_process_event(t, r, seq);
         const cw_event_t *de = EV(c, d);
@@ -329,7 +327,7 @@ static int audit_receiver(cw_causal_t *c, work_t *w, size_t r, const size_t *add
             continue;
         size_t s;
         cw_event_id(de, ida, sizeof ida);
-        if (!cw_strmap_get(c->sends, de->msg, &s)) {
+        if ((s = w->send_of[d]) == CW_NO_EVENT) {
             rc = add_finding(c, CW_FIND_UNMATCHED, r, d, CW_NO_EVENT, de->msg,
                              "%s delivered message %s, which no send event in the trace carries",
                              ida, de->msg);
@@ -349,16 +347,15 @@ static int audit_receiver(cw_causal_t *c, work_t *w, size_t r, const size_t *add
                              ida, de->msg, idb, rname);
             continue;
         }
-        size_t k;
-        if (cw_strmap_get(seen, de->msg, &k)) {
+        size_t k = seen[s];
+        if (k != SIZE_MAX) {
             cw_event_id(EV(c, firsts[k].d), idb, sizeof idb);
             rc = add_finding(c, CW_FIND_DUPLICATE, r, d, firsts[k].d, de->msg,
                              "%s delivered message %s again; %s delivered it first",
                              ida, de->msg, idb);
             continue;
         }
-        if ((rc = cw_strmap_put(seen, de->msg, nf)) != CW_OK)
-            break;
+        seen[s] = nf;
         w->snode[nf] = cw_trace_process_node(t, se->proc);
         w->skey[nf] = cw_vc_get(&se->vc, w->snode[nf]);
         firsts[nf++] = (first_t){.d = d, .s = s};
@@ -414,9 +411,8 @@ static int audit_receiver(cw_causal_t *c, work_t *w, size_t r, const size_t *add
     size_t ng = 0;
     for (size_t i = 0; i < n_addr; i++) {
         const cw_event_t *sy = EV(c, addr[i]);
-        size_t k;
         gap_first[i] = SIZE_MAX;
-        if (sy->proc == r || cw_strmap_get(seen, sy->msg, &k))
+        if (sy->proc == r || seen[addr[i]] != SIZE_MAX)
             continue;
         gaps[ng++] = (gapc_t){.key = cw_vc_get(&sy->vc, cw_trace_process_node(t, sy->proc)), .a = i};
     }
@@ -465,7 +461,8 @@ static int audit_receiver(cw_causal_t *c, work_t *w, size_t r, const size_t *add
 out:
     free(gaps);
     free(gap_first);
-    cw_strmap_destroy(&seen);
+    for (size_t i = 0; i < nf; i++)
+        seen[firsts[i].s] = SIZE_MAX;
     return rc;
 }
 
@@ -508,7 +505,7 @@ static void vc_merge(const cw_vc_t *a, const cw_vc_t *b, uint32_t *node, uint64_
 }
 
 /* Clock rules of process p's events. */
-static int audit_clocks(cw_causal_t *c, size_t p)
+static int audit_clocks(cw_causal_t *c, const work_t *w, size_t p)
 {
     const cw_trace_t *t = c->t;
     const char *pname = cw_trace_process_name(t, p);
@@ -570,7 +567,7 @@ static int audit_clocks(cw_causal_t *c, size_t p)
         } else {
             size_t s = CW_NO_EVENT;
             const cw_event_t *se = NULL;
-            if (cw_strmap_get(c->sends, e->msg, &s) && strcmp(EV(c, s)->process, e->peers[0]) == 0)
+            if ((s = w->send_of[i]) != CW_NO_EVENT && strcmp(EV(c, s)->process, e->peers[0]) == 0)
                 se = EV(c, s);
             else
                 s = CW_NO_EVENT;
@@ -703,9 +700,18 @@ int cw_causal_audit(cw_causal_t *c)
     w.firsts = malloc(most * sizeof *w.firsts);
     w.snode = malloc(most * sizeof *w.snode);
     w.skey = malloc(most * sizeof *w.skey);
+    w.send_of = malloc((ne ? ne : 1) * sizeof *w.send_of);
+    w.seen_at = malloc((ne ? ne : 1) * sizeof *w.seen_at);
+    if (w.send_of && w.seen_at)
+        for (size_t i = 0; i < ne; i++) {
+            const cw_event_t *e = EV(c, i);
+            size_t s;
+            w.send_of[i] = e->kind != CW_EV_LOCAL && cw_strmap_get(c->sends, e->msg, &s) ? s : CW_NO_EVENT;
+            w.seen_at[i] = SIZE_MAX;
+        }
     w.cap_stack = 64;
     w.stack = malloc(w.cap_stack * sizeof *w.stack);
-    if (!w.stack || !addr || !n_addr || !cap_addr || !w.heaps || !w.used || !w.zero || !w.firsts || !w.snode
+    if (!w.stack || !w.send_of || !w.seen_at || !addr || !n_addr || !cap_addr || !w.heaps || !w.used || !w.zero || !w.firsts || !w.snode
         || !w.skey) {
         rc = CW_ERR_NOMEM;
         goto out;
@@ -715,8 +721,7 @@ int cw_causal_audit(cw_causal_t *c)
         const cw_event_t *e = EV(c, i);
         if (e->kind != CW_EV_SEND)
             continue;
-        size_t first;
-        cw_strmap_get(c->sends, e->msg, &first);
+        size_t first = w.send_of[i];
         if (first != i) {
             cw_event_id(e, ida, sizeof ida);
             cw_event_id(EV(c, first), idb, sizeof idb);
@@ -740,7 +745,7 @@ int cw_causal_audit(cw_causal_t *c)
     for (size_t r = 0; r < np && rc == CW_OK; r++)
         rc = audit_receiver(c, &w, r, addr[r], n_addr[r]);
     for (size_t p = 0; p < np && rc == CW_OK; p++)
-        rc = audit_clocks(c, p);
+        rc = audit_clocks(c, &w, p);
 out:
     if (addr)
         for (size_t r = 0; r < np; r++)
@@ -756,6 +761,8 @@ out:
     free(w.zero);
     free(w.stack);
     free(w.firsts);
+    free(w.send_of);
+    free(w.seen_at);
     free(w.snode);
     free(w.skey);
     if (rc != CW_OK) {

@@ -726,17 +726,43 @@ int cw_clock_from_json(const cw_json_t *obj, const char *field, cw_clock_entry_m
     return CW_OK;
 }
 
-/* The member or NULL; JSON null counts as absent. */
-static const cw_json_t *member(const cw_json_t *obj, const char *key)
+/* The fields of a trace line, read in one pass over the object's members
+ * (a lookup per field was a string scan of all members each time). */
+enum { F_PROCESS, F_KIND, F_CLOCK, F_MSG, F_PEERS, F_TS, F_TEXT, F_HOLDBACK, F_MSG_CLOCK,
+       F_BROADCAST, F_COUNT };
+
+typedef struct {
+    const cw_json_t *v[F_COUNT];   /* NULL = absent; JSON null counts as absent */
+} fields_t;
+
+static int field_index(const char *k)
 {
-    const cw_json_t *v = cw_json_get(obj, key);
-    return cw_json_type(v) == CW_JSON_NULL ? NULL : v;
+    switch (k[0]) {
+    case 'p': return !strcmp(k, "process") ? F_PROCESS : !strcmp(k, "peers") ? F_PEERS : -1;
+    case 'k': return !strcmp(k, "kind") ? F_KIND : -1;
+    case 'c': return !strcmp(k, "clock") ? F_CLOCK : -1;
+    case 'm': return !strcmp(k, "msg") ? F_MSG : !strcmp(k, "msg_clock") ? F_MSG_CLOCK : -1;
+    case 't': return !strcmp(k, "ts_us") ? F_TS : !strcmp(k, "text") ? F_TEXT : -1;
+    case 'h': return !strcmp(k, "holdback_us") ? F_HOLDBACK : -1;
+    case 'b': return !strcmp(k, "broadcast") ? F_BROADCAST : -1;
+    }
+    return -1;
 }
 
-static int want_string(const cw_json_t *obj, const char *key, int required, const char **out,
+static void fields_read(const cw_json_t *obj, fields_t *f)
+{
+    memset(f, 0, sizeof *f);
+    for (size_t i = 0; i < cw_json_len(obj); i++) {
+        int k = field_index(cw_json_key_at(obj, i));
+        const cw_json_t *v = cw_json_at(obj, i);
+        if (k >= 0 && cw_json_type(v) != CW_JSON_NULL)
+            f->v[k] = v;
+    }
+}
+
+static int want_string(const cw_json_t *v, const char *key, int required, const char **out,
                        char *err, size_t errlen)
 {
-    const cw_json_t *v = member(obj, key);
     *out = NULL;
     if (!v) {
         if (required) {
@@ -753,10 +779,9 @@ static int want_string(const cw_json_t *obj, const char *key, int required, cons
     return CW_OK;
 }
 
-static int want_uint(const cw_json_t *obj, const char *key, uint64_t *out, int *present,
+static int want_uint(const cw_json_t *v, const char *key, uint64_t *out, int *present,
                      char *err, size_t errlen)
 {
-    const cw_json_t *v = member(obj, key);
     *out = 0;
     if (present)
         *present = v != NULL;
@@ -804,9 +829,11 @@ int cw_trace_add_json(cw_trace_t *t, const char *line, size_t len, size_t lineno
         goto out;
     }
     const char *kind;
-    if ((rc = want_string(root, "process", 1, &ev.process, err, errlen)) != CW_OK)
+    fields_t fl;
+    fields_read(root, &fl);
+    if ((rc = want_string(fl.v[F_PROCESS], "process", 1, &ev.process, err, errlen)) != CW_OK)
         goto out;
-    if ((rc = want_string(root, "kind", 1, &kind, err, errlen)) != CW_OK)
+    if ((rc = want_string(fl.v[F_KIND], "kind", 1, &kind, err, errlen)) != CW_OK)
         goto out;
     ev.kind = cw_ev_kind_parse(kind);
     if (!ev.kind) {
@@ -815,7 +842,7 @@ int cw_trace_add_json(cw_trace_t *t, const char *line, size_t len, size_t lineno
         rc = CW_BAD_REQUEST;
         goto out;
     }
-    const cw_json_t *clock = member(root, "clock");
+    const cw_json_t *clock = fl.v[F_CLOCK];
     if (!clock) {
         cw_set_err(err, errlen, "clock: missing");
         rc = CW_BAD_REQUEST;
@@ -824,9 +851,9 @@ int cw_trace_add_json(cw_trace_t *t, const char *line, size_t len, size_t lineno
     if ((rc = cw_clock_from_json(clock, "clock", &clock_items, &clock_ptrs, &ev.n_clock, err, errlen)) != CW_OK)
         goto out;
     ev.clock = clock_ptrs;
-    if ((rc = want_string(root, "msg", 0, &ev.msg, err, errlen)) != CW_OK)
+    if ((rc = want_string(fl.v[F_MSG], "msg", 0, &ev.msg, err, errlen)) != CW_OK)
         goto out;
-    const cw_json_t *jp = member(root, "peers");
+    const cw_json_t *jp = fl.v[F_PEERS];
     if (jp) {
         if (cw_json_type(jp) != CW_JSON_ARRAY) {
             cw_set_err(err, errlen, "peers: expected an array of names, found %s",
@@ -858,20 +885,20 @@ int cw_trace_add_json(cw_trace_t *t, const char *line, size_t len, size_t lineno
         }
         ev.peers = peers;
     }
-    if ((rc = want_uint(root, "ts_us", &ev.ts_us, NULL, err, errlen)) != CW_OK)
+    if ((rc = want_uint(fl.v[F_TS], "ts_us", &ev.ts_us, NULL, err, errlen)) != CW_OK)
         goto out;
-    if ((rc = want_string(root, "text", 0, &ev.text, err, errlen)) != CW_OK)
+    if ((rc = want_string(fl.v[F_TEXT], "text", 0, &ev.text, err, errlen)) != CW_OK)
         goto out;
-    if ((rc = want_uint(root, "holdback_us", &ev.holdback_us, &ev.has_holdback, err, errlen)) != CW_OK)
+    if ((rc = want_uint(fl.v[F_HOLDBACK], "holdback_us", &ev.holdback_us, &ev.has_holdback, err, errlen)) != CW_OK)
         goto out;
-    const cw_json_t *mc = member(root, "msg_clock");
+    const cw_json_t *mc = fl.v[F_MSG_CLOCK];
     if (mc) {
         if ((rc = cw_clock_from_json(mc, "msg_clock", &mc_items, &mc_ptrs, &ev.n_msg_clock, err, errlen)) != CW_OK)
             goto out;
         ev.msg_clock = mc_ptrs;
         ev.has_msg_clock = 1;
     }
-    const cw_json_t *bc = member(root, "broadcast");
+    const cw_json_t *bc = fl.v[F_BROADCAST];
     if (bc) {
         if (cw_json_bool(bc) < 0) {
             cw_set_err(err, errlen, "broadcast: expected true or false");
