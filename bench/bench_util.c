@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -149,7 +150,7 @@ static void *relay_main(void *arg)
     zmq_setsockopt(sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
     zmq_setsockopt(sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
-    if (zmq_bind(sock, "tcp://127.0.0.1:*") != 0) {
+    if (zmq_bind(sock, r->bind[0] ? r->bind : "tcp://127.0.0.1:*") != 0) {
         fprintf(stderr, "bench: relay cannot bind: %s\n", zmq_strerror(errno));
         zmq_close(sock);
         atomic_store(&r->state, RELAY_FAILED);
@@ -209,7 +210,13 @@ static void *relay_main(void *arg)
 
 int bench_relay_start(bench_relay_t *r, size_t reply_size, int sndhwm)
 {
+    return bench_relay_start_at(r, "", reply_size, sndhwm);
+}
+
+int bench_relay_start_at(bench_relay_t *r, const char *bind, size_t reply_size, int sndhwm)
+{
     memset(r, 0, sizeof *r);
+    snprintf(r->bind, sizeof r->bind, "%s", bind);
     r->ctx = zmq_ctx_new();
     if (r->ctx)
         zmq_ctx_set(r->ctx, ZMQ_THREAD_NAME_PREFIX, 2); /* I/O thread "2/ZMQbg/IO/0" */
@@ -408,4 +415,75 @@ long bench_raise_nofile(long want)
         getrlimit(RLIMIT_NOFILE, &rl);
     }
     return (long) rl.rlim_cur;
+}
+
+/* -------------------------------------------------------------------------
+ * Where benchmarks write
+ */
+
+int bench_fs_of(const char *path, char *type, size_t type_len, char *mount, size_t mount_len)
+{
+    char real[4096];
+    if (!realpath(path, real))
+        return -1;
+    FILE *f = fopen("/proc/self/mountinfo", "r");
+    if (!f)
+        return -1;
+    size_t best = 0;
+    int found = -1;
+    char line[4096];
+    while (fgets(line, sizeof line, f)) {
+        /* id parent major:minor root mountpoint options [optional...] - fstype source super */
+        char mp[2048];
+        if (sscanf(line, "%*s %*s %*s %*s %2047s", mp) != 1)
+            continue;
+        size_t n = strlen(mp);
+        int under = strncmp(real, mp, n) == 0 && (real[n] == '/' || real[n] == '\0' || n == 1);
+        if (!under || n < best)
+            continue;
+        const char *dash = strstr(line, " - ");
+        char fstype[64];
+        if (!dash || sscanf(dash + 3, "%63s", fstype) != 1)
+            continue;
+        best = n;
+        snprintf(type, type_len, "%s", fstype);
+        snprintf(mount, mount_len, "%s", mp);
+        found = 0;
+    }
+    fclose(f);
+    return found;
+}
+
+int bench_data_dir(const char *prefix, char *out, size_t len)
+{
+    const char *base = getenv("CW_BENCH_DATA");
+    if (!base || !*base)
+        base = ".";
+    if (mkdir(base, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "bench: cannot create %s: %s\n", base, strerror(errno));
+        return -1;
+    }
+    char type[64] = "?", mount[1024] = "?";
+    bench_fs_of(base, type, sizeof type, mount, sizeof mount);
+    const char *allow = getenv("CW_BENCH_ALLOW_TMPFS");
+    if ((!strcmp(type, "tmpfs") || !strcmp(type, "ramfs")) && !(allow && *allow == '1')) {
+        fprintf(stderr, "bench: %s is on a %s, which measures no disk: set CW_BENCH_DATA to a "
+                        "directory on the disk your data would live on (or CW_BENCH_ALLOW_TMPFS=1)\n",
+                base, type);
+        return -1;
+    }
+    char *real = realpath(base, NULL);
+    int n = snprintf(out, len, "%s/%s-XXXXXX", real ? real : base, prefix);
+    free(real);
+    if (n < 0 || (size_t) n >= len) {
+        fprintf(stderr, "bench: the path under %s is too long\n", base);
+        return -1;
+    }
+    if (!mkdtemp(out)) {
+        fprintf(stderr, "bench: cannot create a directory under %s: %s\n", base, strerror(errno));
+        return -1;
+    }
+    printf("data: %s (file system %s, mounted at %s)\n", out, type, mount);
+    fflush(stdout);
+    return 0;
 }

@@ -86,14 +86,17 @@ typedef struct {
     pthread_t thread;
     size_t reply_size;              /* bytes per reply frame */
     int sndhwm;                     /* ZMQ_SNDHWM of the ROUTER socket */
+    char bind[256];                 /* where to bind ("" = tcp://127.0.0.1:*) */
     char endpoint[256];             /* bound endpoint, valid after start */
     atomic_int state;               /* RELAY_*: starting, running, stopping, failed */
     uint64_t forwarded;             /* frames forwarded (read after stop) */
     double thread_cpu_s;            /* CPU time of the relay thread (read after stop) */
 } bench_relay_t;
 
-/* Starts the relay; 0 or -1 (message on stderr). */
+/* Starts the relay on a free loopback port; 0 or -1 (message on stderr). */
 int bench_relay_start(bench_relay_t *r, size_t reply_size, int sndhwm);
+/* The same on the given endpoint (peer_bench runs it as its own process). */
+int bench_relay_start_at(bench_relay_t *r, const char *bind, size_t reply_size, int sndhwm);
 void bench_relay_stop(bench_relay_t *r);
 
 /* A DEALER socket connected to endpoint with the benchmark options
@@ -132,5 +135,17 @@ size_t bench_reply_size(const char *to, uint64_t rid);
 /* Raises RLIMIT_NOFILE to want (or the hard limit if lower). Returns the
  * new soft limit. */
 long bench_raise_nofile(long want);
+
+/* The file system that holds path: its type ("ext4", "tmpfs", ...) and
+ * mount point, from /proc/self/mountinfo. 0, or -1 if not found. */
+int bench_fs_of(const char *path, char *type, size_t type_len, char *mount, size_t mount_len);
+
+/* A fresh directory prefix-XXXXXX for a benchmark's store, where the user's
+ * data would go: under $CW_BENCH_DATA (scripts/bench sets build-bench/
+ * bench-data), else the current directory — never /tmp, which may be a
+ * tmpfs. A tmpfs or ramfs is refused unless CW_BENCH_ALLOW_TMPFS=1. Prints
+ * "data: DIR (file system TYPE, mounted at MOUNT)" on stdout. 0, or -1
+ * with a message on stderr. The caller removes the directory. */
+int bench_data_dir(const char *prefix, char *out, size_t len);
 
 #endif

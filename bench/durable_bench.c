@@ -386,9 +386,10 @@ int main(int argc, char **argv)
     double base_rate = (double) base.accepted / base.seconds;
 
     /* 2. accept (recipients offline) */
-    char tmpl[] = "/tmp/cw-bench-XXXXXX";
-    char *dir = mkdtemp(tmpl);
-    char data[512], endpoint[256];
+    char dir[1200];
+    if (bench_data_dir("cw-durable-bench", dir, sizeof dir) != 0)
+        return 1;
+    char data[1300], endpoint[256];
     snprintf(data, sizeof data, "%s/accept", dir);
     pthread_t bth;
     cw_broker_t *b = start_broker(data, &bth, endpoint, sizeof endpoint);
@@ -465,7 +466,7 @@ int main(int argc, char **argv)
     bench_figure("durable_msgs_per_fsync",
                       f1 > f0 ? (double) acc.accepted / (double) (f1 - f0) : 0);
     bench_figure("durable_delivered_per_s", del_rate);
-    char cmd[1024];
+    char cmd[1300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0)
         fprintf(stderr, "durable_bench: could not remove %s\n", dir);

@@ -16,10 +16,13 @@
  *  Both sides are driven by the same client loops with frames of the same
  *  sizes: the relay forwards frames of the Send's packed size and answers
  *  with frames of the Reply's packed size. By default the clients are lean
- *  (client_t: a frame packed once, pushes told from replies by their first
- *  bytes, every Reply still checked), so that the client work is the same
- *  on both sides and the difference is the broker's; --clients protobuf
- *  encodes every Send and decodes every frame, as an application would.
+ *  (client_t: a frame packed once, with each Send's own request id and
+ *  message id written into it in place, pushes told from replies by their
+ *  first bytes, every Reply still checked), so that the client work is
+ *  nearly the same on both sides and the difference is the broker's, while
+ *  the broker sees what real clients send (no two Sends alike);
+ *  --clients protobuf encodes every Send and decodes every frame, as an
+ *  application would.
  *  Clients use their own libzmq context; relay and broker each have their
  *  own, with one I/O thread, so both sides get the same threads. Besides
  *  the rates it prints CPU time per message: the routing thread's (relay
@@ -27,6 +30,7 @@
  *  scripts/bench and the command line. Not a test: it never fails on a
  *  figure, only when a message goes missing or is refused.
  */
+#define _GNU_SOURCE /* memmem */
 #include "bench_util.h"
 #include "cw_log.h"
 #include "cw_status.h"
@@ -50,6 +54,13 @@ typedef struct {
 } params_t;
 
 #define MID_LEN 16     /* message id bytes: a 64-bit counter in hex */
+/* Lean request ids: from 2^21, so that each is a 4-byte varint (up to 2^28,
+ * far beyond any run), written at bytes 3-6 of the frame: an Envelope
+ * starts with version (0x08 0x01), then request_id (0x10 <varint>). The
+ * broker's Reply starts the same way. */
+#define LEAN_RID_BASE (1u << 21)
+#define RID_OFF 3
+#define RID_LEN 4
 
 /* One side of a run: where to connect and how to speak. */
 typedef struct {
@@ -61,12 +72,14 @@ typedef struct {
 } side_t;
 
 /* One client connection. Lean clients (the default) send a frame packed
- * once and recognise what they receive by its first bytes, the same work on
- * both sides; protobuf clients encode every Send (own request id and
- * message id) and decode every frame. Either way every Reply is checked:
- * lean causeway clients decode the first DELIVERED Reply fully and then
- * compare each further Reply with its bytes (they are identical, since the
- * request id is fixed), decoding any that differ. */
+ * once, into which each Send's request id (a 4-byte varint, LEAN_RID_BASE
+ * up) and message id (16 hex digits) are written in place, and recognise
+ * what they receive by its first bytes, nearly the same work on both
+ * sides; protobuf clients encode every Send and decode every frame. Either
+ * way every Reply is checked: lean causeway clients decode the first
+ * DELIVERED Reply fully and then compare each further Reply with its bytes
+ * but for the request id (the one field that differs), decoding any that
+ * differ otherwise. */
 typedef struct {
     const side_t *sd;
     void *sock;
@@ -75,6 +88,7 @@ typedef struct {
     char *text;                /* text of every Send */
     uint8_t *frame;            /* lean: the prepacked Send or raw frame */
     size_t frame_len;
+    size_t mid_off;            /* lean causeway: where the message id sits in frame */
     uint8_t reply[128];        /* lean causeway: a verified DELIVERED Reply */
     size_t reply_len;          /* 0 until the first one */
     uint64_t sent;             /* Sends so far */
@@ -135,7 +149,19 @@ static int client_open(client_t *c, const side_t *sd, int slot, const char *name
         c->frame[0] = 'D';
         c->frame[1] = (uint8_t) to_slot;
     } else {
-        c->frame = pack_send(c, 1000000, &c->frame_len);
+        /* the template: Send number LEAN_RID_BASE - 1 (request id LEAN_RID_BASE) */
+        char mid[MID_LEN + 1];
+        snprintf(mid, sizeof mid, "%016llx", (unsigned long long) (LEAN_RID_BASE - 1));
+        c->frame = pack_send(c, LEAN_RID_BASE - 1, &c->frame_len);
+        uint8_t *at = c->frame ? memmem(c->frame, c->frame_len, mid, MID_LEN) : NULL;
+        if (!at || c->frame_len < RID_OFF + RID_LEN || c->frame[2] != 0x10 ||
+            (c->frame[RID_OFF + RID_LEN - 1] & 0x80)) {
+            fprintf(stderr, "live_bench: unexpected Send layout\n");
+            free(c->text);
+            free(c->frame);
+            return -1;
+        }
+        c->mid_off = (size_t) (at - c->frame);
     }
     c->sock = bench_dealer(sd->ctx, sd->endpoint);
     if (!c->sock || join(sd, c->sock, slot, name) != 0) {
@@ -161,6 +187,15 @@ static int client_send(client_t *c)
 {
     const side_t *sd = c->sd;
     uint64_t n = c->sent++;
+    if (sd->p->lean && !sd->raw) {
+        /* this Send's own request id and message id, in place */
+        uint64_t rid = LEAN_RID_BASE + n;
+        for (int i = 0; i < RID_LEN; i++, rid >>= 7)
+            c->frame[RID_OFF + i] = (uint8_t) ((rid & 0x7f) | (i < RID_LEN - 1 ? 0x80 : 0));
+        char mid[MID_LEN + 1];
+        snprintf(mid, sizeof mid, "%016llx", (unsigned long long) (LEAN_RID_BASE - 1 + n));
+        memcpy(c->frame + c->mid_off, mid, MID_LEN);
+    }
     if (sd->p->lean)
         return zmq_send(c->sock, c->frame, c->frame_len, 0) < 0 ? -1 : 0;
     if (sd->raw) {
@@ -199,7 +234,9 @@ static got_t client_classify(client_t *c, zmq_msg_t *m)
         return n >= 1 && d[0] == 'D' ? GOT_DATA : GOT_NONE;
     }
     if (c->sd->p->lean) {
-        if (c->reply_len && n == c->reply_len && memcmp(d, c->reply, n) == 0)
+        if (c->reply_len && n == c->reply_len && memcmp(d, c->reply, RID_OFF) == 0 &&
+            memcmp(d + RID_OFF + RID_LEN, c->reply + RID_OFF + RID_LEN,
+                   n - RID_OFF - RID_LEN) == 0)
             return GOT_REPLY_OK;
         if (bench_body_field(d, n) == 30) /* Envelope.deliver */
             return GOT_DATA;
@@ -216,7 +253,8 @@ static got_t client_classify(client_t *c, zmq_msg_t *m)
                           r->recipients[0]->status == (Causeway__V1__Status) CW_DELIVERED
                       ? GOT_REPLY_OK
                       : GOT_REPLY_BAD;
-            if (got == GOT_REPLY_OK && n <= sizeof c->reply) {
+            if (got == GOT_REPLY_OK && n <= sizeof c->reply && n > RID_OFF + RID_LEN &&
+                d[2] == 0x10 && !(d[RID_OFF + RID_LEN - 1] & 0x80)) {
                 memcpy(c->reply, d, n);
                 c->reply_len = n;
             }
@@ -551,10 +589,11 @@ static void usage(FILE *out)
             "  --size B         text bytes per message (default 100)\n"
             "  --round-trips R  latency: measured round trips (default 20000)\n"
             "  --only WHAT      run only the throughput or only the latency figure\n"
-            "  --clients lean|protobuf  lean (default): a Send packed once, frames\n"
-            "                   recognised by their first bytes, the same work as the\n"
-            "                   raw clients; protobuf: every Send encoded, every frame\n"
-            "                   decoded. Replies are checked either way.\n"
+            "  --clients lean|protobuf  lean (default): a Send packed once with each\n"
+            "                   Send's own request id and message id written in place,\n"
+            "                   frames recognised by their first bytes, nearly the same\n"
+            "                   work as the raw clients; protobuf: every Send encoded,\n"
+            "                   every frame decoded. Replies are checked either way.\n"
             "  --side raw|causeway  measure one side only (for profiling; no ratios)\n");
 }
 

@@ -13,6 +13,7 @@
  */
 #include "broker.h"
 #include "broker_config.h"
+#include "bench_util.h"
 #include "cw_log.h"
 #include "cw_status.h"
 #include "cw_util.h"
@@ -51,12 +52,9 @@ int main(int argc, char **argv)
     zsys_handler_set(NULL);
     cw_log_set_tag("bench");
     cw_log_set_level(CW_LOG_WARN);
-    char tmpl[] = "/tmp/cw-recovery-XXXXXX";
-    char *dir = mkdtemp(tmpl);
-    if (!dir) {
-        perror("mkdtemp");
+    char dir[1000]; /* fits cw_broker_config_t.data */
+    if (bench_data_dir("cw-recovery-bench", dir, sizeof dir) != 0)
         return 1;
-    }
     char err[512];
     cw_store_t *st = NULL;
     if (cw_store_open(dir, NULL, &st, err, sizeof err) != CW_OK) {
@@ -119,7 +117,7 @@ int main(int argc, char **argv)
     qsort(ms, (size_t) runs, sizeof ms[0], cmp_ms);
     printf("broker start on the filled store (%d runs): min %lld ms, median %lld ms, max %lld ms\n",
            runs, (long long) ms[0], (long long) ms[runs / 2], (long long) ms[runs - 1]);
-    char cmd[600];
+    char cmd[1300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0)
         fprintf(stderr, "recovery_bench: could not remove %s\n", dir);

@@ -7,7 +7,7 @@
  *    window      appends the "router" keeps in flight through the actor
  *                (default 20000)
  *    what        all (default), direct or actor: which runs to do
- *  Runs in a fresh mkdtemp directory under $TMPDIR (default /tmp), removed
+ *  Runs in a fresh directory from bench_data_dir (on a disk, never a tmpfs), removed
  *  at the end. Every append is durable (WAL fsync) before it is counted.
  *  Figures printed:
  *    baseline      one append per transaction: one fsync per message, the
@@ -17,6 +17,7 @@
  *                  replies drained by the same thread (the router's shape)
  *  Not a test: it prints figures and never fails on them.
  */
+#include "bench_util.h"
 #include "cw_log.h"
 #include "cw_status.h"
 #include "cw_util.h"
@@ -54,12 +55,8 @@ static void remove_dir(const char *dir)
 
 static cw_store_t *open_fresh(char *dir, size_t size)
 {
-    const char *tmp = getenv("TMPDIR");
-    snprintf(dir, size, "%s/cw-store-bench-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
+    if (bench_data_dir("cw-store-bench", dir, size) != 0)
         exit(1);
-    }
     cw_store_t *s = NULL;
     char err[256];
     int rc = cw_store_open(dir, NULL, &s, err, sizeof err);

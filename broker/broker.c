@@ -22,7 +22,8 @@
  *  message carries its connection's key as ZAP User-Id. A Login is accepted
  *  only under the user name the key is registered for (else UNAUTHORIZED,
  *  and the connection stays logged out, so every request that needs a
- *  login stays refused). SIGHUP re-reads the directory; sessions whose key
+ *  login stays refused). A reload signal (main.c: SIGUSR1, or SIGHUP for a
+ *  service) re-reads the directory; sessions whose key
  *  is no longer registered for their user are ended (expired).
  *
  *  Session close points (the only places cw_sessions_close is called):
@@ -59,12 +60,14 @@ int cwb_push(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
         zmq_msg_close(msg);
         return CW_OFFLINE;
     }
+    size_t size = zmq_msg_size(msg);
     int rc = zmq_send(b->router, s->id + 1, s->id[0], ZMQ_SNDMORE | ZMQ_DONTWAIT);
     if (rc >= 0)
         rc = zmq_msg_send(msg, b->router, ZMQ_DONTWAIT);
     if (rc >= 0) {
         s->last_tx_ms = b->now_ms;
         b->stats.frames_out++;
+        b->mc.bytes_out += size;
         return CW_DELIVERED;
     }
     int e = errno;
@@ -95,13 +98,13 @@ static size_t put_varint(uint8_t *p, uint64_t v)
 
 /* Pushes a live Deliver frame (consumed) to s. A session that has been
  * pushed stored messages gets the frame stamped with Envelope.after_seq =
- * its pushed position, so that the client shows it only after those
- * (PROTOCOL.md §13.10). The field goes at the end of the frame, which is a
+ * the last of them since its pushes last started again (s->chain_seq), so
+ * that the client shows it only after those (PROTOCOL.md §13.10). The field goes at the end of the frame, which is a
  * valid encoding of the same Envelope with after_seq set: the frame shared
  * by all recipients is copied only for such sessions. */
 static int push_live(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
 {
-    uint64_t after = b->durable && !s->pull ? s->pushed_seq : 0;
+    uint64_t after = b->durable && !s->pull ? s->chain_seq : 0;
     if (after == 0)
         return cwb_push(b, s, msg);
     uint8_t field[11];
@@ -138,6 +141,11 @@ struct cw_held {
     size_t n;         /* frames held */
     size_t cap;       /* allocated */
 };
+
+size_t cwb_held_count(const cw_session_t *s)
+{
+    return s->held ? s->held->n : 0;
+}
 
 bool cwb_must_hold(const cw_broker_t *b, const cw_session_t *s)
 {
@@ -185,6 +193,8 @@ static int hold(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
     slot->barrier = s->user->last_seq;
     slot->token = s->user->durable_inflight ? s->user->last_append_token : 0;
     h->n++;
+    b->mc.held_total++;
+    b->mc.held_now++;
     return CW_DELIVERED;
 }
 
@@ -215,6 +225,7 @@ static void flush_while(cw_broker_t *b, cw_session_t *s, uint64_t before)
             return;
         h->head = (h->head + 1) % h->cap;
         h->n--;
+        b->mc.held_now--;
         if (push_live(b, s, &m->msg) == CW_DELIVERED)
             b->stats.deliveries++;
         else
@@ -233,11 +244,12 @@ void cwb_flush_held_before(cw_broker_t *b, cw_session_t *s, uint64_t seq)
 }
 
 /* Frees what the router owns in a session; call before cw_sessions_close. */
-static void session_release(cw_session_t *s)
+static void session_release(cw_broker_t *b, cw_session_t *s)
 {
     cw_held_t *h = s->held;
     if (!h)
         return;
+    b->mc.held_now -= h->n;
     for (size_t i = 0; i < h->n; i++)
         zmq_msg_close(&h->msgs[(h->head + i) % h->cap].msg);
     free(h->msgs);
@@ -271,9 +283,11 @@ static void send_to_session(cw_broker_t *b, cw_session_t *s, const cw_env_t *env
     }
 }
 
-/* The one function that builds an error (or bare status) reply. */
-void cwb_reply_status(cw_broker_t *b, const void *id, size_t id_len, uint64_t request_id,
-                         int status, const char *detail)
+/* The one function that builds an error (or bare status) reply. An error
+ * status counts as a refused request (BrokerStats.refused_requests);
+ * refusals of the frame itself go through reply_bad_frame. */
+static void reply_counted(cw_broker_t *b, const void *id, size_t id_len, uint64_t request_id,
+                          int status, const char *detail, uint64_t *counter)
 {
     cw_env_t env;
     Causeway__V1__Reply reply;
@@ -284,11 +298,25 @@ void cwb_reply_status(cw_broker_t *b, const void *id, size_t id_len, uint64_t re
     env.body_case = CW_BODY(REPLY);
     env.reply = &reply;
     if (!cw_status_is_success(status)) {
-        b->stats.bad_frames++;
+        (*counter)++;
+        cw_mon_count(b->mc.refusals, status);
         CW_DEBUG("reply %s to request %llu: %s", cw_status_name(status),
                  (unsigned long long) request_id, reply.detail);
     }
     cwb_send_to_id(b, id, id_len, &env);
+}
+
+void cwb_reply_status(cw_broker_t *b, const void *id, size_t id_len, uint64_t request_id,
+                      int status, const char *detail)
+{
+    reply_counted(b, id, id_len, request_id, status, detail, &b->stats.refused);
+}
+
+/* Refuses a frame that fails PROTOCOL.md §5 steps 1-7 (BrokerStats.bad_frames). */
+static void reply_bad_frame(cw_broker_t *b, const void *id, size_t id_len, uint64_t request_id,
+                            int status, const char *detail)
+{
+    reply_counted(b, id, id_len, request_id, status, detail, &b->stats.bad_frames);
 }
 
 /* See broker_internal.h. */
@@ -397,7 +425,7 @@ static void reap(cw_broker_t *b)
                 continue;
             char name[CW_NAME_MAX_HARD + 1];
             strcpy(name, s->user->name);
-            session_release(s);
+            session_release(b, s);
             cw_sessions_close(b->sessions, &s, b->now_us);
             b->stats.expired++;
             CW_INFO("expired %s", name);
@@ -482,10 +510,9 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
         cwb_reply_status(b, id, id_len, rid, CW_BAD_NAME, why);
         return;
     }
-    if (login->agent && (strlen(login->agent) > AGENT_MAX ||
-                         !cw_utf8_valid(login->agent, strlen(login->agent)))) {
-        cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST,
-                     "Login.agent must be valid UTF-8 of at most 128 bytes");
+    /* Strings are valid UTF-8 without zero bytes (cw_env_decode). */
+    if (login->agent && strlen(login->agent) > AGENT_MAX) {
+        cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "Login.agent is longer than 128 bytes");
         return;
     }
     cw_user_t *user = cw_sessions_user(b->sessions, login->name);
@@ -544,6 +571,10 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
         if (!s->resumable) /* without a secret token nobody may resume it */
             CW_WARN("getrandom failed; session %s cannot be resumed", user->name);
         user->last_seen_us = b->now_us;
+        b->mc.logins++;
+        cwo_session_opened(b, s);
+        if (login->agent)
+            snprintf(s->agent, sizeof s->agent, "%.*s", (int) sizeof s->agent - 1, login->agent);
     }
     if (b->zap) {
         snprintf(s->key, sizeof s->key, "%s", b->peer_key);
@@ -569,6 +600,11 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
     info.resume_token.data = s->token;
     info.resume_token.len = s->resumable ? sizeof s->token : 0;
     info.durable = b->durable != NULL;
+    Causeway__V1__Deliver *resume = cwb_resume_clock(user);
+    if (resume) {
+        info.n_clock = resume->n_clock;
+        info.clock = resume->clock;
+    }
     reply.status = (Causeway__V1__Status) CW_OK;
     reply.detail = resumed ? "session resumed" : "logged in";
     reply.login = &info;
@@ -577,6 +613,8 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
         bool truncated = false;
         long n = cwb_user_log(b, NULL, &infos, &ptrs, &truncated);
         if (n < 0) {
+            if (resume)
+                causeway__v1__deliver__free_unpacked(resume, NULL);
             cwb_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
             return;
         }
@@ -589,6 +627,8 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
     cwb_send_to_id(b, id, id_len, &out);
     free(infos);
     free(ptrs);
+    if (resume)
+        causeway__v1__deliver__free_unpacked(resume, NULL);
 
     CW_INFO("%s %s%s%s%s", resumed ? "resumed" : "login", user->name,
             login->agent && *login->agent ? " (" : "", login->agent ? login->agent : "",
@@ -612,7 +652,7 @@ static void handle_logout(cw_broker_t *b, const void *id, size_t id_len, cw_sess
     strcpy(name, s->user->name);
     if (s->dead)
         b->n_dead--;
-    session_release(s);
+    session_release(b, s);
     cw_sessions_close(b->sessions, &s, b->now_us);
     CW_INFO("logout %s", name);
     announce(b, name, false, CAUSEWAY__V1__PRESENCE__REASON__REASON_LOGOUT, NULL);
@@ -648,19 +688,8 @@ static bool send_valid_or_reply(cw_broker_t *b, const void *id, size_t id_len,
         cwb_reply_status(b, id, id_len, rid, CW_TOO_LARGE, detail);
         return false;
     }
-    if (!cw_utf8_valid(send->text ? send->text : "", text_len)) {
-        cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "text is not valid UTF-8");
-        return false;
-    }
-    for (size_t i = 0; i < send->n_to; i++)
-        if (!cw_utf8_valid(send->to[i], strlen(send->to[i]))) {
-            cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "a recipient name is not valid UTF-8");
-            return false;
-        }
-    if (send->message_id && !cw_utf8_valid(send->message_id, strlen(send->message_id))) {
-        cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "message_id is not valid UTF-8");
-        return false;
-    }
+    /* text, to and message_id are valid UTF-8 without zero bytes: frames
+     * that break that are refused by cw_env_decode (PROTOCOL.md §5). */
     if (send->message_id && strlen(send->message_id) > MESSAGE_ID_MAX) {
         cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "message_id is longer than 128 bytes");
         return false;
@@ -823,6 +852,19 @@ static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_sessio
     }
     zmq_msg_close(&proto);
     b->stats.messages_routed++;
+    size_t text_len = send->text ? strlen(send->text) : 0;
+    int kind = cw_mon_kind(send->broadcast, send->n_to);
+    b->mc.rx[0][kind]++;
+    b->mc.rx_bytes[0][kind] += text_len;
+    b->mc.dl[0][kind] += delivered;
+    b->mc.dl_bytes[0][kind] += delivered * text_len;
+    b->mc.fates[CW_DELIVERED] += delivered;
+    b->mc.fates[CW_OFFLINE] += offline;
+    b->mc.fates[CW_UNKNOWN_USER] += unknown;
+    b->mc.fates[CW_FLOODED] += flooded;
+    cw_mon_ring_add(b->ring, b->now_us, s->user->name, to, send->broadcast ? 0 : (size_t) n,
+                    (size_t) n, send->broadcast, false, (uint32_t) delivered, send->text,
+                    text_len);
 
     cw_env_t out;
     Causeway__V1__Reply reply;
@@ -882,32 +924,6 @@ static void handle_who(cw_broker_t *b, const void *id, size_t id_len, const cw_e
     free(ptrs);
 }
 
-static void handle_stats(cw_broker_t *b, const void *id, size_t id_len, const cw_env_t *env)
-{
-    cw_env_t out;
-    Causeway__V1__Reply reply;
-    Causeway__V1__BrokerStats st;
-    cw_env_init(&out, env->request_id);
-    causeway__v1__reply__init(&reply);
-    causeway__v1__broker_stats__init(&st);
-    st.uptime_ms = (uint64_t) (b->now_ms - b->started_ms);
-    st.sessions = (uint32_t) cw_sessions_count(b->sessions);
-    st.known_users = (uint32_t) cw_sessions_user_count(b->sessions);
-    st.frames_in = b->stats.frames_in;
-    st.frames_out = b->stats.frames_out;
-    st.messages_routed = b->stats.messages_routed;
-    st.deliveries = b->stats.deliveries;
-    st.bad_frames = b->stats.bad_frames;
-    st.expired_sessions = b->stats.expired;
-    cwd_stats(b, &st.stored_messages, &st.fsyncs);
-    reply.status = (Causeway__V1__Status) CW_OK;
-    reply.detail = "stats";
-    reply.stats = &st;
-    out.body_case = CW_BODY(REPLY);
-    out.reply = &reply;
-    cwb_send_to_id(b, id, id_len, &out);
-}
-
 /* The abuse limits a request passes before it is handled (docs/OPERATIONS.md
  * "Floods, slow readers and budgets"): the session's request rate
  * (token bucket: cfg.rate per second, up to cfg.burst at once), and the
@@ -919,13 +935,16 @@ static bool within_limits_or_reply(cw_broker_t *b, const void *id, size_t id_len
                                    cw_session_t *s, const cw_env_t *env)
 {
     int body = env->body_case;
+    bool operator_req = body == CW_BODY(SESSIONS) || body == CW_BODY(QUEUES) ||
+                        body == CW_BODY(RECENT);
     if (body != CW_BODY(LOGIN) && body != CW_BODY(SEND) && body != CW_BODY(WHO) &&
-        body != CW_BODY(STATS) && body != CW_BODY(FETCH) && body != CW_BODY(HISTORY))
+        body != CW_BODY(STATS) && body != CW_BODY(FETCH) && body != CW_BODY(HISTORY) &&
+        !operator_req)
         return true; /* Logout, Ack, Heartbeat; other bodies are refused anyway */
     if (s && !take_token(b, s->user, id, id_len, env->request_id))
         return false;
     if (body == CW_BODY(LOGIN) || body == CW_BODY(WHO) || body == CW_BODY(SEND) ||
-        body == CW_BODY(FETCH) || body == CW_BODY(HISTORY)) {
+        body == CW_BODY(FETCH) || body == CW_BODY(HISTORY) || operator_req) {
         /* Unread replies, and those owed for requests the store has not
          * answered yet (pipelined Fetch/History would pass otherwise). */
         uint64_t unread = cw_outq_unread(b->outq, id, id_len) + (s ? s->replies_owed : 0);
@@ -949,12 +968,15 @@ static void dispatch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t
     const cw_env_t *env = *envp;
     uint64_t rid = env->request_id;
     if (!cw_clock_entries_valid(env->clock, env->n_clock)) {
-        cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST,
+        reply_bad_frame(b, id, id_len, rid, CW_BAD_REQUEST,
                      "clock entries must be sorted by node, unique and non-empty");
         return;
     }
     if (!within_limits_or_reply(b, id, id_len, s, env))
         return;
+    if (s && env->n_clock) /* the user's resume clock (resume_clock.c) */
+        cwb_note_clock(b, s->user, env->clock, env->n_clock,
+                       env->body_case == CW_BODY(SEND) && env->send->durable);
     switch (env->body_case) {
     case CW_BODY(LOGIN):
         handle_login(b, id, id_len, s, env);
@@ -969,7 +991,16 @@ static void dispatch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t
         handle_who(b, id, id_len, env);
         break;
     case CW_BODY(STATS):
-        handle_stats(b, id, id_len, env);
+        cwo_stats(b, id, id_len, s, env);
+        break;
+    case CW_BODY(SESSIONS):
+        cwo_sessions(b, id, id_len, s, env);
+        break;
+    case CW_BODY(QUEUES):
+        cwo_queues(b, id, id_len, s, env);
+        break;
+    case CW_BODY(RECENT):
+        cwo_recent(b, id, id_len, s, env);
         break;
     case CW_BODY(ACK):
     case CW_BODY(FETCH):
@@ -991,11 +1022,11 @@ static void dispatch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t
     case CW_BODY(DELIVER):
     case CW_BODY(PRESENCE):
     case CW_BODY(REPLY):
-        cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST,
-                     "deliver, presence and reply are broker-to-client messages");
+        reply_bad_frame(b, id, id_len, rid, CW_BAD_REQUEST,
+                        "deliver, presence and reply are broker-to-client messages");
         break;
     default:
-        cwb_reply_status(b, id, id_len, rid, CW_UNKNOWN_TYPE, "unknown message type");
+        reply_bad_frame(b, id, id_len, rid, CW_UNKNOWN_TYPE, "unknown message type");
         break;
     }
 }
@@ -1006,6 +1037,7 @@ static void handle_message(cw_broker_t *b, const void *id, size_t id_len,
                            const void *const *frames, const size_t *sizes, size_t n_frames)
 {
     b->stats.frames_in += n_frames;
+    b->mc.bytes_in += n_frames ? sizes[0] : 0;
     cw_session_t *s = cw_sessions_find(b->sessions, id, id_len);
     if (s && b->zap && (!b->peer_key || strcmp(s->key, b->peer_key) != 0)) {
         /* A client may choose its routing id: a connection that takes over
@@ -1029,8 +1061,7 @@ static void handle_message(cw_broker_t *b, const void *id, size_t id_len,
         s->last_rx_ms = b->now_ms;
     if (n_frames != 1) {
         CW_WARN("dropped a %zu-frame message from %s", n_frames, s ? s->user->name : "a peer");
-        cwb_reply_status(b, id, id_len, 0, CW_BAD_REQUEST,
-                     "a causeway message is exactly one frame");
+        reply_bad_frame(b, id, id_len, 0, CW_BAD_REQUEST, "a causeway message is exactly one frame");
         return;
     }
     cw_env_t *env = NULL;
@@ -1040,7 +1071,7 @@ static void handle_message(cw_broker_t *b, const void *id, size_t id_len,
     if (rc != CW_OK) {
         CW_DEBUG("bad frame (%zu bytes) from %s: %s", sizes[0], s ? s->user->name : "a peer",
                  detail);
-        cwb_reply_status(b, id, id_len, rid, rc, detail);
+        reply_bad_frame(b, id, id_len, rid, rc, detail);
         return;
     }
     CW_TRACE("%s from %s, request %llu", cw_env_body_name(env), s ? s->user->name : "a peer",
@@ -1138,6 +1169,7 @@ static int recv_one(cw_broker_t *b)
         sizes[i] = zmq_msg_size(&frames[i]);
     }
     update_time(b);
+    b->frame = kept ? &frames[0] : NULL;
     if (b->zap && kept) { /* the connection's key, from our ZAP handler; never the peer's say */
         b->peer_key = zmq_msg_gets(&frames[0], "User-Id");
         b->peer_fd = zmq_msg_get(&frames[0], ZMQ_SRCFD);
@@ -1145,6 +1177,7 @@ static int recv_one(cw_broker_t *b)
     cw_broker_handle(b, zmq_msg_data(&id), zmq_msg_size(&id), data, sizes, n);
     b->peer_key = NULL;
     b->peer_fd = -1;
+    b->frame = NULL;
     for (size_t i = 0; i < kept; i++)
         zmq_msg_close(&frames[i]);
     zmq_msg_close(&id);
@@ -1207,7 +1240,7 @@ void cw_broker_watch_reload(cw_broker_t *b, volatile sig_atomic_t *flag)
     b->reload = flag;
 }
 
-/* SIGHUP: re-reads the users directory; ends the sessions whose key is no
+/* Reload signal: re-reads the users directory; ends the sessions whose key is no
  * longer registered for their user. A bad directory keeps the old keys. */
 static void reload_users(cw_broker_t *b)
 {
@@ -1290,6 +1323,7 @@ int cw_broker_run(cw_broker_t *b, volatile sig_atomic_t *stop)
             tick(b);
             next_tick = b->now_ms + tick_ms;
         }
+        cwo_maybe_publish(b);
     }
     CW_INFO("shutting down: %zu sessions, %zu known users", cw_sessions_count(b->sessions),
             cw_sessions_user_count(b->sessions));
@@ -1312,7 +1346,9 @@ cw_broker_t *cw_broker_new(const cw_broker_config_t *cfg, char *err, size_t errl
     b->sessions = cw_sessions_new();
     b->outq = cw_outq_new();
     b->ctx = zmq_ctx_new();
-    if (!b->sessions || !b->outq || !b->ctx) {
+    b->ring = calloc(1, sizeof *b->ring);
+    b->monitor = cw_monitor_new();
+    if (!b->sessions || !b->outq || !b->ctx || !b->ring || !b->monitor) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -1373,6 +1409,8 @@ cw_broker_t *cw_broker_new(const cw_broker_config_t *cfg, char *err, size_t errl
     if (cfg->data[0] && cwd_open(b, err, errlen) != 0)
         goto fail;
     b->started_ms = cw_mono_ms();
+    b->started_us = cw_now_us();
+    b->ring->keep_text = cfg->monitor_text;
     update_time(b);
     return b;
 fail:
@@ -1388,7 +1426,7 @@ void cw_broker_destroy(cw_broker_t **p)
     update_time(b);
     cwd_close(b); /* answers what the store still owes, while the socket is open */
     for (size_t i = 0; b->sessions && i < cw_sessions_count(b->sessions); i++)
-        session_release(cw_sessions_at(b->sessions, i));
+        session_release(b, cw_sessions_at(b->sessions, i));
     if (b->mon)
         zmq_close(b->mon);
     if (b->router)
@@ -1398,6 +1436,8 @@ void cw_broker_destroy(cw_broker_t **p)
         zmq_ctx_term(b->ctx);
     cw_sessions_destroy(&b->sessions);
     cw_outq_destroy(&b->outq);
+    cw_monitor_destroy(&b->monitor);
+    free(b->ring);
     free(b);
     *p = NULL;
 }
@@ -1405,4 +1445,16 @@ void cw_broker_destroy(cw_broker_t **p)
 const char *cw_broker_endpoint(const cw_broker_t *b)
 {
     return b->endpoint;
+}
+
+cw_monitor_t *cw_broker_monitor(cw_broker_t *b)
+{
+    if (!b->monitor_wanted) {
+        b->monitor_wanted = true;
+        update_time(b);
+        cwo_snapshot(b, cw_monitor_back(b->monitor)); /* readers never see an empty one */
+        cw_monitor_publish(b->monitor);
+        b->next_publish_ms = b->now_ms + CW_MON_PUBLISH_MS;
+    }
+    return b->monitor;
 }

@@ -28,12 +28,19 @@ void cw_broker_destroy(cw_broker_t **p);
 /* The endpoint actually bound (wildcard port resolved). */
 const char *cw_broker_endpoint(const cw_broker_t *b);
 
+/* The broker's snapshots (monitor.h), for a reader on another thread (the
+ * metrics endpoint). The first call (on the router's thread, before
+ * cw_broker_run) publishes a first snapshot; cw_broker_run publishes one
+ * every CW_MON_PUBLISH_MS from then on. Owned by b. */
+typedef struct cw_monitor cw_monitor_t;
+cw_monitor_t *cw_broker_monitor(cw_broker_t *b);
+
 /* Serves until *stop becomes non-zero (set it from a signal handler).
  * Returns 0 after a clean stop, -1 on a fatal socket error (logged). */
 int cw_broker_run(cw_broker_t *b, volatile sig_atomic_t *stop);
 
 /* Makes cw_broker_run re-read the users directory (CURVE) whenever *flag
- * becomes non-zero (set it from a SIGHUP handler); it resets *flag. */
+ * becomes non-zero (set it from a signal handler); it resets *flag. */
 void cw_broker_watch_reload(cw_broker_t *b, volatile sig_atomic_t *flag);
 
 /* Handles one message as if it came from the peer with routing id `id`:

@@ -55,6 +55,13 @@ static const opt_t options[] = {
     U32(store_inflight, "store-inflight", 1, 100000, "durable: store requests waiting per session (default 1000)"),
     U32(store_inflight_bytes, "store-inflight-bytes", 65536, 1u << 30, "durable: bytes of store requests waiting per session (default 8388608)"),
     U32(store_max, "store-max", 0, 2000000000, "durable: queued messages over all users, 0 = no limit (default 10000000)"),
+    STR(metrics, "metrics", "HOST:PORT", "serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free one; default: none)"),
+    {"metrics-public", OPT_BOOL, offsetof(cw_broker_config_t, metrics_public), 0, 0, 0, "",
+     "allow --metrics on a non-loopback address (it has no authentication)"},
+    STR(operators, "operators", "NAMES", "comma-separated user names allowed the operator requests (sessions, queues, recent messages; default: none)"),
+    {"monitor-text", OPT_BOOL, offsetof(cw_broker_config_t, monitor_text), 0, 0, 0, "",
+     "let operators see the texts of recently forwarded messages (causeway top --text)"},
+    STR(log_format, "log-format", "FORMAT", "text|json: log lines as text or as one JSON object each (default text)"),
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
@@ -84,6 +91,58 @@ void cw_broker_config_defaults(cw_broker_config_t *cfg)
     cfg->store_inflight = 1000;
     cfg->store_inflight_bytes = 8u << 20;
     cfg->store_max = 10000000;
+    snprintf(cfg->log_format, sizeof cfg->log_format, "text");
+}
+
+int cw_broker_config_is_operator(const cw_broker_config_t *cfg, const char *name)
+{
+    size_t len = strlen(name);
+    for (const char *p = cfg->operators; *p;) {
+        while (*p == ',' || *p == ' ')
+            p++;
+        size_t n = strcspn(p, ", ");
+        if (n && n == len && memcmp(p, name, n) == 0)
+            return 1;
+        p += n;
+    }
+    return 0;
+}
+
+int cw_metrics_addr_parse(const char *addr, char *host, size_t hostlen, unsigned *port,
+                          char *err, size_t errlen)
+{
+    const char *colon, *h = addr;
+    size_t hl;
+    if (addr[0] == '[') {
+        const char *close = strchr(addr, ']');
+        if (!close || close[1] != ':') {
+            snprintf(err, errlen, "--metrics '%s': expected [IPV6]:PORT", addr);
+            return -1;
+        }
+        h = addr + 1;
+        hl = (size_t) (close - h);
+        colon = close + 1;
+    } else {
+        colon = strrchr(addr, ':');
+        if (!colon || strchr(addr, ':') != colon) {
+            snprintf(err, errlen, "--metrics '%s': expected HOST:PORT (IPv6: [ADDR]:PORT)", addr);
+            return -1;
+        }
+        hl = (size_t) (colon - addr);
+    }
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(colon + 1, &end, 10);
+    if (hl == 0 || hl >= hostlen || errno || end == colon + 1 || *end || colon[1] == '-' ||
+        v > 65535) {
+        snprintf(err, errlen, "--metrics '%s': expected HOST:PORT with a port from 0 to 65535",
+                 addr);
+        return -1;
+    }
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    *port = (unsigned) v;
+    return 0;
 }
 
 static const opt_t *find_option(const char *name)
@@ -268,6 +327,27 @@ int cw_broker_config_parse_args(cw_broker_config_t *cfg, int argc, char **argv, 
 
 int cw_broker_config_check(const cw_broker_config_t *cfg, char *err, size_t errlen)
 {
+    if (strcmp(cfg->log_format, "text") != 0 && strcmp(cfg->log_format, "json") != 0) {
+        snprintf(err, errlen, "log-format: '%s' is not one of text|json", cfg->log_format);
+        return -1;
+    }
+    if (cfg->metrics[0]) {
+        char host[256];
+        unsigned port;
+        if (cw_metrics_addr_parse(cfg->metrics, host, sizeof host, &port, err, errlen) != 0)
+            return -1;
+        char ep[300];
+        snprintf(ep, sizeof ep, strchr(host, ':') ? "tcp://[%s]:%u" : "tcp://%s:%u", host, port);
+        if (!cfg->metrics_public && cw_endpoint_needs_curve(ep)) {
+            snprintf(err, errlen,
+                     "refusing to serve metrics on %s: the endpoint has no authentication "
+                     "and names users (deepest queues). Bind a loopback address "
+                     "(127.0.0.1:PORT) or accept this with --metrics-public "
+                     "(docs/OPERATIONS.md, Monitoring)",
+                     cfg->metrics);
+            return -1;
+        }
+    }
     if (!cfg->curve_secret[0] != !cfg->users[0]) {
         snprintf(err, errlen, "CURVE needs both --curve-secret FILE and --users DIR");
         return -1;
@@ -293,7 +373,9 @@ void cw_broker_config_usage(FILE *out)
             "chat between named clients and, with --data, keeps durable per-user queues.\n"
             "After binding it prints one line to stdout, `listening ENDPOINT`, with the\n"
             "actual endpoint (useful with a wildcard port: --bind tcp://127.0.0.1:*).\n"
-            "Logs go to stderr. SIGINT/SIGTERM shut it down cleanly.\n"
+            "Logs go to stderr. SIGINT/SIGTERM shut it down cleanly; so does SIGHUP\n"
+            "(closing its terminal), except with --users when stdin is not a terminal\n"
+            "(a service): then SIGHUP re-reads --users DIR, like SIGUSR1 always does.\n"
             "\n"
             "options (also config-file keys, `key = value`):\n");
     for (size_t i = 0; i < N_OPTIONS; i++) {
@@ -310,6 +392,14 @@ void cw_broker_config_usage(FILE *out)
             "and any client can claim any free name. Plain mode is refused on a\n"
             "non-loopback endpoint unless --insecure is given. With CURVE, only keys in\n"
             "--users DIR get through the handshake, and each may log in only as the user\n"
-            "named in its certificate. SIGHUP re-reads --users DIR. See docs/OPERATIONS.md.\n");
+            "named in its certificate. SIGUSR1 (and SIGHUP as above) re-reads --users DIR.\n"
+            "See docs/OPERATIONS.md.\n");
+    fprintf(out,
+            "\nmonitoring: --metrics HOST:PORT serves Prometheus text format over HTTP and\n"
+            "prints `metrics http://HOST:PORT/metrics` on stdout after binding (after the\n"
+            "`listening` line). Loopback addresses only unless --metrics-public. The user\n"
+            "names in --operators may ask for sessions, queues and recent messages\n"
+            "(causeway stats sessions|queues, causeway top); texts only with\n"
+            "--monitor-text. See docs/OPERATIONS.md, Monitoring.\n");
     fprintf(out, "\nexit status: 0 after a clean shutdown, 1 on a start-up error, 2 on a usage error.\n");
 }

@@ -42,6 +42,12 @@ typedef struct {
     uint32_t store_inflight;  /* durable: store requests waiting per session */
     uint32_t store_inflight_bytes; /* durable: bytes of those requests per session */
     uint32_t store_max;       /* durable: queued messages over all users; 0 = no limit */
+    char metrics[256];        /* HOST:PORT of the Prometheus endpoint; "" = none */
+    int metrics_public;       /* 1: the endpoint may listen on a non-loopback address */
+    char operators[1024];     /* comma-separated user names allowed the operator
+                                 requests (Sessions, Queues, Recent); "" = nobody */
+    int monitor_text;         /* 1: Recent may carry message texts (to operators) */
+    char log_format[8];       /* "text" or "json" */
 } cw_broker_config_t;
 
 /* Fills cfg with the defaults. Can't fail. */
@@ -63,6 +69,15 @@ int cw_broker_config_load_file(cw_broker_config_t *cfg, const char *path, char *
  * and without them the endpoint must not be reachable from other machines
  * (cw_endpoint_needs_curve) unless insecure is set. 0, or -1 with a message in err (a usage error). */
 int cw_broker_config_check(const cw_broker_config_t *cfg, char *err, size_t errlen);
+
+/* True if name is in cfg->operators. */
+int cw_broker_config_is_operator(const cw_broker_config_t *cfg, const char *name);
+
+/* Parses a metrics address HOST:PORT ("127.0.0.1:9100", "[::1]:0",
+ * "localhost:0") into host (without brackets) and port. 0, or -1 with a
+ * message in err. */
+int cw_metrics_addr_parse(const char *addr, char *host, size_t hostlen, unsigned *port,
+                          char *err, size_t errlen);
 
 /* Prints --help text. */
 void cw_broker_config_usage(FILE *out);

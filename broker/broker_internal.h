@@ -12,6 +12,7 @@
 #include "broker.h"
 #include "cw_envelope.h"
 #include "cw_sec.h"
+#include "monitor.h"
 #include "outq.h"
 #include "sessions.h"
 
@@ -25,7 +26,8 @@ typedef struct {
     uint64_t frames_out;       /* frames sent successfully */
     uint64_t messages_routed;  /* Send requests routed */
     uint64_t deliveries;       /* Deliver pushes sent */
-    uint64_t bad_frames;       /* requests answered with an error status */
+    uint64_t bad_frames;       /* frames refused by PROTOCOL.md §5 steps 1-7 */
+    uint64_t refused;          /* other error replies: requests refused by their handling */
     uint64_t expired;          /* sessions expired for silence or disconnection */
 } counters_t;
 
@@ -46,13 +48,20 @@ struct cw_broker {
     int64_t now_ms;           /* monotonic time of the current message or tick */
     uint64_t now_us;          /* wall-clock time of the current message or tick */
     counters_t stats;         /* monotonic counters */
+    cw_mon_counters_t mc;     /* monitoring counters (monitor.h), router thread only */
+    cw_mon_ring_t *ring;      /* recently forwarded messages, owned */
+    cw_monitor_t *monitor;    /* snapshots for other threads (metrics), owned */
+    int64_t next_publish_ms;  /* monotonic time of the next snapshot publication */
+    bool monitor_wanted;      /* cw_broker_monitor was called: publish snapshots */
+    uint64_t started_us;      /* wall-clock start time */
+    const zmq_msg_t *frame;   /* the frame being handled (recv_one); NULL in-process */
     cw_zap_t *zap;            /* CURVE: ZAP handler and registered keys; NULL: plain */
     void *mon;                /* CURVE: PAIR reading the router's socket monitor
                                  (failed handshakes, closed connections); NULL if none */
     const char *peer_key;     /* CURVE: Z85 key (ZAP User-Id) of the message being
                                  handled; NULL outside recv_one and in plain mode */
     int peer_fd;              /* CURVE: its connection's descriptor; -1 if unknown */
-    volatile sig_atomic_t *reload; /* set by SIGHUP: re-read the users directory */
+    volatile sig_atomic_t *reload; /* set by a reload signal (main.c): re-read the users directory */
 };
 
 /* broker.c */
@@ -69,8 +78,18 @@ bool cwd_pending(const cw_broker_t *b, const cw_session_t *s);
 /* Live Delivers to s wait while cwd_pending (or while older ones wait), so
  * that nothing overtakes a stored message that may causally precede it. */
 bool cwb_must_hold(const cw_broker_t *b, const cw_session_t *s);
+/* Live Delivers held back for s now. */
+size_t cwb_held_count(const cw_session_t *s);
 /* Pushes the held live Delivers of s once nothing stored is pending. */
 void cwb_flush_held(cw_broker_t *b, cw_session_t *s);
+/* resume_clock.c (PROTOCOL.md 11.4): a frame of u's session carried this
+ * (validated) clock: keep it as u's resume clock if its own entry is the
+ * highest yet, and have the store write it (a durable Send: at once). */
+void cwb_note_clock(cw_broker_t *b, cw_user_t *u, Causeway__V1__ClockEntry *const *clock,
+                    size_t n, bool durable_send);
+/* u's resume clock for LoginInfo.clock, or NULL if none is known (or it
+ * cannot be decoded); free with causeway__v1__deliver__free_unpacked. */
+Causeway__V1__Deliver *cwb_resume_clock(const cw_user_t *u);
 /* Before stored entry `seq` is pushed to s: pushes the held live messages
  * that must precede it (their barrier is below seq). */
 void cwb_flush_held_before(cw_broker_t *b, cw_session_t *s, uint64_t seq);
@@ -84,6 +103,26 @@ void cwb_held_resolve(cw_session_t *s, uint64_t token, uint64_t seq);
  * out of memory. */
 long cwb_user_log(cw_broker_t *b, const char *after, Causeway__V1__UserInfo **infos,
                   Causeway__V1__UserInfo ***ptrs, bool *truncated);
+
+/* observe.c — monitoring (PROTOCOL.md §12.1-12.2, docs/OPERATIONS.md
+ * "Monitoring"). Router thread. */
+
+/* Fills a snapshot with the broker's figures now. Can't fail. */
+void cwo_snapshot(cw_broker_t *b, cw_mon_snap_t *snap);
+/* Publishes a snapshot to b->monitor if one is due (every
+ * CW_MON_PUBLISH_MS). */
+void cwo_maybe_publish(cw_broker_t *b);
+/* Stats, Sessions, Queues and Recent requests. */
+void cwo_stats(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
+               const cw_env_t *env);
+void cwo_sessions(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
+                  const cw_env_t *env);
+void cwo_queues(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
+                const cw_env_t *env);
+void cwo_recent(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
+                const cw_env_t *env);
+/* Notes a new session's peer address and login time. */
+void cwo_session_opened(cw_broker_t *b, cw_session_t *s);
 
 /* durable.c — all no-ops / NOT_DURABLE when b->durable is NULL. */
 
@@ -99,6 +138,12 @@ void cwd_on_replies(cw_broker_t *b);
 /* Persists a new user name (the request is ordered before any append that
  * names the user). CW_OK (or live-only), else a status for the login reply. */
 int cwd_add_user(cw_broker_t *b, const char *name);
+/* Writes u's resume clock to the store if it is newer than the last one
+ * written: at once with `now`, else only when no write of u's is in flight
+ * (the reply of that one writes the newest). Ordered before every later
+ * request: a durable Send's clock is committed no later than the message.
+ * Best effort: a failure is logged, the next newer clock is written. */
+void cwd_save_clock(cw_broker_t *b, cw_user_t *u, bool now);
 /* A session logged in or resumed: starts pushing the user's queue, from
  * the first unacknowledged message, unless the session pulls. */
 void cwd_on_login(cw_broker_t *b, cw_session_t *s);
@@ -113,6 +158,9 @@ void cwd_fetch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, c
 void cwd_history(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
                  const cw_env_t *env);
 /* Counters for Stats (0 when live-only). */
-void cwd_stats(cw_broker_t *b, uint64_t *stored, uint64_t *fsyncs);
+void cwd_stats(cw_broker_t *b, uint64_t *stored, uint64_t *fsyncs, uint64_t *damaged);
+/* The store thread's counters and the store requests not yet answered;
+ * false (nothing filled) when live-only. */
+bool cwd_monitor(cw_broker_t *b, cw_store_actor_stats_t *st, uint32_t *pending);
 
 #endif

@@ -33,8 +33,17 @@
  *
  *  Stored clock: the sender's vector clock is stored as a serialized
  *  Deliver holding only its `clock` field, and decoded the same way.
+ *
+ *  Damaged entries (issue 11 item 7): an entry that must not be served as
+ *  data (entry_damage: the store found it damaged, CW_DAMAGED) is pushed,
+ *  fetched and listed as a Deliver with `damaged` set, its seq and nothing
+ *  else, which the client acknowledges like any other seq: the queue goes
+ *  on. Each distinct (user, seq) is logged once at ERROR and counted in
+ *  BrokerStats.damaged_entries (note_damaged).
  */
 #include "broker_internal.h"
+#include "cw_clock.h"
+#include "cw_envelope.h"
 #include "cw_log.h"
 #include "cw_status.h"
 #include "store.h"
@@ -49,7 +58,7 @@
 #define FETCH_MAX 1000     /* largest Fetch.max / History.last honoured */
 #define READ_BATCH 128     /* entries per push read */
 
-typedef enum { P_APPEND, P_ACK, P_PUSH_READ, P_FETCH, P_HISTORY, P_ADD_USER } pending_kind_t;
+typedef enum { P_APPEND, P_ACK, P_PUSH_READ, P_FETCH, P_HISTORY, P_ADD_USER, P_CLOCK } pending_kind_t;
 
 typedef struct pending {
     struct pending *next;        /* FIFO link */
@@ -59,7 +68,7 @@ typedef struct pending {
     uint64_t request_id;         /* to echo in the reply */
     char user[CW_NAME_MAX_HARD + 1]; /* user of the request; APPEND: the sender */
     uint64_t serial;             /* session the request is for (0: none) */
-    uint64_t seq;                /* ACK: up to */
+    uint64_t seq;                /* ACK: up to; CLOCK: the own entry saved */
     uint32_t max;                /* PUSH_READ: entries asked for */
     bool redeliver;              /* PUSH_READ: mark pushes redelivered */
     uint64_t origin;             /* session charged for it (its origin serial); 0 none */
@@ -86,7 +95,11 @@ struct cw_durable {
     pending_t *head, *tail;      /* FIFO of submitted requests */
     size_t n_pending;            /* FIFO length */
     uint64_t inflight_entries;   /* queue entries of appends not yet answered */
+    zhashx_t *damaged_seen;      /* "user seq" of damaged entries already reported */
+    uint64_t damaged;            /* distinct damaged entries seen (BrokerStats) */
 };
+
+#define DAMAGED_SEEN_MAX 100000  /* (user, seq) pairs remembered; beyond, each read counts */
 
 /* ------------------------------------------------------------------------ */
 
@@ -278,12 +291,75 @@ static cw_session_t *session_of(cw_broker_t *b, const pending_t *p)
     return u->session;
 }
 
-/* Fills d from a store entry. *clock_msg receives a decoded clock holder
- * the caller frees (causeway__v1__deliver__free_unpacked) after packing. */
-static void entry_to_deliver(const cw_store_entry_t *e, Causeway__V1__Deliver *d,
-                             Causeway__V1__Deliver **clock_msg)
+/* Why the entry e must not be served as data, or NULL if it may. The one
+ * place that decides it: any other check of a stored entry (what the
+ * broker would now refuse at Send) belongs here too. When it may be
+ * served, *clock_msg holds its decoded clock holder (NULL: no clock), which
+ * the caller frees (causeway__v1__deliver__free_unpacked). */
+static const char *entry_damage(const cw_store_entry_t *e, Causeway__V1__Deliver **clock_msg)
+{
+    *clock_msg = NULL;
+    if (e->status == CW_DAMAGED)
+        return "it failed its checksum in the store";
+    /* What a Send is refused for now (PROTOCOL.md §5 step 3b, §11.2) but an
+     * older broker stored, e.g. a ClockEntry with an unknown field numbered
+     * 2^29: served, it would make every Deliver and Fetch reply of the
+     * recipient undecodable. The store already refuses strings that are not
+     * UTF-8; the clock and zero bytes are checked here. */
+    if (e->status != CW_EXPIRED && e->text_len && memchr(e->text, 0, e->text_len))
+        return "its text holds a zero byte, which the broker now refuses";
+    if (e->clock_len) {
+        const char *why = NULL;
+        if (cw_wire_check(&causeway__v1__deliver__descriptor, e->clock, e->clock_len, &why) !=
+            CW_OK)
+            return "its clock holds an encoding the broker now refuses (PROTOCOL.md §5)";
+        Causeway__V1__Deliver *c = causeway__v1__deliver__unpack(NULL, e->clock_len, e->clock);
+        if (!c || !cw_clock_entries_valid(c->clock, c->n_clock)) {
+            if (c)
+                causeway__v1__deliver__free_unpacked(c, NULL);
+            return "its clock is not a valid clock (PROTOCOL.md §11.2)";
+        }
+        *clock_msg = c;
+    }
+    return NULL;
+}
+
+/* Tells the operator, once per (user, seq), that a message was lost. */
+static void note_damaged(cw_broker_t *b, const char *user, uint64_t seq, const char *why)
+{
+    cw_durable_t *d = b->durable;
+    char key[CW_NAME_MAX_HARD + 32];
+    snprintf(key, sizeof key, "%s %llu", user, (unsigned long long) seq);
+    if (d->damaged_seen && zhashx_lookup(d->damaged_seen, key))
+        return;
+    if (d->damaged_seen && zhashx_size(d->damaged_seen) < DAMAGED_SEEN_MAX)
+        zhashx_insert(d->damaged_seen, key, (void *) 1);
+    d->damaged++;
+    CW_ERROR("MESSAGE LOST: seq %llu of %s's queue is damaged (%s); delivered as a damaged "
+             "entry for the client to acknowledge (OPERATIONS.md, \"Damaged store files\")",
+             (unsigned long long) seq, user, why);
+}
+
+/* Fills d from a store entry of user's queue. *clock_msg receives a
+ * decoded clock holder the caller frees (causeway__v1__deliver__free_unpacked)
+ * after packing. */
+static void entry_to_deliver(cw_broker_t *b, const char *user, const cw_store_entry_t *e,
+                             Causeway__V1__Deliver *d, Causeway__V1__Deliver **clock_msg)
 {
     causeway__v1__deliver__init(d);
+    const char *why = entry_damage(e, clock_msg);
+    if (why) {
+        /* A lost message: its seq, for the client to acknowledge; nothing
+         * of its data (all of it is suspect). */
+        note_damaged(b, user, e->seq, why);
+        d->text = "";
+        d->from = "";
+        d->message_id = "";
+        d->seq = e->seq;
+        d->durable = true;
+        d->damaged = true;
+        return;
+    }
     d->from = (char *) e->sender;
     d->n_to = e->n_to;
     d->to = (char **) e->to;
@@ -294,15 +370,9 @@ static void entry_to_deliver(const cw_store_entry_t *e, Causeway__V1__Deliver *d
     d->seq = e->seq;
     d->message_id = (char *) e->message_id;
     d->durable = true;
-    *clock_msg = NULL;
-    if (e->clock && e->clock_len) {
-        *clock_msg = causeway__v1__deliver__unpack(NULL, e->clock_len, e->clock);
-        if (*clock_msg) {
-            d->n_clock = (*clock_msg)->n_clock;
-            d->clock = (*clock_msg)->clock;
-        } else {
-            CW_WARN("stored clock of seq %llu is unreadable", (unsigned long long) e->seq);
-        }
+    if (*clock_msg) {
+        d->n_clock = (*clock_msg)->n_clock;
+        d->clock = (*clock_msg)->clock;
     }
 }
 
@@ -319,8 +389,11 @@ static bool push_deliver(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver 
     env.body_case = CW_BODY(DELIVER);
     env.deliver = d;
     /* The chain the client follows (PROTOCOL.md §13.10): this entry comes
-     * right after the one pushed before it in this session. */
-    env.after_seq = s->pushed_seq;
+     * right after the one pushed before it since the pushes last started
+     * again from the first unacknowledged entry, which every receiver has
+     * been sent on this connection; 0 for the first (everything below it is
+     * acknowledged, possibly by another process, or removed). */
+    env.after_seq = s->chain_seq;
     zmq_msg_t msg;
     if (cw_env_to_msg(&env, &msg) != CW_OK || cwb_push(b, s, &msg) != CW_DELIVERED) {
         s->catching_up = true; /* a later push_read starts again at pushed_seq + 1 */
@@ -328,7 +401,12 @@ static bool push_deliver(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver 
         return false;
     }
     s->read_backoff_ms = 0;
+    s->chain_seq = d->seq;
     b->stats.deliveries++;
+    int kind = cw_mon_kind(d->broadcast, d->n_to);
+    b->mc.dl[1][kind]++;
+    b->mc.dl_bytes[1][kind] += d->text ? strlen(d->text) : 0;
+    b->mc.redeliveries += d->redelivered;
     /* A session starts with acked_seq 0, below what the store has
      * acknowledged. With nothing in flight, every entry below d->seq is
      * acknowledged or gone (invariant 2: a read from acked_seq + 1 starts
@@ -400,10 +478,59 @@ static void inflight_done(cw_broker_t *b, pending_t *p)
  * Store replies
  */
 
+/* A repeat of a stored message (same sender, same message_id): answered
+ * ACCEPTED, duplicate, with the original's recipients and seqs as the
+ * store remembers them, whatever recipients the repeat names (PROTOCOL.md
+ * §13.2). Nothing was stored and nothing is pushed. */
+static void on_duplicate(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
+{
+    const cw_store_rcpt_t *orig = NULL;
+    size_t n = cw_store_reply_original(r, &orig);
+    Causeway__V1__RecipientStatus *rs = calloc(n ? n : 1, sizeof *rs);
+    Causeway__V1__RecipientStatus **rptrs = calloc(n ? n : 1, sizeof *rptrs);
+    /* Nothing of this request is stored: live messages held behind it wait
+     * for what the recipients' queues hold now. */
+    for (size_t i = 0; i < p->n; i++)
+        p->rcpts[i].status = (Causeway__V1__Status) CW_OK;
+    inflight_done(b, p);
+    if (!rs || !rptrs) {
+        cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_INTERNAL, "out of memory");
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            causeway__v1__recipient_status__init(&rs[i]);
+            rs[i].name = (char *) orig[i].name;
+            rs[i].status = (Causeway__V1__Status) orig[i].status;
+            rs[i].seq = orig[i].status == CW_ACCEPTED ? orig[i].seq : 0;
+            rptrs[i] = &rs[i];
+        }
+        cw_env_t out;
+        Causeway__V1__Reply reply;
+        cw_env_init(&out, p->request_id);
+        causeway__v1__reply__init(&reply);
+        reply.status = (Causeway__V1__Status) CW_ACCEPTED;
+        reply.detail = "already stored (duplicate message_id): the original's recipients";
+        reply.duplicate = true;
+        reply.n_recipients = n;
+        reply.recipients = rptrs;
+        out.body_case = CW_BODY(REPLY);
+        out.reply = &reply;
+        cwb_send_to_id(b, p->id + 1, p->id[0], &out);
+        b->stats.messages_routed++;
+    }
+    CW_INFO("stored %s -> %zu recipient(s): duplicate of message '%s' (%zu original recipients)",
+            p->user, p->n, p->env->send->message_id ? p->env->send->message_id : "", n);
+    free(rs);
+    free(rptrs);
+}
+
 static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
 {
     int st = cw_store_reply_status(r);
     bool dup = cw_store_reply_duplicate(r);
+    if (dup && st == CW_OK) {
+        on_duplicate(b, p, r);
+        return;
+    }
     /* The store answers per message CW_OK (stored for someone), QUEUE_FULL
      * or UNKNOWN_USER (stored for no one); anything else means the append
      * failed and nothing of it is stored. */
@@ -425,6 +552,8 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
             p->rcpts[i].seq = cw_store_reply_rcpt_seq(r, (size_t) k);
             if (p->users[i] && p->rcpts[i].seq > p->users[i]->last_seq)
                 p->users[i]->last_seq = p->rcpts[i].seq;
+            if (p->users[i] && !dup)
+                p->users[i]->queued++;
         }
         accepted += rs == CW_ACCEPTED;
         full += rs == CW_QUEUE_FULL;
@@ -489,15 +618,30 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         reply.status = (Causeway__V1__Status) CW_OK;
         reply.detail = "no known recipient; nothing stored";
     }
-    reply.duplicate = dup;
+    reply.duplicate = dup && !failed;
     reply.n_recipients = p->n;
     reply.recipients = rptrs;
     out.body_case = CW_BODY(REPLY);
     out.reply = &reply;
-    if (!cw_status_is_success((int) reply.status))
-        b->stats.bad_frames++;
+    if (!cw_status_is_success((int) reply.status)) {
+        b->stats.refused++;
+        cw_mon_count(b->mc.refusals, (int) reply.status);
+    }
     cwb_send_to_id(b, p->id + 1, p->id[0], &out);
     b->stats.messages_routed++;
+    {
+        const Causeway__V1__Send *send = p->env->send;
+        size_t text_len = send->text ? strlen(send->text) : 0;
+        int kind = cw_mon_kind(send->broadcast, send->n_to);
+        b->mc.rx[1][kind]++;
+        b->mc.rx_bytes[1][kind] += text_len;
+        for (size_t i = 0; i < p->n; i++) {
+            cw_mon_count(b->mc.fates, (int) p->rcpts[i].status);
+            p->to[i] = p->rcpts[i].name;
+        }
+        cw_mon_ring_add(b->ring, p->timestamp_us, p->user, p->to, send->broadcast ? 0 : p->n,
+                        p->n, send->broadcast, true, (uint32_t) accepted, send->text, text_len);
+    }
     CW_INFO("stored %s -> %s%zu recipient(s): accepted %zu, full %zu%s (%s)", p->user,
             p->env->send->broadcast ? "all: " : "", p->n, accepted, full,
             dup ? ", duplicate" : "", cw_status_name((int) reply.status));
@@ -515,11 +659,12 @@ static void on_push_read(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         read_backoff(b, s);
         return; /* still catching up: the tick retries after the backoff */
     }
+    s->user->queued = cw_store_reply_pending(r);
     size_t n = 0;
     const cw_store_entry_t *e = cw_store_reply_entries(r, &n);
     for (size_t i = 0; i < n; i++) {
         Causeway__V1__Deliver dl, *clock = NULL;
-        entry_to_deliver(&e[i], &dl, &clock);
+        entry_to_deliver(b, s->user->name, &e[i], &dl, &clock);
         dl.redelivered = p->redeliver;
         if (dl.expired)
             CW_INFO("message seq %llu for %s expired before delivery",
@@ -555,7 +700,7 @@ static void on_listing(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_INTERNAL, "out of memory");
     } else {
         for (size_t i = 0; i < n; i++) {
-            entry_to_deliver(&e[i], &dl[i], &clocks[i]);
+            entry_to_deliver(b, p->user, &e[i], &dl[i], &clocks[i]);
             ptrs[i] = &dl[i];
         }
         /* At most max_reply bytes of messages, and always at least one:
@@ -603,6 +748,9 @@ static void on_ack(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
 {
     int st = cw_store_reply_status(r);
     cw_session_t *s = session_of(b, p);
+    cw_user_t *u = st == CW_OK ? cw_sessions_user(b->sessions, p->user) : NULL;
+    if (u)
+        u->queued = cw_store_reply_pending(r);
     if (st == CW_OK && s) {
         if (p->seq > s->acked_seq)
             s->acked_seq = p->seq;
@@ -619,6 +767,25 @@ static void on_ack(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
     cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, st, detail);
 }
 
+/* A resume clock write is answered: write the newer one that waited. */
+static void on_clock_saved(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
+{
+    cw_user_t *u = cw_sessions_user(b->sessions, p->user);
+    if (cw_store_reply_status(r) != CW_OK)
+        CW_ERROR("saving the clock of %s failed: %s", p->user,
+                 cw_status_name(cw_store_reply_status(r)));
+    if (!u)
+        return;
+    u->clock_saving = false;
+    if (cw_store_reply_status(r) != CW_OK) {
+        if (u->clock_saved == p->seq)
+            u->clock_saved = 0; /* the user's next frame with a clock writes it again */
+        return;
+    }
+    if (u->clock_own > u->clock_saved)
+        cwd_save_clock(b, u, false);
+}
+
 void cwd_on_replies(cw_broker_t *b)
 {
     cw_durable_t *d = b->durable;
@@ -633,7 +800,7 @@ void cwd_on_replies(cw_broker_t *b)
         while (p && p->token != token) {
             CW_ERROR("store reply %llu out of order (expected %llu)", (unsigned long long) token,
                      (unsigned long long) p->token);
-            if (p->kind != P_PUSH_READ && p->kind != P_ADD_USER)
+            if (p->kind != P_PUSH_READ && p->kind != P_ADD_USER && p->kind != P_CLOCK)
                 cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_INTERNAL,
                                  "store reply lost");
             budget_release(b, p);
@@ -653,6 +820,7 @@ void cwd_on_replies(cw_broker_t *b)
         case P_FETCH:
         case P_HISTORY: on_listing(b, p, r); break;
         case P_ACK: on_ack(b, p, r); break;
+        case P_CLOCK: on_clock_saved(b, p, r); break;
         case P_ADD_USER: {
             cw_user_t *u = cw_sessions_user(b->sessions, p->user);
             bool ok = cw_store_reply_status(r) == CW_OK;
@@ -693,12 +861,35 @@ int cwd_add_user(cw_broker_t *b, const char *name)
     return CW_OK;
 }
 
+void cwd_save_clock(cw_broker_t *b, cw_user_t *u, bool now)
+{
+    cw_durable_t *d = b->durable;
+    if (!d || !u->clock_len || u->clock_own <= u->clock_saved || (u->clock_saving && !now) ||
+        d->closing)
+        return;
+    pending_t *p = pending_new(d, P_CLOCK, NULL, 0, 0, u->name);
+    if (!p)
+        return; /* written with the user's next clock */
+    p->seq = u->clock_own;
+    int rc = cw_store_actor_save_clock(d->actor, p->token, u->name, u->clock_own, u->clock,
+                                       u->clock_len);
+    if (rc != CW_OK) {
+        pending_free(p);
+        return; /* the pipe is full: written with the user's next clock */
+    }
+    pending_push(d, p);
+    u->clock_saving = true;
+    u->clock_saved = u->clock_own;
+}
+
 void cwd_on_login(cw_broker_t *b, cw_session_t *s)
 {
     if (!b->durable || s->pull)
         return;
-    /* Everything unacknowledged goes out again, from the start of the queue. */
+    /* Everything unacknowledged goes out again, from the start of the queue,
+     * on a chain of its own: this connection may be a new process. */
     s->pushed_seq = s->acked_seq;
+    s->chain_seq = 0;
     s->catching_up = true;
     s->ack_wait_ms = 0;
     push_read(b, s);
@@ -718,6 +909,7 @@ void cwd_tick(cw_broker_t *b)
             CW_INFO("redelivering to %s from seq %llu (no ack for %u ms)", s->user->name,
                     (unsigned long long) s->acked_seq + 1, b->cfg.redeliver_ms);
             s->pushed_seq = s->acked_seq;
+            s->chain_seq = 0;
             s->catching_up = true;
             s->redeliver_next = true;
             s->ack_wait_ms = b->now_ms;
@@ -776,7 +968,11 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
     }
     p->n = (size_t) n;
     p->timestamp_us = b->now_us;
-    if (n_store == 0) {
+    /* With no known recipient nothing can be stored, but a message id may
+     * repeat a stored message, which is answered as the duplicate it is
+     * (§13.2): the store is asked with no recipients. */
+    bool ask_only = n_store == 0 && send->message_id && *send->message_id;
+    if (n_store == 0 && !ask_only) {
         /* Nobody to store for: answer now, through the same reply path. */
         Causeway__V1__RecipientStatus **rptrs = p->rptrs;
         cw_env_t out;
@@ -794,7 +990,7 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
         cwb_send_to_id(b, id, id_len, &out);
         goto fail;
     }
-    if (b->cfg.store_max) {
+    if (b->cfg.store_max && n_store) {
         cw_store_actor_stats_t st;
         cw_store_actor_stats(d->actor, &st);
         if (st.pending + d->inflight_entries + n_store > b->cfg.store_max) {
@@ -960,15 +1156,37 @@ int cwd_open(cw_broker_t *b, char *err, size_t errlen)
         }
         u->stored = CW_USER_STORED;
         u->last_seq = users[i].last_seq;
+        u->queued = users[i].pending;
         pending += users[i].pending;
     }
     cw_store_users_free(&users, n);
+    cw_store_clock_t *clocks = NULL;
+    size_t n_clocks = 0;
+    if (cw_store_list_clocks(store, &clocks, &n_clocks) != CW_OK) {
+        snprintf(err, errlen, "cannot read the resume clocks: %s", cw_store_errmsg(store));
+        cw_store_close(&store);
+        return -1;
+    }
+    for (size_t i = 0; i < n_clocks; i++) {
+        cw_user_t *u = cw_sessions_user(b->sessions, clocks[i].name);
+        if (!u) { /* every clock's user logged in, so is in the user log */
+            CW_WARN("ignoring the stored clock of '%s'", clocks[i].name);
+            continue;
+        }
+        free(u->clock);
+        u->clock = clocks[i].clock; /* taken over */
+        u->clock_len = clocks[i].clock_len;
+        u->clock_own = u->clock_saved = clocks[i].own;
+        clocks[i].clock = NULL;
+    }
+    cw_store_clocks_free(&clocks, n_clocks);
     b->durable = calloc(1, sizeof *b->durable);
     if (!b->durable) {
         snprintf(err, errlen, "out of memory");
         cw_store_close(&store);
         return -1;
     }
+    b->durable->damaged_seen = zhashx_new();   /* NULL: every read counts */
     b->durable->actor = cw_store_actor_new(&store, 0);
     if (!b->durable->actor) {
         snprintf(err, errlen, "cannot start the store thread");
@@ -989,6 +1207,10 @@ void cwd_close(cw_broker_t *b)
     /* Answer what the store still owes: a sender whose message is being
      * committed gets its ACCEPTED (or error) before the broker exits. No
      * new push reads meanwhile, so the FIFO drains. */
+    /* The clocks not yet written go first (each behind the user's write in
+     * flight, if any; the drain below waits for both). */
+    for (size_t i = 0; i < cw_sessions_user_count(b->sessions); i++)
+        cwd_save_clock(b, cw_sessions_user_at(b->sessions, i), true);
     d->closing = true;
     int64_t deadline = cw_mono_ms() + DRAIN_MS;
     while (d->head && cw_mono_ms() < deadline) {
@@ -998,7 +1220,7 @@ void cwd_close(cw_broker_t *b)
     }
     pending_t *p;
     while ((p = pending_pop(d))) {
-        if (p->kind != P_PUSH_READ && p->kind != P_ADD_USER)
+        if (p->kind != P_PUSH_READ && p->kind != P_ADD_USER && p->kind != P_CLOCK)
             cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_SHUTTING_DOWN,
                              "broker stopped before the store answered");
         budget_release(b, p);
@@ -1006,6 +1228,7 @@ void cwd_close(cw_broker_t *b)
         pending_free(p);
     }
     cw_store_actor_destroy(&d->actor);
+    zhashx_destroy(&d->damaged_seen);
     free(d);
     b->durable = NULL;
 }
@@ -1015,13 +1238,23 @@ void *cwd_poll_handle(cw_broker_t *b)
     return b->durable ? zsock_resolve(cw_store_actor_sock(b->durable->actor)) : NULL;
 }
 
-void cwd_stats(cw_broker_t *b, uint64_t *stored, uint64_t *fsyncs)
+void cwd_stats(cw_broker_t *b, uint64_t *stored, uint64_t *fsyncs, uint64_t *damaged)
 {
-    *stored = *fsyncs = 0;
+    *stored = *fsyncs = *damaged = 0;
     if (!b->durable)
         return;
+    *damaged = b->durable->damaged;
     cw_store_actor_stats_t st;
     cw_store_actor_stats(b->durable->actor, &st);
     *stored = st.pending;
     *fsyncs = st.commits;
+}
+
+bool cwd_monitor(cw_broker_t *b, cw_store_actor_stats_t *st, uint32_t *pending)
+{
+    if (!b->durable)
+        return false;
+    cw_store_actor_stats(b->durable->actor, st);
+    *pending = (uint32_t) b->durable->n_pending;
+    return true;
 }

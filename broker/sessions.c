@@ -73,8 +73,10 @@ void cw_sessions_destroy(cw_sessions_t **p)
     cw_sessions_t *t = *p;
     for (size_t i = 0; i < t->n_live; i++)
         free(t->live[i]);
-    for (size_t i = 0; i < t->n_users; i++)
+    for (size_t i = 0; i < t->n_users; i++) {
+        free(t->users[i]->clock);
         free(t->users[i]);
+    }
     zhashx_destroy(&t->by_id);
     free(t->live);
     free(t->users);

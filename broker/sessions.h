@@ -40,6 +40,17 @@ typedef struct {
                                          bucket; kept across sessions, so a new login does
                                          not refill it) */
     int64_t tokens_ms;                /* when tokens was last refilled; 0: never (full) */
+    /* Resume clock (PROTOCOL.md 11.4): the clock with the highest own entry
+     * that this user's sessions put on any frame, as a serialized Deliver
+     * holding only `clock` (the stored-clock form of durable.c); owned. */
+    uint8_t *clock;
+    size_t clock_len;                 /* 0: none known */
+    uint64_t clock_own;               /* the user's own entry in `clock` */
+    uint64_t clock_saved;             /* durable: own entry of the last clock submitted
+                                         to the store */
+    bool clock_saving;                /* durable: a clock write is in flight */
+    uint64_t queued;                  /* durable: unacknowledged entries, as last learnt
+                                         (store load, ack and read replies, commits) */
 } cw_user_t;
 
 enum { CW_USER_UNSTORED = 0, CW_USER_STORING = 1, CW_USER_STORED = 2 };
@@ -69,6 +80,12 @@ struct cw_session {
     bool read_in_flight;                /* a push read is waiting for the store */
     bool redeliver_next;                /* the next push read redelivers */
     uint64_t pushed_seq;                /* highest seq pushed to this session */
+    uint64_t chain_seq;                 /* the Envelope.after_seq of the next push: the
+                                           seq of the last stored message pushed since
+                                           the pushes last started again from the first
+                                           unacknowledged entry (login, resume,
+                                           redelivery); 0 right after (PROTOCOL.md
+                                           §13.10) */
     uint64_t acked_seq;                 /* highest seq this session acknowledged */
     int64_t ack_wait_ms;                /* since when pushes wait for an ack; 0 none */
     int64_t read_retry_ms;              /* no push read before this (backoff after a failure) */
@@ -78,6 +95,9 @@ struct cw_session {
     char key[41];                       /* CURVE: Z85 public key of the connection that
                                            logged in (or resumed); "" in plain mode */
     int fd;                             /* CURVE: that connection's descriptor (ZMQ_SRCFD) */
+    char peer[48];                      /* "ip:port" of the connection at login; "" unknown */
+    uint64_t since_us;                  /* wall-clock login time */
+    char agent[64];                     /* Login.agent, cut to fit */
     bool gone;                          /* CURVE: that connection closed (socket monitor):
                                            nothing is pushed to the routing id, which
                                            another connection may now hold */

@@ -6,21 +6,39 @@
  *  count). Thread: whichever thread owns the cw_store_t (the store actor in
  *  the broker); never two at once.
  *
- *  Schema (version 1, in table schema_version; PRAGMA application_id marks
+ *  Schema (version 2, in table schema_version; PRAGMA application_id marks
  *  the file as causeway's):
  *    users(id, name UNIQUE, next_seq, acked_seq, created_us)
  *        the user log; next_seq is the seq the next entry will get.
  *    messages(id, sender, message_id, ts_us, expires_us, flags, live, clock,
- *             rcpts, text)
+ *             rcpts, text, crc)
  *        one row per stored message, however many recipients. rcpts is the
  *        per-recipient outcome in the sender's order (u8 status, u64 seq
  *        little-endian, name, NUL; repeated): the answer a duplicate gets,
  *        and the "to" list of deliveries. live counts the entries pointing
  *        at the row. Unique partial index on (sender, message_id).
- *    entries(user_id, seq, msg) WITHOUT ROWID, primary key (user_id, seq)
+ *    entries(user_id, seq, msg, crc) WITHOUT ROWID, primary key (user_id, seq)
  *        the queues: entry (u, s) is message msg at seq s of u's queue.
  *        Entries with seq <= users.acked_seq are acknowledged (kept for
  *        history), the others are pending.
+ *
+ *  Checksums (schema 2; issue 11 item 7, "damaged entries"). messages.crc
+ *  is a CRC-32 over every field of the row that is ever served or answered
+ *  from (sender, message_id, ts_us, expires_us, flags, clock, rcpts, text;
+ *  not live, a reference count); entries.crc is a CRC-32 over the queue's
+ *  user name, the seq, the msg it points at and that message's crc. Both
+ *  are computed when the row is written and checked on every read
+ *  (check_row): a row that fails, or whose strings are not well-formed
+ *  UTF-8 (no protobuf client could decode them), or whose recipient list
+ *  does not parse, is returned with status CW_DAMAGED and no data (seq
+ *  kept), so the broker pushes a "damaged" Deliver the client acknowledges
+ *  like any other, and the queue goes on. SQLite's own page checks
+ *  (quick_check at open) do not see a changed byte inside a record; these
+ *  do. The CRC is zlib's crc32 (Debian's zlib1g): damage detection, not
+ *  authentication (whoever can write the file can recompute it).
+ *  A schema 1 store (no checksums) is migrated at open, in one
+ *  transaction: the checksums are computed then, so they vouch for the
+ *  data as it was at migration, not before (the log says so).
  *
  *  Invariants (cw_store_verify checks 1-5 against the database):
  *    1. Seqs are never reused: every entry of u has seq < u.next_seq, and
@@ -85,9 +103,11 @@
 
 #include <czmq.h>
 #include <sqlite3.h>
+#include <zlib.h>
 
 #include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -97,7 +117,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2                   /* 1: no checksums, migrated at open */
 #define APPLICATION_ID 0x43574159          /* "CWAY" */
 #define DB_FILE "causeway.db"
 #define LOCK_FILE "LOCK"
@@ -133,16 +153,21 @@ static const char *const stmt_sql[N_STMTS] = {
                       "VALUES (?1, 1, 0, ?2)",
     [S_USER_UPDATE] = "UPDATE users SET next_seq = ?2, acked_seq = ?3 WHERE id = ?1",
     [S_USER_LIST] = "SELECT name, created_us FROM users ORDER BY id",
-    [S_DEDUP_FIND] = "SELECT rcpts FROM messages WHERE sender = ?1 AND message_id = ?2",
+    [S_DEDUP_FIND] = "SELECT 0, sender, message_id, ts_us, expires_us, flags, clock, rcpts, "
+                     "text, crc FROM messages WHERE sender = ?1 AND message_id = ?2",
     [S_MSG_INSERT] = "INSERT INTO messages(sender, message_id, ts_us, expires_us, flags, live, "
-                     "clock, rcpts, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    [S_ENTRY_INSERT] = "INSERT INTO entries(user_id, seq, msg) VALUES (?1, ?2, ?3)",
+                     "clock, rcpts, text, crc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    [S_ENTRY_INSERT] = "INSERT INTO entries(user_id, seq, msg, crc) VALUES (?1, ?2, ?3, ?4)",
+    /* S_READ, S_HISTORY and S_DEDUP_FIND: columns 0..8 are those of
+     * COL_* (check_row reads them by these numbers). A LEFT JOIN, so that an
+     * entry whose msg no longer points at a row is reported damaged instead
+     * of silently skipped. */
     [S_READ] = "SELECT e.seq, m.sender, m.message_id, m.ts_us, m.expires_us, m.flags, m.clock, "
-               "m.rcpts, m.text FROM entries e JOIN messages m ON m.id = e.msg "
-               "WHERE e.user_id = ?1 AND e.seq >= ?2 ORDER BY e.seq LIMIT ?3",
+               "m.rcpts, m.text, m.crc, e.msg, e.crc FROM entries e LEFT JOIN messages m "
+               "ON m.id = e.msg WHERE e.user_id = ?1 AND e.seq >= ?2 ORDER BY e.seq LIMIT ?3",
     [S_HISTORY] = "SELECT e.seq, m.sender, m.message_id, m.ts_us, m.expires_us, m.flags, "
-                  "m.clock, m.rcpts, m.text FROM entries e JOIN messages m ON m.id = e.msg "
-                  "WHERE e.user_id = ?1 ORDER BY e.seq DESC LIMIT ?2",
+                  "m.clock, m.rcpts, m.text, m.crc, e.msg, e.crc FROM entries e LEFT JOIN "
+                  "messages m ON m.id = e.msg WHERE e.user_id = ?1 ORDER BY e.seq DESC LIMIT ?2",
     [S_COUNT_RANGE] = "SELECT count(*) FROM entries WHERE user_id = ?1 AND seq BETWEEN ?2 AND ?3",
     [S_RETAIN_THRESHOLD] = "SELECT seq FROM entries WHERE user_id = ?1 AND seq <= ?2 "
                            "ORDER BY seq DESC LIMIT 1 OFFSET ?3",
@@ -160,7 +185,7 @@ static const char *const stmt_sql[N_STMTS] = {
 
 static const char *const schema_sql =
     "CREATE TABLE schema_version (version INTEGER NOT NULL);"
-    "INSERT INTO schema_version VALUES (1);"
+    "INSERT INTO schema_version VALUES (2);"
     "CREATE TABLE users ("
     "  id INTEGER PRIMARY KEY,"
     "  name TEXT NOT NULL UNIQUE,"
@@ -177,7 +202,8 @@ static const char *const schema_sql =
     "  live INTEGER NOT NULL,"
     "  clock BLOB,"
     "  rcpts BLOB NOT NULL,"
-    "  text BLOB NOT NULL);"
+    "  text BLOB NOT NULL,"
+    "  crc INTEGER NOT NULL DEFAULT 0);"
     "CREATE UNIQUE INDEX messages_dedup ON messages(sender, message_id)"
     "  WHERE message_id IS NOT NULL;"
     "CREATE INDEX messages_dead ON messages(ts_us) WHERE live = 0;"
@@ -185,7 +211,16 @@ static const char *const schema_sql =
     "  user_id INTEGER NOT NULL,"
     "  seq INTEGER NOT NULL,"
     "  msg INTEGER NOT NULL,"
+    "  crc INTEGER NOT NULL DEFAULT 0,"
     "  PRIMARY KEY (user_id, seq)) WITHOUT ROWID;";
+
+/* Schema 1 -> 2: the checksum columns (same definition and place as in
+ * schema_sql, so a migrated store is indistinguishable from a new one);
+ * migrate_v1 then fills them. */
+static const char *const migrate_v1_sql =
+    "ALTER TABLE messages ADD COLUMN crc INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE entries ADD COLUMN crc INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE schema_version SET version = 2;";
 
 #define MSG_FLAG_BROADCAST 1
 
@@ -277,6 +312,127 @@ static uint64_t get_u64le(const uint8_t *p)
         v |= (uint64_t) p[i] << (8 * i);
     return v;
 }
+
+/* ------------------------------------------------------------------------ */
+/* Checksums (see "Checksums" in the file header)                            */
+
+/* Columns of S_READ / S_HISTORY / S_DEDUP_FIND (the last two: entries only). */
+enum {
+    COL_SEQ, COL_SENDER, COL_MID, COL_TS, COL_EXPIRES, COL_FLAGS, COL_CLOCK, COL_RCPTS,
+    COL_TEXT, COL_MCRC, COL_MSG, COL_ECRC
+};
+
+/* Every field goes in with its length first, so that moving bytes from one
+ * field to the next changes the sum. */
+static uint32_t crc_bytes(uint32_t crc, const void *p, size_t len)
+{
+    uint8_t l[8];
+    put_u64le(l, len);
+    crc = (uint32_t) crc32_z(crc, l, sizeof l);
+    return len ? (uint32_t) crc32_z(crc, p, len) : crc;
+}
+
+static uint32_t crc_u64(uint32_t crc, uint64_t v)
+{
+    uint8_t b[8];
+    put_u64le(b, v);
+    return (uint32_t) crc32_z(crc, b, sizeof b);
+}
+
+/* The fields of a message row that are checksummed, as written or read. */
+typedef struct {
+    const char *sender;
+    size_t sender_len;
+    const char *mid;              /* NULL and "" sum alike (both are served as "") */
+    size_t mid_len;
+    uint64_t ts_us, expires_us;
+    uint64_t flags;
+    const uint8_t *clock;
+    size_t clock_len;
+    const uint8_t *rcpts;
+    size_t rcpts_len;
+    const void *text;
+    size_t text_len;
+} msg_fields_t;
+
+static uint32_t msg_crc(const msg_fields_t *f)
+{
+    uint32_t crc = (uint32_t) crc32_z(0, NULL, 0);
+    crc = crc_bytes(crc, f->sender, f->sender_len);
+    crc = crc_bytes(crc, f->mid, f->mid ? f->mid_len : 0);
+    crc = crc_u64(crc, f->ts_us);
+    crc = crc_u64(crc, f->expires_us);
+    crc = crc_u64(crc, f->flags);
+    crc = crc_bytes(crc, f->clock, f->clock_len);
+    crc = crc_bytes(crc, f->rcpts, f->rcpts_len);
+    return crc_bytes(crc, f->text, f->text_len);
+}
+
+/* The checksum of queue entry (user, seq) pointing at message row msg. */
+static uint32_t entry_crc(const char *user, uint64_t seq, int64_t msg, uint32_t mcrc)
+{
+    uint32_t crc = (uint32_t) crc32_z(0, NULL, 0);
+    crc = crc_bytes(crc, user, strlen(user));
+    crc = crc_u64(crc, seq);
+    crc = crc_u64(crc, (uint64_t) msg);
+    return crc_u64(crc, mcrc);
+}
+
+/* The message columns of a row of S_READ / S_HISTORY / S_DEDUP_FIND. The
+ * pointers are SQLite's, valid until the statement moves on. */
+static void row_fields(sqlite3_stmt *st, msg_fields_t *f)
+{
+    f->sender = (const char *) sqlite3_column_text(st, COL_SENDER);
+    f->sender_len = f->sender ? (size_t) sqlite3_column_bytes(st, COL_SENDER) : 0;
+    f->mid = (const char *) sqlite3_column_text(st, COL_MID);
+    f->mid_len = f->mid ? (size_t) sqlite3_column_bytes(st, COL_MID) : 0;
+    f->ts_us = (uint64_t) sqlite3_column_int64(st, COL_TS);
+    f->expires_us = (uint64_t) sqlite3_column_int64(st, COL_EXPIRES);
+    f->flags = (uint64_t) sqlite3_column_int64(st, COL_FLAGS);
+    f->clock = sqlite3_column_blob(st, COL_CLOCK);
+    f->clock_len = f->clock ? (size_t) sqlite3_column_bytes(st, COL_CLOCK) : 0;
+    f->rcpts = sqlite3_column_blob(st, COL_RCPTS);
+    f->rcpts_len = f->rcpts ? (size_t) sqlite3_column_bytes(st, COL_RCPTS) : 0;
+    f->text = sqlite3_column_blob(st, COL_TEXT);
+    f->text_len = f->text ? (size_t) sqlite3_column_bytes(st, COL_TEXT) : 0;
+}
+
+/* Checks a row read back (check_entry: also the entry columns, for the
+ * queue of user). Returns NULL if it is sound, else why it is damaged. */
+static const char *check_row(sqlite3_stmt *st, const msg_fields_t *f, int check_entry,
+                             const char *user)
+{
+    if (check_entry && sqlite3_column_type(st, COL_MCRC) == SQLITE_NULL)
+        return "the entry points at no stored message";
+    uint32_t mcrc = (uint32_t) sqlite3_column_int64(st, COL_MCRC);
+    if (sqlite3_column_type(st, COL_MCRC) != SQLITE_INTEGER || msg_crc(f) != mcrc)
+        return "the message fails its checksum";
+    if (check_entry &&
+        (sqlite3_column_type(st, COL_ECRC) != SQLITE_INTEGER ||
+         (uint32_t) sqlite3_column_int64(st, COL_ECRC) !=
+             entry_crc(user, (uint64_t) sqlite3_column_int64(st, COL_SEQ),
+                       sqlite3_column_int64(st, COL_MSG), mcrc)))
+        return "the queue entry fails its checksum";
+    /* Right sums over wrong data are possible only if it was stored so
+     * (an older broker, a migrated store): still never served. */
+    if (!cw_utf8_valid(f->sender, f->sender_len) || !cw_utf8_valid(f->mid, f->mid_len) ||
+        !cw_utf8_valid(f->text, f->text_len))
+        return "a stored string is not valid UTF-8";
+    for (size_t off = 0; off < f->rcpts_len;) {
+        if (off + RCPT_REC_FIXED >= f->rcpts_len)
+            return "the recipient list does not parse";
+        const char *name = (const char *) f->rcpts + off + RCPT_REC_FIXED;
+        size_t nl = strnlen(name, f->rcpts_len - off - RCPT_REC_FIXED);
+        if (off + RCPT_REC_FIXED + nl >= f->rcpts_len)
+            return "the recipient list does not parse";
+        if (!cw_utf8_valid(name, nl))
+            return "a stored recipient name is not valid UTF-8";
+        off += RCPT_REC_FIXED + nl + 1;
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem)
 {
@@ -691,6 +847,80 @@ static int take_lock(const char *dir, char *err, size_t err_size, int *status)
     return fd;
 }
 
+/* Migrates a schema 1 store (no checksums) to schema 2 in one
+ * transaction: adds the columns, computes every message's and entry's
+ * checksum from the data as it is now. SQLite status (err filled on a
+ * failure of ours). */
+static int migrate_v1(cw_store_t *s, char *err, size_t err_size)
+{
+    sqlite3_stmt *sel = NULL, *upd = NULL;
+    uint64_t n_msgs = 0, n_entries = 0;
+    int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(s->db, migrate_v1_sql, NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(s->db,
+                                "SELECT 0, sender, message_id, ts_us, expires_us, flags, clock, "
+                                "rcpts, text, id FROM messages",
+                                -1, &sel, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(s->db, "UPDATE messages SET crc = ?1 WHERE id = ?2", -1, &upd,
+                                NULL);
+    while (rc == SQLITE_OK && (rc = sqlite3_step(sel)) == SQLITE_ROW) {
+        msg_fields_t f;
+        row_fields(sel, &f);
+        sqlite3_reset(upd);
+        sqlite3_bind_int64(upd, 1, (sqlite3_int64) msg_crc(&f));
+        sqlite3_bind_int64(upd, 2, sqlite3_column_int64(sel, 9));
+        rc = exec_stmt(upd) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(s->db);
+        n_msgs++;
+    }
+    if (rc == SQLITE_DONE)
+        rc = SQLITE_OK;
+    sqlite3_finalize(sel);
+    sqlite3_finalize(upd);
+    sel = upd = NULL;
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(s->db,
+                                "SELECT u.name, e.user_id, e.seq, e.msg, m.crc FROM entries e "
+                                "JOIN users u ON u.id = e.user_id JOIN messages m ON m.id = e.msg",
+                                -1, &sel, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(s->db,
+                                "UPDATE entries SET crc = ?1 WHERE user_id = ?2 AND seq = ?3", -1,
+                                &upd, NULL);
+    while (rc == SQLITE_OK && (rc = sqlite3_step(sel)) == SQLITE_ROW) {
+        const char *name = (const char *) sqlite3_column_text(sel, 0);
+        uint64_t seq = (uint64_t) sqlite3_column_int64(sel, 2);
+        uint32_t crc = entry_crc(name ? name : "", seq, sqlite3_column_int64(sel, 3),
+                                 (uint32_t) sqlite3_column_int64(sel, 4));
+        sqlite3_reset(upd);
+        sqlite3_bind_int64(upd, 1, (sqlite3_int64) crc);
+        sqlite3_bind_int64(upd, 2, sqlite3_column_int64(sel, 1));
+        sqlite3_bind_int64(upd, 3, (sqlite3_int64) seq);
+        rc = exec_stmt(upd) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(s->db);
+        n_entries++;
+    }
+    if (rc == SQLITE_DONE)
+        rc = SQLITE_OK;
+    sqlite3_finalize(sel);
+    sqlite3_finalize(upd);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, err_size, "%s/" DB_FILE ": migrating schema 1 to 2: %s", s->dir,
+                 sqlite3_errmsg(s->db));
+        if (!sqlite3_get_autocommit(s->db))
+            sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        return SQLITE_ERROR;
+    }
+    CW_WARN("store: migrated %s/" DB_FILE " from schema 1 to 2: checksums computed now for "
+            "%llu messages and %llu queue entries (they vouch for the data as it is now, "
+            "not for any damage it took before)",
+            s->dir, (unsigned long long) n_msgs, (unsigned long long) n_entries);
+    return SQLITE_OK;
+}
+
 /* Creates the schema in a fresh database, or checks an existing one.
  * SQLite status; on a semantic failure SQLITE_ERROR with err filled. */
 static int schema_check(cw_store_t *s, char *err, size_t err_size)
@@ -727,8 +957,9 @@ static int schema_check(cw_store_t *s, char *err, size_t err_size)
     if (rc != SQLITE_OK)
         return rc;
     int version = atoi(buf);
+    if (version == 1)
+        return migrate_v1(s, err, err_size);
     if (version != SCHEMA_VERSION) {
-        /* No migrations exist yet: version 1 is the only schema. */
         snprintf(err, err_size, "%s/" DB_FILE " has schema version %d; this broker knows %d%s",
                  s->dir, version, SCHEMA_VERSION,
                  version > SCHEMA_VERSION ? " (written by a newer causeway)" : "");
@@ -1125,7 +1356,25 @@ static int answer_duplicate(cw_store_t *s, cw_store_msg_t *m, const char *mid)
     sqlite3_bind_text(st, 2, mid, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        fill_from_record(m, sqlite3_column_blob(st, 0), (size_t) sqlite3_column_bytes(st, 0));
+        msg_fields_t f;
+        row_fields(st, &f);
+        const char *why = check_row(st, &f, 0, NULL);
+        if (why) {
+            /* The original outcome cannot be told: answer this message
+             * (only) STORE_ERROR; nothing is stored for it. */
+            sqlite3_reset(st);
+            CW_ERROR("store: DAMAGED duplicate record of message id '%s' from %s (%s): "
+                     "a retry of it is answered STORE_ERROR",
+                     mid, m->sender, why);
+            s->stats.damaged++;
+            m->status = CW_STORE_ERROR;
+            for (size_t i = 0; i < m->n_rcpts; i++) {
+                m->rcpts[i].status = CW_STORE_ERROR;
+                m->rcpts[i].seq = 0;
+            }
+            return 1;
+        }
+        fill_from_record(m, f.rcpts, f.rcpts_len);
         sqlite3_reset(st);
         m->duplicate = 1;
         m->status = CW_OK;
@@ -1138,6 +1387,68 @@ static int answer_duplicate(cw_store_t *s, cw_store_msg_t *m, const char *mid)
         return -1;
     }
     return 0;
+}
+
+int cw_store_original(cw_store_t *s, const char *sender, const char *message_id,
+                      cw_store_rcpt_t **rcpts, size_t *n)
+{
+    *rcpts = NULL;
+    *n = 0;
+    if (!s || !sender || !message_id || !*message_id)
+        return CW_ERR_INVALID;
+    sqlite3_stmt *st = stmt(s, S_DEDUP_FIND);
+    sqlite3_bind_text(st, 1, sender, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, message_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        sqlite3_reset(st);
+        if (rc == SQLITE_DONE)
+            return CW_UNKNOWN_USER;
+        sql_err(s, "looking up message id");
+        return CW_STORE_ERROR;
+    }
+    msg_fields_t f;
+    row_fields(st, &f);
+    const char *why = check_row(st, &f, 0, NULL);
+    if (why) {
+        sqlite3_reset(st);
+        s->stats.damaged++;
+        set_err(s, "the duplicate record of message id '%s' from %s is damaged (%s)",
+                message_id, sender, why);
+        CW_ERROR("store: DAMAGED %s", s->errmsg + 4);
+        return CW_STORE_ERROR;
+    }
+    const uint8_t *blob = f.rcpts;
+    size_t len = f.rcpts_len;
+    /* One block: the array, then the names (the record holds them with
+     * their NULs, so len bytes are enough for them). */
+    size_t count = 0;
+    for (size_t off = 0; off + RCPT_REC_FIXED < len; count++)
+        off += RCPT_REC_FIXED + strnlen((const char *) blob + off + RCPT_REC_FIXED,
+                                        len - off - RCPT_REC_FIXED) + 1;
+    cw_store_rcpt_t *out = malloc(count * sizeof *out + len + 1);
+    if (!out) {
+        sqlite3_reset(st);
+        set_err(s, "original: out of memory");
+        return CW_ERR_NOMEM;
+    }
+    char *names = (char *) (out + count);
+    size_t k = 0, at = 0;
+    for (size_t off = 0; off + RCPT_REC_FIXED < len && k < count; k++) {
+        const char *name = (const char *) blob + off + RCPT_REC_FIXED;
+        size_t nl = strnlen(name, len - off - RCPT_REC_FIXED);
+        memcpy(names + at, name, nl);
+        names[at + nl] = 0;
+        out[k].name = names + at;
+        out[k].status = blob[off];
+        out[k].seq = get_u64le(blob + off + 1);
+        at += nl + 1;
+        off += RCPT_REC_FIXED + nl + 1;
+    }
+    sqlite3_reset(st);
+    *rcpts = out;
+    *n = k;
+    return CW_OK;
 }
 
 /* Appends one message inside the open transaction. CW_OK (m->status says
@@ -1154,6 +1465,18 @@ static int answer_duplicate(cw_store_t *s, cw_store_msg_t *m, const char *mid)
 static int append_one(cw_store_t *s, cw_store_msg_t *m)
 {
     m->duplicate = 0;
+    if (m->n_rcpts == 0 && m->sender && *m->sender && m->message_id && *m->message_id &&
+        m->text) {
+        /* No known recipient: only the repeat of a stored message answers
+         * (the broker asks so that a retry naming nobody known is still
+         * answered as the duplicate it is). */
+        int dup = answer_duplicate(s, m, m->message_id);
+        if (dup < 0)
+            return CW_STORE_ERROR;
+        if (dup == 0)
+            m->status = CW_UNKNOWN_USER;
+        return CW_OK;
+    }
     if (!m->sender || !*m->sender || !m->rcpts || m->n_rcpts == 0 || !m->text ||
         (m->clock_len && !m->clock)) {
         m->status = CW_BAD_REQUEST;
@@ -1251,6 +1574,15 @@ static int append_one(cw_store_t *s, cw_store_msg_t *m)
     sqlite3_bind_blob(st, 8, s->buf, (int) off, SQLITE_STATIC);
     sqlite3_bind_blob(st, 9, m->text_len ? (const void *) m->text : "", (int) m->text_len,
                       SQLITE_STATIC);
+    msg_fields_t f = {
+        .sender = m->sender, .sender_len = strlen(m->sender), .mid = mid,
+        .mid_len = mid ? strlen(mid) : 0, .ts_us = m->timestamp_us, .expires_us = expires,
+        .flags = m->broadcast ? MSG_FLAG_BROADCAST : 0, .clock = m->clock_len ? m->clock : NULL,
+        .clock_len = m->clock_len, .rcpts = s->buf, .rcpts_len = off, .text = m->text,
+        .text_len = m->text_len,
+    };
+    uint32_t mcrc = msg_crc(&f);
+    sqlite3_bind_int64(st, 10, (sqlite3_int64) mcrc);
     int rc = sqlite3_step(st);      /* extended result codes are on */
     sqlite3_reset(st);
     if (rc == SQLITE_CONSTRAINT_UNIQUE && mid) {
@@ -1289,6 +1621,7 @@ static int append_one(cw_store_t *s, cw_store_msg_t *m)
         sqlite3_bind_int64(st, 1, u->id);
         sqlite3_bind_int64(st, 2, (sqlite3_int64) r->seq);
         sqlite3_bind_int64(st, 3, msg_id);
+        sqlite3_bind_int64(st, 4, (sqlite3_int64) entry_crc(r->name, r->seq, msg_id, mcrc));
         if (exec_stmt(st) != SQLITE_DONE)
             return sql_err(s, "queueing message");
     }
@@ -1415,29 +1748,46 @@ void cw_store_entries_free(cw_store_entry_t **entries, size_t n)
     *entries = NULL;
 }
 
-/* Builds an entry from a row of S_READ / S_HISTORY: one allocation holding
- * the "to" pointers, the clock and every string. 0 or -1 (out of memory). */
-static int entry_from_row(sqlite3_stmt *st, cw_store_entry_t *e, uint64_t acked_seq,
-                          uint64_t now_us, int drop_text)
+/* Builds an entry of user's queue from a row of S_READ / S_HISTORY: one
+ * allocation holding the "to" pointers, the clock and every string. A row
+ * that fails check_row becomes a CW_DAMAGED entry: seq, acked and nothing
+ * else. 0 or -1 (out of memory). */
+static int entry_from_row(cw_store_t *s, sqlite3_stmt *st, cw_store_entry_t *e, const char *user,
+                          uint64_t acked_seq, uint64_t now_us, int drop_text)
 {
     memset(e, 0, sizeof *e);
-    e->seq = (uint64_t) sqlite3_column_int64(st, 0);
-    e->timestamp_us = (uint64_t) sqlite3_column_int64(st, 3);
-    e->expires_us = (uint64_t) sqlite3_column_int64(st, 4);
-    e->broadcast = (sqlite3_column_int(st, 5) & MSG_FLAG_BROADCAST) != 0;
+    e->seq = (uint64_t) sqlite3_column_int64(st, COL_SEQ);
     e->acked = e->seq <= acked_seq;
-    e->status = (!e->acked && e->expires_us && e->expires_us <= now_us) ? CW_EXPIRED : CW_OK;
+    msg_fields_t f;
+    row_fields(st, &f);
+    const char *why = check_row(st, &f, 1, user);
+    if (why) {
+        /* Served as "a message was lost" (Deliver.damaged), never as data. */
+        s->stats.damaged++;
+        CW_ERROR("store: DAMAGED entry: user %s seq %llu: %s; it is delivered as a lost "
+                 "message (see OPERATIONS.md, \"Damaged store files\")",
+                 user, (unsigned long long) e->seq, why);
+        e->status = CW_DAMAGED;
+        memset(&f, 0, sizeof f);
+        f.sender = f.mid = "";
+    } else {
+        e->timestamp_us = f.ts_us;
+        e->expires_us = f.expires_us;
+        e->broadcast = (f.flags & MSG_FLAG_BROADCAST) != 0;
+        e->status =
+            (!e->acked && e->expires_us && e->expires_us <= now_us) ? CW_EXPIRED : CW_OK;
+    }
 
-    const char *sender = (const char *) sqlite3_column_text(st, 1);
-    const char *mid = (const char *) sqlite3_column_text(st, 2);
-    size_t sender_len = sender ? (size_t) sqlite3_column_bytes(st, 1) : 0;
-    size_t mid_len = mid ? (size_t) sqlite3_column_bytes(st, 2) : 0;
-    const uint8_t *clock = sqlite3_column_blob(st, 6);
-    size_t clock_len = clock ? (size_t) sqlite3_column_bytes(st, 6) : 0;
-    const uint8_t *rcpts = sqlite3_column_blob(st, 7);
-    size_t rcpts_len = rcpts ? (size_t) sqlite3_column_bytes(st, 7) : 0;
-    const char *text = sqlite3_column_blob(st, 8);
-    size_t text_len = text ? (size_t) sqlite3_column_bytes(st, 8) : 0;
+    const char *sender = f.sender;
+    const char *mid = f.mid;
+    size_t sender_len = f.sender_len;
+    size_t mid_len = f.mid_len;
+    const uint8_t *clock = f.clock;
+    size_t clock_len = f.clock_len;
+    const uint8_t *rcpts = f.rcpts;
+    size_t rcpts_len = f.rcpts_len;
+    const char *text = f.text;
+    size_t text_len = f.text_len;
     if (e->status == CW_EXPIRED && drop_text)
         text_len = 0;
 
@@ -1497,8 +1847,8 @@ static int entry_from_row(sqlite3_stmt *st, cw_store_entry_t *e, uint64_t acked_
 
 /* Runs S_READ or S_HISTORY for u into a fresh array. CW_OK, CW_ERR_NOMEM or
  * CW_STORE_ERROR. */
-static int query_entries(cw_store_t *s, int which, user_t *u, uint64_t from, size_t max,
-                         uint64_t now_us, cw_store_entry_t **out, size_t *n)
+static int query_entries(cw_store_t *s, int which, const char *user, user_t *u, uint64_t from,
+                         size_t max, uint64_t now_us, cw_store_entry_t **out, size_t *n)
 {
     *out = NULL;
     *n = 0;
@@ -1517,7 +1867,8 @@ static int query_entries(cw_store_t *s, int which, user_t *u, uint64_t from, siz
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (grow((void **) &arr, &cap, count + 1, sizeof *arr) != 0 ||
-            entry_from_row(st, &arr[count], u->acked_seq, now_us, which == S_READ) != 0) {
+            entry_from_row(s, st, &arr[count], user, u->acked_seq, now_us,
+                           which == S_READ) != 0) {
             sqlite3_reset(st);
             cw_store_entries_free(&arr, count);
             return CW_ERR_NOMEM;
@@ -1553,7 +1904,7 @@ int cw_store_read(cw_store_t *s, const char *user, uint64_t from_seq, size_t max
     uint64_t from = from_seq > u->acked_seq ? from_seq : u->acked_seq + 1;
     cw_store_entry_t *arr;
     size_t count;
-    int rc = query_entries(s, S_READ, u, from, max, now_us, &arr, &count);
+    int rc = query_entries(s, S_READ, user, u, from, max, now_us, &arr, &count);
     if (rc != CW_OK)
         return rc == CW_STORE_ERROR && s->txn == TXN_OPEN ? txn_leave(s, 0, rc) : rc;
 
@@ -1605,7 +1956,7 @@ int cw_store_history(cw_store_t *s, const char *user, size_t last_n, uint64_t no
         return CW_UNKNOWN_USER;
     cw_store_entry_t *arr;
     size_t count;
-    int rc = query_entries(s, S_HISTORY, u, 0, last_n, now_us, &arr, &count);
+    int rc = query_entries(s, S_HISTORY, user, u, 0, last_n, now_us, &arr, &count);
     if (rc != CW_OK)
         return rc;
     for (size_t i = 0; i < count / 2; i++) {   /* newest first -> oldest first */
@@ -1709,4 +2060,118 @@ int cw_store_verify(cw_store_t *s)
         return CW_INTERNAL;
     }
     return CW_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Resume clocks (store.h, PROTOCOL.md 11.4). Their own table, apart from
+ * the message schema: created on the first write (CREATE ... IF NOT
+ * EXISTS, inside the caller's transaction), so stores written before it
+ * open unchanged. Statements are prepared per call: a clock is written at
+ * most once per user per store group, far from the hot path.
+ */
+
+#define CLOCKS_TABLE_SQL \
+    "CREATE TABLE IF NOT EXISTS clocks (name TEXT PRIMARY KEY, own INTEGER NOT NULL, " \
+    "clock BLOB NOT NULL)"
+
+int cw_store_save_clock(cw_store_t *s, const char *name, uint64_t own, const uint8_t *clock,
+                        size_t clock_len)
+{
+    if (!s || (!clock && clock_len) || clock_len > INT_MAX)
+        return CW_ERR_INVALID;
+    if (s->state == STORE_FAILED)
+        return failed_refusal(s);
+    if (!name_ok(name))
+        return CW_BAD_NAME;
+    int own_txn;
+    int rc = txn_enter(s, &own_txn);
+    if (rc != CW_OK)
+        return rc;
+    if (sqlite3_exec(s->db, CLOCKS_TABLE_SQL, NULL, NULL, NULL) != SQLITE_OK)
+        return txn_leave(s, own_txn, sql_err(s, "creating the clocks table"));
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO clocks (name, own, clock) VALUES (?, ?, ?)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return txn_leave(s, own_txn, sql_err(s, "saving a clock"));
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64) own);
+    sqlite3_bind_blob(st, 3, clock_len ? (const void *) clock : "", (int) clock_len, SQLITE_STATIC);
+    int step = exec_stmt(st);
+    sqlite3_finalize(st);
+    if (step != SQLITE_DONE)
+        return txn_leave(s, own_txn, sql_err(s, "saving a clock"));
+    s->txn_wrote = 1;
+    return txn_leave(s, own_txn, CW_OK);
+}
+
+int cw_store_list_clocks(cw_store_t *s, cw_store_clock_t **out, size_t *n)
+{
+    if (!s || !out || !n)
+        return CW_ERR_INVALID;
+    *out = NULL;
+    *n = 0;
+    if (s->state == STORE_FAILED)
+        return failed_refusal(s);
+    char buf[16];
+    if (pragma_text(s->db, "SELECT count(*) FROM sqlite_master WHERE name = 'clocks'", buf,
+                    sizeof buf) != SQLITE_OK)
+        return sql_err(s, "listing clocks");
+    if (atoi(buf) == 0)
+        return CW_OK; /* a store that never saved a clock */
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, "SELECT name, own, clock FROM clocks ORDER BY name", -1, &st,
+                                NULL);
+    if (rc != SQLITE_OK)
+        return sql_err(s, "listing clocks");
+    cw_store_clock_t *arr = NULL;
+    size_t cap = 0, i = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (i == cap) {
+            size_t ncap = cap ? 2 * cap : 16;
+            cw_store_clock_t *na = realloc(arr, ncap * sizeof *na);
+            if (!na)
+                break;
+            arr = na;
+            cap = ncap;
+        }
+        const char *name = (const char *) sqlite3_column_text(st, 0);
+        const void *blob = sqlite3_column_blob(st, 2);
+        size_t len = (size_t) sqlite3_column_bytes(st, 2);
+        arr[i].name = strdup(name ? name : "");
+        arr[i].own = (uint64_t) sqlite3_column_int64(st, 1);
+        arr[i].clock = malloc(len ? len : 1);
+        arr[i].clock_len = len;
+        if (!arr[i].name || !arr[i].clock) {
+            free(arr[i].name);
+            free(arr[i].clock);
+            break;
+        }
+        if (len)
+            memcpy(arr[i].clock, blob, len);
+        i++;
+    }
+    sqlite3_finalize(st);
+    if (rc == SQLITE_ROW) {
+        cw_store_clocks_free(&arr, i);
+        return CW_ERR_NOMEM;
+    }
+    if (rc != SQLITE_DONE) {
+        cw_store_clocks_free(&arr, i);
+        return sql_err(s, "listing clocks");
+    }
+    *out = arr;
+    *n = i;
+    return CW_OK;
+}
+
+void cw_store_clocks_free(cw_store_clock_t **clocks, size_t n)
+{
+    if (!clocks || !*clocks)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free((*clocks)[i].name);
+        free((*clocks)[i].clock);
+    }
+    free(*clocks);
+    *clocks = NULL;
 }

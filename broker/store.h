@@ -76,7 +76,8 @@ typedef struct {
     uint32_t ttl_s;           /* in: seconds the message may wait; 0 = store default */
     int broadcast;            /* in: sender addressed everyone (entries get an empty "to") */
     cw_store_rcpt_t *rcpts;   /* in/out: the recipients, in the sender's order */
-    size_t n_rcpts;           /* in: >= 1 */
+    size_t n_rcpts;           /* in: >= 1, or 0 with a message_id: only asks whether
+                                 it repeats a stored message (nothing is stored) */
     int status;               /* out: see cw_store_append_batch */
     int duplicate;            /* out: 1 if (sender, message_id) was already stored: the
                                  rcpts hold the original outcome and nothing was added */
@@ -85,7 +86,10 @@ typedef struct {
 /* A queued message as read back. Strings are NUL-terminated. */
 typedef struct {
     uint64_t seq;             /* position in the user's queue */
-    int status;               /* CW_OK; CW_EXPIRED: its TTL ran out (text is empty) */
+    int status;               /* CW_OK; CW_EXPIRED: its TTL ran out (text is empty);
+                                 CW_DAMAGED: the stored entry failed its checksum (or
+                                 holds what no client could decode): only seq and acked
+                                 are set, every string is "", no clock, no "to" */
     int acked;                /* history: already acknowledged */
     int broadcast;            /* sender addressed everyone; to is empty */
     const char *sender;
@@ -119,6 +123,8 @@ typedef struct {
     uint64_t expired;         /* entries dropped because their TTL ran out */
     uint64_t acked;           /* entries acknowledged */
     uint64_t errors;          /* transactions that failed (CW_STORE_ERROR) */
+    uint64_t damaged;         /* rows read that failed their check (CW_DAMAGED entries,
+                                 damaged duplicate records), counted at every read */
     uint64_t pending;         /* unacknowledged entries over all users, now */
     uint64_t users;           /* known users, now */
 } cw_store_stats_t;
@@ -191,6 +197,17 @@ void cw_store_users_free(cw_store_user_t **users, size_t n);
  * (msgs NULL with n > 0; nothing done). */
 int cw_store_append_batch(cw_store_t *s, cw_store_msg_t *msgs, size_t n);
 
+/* The recipients of the message (sender, message_id) as stored: the
+ * original's per-recipient outcome (CW_ACCEPTED with its seq, CW_QUEUE_FULL,
+ * CW_UNKNOWN_USER), in the original's order, whatever a repeat names. This
+ * is what a repeat is answered with (PROTOCOL.md §13.2). *rcpts is one
+ * allocation, names included; the caller frees it with free(). Returns
+ * CW_OK, CW_UNKNOWN_USER (no such message is remembered; *rcpts NULL),
+ * CW_ERR_INVALID (an empty id), CW_ERR_NOMEM, CW_STORE_ERROR (also when
+ * the record fails its checksum: damaged, logged). Read-only. */
+int cw_store_original(cw_store_t *s, const char *sender, const char *message_id,
+                      cw_store_rcpt_t **rcpts, size_t *n);
+
 /* Acknowledges every message of user's queue up to and including up_to_seq.
  * Acknowledged entries beyond the newest `retention` ones are deleted.
  * *pending (may be NULL) receives the user's unacknowledged count after it.
@@ -201,7 +218,9 @@ int cw_store_ack(cw_store_t *s, const char *user, uint64_t up_to_seq, uint64_t *
 
 /* Up to max unacknowledged entries of user's queue with seq >= from_seq, in
  * seq order. Entries whose TTL ran out by now_us are returned once with
- * status CW_EXPIRED (no text) and deleted; they count toward max.
+ * status CW_EXPIRED (no text) and deleted; they count toward max. Entries
+ * that fail their checksum are returned (each time, until acknowledged)
+ * with status CW_DAMAGED and no data, and logged; they count toward max.
  * Caller frees with cw_store_entries_free. Returns CW_OK (possibly 0
  * entries), CW_UNKNOWN_USER, CW_STORE_ERROR, CW_ERR_NOMEM (nothing changed);
  * *entries is NULL when *n is 0. */
@@ -228,5 +247,30 @@ void cw_store_stats(const cw_store_t *s, cw_store_stats_t *out);
  * and debug builds. CW_OK, CW_INTERNAL (an invariant is broken; errmsg says
  * which), CW_STORE_ERROR. */
 int cw_store_verify(cw_store_t *s);
+
+/* --- Resume clocks (PROTOCOL.md 11.4) -------------------------------------
+ * One clock per user name: the broker's record of the last vector clock the
+ * user's sessions sent (opaque bytes to the store: the serialized Deliver
+ * holding only `clock`, as for stored messages) and its own entry. Kept in
+ * their own table `clocks`, created on first write (a store from before it
+ * simply has none). */
+typedef struct {
+    char *name;               /* user name */
+    uint64_t own;             /* the user's own entry in the clock */
+    uint8_t *clock;           /* the bytes as saved */
+    size_t clock_len;
+} cw_store_clock_t;
+
+/* Saves (replaces) name's clock, in its own transaction or the caller's
+ * (see "Results and durability"). The caller submits increasing `own` per
+ * name; the store keeps the last one written. CW_OK, CW_BAD_NAME,
+ * CW_ERR_INVALID, CW_STORE_ERROR. */
+int cw_store_save_clock(cw_store_t *s, const char *name, uint64_t own, const uint8_t *clock,
+                        size_t clock_len);
+
+/* Every saved clock; caller frees with cw_store_clocks_free. CW_OK (none:
+ * *out NULL, *n 0), CW_STORE_ERROR, CW_ERR_NOMEM. */
+int cw_store_list_clocks(cw_store_t *s, cw_store_clock_t **out, size_t *n);
+void cw_store_clocks_free(cw_store_clock_t **clocks, size_t n);
 
 #endif

@@ -53,6 +53,7 @@ struct cw_store_actor {
     void *reqs;                   /* the thread's: req_t[MAX_GROUP] */
     _Atomic uint64_t requests, groups, commits, appended, entries, duplicates, failed_groups,
         max_group, pending, users;   /* see cw_store_actor_stats_t */
+    _Atomic uint64_t commit_hist[CW_COMMIT_BUCKETS + 1], commit_sum_us, commit_count;
 };
 
 struct cw_store_reply {
@@ -64,6 +65,9 @@ struct cw_store_reply {
     uint64_t pending;
     uint32_t n;                   /* recipients or entries */
     const uint8_t *rcpts;         /* APPEND: n x (i32, u64) */
+    cw_store_rcpt_t *orig;        /* APPEND duplicate: the original's recipients
+                                     (owned array; names point into frame) */
+    size_t n_orig;
     cw_store_entry_t *entries;    /* READ/HISTORY: decoded views (owned array) */
 };
 
@@ -157,13 +161,18 @@ typedef struct {
     uint64_t token;
     uint32_t n;                   /* recipients / max / last_n */
     uint64_t arg;                 /* timestamp_us / up_to_seq / from_seq */
-    const char *user;             /* ACK, READ, HISTORY, ADD_USER */
+    const char *user;             /* ACK, READ, HISTORY, ADD_USER, CLOCK */
+    const uint8_t *blob;          /* CLOCK: the clock bytes (points into the frame) */
+    size_t blob_len;
     cw_store_msg_t msg;           /* APPEND; rcpts point into the group's pool */
     int status;                   /* result */
     int created;                  /* ADD_USER result */
     uint64_t pending;             /* ACK/READ result */
     cw_store_entry_t *entries;    /* READ/HISTORY result (store-owned array) */
     size_t n_entries;
+    cw_store_rcpt_t *orig;        /* APPEND duplicate: the original's recipients
+                                     (cw_store_original; one block, owned) */
+    size_t n_orig;
 } req_t;
 
 /* Per-thread state of the actor. */
@@ -220,6 +229,10 @@ static int decode_request(const uint8_t *data, size_t size, req_t *q, cw_store_r
     case CW_STORE_REQ_ADD_USER:
         q->user = r_str(&r, NULL);
         break;
+    case CW_STORE_REQ_CLOCK:
+        q->user = r_str(&r, NULL);
+        q->blob = (const uint8_t *) r_str(&r, &q->blob_len);
+        break;
     default:
         return -1;
     }
@@ -230,6 +243,9 @@ static void req_clear_result(req_t *q)
 {
     cw_store_entries_free(&q->entries, q->n_entries);
     q->n_entries = 0;
+    free(q->orig);
+    q->orig = NULL;
+    q->n_orig = 0;
     q->created = 0;
     q->pending = 0;
     q->status = CW_STORE_ERROR;
@@ -248,6 +264,16 @@ static void apply(cw_store_t *s, req_t *q)
     case CW_STORE_REQ_APPEND: {
         int rc = cw_store_append_batch(s, &q->msg, 1);
         q->status = rc == CW_OK ? q->msg.status : rc;
+        if (q->status == CW_OK && q->msg.duplicate) {
+            /* A repeat is answered with the original's recipients, not the
+             * repeat's (PROTOCOL.md §13.2). Failing to read them fails the
+             * request: nothing was stored either way. */
+            free(q->orig);
+            q->orig = NULL;
+            if (cw_store_original(s, q->msg.sender, q->msg.message_id, &q->orig,
+                                  &q->n_orig) != CW_OK)
+                q->status = CW_STORE_ERROR;
+        }
         break;
     }
     case CW_STORE_REQ_ACK:
@@ -266,7 +292,23 @@ static void apply(cw_store_t *s, req_t *q)
     case CW_STORE_REQ_ADD_USER:
         q->status = cw_store_add_user(s, q->user, &q->created);
         break;
+    case CW_STORE_REQ_CLOCK:
+        q->status = cw_store_save_clock(s, q->user, q->arg, q->blob, q->blob_len);
+        break;
     }
+}
+
+/* Counts one commit of `us` microseconds in the latency histogram. */
+static void observe_commit(cw_store_actor_t *a, int64_t us)
+{
+    static const uint64_t bounds[CW_COMMIT_BUCKETS] = CW_COMMIT_BOUNDS_US;
+    uint64_t v = us > 0 ? (uint64_t) us : 0;
+    size_t i = 0;
+    while (i < CW_COMMIT_BUCKETS && v > bounds[i])
+        i++;
+    atomic_fetch_add_explicit(&a->commit_hist[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&a->commit_sum_us, v, memory_order_relaxed);
+    atomic_fetch_add_explicit(&a->commit_count, 1, memory_order_release);
 }
 
 /* Runs reqs[0..n) as one group. Returns CW_OK (committed), 1 (the group
@@ -278,7 +320,9 @@ static int run_group(task_t *t, req_t *reqs, size_t n)
     if (rc == CW_OK) {
         for (size_t i = 0; i < n; i++)
             apply(t->store, &reqs[i]);
+        int64_t t0 = cw_mono_us();
         rc = cw_store_txn_commit(t->store) == CW_OK ? CW_OK : 1;
+        observe_commit(t->shared, cw_mono_us() - t0);
     } else {
         rc = -1;
     }
@@ -309,8 +353,14 @@ static void run_or_split(task_t *t, req_t *reqs, size_t n)
 static size_t reply_size(const req_t *q)
 {
     size_t size = REP_HEADER;
-    if (q->kind == CW_STORE_REQ_APPEND)
+    if (q->kind == CW_STORE_REQ_APPEND) {
         size += q->msg.n_rcpts * 12;
+        if (q->msg.duplicate) {
+            size += 4;
+            for (size_t i = 0; i < q->n_orig; i++)
+                size += 12 + str_size(strlen(q->orig[i].name));
+        }
+    }
     for (size_t i = 0; i < q->n_entries; i++) {
         const cw_store_entry_t *e = &q->entries[i];
         size += 8 + 4 + 4 + 8 + 8 + str_size(strlen(e->sender)) +
@@ -341,6 +391,14 @@ static int send_reply(task_t *t, const req_t *q)
         for (size_t i = 0; i < q->msg.n_rcpts; i++) {
             w_u32(&w, (uint32_t) q->msg.rcpts[i].status);
             w_u64(&w, q->msg.rcpts[i].seq);
+        }
+        if (q->msg.duplicate) {
+            w_u32(&w, (uint32_t) q->n_orig);
+            for (size_t i = 0; i < q->n_orig; i++) {
+                w_u32(&w, (uint32_t) q->orig[i].status);
+                w_u64(&w, q->orig[i].seq);
+                w_str(&w, q->orig[i].name, strlen(q->orig[i].name));
+            }
         }
     } else {
         w_u32(&w, (uint32_t) q->n_entries);
@@ -459,6 +517,8 @@ static int process(task_t *t, size_t n)
             rc = -1;
         }
         cw_store_entries_free(&t->reqs[i].entries, t->reqs[i].n_entries);
+        free(t->reqs[i].orig);
+        t->reqs[i].orig = NULL;
     }
     return rc;
 }
@@ -586,7 +646,9 @@ static int req_send(cw_store_actor_t *a, zmq_msg_t *msg)
 
 int cw_store_actor_append(cw_store_actor_t *a, uint64_t token, const cw_store_msg_t *m)
 {
-    if (!a || !m || !m->sender || !m->rcpts || m->n_rcpts == 0 || m->n_rcpts > UINT32_MAX ||
+    int ask_only = m && m->n_rcpts == 0 && m->message_id && *m->message_id; /* store.h */
+    if (!a || !m || !m->sender || (!ask_only && (!m->rcpts || m->n_rcpts == 0)) ||
+        m->n_rcpts > UINT32_MAX ||
         (!m->text && m->text_len) || m->text_len > UINT32_MAX || m->clock_len > UINT32_MAX ||
         (m->clock_len && !m->clock))
         return CW_ERR_INVALID;
@@ -649,6 +711,23 @@ int cw_store_actor_history(cw_store_actor_t *a, uint64_t token, const char *user
 int cw_store_actor_add_user(cw_store_actor_t *a, uint64_t token, const char *user)
 {
     return user_request(a, CW_STORE_REQ_ADD_USER, token, user, 0, 0);
+}
+
+int cw_store_actor_save_clock(cw_store_actor_t *a, uint64_t token, const char *user, uint64_t own,
+                              const uint8_t *clock, size_t clock_len)
+{
+    if (!a || !user || (!clock && clock_len) || clock_len > UINT32_MAX)
+        return CW_ERR_INVALID;
+    size_t len = strlen(user);
+    zmq_msg_t msg;
+    wbuf_t w;
+    int rc = req_start(&msg, &w, REQ_HEADER + str_size(len) + str_size(clock_len),
+                       CW_STORE_REQ_CLOCK, 0, 0, token, own, 0);
+    if (rc != CW_OK)
+        return rc;
+    w_str(&w, user, len);
+    w_str(&w, clock, clock_len);
+    return req_send(a, &msg);
 }
 
 /* Decodes the entries of a READ/HISTORY reply into r->entries. 0 or -1. */
@@ -732,7 +811,24 @@ cw_store_reply_t *cw_store_actor_recv(cw_store_actor_t *a, int timeout_ms)
         r->n = r_u32(&rb);
         if (!rb.bad && r->kind == CW_STORE_REQ_APPEND) {
             r->rcpts = rb.p;
-            if ((size_t) (rb.end - rb.p) != (size_t) r->n * 12)
+            if ((size_t) (rb.end - rb.p) < (size_t) r->n * 12)
+                rb.bad = 1;
+            else
+                rb.p += (size_t) r->n * 12;
+            if (!rb.bad && (r->flags & REP_DUPLICATE)) {
+                uint32_t n = r_u32(&rb);
+                if (!rb.bad && n > (size_t) (rb.end - rb.p) / 17)
+                    rb.bad = 1; /* each takes at least 17 bytes */
+                if (!rb.bad && n && !(r->orig = calloc(n, sizeof *r->orig)))
+                    rb.bad = 1;
+                for (uint32_t i = 0; !rb.bad && i < n; i++) {
+                    r->orig[i].status = (int) r_u32(&rb);
+                    r->orig[i].seq = r_u64(&rb);
+                    r->orig[i].name = r_str(&rb, NULL);
+                }
+                r->n_orig = n;
+            }
+            if (rb.p != rb.end)
                 rb.bad = 1;
         } else if (!rb.bad && (r->kind == CW_STORE_REQ_READ || r->kind == CW_STORE_REQ_HISTORY)) {
             if (decode_entries(r, &rb) != 0)
@@ -761,6 +857,10 @@ void cw_store_actor_stats(cw_store_actor_t *a, cw_store_actor_stats_t *out)
     out->max_group = atomic_load_explicit(&a->max_group, memory_order_relaxed);
     out->pending = atomic_load_explicit(&a->pending, memory_order_relaxed);
     out->users = atomic_load_explicit(&a->users, memory_order_relaxed);
+    out->commit_count = atomic_load_explicit(&a->commit_count, memory_order_acquire);
+    out->commit_sum_us = atomic_load_explicit(&a->commit_sum_us, memory_order_relaxed);
+    for (size_t i = 0; i <= CW_COMMIT_BUCKETS; i++)
+        out->commit_hist[i] = atomic_load_explicit(&a->commit_hist[i], memory_order_relaxed);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -796,6 +896,12 @@ uint64_t cw_store_reply_rcpt_seq(const cw_store_reply_t *r, size_t i)
     return v;
 }
 
+size_t cw_store_reply_original(const cw_store_reply_t *r, const cw_store_rcpt_t **rcpts)
+{
+    *rcpts = r->orig;
+    return r->orig ? r->n_orig : 0;
+}
+
 const cw_store_entry_t *cw_store_reply_entries(const cw_store_reply_t *r, size_t *n)
 {
     *n = r->entries ? r->n : 0;
@@ -808,6 +914,7 @@ void cw_store_reply_destroy(cw_store_reply_t **p)
         return;
     zmq_msg_close(&(*p)->frame);
     free((*p)->entries);
+    free((*p)->orig);
     free(*p);
     *p = NULL;
 }

@@ -38,17 +38,20 @@
  *      READ      arg = from_seq; n = max; body = str user
  *      HISTORY   n = last_n; body = str user
  *      ADD_USER  body = str user
+ *      CLOCK     arg = the user's own entry; body = str user, str clock
  *    reply    u8 kind | u8 flags | u16 0 | i32 status | u64 token |
  *             u64 pending | u32 n | body
  *      flags bit0 duplicate (APPEND), bit1 created (ADD_USER); pending is
  *      the user's unacknowledged count after an ACK or READ.
- *      APPEND    n x (i32 status, u64 seq), in the request's order
+ *      APPEND    n x (i32 status, u64 seq), in the request's order; with
+ *                the duplicate flag then u32 m, m x (i32 status, u64 seq,
+ *                str name): the original's recipients (cw_store_original)
  *      READ,     n x entry: u64 seq, i32 status, u8 flags (bit0 acked,
  *      HISTORY     bit1 broadcast), u8[3] 0, u64 timestamp_us,
  *                  u64 expires_us, str sender, str message_id, str text,
  *                  str clock, u32 n_to, n_to x str name
  *  The pipe also carries CZMQ's "$TERM" (sent by zactor_destroy); request
- *  kinds are 1..5, so a request never looks like it.
+ *  kinds are 1..6, so a request never looks like it.
  */
 #ifndef CW_STORE_ACTOR_H
 #define CW_STORE_ACTOR_H
@@ -68,7 +71,15 @@ typedef enum {
     CW_STORE_REQ_READ = 3,
     CW_STORE_REQ_HISTORY = 4,
     CW_STORE_REQ_ADD_USER = 5,
+    CW_STORE_REQ_CLOCK = 6,
 } cw_store_req_kind_t;
+
+/* Upper bounds of the commit latency histogram's buckets, microseconds
+ * (cw_store_actor_stats_t.commit_hist; a last bucket counts the rest). */
+#define CW_COMMIT_BUCKETS 14
+#define CW_COMMIT_BOUNDS_US                                                              \
+    {100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, \
+     1000000, 2500000}
 
 /* Counters, updated by the actor after each group. */
 typedef struct {
@@ -82,6 +93,14 @@ typedef struct {
     uint64_t max_group;      /* most requests seen in one group */
     uint64_t pending;        /* unacknowledged entries over all users */
     uint64_t users;          /* known users */
+    /* Commit latency: every group's COMMIT (the WAL fsync) timed on the
+     * store thread. commit_hist[i] counts the commits that took at most
+     * bound i (not cumulative); commit_hist[CW_COMMIT_BUCKETS] the longer
+     * ones. Copied bucket by bucket: a reader may see one commit in the
+     * buckets before it is in commit_count (never the reverse). */
+    uint64_t commit_hist[CW_COMMIT_BUCKETS + 1];
+    uint64_t commit_sum_us;  /* their total duration, microseconds */
+    uint64_t commit_count;   /* commits timed */
 } cw_store_actor_stats_t;
 
 /* Starts the store thread. Takes *store (NULLs it) whatever happens; on
@@ -110,6 +129,9 @@ int cw_store_actor_read(cw_store_actor_t *a, uint64_t token, const char *user, u
 int cw_store_actor_history(cw_store_actor_t *a, uint64_t token, const char *user,
                            uint32_t last_n);
 int cw_store_actor_add_user(cw_store_actor_t *a, uint64_t token, const char *user);
+/* Saves a user's resume clock (cw_store_save_clock). */
+int cw_store_actor_save_clock(cw_store_actor_t *a, uint64_t token, const char *user, uint64_t own,
+                              const uint8_t *clock, size_t clock_len);
 
 /* Receives one reply: waits up to timeout_ms (0 = don't wait, -1 =
  * forever). Returns the reply (caller destroys it) or NULL if none came. */
@@ -125,6 +147,7 @@ void cw_store_actor_stats(cw_store_actor_t *a, cw_store_actor_stats_t *out);
  *   READ      cw_store_read; entries; pending
  *   HISTORY   cw_store_history; entries
  *   ADD_USER  cw_store_add_user; created
+ *   CLOCK     cw_store_save_clock
  * or CW_STORE_ERROR for every request of a group whose commit failed. */
 cw_store_req_kind_t cw_store_reply_kind(const cw_store_reply_t *r);
 uint64_t cw_store_reply_token(const cw_store_reply_t *r);
@@ -136,6 +159,10 @@ uint64_t cw_store_reply_pending(const cw_store_reply_t *r);
 size_t cw_store_reply_rcpts(const cw_store_reply_t *r);
 int cw_store_reply_rcpt_status(const cw_store_reply_t *r, size_t i);
 uint64_t cw_store_reply_rcpt_seq(const cw_store_reply_t *r, size_t i);
+/* APPEND duplicate: the original message's recipients as stored (names,
+ * statuses, seqs, in its order), valid until the reply is destroyed; 0
+ * (and *rcpts NULL) for anything else. */
+size_t cw_store_reply_original(const cw_store_reply_t *r, const cw_store_rcpt_t **rcpts);
 /* READ/HISTORY: the entries, valid until the reply is destroyed. */
 const cw_store_entry_t *cw_store_reply_entries(const cw_store_reply_t *r, size_t *n);
 /* Frees the reply and NULLs *p; safe on NULL and twice. */

@@ -1,7 +1,8 @@
 /*  cli.h: what the files of the `causeway` command-line client share.
  *
  *  cli.c parses the command line and runs the scriptable subcommands,
- *  cli_chat.c runs the interactive chat, cli_out.c formats results and
+ *  cli_chat.c runs the interactive chat, tui.c the full-screen client
+ *  (with tui_model.c, tui_worker.c), cli_out.c formats results and
  *  events as human text or JSON lines. Everything runs on the main thread;
  *  the only asynchronous piece is the signal handler, which sets
  *  cli_stopping and writes a byte into cli_signal_fd so poll loops wake up.
@@ -58,6 +59,12 @@ typedef struct {
     const char *clockd_key; /* --clockd-key / $CAUSEWAY_CLOCKD_KEY: CURVE clockd's key */
     const char *dir;        /* keygen --dir: where the files go (default ".") */
     int server;             /* keygen --server: a server's key pair (no user) */
+    int ready_fd;           /* listen --ready-fd: tell this descriptor when logged in; -1 */
+    int watch;              /* stats --watch */
+    long interval_ms;       /* stats --watch, top: --interval MS (0: 1000) */
+    int text;               /* stats recent, top: --text (message texts) */
+    const char *log_file;   /* tui --log-file: diagnostics while the screen is up */
+    int mouse;              /* tui --mouse: clicks pick users, the wheel scrolls */
     char **args;            /* positional arguments after the command */
     int n_args;
 } cli_opts_t;
@@ -94,6 +101,9 @@ int cli_fail(const cli_opts_t *o, const char *what, cw_status_t st, const cw_rep
 
 /* The interactive chat (cli_chat.c). Returns an exit code. */
 int cli_chat(const cli_opts_t *o);
+
+/* The full-screen terminal client (tui.c). Returns an exit code. */
+int cli_tui(const cli_opts_t *o);
 
 /* --- cli_out.c ---------------------------------------------------------- */
 
@@ -140,5 +150,16 @@ void cli_str_free(cli_str_t *s);
 void cli_str_clock(cli_str_t *s, const cw_clock_item_t *c, size_t n, int json);
 /* Writes the line plus '\n' and flushes. */
 void cli_str_emit(cli_str_t *s, FILE *f);
+
+/* cli_stats.c: the monitoring figures of a Stats reply: JSON members
+ * appended to *s, or (s NULL) human lines written to f. */
+void cli_stats_extras(cli_str_t *s, FILE *f, const cli_opts_t *o, const cw_reply_t *r);
+/* `causeway stats [sessions|queues|recent]` and --watch. */
+int cli_stats(const cli_opts_t *o);
+/* `causeway top` (cli_top.c). */
+int cli_top(const cli_opts_t *o);
+/* The q-quantile of the commit latency histogram: the upper bound (µs) of
+ * its bucket; 0 without commits, UINT64_MAX above the last bound. */
+uint64_t cli_commit_quantile(const cw_stats_t *st, double q);
 
 #endif

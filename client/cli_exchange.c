@@ -20,12 +20,16 @@
  *  (logout, expiry) after the start counts as done.
  *
  *  Picks and intervals come from splitmix64 seeded with --seed (or the
- *  time), so a run repeats given the same seed. Runs on the CLI's main
- *  thread; events are read between sends, and deliveries that arrive while
- *  a send waits for its reply are queued by libcauseway meanwhile.
+ *  time), so a run repeats given the same seed. The phases, the member
+ *  table and the PRNG are xchg.c's (shared with the exchange view of
+ *  `causeway tui`); this file does the I/O and the printing. Runs on the
+ *  CLI's main thread; events are read between sends, and deliveries that
+ *  arrive while a send waits for its reply are queued by libcauseway
+ *  meanwhile.
  */
 #include "cli.h"
 #include "cw_util.h"
+#include "xchg.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -34,87 +38,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#define DEFAULT_MIN_MS 2000
-#define DEFAULT_MAX_MS 10000
-/* The text of the message that says "I have sent everything". */
-#define DONE_TEXT "done"
-
-typedef enum { WAITING, RUNNING, FINISHING } phase_t;
-
-typedef struct {
-    const char *name;          /* borrowed from the options */
-    int online;                /* a session holds the name now */
-    int done;                  /* sent us "done", or left after the start */
-} member_t;
-
 typedef struct {
     const cli_opts_t *o;
     cw_client_t *c;
     const char *me;            /* our name */
-    member_t *peers;           /* the other members, in --group order */
-    size_t n_peers;
-    phase_t phase;
-    uint64_t rng;              /* splitmix64 state */
-    long min_ms, max_ms;
-    long sent;                 /* clock messages sent (attempts) */
-    long received;             /* deliveries, "done" ones included */
-    int64_t next_send;         /* RUNNING: monotonic ms of the next send */
-    int64_t run_end;           /* RUNNING: --for ends then; INT64_MAX if not given */
-} xchg_t;
-
-static uint64_t splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += UINT64_C(0x9E3779B97F4A7C15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-    return z ^ (z >> 31);
-}
-
-static long interval(xchg_t *x)
-{
-    uint64_t span = (uint64_t) (x->max_ms - x->min_ms) + 1;
-    return x->min_ms + (long) (splitmix64(&x->rng) % span);
-}
-
-static member_t *find_peer(xchg_t *x, const char *name)
-{
-    for (size_t i = 0; name && i < x->n_peers; i++)
-        if (strcmp(x->peers[i].name, name) == 0)
-            return &x->peers[i];
-    return NULL;
-}
-
-static int all_online(const xchg_t *x)
-{
-    for (size_t i = 0; i < x->n_peers; i++)
-        if (!x->peers[i].online)
-            return 0;
-    return 1;
-}
-
-static int all_done(const xchg_t *x)
-{
-    for (size_t i = 0; i < x->n_peers; i++)
-        if (!x->peers[i].done)
-            return 0;
-    return 1;
-}
-
-/* The user log (login, reconnection) says who is online. */
-static void take_users(xchg_t *x, const cw_user_t *u, size_t n)
-{
-    for (size_t i = 0; i < x->n_peers; i++)
-        x->peers[i].online = 0;
-    for (size_t i = 0; i < n; i++) {
-        member_t *m = find_peer(x, u[i].name);
-        if (m)
-            m->online = u[i].online;
-    }
-    if (x->phase != WAITING)
-        for (size_t i = 0; i < x->n_peers; i++)
-            if (!x->peers[i].online)
-                x->peers[i].done = 1;
-}
+    xchg_t *x;                 /* the exchange's state machine (xchg.c) */
+} run_t;
 
 /* --- output ------------------------------------------------------------------ */
 
@@ -135,23 +64,24 @@ static void human_names(cli_str_t *s, const char *const *names, size_t n)
         cli_str_addf(s, "%s%s", i ? ", " : "", names[i]);
 }
 
-static void print_header(xchg_t *x, unsigned long long seed)
+static void print_header(run_t *r, unsigned long long seed)
 {
-    const cli_opts_t *o = x->o;
+    const cli_opts_t *o = r->o;
     cli_str_t s = {0};
     if (o->json) {
         cli_str_add(&s, "{\"event\":\"exchange\",\"name\":");
-        cli_str_json(&s, x->me);
+        cli_str_json(&s, r->me);
         cli_str_add(&s, ",\"group\":");
         json_names(&s, (const char *const *) o->group, o->n_group);
         cli_str_addf(&s,
                      ",\"seed\":%llu,\"min_ms\":%ld,\"max_ms\":%ld,\"count\":%ld,\"for_ms\":%ld}",
-                     seed, x->min_ms, x->max_ms, o->count, o->for_ms);
+                     seed, xchg_min_ms(r->x), xchg_max_ms(r->x), o->count, o->for_ms);
     } else {
-        cli_str_addf(&s, "exchange as %s with ", x->me);
-        for (size_t i = 0; i < x->n_peers; i++)
-            cli_str_addf(&s, "%s%s", i ? ", " : "", x->peers[i].name);
-        cli_str_addf(&s, "; every %ld..%ld ms; seed %llu", x->min_ms, x->max_ms, seed);
+        cli_str_addf(&s, "exchange as %s with ", r->me);
+        for (size_t i = 0; i < xchg_n_peers(r->x); i++)
+            cli_str_addf(&s, "%s%s", i ? ", " : "", xchg_peer(r->x, i));
+        cli_str_addf(&s, "; every %ld..%ld ms; seed %llu", xchg_min_ms(r->x), xchg_max_ms(r->x),
+                     seed);
         if (o->count)
             cli_str_addf(&s, "; %ld sends", o->count);
         if (o->for_ms)
@@ -161,15 +91,16 @@ static void print_header(xchg_t *x, unsigned long long seed)
     cli_str_free(&s);
 }
 
-static void print_waiting(xchg_t *x)
+static void print_waiting(run_t *r)
 {
-    const char *missing[x->n_peers ? x->n_peers : 1];
+    size_t np = xchg_n_peers(r->x);
+    const char *missing[np ? np : 1];
     size_t n = 0;
-    for (size_t i = 0; i < x->n_peers; i++)
-        if (!x->peers[i].online)
-            missing[n++] = x->peers[i].name;
+    for (size_t i = 0; i < np; i++)
+        if (!xchg_peer_online(r->x, i))
+            missing[n++] = xchg_peer(r->x, i);
     cli_str_t s = {0};
-    if (x->o->json) {
+    if (r->o->json) {
         cli_str_add(&s, "{\"event\":\"waiting\",\"for\":");
         json_names(&s, missing, n);
         cli_str_add(&s, "}");
@@ -183,62 +114,59 @@ static void print_waiting(xchg_t *x)
 
 /* A line with our current clock at the end: JSON "...,\"clock\":{..}}",
  * human "..., clock {..}". */
-static void add_clock(xchg_t *x, cli_str_t *s, const cw_clock_item_t *clock, size_t n)
+static void add_clock(run_t *r, cli_str_t *s, const cw_clock_item_t *clock, size_t n)
 {
     cw_clock_item_t *own = NULL;
     size_t n_own = 0;
     if (!clock) {
-        n_own = cw_client_clock_items(x->c, &own);
+        n_own = cw_client_clock_items(r->c, &own);
         clock = own;
         n = n_own;
     }
-    cli_str_add(s, x->o->json ? ",\"clock\":" : ", clock ");
-    cli_str_clock(s, clock, n, x->o->json);
-    if (x->o->json)
+    cli_str_add(s, r->o->json ? ",\"clock\":" : ", clock ");
+    cli_str_clock(s, clock, n, r->o->json);
+    if (r->o->json)
         cli_str_add(s, "}");
     cw_client_clock_free(&own, n_own);
 }
 
-static void print_start(xchg_t *x)
+static void print_start(run_t *r)
 {
     cli_str_t s = {0};
-    if (x->o->json) {
+    if (r->o->json) {
         cli_str_add(&s, "{\"event\":\"start\"");
     } else {
-        cli_str_addf(&s, "all online: %s", x->me);
-        for (size_t i = 0; i < x->n_peers; i++)
-            cli_str_addf(&s, ", %s", x->peers[i].name);
+        cli_str_addf(&s, "all online: %s", r->me);
+        for (size_t i = 0; i < xchg_n_peers(r->x); i++)
+            cli_str_addf(&s, ", %s", xchg_peer(r->x, i));
     }
-    add_clock(x, &s, NULL, 0);
+    add_clock(r, &s, NULL, 0);
     cli_str_emit(&s, stdout);
     cli_str_free(&s);
 }
 
-static void print_finished(xchg_t *x)
+static void print_finished(run_t *r)
 {
     cli_str_t s = {0};
-    if (x->o->json)
-        cli_str_addf(&s, "{\"event\":\"finished\",\"sent\":%ld,\"received\":%ld", x->sent,
-                     x->received);
+    if (r->o->json)
+        cli_str_addf(&s, "{\"event\":\"finished\",\"sent\":%ld,\"received\":%ld",
+                     xchg_sent(r->x), xchg_received(r->x));
     else
-        cli_str_addf(&s, "finished: %ld sent, %ld received", x->sent, x->received);
-    add_clock(x, &s, NULL, 0);
+        cli_str_addf(&s, "finished: %ld sent, %ld received", xchg_sent(r->x),
+                     xchg_received(r->x));
+    add_clock(r, &s, NULL, 0);
     cli_str_emit(&s, stdout);
     cli_str_free(&s);
 }
 
 /* --- events -------------------------------------------------------------------- */
 
-static void on_delivery(xchg_t *x, const cw_event_t *ev)
+static void on_delivery(run_t *r, const cw_event_t *ev)
 {
     const cw_message_t *m = &ev->msg;
-    member_t *peer = find_peer(x, m->from);
-    int done = peer && strcmp(m->text, DONE_TEXT) == 0;
-    if (done)
-        peer->done = 1;
-    x->received++;
+    int done = xchg_delivery(r->x, m->from, m->text);
     cli_str_t s = {0};
-    if (x->o->json) {
+    if (r->o->json) {
         cli_str_add(&s, "{\"event\":\"received\",\"from\":");
         cli_str_json(&s, m->from);
         cli_str_add(&s, ",\"message_id\":");
@@ -248,123 +176,115 @@ static void on_delivery(xchg_t *x, const cw_event_t *ev)
     } else {
         cli_str_addf(&s, "from %s%s", m->from, done ? ": done" : "");
     }
-    add_clock(x, &s, ev->local_clock, ev->n_local_clock);
+    add_clock(r, &s, ev->local_clock, ev->n_local_clock);
     cli_str_emit(&s, stdout);
     cli_str_free(&s);
 }
 
-static void on_event(xchg_t *x, const cw_event_t *ev)
+static void on_event(run_t *r, const cw_event_t *ev)
 {
     switch (ev->type) {
     case CW_EVENT_DELIVER:
-        on_delivery(x, ev);
+        on_delivery(r, ev);
         return;
-    case CW_EVENT_PRESENCE: {
-        member_t *m = find_peer(x, ev->presence.name);
-        if (!m)
+    case CW_EVENT_PRESENCE:
+        if (!xchg_presence(r->x, ev->presence.name, ev->presence.online))
             return;   /* not one of us: none of our business */
-        m->online = ev->presence.online;
-        if (!m->online && x->phase != WAITING)
-            m->done = 1;   /* left after the start: nothing more will come */
         break;
-    }
     case CW_EVENT_RECONNECTED:
-        take_users(x, ev->conn.users, ev->conn.n_users);
+        xchg_users(r->x, ev->conn.users, ev->conn.n_users);
         break;
     default:
         break;
     }
-    cli_print_event(stdout, x->o, ev, x->me);
+    cli_print_event(stdout, r->o, ev, r->me);
 }
 
 /* Handles every queued event. */
-static void drain(xchg_t *x)
+static void drain(run_t *r)
 {
     cw_event_t *ev;
-    while (cw_client_next_event(x->c, 0, &ev) == CW_OK) {
-        on_event(x, ev);
+    while (cw_client_next_event(r->c, 0, &ev) == CW_OK) {
+        on_event(r, ev);
         cw_event_destroy(&ev);
     }
 }
 
 /* --- sending ---------------------------------------------------------------------- */
 
-/* One clock-only message to a member picked at random. */
-static void send_one(xchg_t *x)
+/* One clock-only message to the member xchg_step picked. */
+static void send_one(run_t *r, const char *to)
 {
-    member_t *to = &x->peers[splitmix64(&x->rng) % x->n_peers];
-    const char *names[1] = {to->name};
+    const char *names[1] = {to};
     cw_send_t msg = {.to = names, .n_to = 1, .text = ""};
-    cw_reply_t *r = NULL;
-    cw_status_t st = cw_client_send(x->c, &msg, x->o->timeout_ms, &r);
-    x->sent++;
-    if (st != CW_OK || !r || r->n_recipients != 1) {
+    cw_reply_t *rep = NULL;
+    cw_status_t st = cw_client_send(r->c, &msg, r->o->timeout_ms, &rep);
+    if (st != CW_OK || !rep || rep->n_recipients != 1) {
         char what[96];
-        snprintf(what, sizeof what, "send to %s", to->name);
-        cli_fail(x->o, what, st, r);
-        cw_reply_destroy(&r);
+        snprintf(what, sizeof what, "send to %s", to);
+        cli_fail(r->o, what, st, rep);
+        cw_reply_destroy(&rep);
         return;
     }
-    cw_status_t rst = r->recipients[0].status;
+    cw_status_t rst = rep->recipients[0].status;
     cli_str_t s = {0};
-    if (x->o->json) {
+    if (r->o->json) {
         cli_str_add(&s, "{\"event\":\"sent\",\"to\":");
-        cli_str_json(&s, to->name);
+        cli_str_json(&s, to);
         cli_str_addf(&s, ",\"status\":\"%s\",\"message_id\":", cw_status_name(rst));
-        cli_str_json(&s, r->message_id);
+        cli_str_json(&s, rep->message_id);
     } else if (rst == CW_DELIVERED) {
-        cli_str_addf(&s, "sent to %s", to->name);
+        cli_str_addf(&s, "sent to %s", to);
     } else {
-        cli_str_addf(&s, "sent to %s (%s)", to->name, cw_status_name(rst));
+        cli_str_addf(&s, "sent to %s (%s)", to, cw_status_name(rst));
     }
-    add_clock(x, &s, r->clock, r->n_clock);
+    add_clock(r, &s, rep->clock, rep->n_clock);
     cli_str_emit(&s, stdout);
     cli_str_free(&s);
-    cw_reply_destroy(&r);
+    cw_reply_destroy(&rep);
 }
 
-/* RUNNING -> FINISHING: "done" to every other member. */
-static void finish(xchg_t *x)
+/* XCHG_FINISH: "done" to every other member. */
+static void finish(run_t *r)
 {
-    x->phase = FINISHING;
-    const char *names[x->n_peers];
-    for (size_t i = 0; i < x->n_peers; i++)
-        names[i] = x->peers[i].name;
-    cw_send_t msg = {.to = names, .n_to = x->n_peers, .text = DONE_TEXT};
-    cw_reply_t *r = NULL;
-    cw_status_t st = cw_client_send(x->c, &msg, x->o->timeout_ms, &r);
-    if (st != CW_OK || !r) {
+    size_t np = xchg_n_peers(r->x);
+    const char *names[np];
+    for (size_t i = 0; i < np; i++)
+        names[i] = xchg_peer(r->x, i);
+    cw_send_t msg = {.to = names, .n_to = np, .text = XCHG_DONE_TEXT};
+    cw_reply_t *rep = NULL;
+    cw_status_t st = cw_client_send(r->c, &msg, r->o->timeout_ms, &rep);
+    if (st != CW_OK || !rep) {
         /* The others see us leave instead. */
-        cli_fail(x->o, "send done", st, r);
-        cw_reply_destroy(&r);
+        cli_fail(r->o, "send done", st, rep);
+        cw_reply_destroy(&rep);
         return;
     }
     cli_str_t s = {0};
-    if (x->o->json) {
+    if (r->o->json) {
         cli_str_add(&s, "{\"event\":\"done\",\"to\":");
-        json_names(&s, names, x->n_peers);
+        json_names(&s, names, np);
         cli_str_add(&s, ",\"message_id\":");
-        cli_str_json(&s, r->message_id);
+        cli_str_json(&s, rep->message_id);
     } else {
         cli_str_add(&s, "sent done to ");
-        for (size_t i = 0; i < r->n_recipients; i++) {
-            cli_str_addf(&s, "%s%s", i ? ", " : "", r->recipients[i].name);
-            if (r->recipients[i].status != CW_DELIVERED)
-                cli_str_addf(&s, " (%s)", cw_status_name(r->recipients[i].status));
+        for (size_t i = 0; i < rep->n_recipients; i++) {
+            cli_str_addf(&s, "%s%s", i ? ", " : "", rep->recipients[i].name);
+            if (rep->recipients[i].status != CW_DELIVERED)
+                cli_str_addf(&s, " (%s)", cw_status_name(rep->recipients[i].status));
         }
     }
-    add_clock(x, &s, r->clock, r->n_clock);
+    add_clock(r, &s, rep->clock, rep->n_clock);
     cli_str_emit(&s, stdout);
     cli_str_free(&s);
-    cw_reply_destroy(&r);
+    cw_reply_destroy(&rep);
 }
 
 /* --- the command ---------------------------------------------------------------- */
 
-/* Checks the options and fills in x's members. 0, or an exit code. */
-static int setup(xchg_t *x, const cli_opts_t *o)
+/* Checks the options and makes r->x. 0, or an exit code. */
+static int setup(run_t *r, const cli_opts_t *o, unsigned long long seed)
 {
-    const char *why;
     if (!o->name || !o->n_group) {
         fprintf(stderr, "causeway exchange: need --name and --group "
                         "(see causeway exchange --help)\n");
@@ -374,67 +294,39 @@ static int setup(xchg_t *x, const cli_opts_t *o)
         fprintf(stderr, "causeway exchange: unexpected argument '%s'\n", o->args[0]);
         return CLI_EXIT_USAGE;
     }
-    x->min_ms = o->min_ms >= 0 ? o->min_ms : DEFAULT_MIN_MS;
-    x->max_ms = o->max_ms >= 0 ? o->max_ms : DEFAULT_MAX_MS;
-    if (o->min_ms >= 0 && o->max_ms < 0 && x->max_ms < x->min_ms)
-        x->max_ms = x->min_ms;
-    if (x->min_ms > x->max_ms) {
-        fprintf(stderr, "causeway exchange: --min-ms %ld is above --max-ms %ld\n", x->min_ms,
-                x->max_ms);
-        return CLI_EXIT_USAGE;
-    }
-    int in_group = 0;
-    x->peers = calloc(o->n_group, sizeof *x->peers);
-    if (!x->peers) {
-        fputs("causeway: out of memory\n", stderr);
-        return CLI_EXIT_UNREACHABLE;
-    }
-    for (size_t i = 0; i < o->n_group; i++) {
-        const char *name = o->group[i];
-        if (cw_name_check(name, CW_NAME_MAX_HARD, &why) != CW_OK) {
-            fprintf(stderr, "causeway exchange: --group: '%s' is not a user name: %s\n", name, why);
-            return CLI_EXIT_USAGE;
-        }
-        if (strcmp(name, o->name) == 0) {
-            in_group = 1;
-            continue;
-        }
-        if (!find_peer(x, name))
-            x->peers[x->n_peers++].name = name;
-    }
-    if (!in_group) {
-        fprintf(stderr, "causeway exchange: --name %s is not in --group\n", o->name);
-        return CLI_EXIT_USAGE;
-    }
-    if (!x->n_peers) {
-        fprintf(stderr, "causeway exchange: --group has nobody but %s\n", o->name);
-        return CLI_EXIT_USAGE;
+    long min_ms = o->min_ms >= 0 ? o->min_ms : XCHG_DEFAULT_MIN_MS;
+    long max_ms = o->max_ms >= 0 ? o->max_ms : XCHG_DEFAULT_MAX_MS;
+    if (o->min_ms >= 0 && o->max_ms < 0 && max_ms < min_ms)
+        max_ms = min_ms;
+    char err[256];
+    r->x = xchg_new(o->name, (const char *const *) o->group, o->n_group, min_ms, max_ms, seed,
+                    o->count, o->for_ms, err, sizeof err);
+    if (!r->x) {
+        fprintf(stderr, "causeway exchange: %s\n", err);
+        return strcmp(err, "out of memory") == 0 ? CLI_EXIT_UNREACHABLE : CLI_EXIT_USAGE;
     }
     return 0;
 }
 
 int cli_exchange(const cli_opts_t *o)
 {
-    xchg_t x;
-    memset(&x, 0, sizeof x);
-    x.o = o;
-    int code = setup(&x, o);
-    if (code != 0) {
-        free(x.peers);
-        return code;
-    }
+    run_t r;
+    memset(&r, 0, sizeof r);
+    r.o = o;
     unsigned long long seed =
         o->has_seed ? o->seed : (unsigned long long) (cw_now_us() ^ (uint64_t) getpid() << 32);
-    x.rng = seed;
+    int code = setup(&r, o, seed);
+    if (code != 0)
+        return code;
 
     /* Not quiet: presence events tell who is online. */
-    x.c = cli_connect(o, 0, 0, 1);
-    if (!x.c) {
-        free(x.peers);
+    r.c = cli_connect(o, 0, 0, 1);
+    if (!r.c) {
+        xchg_destroy(&r.x);
         return CLI_EXIT_USAGE;
     }
     cw_reply_t *reply = NULL;
-    cw_status_t st = cw_client_login(x.c, o->name, o->timeout_ms, &reply);
+    cw_status_t st = cw_client_login(r.c, o->name, o->timeout_ms, &reply);
     if (st != CW_OK) {
         char what[128];
         snprintf(what, sizeof what, "login as '%s'", o->name);
@@ -443,57 +335,47 @@ int cli_exchange(const cli_opts_t *o)
             fprintf(stderr, "causeway exchange: %s is in the exchange already (duplicates are "
                             "refused)\n", o->name);
         cw_reply_destroy(&reply);
-        cli_close(&x.c, o);
-        free(x.peers);
+        cli_close(&r.c, o);
+        xchg_destroy(&r.x);
         return code;
     }
-    x.me = cw_client_name(x.c);
-    cli_print_login(stdout, o, x.me, reply);
-    print_header(&x, seed);
-    take_users(&x, reply->users, reply->n_users);
+    r.me = cw_client_name(r.c);
+    cli_print_login(stdout, o, r.me, reply);
+    print_header(&r, seed);
+    xchg_users(r.x, reply->users, reply->n_users);
     cw_reply_destroy(&reply);
-    if (!all_online(&x))
-        print_waiting(&x);
+    if (xchg_phase(r.x) == XCHG_WAITING) {
+        size_t i;
+        for (i = 0; i < xchg_n_peers(r.x) && xchg_peer_online(r.x, i); i++)
+            ;
+        if (i < xchg_n_peers(r.x))
+            print_waiting(&r);
+    }
 
     while (!cli_stopping && !ferror(stdout)) {
-        drain(&x);
-        int64_t now = cw_mono_ms();
-        if (x.phase == WAITING && all_online(&x)) {
-            x.phase = RUNNING;
-            print_start(&x);
-            x.next_send = now + interval(&x);
-            x.run_end = o->for_ms ? now + o->for_ms : INT64_MAX;
-        }
-        if (x.phase == RUNNING) {
-            if (now >= x.run_end || (o->count && x.sent >= o->count)) {
-                finish(&x);
-                continue;
-            }
-            if (now >= x.next_send) {
-                send_one(&x);
-                x.next_send = cw_mono_ms() + interval(&x);
-                continue;
-            }
-        }
-        if (x.phase == FINISHING && all_done(&x))
-            break;
-        int64_t due = INT64_MAX;
-        if (x.phase == RUNNING)
-            due = x.next_send < x.run_end ? x.next_send : x.run_end;
+        drain(&r);
+        const char *to = NULL;
         int timeout = -1;
-        if (due != INT64_MAX) {
-            int64_t left = due - cw_mono_ms();
-            timeout = left <= 0 ? 0 : left > INT_MAX ? INT_MAX : (int) left;
-        }
-        struct pollfd fds[2] = {{.fd = cw_client_fd(x.c), .events = POLLIN},
+        xchg_action_t act = xchg_step(r.x, cw_mono_ms(), &to, &timeout);
+        if (act == XCHG_LEAVE)
+            break;
+        if (act == XCHG_START)
+            print_start(&r);
+        else if (act == XCHG_SEND)
+            send_one(&r, to);
+        else if (act == XCHG_FINISH)
+            finish(&r);
+        if (act != XCHG_NONE)
+            continue;
+        struct pollfd fds[2] = {{.fd = cw_client_fd(r.c), .events = POLLIN},
                                 {.fd = cli_signal_fd, .events = POLLIN}};
         if (poll(fds, 2, timeout) < 0 && errno != EINTR)
             break;
     }
-    drain(&x);
-    print_finished(&x);
-    cw_client_logout(x.c, o->timeout_ms);
-    cli_close(&x.c, o);
-    free(x.peers);
+    drain(&r);
+    print_finished(&r);
+    cw_client_logout(r.c, o->timeout_ms);
+    cli_close(&r.c, o);
+    xchg_destroy(&r.x);
     return CLI_EXIT_OK;
 }

@@ -391,6 +391,18 @@ static void on_monitor(actor_t *a)
         }
         zmq_msg_close(&ev);
         zmq_msg_close(&ep);
+        if (event == ZMQ_EVENT_CONNECTED || event == ZMQ_EVENT_CONNECT_RETRIED) {
+            /* A TCP connect failed (refused, unreachable) and libzmq will
+             * try again: without a session nothing is gained by waiting,
+             * so the waiting request fails at once (CW_ERR_UNREACHABLE; a
+             * session keeps reconnecting instead). */
+            pthread_mutex_lock(&a->c->mu);
+            a->c->conn_refused = event == ZMQ_EVENT_CONNECT_RETRIED && !a->name;
+            if (a->c->conn_refused)
+                pthread_cond_broadcast(&a->c->cond);
+            pthread_mutex_unlock(&a->c->mu);
+            continue;
+        }
         if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
             a->hs_failures = 0;
             a->hs_known = 0;
@@ -476,6 +488,16 @@ static cw_status_t send_env(actor_t *a, const cw_env_t *env)
 {
     if (!a->sock)
         return CW_ERR_DISCONNECTED;
+    /* Every frame of a session carries the clock (a Send: the one it was
+     * stamped with), so the broker learns the user's resume clock also
+     * from deliveries' ticks (PROTOCOL.md 11.4). */
+    cw_env_t with_clock;
+    if (a->name && a->state == ST_ONLINE && !env->n_clock && env->body_case != CW_BODY(LOGIN) &&
+        cw_clock_size(a->clock)) {
+        with_clock = *env;
+        with_clock.n_clock = cw_clock_entries(a->clock, &with_clock.clock);
+        env = &with_clock;
+    }
     if (cw_env_send(a->sock, NULL, 0, env, ZMQ_DONTWAIT) != 0) {
         if (errno == EAGAIN)
             return CW_ERR_DISCONNECTED;
@@ -631,6 +653,14 @@ static int take_session(actor_t *a, const char *name, const Causeway__V1__LoginI
     a->hb_ms = info && info->heartbeat_ms ? info->heartbeat_ms : DEFAULT_HEARTBEAT_MS;
     a->liveness = info && info->liveness ? info->liveness : DEFAULT_LIVENESS;
     a->max_frame = info ? info->max_frame : 0;
+    /* The user's clock as the broker last saw it (PROTOCOL.md 11.4): merged
+     * before our first event, so our own entry goes on above every event
+     * of earlier clients of this user. Not an event itself. */
+    if (info && info->n_clock) {
+        if (cw_clock_merge(a->clock, info->clock, info->n_clock) != CW_OK)
+            CW_ERROR("client: out of memory merging the resume clock");
+        publish_clock(a);
+    }
     a->last_recv = a->last_send = cw_mono_ms();
     if (!a->dd_name || strcmp(a->dd_name, a->name) != 0) {
         /* Another user: another queue, so the watermark and the ack state

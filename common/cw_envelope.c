@@ -1,54 +1,139 @@
 /*  cw_envelope: see cw_envelope.h. */
 #include "cw_envelope.h"
 #include "cw_status.h"
+#include "cw_util.h"
 
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <zmq.h>
 
 /* First field number of the body oneof: unknown fields from here on are
  * message types this peer does not know. */
 #define BODY_FIELD_MIN 10
 
-/* True unless m or a message inside it holds an unknown field numbered 0.
- * protobuf-c 1.4 refuses field number 0 only when its key is one byte; an
- * overlong key (0x82 0x00) passes, is kept as an unknown field and is
- * re-encoded in the one-byte form, which no decoder accepts. Unknown fields
- * of a ClockEntry travel on inside every Deliver of the message (and into
- * the store), so such a frame would let one client send recipients frames
- * they cannot decode. Found by tests/fuzz/envelope_fuzz.c. The nesting
- * of causeway.proto is finite, so the recursion is bounded. */
-static int unknown_fields_valid(const ProtobufCMessage *m)
+/* --- the encoding rules (PROTOCOL.md §5, step 3b) --------------------------
+ *
+ * protobuf-c 1.4 accepts some encodings that standard decoders (the C++
+ * and upb runtimes behind python3-protobuf, Go, Java) refuse, and keeps
+ * unknown fields to re-encode them: an unknown field inside a ClockEntry
+ * travels on in every Deliver of the message and into the store, so one
+ * such frame would make a recipient's Delivers and Fetch replies
+ * undecodable (issue 11 item 1). And it cuts a string at its first zero
+ * byte, so "ca\0ol" would log in as "ca" (item 4). wire_check walks the
+ * raw bytes once, with the descriptors, at every nesting level: keys,
+ * wire types, varints, lengths, and the bytes of every known string field.
+ * Hand-written because protobuf-c has no strict mode and no other Debian
+ * package checks protobuf wire bytes against protobuf-c descriptors.
+ * Unknown length-delimited fields are opaque bytes to every decoder and
+ * are not looked into. The recursion follows known message fields only,
+ * and causeway.proto has no recursive message, so it is bounded; MAX_DEPTH
+ * guards against a future one. */
+
+#define FIELD_NUMBER_MAX ((UINT64_C(1) << 29) - 1)
+#define MAX_DEPTH 16
+
+/* Reads a varint of at most 10 bytes at *p (< end). 0 or -1. */
+static int get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 {
-    for (unsigned i = 0; i < m->n_unknown_fields; i++)
-        if (m->unknown_fields[i].tag == 0)
+    uint64_t x = 0;
+    for (unsigned i = 0; i < 10 && *p < end; i++) {
+        uint8_t c = *(*p)++;
+        x |= (uint64_t) (c & 0x7f) << (7 * i);
+        if (!(c & 0x80)) {
+            *v = x;
             return 0;
-    const ProtobufCMessageDescriptor *d = m->descriptor;
-    for (unsigned i = 0; i < d->n_fields; i++) {
-        const ProtobufCFieldDescriptor *f = &d->fields[i];
-        if (f->type != PROTOBUF_C_TYPE_MESSAGE)
-            continue;
-        const char *base = (const char *) m;
-        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-            size_t n = *(const size_t *) (const void *) (base + f->quantifier_offset);
-            ProtobufCMessage *const *subs =
-                *(ProtobufCMessage *const *const *) (const void *) (base + f->offset);
-            for (size_t k = 0; k < n; k++)
-                if (!unknown_fields_valid(subs[k]))
-                    return 0;
-            continue;
         }
-        if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
-            *(const uint32_t *) (const void *) (base + f->quantifier_offset) != f->id)
-            continue; /* another member of the oneof is set */
-        const ProtobufCMessage *sub =
-            *(ProtobufCMessage *const *) (const void *) (base + f->offset);
-        if (sub && !unknown_fields_valid(sub))
-            return 0;
     }
-    return 1;
+    return -1;
+}
+
+static const ProtobufCFieldDescriptor *field_of(const ProtobufCMessageDescriptor *d,
+                                                uint64_t number)
+{
+    return d ? protobuf_c_message_descriptor_get_field(d, (unsigned) number) : NULL;
+}
+
+static int wire_check(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len,
+                      unsigned depth, const char **why)
+{
+    const uint8_t *end = p + len;
+    if (depth > MAX_DEPTH) {
+        *why = "messages nested too deeply";
+        return -1;
+    }
+    while (p < end) {
+        uint64_t key, v;
+        if (get_varint(&p, end, &key) != 0) {
+            *why = "a field key is cut off or longer than 10 bytes";
+            return -1;
+        }
+        uint64_t number = key >> 3;
+        unsigned wt = (unsigned) (key & 7);
+        if (number == 0) {
+            *why = "a field number is 0";
+            return -1;
+        }
+        if (number > FIELD_NUMBER_MAX) {
+            *why = "a field number is above 2^29-1, the protobuf maximum";
+            return -1;
+        }
+        switch (wt) {
+        case 0: /* varint */
+            if (get_varint(&p, end, &v) != 0) {
+                *why = "a varint is cut off or longer than 10 bytes";
+                return -1;
+            }
+            break;
+        case 1: /* 64-bit */
+        case 5: /* 32-bit */
+            if ((size_t) (end - p) < (wt == 1 ? 8u : 4u)) {
+                *why = "a fixed-size field is cut off";
+                return -1;
+            }
+            p += wt == 1 ? 8 : 4;
+            break;
+        case 2: { /* length-delimited */
+            if (get_varint(&p, end, &v) != 0 || v > (uint64_t) (end - p)) {
+                *why = "a length-delimited field is cut off";
+                return -1;
+            }
+            const ProtobufCFieldDescriptor *f = field_of(d, number);
+            if (f && f->type == PROTOBUF_C_TYPE_STRING) {
+                if (memchr(p, 0, (size_t) v)) {
+                    *why = "a string field holds a zero byte";
+                    return -1;
+                }
+                if (!cw_utf8_valid((const char *) p, (size_t) v)) {
+                    *why = "a string field is not valid UTF-8";
+                    return -1;
+                }
+            } else if (f && f->type == PROTOBUF_C_TYPE_MESSAGE &&
+                       wire_check(f->descriptor, p, (size_t) v, depth + 1, why) != 0) {
+                return -1;
+            }
+            p += v;
+            break;
+        }
+        case 3:
+        case 4:
+            *why = "groups (wire types 3 and 4) are not part of proto3";
+            return -1;
+        default:
+            *why = "wire types 6 and 7 do not exist";
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int cw_wire_check(const ProtobufCMessageDescriptor *d, const void *data, size_t len,
+                  const char **why)
+{
+    const char *dummy;
+    return wire_check(d, data, len, 0, why ? why : &dummy) == 0 ? CW_OK : CW_BAD_REQUEST;
 }
 
 /* --- decoding into an arena -------------------------------------------------
@@ -159,8 +244,7 @@ int cw_env_decode(const void *data, size_t len, size_t max_frame, cw_env_t **out
     }
     if (request_id)
         *request_id = env->request_id;
-    if (!unknown_fields_valid(&env->base)) {
-        *detail = "frame holds a field numbered 0";
+    if (cw_wire_check(&causeway__v1__envelope__descriptor, data, len, detail) != CW_OK) {
         cw_env_free(&env);
         return CW_BAD_REQUEST;
     }
@@ -309,6 +393,9 @@ const char *cw_env_body_name(const cw_env_t *env)
     case CW_BODY(FETCH): return "fetch";
     case CW_BODY(HISTORY): return "history";
     case CW_BODY(HEARTBEAT): return "heartbeat";
+    case CW_BODY(SESSIONS): return "sessions";
+    case CW_BODY(QUEUES): return "queues";
+    case CW_BODY(RECENT): return "recent";
     case CW_BODY(DELIVER): return "deliver";
     case CW_BODY(PRESENCE): return "presence";
     case CW_BODY(REPLY): return "reply";

@@ -28,9 +28,9 @@ typedef Causeway__V1__ClockEntry cw_clock_entry_msg_t;
 #define CW_BODY(x) CAUSEWAY__V1__ENVELOPE__BODY_##x
 
 /* Decodes one frame. Checks, in this order: len <= max_frame (TOO_LARGE),
- * protobuf well-formed (BAD_REQUEST; a field numbered 0 anywhere, which
- * protobuf-c lets through in an overlong key, counts as malformed),
- * version == CW_PROTOCOL_VERSION (UNSUPPORTED_VERSION), a body present: an
+ * protobuf-c can decode it (BAD_REQUEST, *request_id 0), the encoding
+ * rules of cw_wire_check (BAD_REQUEST, *request_id set), version ==
+ * CW_PROTOCOL_VERSION (UNSUPPORTED_VERSION), a body present: an
  * unset body whose frame holds an unknown field in the body range (>= 10)
  * is UNKNOWN_TYPE, otherwise BAD_REQUEST.
  * Returns CW_OK and sets *out (caller frees with cw_env_free). On failure
@@ -38,6 +38,17 @@ typedef Causeway__V1__ClockEntry cw_clock_entry_msg_t;
  * could be decoded far enough *request_id holds its request id (else 0). */
 int cw_env_decode(const void *data, size_t len, size_t max_frame, cw_env_t **out,
                   uint64_t *request_id, const char **detail);
+
+/* Checks len bytes at data, an encoded message of type d, against the
+ * encoding rules every standard protobuf decoder enforces and causeway's
+ * own (PROTOCOL.md §5, step 3b), at every nesting level: every field number
+ * is 1 .. 2^29-1; wire types are 0, 1, 2 or 5 (no groups); varints and keys
+ * have at most 10 bytes and nothing is cut off; every known string field is
+ * valid UTF-8 without a zero byte. Unknown length-delimited fields are not
+ * looked into. Returns CW_OK, or CW_BAD_REQUEST with *why (may be NULL)
+ * pointing at a static explanation. Thread-safe; can't fail otherwise. */
+int cw_wire_check(const ProtobufCMessageDescriptor *d, const void *data, size_t len,
+                  const char **why);
 
 /* Decodes a frame without any of cw_env_decode's checks (for frames this
  * process packed itself). NULL if it is not an Envelope or out of memory.

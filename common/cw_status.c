@@ -36,12 +36,14 @@ static const status_row_t rows[] = {
     {CW_STORE_FULL, "STORE_FULL", "the broker's store is full; nothing stored"},
     {CW_INTERNAL, "INTERNAL", "internal broker error"},
     {CW_SHUTTING_DOWN, "SHUTTING_DOWN", "broker is shutting down"},
+    {CW_DAMAGED, "DAMAGED", "a message was lost: damaged in the store"},
     {CW_ERR_TIMEOUT, "TIMEOUT", "no reply from broker in time"},
     {CW_ERR_DISCONNECTED, "DISCONNECTED", "connection to broker lost"},
     {CW_ERR_IO, "IO_ERROR", "system call failed"},
     {CW_ERR_NOMEM, "NO_MEMORY", "out of memory"},
     {CW_ERR_INVALID, "INVALID_ARGUMENT", "invalid argument"},
     {CW_ERR_HANDSHAKE, "HANDSHAKE_FAILED", "security handshake with the server failed"},
+    {CW_ERR_UNREACHABLE, "UNREACHABLE", "cannot connect to the broker"},
 };
 
 static const status_row_t *find(int code)

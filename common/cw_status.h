@@ -34,6 +34,7 @@ typedef enum {
     CW_STORE_FULL = 36,
     CW_INTERNAL = 40,
     CW_SHUTTING_DOWN = 41,
+    CW_DAMAGED = 42,           /* durable: a stored entry failed its checksum (issue 11 item 7) */
     /* Local codes: never on the wire. */
     CW_ERR_TIMEOUT = 100,      /* no reply within the caller's timeout */
     CW_ERR_DISCONNECTED = 101, /* broker connection lost; request not sent or reply lost */
@@ -42,6 +43,8 @@ typedef enum {
     CW_ERR_INVALID = 104,      /* caller passed an invalid argument */
     CW_ERR_HANDSHAKE = 105,    /* the security handshake with the server failed
                                   (plain vs CURVE, key refused, wrong server key) */
+    CW_ERR_UNREACHABLE = 106,  /* no connection to the server can be made (TCP
+                                  connect refused or failed) */
 } cw_status_t;
 
 /* Short stable name of a status ("NAME_TAKEN"); "UNKNOWN_STATUS" for a

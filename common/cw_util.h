@@ -10,6 +10,8 @@
 uint64_t cw_now_us(void);
 /* Monotonic time in milliseconds (for timers and timeouts). */
 int64_t cw_mono_ms(void);
+/* Monotonic time in microseconds (for durations). */
+int64_t cw_mono_us(void);
 
 /* Longest user name any build accepts; the broker's limit may be lower. */
 #define CW_NAME_MAX_HARD 64

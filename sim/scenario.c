@@ -35,8 +35,9 @@ static const char *const KEYS[] = {
     "send_timeout", "drain_timeout", "quiet", NULL,
 };
 
-static int fail(parser_t *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(parser_t *p, const char *fmt, ...)
+/* Records the error "path:line: message" in p->err. */
+static void report(parser_t *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void report(parser_t *p, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -47,8 +48,14 @@ static int fail(parser_t *p, const char *fmt, ...)
         snprintf(p->err, p->err_size, "%s:%d: %s", p->path, p->line, msg);
     else
         snprintf(p->err, p->err_size, "%s: %s", p->path, msg);
-    return -1;
 }
+
+/* report() the error and evaluate to -1, for `return fail(p, ...)`. A macro
+ * rather than a function returning -1 so that the compiler sees the -1 at
+ * each call site: the callers of parse_int() and parse_dur() rely on "0
+ * means *out was set", which gcc -O3 cannot prove through a varargs
+ * function it does not inline (-Wmaybe-uninitialized). */
+#define fail(p, ...) (report((p), __VA_ARGS__), -1)
 
 static char *trim(char *s)
 {
@@ -455,9 +462,9 @@ sim_scenario_t *sim_scenario_load(const char *path, char *err, size_t err_size)
     FILE *f = fopen(path, "r");
     if (!s->path || !f) {
         if (!f)
-            fail(&p, "cannot open: %s", strerror(errno));
+            report(&p, "cannot open: %s", strerror(errno));
         else
-            fail(&p, "out of memory");
+            report(&p, "out of memory");
         if (f)
             fclose(f);
         sim_scenario_destroy(&s);

@@ -771,7 +771,8 @@ static void usage(FILE *f)
           "  --diagram FILE      write causeway-clockd's space-time diagram (.html or .svg)\n"
           "  --keep              keep the work directory (trace, broker logs, store)\n"
           "  --workdir DIR       use DIR (created, must not exist) instead of a temporary one\n"
-          "  --broker PATH       causeway-broker to run (default: next to this program's build)\n"
+          "  --broker PATH       causeway-broker to run (default: the one beside this program,\n"
+          "                      else the one in its build tree)\n"
           "  --clockd PATH       causeway-clockd to run (default: likewise)\n"
           "  --inject-duplicate  test only: one receiver shows its first message twice\n"
           "  --help              this text\n"
@@ -847,8 +848,12 @@ static int parse_args(int argc, char **argv, opts_t *o)
     return 0;
 }
 
-/* bin_dir/../REL, where bin_dir holds this executable. Caller frees. */
-static char *sibling(const char *rel)
+/* The program NAME beside this executable (the installed layout: every
+ * program in one bin directory) if it is there and executable, else
+ * bin_dir/../BUILD_REL (the build tree: build/sim/causeway-sim next to
+ * build/broker/causeway-broker). NULL if this executable's path is
+ * unknown or out of memory. Caller frees. */
+static char *sibling(const char *name, const char *build_rel)
 {
     char self[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -859,7 +864,13 @@ static char *sibling(const char *rel)
     if (slash)
         *slash = '\0';
     char *out = NULL;
-    if (asprintf(&out, "%s/../%s", self, rel) < 0)
+    if (asprintf(&out, "%s/%s", self, name) < 0)
+        return NULL;
+    if (access(out, X_OK) == 0)
+        return out;
+    free(out);
+    out = NULL;
+    if (asprintf(&out, "%s/../%s", self, build_rel) < 0)
         return NULL;
     return out;
 }
@@ -942,8 +953,8 @@ int main(int argc, char **argv)
     sim_t s = {.o = &o, .sc = sc, .plan = plan};
     pthread_mutex_init(&s.out_mu, NULL);
     sim_broker_t *broker = NULL;
-    char *broker_bin = o.broker_bin ? strdup(o.broker_bin) : sibling("broker/causeway-broker");
-    char *clockd_bin = o.clockd_bin ? strdup(o.clockd_bin) : sibling("clockd/causeway-clockd");
+    char *broker_bin = o.broker_bin ? strdup(o.broker_bin) : sibling("causeway-broker", "broker/causeway-broker");
+    char *clockd_bin = o.clockd_bin ? strdup(o.clockd_bin) : sibling("causeway-clockd", "clockd/causeway-clockd");
     int have_workdir = 0;
     verdict_t *v = calloc(1, sizeof *v);
     s.clients = calloc((size_t) n, sizeof *s.clients);

@@ -61,7 +61,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Client", "CausewayError", "RequestTimeout", "ConnectionLost",
     "Deliver", "Presence", "Disconnected", "Reconnected", "User", "Recipient",
-    "SendResult", "LoginInfo", "LoginResult", "Stats", "load_proto", "pb",
+    "SendResult", "LoginInfo", "LoginResult", "Stats", "SessionInfo", "QueueInfo",
+    "Forwarded", "load_proto", "pb",
     "status_name", "DEFAULT_ENDPOINT",
 ]
 
@@ -299,6 +300,66 @@ class Stats:
     expired_sessions: int
     stored_messages: int
     fsyncs: int
+    refused_requests: int = 0   # well-formed requests answered with an error status
+    damaged_entries: int = 0  # durable: distinct stored entries found damaged (messages lost)
+    # Monitoring figures (PROTOCOL.md §12.1); empty/0 from a broker without them.
+    refusals: dict = dataclasses.field(default_factory=dict)        # {"FLOODED": n, ...}
+    recipient_fates: dict = dataclasses.field(default_factory=dict)  # {"DELIVERED": n, ...}
+    # {("live"|"durable", "unicast"|"multicast"|"broadcast"):
+    #   {"received", "received_bytes", "delivered", "delivered_bytes"}}
+    traffic: dict = dataclasses.field(default_factory=dict)
+    redeliveries: int = 0
+    held_messages: int = 0
+    store_transactions: int = 0
+    # {"bounds_us": [...], "counts": [... cumulative, last = +Inf], "sum_us", "count"}
+    commit_latency: dict = dataclasses.field(default_factory=dict)
+    deepest_queues: list = dataclasses.field(default_factory=list)  # [QueueInfo] (operators)
+    memory_rss_bytes: int = 0
+    version: str = ""
+    started_us: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    logins: int = 0
+    max_sessions: int = 0
+    store_pending: int = 0
+
+
+@dataclasses.dataclass
+class SessionInfo:
+    """One live session (Client.sessions(), operators only; PROTOCOL.md §12.2)."""
+    name: str
+    peer: str          # "ip:port" of its connection, "" if unknown
+    since_us: int      # login time, µs since the epoch
+    idle_ms: int
+    queued: int        # durable queue depth
+    held: int          # live messages held back for it
+    pull: bool
+    quiet: bool
+    agent: str
+    key: str           # CURVE public key (Z85), "" in plain mode
+
+
+@dataclasses.dataclass
+class QueueInfo:
+    """One user's durable queue (Client.queues(); Stats.deepest_queues)."""
+    name: str
+    depth: int
+    last_seq: int
+    online: bool
+
+
+@dataclasses.dataclass
+class Forwarded:
+    """A recently forwarded message (Client.recent(), operators only)."""
+    timestamp_us: int
+    sender: str
+    to: list           # the first recipients (at most 8); [] for a broadcast
+    recipients: int    # how many there were
+    broadcast: bool
+    durable: bool
+    size: int          # text bytes
+    delivered: int     # recipients DELIVERED / ACCEPTED
+    text: str          # "" unless asked for and allowed
 
 
 @dataclasses.dataclass
@@ -317,6 +378,7 @@ class Deliver:
     durable: bool
     redelivered: bool
     expired: bool
+    damaged: bool  # a message was lost: damaged in the broker's store; only seq is set
     clock: dict
     local_clock: dict = None
     holdback_us: int = 0   # how long the client held it back for its predecessors
@@ -375,8 +437,13 @@ def _deliver(d, local_clock=None, epoch=0, holdback_us=0, gap=False):
     return Deliver(sender=getattr(d, "from"), to=list(d.to), broadcast=d.broadcast, text=d.text,
                    timestamp_us=d.timestamp_us, seq=d.seq, message_id=d.message_id,
                    durable=d.durable, redelivered=d.redelivered, expired=d.expired,
+                   damaged=d.damaged,
                    clock=_clock_dict(d.clock), local_clock=local_clock,
                    holdback_us=holdback_us, gap=gap, _epoch=epoch)
+
+
+def _queue(q):
+    return QueueInfo(name=q.name, depth=q.depth, last_seq=q.last_seq, online=q.online)
 
 
 def _check_string(what, s):
@@ -649,6 +716,7 @@ class Client:
         self._events = collections.deque()
         self._clock = {}
         self._name = None             # session name (also while reconnecting)
+        self._token = b""             # its resume token (a copy for resume_token)
         self._state = _IDLE
         self._info = None
         self._epoch = 0
@@ -737,12 +805,21 @@ class Client:
 
     # -- session ---------------------------------------------------------------
 
-    def login(self, name, timeout=...):
+    def login(self, name, timeout=..., *, resume_token=b""):
         """Logs in as name. Returns a LoginResult (user log, LoginInfo).
         Raises CausewayError: NAME_TAKEN, BAD_NAME, ALREADY_LOGGED_IN,
-        TOO_MANY_SESSIONS, ...; RequestTimeout if the broker does not answer."""
+        TOO_MANY_SESSIONS, ...; RequestTimeout if the broker does not answer.
+
+        resume_token: the token of a live session of name (PROTOCOL.md
+        §7.5), e.g. the ``resume_token`` a program that died kept: this
+        client takes that session over instead of getting NAME_TAKEN until
+        it expires. Its unacknowledged messages are pushed again from the
+        first, and shown here although this client has shown nothing yet
+        (after_seq starts again at 0 with every login and resume, §13.10).
+        The token is a secret: never log or show it."""
         _check_string("name", name)
-        msg = pb.Login(name=name, agent=self.agent, quiet=self.quiet, pull=self.pull)
+        msg = pb.Login(name=name, agent=self.agent, quiet=self.quiet, pull=self.pull,
+                       resume_token=bytes(resume_token))
         req = self._request("login", msg, timeout, login_name=name)
         self._check(req.reply)
         r = req.reply
@@ -751,6 +828,14 @@ class Client:
                                                 info.liveness, info.max_frame,
                                                 info.max_recipients, info.max_text,
                                                 info.durable))
+
+    @property
+    def resume_token(self):
+        """The current session's resume token (bytes; b"" without a
+        session): what login(..., resume_token=) of a later process takes
+        the session over with. A secret: keep it like a password."""
+        with self._lock:
+            return self._token
 
     def logout(self, timeout=...):
         """Ends the session (with auto_ack, first acknowledges what was
@@ -879,7 +964,58 @@ class Client:
         req = self._request("stats", None, timeout)
         self._check(req.reply)
         s = req.reply.stats
-        return Stats(**{f.name: getattr(s, f.name) for f in dataclasses.fields(Stats)})
+        simple = {f.name: getattr(s, f.name) for f in dataclasses.fields(Stats)
+                  if f.name not in ("refusals", "recipient_fates", "traffic", "commit_latency",
+                                    "deepest_queues")}
+        kinds = {1: "unicast", 2: "multicast", 3: "broadcast"}
+        traffic = {("durable" if t.durable else "live", kinds[t.kind]):
+                   {"received": t.received, "received_bytes": t.received_bytes,
+                    "delivered": t.delivered, "delivered_bytes": t.delivered_bytes}
+                   for t in s.traffic if t.kind in kinds}
+        h = s.commit_latency
+        latency = ({"bounds_us": list(h.bounds_us), "counts": list(h.counts),
+                    "sum_us": h.sum_us, "count": h.count} if s.HasField("commit_latency")
+                   else {})
+        return Stats(**simple,
+                     refusals={status_name(c.status): c.count for c in s.refusals},
+                     recipient_fates={status_name(c.status): c.count for c in s.recipient_fates},
+                     traffic=traffic, commit_latency=latency,
+                     deepest_queues=[_queue(q) for q in s.deepest_queues])
+
+    def _pages(self, body, msg_type, field, timeout):
+        out, after = [], ""
+        while True:
+            req = self._request(body, msg_type(after=after), timeout)
+            self._check(req.reply)
+            page = list(getattr(req.reply, field))
+            out.extend(page)
+            if not req.reply.truncated or not page:
+                return out
+            after = page[-1].name
+
+    def sessions(self, timeout=...):
+        """Operators only (the broker's --operators): every live session, as
+        a list of SessionInfo sorted by name (all pages)."""
+        return [SessionInfo(name=x.name, peer=x.peer, since_us=x.since_us, idle_ms=x.idle_ms,
+                            queued=x.queued, held=x.held, pull=x.pull, quiet=x.quiet,
+                            agent=x.agent, key=x.key)
+                for x in self._pages("sessions", pb.Sessions, "sessions", timeout)]
+
+    def queues(self, timeout=...):
+        """Operators only, durable brokers: every user's queue depth, as a
+        list of QueueInfo sorted by name (all pages)."""
+        return [_queue(q) for q in self._pages("queues", pb.Queues, "queues", timeout)]
+
+    def recent(self, max=0, text=False, timeout=...):  # noqa: A002 - the protocol's name
+        """Operators only: the broker's most recently forwarded messages,
+        oldest first, as Forwarded (texts only with text=True, which a broker
+        without --monitor-text refuses: UNAUTHORIZED)."""
+        req = self._request("recent", pb.Recent(max=max, text=text), timeout)
+        self._check(req.reply)
+        return [Forwarded(timestamp_us=f.timestamp_us, sender=getattr(f, "from"), to=list(f.to),
+                          recipients=f.recipients, broadcast=f.broadcast, durable=f.durable,
+                          size=f.size, delivered=f.delivered, text=f.text)
+                for f in req.reply.forwarded]
 
     def fetch(self, max=0, timeout=...):  # noqa: A002 - the protocol's name
         """Durable: "check for messages": up to max (0: 100) of the oldest
@@ -1133,6 +1269,12 @@ class _IoThread:
 
     def envelope(self, body, msg=None, rid=0, clock=None):
         env = pb.Envelope(version=1, request_id=rid)
+        if clock is None and body != "login" and self.name and self.state == _ONLINE:
+            # Every frame of a session carries the clock, so the broker
+            # learns the user's resume clock also from deliveries' ticks
+            # (PROTOCOL.md 11.4).
+            with self.c._lock:
+                clock = _sorted_clock(self.c._clock)
         if clock:
             for node, counter in clock.items():
                 env.clock.add(node=node, counter=counter)
@@ -1214,6 +1356,7 @@ class _IoThread:
         self.name = None
         self.token = b""
         with self.c._lock:
+            self.c._token = b""
             self.c._name = None
             self.c._info = None
 
@@ -1226,6 +1369,13 @@ class _IoThread:
         self.max_frame = info.max_frame
         self.last_recv = self.last_send = time.monotonic()
         with self.c._lock:
+            self.c._token = bytes(info.resume_token)
+            # The user's clock as the broker last saw it (PROTOCOL.md 11.4),
+            # merged before our first event: our own entry goes on above
+            # every event of earlier clients of this user. Not an event.
+            for e in info.clock:
+                if e.counter > self.c._clock.get(e.node, 0):
+                    self.c._clock[e.node] = e.counter
             self.c._name = name
             self.c._info = LoginInfo(info.broker_version, info.heartbeat_ms, info.liveness,
                                      info.max_frame, info.max_recipients, info.max_text,

@@ -395,7 +395,9 @@ def test_durable_offline_module_user_gets_messages_once(broker, cli, py, tmp_pat
     assert [(d.text, d.seq, d.durable, d.sender) for d in got] == [
         ("one", 1, True, "carol"), ("two", 2, True, "carol")]
     assert [d.message_id for d in got] == [first["message_id"], second["message_id"]]
-    assert got[1].local_clock == {"bob": 2, "carol": 1}
+    # carol's second run went on from her first (resume clock, PROTOCOL.md 11.4).
+    assert [d.clock for d in got] == [{"carol": 1}, {"carol": 2}]
+    assert got[1].local_clock == {"bob": 2, "carol": 2}
     # history lists them (acknowledged or not); fetch leaves out what was
     # handed out already.
     assert [m.text for m in c.history()] == ["one", "two"]

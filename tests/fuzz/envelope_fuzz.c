@@ -11,8 +11,12 @@
  *       type, and re-encoding that gives the same bytes (encoding is a
  *       fixed point after one round);
  *    4. the helpers the broker runs on every decoded envelope (body name,
- *       clock validation and formatting, name and UTF-8 checks of the
- *       strings the broker looks at) accept anything that decodes.
+ *       clock validation and formatting, name checks of the strings the
+ *       broker looks at) accept anything that decodes;
+ *    5. the encoding rules (PROTOCOL.md §5 step 3b): every string the
+ *       broker relays of what decodes is valid UTF-8, and the re-encoding
+ *       passes cw_wire_check (nothing a standard decoder refuses is ever
+ *       forwarded).
  *  Single-threaded, no state across inputs.
  */
 #include "fuzz.h"
@@ -47,15 +51,19 @@ static void exercise_strings(const cw_env_t *env)
     case CW_BODY(LOGIN):
         cw_name_check(env->login->name, 32, &why);
         cw_name_check(env->login->name, CW_NAME_MAX_HARD, &why);
-        cw_utf8_valid(env->login->agent, strlen(env->login->agent));
+        FUZZ_CHECK(cw_utf8_valid(env->login->agent, strlen(env->login->agent)),
+                   "Login.agent decoded though not UTF-8");
         break;
     case CW_BODY(SEND):
         for (size_t i = 0; i < env->send->n_to; i++) {
-            cw_utf8_valid(env->send->to[i], strlen(env->send->to[i]));
+            FUZZ_CHECK(cw_utf8_valid(env->send->to[i], strlen(env->send->to[i])),
+                       "Send.to decoded though not UTF-8");
             cw_name_check(env->send->to[i], CW_NAME_MAX_HARD, &why);
         }
-        cw_utf8_valid(env->send->text, strlen(env->send->text));
-        cw_utf8_valid(env->send->message_id, strlen(env->send->message_id));
+        FUZZ_CHECK(cw_utf8_valid(env->send->text, strlen(env->send->text)),
+                   "Send.text decoded though not UTF-8");
+        FUZZ_CHECK(cw_utf8_valid(env->send->message_id, strlen(env->send->message_id)),
+                   "Send.message_id decoded though not UTF-8");
         break;
     default:
         break;
@@ -104,6 +112,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(zmq_msg_size(&msg) == len1 && memcmp(zmq_msg_data(&msg), buf1, len1) == 0,
                "cw_env_to_msg and cw_env_pack disagree");
     zmq_msg_close(&msg);
+    FUZZ_CHECK(cw_wire_check(&causeway__v1__envelope__descriptor, buf1, len1, &detail) == CW_OK,
+               "the re-encoding breaks the encoding rules: %s", detail);
 
     /* Unknown fields are kept and re-encoded, so a re-encoding can be
      * larger than the limit only if the input was near it. */

@@ -6,6 +6,7 @@
  *  the zmq helpers (cw_env_to_msg, cw_env_send over inproc sockets, every
  *  receive bounded by ZMQ_RCVTIMEO). Single-threaded.
  */
+#define _GNU_SOURCE /* memmem */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -636,7 +637,7 @@ static void test_no_body(void **state)
 static void test_unknown_body_field(void **state)
 {
     (void) state;
-    const uint32_t fields[] = {19, 20, 29, 33, 50, 1000, 536870911};
+    const uint32_t fields[] = {27, 28, 29, 36, 50, 1000, 536870911};
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         uint8_t buf[64];
         size_t n = put_header(buf, 1, 4242 + i);
@@ -717,6 +718,138 @@ static void test_unknown_non_body_field(void **state)
     assert_int_equal(rc, CW_OK);
     assert_string_equal(out->login->name, "carl");
     cw_env_free(&out);
+}
+
+/* ---- encoding rules (cw_wire_check, PROTOCOL.md §5 step 3b) ---------- */
+
+/* A Who envelope with request id 9 whose ClockEntry {node "a", counter 1}
+ * ends with the extra bytes; decoded with cw_env_decode. */
+static int decode_with_clock_extra(const uint8_t *extra, size_t n, uint64_t *rid,
+                                   const char **detail)
+{
+    uint8_t buf[64];
+    size_t len = 0;
+    const uint8_t head[] = {0x08, 0x01, 0x10, 0x09, 0x1a};
+    memcpy(buf, head, sizeof head);
+    len = sizeof head;
+    buf[len++] = (uint8_t) (5 + n);
+    const uint8_t entry[] = {0x0a, 0x01, 'a', 0x10, 0x01};
+    memcpy(buf + len, entry, sizeof entry);
+    len += sizeof entry;
+    memcpy(buf + len, extra, n);
+    len += n;
+    buf[len++] = 0x6a; /* Who, field 13 */
+    buf[len++] = 0x00;
+    cw_env_t *env = NULL;
+    int rc = cw_env_decode(buf, len, MAX_FRAME, &env, rid, detail);
+    cw_env_free(&env);
+    return rc;
+}
+
+static void test_field_numbers(void **state)
+{
+    (void) state;
+    uint64_t rid = 0;
+    const char *detail = NULL;
+    /* 2^29-1 (key 0xf8 ff ff ff 0f, varint): the largest valid number. */
+    const uint8_t max_ok[] = {0xf8, 0xff, 0xff, 0xff, 0x0f, 0x05};
+    assert_int_equal(decode_with_clock_extra(max_ok, sizeof max_ok, &rid, &detail), CW_OK);
+    /* 2^29: accepted by protobuf-c, refused by every standard decoder. */
+    const uint8_t over[] = {0x80, 0x80, 0x80, 0x80, 0x10, 0x05};
+    assert_int_equal(decode_with_clock_extra(over, sizeof over, &rid, &detail), CW_BAD_REQUEST);
+    assert_int_equal(rid, 9); /* parsed: the request id is known */
+    assert_non_null(strstr(detail, "2^29-1"));
+    /* 0 in an overlong key (protobuf-c keeps it as an unknown field). */
+    const uint8_t zero[] = {0x80, 0x00, 0x05};
+    assert_int_equal(decode_with_clock_extra(zero, sizeof zero, &rid, &detail), CW_BAD_REQUEST);
+    assert_non_null(strstr(detail, "is 0"));
+    /* Unknown fields of every valid wire type pass. */
+    const uint8_t fine[] = {0xa0, 0x06, 0x01,                         /* 100 varint */
+                            0xa1, 0x06, 1, 2, 3, 4, 5, 6, 7, 8,       /* 100 fixed64 */
+                            0xa2, 0x06, 0x02, 0xff, 0x00,             /* 100 bytes: opaque */
+                            0xa5, 0x06, 1, 2, 3, 4};                  /* 100 fixed32 */
+    assert_int_equal(decode_with_clock_extra(fine, sizeof fine, &rid, &detail), CW_OK);
+}
+
+static void test_wire_check_direct(void **state)
+{
+    (void) state;
+    const ProtobufCMessageDescriptor *ce = &causeway__v1__clock_entry__descriptor;
+    const char *why = NULL;
+    const uint8_t ok[] = {0x0a, 0x01, 'a', 0x10, 0x01};
+    assert_int_equal(cw_wire_check(ce, ok, sizeof ok, &why), CW_OK);
+    assert_int_equal(cw_wire_check(ce, ok, 0, NULL), CW_OK);
+    const uint8_t group[] = {0xa3, 0x06, 0xa4, 0x06};
+    assert_int_equal(cw_wire_check(ce, group, sizeof group, &why), CW_BAD_REQUEST);
+    assert_non_null(strstr(why, "groups"));
+    const uint8_t wt6[] = {0xa6, 0x06, 0x01};
+    assert_int_equal(cw_wire_check(ce, wt6, sizeof wt6, &why), CW_BAD_REQUEST);
+    const uint8_t cut_fixed[] = {0xa1, 0x06, 1, 2, 3};
+    assert_int_equal(cw_wire_check(ce, cut_fixed, sizeof cut_fixed, &why), CW_BAD_REQUEST);
+    const uint8_t cut_len[] = {0x0a, 0x05, 'a'};
+    assert_int_equal(cw_wire_check(ce, cut_len, sizeof cut_len, &why), CW_BAD_REQUEST);
+    const uint8_t long_varint[] = {0x10, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                   0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
+    assert_int_equal(cw_wire_check(ce, long_varint, sizeof long_varint, &why), CW_BAD_REQUEST);
+    const uint8_t key_32[] = {0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0x01};
+    assert_int_equal(cw_wire_check(ce, key_32, sizeof key_32, &why), CW_BAD_REQUEST);
+    /* A known string with a zero byte, or not UTF-8. */
+    const uint8_t nul[] = {0x0a, 0x03, 'a', 0x00, 'b'};
+    assert_int_equal(cw_wire_check(ce, nul, sizeof nul, &why), CW_BAD_REQUEST);
+    assert_non_null(strstr(why, "zero byte"));
+    const uint8_t bad_utf8[] = {0x0a, 0x02, 0xc0, 0x80};
+    assert_int_equal(cw_wire_check(ce, bad_utf8, sizeof bad_utf8, &why), CW_BAD_REQUEST);
+    assert_non_null(strstr(why, "UTF-8"));
+}
+
+/* Every nesting level is checked: a zero byte in the text of a Deliver
+ * inside a Reply (Envelope > Reply > Deliver > text), and a bad field
+ * number in a ClockEntry of that Deliver. */
+static void test_nested_levels(void **state)
+{
+    (void) state;
+    cw_env_t env;
+    Causeway__V1__Reply reply;
+    Causeway__V1__Deliver d, *dp = &d;
+    Causeway__V1__ClockEntry ce, *cep = &ce;
+    cw_env_init(&env, 77);
+    causeway__v1__reply__init(&reply);
+    causeway__v1__deliver__init(&d);
+    causeway__v1__clock_entry__init(&ce);
+    ce.node = "a";
+    ce.counter = 1;
+    d.text = "TEXT";
+    d.n_clock = 1;
+    d.clock = &cep;
+    reply.n_messages = 1;
+    reply.messages = &dp;
+    env.body_case = CW_BODY(REPLY);
+    env.reply = &reply;
+    size_t len = 0;
+    uint8_t *buf = pack(&env, &len);
+    cw_env_t *out = NULL;
+    uint64_t rid = 0;
+    const char *detail = NULL;
+    assert_int_equal(cw_env_decode(buf, len, MAX_FRAME, &out, &rid, &detail), CW_OK);
+    cw_env_free(&out);
+    uint8_t *t = memmem(buf, len, "TEXT", 4);
+    assert_non_null(t);
+    t[1] = 0;
+    assert_int_equal(cw_env_decode(buf, len, MAX_FRAME, &out, &rid, &detail), CW_BAD_REQUEST);
+    assert_null(out);
+    assert_int_equal(rid, 77);
+    assert_non_null(strstr(detail, "zero byte"));
+    t[1] = 'E';
+    /* The node key 0x0a (field 1, bytes) becomes field 1 with an overlong
+     * key is not expressible in place; instead turn the counter's key
+     * (0x10: field 2, varint) into field 0 (0x00), which protobuf-c itself
+     * refuses: rid 0. */
+    uint8_t *node = memmem(buf, len, "\x0a\x01" "a\x10\x01", 5);
+    assert_non_null(node);
+    node[3] = 0x00;
+    assert_int_equal(cw_env_decode(buf, len, MAX_FRAME, &out, &rid, &detail), CW_BAD_REQUEST);
+    assert_int_equal(rid, 0);
+    free(buf);
 }
 
 static void test_request_id_optional_and_free_twice(void **state)
@@ -1000,6 +1133,9 @@ int main(void)
         cmocka_unit_test(test_no_body),
         cmocka_unit_test(test_unknown_body_field),
         cmocka_unit_test(test_unknown_non_body_field),
+        cmocka_unit_test(test_field_numbers),
+        cmocka_unit_test(test_wire_check_direct),
+        cmocka_unit_test(test_nested_levels),
         cmocka_unit_test(test_request_id_optional_and_free_twice),
         cmocka_unit_test(test_random_bytes),
         cmocka_unit_test(test_to_msg),

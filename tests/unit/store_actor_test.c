@@ -237,6 +237,48 @@ static cw_store_reply_t *recv_reply(cw_store_actor_t *a)
 /* ------------------------------------------------------------------------ */
 /* Tests                                                                     */
 
+/* A repeat is answered with the original's recipients, also when it names
+ * others or nobody (PROTOCOL.md §13.2). */
+static void test_duplicate_original(void **state)
+{
+    (void) state;
+    char *dir = make_dir();
+    cw_store_t *s = open_store(dir);
+    cw_store_actor_t *a = cw_store_actor_new(&s, 0);
+    assert_non_null(a);
+    assert_int_equal(cw_store_actor_add_user(a, 1, "dave"), CW_OK);
+    assert_int_equal(submit_append(a, 2, "m", "hi", "bob", "dave"), CW_OK);
+    assert_int_equal(submit_append(a, 3, "m", "hi", "dave", NULL), CW_OK);   /* subset */
+    assert_int_equal(submit_append(a, 4, "m", "hi", "carol", NULL), CW_OK);  /* disjoint */
+    cw_store_msg_t ask = {.sender = "alice", .message_id = "m", .text = "", .n_rcpts = 0};
+    assert_int_equal(cw_store_actor_append(a, 5, &ask), CW_OK);             /* nobody */
+    ask.message_id = "";
+    assert_int_equal(cw_store_actor_append(a, 6, &ask), CW_ERR_INVALID);    /* no id */
+    cw_store_reply_t *rep = recv_reply(a);
+    assert_int_equal(cw_store_reply_kind(rep), CW_STORE_REQ_ADD_USER);
+    cw_store_reply_destroy(&rep);
+    rep = recv_reply(a);
+    assert_false(cw_store_reply_duplicate(rep));
+    const cw_store_rcpt_t *o = NULL;
+    assert_int_equal(cw_store_reply_original(rep, &o), 0);
+    cw_store_reply_destroy(&rep);
+    for (uint64_t token = 3; token <= 5; token++) {
+        rep = recv_reply(a);
+        assert_int_equal(cw_store_reply_token(rep), token);
+        assert_int_equal(cw_store_reply_status(rep), CW_OK);
+        assert_true(cw_store_reply_duplicate(rep));
+        assert_int_equal(cw_store_reply_original(rep, &o), 2);
+        assert_string_equal(o[0].name, "bob");
+        assert_int_equal(o[0].status, CW_ACCEPTED);
+        assert_int_equal(o[0].seq, 1);
+        assert_string_equal(o[1].name, "dave");
+        assert_int_equal(o[1].seq, 1);
+        cw_store_reply_destroy(&rep);
+    }
+    cw_store_actor_destroy(&a);
+    remove_dir(&dir);
+}
+
 /* Every request kind through the pipe and back. */
 static void test_roundtrip(void **state)
 {
@@ -538,6 +580,7 @@ int main(void)
     cw_log_set_tag("store_actor_test");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_duplicate_original),
         cmocka_unit_test(test_group_commit),
         cmocka_unit_test(test_flooded),
         cmocka_unit_test(test_commit_failure),
