@@ -1346,7 +1346,7 @@ cw_broker_t *cw_broker_new(const cw_broker_config_t *cfg, char *err, size_t errl
     b->sessions = cw_sessions_new();
     b->outq = cw_outq_new();
     b->ctx = zmq_ctx_new();
-    b->ring = calloc(1, sizeof *b->ring);
+    b->ring = cw_mon_ring_new(cfg->monitor_text);
     b->monitor = cw_monitor_new();
     if (!b->sessions || !b->outq || !b->ctx || !b->ring || !b->monitor) {
         snprintf(err, errlen, "out of memory");
@@ -1410,7 +1410,6 @@ cw_broker_t *cw_broker_new(const cw_broker_config_t *cfg, char *err, size_t errl
         goto fail;
     b->started_ms = cw_mono_ms();
     b->started_us = cw_now_us();
-    b->ring->keep_text = cfg->monitor_text;
     update_time(b);
     return b;
 fail:
@@ -1437,7 +1436,7 @@ void cw_broker_destroy(cw_broker_t **p)
     cw_sessions_destroy(&b->sessions);
     cw_outq_destroy(&b->outq);
     cw_monitor_destroy(&b->monitor);
-    free(b->ring);
+    cw_mon_ring_destroy(&b->ring);
     free(b);
     *p = NULL;
 }

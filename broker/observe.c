@@ -385,19 +385,14 @@ void cwo_recent(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
         f->timestamp_us = e->ts_us;
         f->from = (char *) e->from;
         char **to = names + k * CW_MON_RING_TO;
-        size_t nt = 0;
-        while (nt < CW_MON_RING_TO && e->to[nt][0]) {
-            to[nt] = (char *) e->to[nt];
-            nt++;
-        }
-        f->n_to = nt;
+        f->n_to = cw_mon_fwd_names(e, (const char **) to, CW_MON_RING_TO);
         f->to = to;
         f->recipients = e->n_to;
         f->broadcast = e->broadcast;
         f->durable = e->durable;
         f->size = e->size;
         f->delivered = e->delivered;
-        f->text = rq->text ? (char *) e->text : "";
+        f->text = rq->text ? (char *) cw_mon_ring_text(b->ring, e) : "";
         ptrs[k] = f;
     }
     Causeway__V1__Reply reply;
