@@ -862,9 +862,10 @@ static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_sessio
     b->mc.fates[CW_OFFLINE] += offline;
     b->mc.fates[CW_UNKNOWN_USER] += unknown;
     b->mc.fates[CW_FLOODED] += flooded;
-    cw_mon_ring_add(b->ring, b->now_us, s->user->name, to, send->broadcast ? 0 : (size_t) n,
-                    (size_t) n, send->broadcast, false, (uint32_t) delivered, send->text,
-                    text_len);
+    if (b->now_ms < b->ring_until_ms) /* an operator watches (cwo_recent) */
+        cw_mon_ring_add(b->ring, b->now_us, s->user->name, to,
+                        send->broadcast ? 0 : (size_t) n, (size_t) n, send->broadcast, false,
+                        (uint32_t) delivered, send->text, text_len);
 
     cw_env_t out;
     Causeway__V1__Reply reply;

@@ -37,6 +37,7 @@
 #define CW_MON_TO_BYTES 128     /* room for them (names that do not fit are left out) */
 #define CW_MON_TEXT_MAX 200     /* text bytes kept per forwarded message (--monitor-text) */
 #define CW_MON_PUBLISH_MS 200   /* the router publishes a snapshot this often */
+#define CW_MON_WATCH_MS 60000   /* the ring records for this long after a Recent request */
 
 /* Addressing kinds, as counted. */
 enum { CW_KIND_UNICAST = 0, CW_KIND_MULTICAST = 1, CW_KIND_BROADCAST = 2, CW_KINDS = 3 };

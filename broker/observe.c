@@ -11,7 +11,8 @@
  *      session logged in under a name of --operators gets.
  *  Both come from cwo_snapshot, so the endpoint and the protocol show the
  *  same figures. The per-message cost on the router is in broker.c and
- *  durable.c: a few counter additions and one ring entry per Send.
+ *  durable.c: a few counter additions per Send, and one ring entry while
+ *  an operator watches (for CW_MON_WATCH_MS after each Recent request).
  */
 #include "broker_internal.h"
 #include "cw_log.h"
@@ -363,6 +364,9 @@ void cwo_recent(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
                          "message texts need a broker started with --monitor-text");
         return;
     }
+    /* Someone watches: record forwarded messages for the next minute
+     * (while nobody asks, the router does not spend a cycle on the ring). */
+    b->ring_until_ms = b->now_ms + CW_MON_WATCH_MS;
     size_t n = 0;
     while (cw_mon_ring_at(b->ring, n))
         n++;
