@@ -62,6 +62,8 @@ void cwo_maybe_publish(cw_broker_t *b)
     cw_monitor_publish(b->monitor);
 }
 
+_Static_assert(CW_PEER_MAX >= INET6_ADDRSTRLEN + 8, "cw_session_t.peer holds \"[IPv6]:port\"");
+
 void cwo_session_opened(cw_broker_t *b, cw_session_t *s)
 {
     s->since_us = b->now_us;

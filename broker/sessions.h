@@ -22,6 +22,10 @@
 
 #include "cw_util.h"
 
+/* Room for "[IPv6]:65535" and its NUL: INET6_ADDRSTRLEN (46, NUL included)
+ * + "[]:" + 5 digits = 54 (observe.c checks it). */
+#define CW_PEER_MAX 56
+
 #define CW_ROUTING_ID_MAX 255
 #define CW_TOKEN_LEN 16
 
@@ -95,7 +99,7 @@ struct cw_session {
     char key[41];                       /* CURVE: Z85 public key of the connection that
                                            logged in (or resumed); "" in plain mode */
     int fd;                             /* CURVE: that connection's descriptor (ZMQ_SRCFD) */
-    char peer[48];                      /* "ip:port" of the connection at login; "" unknown */
+    char peer[CW_PEER_MAX];             /* "ip:port" of the connection at login; "" unknown */
     uint64_t since_us;                  /* wall-clock login time */
     char agent[64];                     /* Login.agent, cut to fit */
     bool gone;                          /* CURVE: that connection closed (socket monitor):
