@@ -13,9 +13,13 @@
  *  same figures. The per-message cost on the router is in broker.c and
  *  durable.c: a few counter additions and one ring entry per Send.
  */
-#include "broker_internal.h"
+#include "observe.h"
+
 #include "cw_log.h"
 #include "cw_status.h"
+#include "durable.h"
+#include "egress.h"
+#include "outorder.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -44,6 +48,8 @@ void cwo_snapshot(cw_broker_t *b, cw_mon_snap_t *snap)
     snap->c = b->mc;
     snap->durable = cwd_monitor(b, &snap->store, &snap->store_pending);
     if (snap->durable) {
+        uint64_t stored, fsyncs;
+        cwd_stats(b, &stored, &fsyncs, &snap->damaged_entries);
         snap->queued_total = snap->store.pending;
         size_t n = cw_sessions_user_count(b->sessions);
         for (size_t i = 0; i < n; i++) {
@@ -62,7 +68,6 @@ void cwo_maybe_publish(cw_broker_t *b)
     cw_monitor_publish(b->monitor);
 }
 
-_Static_assert(CW_PEER_MAX >= INET6_ADDRSTRLEN + 8, "cw_session_t.peer holds \"[IPv6]:port\"");
 
 void cwo_session_opened(cw_broker_t *b, cw_session_t *s)
 {
@@ -102,7 +107,7 @@ static bool operator_or_reply(cw_broker_t *b, const void *id, size_t id_len, cw_
                               uint64_t rid)
 {
     if (!s) {
-        cwb_reply_status(b, id, id_len, rid, CW_NOT_LOGGED_IN,
+        cwe_reply_status(b, id, id_len, rid, CW_NOT_LOGGED_IN,
                          "operator requests need a session (log in as an operator)");
         return false;
     }
@@ -111,7 +116,7 @@ static bool operator_or_reply(cw_broker_t *b, const void *id, size_t id_len, cw_
         snprintf(detail, sizeof detail,
                  "user %s is not an operator of this broker (causeway-broker --operators)",
                  s->user->name);
-        cwb_reply_status(b, id, id_len, rid, CW_UNAUTHORIZED, detail);
+        cwe_reply_status(b, id, id_len, rid, CW_UNAUTHORIZED, detail);
         return false;
     }
     return true;
@@ -126,7 +131,7 @@ static void send_ok(cw_broker_t *b, const void *id, size_t id_len, uint64_t rid,
     reply->status = (Causeway__V1__Status) CW_OK;
     out.body_case = CW_BODY(REPLY);
     out.reply = reply;
-    cwb_send_to_id(b, id, id_len, &out);
+    cwe_send_to_id(b, id, id_len, &out);
 }
 
 /* Index of the first user whose name sorts after `after` ("" or NULL: 0). */
@@ -150,7 +155,7 @@ void cwo_stats(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
 {
     cw_mon_snap_t *snap = malloc(sizeof *snap);
     if (!snap) {
-        cwb_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
+        cwe_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
         return;
     }
     snap->generation = 0;
@@ -270,7 +275,7 @@ void cwo_sessions(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s
     if (!infos || !ptrs) {
         free(infos);
         free(ptrs);
-        cwb_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
+        cwe_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
         return;
     }
     size_t n = 0;
@@ -291,7 +296,7 @@ void cwo_sessions(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s
         si->since_us = us->since_us;
         si->idle_ms = (uint64_t) (b->now_ms - us->last_rx_ms);
         si->queued = u->queued;
-        si->held = (uint32_t) cwb_held_count(us);
+        si->held = (uint32_t) cwor_held_count(us);
         si->pull = us->pull;
         si->quiet = us->quiet;
         si->agent = us->agent;
@@ -316,7 +321,7 @@ void cwo_queues(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
     if (!operator_or_reply(b, id, id_len, s, env->request_id))
         return;
     if (!b->durable) {
-        cwb_reply_status(b, id, id_len, env->request_id, CW_NOT_DURABLE,
+        cwe_reply_status(b, id, id_len, env->request_id, CW_NOT_DURABLE,
                          "queues need a broker started with --data DIR");
         return;
     }
@@ -331,7 +336,7 @@ void cwo_queues(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
     if (!infos || !ptrs) {
         free(infos);
         free(ptrs);
-        cwb_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
+        cwe_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
         return;
     }
     for (size_t i = 0; i < n; i++) {
@@ -361,7 +366,7 @@ void cwo_recent(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
         return;
     const Causeway__V1__Recent *rq = env->recent;
     if (rq->text && !b->cfg.monitor_text) {
-        cwb_reply_status(b, id, id_len, env->request_id, CW_UNAUTHORIZED,
+        cwe_reply_status(b, id, id_len, env->request_id, CW_UNAUTHORIZED,
                          "message texts need a broker started with --monitor-text");
         return;
     }
@@ -377,7 +382,7 @@ void cwo_recent(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
         free(fw);
         free(ptrs);
         free(names);
-        cwb_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
+        cwe_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
         return;
     }
     for (size_t k = 0; k < n; k++) {
