@@ -68,7 +68,6 @@ void cwo_maybe_publish(cw_broker_t *b)
     cw_monitor_publish(b->monitor);
 }
 
-
 void cwo_session_opened(cw_broker_t *b, cw_session_t *s)
 {
     s->since_us = b->now_us;
