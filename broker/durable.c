@@ -77,6 +77,7 @@ typedef struct pending {
     cw_env_t *env;               /* the Send request, owned */
     uint64_t timestamp_us;       /* broker receipt time */
     size_t n;                    /* distinct recipients */
+    bool receipt_requested;      /* the message asks for read receipts (receipts.h) */
     /* The arrays below, cap entries each, live in the same allocation as
      * the record (pending_new_append): one malloc per durable Send. */
     Causeway__V1__RecipientStatus *rcpts; /* names and router-side statuses */
@@ -351,6 +352,11 @@ static void entry_to_deliver(cw_broker_t *b, const char *user, const cw_store_en
         if (*clock_msg) {
             d->n_clock = (*clock_msg)->n_clock;
             d->clock = (*clock_msg)->clock;
+            /* A receipt entry (receipts.h) or a message asking for one. */
+            d->receipt = (*clock_msg)->receipt;
+            d->receipt_requested = (*clock_msg)->receipt_requested;
+            if (d->receipt)
+                d->receipt->seq = e->seq;
         } else {
             CW_WARN("stored clock of seq %llu is unreadable", (unsigned long long) e->seq);
         }
@@ -369,6 +375,14 @@ static bool push_deliver(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver 
     cw_env_init(&env, 0);
     env.body_case = CW_BODY(DELIVER);
     env.deliver = d;
+    if (d->receipt) {
+        /* A receipt entry goes out as Envelope.receipt (PROTOCOL.md 13.11),
+         * in the same chain as the messages around it. */
+        d->receipt->seq = d->seq;
+        d->receipt->redelivered = d->redelivered;
+        env.body_case = CW_BODY(RECEIPT);
+        env.receipt = d->receipt;
+    }
     /* The chain the client follows (PROTOCOL.md §13.10): this entry comes
      * right after the one pushed before it since the pushes last started
      * again from the first unacknowledged entry, which every receiver has
@@ -564,6 +578,7 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         dl.timestamp_us = p->timestamp_us;
         dl.message_id = send->message_id;
         dl.durable = true;
+        dl.receipt_requested = p->receipt_requested;
         dl.n_clock = p->env->n_clock;
         dl.clock = p->env->clock;
         for (size_t i = 0; i < p->n; i++) {
@@ -725,6 +740,27 @@ static void on_listing(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
     free(clocks);
 }
 
+/* The Ack just committed made read receipts (receipts.h) in the queues of
+ * the entries' senders: an online sender catches up from its queue, which
+ * pushes them in order; an offline one gets them at its next login. Only
+ * the sender's own session is told anything. */
+static void push_receipts(cw_broker_t *b, cw_store_reply_t *r)
+{
+    size_t n = 0;
+    const cw_store_entry_t *e = cw_store_reply_entries(r, &n);
+    for (size_t i = 0; i < n; i++) {
+        cw_user_t *u = cw_sessions_user(b->sessions, e[i].sender);
+        if (!u)
+            continue;
+        u->queued++;
+        cw_session_t *s = u->session;
+        if (!s || s->dead || s->pull)
+            continue;
+        s->catching_up = true;
+        push_read(b, s);
+    }
+}
+
 static void on_ack(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
 {
     int st = cw_store_reply_status(r);
@@ -741,6 +777,8 @@ static void on_ack(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         s->ack_wait_ms = s->acked_seq >= s->pushed_seq ? 0 : b->now_ms;
         push_read(b, s);
     }
+    if (st == CW_OK)
+        push_receipts(b, r);
     st = wire_status(st);
     const char *detail = st == CW_OK            ? "acknowledged"
                          : st == CW_BAD_REQUEST ? "seq is beyond the last message of the queue"
@@ -988,6 +1026,11 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
     causeway__v1__deliver__init(&clock_holder);
     clock_holder.n_clock = env->n_clock;
     clock_holder.clock = env->clock;
+    /* Read receipts (PROTOCOL.md 13.11, receipts.h): asked for by the Send
+     * or the session, and only for a message with an id to name it by. */
+    clock_holder.receipt_requested =
+        (send->receipt || s->receipts) && send->message_id && *send->message_id;
+    p->receipt_requested = clock_holder.receipt_requested;
     clock_len = causeway__v1__deliver__get_packed_size(&clock_holder);
     if (clock_len) {
         clock = clock_len <= SMALL_CLOCK ? clock_small : malloc(clock_len);

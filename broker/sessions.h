@@ -76,6 +76,8 @@ struct cw_session {
                                            weigh (Fetch/History, large Send replies) */
     /* Durable delivery state (durable.c). Seqs are positions in the user's queue. */
     bool pull;                          /* no pushes: the client fetches */
+    bool receipts;                      /* Login.receipts: durable sends ask for
+                                           read receipts (PROTOCOL.md 13.11) */
     bool catching_up;                   /* queue is pushed by reads, not on commit */
     bool read_in_flight;                /* a push read is waiting for the store */
     bool redeliver_next;                /* the next push read redelivers */

@@ -23,6 +23,7 @@
  *       (its failed state).
  */
 #include "store_actor.h"
+#include "receipts.h"
 
 #include "cw_log.h"
 #include "cw_status.h"
@@ -277,7 +278,11 @@ static void apply(cw_store_t *s, req_t *q)
         break;
     }
     case CW_STORE_REQ_ACK:
-        q->status = cw_store_ack(s, q->user, q->arg, &q->pending);
+        /* Read receipts first, in the same group: made iff the Ack commits
+         * (receipts.h). The entries that made one go back to the router,
+         * which pushes the receipts to their senders. */
+        q->status = cw_receipts_ack(s, q->user, q->arg, cw_now_us(), &q->pending, &q->entries,
+                                    &q->n_entries);
         break;
     case CW_STORE_REQ_READ:
         q->status = cw_store_read(s, q->user, q->arg, q->n, cw_now_us(), &q->entries,
@@ -830,7 +835,9 @@ cw_store_reply_t *cw_store_actor_recv(cw_store_actor_t *a, int timeout_ms)
             }
             if (rb.p != rb.end)
                 rb.bad = 1;
-        } else if (!rb.bad && (r->kind == CW_STORE_REQ_READ || r->kind == CW_STORE_REQ_HISTORY)) {
+        } else if (!rb.bad && (r->kind == CW_STORE_REQ_READ || r->kind == CW_STORE_REQ_HISTORY ||
+                               r->kind == CW_STORE_REQ_ACK)) {
+            /* ACK: the acknowledged entries that made read receipts. */
             if (decode_entries(r, &rb) != 0)
                 rb.bad = 1;
         }

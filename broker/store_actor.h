@@ -47,7 +47,9 @@
  *                the duplicate flag then u32 m, m x (i32 status, u64 seq,
  *                str name): the original's recipients (cw_store_original)
  *      READ,     n x entry: u64 seq, i32 status, u8 flags (bit0 acked,
- *      HISTORY     bit1 broadcast), u8[3] 0, u64 timestamp_us,
+ *      HISTORY,    bit1 broadcast), u8[3] 0, u64 timestamp_us,
+ *      ACK         (ACK: the acknowledged entries that made read receipts,
+ *                  receipts.h)
  *                  u64 expires_us, str sender, str message_id, str text,
  *                  str clock, u32 n_to, n_to x str name
  *  The pipe also carries CZMQ's "$TERM" (sent by zactor_destroy); request
@@ -143,7 +145,8 @@ void cw_store_actor_stats(cw_store_actor_t *a, cw_store_actor_stats_t *out);
 /* --- Replies -------------------------------------------------------------
  * The status of a reply is that of the store call (store.h):
  *   APPEND    cw_store_msg_t.status; per recipient status and seq
- *   ACK       cw_store_ack; pending
+ *   ACK       cw_receipts_ack (cw_store_ack and the read receipts it
+ *             made); pending; entries: those that made a receipt
  *   READ      cw_store_read; entries; pending
  *   HISTORY   cw_store_history; entries
  *   ADD_USER  cw_store_add_user; created
@@ -163,7 +166,8 @@ uint64_t cw_store_reply_rcpt_seq(const cw_store_reply_t *r, size_t i);
  * statuses, seqs, in its order), valid until the reply is destroyed; 0
  * (and *rcpts NULL) for anything else. */
 size_t cw_store_reply_original(const cw_store_reply_t *r, const cw_store_rcpt_t **rcpts);
-/* READ/HISTORY: the entries, valid until the reply is destroyed. */
+/* READ/HISTORY (ACK: the entries that made read receipts): the entries,
+ * valid until the reply is destroyed. */
 const cw_store_entry_t *cw_store_reply_entries(const cw_store_reply_t *r, size_t *n);
 /* Frees the reply and NULLs *p; safe on NULL and twice. */
 void cw_store_reply_destroy(cw_store_reply_t **p);

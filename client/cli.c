@@ -195,6 +195,9 @@ static void help_send(FILE *f)
             "      --id MSGID        message id (at most 128 bytes), unique per sender\n"
             "      --ttl S           durable: drop the message if not delivered within\n"
             "                        S seconds (default: the broker's --ttl)\n"
+            "      --receipt         durable: ask for a read receipt from each recipient;\n"
+            "                        it waits in your queue until you next listen (or\n"
+            "                        fetch, chat, tui): \"bob read your message ID\"\n"
             "\n"
             "Human output: one line per recipient (\"bob: ACCEPTED (seq 3)\"); durable\n"
             "adds \"message id: ID\", and a \"duplicate: ...\" line for a repeated id.\n"
@@ -214,8 +217,9 @@ static void help_listen(FILE *f)
             "Usage: causeway listen --name NAME [--count N] [--for MS] [OPTIONS]\n"
             "\n"
             "Logs in as NAME, prints the user log once (as soon as the login succeeded),\n"
-            "then every delivery and presence event as it arrives, one line each,\n"
-            "flushed. Stops after N deliveries, after MS milliseconds, or on\n"
+            "then every delivery, read receipt and presence event as it arrives, one\n"
+            "line each, flushed. Stops after N deliveries and receipts, after MS\n"
+            "milliseconds, or on\n"
             "SIGINT/SIGTERM, logs out and exits 0. Reconnects by itself if the broker\n"
             "goes away.\n"
             "\n"
@@ -227,8 +231,12 @@ static void help_listen(FILE *f)
             "\n"
             "Options:\n"
             "  -n, --name NAME       user name\n"
-            "  -c, --count N         stop after N deliveries\n"
+            "  -c, --count N         stop after N deliveries and receipts\n"
             "      --for MS          stop after MS milliseconds\n"
+            "\n"
+            "Read receipts (for messages sent with --receipt, PROTOCOL.md 13.11) are\n"
+            "printed \"[12:00:05 #4] bob read your message ID\" and acknowledged like\n"
+            "messages.\n"
             "\n"
             "JSON lines:\n"
             "  {\"event\":\"login\",\"name\":..,\"users\":[{\"name\":..,\"online\":..,\"last_seen_us\":..}]}\n"
@@ -236,6 +244,9 @@ static void help_listen(FILE *f)
             "   \"timestamp_us\":..,\"seq\":..,\"message_id\":..,\"durable\":..,\"redelivered\":..,\n"
             "   \"expired\":..,\"damaged\":..,\"clock\":{..},\"local_clock\":{..}}   (seq 0: live message;\n"
             "   damaged: a message was lost in the broker's store, only seq is set)\n"
+            "  {\"event\":\"receipt\",\"message_id\":..,\"reader\":..,\"read_us\":..,\"seq\":..,\n"
+            "   \"message_seq\":..}   (a deliver line has \"receipt_requested\":true when\n"
+            "   the sender asked for one)\n"
             "  {\"event\":\"presence\",\"name\":..,\"online\":..,\"reason\":\"login|logout|expired|shutdown\"}\n"
             "  {\"event\":\"disconnected\",\"detail\":..}  {\"event\":\"reconnected\",..}\n"
             "\n%s\n%s",
@@ -580,6 +591,10 @@ static int cmd_send(const cli_opts_t *o)
         fprintf(stderr, "causeway send: --ttl needs --durable (see causeway send --help)\n");
         return CLI_EXIT_USAGE;
     }
+    if (o->receipt && !o->durable) {
+        fprintf(stderr, "causeway send: --receipt needs --durable (see causeway send --help)\n");
+        return CLI_EXIT_USAGE;
+    }
     char *text;
     if (o->n_args > 0) {
         cli_str_t s = {0};
@@ -624,6 +639,7 @@ static int cmd_send(const cli_opts_t *o)
         .durable = o->durable,
         .message_id = o->id,
         .ttl_s = (uint32_t) o->ttl_s,
+        .receipt = o->receipt,
     };
     cw_status_t st = cw_client_send(c, &msg, o->timeout_ms, &reply);
     /* OK, ACCEPTED, and QUEUE_FULL (durable: nobody could take it) carry
@@ -683,7 +699,8 @@ static int cmd_listen(const cli_opts_t *o)
         cw_event_t *ev;
         while (!done && cw_client_next_event(c, 0, &ev) == CW_OK) {
             cli_print_event(stdout, o, ev, o->name);
-            if (ev->type == CW_EVENT_DELIVER && o->count > 0 && ++deliveries >= o->count)
+            if ((ev->type == CW_EVENT_DELIVER || ev->type == CW_EVENT_RECEIPT) && o->count > 0 &&
+                ++deliveries >= o->count)
                 done = 1;
             cw_event_destroy(&ev);
             if (ferror(stdout))
@@ -962,6 +979,7 @@ enum {
     OPT_SERVER,
     OPT_LOG_FILE,
     OPT_MOUSE,
+    OPT_RECEIPT,
 };
 
 static const struct option long_opts[] = {
@@ -994,6 +1012,7 @@ static const struct option long_opts[] = {
     {"server", no_argument, NULL, OPT_SERVER},
     {"log-file", required_argument, NULL, OPT_LOG_FILE},
     {"mouse", no_argument, NULL, OPT_MOUSE},
+    {"receipt", no_argument, NULL, OPT_RECEIPT},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -1006,7 +1025,7 @@ static int option_commands(int opt)
     case 'n': return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_HISTORY | C_EXCHANGE | C_TUI;
     case OPT_DURABLE: return C_SEND | C_CHAT | C_TUI;
     case OPT_TO: return C_SEND | C_TUI;
-    case 'a': case OPT_ID: case OPT_TTL: return C_SEND;
+    case 'a': case OPT_ID: case OPT_TTL: case OPT_RECEIPT: return C_SEND;
     case 'c': case OPT_FOR: return C_LISTEN | C_EXCHANGE;
     case OPT_LOG_FILE: case OPT_MOUSE: return C_TUI;
     case OPT_TRACE: case OPT_CLOCKD:
@@ -1222,6 +1241,7 @@ int main(int argc, char **argv)
         case OPT_SERVER: o.server = 1; break;
         case OPT_LOG_FILE: o.log_file = optarg; break;
         case OPT_MOUSE: o.mouse = 1; break;
+        case OPT_RECEIPT: o.receipt = 1; break;
         case OPT_LOG_LEVEL:
             if (cw_log_level_parse(optarg) < 0) {
                 usage_error("unknown log level '%s'", optarg);
