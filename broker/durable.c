@@ -42,6 +42,8 @@
  *  BrokerStats.damaged_entries (note_damaged).
  */
 #include "broker_internal.h"
+#include "cw_clock.h"
+#include "cw_envelope.h"
 #include "cw_log.h"
 #include "cw_status.h"
 #include "store.h"
@@ -292,11 +294,34 @@ static cw_session_t *session_of(cw_broker_t *b, const pending_t *p)
 
 /* Why the entry e must not be served as data, or NULL if it may. The one
  * place that decides it: any other check of a stored entry (what the
- * broker would now refuse at Send) belongs here too. */
-static const char *entry_damage(const cw_store_entry_t *e)
+ * broker would now refuse at Send) belongs here too. When it may be
+ * served, *clock_msg holds its decoded clock holder (NULL: no clock), which
+ * the caller frees (causeway__v1__deliver__free_unpacked). */
+static const char *entry_damage(const cw_store_entry_t *e, Causeway__V1__Deliver **clock_msg)
 {
+    *clock_msg = NULL;
     if (e->status == CW_DAMAGED)
         return "it failed its checksum in the store";
+    /* What a Send is refused for now (PROTOCOL.md §5 step 3b, §11.2) but an
+     * older broker stored, e.g. a ClockEntry with an unknown field numbered
+     * 2^29: served, it would make every Deliver and Fetch reply of the
+     * recipient undecodable. The store already refuses strings that are not
+     * UTF-8; the clock and zero bytes are checked here. */
+    if (e->status != CW_EXPIRED && e->text_len && memchr(e->text, 0, e->text_len))
+        return "its text holds a zero byte, which the broker now refuses";
+    if (e->clock_len) {
+        const char *why = NULL;
+        if (cw_wire_check(&causeway__v1__deliver__descriptor, e->clock, e->clock_len, &why) !=
+            CW_OK)
+            return "its clock holds an encoding the broker now refuses (PROTOCOL.md §5)";
+        Causeway__V1__Deliver *c = causeway__v1__deliver__unpack(NULL, e->clock_len, e->clock);
+        if (!c || !cw_clock_entries_valid(c->clock, c->n_clock)) {
+            if (c)
+                causeway__v1__deliver__free_unpacked(c, NULL);
+            return "its clock is not a valid clock (PROTOCOL.md §11.2)";
+        }
+        *clock_msg = c;
+    }
     return NULL;
 }
 
@@ -323,8 +348,7 @@ static void entry_to_deliver(cw_broker_t *b, const char *user, const cw_store_en
                              Causeway__V1__Deliver *d, Causeway__V1__Deliver **clock_msg)
 {
     causeway__v1__deliver__init(d);
-    *clock_msg = NULL;
-    const char *why = entry_damage(e);
+    const char *why = entry_damage(e, clock_msg);
     if (why) {
         /* A lost message: its seq, for the client to acknowledge; nothing
          * of its data (all of it is suspect). */
@@ -347,19 +371,14 @@ static void entry_to_deliver(cw_broker_t *b, const char *user, const cw_store_en
     d->seq = e->seq;
     d->message_id = (char *) e->message_id;
     d->durable = true;
-    if (e->clock && e->clock_len) {
-        *clock_msg = causeway__v1__deliver__unpack(NULL, e->clock_len, e->clock);
-        if (*clock_msg) {
-            d->n_clock = (*clock_msg)->n_clock;
-            d->clock = (*clock_msg)->clock;
-            /* A receipt entry (receipts.h) or a message asking for one. */
-            d->receipt = (*clock_msg)->receipt;
-            d->receipt_requested = (*clock_msg)->receipt_requested;
-            if (d->receipt)
-                d->receipt->seq = e->seq;
-        } else {
-            CW_WARN("stored clock of seq %llu is unreadable", (unsigned long long) e->seq);
-        }
+    if (*clock_msg) {
+        d->n_clock = (*clock_msg)->n_clock;
+        d->clock = (*clock_msg)->clock;
+        /* A receipt entry (receipts.h) or a message asking for one. */
+        d->receipt = (*clock_msg)->receipt;
+        d->receipt_requested = (*clock_msg)->receipt_requested;
+        if (d->receipt)
+            d->receipt->seq = e->seq;
     }
 }
 
@@ -376,7 +395,7 @@ static bool push_deliver(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver 
     env.body_case = CW_BODY(DELIVER);
     env.deliver = d;
     if (d->receipt) {
-        /* A receipt entry goes out as Envelope.receipt (PROTOCOL.md 13.11),
+        /* A receipt entry goes out as Envelope.receipt (PROTOCOL.md 13.12),
          * in the same chain as the messages around it. */
         d->receipt->seq = d->seq;
         d->receipt->redelivered = d->redelivered;

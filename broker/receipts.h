@@ -1,4 +1,4 @@
-/*  receipts: read receipts (PROTOCOL.md 13.11), the store side.
+/*  receipts: read receipts (PROTOCOL.md 13.12), the store side.
  *
  *  A durable message whose sender asked for a receipt carries
  *  Deliver.receipt_requested in its stored clock holder (the serialized

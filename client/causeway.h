@@ -315,6 +315,8 @@ typedef struct {
     int durable;               /* the broker has a store */
 } cw_login_info_t;
 
+#define CW_STATS_BOUNDS_MAX 32  /* histogram bounds kept in cw_stats_t */
+
 /* Broker counters (BrokerStats in proto/causeway.proto). */
 typedef struct {
     uint64_t uptime_ms;        /* since the broker started */
@@ -333,7 +335,71 @@ typedef struct {
                                   status (NAME_TAKEN, RATE_LIMITED, ...) */
     uint64_t damaged_entries;  /* durable: distinct queue entries found damaged in the
                                   store since the broker started (messages lost) */
+    /* Monitoring figures (PROTOCOL.md §12.1); 0 from a broker without them. */
+    struct {
+        uint64_t received, received_bytes;    /* Sends that passed validation, text bytes */
+        uint64_t delivered, delivered_bytes;  /* Deliver frames pushed, text bytes */
+    } traffic[2][3];           /* [live 0 / durable 1][unicast, multicast, broadcast] */
+    uint64_t redeliveries;     /* durable entries pushed again (no ack in time) */
+    uint32_t held_messages;    /* live messages held back for causal order now */
+    uint64_t store_transactions; /* durable: store groups, one transaction each */
+    uint64_t memory_rss_bytes; /* the broker's resident memory */
+    char version[32];          /* the broker's version, "" if not said */
+    uint64_t started_us;       /* broker start, microseconds since the epoch */
+    uint64_t bytes_in;         /* frame bytes received */
+    uint64_t bytes_out;        /* pushed frame bytes */
+    uint64_t logins;           /* sessions opened (not resumes) */
+    uint32_t max_sessions;     /* the broker's session limit */
+    uint32_t store_pending;    /* durable: store requests not yet answered */
+    /* durable: store commit latency, a cumulative histogram: commit_counts[i]
+     * commits took at most commit_bounds_us[i]; commit_counts[n_commit_bounds]
+     * is every commit (+Inf). */
+    size_t n_commit_bounds;
+    uint64_t commit_bounds_us[CW_STATS_BOUNDS_MAX];
+    uint64_t commit_counts[CW_STATS_BOUNDS_MAX + 1];
+    uint64_t commit_sum_us;
+    uint64_t commit_count;
 } cw_stats_t;
+
+/* A count per status (refusals, recipient fates). */
+typedef struct {
+    cw_status_t status;
+    uint64_t count;
+} cw_status_count_t;
+
+/* One live session (cw_client_sessions; operators only). */
+typedef struct {
+    char *name;
+    char *peer;                /* "ip:port" of its connection, "" if unknown */
+    char *agent;               /* its Login.agent */
+    char *key;                 /* CURVE: its public key (Z85), "" in plain mode */
+    uint64_t since_us;         /* login time, microseconds since the epoch */
+    uint64_t idle_ms;          /* since its last frame */
+    uint64_t queued;           /* durable queue depth */
+    uint32_t held;             /* live messages held back for it */
+    int pull, quiet;
+} cw_session_info_t;
+
+/* One user's durable queue (cw_client_queues; Stats' deepest queues). */
+typedef struct {
+    char *name;
+    uint64_t depth;            /* unacknowledged entries */
+    uint64_t last_seq;
+    int online;
+} cw_queue_info_t;
+
+/* One recently forwarded message (cw_client_recent; operators only). */
+typedef struct {
+    uint64_t timestamp_us;
+    char *from;
+    char **to;                 /* the first recipients (at most 8); none for broadcast */
+    size_t n_to;
+    uint32_t recipients;       /* how many there were */
+    uint32_t size;             /* text bytes */
+    uint32_t delivered;        /* recipients DELIVERED / ACCEPTED */
+    int broadcast, durable;
+    char *text;                /* "" unless asked for and allowed */
+} cw_forwarded_t;
 
 /* The broker's answer to one request. Fields not used by a request are
  * zero/NULL. */
@@ -358,6 +424,17 @@ typedef struct {
     cw_login_info_t login;
     int has_stats;               /* stats: `stats` is filled in */
     cw_stats_t stats;
+    cw_status_count_t *refusals; /* stats: error replies by status (counts > 0) */
+    size_t n_refusals;
+    cw_status_count_t *fates;    /* stats: per-recipient statuses of Sends */
+    size_t n_fates;
+    cw_session_info_t *sessions; /* sessions: sorted by name */
+    size_t n_sessions;
+    cw_queue_info_t *queues;     /* queues: sorted by name; stats: the deepest
+                                    (operators only), deepest first */
+    size_t n_queues;
+    cw_forwarded_t *forwarded;   /* recent: oldest first */
+    size_t n_forwarded;
     cw_message_t *messages;      /* fetch, history */
     size_t n_messages;
     cw_clock_item_t *clock;      /* send: our clock as stamped on the message */
@@ -400,7 +477,7 @@ typedef struct {
         cw_user_t *users;        /* RECONNECTED: the user log */
         size_t n_users;
     } conn;
-    /* CW_EVENT_RECEIPT (PROTOCOL.md 13.11): `reader` acknowledged our durable
+    /* CW_EVENT_RECEIPT (PROTOCOL.md 13.12): `reader` acknowledged our durable
      * message `message_id` at read_us. The receipt is an entry of our own
      * queue at `seq`: de-duplicated, held back and acknowledged (auto_ack)
      * like a durable delivery. */
@@ -430,9 +507,11 @@ typedef struct {
 /* --- lifetime --------------------------------------------------------- */
 
 /* Creates a client for the broker at endpoint (NULL: CW_CLIENT_DEFAULT_ENDPOINT)
- * and starts its I/O thread. Connecting is asynchronous: an unreachable
- * broker shows up as CW_ERR_TIMEOUT on the first request (and an
- * unreachable causeway-clockd as events pending, never as an error).
+ * and starts its I/O thread. Connecting is asynchronous: a broker that
+ * refuses the connection (nothing listening) shows up as CW_ERR_UNREACHABLE
+ * on the first request, one that does not answer at all as CW_ERR_TIMEOUT
+ * (and an unreachable causeway-clockd as events pending, never as an
+ * error).
  * Returns NULL if the endpoint (or clockd_endpoint) is malformed, the
  * trace_path cannot be opened for appending, a CURVE key file is unusable
  * (EINVAL; the reason is logged at warn), or resources (memory, threads,
@@ -452,10 +531,26 @@ void cw_client_destroy(cw_client_t **p);
  * NULL. */
 const char *cw_client_handshake_error(cw_client_t *c, char *buf, size_t size);
 
+/* Why the broker's endpoint does not work, as one line for people, found
+ * by probing it with a TCP connection of its own (tcp:// endpoints; waits
+ * at most timeout_ms, < 0: 1000): "cannot connect to tcp://127.0.0.1:7400:
+ * Connection refused (is the broker running there?)", "tcp://... is not a
+ * ZeroMQ service: it answered \"HTTP/1.1 400 ...\" instead of a ZeroMQ
+ * greeting", "... sent no ZeroMQ greeting within N ms ...". NULL if the
+ * endpoint answers like a ZeroMQ peer (then cw_client_handshake_error may
+ * know more) or is not tcp://. For the messages after CW_ERR_UNREACHABLE,
+ * CW_ERR_TIMEOUT or CW_ERR_HANDSHAKE; blocks the calling thread. Copied
+ * into buf (size bytes); returns buf or NULL. */
+const char *cw_client_diagnose(cw_client_t *c, int timeout_ms, char *buf, size_t size);
+
 /* --- requests --------------------------------------------------------- */
 /* Each request blocks for at most timeout_ms (< 0: no limit) and returns the
  * status of the broker's reply (CW_OK on success) or a local error:
- * CW_ERR_TIMEOUT (no reply in time), CW_ERR_DISCONNECTED (the session's
+ * CW_ERR_TIMEOUT (no reply in time), CW_ERR_UNREACHABLE (without a
+ * session: a TCP connection to the broker was refused or failed during the
+ * call, reported at once instead of waiting for the timeout; libzmq goes on
+ * trying in the background; cw_client_diagnose() says why),
+ * CW_ERR_DISCONNECTED (the session's
  * broker connection is lost and being re-established, or was lost while
  * waiting), CW_ERR_INVALID (bad arguments, nothing sent), CW_ERR_NOMEM,
  * CW_ERR_IO, CW_ERR_HANDSHAKE (the security handshake with the broker
@@ -523,8 +618,23 @@ char *cw_client_message_id(cw_client_t *c, char *buf, size_t size);
  * before it come back with that status and truncated set. */
 cw_status_t cw_client_who(cw_client_t *c, int timeout_ms, cw_reply_t **reply);
 
-/* Broker statistics (no login needed): (*reply)->stats. */
+/* Broker statistics (no login needed): (*reply)->stats, refusals, fates
+ * (and queues, the deepest, for an operator). */
 cw_status_t cw_client_stats(cw_client_t *c, int timeout_ms, cw_reply_t **reply);
+
+/* Operator requests (PROTOCOL.md §12.2): the session must be logged in
+ * under a name of the broker's --operators, else CW_UNAUTHORIZED
+ * (CW_NOT_LOGGED_IN without a session). Sessions and queues fetch every
+ * page (timeout_ms per page); a page refused part-way leaves what came so
+ * far in *reply with truncated set. Queues on a live-only broker:
+ * CW_NOT_DURABLE. */
+cw_status_t cw_client_sessions(cw_client_t *c, int timeout_ms, cw_reply_t **reply);
+cw_status_t cw_client_queues(cw_client_t *c, int timeout_ms, cw_reply_t **reply);
+/* The last `max` forwarded messages (0: all the broker keeps), with their
+ * texts if `text` (a broker without --monitor-text refuses that:
+ * CW_UNAUTHORIZED). */
+cw_status_t cw_client_recent(cw_client_t *c, uint32_t max, int text, int timeout_ms,
+                             cw_reply_t **reply);
 
 /* Durable mode (brokers with a store; others reply CW_NOT_DURABLE). */
 /* Acknowledges every queued message up to and including seq (cumulative;

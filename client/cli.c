@@ -14,6 +14,7 @@
  */
 #include "cli.h"
 #include "cw_log.h"
+#include "cw_render.h"
 #include "cw_sec.h"
 #include "cw_util.h"
 
@@ -39,8 +40,11 @@ static const char exit_codes_help[] =
     "  1  the message did not reach some recipient (OFFLINE, UNKNOWN_USER,\n"
     "     durable: QUEUE_FULL, ...)\n"
     "  2  usage error\n"
-    "  3  could not reach the broker, timeout, connection lost, or the security\n"
-    "     handshake failed (HANDSHAKE_FAILED: plain vs CURVE, key refused, ...)\n"
+    "  3  could not reach the broker (UNREACHABLE: the connection was refused,\n"
+    "     said at once with the endpoint and the cause; or not a ZeroMQ service),\n"
+    "     timeout, connection lost, or the security handshake failed\n"
+    "     (HANDSHAKE_FAILED: plain vs CURVE, key refused, ...)\n"
+    "     A malformed --endpoint (e.g. 127.0.0.1:7400 without tcp://) is exit 2.\n"
     "  4  refused by the broker (NAME_TAKEN, BAD_NAME, TOO_LARGE, NOT_DURABLE, ...)\n";
 
 static const char common_help[] =
@@ -82,7 +86,9 @@ static void help_main(FILE *f)
             "  fetch    check for messages: print and acknowledge the stored ones waiting\n"
             "  history  print the last stored messages (acknowledged or not)\n"
             "  who      print the broker's user log (no login)\n"
-            "  stats    print broker statistics (no login)\n"
+            "  stats    print broker statistics (no login); --watch for rates;\n"
+            "           stats sessions|queues|recent: the operator views\n"
+            "  top      a live full-screen view of the broker (operators)\n"
             "  exchange the phase-3 vector clock exchange between a fixed group\n"
             "  keygen   make a CURVE key pair: causeway keygen NAME (a user), --server\n"
             "  help     help on a command: causeway help send\n"
@@ -102,15 +108,19 @@ static void help_chat(FILE *f)
             "Usage: causeway chat [--name NAME] [OPTIONS]\n"
             "       causeway [--name NAME] [OPTIONS]\n"
             "\n"
-            "Interactive chat. Asks for a name if none is given, and again if the\n"
-            "broker refuses it. Lines typed:\n"
+            "Interactive chat. On a terminal, asks for a name if none is given, and\n"
+            "again if the broker refuses it; with input from a pipe or file --name is\n"
+            "required (exit 2 without it) and every input line is a line typed.\n"
+            "Text is UTF-8 (the chat uses a UTF-8 locale: $LC_ALL/$LC_CTYPE/$LANG if\n"
+            "it is one, else C.UTF-8). Lines typed:\n"
             "  TEXT                 send TEXT to everyone\n"
             "  /all TEXT            the same\n"
             "  /to bob TEXT         send to bob\n"
             "  /to bob,carol TEXT   send to bob and carol\n"
             "  /who                 the user log\n"
             "  /clock               our vector clock\n"
-            "  /durable on|off      send durably (stored for offline users) or live\n"
+            "  /durable on|off      send durably (stored for offline users) or live;\n"
+            "                       refused at once on a broker without a store\n"
             "  /fetch               check for stored messages not shown yet\n"
             "  /history [N]         our last N stored messages (default 20)\n"
             "  /help                this list\n"
@@ -233,8 +243,16 @@ static void help_listen(FILE *f)
             "  -n, --name NAME       user name\n"
             "  -c, --count N         stop after N deliveries and receipts\n"
             "      --for MS          stop after MS milliseconds\n"
+            "      --ready-fd FD     once logged in (the broker now routes messages to\n"
+            "                        NAME), write \"ready NAME\" and a newline to file\n"
+            "                        descriptor FD and close it; closed without a line if\n"
+            "                        the login fails. For scripts: start listen in the\n"
+            "                        background, wait for the line, then send:\n"
+            "                          mkfifo ready\n"
+            "                          causeway listen --name bob --count 1 --ready-fd 3 3>ready &\n"
+            "                          read line <ready && causeway send --name alice --to bob hi\n"
             "\n"
-            "Read receipts (for messages sent with --receipt, PROTOCOL.md 13.11) are\n"
+            "Read receipts (for messages sent with --receipt, PROTOCOL.md 13.12) are\n"
             "printed \"[12:00:05 #4] bob read your message ID\" and acknowledged like\n"
             "messages.\n"
             "\n"
@@ -389,9 +407,47 @@ static void help_stats(FILE *f)
 {
     fprintf(f,
             "Usage: causeway stats [OPTIONS]\n"
+            "       causeway stats --watch [--interval MS] [--count N] [OPTIONS]\n"
+            "       causeway stats sessions|queues|recent --name OPERATOR [--text]\n"
             "\n"
-            "Prints the broker's counters. No login needed.\n"
-            "JSON output: {\"event\":\"stats\",\"uptime_ms\":..,\"sessions\":..,...}\n"
+            "Prints the broker's counters and monitoring figures (traffic by mode and\n"
+            "kind, refusals and recipient fates by status, store commit latency, memory).\n"
+            "No login needed; with --name the CLI logs in first, and an operator (a name\n"
+            "in the broker's --operators) also sees the deepest queues.\n"
+            "  --watch          print one line of rates per interval (received and\n"
+            "                   delivered messages, bytes, refusals, FLOODED, fsyncs per\n"
+            "                   second, from the broker's own uptime), until SIGINT\n"
+            "  --interval MS    between two lines (default 1000, at least 100)\n"
+            "  -c, --count N    stop after N lines (for scripts)\n"
+            "Operator views (log in as --name, which must be in the broker's --operators;\n"
+            "others get UNAUTHORIZED):\n"
+            "  sessions         who is connected: name, peer address, login time, idle\n"
+            "                   time, queue depth, held messages, flags, agent\n"
+            "  queues           durable queue depth per user\n"
+            "  recent           the last messages the broker forwarded (sender,\n"
+            "                   recipients, mode, size); --text adds their texts if the\n"
+            "                   broker runs with --monitor-text\n"
+            "JSON output: {\"event\":\"stats\",\"uptime_ms\":..,\"sessions\":..,...,\n"
+            "  \"traffic\":{\"live\":{\"unicast\":{\"received\":..}}},\"refusals\":{..},..};\n"
+            "  --watch: {\"event\":\"watch\",\"rates\":{\"received\":..,..},..} per line;\n"
+            "  {\"event\":\"session\",..}, {\"event\":\"queue\",..}, {\"event\":\"forwarded\",..}\n"
+            "\n%s\n%s",
+            common_help, exit_codes_help);
+}
+
+static void help_top(FILE *f)
+{
+    fprintf(f,
+            "Usage: causeway top --name OPERATOR [--interval MS] [--text] [OPTIONS]\n"
+            "\n"
+            "A live full-screen view of a broker, the server window: rates in and out,\n"
+            "sessions and the user log (online marks, peer, since when), recently\n"
+            "forwarded messages (sender -> recipients, mode, size), refusals by status,\n"
+            "queue depths and store commit latency. Refreshes every --interval ms\n"
+            "(default 1000). Logs in as --name, which must be in the broker's\n"
+            "--operators. --text shows message texts (the broker must run with\n"
+            "--monitor-text). Keys: q quit, t toggle texts, space refresh now.\n"
+            "  -c, --count N    quit after N refreshes (for scripts)\n"
             "\n%s\n%s",
             common_help, exit_codes_help);
 }
@@ -410,6 +466,7 @@ enum {
     C_EXCHANGE = 256,
     C_KEYGEN = 512,
     C_TUI = 1024,
+    C_TOP = 2048,
 };
 
 typedef struct {
@@ -424,6 +481,7 @@ static const command_t commands[] = {
     {"history", C_HISTORY, help_history}, {"who", C_WHO, help_who},
     {"stats", C_STATS, help_stats},    {"exchange", C_EXCHANGE, help_exchange},
     {"keygen", C_KEYGEN, help_keygen}, {"tui", C_TUI, help_tui},
+    {"top", C_TOP, help_top},
     {"help", C_HELP, help_main},
 };
 
@@ -446,6 +504,43 @@ int cli_exit_for(cw_status_t st)
     return CLI_EXIT_REFUSED;
 }
 
+/* Explains what is wrong with a ZeroMQ endpoint given on the command line
+ * (flag names the option), or returns 0 if it looks usable (libzmq has the
+ * last word: it says only "Invalid argument"). */
+static int cli_endpoint_problem(const char *flag, const char *ep, char *why, size_t size)
+{
+    const char *sep = strstr(ep, "://");
+    if (!sep) {
+        snprintf(why, size, "%s '%s' has no transport: ZeroMQ endpoints look like "
+                 "tcp://HOST:PORT; did you mean tcp://%s?", flag, ep, ep);
+        return 1;
+    }
+    size_t tlen = (size_t) (sep - ep);
+    const char *known[] = {"tcp", "ipc", "inproc", "ws", "wss", "tipc", "vmci"};
+    int ok = 0;
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        ok |= strlen(known[i]) == tlen && strncmp(ep, known[i], tlen) == 0;
+    if (!ok) {
+        snprintf(why, size, "%s '%s': unknown transport '%.*s'; use tcp://HOST:PORT", flag, ep,
+                 (int) tlen, ep);
+        return 1;
+    }
+    if (tlen == 3 && strncmp(ep, "tcp", 3) == 0) {
+        const char *hp = sep + 3;
+        const char *colon = strrchr(hp, ':');
+        const char *bracket = strrchr(hp, ']');
+        char *end = NULL;
+        long port = colon && (!bracket || colon > bracket) ? strtol(colon + 1, &end, 10) : -1;
+        if (!colon || colon == hp || (bracket && colon < bracket) || !end || *end || end == colon + 1 ||
+            port < 1 || port > 65535) {
+            snprintf(why, size, "%s '%s' needs a host and a port from 1 to 65535: "
+                     "tcp://HOST:PORT, e.g. " CW_CLIENT_DEFAULT_ENDPOINT, flag, ep);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* The client made by cli_connect (main thread; one at a time): cli_fail
  * asks it why a security handshake failed. */
 static cw_client_t *cli_current;
@@ -453,10 +548,21 @@ static cw_client_t *cli_current;
 int cli_fail(const cli_opts_t *o, const char *what, cw_status_t st, const cw_reply_t *reply)
 {
     const char *detail = reply && reply->detail && *reply->detail ? reply->detail : cw_strerror(st);
-    char hs[256];
-    if ((st == CW_ERR_HANDSHAKE || st == CW_ERR_TIMEOUT) && cli_current &&
-        cw_client_handshake_error(cli_current, hs, sizeof hs))
+    char hs[256], diag[320];
+    /* Without a reply, say what is wrong with the endpoint: a probe finds
+     * refused connections and services that are not ZeroMQ; else the
+     * handshake's reason, else which endpoint did not answer in time. */
+    if (!reply && (st == CW_ERR_UNREACHABLE || st == CW_ERR_HANDSHAKE || st == CW_ERR_TIMEOUT) &&
+        cli_current && cw_client_diagnose(cli_current, 1000, diag, sizeof diag))
+        detail = diag;
+    else if ((st == CW_ERR_HANDSHAKE || st == CW_ERR_TIMEOUT) && cli_current &&
+             cw_client_handshake_error(cli_current, hs, sizeof hs))
         detail = hs;
+    else if (!reply && (st == CW_ERR_TIMEOUT || st == CW_ERR_UNREACHABLE)) {
+        snprintf(diag, sizeof diag, "%s at %s (waited %d ms)", cw_strerror(st), o->endpoint,
+                 o->timeout_ms);
+        detail = diag;
+    }
     if (o->json)
         cli_print_error(stdout, what, st, detail);
     fprintf(stderr, "causeway: %s: %s (%s)\n", what, detail, cw_status_name(st));
@@ -495,6 +601,12 @@ cw_client_t *cli_connect(const cli_opts_t *o, int quiet, int pull, int auto_ack)
             fprintf(stderr, "causeway: %s\n", why);
             return NULL;
         }
+    }
+    char why[512];
+    if (cli_endpoint_problem("--endpoint", o->endpoint, why, sizeof why) ||
+        (o->clockd && cli_endpoint_problem("--clockd", o->clockd, why, sizeof why))) {
+        fprintf(stderr, "causeway: %s\n", why);
+        return NULL;
     }
     cw_client_t *c = cw_client_new(o->endpoint, &copts);
     if (c)
@@ -539,6 +651,21 @@ void cli_close(cw_client_t **c, const cli_opts_t *o)
     if (*c == cli_current)
         cli_current = NULL;
     cw_client_destroy(c);
+}
+
+/* listen --ready-fd: the session is logged in (and the login line is
+ * printed): writes "ready NAME" and a newline to the descriptor and closes
+ * it, so a script waiting on it (a FIFO, a pipe) goes on. On a failed login
+ * the descriptor is closed at exit without a line. */
+static void cli_ready(const cli_opts_t *o)
+{
+    if (o->ready_fd < 0)
+        return;
+    char line[128];
+    int n = snprintf(line, sizeof line, "ready %s\n", o->name);
+    if (write(o->ready_fd, line, (size_t) n) != n)
+        fprintf(stderr, "causeway: --ready-fd %d: %s\n", o->ready_fd, strerror(errno));
+    close(o->ready_fd);
 }
 
 /* Logs in as o->name; on failure reports it and returns the exit code,
@@ -679,6 +806,11 @@ static int cmd_listen(const cli_opts_t *o)
         fprintf(stderr, "causeway listen: unexpected argument '%s'\n", o->args[0]);
         return CLI_EXIT_USAGE;
     }
+    if (o->ready_fd >= 0 && fcntl(o->ready_fd, F_GETFD) < 0) {
+        fprintf(stderr, "causeway listen: --ready-fd %d is not an open file descriptor\n",
+                o->ready_fd);
+        return CLI_EXIT_USAGE;
+    }
     /* auto_ack: durable deliveries are acknowledged once printed. */
     cw_client_t *c = cli_connect(o, 0, 0, 1);
     if (!c)
@@ -691,6 +823,7 @@ static int cmd_listen(const cli_opts_t *o)
     }
     cli_print_login(stdout, o, o->name, reply);
     cw_reply_destroy(&reply);
+    cli_ready(o);
 
     int64_t end = o->for_ms > 0 ? cw_mono_ms() + o->for_ms : INT64_MAX;
     long deliveries = 0;
@@ -844,23 +977,6 @@ static int cmd_who(const cli_opts_t *o)
     return code;
 }
 
-static int cmd_stats(const cli_opts_t *o)
-{
-    cw_client_t *c = cli_connect(o, 1, 0, 0);
-    if (!c)
-        return CLI_EXIT_USAGE;
-    cw_reply_t *reply = NULL;
-    cw_status_t st = cw_client_stats(c, o->timeout_ms, &reply);
-    int code = CLI_EXIT_OK;
-    if (st == CW_OK)
-        cli_print_stats(stdout, o, reply);
-    else
-        code = cli_fail(o, "stats", st, reply);
-    cw_reply_destroy(&reply);
-    cw_client_destroy(&c);
-    return code;
-}
-
 /* --- signals ------------------------------------------------------------------ */
 
 static void on_signal(int sig)
@@ -977,6 +1093,10 @@ enum {
     OPT_CLOCKD_KEY,
     OPT_DIR,
     OPT_SERVER,
+    OPT_READY_FD,
+    OPT_WATCH,
+    OPT_INTERVAL,
+    OPT_TEXT,
     OPT_LOG_FILE,
     OPT_MOUSE,
     OPT_RECEIPT,
@@ -1009,7 +1129,11 @@ static const struct option long_opts[] = {
     {"cert", required_argument, NULL, OPT_CERT},
     {"clockd-key", required_argument, NULL, OPT_CLOCKD_KEY},
     {"dir", required_argument, NULL, OPT_DIR},
+    {"watch", no_argument, NULL, OPT_WATCH},
+    {"interval", required_argument, NULL, OPT_INTERVAL},
+    {"text", no_argument, NULL, OPT_TEXT},
     {"server", no_argument, NULL, OPT_SERVER},
+    {"ready-fd", required_argument, NULL, OPT_READY_FD},
     {"log-file", required_argument, NULL, OPT_LOG_FILE},
     {"mouse", no_argument, NULL, OPT_MOUSE},
     {"receipt", no_argument, NULL, OPT_RECEIPT},
@@ -1022,11 +1146,17 @@ static const struct option long_opts[] = {
 static int option_commands(int opt)
 {
     switch (opt) {
-    case 'n': return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_HISTORY | C_EXCHANGE | C_TUI;
+    case 'n':
+        return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_HISTORY | C_EXCHANGE | C_TUI | C_STATS |
+               C_TOP;
+    case OPT_WATCH: return C_STATS;
+    case OPT_INTERVAL: case OPT_TEXT: return C_STATS | C_TOP;
     case OPT_DURABLE: return C_SEND | C_CHAT | C_TUI;
     case OPT_TO: return C_SEND | C_TUI;
     case 'a': case OPT_ID: case OPT_TTL: case OPT_RECEIPT: return C_SEND;
-    case 'c': case OPT_FOR: return C_LISTEN | C_EXCHANGE;
+    case 'c': return C_LISTEN | C_EXCHANGE | C_STATS | C_TOP;
+    case OPT_FOR: return C_LISTEN | C_EXCHANGE;
+    case OPT_READY_FD: return C_LISTEN;
     case OPT_LOG_FILE: case OPT_MOUSE: return C_TUI;
     case OPT_TRACE: case OPT_CLOCKD:
         return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_EXCHANGE | C_TUI;
@@ -1036,7 +1166,7 @@ static int option_commands(int opt)
     case OPT_DIR: case OPT_SERVER: return C_KEYGEN;
     case OPT_SERVER_KEY: case OPT_CERT:
         return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_HISTORY | C_WHO | C_STATS | C_EXCHANGE |
-               C_TUI;
+               C_TUI | C_TOP;
     case OPT_CLOCKD_KEY: return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_EXCHANGE | C_TUI;
     default: return -1;
     }
@@ -1108,6 +1238,7 @@ int main(int argc, char **argv)
     o.timeout_ms = CLI_DEFAULT_TIMEOUT_MS;
     o.min_ms = -1;   /* exchange: defaults applied there */
     o.max_ms = -1;
+    o.ready_fd = -1;
     o.endpoint = getenv("CAUSEWAY_ENDPOINT");
     o.server_key = getenv("CAUSEWAY_SERVER_KEY");
     o.cert = getenv("CAUSEWAY_CERT");
@@ -1120,6 +1251,9 @@ int main(int argc, char **argv)
         o.clockd_key = NULL;
     if (!o.endpoint || !*o.endpoint)
         o.endpoint = CW_CLIENT_DEFAULT_ENDPOINT;
+    /* Text is UTF-8 everywhere: libedit then edits multibyte characters
+     * and cw_render measures them (a "C" locale would drop them). */
+    cw_render_locale();
     cw_log_set_tag("causeway");
     cw_log_set_level(CW_LOG_WARN);
     const char *lvl = getenv("CAUSEWAY_LOG_LEVEL");
@@ -1132,7 +1266,8 @@ int main(int argc, char **argv)
     opterr = 0;
     /* GNU getopt permutes: options may come before or after the command;
      * "--" ends options (for a TEXT starting with '-'). */
-    while ((opt = getopt_long(argc, argv, "e:t:jn:ac:hV", long_opts, NULL)) != -1) {
+    /* The leading ':' tells a missing value (':') from an unknown option ('?'). */
+    while ((opt = getopt_long(argc, argv, ":e:t:jn:ac:hV", long_opts, NULL)) != -1) {
         if (opt >= 0 && opt < 512)
             seen[opt] = 1;
         long v;
@@ -1239,6 +1374,22 @@ int main(int argc, char **argv)
         case OPT_CLOCKD_KEY: o.clockd_key = optarg; break;
         case OPT_DIR: o.dir = optarg; break;
         case OPT_SERVER: o.server = 1; break;
+        case OPT_READY_FD:
+            if (parse_long(optarg, 0, INT_MAX, &v) != 0) {
+                usage_error("--ready-fd needs a file descriptor number, not '%s'", optarg);
+                goto out;
+            }
+            o.ready_fd = (int) v;
+            break;
+        case OPT_WATCH: o.watch = 1; break;
+        case OPT_TEXT: o.text = 1; break;
+        case OPT_INTERVAL:
+            if (parse_long(optarg, 100, 3600000, &o.interval_ms) != 0) {
+                usage_error("--interval needs a number of milliseconds from 100 to 3600000, "
+                            "not '%s'", optarg);
+                goto out;
+            }
+            break;
         case OPT_LOG_FILE: o.log_file = optarg; break;
         case OPT_MOUSE: o.mouse = 1; break;
         case OPT_RECEIPT: o.receipt = 1; break;
@@ -1254,9 +1405,20 @@ int main(int argc, char **argv)
             printf("causeway %s\n", CW_VERSION);
             code = CLI_EXIT_OK;
             goto out;
-        default:
-            usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
+        case ':':
+        default: {
+            /* A long option is named as given (up to a '='), a short one by
+             * its letter (it may sit in a group like -jx). */
+            const char *arg = argv[optind - 1];
+            int is_long = strncmp(arg, "--", 2) == 0;
+            int len = is_long ? (int) strcspn(arg, "=") : 2;
+            char shortopt[3] = {'-', (char) optopt, '\0'};
+            if (opt == ':')
+                usage_error("option '%.*s' needs a value", len, is_long ? arg : shortopt);
+            else
+                usage_error("unknown option '%.*s'", len, is_long || !optopt ? arg : shortopt);
             goto out;
+        }
         }
     }
 
@@ -1312,13 +1474,14 @@ int main(int argc, char **argv)
     case C_EXCHANGE: code = cli_exchange(&o); break;
     case C_TUI: code = cli_tui(&o); break;
     case C_KEYGEN: code = cmd_keygen(&o); break;
+    case C_STATS: code = cli_stats(&o); break;
+    case C_TOP: code = cli_top(&o); break;
     case C_WHO:
-    case C_STATS:
         if (o.n_args) {
             usage_error("unexpected argument '%s'", o.args[0]);
             goto out;
         }
-        code = bit == C_WHO ? cmd_who(&o) : cmd_stats(&o);
+        code = cmd_who(&o);
         break;
     default:
         if (o.n_args) {

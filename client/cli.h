@@ -60,6 +60,10 @@ typedef struct {
     const char *clockd_key; /* --clockd-key / $CAUSEWAY_CLOCKD_KEY: CURVE clockd's key */
     const char *dir;        /* keygen --dir: where the files go (default ".") */
     int server;             /* keygen --server: a server's key pair (no user) */
+    int ready_fd;           /* listen --ready-fd: tell this descriptor when logged in; -1 */
+    int watch;              /* stats --watch */
+    long interval_ms;       /* stats --watch, top: --interval MS (0: 1000) */
+    int text;               /* stats recent, top: --text (message texts) */
     const char *log_file;   /* tui --log-file: diagnostics while the screen is up */
     int mouse;              /* tui --mouse: clicks pick users, the wheel scrolls */
     char **args;            /* positional arguments after the command */
@@ -147,5 +151,16 @@ void cli_str_free(cli_str_t *s);
 void cli_str_clock(cli_str_t *s, const cw_clock_item_t *c, size_t n, int json);
 /* Writes the line plus '\n' and flushes. */
 void cli_str_emit(cli_str_t *s, FILE *f);
+
+/* cli_stats.c: the monitoring figures of a Stats reply: JSON members
+ * appended to *s, or (s NULL) human lines written to f. */
+void cli_stats_extras(cli_str_t *s, FILE *f, const cli_opts_t *o, const cw_reply_t *r);
+/* `causeway stats [sessions|queues|recent]` and --watch. */
+int cli_stats(const cli_opts_t *o);
+/* `causeway top` (cli_top.c). */
+int cli_top(const cli_opts_t *o);
+/* The q-quantile of the commit latency histogram: the upper bound (µs) of
+ * its bucket; 0 without commits, UINT64_MAX above the last bound. */
+uint64_t cli_commit_quantile(const cw_stats_t *st, double q);
 
 #endif

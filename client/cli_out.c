@@ -2,11 +2,17 @@
  *
  *  Two forms for everything: human text, and JSON lines (--json): one JSON
  *  object per line, an "event" member first, strings escaped per RFC 8259,
- *  invalid UTF-8 replaced by U+FFFD so every line is valid JSON. Every line
+ *  invalid UTF-8 replaced by U+FFFD so every line is valid JSON. Message
+ *  texts in human output go through cw_render (common/cw_render.h): a text
+ *  cannot pass for another message (continuation lines start with "    | "
+ *  and long lines wrap onto such lines on a terminal), nor move the cursor
+ *  or clear the screen (controls and escape sequences are shown). Every line
  *  is flushed as soon as it is written (scripts read line by line). Runs on
  *  the CLI's main thread; no state.
  */
 #include "cli.h"
+#include "cw_json.h"
+#include "cw_render.h"
 #include "cw_util.h"
 
 #include <stdarg.h>
@@ -59,36 +65,18 @@ void cli_str_addf(cli_str_t *s, const char *fmt, ...)
 
 void cli_str_json(cli_str_t *s, const char *text)
 {
-    const unsigned char *p = (const unsigned char *) (text ? text : "");
-    str_addn(s, "\"", 1);
-    while (*p) {
-        unsigned c = *p;
-        if (c == '"' || c == '\\') {
-            char esc[2] = {'\\', (char) c};
-            str_addn(s, esc, 2);
-            p++;
-        } else if (c < 0x20 || c == 0x7F) {
-            switch (c) {
-            case '\n': str_addn(s, "\\n", 2); break;
-            case '\r': str_addn(s, "\\r", 2); break;
-            case '\t': str_addn(s, "\\t", 2); break;
-            case '\b': str_addn(s, "\\b", 2); break;
-            case '\f': str_addn(s, "\\f", 2); break;
-            default: cli_str_addf(s, "\\u%04x", c); break;
-            }
-            p++;
-        } else {
-            size_t n = cw_utf8_seq_len((const char *) p);
-            if (n == 0) {
-                str_addn(s, "\\ufffd", 6);
-                p++;
-            } else {
-                str_addn(s, (const char *) p, n);
-                p += n;
-            }
-        }
+    size_t len = text ? strlen(text) : 0;
+    size_t need = cw_json_escape(NULL, 0, text, len);
+    char small[256];
+    char *buf = need < sizeof small ? small : malloc(need + 1);
+    if (!buf) {
+        str_addn(s, "\"\"", 2); /* out of memory: an empty string keeps the line valid */
+        return;
     }
-    str_addn(s, "\"", 1);
+    cw_json_escape(buf, need + 1, text, len);
+    str_addn(s, buf, need);
+    if (buf != small)
+        free(buf);
 }
 
 void cli_str_free(cli_str_t *s)
@@ -165,17 +153,24 @@ static void json_users(cli_str_t *s, const cw_user_t *u, size_t n)
     cli_str_add(s, "]");
 }
 
-/* Makes control characters in untrusted text harmless on a terminal. */
-static void human_text(cli_str_t *s, const char *text)
+/* Continuation lines of a message text start with this (never with the
+ * "[" of a message line): cw_render.h. */
+#define CONT_PREFIX "    | "
+
+/* Untrusted text, rendered so that it cannot pass for other output
+ * (cw_render.h): continuation lines marked, controls shown, wrapped at
+ * `width` columns (0: not a terminal) counting from the current line of s. */
+static void human_text(cli_str_t *s, const char *text, int width)
 {
-    for (const unsigned char *p = (const unsigned char *) text; *p; p++) {
-        if (*p == '\n' || *p == '\t' || (*p >= 0x20 && *p != 0x7F)) {
-            char ch = (char) *p;
-            str_addn(s, &ch, 1);
-        } else {
-            cli_str_addf(s, "^%c", *p == 0x7F ? '?' : *p + '@');
-        }
+    const char *line = s->buf ? strrchr(s->buf, '\n') : NULL;
+    line = line ? line + 1 : (s->buf ? s->buf : "");
+    char *r = cw_render_text(text, strlen(text), cw_render_width(line), width, CONT_PREFIX, 0);
+    if (!r) {
+        fputs("causeway: out of memory\n", stderr);
+        exit(CLI_EXIT_UNREACHABLE);
     }
+    cli_str_add(s, r);
+    free(r);
 }
 
 /* --- messages ------------------------------------------------------------- */
@@ -204,7 +199,7 @@ static void json_message(cli_str_t *s, const cw_message_t *m)
     if (m->holdback_us) /* held back for its causal predecessors (PROTOCOL.md §13.10) */
         cli_str_addf(s, ",\"holdback_us\":%llu,\"gap\":%s", (unsigned long long) m->holdback_us,
                      m->gap ? "true" : "false");
-    if (m->receipt_requested) /* the sender asked for a read receipt (§13.11) */
+    if (m->receipt_requested) /* the sender asked for a read receipt (§13.12) */
         cli_str_add(s, ",\"receipt_requested\":true");
     if (m->is_receipt) {      /* this entry is a read receipt for our message */
         cli_str_add(s, ",\"receipt\":{\"message_id\":");
@@ -216,7 +211,7 @@ static void json_message(cli_str_t *s, const cw_message_t *m)
 /* "[12:00:01] bob -> you: hi", durable "[12:00:01 #3] ..."; with long_time
  * the date too (stored messages may be old). */
 static void human_message(cli_str_t *s, const cli_opts_t *o, const cw_message_t *m, const char *me,
-                          int long_time)
+                          int long_time, int width)
 {
     char when[32];
     if (long_time)
@@ -244,7 +239,7 @@ static void human_message(cli_str_t *s, const cli_opts_t *o, const cw_message_t 
     else if (m->expired)
         cli_str_add(s, "(expired before delivery)");
     else
-        human_text(s, m->text);
+        human_text(s, m->text, width);
     if (o->clocks) {
         cli_str_add(s, "   ");
         human_clock(s, m->clock, m->n_clock);
@@ -259,7 +254,7 @@ void cli_print_message(FILE *f, const cli_opts_t *o, const cw_message_t *m, cons
         json_message(&s, m);
         cli_str_add(&s, "}");
     } else {
-        human_message(&s, o, m, me, 1);
+        human_message(&s, o, m, me, 1, cw_render_term_width(fileno(f)));
     }
     cli_str_emit(&s, f);
     cli_str_free(&s);
@@ -297,7 +292,7 @@ void cli_print_event(FILE *f, const cli_opts_t *o, const cw_event_t *ev, const c
             json_clock(&s, ev->local_clock, ev->n_local_clock);
             cli_str_add(&s, "}");
         } else {
-            human_message(&s, o, m, me, 0);
+            human_message(&s, o, m, me, 0, cw_render_term_width(fileno(f)));
         }
         break;
     }
@@ -516,6 +511,7 @@ void cli_print_stats(FILE *f, const cli_opts_t *o, const cw_reply_t *r)
         cli_str_add(&s, "{\"event\":\"stats\"");
         for (size_t i = 0; i < n; i++)
             cli_str_addf(&s, ",\"%s\":%llu", rows[i].key, rows[i].v);
+        cli_stats_extras(&s, f, o, r);
         cli_str_add(&s, "}");
         cli_str_emit(&s, f);
     } else {
@@ -523,6 +519,7 @@ void cli_print_stats(FILE *f, const cli_opts_t *o, const cw_reply_t *r)
             cli_str_addf(&s, "%-17s %llu", rows[i].key, rows[i].v);
             cli_str_emit(&s, f);
         }
+        cli_stats_extras(NULL, f, o, r);
     }
     cli_str_free(&s);
 }

@@ -393,6 +393,18 @@ static void on_monitor(actor_t *a)
         }
         zmq_msg_close(&ev);
         zmq_msg_close(&ep);
+        if (event == ZMQ_EVENT_CONNECTED || event == ZMQ_EVENT_CONNECT_RETRIED) {
+            /* A TCP connect failed (refused, unreachable) and libzmq will
+             * try again: without a session nothing is gained by waiting,
+             * so the waiting request fails at once (CW_ERR_UNREACHABLE; a
+             * session keeps reconnecting instead). */
+            pthread_mutex_lock(&a->c->mu);
+            a->c->conn_refused = event == ZMQ_EVENT_CONNECT_RETRIED && !a->name;
+            if (a->c->conn_refused)
+                pthread_cond_broadcast(&a->c->cond);
+            pthread_mutex_unlock(&a->c->mu);
+            continue;
+        }
         if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
             a->hs_failures = 0;
             a->hs_known = 0;
@@ -1033,7 +1045,7 @@ static uint64_t env_seq(const cw_env_t *env)
     return env->body_case == CW_BODY(RECEIPT) ? env->receipt->seq : env->deliver->seq;
 }
 
-/* Shows a read receipt (PROTOCOL.md 13.11): no clock change (a receipt is
+/* Shows a read receipt (PROTOCOL.md 13.12): no clock change (a receipt is
  * no message between processes), de-duplicated and acknowledged by seq
  * like a stored delivery. */
 static void show_receipt(actor_t *a, const Causeway__V1__Receipt *r)
@@ -1203,7 +1215,7 @@ static int on_deliver(actor_t *a, cw_env_t *env)
     return 0;
 }
 
-/* A Receipt frame (PROTOCOL.md 13.11). Returns 1 if it took env. */
+/* A Receipt frame (PROTOCOL.md 13.12). Returns 1 if it took env. */
 static int on_receipt(actor_t *a, cw_env_t *env)
 {
     const Causeway__V1__Receipt *r = env->receipt;

@@ -8,6 +8,7 @@
  */
 #include "client_internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -135,6 +136,46 @@ void cw_conv_message_free(cw_message_t *m)
     memset(m, 0, sizeof *m);
 }
 
+/* Status counts from the wire; CW_OK or CW_ERR_NOMEM. */
+static int conv_counts(cw_status_count_t **out, size_t *n, Causeway__V1__StatusCount **in,
+                       size_t n_in)
+{
+    if (!n_in)
+        return CW_OK;
+    *out = calloc(n_in, sizeof **out);
+    if (!*out)
+        return CW_ERR_NOMEM;
+    for (size_t i = 0; i < n_in; i++) {
+        (*out)[i].status = (cw_status_t) in[i]->status;
+        (*out)[i].count = in[i]->count;
+    }
+    *n = n_in;
+    return CW_OK;
+}
+
+/* Queue entries from the wire (appended to *out); CW_OK or CW_ERR_NOMEM. */
+static int conv_queues(cw_queue_info_t **out, size_t *n, Causeway__V1__QueueInfo **in,
+                       size_t n_in)
+{
+    if (!n_in)
+        return CW_OK;
+    cw_queue_info_t *q = realloc(*out, (*n + n_in) * sizeof *q);
+    if (!q)
+        return CW_ERR_NOMEM;
+    *out = q;
+    for (size_t i = 0; i < n_in; i++) {
+        cw_queue_info_t *e = &q[*n];
+        e->name = cw_conv_strdup(in[i]->name);
+        if (!e->name)
+            return CW_ERR_NOMEM;
+        e->depth = in[i]->depth;
+        e->last_seq = in[i]->last_seq;
+        e->online = in[i]->online;
+        (*n)++;
+    }
+    return CW_OK;
+}
+
 cw_reply_t *cw_conv_reply(const cw_reply_msg_t *r)
 {
     cw_reply_t *out = calloc(1, sizeof *out);
@@ -190,7 +231,97 @@ cw_reply_t *cw_conv_reply(const cw_reply_msg_t *r)
             .fsyncs = s->fsyncs,
             .refused_requests = s->refused_requests,
             .damaged_entries = s->damaged_entries,
+            .redeliveries = s->redeliveries,
+            .held_messages = s->held_messages,
+            .store_transactions = s->store_transactions,
+            .memory_rss_bytes = s->memory_rss_bytes,
+            .started_us = s->started_us,
+            .bytes_in = s->bytes_in,
+            .bytes_out = s->bytes_out,
+            .logins = s->logins,
+            .max_sessions = s->max_sessions,
+            .store_pending = s->store_pending,
         };
+        snprintf(out->stats.version, sizeof out->stats.version, "%s", s->version ? s->version : "");
+        for (size_t i = 0; i < s->n_traffic; i++) {
+            const Causeway__V1__TrafficCount *t = s->traffic[i];
+            if (t->kind < 1 || t->kind > 3)
+                continue; /* a kind this client does not know */
+            int m = t->durable ? 1 : 0, k = (int) t->kind - 1;
+            out->stats.traffic[m][k].received = t->received;
+            out->stats.traffic[m][k].received_bytes = t->received_bytes;
+            out->stats.traffic[m][k].delivered = t->delivered;
+            out->stats.traffic[m][k].delivered_bytes = t->delivered_bytes;
+        }
+        const Causeway__V1__Histogram *h = s->commit_latency;
+        if (h && h->n_bounds_us <= CW_STATS_BOUNDS_MAX && h->n_counts == h->n_bounds_us + 1) {
+            out->stats.n_commit_bounds = h->n_bounds_us;
+            memcpy(out->stats.commit_bounds_us, h->bounds_us, h->n_bounds_us * sizeof(uint64_t));
+            memcpy(out->stats.commit_counts, h->counts, h->n_counts * sizeof(uint64_t));
+            out->stats.commit_sum_us = h->sum_us;
+            out->stats.commit_count = h->count;
+        }
+        if (conv_counts(&out->refusals, &out->n_refusals, s->refusals, s->n_refusals) != CW_OK ||
+            conv_counts(&out->fates, &out->n_fates, s->recipient_fates, s->n_recipient_fates) !=
+                CW_OK ||
+            conv_queues(&out->queues, &out->n_queues, s->deepest_queues, s->n_deepest_queues) !=
+                CW_OK)
+            goto nomem;
+    }
+    if (r->n_queues &&
+        conv_queues(&out->queues, &out->n_queues, r->queues, r->n_queues) != CW_OK)
+        goto nomem;
+    if (r->n_sessions) {
+        out->sessions = calloc(r->n_sessions, sizeof *out->sessions);
+        if (!out->sessions)
+            goto nomem;
+        for (size_t i = 0; i < r->n_sessions; i++) {
+            const Causeway__V1__SessionInfo *si = r->sessions[i];
+            cw_session_info_t *o = &out->sessions[i];
+            out->n_sessions = i + 1;
+            o->name = cw_conv_strdup(si->name);
+            o->peer = cw_conv_strdup(si->peer);
+            o->agent = cw_conv_strdup(si->agent);
+            o->key = cw_conv_strdup(si->key);
+            if (!o->name || !o->peer || !o->agent || !o->key)
+                goto nomem;
+            o->since_us = si->since_us;
+            o->idle_ms = si->idle_ms;
+            o->queued = si->queued;
+            o->held = si->held;
+            o->pull = si->pull;
+            o->quiet = si->quiet;
+        }
+    }
+    if (r->n_forwarded) {
+        out->forwarded = calloc(r->n_forwarded, sizeof *out->forwarded);
+        if (!out->forwarded)
+            goto nomem;
+        for (size_t i = 0; i < r->n_forwarded; i++) {
+            const Causeway__V1__Forwarded *f = r->forwarded[i];
+            cw_forwarded_t *o = &out->forwarded[i];
+            out->n_forwarded = i + 1;
+            o->timestamp_us = f->timestamp_us;
+            o->recipients = f->recipients;
+            o->size = f->size;
+            o->delivered = f->delivered;
+            o->broadcast = f->broadcast;
+            o->durable = f->durable;
+            o->from = cw_conv_strdup(f->from);
+            o->text = cw_conv_strdup(f->text);
+            if (!o->from || !o->text)
+                goto nomem;
+            if (f->n_to) {
+                o->to = calloc(f->n_to, sizeof *o->to);
+                if (!o->to)
+                    goto nomem;
+                for (size_t k = 0; k < f->n_to; k++) {
+                    if (!(o->to[k] = cw_conv_strdup(f->to[k])))
+                        goto nomem;
+                    o->n_to = k + 1;
+                }
+            }
+        }
     }
     if (r->n_messages) {
         out->messages = calloc(r->n_messages, sizeof *out->messages);
@@ -223,6 +354,26 @@ void cw_reply_destroy(cw_reply_t **p)
     for (size_t i = 0; i < r->n_messages; i++)
         cw_conv_message_free(&r->messages[i]);
     free(r->messages);
+    free(r->refusals);
+    free(r->fates);
+    for (size_t i = 0; i < r->n_sessions; i++) {
+        free(r->sessions[i].name);
+        free(r->sessions[i].peer);
+        free(r->sessions[i].agent);
+        free(r->sessions[i].key);
+    }
+    free(r->sessions);
+    for (size_t i = 0; i < r->n_queues; i++)
+        free(r->queues[i].name);
+    free(r->queues);
+    for (size_t i = 0; i < r->n_forwarded; i++) {
+        free(r->forwarded[i].from);
+        free(r->forwarded[i].text);
+        for (size_t k = 0; k < r->forwarded[i].n_to; k++)
+            free(r->forwarded[i].to[k]);
+        free(r->forwarded[i].to);
+    }
+    free(r->forwarded);
     cw_client_clock_free(&r->clock, r->n_clock);
     free(r);
     *p = NULL;

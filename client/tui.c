@@ -878,7 +878,7 @@ static void on_listing(tui_t *t, const tw_job_t *j)
     for (size_t i = 0; i < r->n_messages; i++) {
         const cw_message_t *msg = &r->messages[i];
         if (msg->is_receipt) {
-            /* A read receipt waiting in our queue (PROTOCOL.md 13.11). */
+            /* A read receipt waiting in our queue (PROTOCOL.md 13.12). */
             if (tm_receipt(t->m, msg->receipt_for, msg->from, msg->read_us) != 0)
                 tm_note(t->m, TM_NOTE, now, "%s read your message %s", msg->from,
                         msg->receipt_for);

@@ -61,7 +61,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Client", "CausewayError", "RequestTimeout", "ConnectionLost",
     "Deliver", "Receipt", "Presence", "Disconnected", "Reconnected", "User", "Recipient",
-    "SendResult", "LoginInfo", "LoginResult", "Stats", "load_proto", "pb",
+    "SendResult", "LoginInfo", "LoginResult", "Stats", "SessionInfo", "QueueInfo",
+    "Forwarded", "load_proto", "pb",
     "status_name", "DEFAULT_ENDPOINT",
 ]
 
@@ -301,6 +302,64 @@ class Stats:
     fsyncs: int
     refused_requests: int = 0   # well-formed requests answered with an error status
     damaged_entries: int = 0  # durable: distinct stored entries found damaged (messages lost)
+    # Monitoring figures (PROTOCOL.md §12.1); empty/0 from a broker without them.
+    refusals: dict = dataclasses.field(default_factory=dict)        # {"FLOODED": n, ...}
+    recipient_fates: dict = dataclasses.field(default_factory=dict)  # {"DELIVERED": n, ...}
+    # {("live"|"durable", "unicast"|"multicast"|"broadcast"):
+    #   {"received", "received_bytes", "delivered", "delivered_bytes"}}
+    traffic: dict = dataclasses.field(default_factory=dict)
+    redeliveries: int = 0
+    held_messages: int = 0
+    store_transactions: int = 0
+    # {"bounds_us": [...], "counts": [... cumulative, last = +Inf], "sum_us", "count"}
+    commit_latency: dict = dataclasses.field(default_factory=dict)
+    deepest_queues: list = dataclasses.field(default_factory=list)  # [QueueInfo] (operators)
+    memory_rss_bytes: int = 0
+    version: str = ""
+    started_us: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    logins: int = 0
+    max_sessions: int = 0
+    store_pending: int = 0
+
+
+@dataclasses.dataclass
+class SessionInfo:
+    """One live session (Client.sessions(), operators only; PROTOCOL.md §12.2)."""
+    name: str
+    peer: str          # "ip:port" of its connection, "" if unknown
+    since_us: int      # login time, µs since the epoch
+    idle_ms: int
+    queued: int        # durable queue depth
+    held: int          # live messages held back for it
+    pull: bool
+    quiet: bool
+    agent: str
+    key: str           # CURVE public key (Z85), "" in plain mode
+
+
+@dataclasses.dataclass
+class QueueInfo:
+    """One user's durable queue (Client.queues(); Stats.deepest_queues)."""
+    name: str
+    depth: int
+    last_seq: int
+    online: bool
+
+
+@dataclasses.dataclass
+class Forwarded:
+    """A recently forwarded message (Client.recent(), operators only)."""
+    timestamp_us: int
+    sender: str
+    to: list           # the first recipients (at most 8); [] for a broadcast
+    recipients: int    # how many there were
+    broadcast: bool
+    durable: bool
+    size: int          # text bytes
+    delivered: int     # recipients DELIVERED / ACCEPTED
+    text: str          # "" unless asked for and allowed
 
 
 @dataclasses.dataclass
@@ -412,6 +471,10 @@ def _receipt(r, seq=None, epoch=0):
 def _env_seq(env):
     """The queue seq of a held push: a Receipt's, or a Deliver's (0: live)."""
     return env.receipt.seq if env.WhichOneof("body") == "receipt" else env.deliver.seq
+
+
+def _queue(q):
+    return QueueInfo(name=q.name, depth=q.depth, last_seq=q.last_seq, online=q.online)
 
 
 def _check_string(what, s):
@@ -938,7 +1001,58 @@ class Client:
         req = self._request("stats", None, timeout)
         self._check(req.reply)
         s = req.reply.stats
-        return Stats(**{f.name: getattr(s, f.name) for f in dataclasses.fields(Stats)})
+        simple = {f.name: getattr(s, f.name) for f in dataclasses.fields(Stats)
+                  if f.name not in ("refusals", "recipient_fates", "traffic", "commit_latency",
+                                    "deepest_queues")}
+        kinds = {1: "unicast", 2: "multicast", 3: "broadcast"}
+        traffic = {("durable" if t.durable else "live", kinds[t.kind]):
+                   {"received": t.received, "received_bytes": t.received_bytes,
+                    "delivered": t.delivered, "delivered_bytes": t.delivered_bytes}
+                   for t in s.traffic if t.kind in kinds}
+        h = s.commit_latency
+        latency = ({"bounds_us": list(h.bounds_us), "counts": list(h.counts),
+                    "sum_us": h.sum_us, "count": h.count} if s.HasField("commit_latency")
+                   else {})
+        return Stats(**simple,
+                     refusals={status_name(c.status): c.count for c in s.refusals},
+                     recipient_fates={status_name(c.status): c.count for c in s.recipient_fates},
+                     traffic=traffic, commit_latency=latency,
+                     deepest_queues=[_queue(q) for q in s.deepest_queues])
+
+    def _pages(self, body, msg_type, field, timeout):
+        out, after = [], ""
+        while True:
+            req = self._request(body, msg_type(after=after), timeout)
+            self._check(req.reply)
+            page = list(getattr(req.reply, field))
+            out.extend(page)
+            if not req.reply.truncated or not page:
+                return out
+            after = page[-1].name
+
+    def sessions(self, timeout=...):
+        """Operators only (the broker's --operators): every live session, as
+        a list of SessionInfo sorted by name (all pages)."""
+        return [SessionInfo(name=x.name, peer=x.peer, since_us=x.since_us, idle_ms=x.idle_ms,
+                            queued=x.queued, held=x.held, pull=x.pull, quiet=x.quiet,
+                            agent=x.agent, key=x.key)
+                for x in self._pages("sessions", pb.Sessions, "sessions", timeout)]
+
+    def queues(self, timeout=...):
+        """Operators only, durable brokers: every user's queue depth, as a
+        list of QueueInfo sorted by name (all pages)."""
+        return [_queue(q) for q in self._pages("queues", pb.Queues, "queues", timeout)]
+
+    def recent(self, max=0, text=False, timeout=...):  # noqa: A002 - the protocol's name
+        """Operators only: the broker's most recently forwarded messages,
+        oldest first, as Forwarded (texts only with text=True, which a broker
+        without --monitor-text refuses: UNAUTHORIZED)."""
+        req = self._request("recent", pb.Recent(max=max, text=text), timeout)
+        self._check(req.reply)
+        return [Forwarded(timestamp_us=f.timestamp_us, sender=getattr(f, "from"), to=list(f.to),
+                          recipients=f.recipients, broadcast=f.broadcast, durable=f.durable,
+                          size=f.size, delivered=f.delivered, text=f.text)
+                for f in req.reply.forwarded]
 
     def fetch(self, max=0, timeout=...):  # noqa: A002 - the protocol's name
         """Durable: "check for messages": up to max (0: 100) of the oldest

@@ -132,3 +132,44 @@ def test_sessions_queues_recent(broker, hub, pb, tmp_path):
     by = {s.name: s for s in ops.request("sessions", pb.Sessions(after="")).sessions}
     assert by["alice"].queued == 5
     assert all(s.idle_ms < 60_000 for s in by.values())
+
+
+def test_python_client_monitoring(broker, hub, pb, tmp_path, tmp_path_factory):
+    """The Python client's stats(), sessions(), queues() and recent()."""
+    import os
+    import sys
+
+    from conftest import SOURCE_DIR
+    os.environ.setdefault("CAUSEWAY_PROTO_CACHE", str(tmp_path_factory.mktemp("cw_proto")))
+    sys.path.insert(0, os.path.join(SOURCE_DIR, "clients", "python"))
+    try:
+        import causeway
+    finally:
+        sys.path.pop(0)
+    b = broker("--data", tmp_path / "d", "--operators", "ops", "--monitor-text")
+    bob = hub.logged_in(b.endpoint, "bob", pull=True)
+    with causeway.Client(b.endpoint, "ops", timeout=5) as ops:
+        ops.send(["bob"], "one", durable=True)
+        ops.send(["bob"], "two")
+        assert_status(pb, bob.send_text(to=[], text="x"), "BAD_REQUEST")
+        st = ops.stats()
+        assert st.traffic[("durable", "unicast")]["received"] == 1
+        assert st.traffic[("live", "unicast")]["delivered"] == 1
+        assert st.refusals == {"BAD_REQUEST": 1}
+        assert st.recipient_fates == {"ACCEPTED": 1, "DELIVERED": 1}
+        assert st.commit_latency["count"] >= 1 and st.version == "0.1.0"
+        assert [(q.name, q.depth) for q in st.deepest_queues] == [("bob", 1)]
+        sess = {s.name: s for s in ops.sessions()}
+        assert set(sess) == {"bob", "ops"} and sess["bob"].pull
+        assert sess["ops"].peer.startswith("127.0.0.1:")
+        assert {q.name: q.depth for q in ops.queues()}["bob"] == 1
+        fw = ops.recent(text=True)
+        assert [(f.sender, f.to, f.durable, f.text) for f in fw] == \
+            [("ops", ["bob"], True, "one"), ("ops", ["bob"], False, "two")]
+        assert all(f.text == "" for f in ops.recent())
+    with causeway.Client(b.endpoint, "eve", timeout=5) as eve:
+        try:
+            eve.sessions()
+            raise AssertionError("eve saw the sessions")
+        except causeway.CausewayError as e:
+            assert e.status == "UNAUTHORIZED"

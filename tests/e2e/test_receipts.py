@@ -1,4 +1,4 @@
-"""Read receipts (PROTOCOL.md 13.11) on the wire, with raw clients.
+"""Read receipts (PROTOCOL.md 13.12) on the wire, with raw clients.
 
 A durable Send with receipt (or from a session that logged in with
 receipts) carries Deliver.receipt_requested to each recipient; when a

@@ -257,3 +257,55 @@ def test_bad_frames_counts_only_refused_frames(broker, hub, pb):
     s2 = stats(c)
     assert s2.bad_frames == s1.bad_frames + 4
     assert s2.refused_requests == s1.refused_requests
+
+
+def test_stored_entry_the_broker_now_refuses_is_damaged(broker, hub, pb, tmp_path):
+    """A store written before these checks (schema 1, no checksums) may
+    hold what the broker now refuses: here the poisoned-queue report's
+    ClockEntry with tag 2^29. Such an entry is served as a damaged Deliver
+    (seq kept, nothing else), which the recipient acknowledges; the queue
+    goes on, and the broker logs and counts it (PROTOCOL.md §13.11)."""
+    import sqlite3
+
+    data = tmp_path / "data"
+    br = broker("--data", data)
+    b = hub.logged_in(br.endpoint, "wsbob")
+    b.logout()
+    a = hub.logged_in(br.endpoint, "wsalice")
+    marker = field_varint(BIG, 7)             # valid: number 2^29-1
+    for i, clock in ((1, clock_entry(b"wsalice", 1, extra=marker)),
+                     (2, clock_entry(b"wsalice", 2))):
+        a.send_bytes(raw_send(1800 + i, to=(b"wsbob",), text=f"m{i}".encode(), clock=clock,
+                              durable=True, message_id=f"m{i}".encode()))
+        assert_status(pb, reply_to(a, 1800 + i), "ACCEPTED")
+    a.logout()
+    rc, killed = br.terminate()
+    assert rc == 0 and not killed
+    # What an older broker would have stored: the same clock with 2^29, in
+    # a schema 1 store (no checksums; migrated, and so vouched for, at open).
+    poisoned = field_varint(BIG + 1, 7)
+    assert len(poisoned) == len(marker)
+    db = sqlite3.connect(str(data / "causeway.db"))
+    (clock,) = db.execute("SELECT clock FROM messages WHERE message_id = 'm1'").fetchone()
+    assert marker in clock
+    db.execute("UPDATE messages SET clock = ? WHERE message_id = 'm1'",
+               (clock.replace(marker, poisoned),))
+    db.execute("ALTER TABLE messages DROP COLUMN crc")
+    db.execute("ALTER TABLE entries DROP COLUMN crc")
+    db.execute("UPDATE schema_version SET version = 1")
+    db.commit()
+    db.close()
+
+    br = broker("--data", data)
+    bob = hub.client(br.endpoint)
+    bob.login("wsbob")      # every frame bob gets is parsed by the standard decoder
+    d1 = bob.recv_body("deliver")
+    assert (d1.seq, d1.damaged, d1.text, getattr(d1, "from"), len(d1.clock)) == (1, True, "",
+                                                                                 "", 0)
+    d2 = bob.recv_body("deliver")
+    assert (d2.seq, d2.damaged, d2.text) == (2, False, "m2")
+    assert_status(pb, bob.request("ack", pb.Ack(seq=2)), "OK")
+    st = bob.request("stats").stats
+    assert st.damaged_entries == 1
+    log = br.log()
+    assert "seq 1 of wsbob's queue is damaged" in log and "now refuses" in log, log[-3000:]
