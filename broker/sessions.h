@@ -97,7 +97,7 @@ struct cw_session {
     char key[41];                       /* CURVE: Z85 public key of the connection that
                                            logged in (or resumed); "" in plain mode */
     int fd;                             /* CURVE: that connection's descriptor (ZMQ_SRCFD) */
-    char peer[48];                      /* "ip:port" of the connection at login; "" unknown */
+    char peer[64];                      /* "ip:port" of the connection at login; "" unknown */
     uint64_t since_us;                  /* wall-clock login time */
     char agent[64];                     /* Login.agent, cut to fit */
     bool gone;                          /* CURVE: that connection closed (socket monitor):
