@@ -25,9 +25,10 @@ static void receipt_id(char *buf, size_t size, const char *sender, const char *m
  * sender's queue could not take it: logged), CW_STORE_ERROR. *made is 1 if
  * one was stored. */
 static int append_one(cw_store_t *s, const char *reader, const cw_store_entry_t *e,
-                      uint64_t now_us, int *made)
+                      uint64_t now_us, int *made, uint64_t *receipt_seq)
 {
     *made = 0;
+    *receipt_seq = 0;
     Causeway__V1__Receipt r = CAUSEWAY__V1__RECEIPT__INIT;
     r.message_id = (char *) e->message_id;
     r.reader = (char *) reader;
@@ -54,6 +55,7 @@ static int append_one(cw_store_t *s, const char *reader, const cw_store_entry_t 
         return CW_STORE_ERROR;
     if (m.status == CW_OK && !m.duplicate && rcpt.status == CW_ACCEPTED) {
         *made = 1;
+        *receipt_seq = rcpt.seq;
         CW_DEBUG("receipt: %s read %s's %s (seq %llu in %s's queue)", reader, e->sender,
                  e->message_id, (unsigned long long) rcpt.seq, e->sender);
     } else if (!m.duplicate) {
@@ -133,7 +135,8 @@ int cw_receipts_ack(cw_store_t *s, const char *user, uint64_t up_to_seq, uint64_
     size_t n_made_now = 0;
     for (size_t i = 0; i < n_want; i++) {
         int one = 0;
-        if (append_one(s, user, &want[i], now_us, &one) != CW_OK) {
+        uint64_t rseq = 0;
+        if (append_one(s, user, &want[i], now_us, &one, &rseq) != CW_OK) {
             /* [0, n_made_now) and [i, n_want) still own their memory. */
             for (size_t k = 0; k < n_made_now; k++)
                 free(want[k].mem_);
@@ -142,10 +145,16 @@ int cw_receipts_ack(cw_store_t *s, const char *user, uint64_t up_to_seq, uint64_
             free(want);
             return CW_STORE_ERROR;
         }
-        if (one)
+        if (one) {
+            /* Reported as receipts.h says: the receipt's seq in the
+             * sender's queue, the read time, the message's seq. */
+            want[i].expires_us = want[i].seq;
+            want[i].seq = rseq;
+            want[i].timestamp_us = now_us;
             want[n_made_now++] = want[i];
-        else
+        } else {
             free(want[i].mem_);
+        }
     }
     if (n_made_now == 0) {
         free(want);

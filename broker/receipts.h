@@ -30,7 +30,10 @@
  * receipts it makes: for every entry it acknowledges for the first time
  * that asked for one, a receipt in the sender's queue. *made (caller frees
  * with cw_store_entries_free) receives the acknowledged entries that made
- * one (their `sender` is whose queue got it). A receipt the sender's queue
+ * one: `sender` is whose queue got it, `message_id` the message's, and,
+ * changed from what the store holds, `seq` is the receipt's seq in the
+ * sender's queue, `timestamp_us` the read time (now_us) and `expires_us`
+ * the message's seq in the reader's queue. A receipt the sender's queue
  * cannot take (QUEUE_FULL, unknown sender) is dropped and logged. Returns
  * what cw_store_ack returns (a refused Ack makes no receipt), or
  * CW_STORE_ERROR if storing a receipt failed (the group fails: neither the
