@@ -433,7 +433,7 @@ static bool send_valid_or_reply(cw_broker_t *b, const void *id, size_t id_len,
         return false;
     }
     if (send->receipt && !send->durable) {
-        cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST,
+        cwe_reply_status(b, id, id_len, rid, CW_BAD_REQUEST,
                          "a read receipt needs a durable message (receipt without durable)");
         return false;
     }
