@@ -578,6 +578,8 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
             if (!s || !cwor_takes_commit(s, p->rcpts[i].seq))
                 continue;
             dl.seq = p->rcpts[i].seq;
+            if (p->receipt_requested)
+                s->receipts_seen = true;   /* its Acks look for receipts */
             cwor_push_stored(b, s, &dl);
         }
     }
@@ -654,6 +656,8 @@ static void on_push_read(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         Causeway__V1__Deliver dl, *clock = NULL;
         entry_to_deliver(b, s->user->name, &e[i], &dl, &clock);
         dl.redelivered = p->redeliver;
+        if (dl.receipt_requested)
+            s->receipts_seen = true;   /* its Acks look for receipts */
         if (dl.expired)
             CW_INFO("message seq %llu for %s expired before delivery",
                     (unsigned long long) e[i].seq, s->user->name);
@@ -1102,7 +1106,12 @@ void cwd_ack(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, con
     }
     p->serial = s->serial;
     p->seq = env->ack->seq;
-    int rc = cw_store_actor_ack(d->actor, p->token, s->user->name, p->seq);
+    /* Read receipts (receipts.h) are looked for only when an acknowledged
+     * entry may have asked for one: this session was sent such an entry,
+     * or the Ack goes beyond what this session was pushed (entries it
+     * fetched, or got from an earlier broker or process). */
+    bool receipts = s->receipts_seen || p->seq > s->pushed_seq;
+    int rc = cw_store_actor_ack_receipts(d->actor, p->token, s->user->name, p->seq, receipts);
     if (rc != CW_OK) {
         cwe_reply_status(b, id, id_len, env->request_id, submit_status(rc), submit_detail(rc));
         pending_free(p);

@@ -34,7 +34,7 @@
  *      APPEND    flags bit0 broadcast; n = recipients; arg = timestamp_us;
  *                body = str sender, str message_id, str text, str clock,
  *                n x str recipient
- *      ACK       arg = up_to_seq; body = str user
+ *      ACK       arg = up_to_seq; n = 1: make read receipts; body = str user
  *      READ      arg = from_seq; n = max; body = str user
  *      HISTORY   n = last_n; body = str user
  *      ADD_USER  body = str user
@@ -126,6 +126,11 @@ zsock_t *cw_store_actor_sock(cw_store_actor_t *a);
  * CW_SHUTTING_DOWN (the pipe is closed). */
 int cw_store_actor_append(cw_store_actor_t *a, uint64_t token, const cw_store_msg_t *msg);
 int cw_store_actor_ack(cw_store_actor_t *a, uint64_t token, const char *user, uint64_t up_to_seq);
+/* The same; receipts false skips the look for read receipts (receipts.h),
+ * for a caller that knows none of the acknowledged entries asked for one
+ * (cw_store_actor_ack looks). */
+int cw_store_actor_ack_receipts(cw_store_actor_t *a, uint64_t token, const char *user,
+                                uint64_t up_to_seq, bool receipts);
 int cw_store_actor_read(cw_store_actor_t *a, uint64_t token, const char *user, uint64_t from_seq,
                         uint32_t max);
 int cw_store_actor_history(cw_store_actor_t *a, uint64_t token, const char *user,

@@ -208,3 +208,22 @@ def test_cli_send_receipt_and_listen_prints_it(broker, cli, hub, pb, tmp_path):
     bad = cli("send", "--endpoint", br.endpoint, "--name", "alice", "--to", "bob",
               "--receipt", "x")
     assert bad.wait() == 2 and "--receipt needs --durable" in bad.stderr()
+
+
+def test_read_before_restart_acked_after(broker, hub, pb, tmp_path):
+    """bob is shown the message by one broker and acknowledges it to the
+    next one (right after logging in again): the receipt is made all the
+    same."""
+    br = durable_broker(broker, tmp_path)
+    alice = hub.logged_in(br.endpoint, "alice")
+    bob = hub.logged_in(br.endpoint, "bob")
+    assert_status(pb, send_durable(alice, ["bob"], "before", "r-1"), "ACCEPTED")
+    d = bob.recv_body("deliver")
+    port = br.port
+    br.kill()
+    br2 = durable_broker(broker, tmp_path, "--bind", f"tcp://127.0.0.1:{port}")
+    bob2 = hub.logged_in(br2.endpoint, "bob")
+    ack(bob2, d.seq)
+    alice2 = hub.logged_in(br2.endpoint, "alice")
+    env = alice2.recv_until(body_is("receipt"), what="receipt for a message read before")
+    assert env.receipt.message_id == "r-1" and env.receipt.reader == "bob"
