@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import BROKER_BIN, assert_status, import_installed_causeway, run_cli
+from conftest import BROKER_BIN, TIMEOUT_SCALE, assert_status, import_installed_causeway, run_cli
 from test_durable import ack, dsend, fetch, history, login_first, next_deliveries, register
 from test_metrics import metrics_url, scrape, value
 
@@ -87,7 +87,7 @@ def test_damaged_text_is_a_lost_message_not_data(broker, hub, pb, tmp_path):
     assert re.search(r"MESSAGE LOST: seq 2 of bob's queue is damaged", br.log())
     assert br.log().count("MESSAGE LOST") == 1      # once per entry, however often read
     # ... and the metric, once the broker has published a snapshot after it
-    deadline = time.monotonic() + 10.0
+    deadline = time.monotonic() + 10.0 * TIMEOUT_SCALE
     while True:
         samples, _ = scrape(url)
         if value(samples, "causeway_store_damaged_entries_total") == 1.0:
@@ -139,7 +139,7 @@ def start_refused(data, *extra):
     """Runs a broker on data that must refuse to start; returns its stderr."""
     res = subprocess.run([BROKER_BIN, "--bind", "tcp://127.0.0.1:*", "--data", str(data),
                           *extra], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                         timeout=20)
+                         timeout=20 * TIMEOUT_SCALE)
     assert res.returncode == 1, res
     assert "listening" not in res.stdout, res
     return res.stderr
