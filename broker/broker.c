@@ -1101,7 +1101,7 @@ cw_broker_t *cw_broker_new(const cw_broker_config_t *cfg, char *err, size_t errl
     size_t len = sizeof b->endpoint;
     if (zmq_getsockopt(b->router, ZMQ_LAST_ENDPOINT, b->endpoint, &len) != 0)
         snprintf(b->endpoint, sizeof b->endpoint, "%s", cfg->bind);
-    if (cfg->data[0] && cwd_open(b, err, errlen) != 0)
+    if ((cfg->data[0] || cfg->store[0]) && cwd_open(b, err, errlen) != 0)
         goto fail;
     b->started_ms = cw_mono_ms();
     b->started_us = cw_now_us();
