@@ -95,7 +95,7 @@ typedef struct pending {
      * the record (pending_new_append): one malloc per durable Send. */
     Causeway__V1__RecipientStatus *rcpts; /* names and router-side statuses */
     Causeway__V1__RecipientStatus **rptrs; /* rptrs[i] = &rcpts[i], for the Reply */
-    cw_user_t **users;           /* users[i]: the user of rcpts[i], NULL unknown */
+    cwb_user_t **users;           /* users[i]: the user of rcpts[i], NULL unknown */
     long *store_idx;             /* index among stored recipients, -1 none */
     char **to;                   /* scratch: Deliver.to of the pushes */
 } pending_t;
@@ -129,7 +129,7 @@ static void pending_free(pending_t *p)
 static pending_t *pending_alloc(size_t cap)
 {
     size_t per = sizeof(Causeway__V1__RecipientStatus) + sizeof(Causeway__V1__RecipientStatus *) +
-                 sizeof(cw_user_t *) + sizeof(long) + sizeof(char *);
+                 sizeof(cwb_user_t *) + sizeof(long) + sizeof(char *);
     if (cap > (SIZE_MAX - sizeof(pending_t)) / per)
         return NULL;
     pending_t *p = calloc(1, sizeof *p + cap * per);
@@ -141,7 +141,7 @@ static pending_t *pending_alloc(size_t cap)
     at += cap * sizeof *p->rcpts;
     p->rptrs = (Causeway__V1__RecipientStatus **) (void *) at;
     at += cap * sizeof *p->rptrs;
-    p->users = (cw_user_t **) (void *) at;
+    p->users = (cwb_user_t **) (void *) at;
     at += cap * sizeof *p->users;
     p->store_idx = (long *) (void *) at;
     at += cap * sizeof *p->store_idx;
@@ -200,7 +200,7 @@ static pending_t *pending_pop(cw_durable_t *d)
 /* The session a charge was made to, if it is still live. */
 static cw_session_t *charged_session(cw_broker_t *b, const pending_t *p)
 {
-    cw_user_t *u = cw_sessions_user(b->sessions, p->user);
+    cwb_user_t *u = cw_sessions_user(b->sessions, p->user);
     if (!u || !u->session || u->session->origin != p->origin)
         return NULL;
     return u->session;
@@ -280,7 +280,7 @@ static int wire_status(int st)
 /* The live session a pending request was for, or NULL if it is gone. */
 static cw_session_t *session_of(cw_broker_t *b, const pending_t *p)
 {
-    cw_user_t *u = cw_sessions_user(b->sessions, p->user);
+    cwb_user_t *u = cw_sessions_user(b->sessions, p->user);
     if (!u || !u->session || u->session->serial != p->serial || u->session->dead)
         return NULL;
     return u->session;
@@ -440,7 +440,7 @@ static void inflight_done(cw_broker_t *b, pending_t *p)
     if (p->kind != P_APPEND || !p->env)
         return; /* never submitted: never counted */
     for (size_t i = 0; i < p->n; i++) {
-        cw_user_t *u = p->users[i];
+        cwb_user_t *u = p->users[i];
         if (!u || p->store_idx[i] < 0)
             continue;
         if (u->durable_inflight)
@@ -729,7 +729,7 @@ static void on_ack(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
 {
     int st = cw_store_reply_status(r);
     cw_session_t *s = session_of(b, p);
-    cw_user_t *u = st == CW_OK ? cw_sessions_user(b->sessions, p->user) : NULL;
+    cwb_user_t *u = st == CW_OK ? cw_sessions_user(b->sessions, p->user) : NULL;
     if (u)
         u->queued = cw_store_reply_pending(r);
     if (st == CW_OK && s) {
@@ -746,7 +746,7 @@ static void on_ack(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
 /* A resume clock write is answered: write the newer one that waited. */
 static void on_clock_saved(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
 {
-    cw_user_t *u = cw_sessions_user(b->sessions, p->user);
+    cwb_user_t *u = cw_sessions_user(b->sessions, p->user);
     if (cw_store_reply_status(r) != CW_OK)
         CW_ERROR("saving the clock of %s failed: %s", p->user,
                  cw_status_name(cw_store_reply_status(r)));
@@ -814,7 +814,7 @@ void cwd_on_replies(cw_broker_t *b)
         case P_ACK: on_ack(b, p, r); break;
         case P_CLOCK: on_clock_saved(b, p, r); break;
         case P_ADD_USER: {
-            cw_user_t *u = cw_sessions_user(b->sessions, p->user);
+            cwb_user_t *u = cw_sessions_user(b->sessions, p->user);
             bool ok = cw_store_reply_status(r) == CW_OK;
             if (u)
                 u->stored = ok ? CW_USER_STORED : CW_USER_UNSTORED;
@@ -848,13 +848,13 @@ int cwd_add_user(cw_broker_t *b, const char *name)
         return submit_status(rc);
     }
     pending_push(d, p);
-    cw_user_t *u = cw_sessions_user(b->sessions, name);
+    cwb_user_t *u = cw_sessions_user(b->sessions, name);
     if (u) /* else the caller is about to create it, and marks it */
         u->stored = CW_USER_STORING;
     return CW_OK;
 }
 
-void cwd_save_clock(cw_broker_t *b, cw_user_t *u, bool now)
+void cwd_save_clock(cw_broker_t *b, cwb_user_t *u, bool now)
 {
     cw_durable_t *d = b->durable;
     if (!d || !u->clock_len || u->clock_own <= u->clock_saved || (u->clock_saving && !now) ||
@@ -1135,7 +1135,7 @@ int cwd_open(cw_broker_t *b, char *err, size_t errlen)
     size_t n = loaded.n_users;
     uint64_t pending = 0;
     for (size_t i = 0; i < n; i++) {
-        cw_user_t *u = NULL;
+        cwb_user_t *u = NULL;
         if (cw_name_check(users[i].name, CW_NAME_MAX_HARD, NULL) != CW_OK ||
             !(u = cw_sessions_user_add(b->sessions, users[i].name, NULL))) {
             CW_WARN("ignoring stored user '%s'", users[i].name);
@@ -1149,7 +1149,7 @@ int cwd_open(cw_broker_t *b, char *err, size_t errlen)
     cw_store_clock_t *clocks = loaded.clocks;
     size_t n_clocks = loaded.n_clocks;
     for (size_t i = 0; i < n_clocks; i++) {
-        cw_user_t *u = cw_sessions_user(b->sessions, clocks[i].name);
+        cwb_user_t *u = cw_sessions_user(b->sessions, clocks[i].name);
         if (!u) { /* every clock's user logged in, so is in the user log */
             CW_WARN("ignoring the stored clock of '%s'", clocks[i].name);
             continue;

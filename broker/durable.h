@@ -26,7 +26,7 @@ int cwd_add_user(cw_broker_t *b, const char *name);
  * (the reply of that one writes the newest). Ordered before every later
  * request: a durable Send's clock is committed no later than the message.
  * Best effort: a failure is logged, the next newer clock is written. */
-void cwd_save_clock(cw_broker_t *b, cw_user_t *u, bool now);
+void cwd_save_clock(cw_broker_t *b, cwb_user_t *u, bool now);
 /* A session logged in or resumed: starts pushing the user's queue, from
  * the first unacknowledged message, unless the session pulls. */
 void cwd_on_login(cw_broker_t *b, cw_session_t *s);

@@ -1,10 +1,10 @@
 /*  trace: see trace.h.
  *
- *  Storage. Each event lives in its own heap slot (so cw_event_t pointers
+ *  Storage. Each event lives in its own heap slot (so cwc_event_t pointers
  *  stay valid while the trace grows); the slot owns the strings, a cw_clock_t
  *  for the clock (reused from common/: it keeps entries sorted and drops
  *  zeros on merge) and, for deliveries that carry it, one for the message's
- *  clock. The public cw_event_t inside the slot points into that storage.
+ *  clock. The public cwc_event_t inside the slot points into that storage.
  *
  *  Invariants: slots[i]->ev.proc < n_procs; procs[p].events holds the trace
  *  indexes of p's events in insertion order and procs[p].events[k] has
@@ -23,7 +23,7 @@
 #define MAX_MSG_KEY 1024   /* bytes of a message key */
 
 typedef struct {
-    cw_event_t ev;            /* public view into the fields below */
+    cwc_event_t ev;            /* public view into the fields below */
     char *process;            /* owned */
     char *msg;                /* owned ("" for local) */
     char *text;               /* owned, NULL = none */
@@ -115,7 +115,7 @@ cw_ev_kind_t cw_ev_kind_parse(const char *s)
     return 0;
 }
 
-char *cw_event_id(const cw_event_t *ev, char *buf, size_t size)
+char *cw_event_id(const cwc_event_t *ev, char *buf, size_t size)
 {
     snprintf(buf, size, "%s:%zu", ev->process, ev->seq);
     return buf;
@@ -197,7 +197,7 @@ static int text_ok(const char *s)
     return cw_utf8_valid(s, strlen(s));
 }
 
-int cw_trace_check(const cw_event_t *ev, char *err, size_t errlen)
+int cw_trace_check(const cwc_event_t *ev, char *err, size_t errlen)
 {
     if (!ev->process || !*ev->process) {
         cw_set_err(err, errlen, "process: missing");
@@ -332,7 +332,7 @@ static char *dup_or_null(const char *s, int *nomem)
     return c;
 }
 
-int cw_trace_add(cw_trace_t *t, const cw_event_t *ev, size_t line, char *err, size_t errlen)
+int cw_trace_add(cw_trace_t *t, const cwc_event_t *ev, size_t line, char *err, size_t errlen)
 {
     int rc = cw_trace_check(ev, err, errlen);
     if (rc != CW_OK)
@@ -384,7 +384,7 @@ int cw_trace_add(cw_trace_t *t, const cw_event_t *ev, size_t line, char *err, si
         pr->cap = cap;
     }
     /* Commit point: nothing below can fail. */
-    cw_event_t *e = &s->ev;
+    cwc_event_t *e = &s->ev;
     e->process = s->process;
     e->kind = ev->kind;
     e->n_clock = cw_clock_entries(s->clock, &e->clock);
@@ -532,7 +532,7 @@ int cw_trace_add_json(cw_trace_t *t, const char *line, size_t len, size_t lineno
     cw_clock_entry_msg_t *clock_items = NULL, **clock_ptrs = NULL;
     cw_clock_entry_msg_t *mc_items = NULL, **mc_ptrs = NULL;
     const char **peers = NULL;
-    cw_event_t ev;
+    cwc_event_t ev;
     memset(&ev, 0, sizeof ev);
     if (cw_json_type(root) != CW_JSON_OBJECT) {
         cw_set_err(err, errlen, "expected a JSON object, found %s", cw_json_type_name(cw_json_type(root)));
@@ -693,7 +693,7 @@ int cw_trace_load_file(cw_trace_t *t, const char *path, int flags,
 
 size_t cw_trace_count(const cw_trace_t *t) { return t->n; }
 
-const cw_event_t *cw_trace_event(const cw_trace_t *t, size_t i)
+const cwc_event_t *cw_trace_event(const cw_trace_t *t, size_t i)
 {
     return i < t->n ? &t->slots[i]->ev : NULL;
 }
@@ -774,7 +774,7 @@ void cw_clock_put_json(FILE *f, cw_clock_entry_msg_t *const *e, size_t n)
     fputc('}', f);
 }
 
-static void put_event(FILE *f, const cw_event_t *ev)
+static void put_event(FILE *f, const cwc_event_t *ev)
 {
     fputs("{\"process\":", f);
     cw_json_put_string(f, ev->process);
@@ -807,14 +807,14 @@ static void put_event(FILE *f, const cw_event_t *ev)
     fputc('}', f);
 }
 
-int cw_event_put_json(FILE *f, const cw_event_t *ev)
+int cw_event_put_json(FILE *f, const cwc_event_t *ev)
 {
     put_event(f, ev);
     fputc('\n', f);
     return ferror(f) ? -1 : 0;
 }
 
-char *cw_event_to_json(const cw_event_t *ev)
+char *cw_event_to_json(const cwc_event_t *ev)
 {
     char *buf = NULL;
     size_t len = 0;

@@ -122,7 +122,7 @@ static reply_t *report(ctx_t *c, size_t from, size_t to, uint64_t request_id, lo
     Causeway__V1__ClockEvent *evs = calloc(n, sizeof *evs);
     Causeway__V1__ClockEvent **ptrs = calloc(n, sizeof *ptrs);
     for (size_t i = 0; i < n; i++) {
-        const cw_event_t *e = cw_trace_event(c->fixture, from + i);
+        const cwc_event_t *e = cw_trace_event(c->fixture, from + i);
         Causeway__V1__ClockEvent *m = &evs[i];
         causeway__v1__clock_event__init(m);
         m->process = (char *) e->process;
