@@ -738,6 +738,7 @@ static int sq_open(const char *where, const cw_store_config_t *cfg, cw_store_bac
     opt.retention = cfg->retention;
     opt.default_ttl_s = cfg->default_ttl_s;
     opt.dedup_window_s = cfg->dedup_window_s;
+    opt.recover = cfg->recover;
     cw_store_t *store = NULL;
     int rc = cw_store_open(where, &opt, &store, err, errlen);
     if (rc != CW_OK)

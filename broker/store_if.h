@@ -241,6 +241,9 @@ typedef struct {
     uint32_t default_ttl_s;   /* TTL of messages appended with ttl_s 0; 0 = never expire */
     uint32_t dedup_window_s;  /* a (sender, message_id) is remembered at least this long */
     size_t max_queued;        /* requests waiting before submit says CW_FLOODED; 0 = 100000 */
+    int recover;              /* open even if committed data is missing (a damaged log):
+                                 report it, move every seq past what was lost (the
+                                 broker's --recover-store) */
 } cw_store_config_t;
 
 /* Defaults: no quota, no retention, no TTL, dedup window 86400 s. */

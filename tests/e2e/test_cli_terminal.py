@@ -136,7 +136,7 @@ def test_forged_lines_and_escapes_are_shown_harmlessly(broker, cli, tmp_path):
 
 def test_clockd_text_output_keeps_each_event_on_one_line(tmp_path):
     trace = tmp_path / "t.jsonl"
-    ev = {"process": "m", "kind": "send", "clock": {"m": 1}, "msg": "m:1", "peers": ["bob"],
+    ev = {"process": "m", "kind": "send", "clock": {"m": 1}, "msg": "k\n[x] \x1b[2J", "peers": ["bob"],
           "text": FORGED + CLEAR + "\u202eevil\u0085x"}
     trace.write_text(json.dumps(ev) + "\n")
     p = subprocess.run([CLOCKD_BIN, "events", str(trace)], capture_output=True, timeout=30)
@@ -146,6 +146,19 @@ def test_clockd_text_output_keeps_each_event_on_one_line(tmp_path):
     assert len(rows) == 1, out
     assert "innocent\\n[04:01:00] carol" in rows[0], out
     assert "before^[[2J^[[Hafter\\rCR^G<U+202E>evil<U+0085>x" in rows[0], out
+    assert "k\\n[x] ^[[2J" in rows[0], out
+    # The audit's details quote message keys: they stay on their line too.
+    key = "k\n[x] forged"
+    evs = [{"process": "m", "kind": "send", "clock": {"m": 1}, "msg": key, "peers": ["bob"]},
+           {"process": "bob", "kind": "deliver", "clock": {"m": 1, "bob": 1}, "msg": key,
+            "peers": ["m"]},
+           {"process": "bob", "kind": "deliver", "clock": {"m": 1, "bob": 2}, "msg": key,
+            "peers": ["m"]}]
+    trace.write_text("".join(json.dumps(e) + "\n" for e in evs))
+    p = subprocess.run([CLOCKD_BIN, "audit", str(trace)], capture_output=True, timeout=30)
+    out = p.stdout.decode()
+    assert p.returncode == 1 and "duplicate" in out, out
+    assert "k\\n[x] forged" in out and not any(l.startswith("[x]") for l in out.splitlines()), out
     assert "\x1b" not in out and "\r" not in out
 
 
@@ -267,3 +280,22 @@ def test_connection_errors_are_quick_and_named(tmp_path):
     rc, err, _ = run("--clockd", "127.0.0.1:7401", "-e", "tcp://127.0.0.1:1", "send", "--name",
                      "a", "--to", "b", "x")
     assert rc == 2 and "--clockd '127.0.0.1:7401' has no transport" in err, err
+
+
+def test_top_shows_texts_on_one_line(broker, cli):
+    """`causeway top --text` lists forwarded texts: one line each, controls
+    shown (cw_render's one-line form)."""
+    b = broker("--operators", "ops", "--monitor-text", heartbeat_ms=HB)
+    bob = listener(cli, b.endpoint, "bob")
+    t = Tmux([CLI_BIN, "top", "-e", b.endpoint, "--name", "ops", "--interval", "200", "--text"],
+             width=140, height=30)
+    try:
+        t.wait_text("causeway top")
+        send(cli, b.endpoint, "mallory", "bob", FORGED + CLEAR)
+        bob.read_json(lambda o: o.get("event") == "deliver", what="delivery")
+        s = t.wait_text("mallory -> bob")
+        row = next(line for line in s.splitlines() if "mallory -> bob" in line)
+        assert "innocent\\n[04:01:00] carol" in row, s
+        assert not any(line.lstrip().startswith("[04:01:00]") for line in s.splitlines()), s
+    finally:
+        t.close()
