@@ -320,12 +320,34 @@ bool cwor_push_stored(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver *d)
 {
     assert(s->delivery == CWOR_CATCHING_UP || s->delivery == CWOR_CAUGHT_UP);
     assert(d->seq > s->pushed_seq); /* invariant 6 */
+    /* Seqs of a queue are consecutive, except once after the operator
+     * recovered a damaged store (--recover-store moves every queue's next
+     * seq on, PROTOCOL.md §13.1). The window counts seqs (invariant 3), so
+     * an entry beyond such a gap waits until the pushes in flight before
+     * it are acknowledged; then the rule below restarts the window at it.
+     * Without a gap this never holds: reads and caught-up pushes stop at
+     * a full window. */
+    if (s->pushed_seq > s->acked_seq && d->seq - s->acked_seq > b->cfg.push_window) {
+        if (s->delivery == CWOR_CAUGHT_UP)
+            transition(b, s, FROM(CWOR_CAUGHT_UP), CWOR_CATCHING_UP);
+        read_backoff(b, s); /* the read is retried after the backoff */
+        cwor_check(b, s);
+        return false;
+    }
     /* Live messages read before this entry was appended go first. */
     flush_while(b, s, d->seq);
     cw_env_t env;
     cw_env_init(&env, 0);
     env.body_case = CW_BODY(DELIVER);
     env.deliver = d;
+    if (d->receipt) {
+        /* A read receipt entry (receipts.h) goes out as Envelope.receipt
+         * (PROTOCOL.md 13.12), in the same chain as the messages around it. */
+        d->receipt->seq = d->seq;
+        d->receipt->redelivered = d->redelivered;
+        env.body_case = CW_BODY(RECEIPT);
+        env.receipt = d->receipt;
+    }
     /* The chain the client follows (PROTOCOL.md §13.10): this entry comes
      * right after the one pushed before it since the pushes last started
      * again from the first unacknowledged entry, which every receiver has

@@ -23,6 +23,7 @@
  *       (its failed state).
  */
 #include "store_actor.h"
+#include "receipts.h"
 
 #include "cw_log.h"
 #include "cw_status.h"
@@ -251,7 +252,14 @@ static void apply(cw_store_t *s, req_t *q)
         break;
     }
     case CW_STORE_REQ_ACK:
-        r->status = cw_store_ack(s, q->user, q->arg, &r->pending);
+        /* Read receipts first, in the same group: made iff the Ack commits
+         * (receipts.h). The entries that made one go back to the router,
+         * which pushes the receipts to their senders. */
+        if (q->n)
+            r->status = cw_receipts_ack(s, q->user, q->arg, cw_now_us(), &r->pending,
+                                        &r->entries, &r->n_entries);
+        else   /* the router knows no acknowledged entry asked for a receipt */
+            r->status = cw_store_ack(s, q->user, q->arg, &r->pending);
         break;
     case CW_STORE_REQ_READ:
         r->status = cw_store_read(s, q->user, q->arg, q->n, cw_now_us(), &r->entries,
@@ -607,7 +615,13 @@ static int user_request(cw_store_actor_t *a, int kind, uint64_t token, const cha
 
 int cw_store_actor_ack(cw_store_actor_t *a, uint64_t token, const char *user, uint64_t up_to_seq)
 {
-    return user_request(a, CW_STORE_REQ_ACK, token, user, up_to_seq, 0);
+    return cw_store_actor_ack_receipts(a, token, user, up_to_seq, true);
+}
+
+int cw_store_actor_ack_receipts(cw_store_actor_t *a, uint64_t token, const char *user,
+                                uint64_t up_to_seq, bool receipts)
+{
+    return user_request(a, CW_STORE_REQ_ACK, token, user, up_to_seq, receipts ? 1 : 0);
 }
 
 int cw_store_actor_read(cw_store_actor_t *a, uint64_t token, const char *user, uint64_t from_seq,
@@ -790,9 +804,10 @@ static int sq_append(cw_store_backend_t *s, uint64_t token, const cw_store_msg_t
     return cw_store_actor_append(ACTOR(s), token, msg);
 }
 
-static int sq_ack(cw_store_backend_t *s, uint64_t token, const char *user, uint64_t up_to_seq)
+static int sq_ack(cw_store_backend_t *s, uint64_t token, const char *user, uint64_t up_to_seq,
+                  int receipts)
 {
-    return cw_store_actor_ack(ACTOR(s), token, user, up_to_seq);
+    return cw_store_actor_ack_receipts(ACTOR(s), token, user, up_to_seq, receipts != 0);
 }
 
 static int sq_read(cw_store_backend_t *s, uint64_t token, const char *user, uint64_t from_seq,

@@ -49,6 +49,7 @@
 #define CW_STORE_ACTOR_H
 
 #include <czmq.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -77,7 +78,13 @@ zsock_t *cw_store_actor_sock(cw_store_actor_t *a);
 /* Submit a request: see store_if.h's contract (copies its arguments;
  * CW_OK, CW_FLOODED, CW_ERR_INVALID, CW_ERR_NOMEM, CW_SHUTTING_DOWN). */
 int cw_store_actor_append(cw_store_actor_t *a, uint64_t token, const cw_store_msg_t *msg);
+/* ACK making read receipts (receipts.h): cw_store_actor_ack_receipts with
+ * receipts true. */
 int cw_store_actor_ack(cw_store_actor_t *a, uint64_t token, const char *user, uint64_t up_to_seq);
+/* receipts: also make the receipts the acknowledged entries asked for; the
+ * reply's entries are the receipt entries made (store_if.h, ACK). */
+int cw_store_actor_ack_receipts(cw_store_actor_t *a, uint64_t token, const char *user,
+                                uint64_t up_to_seq, bool receipts);
 int cw_store_actor_read(cw_store_actor_t *a, uint64_t token, const char *user, uint64_t from_seq,
                         uint32_t max);
 int cw_store_actor_history(cw_store_actor_t *a, uint64_t token, const char *user,

@@ -44,7 +44,12 @@
  *                    the repeat names. n_rcpts 0 with a message_id only
  *                    asks whether it repeats a stored message.
  *    ACK             user's queue up to seq. CW_OK, CW_UNKNOWN_USER,
- *                    CW_BAD_REQUEST (beyond the last seq); pending.
+ *                    CW_BAD_REQUEST (beyond the last seq); pending. With
+ *                    receipts: the read receipts the acknowledged entries
+ *                    asked for are made in the same commit, and entries[]
+ *                    lists the receipt entries made in their senders'
+ *                    queues (seq there, read time, and in expires_us the
+ *                    message's seq in the reader's queue: receipts.h).
  *    READ            up to max unacknowledged entries from seq, in seq
  *                    order (expired ones once, CW_EXPIRED); pending.
  *    HISTORY         the last n entries, acknowledged or not, oldest first.
@@ -183,7 +188,7 @@ struct cw_store_reply {
     cw_store_rcpt_t *rcpts;     /* the request's recipients with their outcome */
     size_t n_orig;              /* APPEND duplicate */
     cw_store_rcpt_t *orig;      /* the original's recipients (names owned by the reply) */
-    size_t n_entries;           /* READ, HISTORY; ENTRY: 1 */
+    size_t n_entries;           /* READ, HISTORY, ACK (receipts made); ENTRY: 1 */
     cw_store_entry_t *entries;  /* valid until the reply is destroyed */
     size_t n_users;             /* WHO_PAGE; NEW_USER: 1 */
     cw_store_user_t *users;     /* valid until the reply is destroyed */
@@ -311,7 +316,10 @@ typedef struct {
      * forever); NULL if none. Caller destroys it. */
     cw_store_reply_t *(*recv)(cw_store_backend_t *s, int timeout_ms);
     int (*append)(cw_store_backend_t *s, uint64_t token, const cw_store_msg_t *msg);
-    int (*ack)(cw_store_backend_t *s, uint64_t token, const char *user, uint64_t up_to_seq);
+    /* receipts: also make the read receipts the acknowledged entries asked
+     * for (receipts.h), in the same commit. */
+    int (*ack)(cw_store_backend_t *s, uint64_t token, const char *user, uint64_t up_to_seq,
+               int receipts);
     int (*read)(cw_store_backend_t *s, uint64_t token, const char *user, uint64_t from_seq,
                 uint32_t max);
     int (*history)(cw_store_backend_t *s, uint64_t token, const char *user, uint32_t last_n);

@@ -224,7 +224,7 @@ static void test_reply_order(void **state)
             snprintf(name, sizeof name, "user%02d", round);
             assert_int_equal(append(f, ++t, "alice", NULL, "hello", "bob", NULL), CW_OK);
             assert_int_equal(o->read(f->s, ++t, "bob", 0, 100), CW_OK);
-            assert_int_equal(o->ack(f->s, ++t, "bob", 0), CW_OK);
+            assert_int_equal(o->ack(f->s, ++t, "bob", 0, 1), CW_OK);
             assert_int_equal(o->history(f->s, ++t, "bob", 5), CW_OK);
             assert_int_equal(o->add_user(f->s, ++t, name), CW_OK);
             assert_int_equal(o->save_clock(f->s, ++t, "alice", (uint64_t) round + 1, clock,
@@ -353,12 +353,12 @@ static void test_acks_and_reads(void **state)
         assert_int_equal(e[0].seq, 4);
         cw_store_reply_destroy(&r);
 
-        assert_int_equal(o->ack(f->s, ++t, "bob", 3), CW_OK);
+        assert_int_equal(o->ack(f->s, ++t, "bob", 3, 0), CW_OK);
         r = expect(f, t, CW_STORE_REQ_ACK);
         assert_int_equal(cw_store_reply_status(r), CW_OK);
         assert_int_equal(cw_store_reply_pending(r), 2);
         cw_store_reply_destroy(&r);
-        assert_int_equal(o->ack(f->s, ++t, "bob", 2), CW_OK);      /* below: no-op */
+        assert_int_equal(o->ack(f->s, ++t, "bob", 2, 1), CW_OK);      /* below: no-op */
         r = expect(f, t, CW_STORE_REQ_ACK);
         assert_int_equal(cw_store_reply_status(r), CW_OK);
         assert_int_equal(cw_store_reply_pending(r), 2);
@@ -398,7 +398,7 @@ static void test_history(void **state)
             assert_int_equal(append(f, ++t, "alice", NULL, "h", "bob", NULL), CW_OK);
             expect_status(f, t, CW_STORE_REQ_APPEND, CW_OK);
         }
-        assert_int_equal(o->ack(f->s, ++t, "bob", 5), CW_OK);
+        assert_int_equal(o->ack(f->s, ++t, "bob", 5, 0), CW_OK);
         expect_status(f, t, CW_STORE_REQ_ACK, CW_OK);
         assert_int_equal(o->history(f->s, ++t, "bob", 10), CW_OK);
         cw_store_reply_t *r = expect(f, t, CW_STORE_REQ_HISTORY);
@@ -579,7 +579,7 @@ static void test_failures(void **state)
         cw_store_msg_t bad;
         memset(&bad, 0, sizeof bad);
         assert_int_equal(o->append(f->s, 900, &bad), CW_ERR_INVALID);
-        assert_int_equal(o->ack(f->s, 901, NULL, 1), CW_ERR_INVALID);
+        assert_int_equal(o->ack(f->s, 901, NULL, 1, 0), CW_ERR_INVALID);
         assert_int_equal(o->read(f->s, 902, NULL, 0, 1), CW_ERR_INVALID);
         assert_int_equal(o->live_send(f->s, 903, NULL, 0, "", 0), CW_ERR_INVALID);
         assert_null(next_or_null(f, 0));
@@ -602,9 +602,9 @@ static void test_failures(void **state)
         assert_int_equal(append(f, ++t, "alice", NULL, "q", "bob", NULL), CW_OK);
         expect_status(f, t, CW_STORE_REQ_APPEND, CW_QUEUE_FULL);
 
-        assert_int_equal(o->ack(f->s, ++t, "bob", 99), CW_OK);
+        assert_int_equal(o->ack(f->s, ++t, "bob", 99, 1), CW_OK);
         expect_status(f, t, CW_STORE_REQ_ACK, CW_BAD_REQUEST);   /* beyond the queue */
-        assert_int_equal(o->ack(f->s, ++t, "nobody", 1), CW_OK);
+        assert_int_equal(o->ack(f->s, ++t, "nobody", 1, 0), CW_OK);
         expect_status(f, t, CW_STORE_REQ_ACK, CW_UNKNOWN_USER);
         assert_int_equal(o->read(f->s, ++t, "nobody", 0, 5), CW_OK);
         expect_status(f, t, CW_STORE_REQ_READ, CW_UNKNOWN_USER);
