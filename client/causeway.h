@@ -486,9 +486,11 @@ typedef struct {
 /* --- lifetime --------------------------------------------------------- */
 
 /* Creates a client for the broker at endpoint (NULL: CW_CLIENT_DEFAULT_ENDPOINT)
- * and starts its I/O thread. Connecting is asynchronous: an unreachable
- * broker shows up as CW_ERR_TIMEOUT on the first request (and an
- * unreachable causeway-clockd as events pending, never as an error).
+ * and starts its I/O thread. Connecting is asynchronous: a broker that
+ * refuses the connection (nothing listening) shows up as CW_ERR_UNREACHABLE
+ * on the first request, one that does not answer at all as CW_ERR_TIMEOUT
+ * (and an unreachable causeway-clockd as events pending, never as an
+ * error).
  * Returns NULL if the endpoint (or clockd_endpoint) is malformed, the
  * trace_path cannot be opened for appending, a CURVE key file is unusable
  * (EINVAL; the reason is logged at warn), or resources (memory, threads,
@@ -508,10 +510,26 @@ void cw_client_destroy(cw_client_t **p);
  * NULL. */
 const char *cw_client_handshake_error(cw_client_t *c, char *buf, size_t size);
 
+/* Why the broker's endpoint does not work, as one line for people, found
+ * by probing it with a TCP connection of its own (tcp:// endpoints; waits
+ * at most timeout_ms, < 0: 1000): "cannot connect to tcp://127.0.0.1:7400:
+ * Connection refused (is the broker running there?)", "tcp://... is not a
+ * ZeroMQ service: it answered \"HTTP/1.1 400 ...\" instead of a ZeroMQ
+ * greeting", "... sent no ZeroMQ greeting within N ms ...". NULL if the
+ * endpoint answers like a ZeroMQ peer (then cw_client_handshake_error may
+ * know more) or is not tcp://. For the messages after CW_ERR_UNREACHABLE,
+ * CW_ERR_TIMEOUT or CW_ERR_HANDSHAKE; blocks the calling thread. Copied
+ * into buf (size bytes); returns buf or NULL. */
+const char *cw_client_diagnose(cw_client_t *c, int timeout_ms, char *buf, size_t size);
+
 /* --- requests --------------------------------------------------------- */
 /* Each request blocks for at most timeout_ms (< 0: no limit) and returns the
  * status of the broker's reply (CW_OK on success) or a local error:
- * CW_ERR_TIMEOUT (no reply in time), CW_ERR_DISCONNECTED (the session's
+ * CW_ERR_TIMEOUT (no reply in time), CW_ERR_UNREACHABLE (without a
+ * session: a TCP connection to the broker was refused or failed during the
+ * call, reported at once instead of waiting for the timeout; libzmq goes on
+ * trying in the background; cw_client_diagnose() says why),
+ * CW_ERR_DISCONNECTED (the session's
  * broker connection is lost and being re-established, or was lost while
  * waiting), CW_ERR_INVALID (bad arguments, nothing sent), CW_ERR_NOMEM,
  * CW_ERR_IO, CW_ERR_HANDSHAKE (the security handshake with the broker

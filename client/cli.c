@@ -14,6 +14,7 @@
  */
 #include "cli.h"
 #include "cw_log.h"
+#include "cw_render.h"
 #include "cw_sec.h"
 #include "cw_util.h"
 
@@ -39,8 +40,11 @@ static const char exit_codes_help[] =
     "  1  the message did not reach some recipient (OFFLINE, UNKNOWN_USER,\n"
     "     durable: QUEUE_FULL, ...)\n"
     "  2  usage error\n"
-    "  3  could not reach the broker, timeout, connection lost, or the security\n"
-    "     handshake failed (HANDSHAKE_FAILED: plain vs CURVE, key refused, ...)\n"
+    "  3  could not reach the broker (UNREACHABLE: the connection was refused,\n"
+    "     said at once with the endpoint and the cause; or not a ZeroMQ service),\n"
+    "     timeout, connection lost, or the security handshake failed\n"
+    "     (HANDSHAKE_FAILED: plain vs CURVE, key refused, ...)\n"
+    "     A malformed --endpoint (e.g. 127.0.0.1:7400 without tcp://) is exit 2.\n"
     "  4  refused by the broker (NAME_TAKEN, BAD_NAME, TOO_LARGE, NOT_DURABLE, ...)\n";
 
 static const char common_help[] =
@@ -104,15 +108,19 @@ static void help_chat(FILE *f)
             "Usage: causeway chat [--name NAME] [OPTIONS]\n"
             "       causeway [--name NAME] [OPTIONS]\n"
             "\n"
-            "Interactive chat. Asks for a name if none is given, and again if the\n"
-            "broker refuses it. Lines typed:\n"
+            "Interactive chat. On a terminal, asks for a name if none is given, and\n"
+            "again if the broker refuses it; with input from a pipe or file --name is\n"
+            "required (exit 2 without it) and every input line is a line typed.\n"
+            "Text is UTF-8 (the chat uses a UTF-8 locale: $LC_ALL/$LC_CTYPE/$LANG if\n"
+            "it is one, else C.UTF-8). Lines typed:\n"
             "  TEXT                 send TEXT to everyone\n"
             "  /all TEXT            the same\n"
             "  /to bob TEXT         send to bob\n"
             "  /to bob,carol TEXT   send to bob and carol\n"
             "  /who                 the user log\n"
             "  /clock               our vector clock\n"
-            "  /durable on|off      send durably (stored for offline users) or live\n"
+            "  /durable on|off      send durably (stored for offline users) or live;\n"
+            "                       refused at once on a broker without a store\n"
             "  /fetch               check for stored messages not shown yet\n"
             "  /history [N]         our last N stored messages (default 20)\n"
             "  /help                this list\n"
@@ -231,6 +239,14 @@ static void help_listen(FILE *f)
             "  -n, --name NAME       user name\n"
             "  -c, --count N         stop after N deliveries\n"
             "      --for MS          stop after MS milliseconds\n"
+            "      --ready-fd FD     once logged in (the broker now routes messages to\n"
+            "                        NAME), write \"ready NAME\" and a newline to file\n"
+            "                        descriptor FD and close it; closed without a line if\n"
+            "                        the login fails. For scripts: start listen in the\n"
+            "                        background, wait for the line, then send:\n"
+            "                          mkfifo ready\n"
+            "                          causeway listen --name bob --count 1 --ready-fd 3 3>ready &\n"
+            "                          read line <ready && causeway send --name alice --to bob hi\n"
             "\n"
             "JSON lines:\n"
             "  {\"event\":\"login\",\"name\":..,\"users\":[{\"name\":..,\"online\":..,\"last_seen_us\":..}]}\n"
@@ -477,6 +493,43 @@ int cli_exit_for(cw_status_t st)
     return CLI_EXIT_REFUSED;
 }
 
+/* Explains what is wrong with a ZeroMQ endpoint given on the command line
+ * (flag names the option), or returns 0 if it looks usable (libzmq has the
+ * last word: it says only "Invalid argument"). */
+static int cli_endpoint_problem(const char *flag, const char *ep, char *why, size_t size)
+{
+    const char *sep = strstr(ep, "://");
+    if (!sep) {
+        snprintf(why, size, "%s '%s' has no transport: ZeroMQ endpoints look like "
+                 "tcp://HOST:PORT; did you mean tcp://%s?", flag, ep, ep);
+        return 1;
+    }
+    size_t tlen = (size_t) (sep - ep);
+    const char *known[] = {"tcp", "ipc", "inproc", "ws", "wss", "tipc", "vmci"};
+    int ok = 0;
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        ok |= strlen(known[i]) == tlen && strncmp(ep, known[i], tlen) == 0;
+    if (!ok) {
+        snprintf(why, size, "%s '%s': unknown transport '%.*s'; use tcp://HOST:PORT", flag, ep,
+                 (int) tlen, ep);
+        return 1;
+    }
+    if (tlen == 3 && strncmp(ep, "tcp", 3) == 0) {
+        const char *hp = sep + 3;
+        const char *colon = strrchr(hp, ':');
+        const char *bracket = strrchr(hp, ']');
+        char *end = NULL;
+        long port = colon && (!bracket || colon > bracket) ? strtol(colon + 1, &end, 10) : -1;
+        if (!colon || colon == hp || (bracket && colon < bracket) || !end || *end || end == colon + 1 ||
+            port < 1 || port > 65535) {
+            snprintf(why, size, "%s '%s' needs a host and a port from 1 to 65535: "
+                     "tcp://HOST:PORT, e.g. " CW_CLIENT_DEFAULT_ENDPOINT, flag, ep);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* The client made by cli_connect (main thread; one at a time): cli_fail
  * asks it why a security handshake failed. */
 static cw_client_t *cli_current;
@@ -484,10 +537,21 @@ static cw_client_t *cli_current;
 int cli_fail(const cli_opts_t *o, const char *what, cw_status_t st, const cw_reply_t *reply)
 {
     const char *detail = reply && reply->detail && *reply->detail ? reply->detail : cw_strerror(st);
-    char hs[256];
-    if ((st == CW_ERR_HANDSHAKE || st == CW_ERR_TIMEOUT) && cli_current &&
-        cw_client_handshake_error(cli_current, hs, sizeof hs))
+    char hs[256], diag[320];
+    /* Without a reply, say what is wrong with the endpoint: a probe finds
+     * refused connections and services that are not ZeroMQ; else the
+     * handshake's reason, else which endpoint did not answer in time. */
+    if (!reply && (st == CW_ERR_UNREACHABLE || st == CW_ERR_HANDSHAKE || st == CW_ERR_TIMEOUT) &&
+        cli_current && cw_client_diagnose(cli_current, 1000, diag, sizeof diag))
+        detail = diag;
+    else if ((st == CW_ERR_HANDSHAKE || st == CW_ERR_TIMEOUT) && cli_current &&
+             cw_client_handshake_error(cli_current, hs, sizeof hs))
         detail = hs;
+    else if (!reply && (st == CW_ERR_TIMEOUT || st == CW_ERR_UNREACHABLE)) {
+        snprintf(diag, sizeof diag, "%s at %s (waited %d ms)", cw_strerror(st), o->endpoint,
+                 o->timeout_ms);
+        detail = diag;
+    }
     if (o->json)
         cli_print_error(stdout, what, st, detail);
     fprintf(stderr, "causeway: %s: %s (%s)\n", what, detail, cw_status_name(st));
@@ -526,6 +590,12 @@ cw_client_t *cli_connect(const cli_opts_t *o, int quiet, int pull, int auto_ack)
             fprintf(stderr, "causeway: %s\n", why);
             return NULL;
         }
+    }
+    char why[512];
+    if (cli_endpoint_problem("--endpoint", o->endpoint, why, sizeof why) ||
+        (o->clockd && cli_endpoint_problem("--clockd", o->clockd, why, sizeof why))) {
+        fprintf(stderr, "causeway: %s\n", why);
+        return NULL;
     }
     cw_client_t *c = cw_client_new(o->endpoint, &copts);
     if (c)
@@ -570,6 +640,21 @@ void cli_close(cw_client_t **c, const cli_opts_t *o)
     if (*c == cli_current)
         cli_current = NULL;
     cw_client_destroy(c);
+}
+
+/* listen --ready-fd: the session is logged in (and the login line is
+ * printed): writes "ready NAME" and a newline to the descriptor and closes
+ * it, so a script waiting on it (a FIFO, a pipe) goes on. On a failed login
+ * the descriptor is closed at exit without a line. */
+static void cli_ready(const cli_opts_t *o)
+{
+    if (o->ready_fd < 0)
+        return;
+    char line[128];
+    int n = snprintf(line, sizeof line, "ready %s\n", o->name);
+    if (write(o->ready_fd, line, (size_t) n) != n)
+        fprintf(stderr, "causeway: --ready-fd %d: %s\n", o->ready_fd, strerror(errno));
+    close(o->ready_fd);
 }
 
 /* Logs in as o->name; on failure reports it and returns the exit code,
@@ -705,6 +790,11 @@ static int cmd_listen(const cli_opts_t *o)
         fprintf(stderr, "causeway listen: unexpected argument '%s'\n", o->args[0]);
         return CLI_EXIT_USAGE;
     }
+    if (o->ready_fd >= 0 && fcntl(o->ready_fd, F_GETFD) < 0) {
+        fprintf(stderr, "causeway listen: --ready-fd %d is not an open file descriptor\n",
+                o->ready_fd);
+        return CLI_EXIT_USAGE;
+    }
     /* auto_ack: durable deliveries are acknowledged once printed. */
     cw_client_t *c = cli_connect(o, 0, 0, 1);
     if (!c)
@@ -717,6 +807,7 @@ static int cmd_listen(const cli_opts_t *o)
     }
     cli_print_login(stdout, o, o->name, reply);
     cw_reply_destroy(&reply);
+    cli_ready(o);
 
     int64_t end = o->for_ms > 0 ? cw_mono_ms() + o->for_ms : INT64_MAX;
     long deliveries = 0;
@@ -985,6 +1076,7 @@ enum {
     OPT_CLOCKD_KEY,
     OPT_DIR,
     OPT_SERVER,
+    OPT_READY_FD,
     OPT_WATCH,
     OPT_INTERVAL,
     OPT_TEXT,
@@ -1023,6 +1115,7 @@ static const struct option long_opts[] = {
     {"interval", required_argument, NULL, OPT_INTERVAL},
     {"text", no_argument, NULL, OPT_TEXT},
     {"server", no_argument, NULL, OPT_SERVER},
+    {"ready-fd", required_argument, NULL, OPT_READY_FD},
     {"log-file", required_argument, NULL, OPT_LOG_FILE},
     {"mouse", no_argument, NULL, OPT_MOUSE},
     {"help", no_argument, NULL, 'h'},
@@ -1044,6 +1137,7 @@ static int option_commands(int opt)
     case 'a': case OPT_ID: case OPT_TTL: return C_SEND;
     case 'c': return C_LISTEN | C_EXCHANGE | C_STATS | C_TOP;
     case OPT_FOR: return C_LISTEN | C_EXCHANGE;
+    case OPT_READY_FD: return C_LISTEN;
     case OPT_LOG_FILE: case OPT_MOUSE: return C_TUI;
     case OPT_TRACE: case OPT_CLOCKD:
         return C_CHAT | C_SEND | C_LISTEN | C_FETCH | C_EXCHANGE | C_TUI;
@@ -1125,6 +1219,7 @@ int main(int argc, char **argv)
     o.timeout_ms = CLI_DEFAULT_TIMEOUT_MS;
     o.min_ms = -1;   /* exchange: defaults applied there */
     o.max_ms = -1;
+    o.ready_fd = -1;
     o.endpoint = getenv("CAUSEWAY_ENDPOINT");
     o.server_key = getenv("CAUSEWAY_SERVER_KEY");
     o.cert = getenv("CAUSEWAY_CERT");
@@ -1137,6 +1232,9 @@ int main(int argc, char **argv)
         o.clockd_key = NULL;
     if (!o.endpoint || !*o.endpoint)
         o.endpoint = CW_CLIENT_DEFAULT_ENDPOINT;
+    /* Text is UTF-8 everywhere: libedit then edits multibyte characters
+     * and cw_render measures them (a "C" locale would drop them). */
+    cw_render_locale();
     cw_log_set_tag("causeway");
     cw_log_set_level(CW_LOG_WARN);
     const char *lvl = getenv("CAUSEWAY_LOG_LEVEL");
@@ -1149,7 +1247,8 @@ int main(int argc, char **argv)
     opterr = 0;
     /* GNU getopt permutes: options may come before or after the command;
      * "--" ends options (for a TEXT starting with '-'). */
-    while ((opt = getopt_long(argc, argv, "e:t:jn:ac:hV", long_opts, NULL)) != -1) {
+    /* The leading ':' tells a missing value (':') from an unknown option ('?'). */
+    while ((opt = getopt_long(argc, argv, ":e:t:jn:ac:hV", long_opts, NULL)) != -1) {
         if (opt >= 0 && opt < 512)
             seen[opt] = 1;
         long v;
@@ -1256,6 +1355,13 @@ int main(int argc, char **argv)
         case OPT_CLOCKD_KEY: o.clockd_key = optarg; break;
         case OPT_DIR: o.dir = optarg; break;
         case OPT_SERVER: o.server = 1; break;
+        case OPT_READY_FD:
+            if (parse_long(optarg, 0, INT_MAX, &v) != 0) {
+                usage_error("--ready-fd needs a file descriptor number, not '%s'", optarg);
+                goto out;
+            }
+            o.ready_fd = (int) v;
+            break;
         case OPT_WATCH: o.watch = 1; break;
         case OPT_TEXT: o.text = 1; break;
         case OPT_INTERVAL:
@@ -1279,9 +1385,20 @@ int main(int argc, char **argv)
             printf("causeway %s\n", CW_VERSION);
             code = CLI_EXIT_OK;
             goto out;
-        default:
-            usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
+        case ':':
+        default: {
+            /* A long option is named as given (up to a '='), a short one by
+             * its letter (it may sit in a group like -jx). */
+            const char *arg = argv[optind - 1];
+            int is_long = strncmp(arg, "--", 2) == 0;
+            int len = is_long ? (int) strcspn(arg, "=") : 2;
+            char shortopt[3] = {'-', (char) optopt, '\0'};
+            if (opt == ':')
+                usage_error("option '%.*s' needs a value", len, is_long ? arg : shortopt);
+            else
+                usage_error("unknown option '%.*s'", len, is_long || !optopt ? arg : shortopt);
             goto out;
+        }
         }
     }
 

@@ -59,6 +59,7 @@ typedef struct {
     const char *clockd_key; /* --clockd-key / $CAUSEWAY_CLOCKD_KEY: CURVE clockd's key */
     const char *dir;        /* keygen --dir: where the files go (default ".") */
     int server;             /* keygen --server: a server's key pair (no user) */
+    int ready_fd;           /* listen --ready-fd: tell this descriptor when logged in; -1 */
     int watch;              /* stats --watch */
     long interval_ms;       /* stats --watch, top: --interval MS (0: 1000) */
     int text;               /* stats recent, top: --text (message texts) */

@@ -32,6 +32,7 @@ static struct {
     int editing;             /* libedit callback handler installed */
     int quit;                /* /quit or end of input */
     int durable;             /* /durable on: sends are durable */
+    int store;               /* the broker has a store (LoginInfo.durable) */
     char prompt[96];         /* "alice> " */
     char inbuf[65536];       /* non-terminal input not yet split into lines */
     size_t inlen;
@@ -120,6 +121,11 @@ static void cmd_durable(const char *args)
 {
     while (*args == ' ')
         args++;
+    if (strcmp(args, "on") == 0 && !chat.store) {
+        say("durable sending is not available: this broker has no store (it was started "
+            "without --data); messages go to online users only");
+        return;
+    }
     if (strcmp(args, "on") == 0)
         chat.durable = 1;
     else if (strcmp(args, "off") == 0)
@@ -383,6 +389,8 @@ static int chat_login(int *code)
                 free(asked);
                 if (chat.tty)
                     fputc('\n', stdout);
+                if (!cli_stopping)
+                    fprintf(stderr, "causeway chat: no name given (end of input); leaving\n");
                 /* Interrupted: a clean exit. Out of names: refused. */
                 *code = cli_stopping ? CLI_EXIT_OK : CLI_EXIT_REFUSED;
                 return 0;
@@ -393,6 +401,7 @@ static int chat_login(int *code)
         cw_status_t st = cw_client_login(chat.c, name, chat.o->timeout_ms, &reply);
         if (st == CW_OK) {
             chat.me = cw_client_name(chat.c);
+            chat.store = reply && reply->has_login && reply->login.durable;
             cli_print_login(stdout, chat.o, chat.me, reply);
             cw_reply_destroy(&reply);
             free(asked);
@@ -423,6 +432,12 @@ int cli_chat(const cli_opts_t *o)
     chat.o = o;
     chat.tty = isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
     chat.durable = o->durable;
+    if (!o->name && !isatty(STDIN_FILENO)) {
+        /* Piped input is the messages: never take a name from it. */
+        fprintf(stderr, "causeway chat: no --name given and standard input is not a terminal; "
+                        "give --name NAME (input lines are then sent as messages)\n");
+        return CLI_EXIT_USAGE;
+    }
     chat.c = cli_connect(o, 0, 0, 1);
     if (!chat.c)
         return CLI_EXIT_USAGE;
@@ -430,6 +445,11 @@ int cli_chat(const cli_opts_t *o)
     if (!chat_login(&code)) {
         cw_client_destroy(&chat.c);
         return code;
+    }
+    if (chat.durable && !chat.store) {
+        chat.durable = 0;
+        say("durable sending is off: this broker has no store (it was started without "
+            "--data); messages go to online users only");
     }
     if (!o->json && chat.tty)
         say("type /help for commands");

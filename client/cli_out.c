@@ -2,11 +2,16 @@
  *
  *  Two forms for everything: human text, and JSON lines (--json): one JSON
  *  object per line, an "event" member first, strings escaped per RFC 8259,
- *  invalid UTF-8 replaced by U+FFFD so every line is valid JSON. Every line
+ *  invalid UTF-8 replaced by U+FFFD so every line is valid JSON. Message
+ *  texts in human output go through cw_render (common/cw_render.h): a text
+ *  cannot pass for another message (continuation lines start with "    | "
+ *  and long lines wrap onto such lines on a terminal), nor move the cursor
+ *  or clear the screen (controls and escape sequences are shown). Every line
  *  is flushed as soon as it is written (scripts read line by line). Runs on
  *  the CLI's main thread; no state.
  */
 #include "cli.h"
+#include "cw_render.h"
 #include "cw_util.h"
 
 #include <stdarg.h>
@@ -165,17 +170,24 @@ static void json_users(cli_str_t *s, const cw_user_t *u, size_t n)
     cli_str_add(s, "]");
 }
 
-/* Makes control characters in untrusted text harmless on a terminal. */
-static void human_text(cli_str_t *s, const char *text)
+/* Continuation lines of a message text start with this (never with the
+ * "[" of a message line): cw_render.h. */
+#define CONT_PREFIX "    | "
+
+/* Untrusted text, rendered so that it cannot pass for other output
+ * (cw_render.h): continuation lines marked, controls shown, wrapped at
+ * `width` columns (0: not a terminal) counting from the current line of s. */
+static void human_text(cli_str_t *s, const char *text, int width)
 {
-    for (const unsigned char *p = (const unsigned char *) text; *p; p++) {
-        if (*p == '\n' || *p == '\t' || (*p >= 0x20 && *p != 0x7F)) {
-            char ch = (char) *p;
-            str_addn(s, &ch, 1);
-        } else {
-            cli_str_addf(s, "^%c", *p == 0x7F ? '?' : *p + '@');
-        }
+    const char *line = s->buf ? strrchr(s->buf, '\n') : NULL;
+    line = line ? line + 1 : (s->buf ? s->buf : "");
+    char *r = cw_render_text(text, strlen(text), cw_render_width(line), width, CONT_PREFIX, 0);
+    if (!r) {
+        fputs("causeway: out of memory\n", stderr);
+        exit(CLI_EXIT_UNREACHABLE);
     }
+    cli_str_add(s, r);
+    free(r);
 }
 
 /* --- messages ------------------------------------------------------------- */
@@ -209,7 +221,7 @@ static void json_message(cli_str_t *s, const cw_message_t *m)
 /* "[12:00:01] bob -> you: hi", durable "[12:00:01 #3] ..."; with long_time
  * the date too (stored messages may be old). */
 static void human_message(cli_str_t *s, const cli_opts_t *o, const cw_message_t *m, const char *me,
-                          int long_time)
+                          int long_time, int width)
 {
     char when[32];
     if (long_time)
@@ -230,7 +242,7 @@ static void human_message(cli_str_t *s, const cli_opts_t *o, const cw_message_t 
     else if (m->expired)
         cli_str_add(s, "(expired before delivery)");
     else
-        human_text(s, m->text);
+        human_text(s, m->text, width);
     if (o->clocks) {
         cli_str_add(s, "   ");
         human_clock(s, m->clock, m->n_clock);
@@ -245,7 +257,7 @@ void cli_print_message(FILE *f, const cli_opts_t *o, const cw_message_t *m, cons
         json_message(&s, m);
         cli_str_add(&s, "}");
     } else {
-        human_message(&s, o, m, me, 1);
+        human_message(&s, o, m, me, 1, cw_render_term_width(fileno(f)));
     }
     cli_str_emit(&s, f);
     cli_str_free(&s);
@@ -283,7 +295,7 @@ void cli_print_event(FILE *f, const cli_opts_t *o, const cw_event_t *ev, const c
             json_clock(&s, ev->local_clock, ev->n_local_clock);
             cli_str_add(&s, "}");
         } else {
-            human_message(&s, o, m, me, 0);
+            human_message(&s, o, m, me, 0, cw_render_term_width(fileno(f)));
         }
         break;
     }

@@ -22,10 +22,13 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <netdb.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -238,7 +241,8 @@ void *cw_client_monitor_new(cw_client_t *c, void *sock)
     char addr[96];
     snprintf(addr, sizeof addr, "inproc://cw-mon-%p-%u", (void *) c, c->mon_count++);
     int events = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
-                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
+                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                 ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_RETRIED;
     if (zmq_socket_monitor(sock, addr, events) != 0)
         return NULL;
     void *mon = zmq_socket(c->ctx, ZMQ_PAIR);
@@ -262,6 +266,111 @@ const char *cw_client_handshake_error(cw_client_t *c, char *buf, size_t size)
         snprintf(buf, size, "%s", c->hs_error);
     pthread_mutex_unlock(&c->mu);
     return have && size ? buf : NULL;
+}
+
+/* --- diagnosis of an endpoint that does not work ------------------------ */
+
+/* A ZMTP 3 peer's greeting starts with this signature (RFC 23): 0xFF, eight
+ * bytes of padding, 0x7F. Every libzmq peer sends it as soon as the TCP
+ * connection is up, without waiting for ours. */
+static int zmtp_signature(const unsigned char *b, size_t n)
+{
+    return n >= 1 && b[0] == 0xFF && (n < 10 || b[9] == 0x7F);
+}
+
+/* Milliseconds left until deadline (CLOCK_MONOTONIC ms), at least 0. */
+static int ms_left(int64_t deadline)
+{
+    int64_t left = deadline - cw_mono_ms();
+    return left < 0 ? 0 : left > INT_MAX ? INT_MAX : (int) left;
+}
+
+const char *cw_client_diagnose(cw_client_t *c, int timeout_ms, char *buf, size_t size)
+{
+    if (!c || !buf || !size || strncmp(c->endpoint, "tcp://", 6) != 0)
+        return NULL;
+    const char *ep = c->endpoint;
+    char host[256], port[16];
+    const char *hp = ep + 6;
+    const char *colon = strrchr(hp, ':');
+    if (!colon || (size_t) (colon - hp) >= sizeof host || strlen(colon + 1) >= sizeof port)
+        return NULL;
+    snprintf(host, sizeof host, "%.*s", (int) (colon - hp), hp);
+    snprintf(port, sizeof port, "%s", colon + 1);
+    if (host[0] == '[' && host[strlen(host) - 1] == ']') { /* [::1] */
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = '\0';
+    }
+    /* libzmq accepts "tcp://src;host:port"; probe the destination only. */
+    char *semi = strchr(host, ';');
+    if (semi)
+        memmove(host, semi + 1, strlen(semi));
+    int64_t deadline = cw_mono_ms() + (timeout_ms < 0 ? 1000 : timeout_ms);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    int gai = getaddrinfo(host, port, &hints, &res);
+    if (gai != 0) {
+        snprintf(buf, size, "cannot connect to %s: host '%s': %s", ep, host, gai_strerror(gai));
+        return buf;
+    }
+    int err = 0, fd = -1;
+    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
+            err = errno;
+            close(fd);
+            fd = -1;
+            continue;
+        }
+        struct pollfd pfd = {fd, POLLOUT, 0};
+        socklen_t len = sizeof err;
+        if (poll(&pfd, 1, ms_left(deadline)) != 1) {
+            err = ETIMEDOUT;
+        } else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
+            err = errno;
+        }
+        if (err) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        snprintf(buf, size, "cannot connect to %s: %s%s", ep, strerror(err),
+                 err == ECONNREFUSED ? " (is the broker running there?)" : "");
+        return buf;
+    }
+    /* Connected: a ZeroMQ peer greets at once. */
+    unsigned char greet[64];
+    ssize_t n = 0;
+    struct pollfd pfd = {fd, POLLIN, 0};
+    int wait = ms_left(deadline);
+    if (poll(&pfd, 1, wait) == 1)
+        n = recv(fd, greet, sizeof greet, 0);
+    else
+        n = -2;
+    close(fd);
+    if (n > 0 && zmtp_signature(greet, (size_t) n))
+        return NULL; /* a ZeroMQ peer: the problem is elsewhere */
+    if (n == -2) {
+        snprintf(buf, size, "%s accepted a TCP connection but sent no ZeroMQ greeting within %d ms: "
+                 "not a ZeroMQ service (a causeway broker greets at once)", ep, wait);
+    } else if (n > 0) {
+        char shown[48];
+        size_t k = 0;
+        for (ssize_t i = 0; i < n && k + 1 < sizeof shown; i++)
+            shown[k++] = greet[i] >= 0x20 && greet[i] < 0x7F ? (char) greet[i] : '.';
+        shown[k] = '\0';
+        snprintf(buf, size, "%s is not a ZeroMQ service: it answered \"%s\" instead of a ZeroMQ "
+                 "greeting", ep, shown);
+    } else {
+        snprintf(buf, size, "%s accepted a TCP connection and closed it without a ZeroMQ "
+                 "greeting: not a ZeroMQ service", ep);
+    }
+    return buf;
 }
 
 void cw_client_destroy(cw_client_t **p)
@@ -321,6 +430,7 @@ static cw_status_t request(cw_client_t *c, cw_env_t *env, int timeout_ms, cw_rep
     pthread_mutex_lock(&c->mu);
     c->waiting_rid = env->request_id;
     c->reply_ready = 0;
+    c->conn_refused = 0; /* a fresh failed attempt is needed to fail this one */
     pthread_mutex_unlock(&c->mu);
 
     if (zmq_msg_send(&msg, c->pipe, 0) < 0) {
@@ -332,10 +442,12 @@ static cw_status_t request(cw_client_t *c, cw_env_t *env, int timeout_ms, cw_rep
     }
 
     pthread_mutex_lock(&c->mu);
-    while (!c->reply_ready && !c->hs_fatal)
+    while (!c->reply_ready && !c->hs_fatal && !c->conn_refused)
         if (cond_wait_until(c, deadline) == ETIMEDOUT && !c->reply_ready)
             break;
-    cw_status_t status = c->hs_error[0] ? CW_ERR_HANDSHAKE : CW_ERR_TIMEOUT;
+    cw_status_t status = c->hs_error[0] ? CW_ERR_HANDSHAKE
+                         : c->conn_refused ? CW_ERR_UNREACHABLE
+                                           : CW_ERR_TIMEOUT;
     cw_reply_t *reply = NULL;
     if (c->reply_ready) {
         status = c->reply_status;

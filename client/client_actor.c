@@ -391,6 +391,18 @@ static void on_monitor(actor_t *a)
         }
         zmq_msg_close(&ev);
         zmq_msg_close(&ep);
+        if (event == ZMQ_EVENT_CONNECTED || event == ZMQ_EVENT_CONNECT_RETRIED) {
+            /* A TCP connect failed (refused, unreachable) and libzmq will
+             * try again: without a session nothing is gained by waiting,
+             * so the waiting request fails at once (CW_ERR_UNREACHABLE; a
+             * session keeps reconnecting instead). */
+            pthread_mutex_lock(&a->c->mu);
+            a->c->conn_refused = event == ZMQ_EVENT_CONNECT_RETRIED && !a->name;
+            if (a->c->conn_refused)
+                pthread_cond_broadcast(&a->c->cond);
+            pthread_mutex_unlock(&a->c->mu);
+            continue;
+        }
         if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
             a->hs_failures = 0;
             a->hs_known = 0;

@@ -123,6 +123,10 @@ struct cw_client {
     cw_trace_stats_t tstats;   /* causal event counters (I6) */
     char hs_error[192];        /* why the last handshake with the broker failed,
                                   "" if none since the last success */
+    int conn_refused;          /* a TCP connect to the broker failed (libzmq's
+                                  CONNECT_RETRIED) while there was no session, and
+                                  none succeeded since: the waiting request fails
+                                  with CW_ERR_UNREACHABLE; cleared per request */
     int hs_fatal;              /* hs_error is a configuration mismatch (key refused,
                                   plain vs CURVE): waiting requests fail at once */
 };

@@ -15,6 +15,7 @@
 #include "json.h"
 #include "trace.h"
 #include "cw_log.h"
+#include "cw_render.h"
 #include "cw_sec.h"
 #include "cw_status.h"
 #include "cw_util.h"
@@ -356,21 +357,14 @@ static void put_ref_json(FILE *f, const cw_event_t *e)
     fputc('}', f);
 }
 
-/* Writes text for a terminal: control characters as \n, \r, \t, \xHH. */
+/* Writes untrusted text on the event's line (cw_render.h, one-line form:
+ * LF, CR, TAB as \n, \r, \t; controls, escapes, C1 and bidi controls made
+ * visible; invalid UTF-8 as U+FFFD). */
 static void put_human(FILE *f, const char *s)
 {
-    for (const unsigned char *c = (const unsigned char *) s; *c; c++) {
-        if (*c == '\n')
-            fputs("\\n", f);
-        else if (*c == '\r')
-            fputs("\\r", f);
-        else if (*c == '\t')
-            fputs("\\t", f);
-        else if (*c < 0x20 || *c == 0x7f)
-            fprintf(f, "\\x%02X", *c);
-        else
-            fputc(*c, f);
-    }
+    char *r = cw_render_text(s, strlen(s), 0, 0, NULL, CW_RENDER_ONELINE);
+    fputs(r ? r : "(out of memory)", f);
+    free(r);
 }
 
 static void put_event_text(FILE *f, const cw_event_t *e)
@@ -797,6 +791,7 @@ static int cmd_serve(const opts_t *o)
 
 int main(int argc, char **argv)
 {
+    cw_render_locale(); /* texts are UTF-8: measure and print them as such */
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-V") == 0) {
             printf("causeway-clockd %s\n", CW_VERSION);

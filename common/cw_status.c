@@ -43,6 +43,7 @@ static const status_row_t rows[] = {
     {CW_ERR_NOMEM, "NO_MEMORY", "out of memory"},
     {CW_ERR_INVALID, "INVALID_ARGUMENT", "invalid argument"},
     {CW_ERR_HANDSHAKE, "HANDSHAKE_FAILED", "security handshake with the server failed"},
+    {CW_ERR_UNREACHABLE, "UNREACHABLE", "cannot connect to the broker"},
 };
 
 static const status_row_t *find(int code)

@@ -43,6 +43,8 @@ typedef enum {
     CW_ERR_INVALID = 104,      /* caller passed an invalid argument */
     CW_ERR_HANDSHAKE = 105,    /* the security handshake with the server failed
                                   (plain vs CURVE, key refused, wrong server key) */
+    CW_ERR_UNREACHABLE = 106,  /* no connection to the server can be made (TCP
+                                  connect refused or failed) */
 } cw_status_t;
 
 /* Short stable name of a status ("NAME_TAKEN"); "UNKNOWN_STATUS" for a

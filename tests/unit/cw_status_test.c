@@ -24,6 +24,7 @@ static const int all_codes[] = {
     CW_TOO_MANY_RECIPIENTS, CW_QUEUE_FULL, CW_STORE_ERROR, CW_EXPIRED, CW_NOT_DURABLE,
     CW_FLOODED, CW_RATE_LIMITED, CW_STORE_FULL, CW_INTERNAL, CW_SHUTTING_DOWN, CW_DAMAGED, CW_ERR_TIMEOUT,
     CW_ERR_DISCONNECTED, CW_ERR_IO, CW_ERR_NOMEM, CW_ERR_INVALID, CW_ERR_HANDSHAKE,
+    CW_ERR_UNREACHABLE,
 };
 #define N_CODES (sizeof all_codes / sizeof all_codes[0])
 
@@ -56,7 +57,7 @@ static void test_names_are_distinct(void **state)
 static void test_unknown_codes(void **state)
 {
     (void) state;
-    const int bogus[] = {-1, 5, 9, 19, 25, 43, 99, 106, 1000, INT32_MIN, INT32_MAX};
+    const int bogus[] = {-1, 5, 9, 19, 25, 43, 99, 107, 1000, INT32_MIN, INT32_MAX};
     for (size_t i = 0; i < sizeof bogus / sizeof bogus[0]; i++) {
         assert_string_equal(cw_status_name(bogus[i]), "UNKNOWN_STATUS");
         assert_non_null(cw_strerror(bogus[i]));
