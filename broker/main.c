@@ -50,6 +50,7 @@ int main(int argc, char **argv)
     }
     cw_log_set_tag("broker");
     cw_log_set_level((cw_log_level_t) cfg.log_level);
+    cw_log_set_format((cw_log_format_t) cw_log_format_parse(cfg.log_format));
 
     /* CZMQ would install its own handlers on first use; we own signals. */
     zsys_handler_set(NULL);
@@ -89,7 +90,8 @@ int main(int argc, char **argv)
     printf("listening %s\n", cw_broker_endpoint(broker));
     if (metrics) {
         printf("metrics %s\n", cw_metrics_http_url(metrics));
-        CW_INFO("metrics on %s", cw_metrics_http_url(metrics));
+        cw_log_event(CW_LOG_INFO, "metrics endpoint up", "url", cw_metrics_http_url(metrics),
+                     NULL);
     }
     fflush(stdout);
     rc = cw_broker_run(broker, &g_stop);

@@ -11,6 +11,7 @@
  *  the CLI's main thread; no state.
  */
 #include "cli.h"
+#include "cw_json.h"
 #include "cw_render.h"
 #include "cw_util.h"
 
@@ -64,36 +65,18 @@ void cli_str_addf(cli_str_t *s, const char *fmt, ...)
 
 void cli_str_json(cli_str_t *s, const char *text)
 {
-    const unsigned char *p = (const unsigned char *) (text ? text : "");
-    str_addn(s, "\"", 1);
-    while (*p) {
-        unsigned c = *p;
-        if (c == '"' || c == '\\') {
-            char esc[2] = {'\\', (char) c};
-            str_addn(s, esc, 2);
-            p++;
-        } else if (c < 0x20 || c == 0x7F) {
-            switch (c) {
-            case '\n': str_addn(s, "\\n", 2); break;
-            case '\r': str_addn(s, "\\r", 2); break;
-            case '\t': str_addn(s, "\\t", 2); break;
-            case '\b': str_addn(s, "\\b", 2); break;
-            case '\f': str_addn(s, "\\f", 2); break;
-            default: cli_str_addf(s, "\\u%04x", c); break;
-            }
-            p++;
-        } else {
-            size_t n = cw_utf8_seq_len((const char *) p);
-            if (n == 0) {
-                str_addn(s, "\\ufffd", 6);
-                p++;
-            } else {
-                str_addn(s, (const char *) p, n);
-                p += n;
-            }
-        }
+    size_t len = text ? strlen(text) : 0;
+    size_t need = cw_json_escape(NULL, 0, text, len);
+    char small[256];
+    char *buf = need < sizeof small ? small : malloc(need + 1);
+    if (!buf) {
+        str_addn(s, "\"\"", 2); /* out of memory: an empty string keeps the line valid */
+        return;
     }
-    str_addn(s, "\"", 1);
+    cw_json_escape(buf, need + 1, text, len);
+    str_addn(s, buf, need);
+    if (buf != small)
+        free(buf);
 }
 
 void cli_str_free(cli_str_t *s)

@@ -33,6 +33,7 @@
  */
 #include "client_internal.h"
 #include "cw_log.h"
+#include "cw_json.h"
 #include "cw_util.h"
 
 #include <errno.h>
@@ -295,33 +296,21 @@ static void line_u64(line_t *l, uint64_t v)
 /* A JSON string literal, escaped as causeway-clockd writes it. */
 static void line_json(line_t *l, const char *s)
 {
-    line_addn(l, "\"", 1);
-    for (const unsigned char *c = (const unsigned char *) (s ? s : ""); *c;) {
-        switch (*c) {
-        case '"': line_addn(l, "\\\"", 2); c++; continue;
-        case '\\': line_addn(l, "\\\\", 2); c++; continue;
-        case '\n': line_addn(l, "\\n", 2); c++; continue;
-        case '\r': line_addn(l, "\\r", 2); c++; continue;
-        case '\t': line_addn(l, "\\t", 2); c++; continue;
-        default: break;
-        }
-        if (*c < 0x20 || *c == 0x7f) {
-            char esc[8];
-            snprintf(esc, sizeof esc, "\\u%04x", *c);
-            line_addn(l, esc, 6);
-            c++;
-        } else {
-            size_t n = cw_utf8_seq_len((const char *) c);
-            if (n == 0) {
-                line_addn(l, "\\ufffd", 6);
-                c++;
-            } else {
-                line_addn(l, (const char *) c, n);
-                c += n;
-            }
-        }
+    char small[256];
+    size_t len = s ? strlen(s) : 0;
+    size_t need = cw_json_escape(small, sizeof small, s, len);
+    if (need < sizeof small) {
+        line_addn(l, small, need);
+        return;
     }
-    line_addn(l, "\"", 1);
+    char *big = malloc(need + 1);
+    if (!big) {
+        line_addn(l, "\"\"", 2); /* out of memory: an empty string keeps the line valid */
+        return;
+    }
+    cw_json_escape(big, need + 1, s, len);
+    line_addn(l, big, need);
+    free(big);
 }
 
 static void line_clock(line_t *l, centry_t *const *e, size_t n)

@@ -6,6 +6,7 @@
  *  tree is freed before returning, so a failed parse leaks nothing.
  */
 #include "json.h"
+#include "cw_json.h"
 #include "cw_status.h"
 #include "cw_util.h"
 
@@ -586,31 +587,7 @@ static size_t utf8_seq(const unsigned char *s)
 
 void cw_json_put_string(FILE *f, const char *s)
 {
-    fputc('"', f);
-    for (const unsigned char *c = (const unsigned char *) (s ? s : ""); *c; c++) {
-        switch (*c) {
-        case '"': fputs("\\\"", f); break;
-        case '\\': fputs("\\\\", f); break;
-        case '\n': fputs("\\n", f); break;
-        case '\r': fputs("\\r", f); break;
-        case '\t': fputs("\\t", f); break;
-        default:
-            if (*c < 0x20 || *c == 0x7f) {
-                fprintf(f, "\\u%04x", *c);
-            } else if (*c < 0x80) {
-                fputc(*c, f);
-            } else {
-                size_t n = utf8_seq(c);
-                if (n == 0) {
-                    fputs("\\ufffd", f);
-                } else {
-                    fwrite(c, 1, n, f);
-                    c += n - 1;
-                }
-            }
-        }
-    }
-    fputc('"', f);
+    cw_json_fput(f, s); /* the one escaper (common/cw_json.h) */
 }
 
 char *cw_json_excerpt(const char *s, size_t max, char *buf, size_t size)

@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "causeway.h"
+#include "cw_json.h"
 #include "procs.h"
 #include "scenario.h"
 
@@ -632,16 +633,7 @@ static void tally(sim_t *s, verdict_t *v)
 
 static void json_str(FILE *f, const char *s)
 {
-    fputc('"', f);
-    for (const unsigned char *c = (const unsigned char *) s; *c; c++) {
-        if (*c == '"' || *c == '\\')
-            fprintf(f, "\\%c", *c);
-        else if (*c < 0x20)
-            fprintf(f, "\\u%04x", *c);
-        else
-            fputc(*c, f);
-    }
-    fputc('"', f);
+    cw_json_fput(f, s);
 }
 
 static void json_lat(FILE *f, const char *key, const lat_t *l)

@@ -111,6 +111,33 @@ def pb(tmp_path_factory):
     return causeway_pb2
 
 
+# ---------------------------------------------------------------------------
+# The Python client, as installed: the build's python-client target runs
+# `pip install --target $CW_BUILD_DIR/python clients/python` (offline, with
+# Debian's setuptools; setup.py generates causeway_pb2 then). Tests import
+# that, never the source tree.
+
+PY_INSTALLED = os.path.join(BUILD_DIR, "python")
+
+
+def import_installed_causeway():
+    """The causeway package from PY_INSTALLED (fails the test if it is not
+    there or would come from elsewhere)."""
+    init = os.path.join(PY_INSTALLED, "causeway", "__init__.py")
+    if not os.path.isfile(init):
+        pytest.fail(f"the Python client is not installed in {PY_INSTALLED} "
+                    "(cmake --build BUILD --target python-client)")
+    sys.path.insert(0, PY_INSTALLED)
+    try:
+        import causeway
+    finally:
+        sys.path.remove(PY_INSTALLED)
+    assert os.path.realpath(causeway.__file__) == os.path.realpath(init), causeway.__file__
+    assert os.path.dirname(os.path.realpath(causeway.pb.__file__)) == \
+        os.path.dirname(os.path.realpath(init)), causeway.pb.__file__
+    return causeway
+
+
 def status_name(pb, value):
     try:
         return pb.Status.Name(value)[len("STATUS_"):]

@@ -16,18 +16,16 @@
 import itertools
 import os
 import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import BUILD_DIR, SOURCE_DIR, assert_status
+from conftest import BUILD_DIR, assert_status, import_installed_causeway
 
 from test_durable import (ACCEPTED, ack, dsend, fetch, history, login_first, next_deliveries,
                           rcpts, register, start_durable)
 
 _ids = itertools.count(1)
-PY_DIR = os.path.join(SOURCE_DIR, "clients", "python")
 PROBE_BIN = os.path.join(BUILD_DIR, "tests", "e2e", "resume_probe")
 
 
@@ -214,14 +212,8 @@ def fresh_sender():
 
 @pytest.fixture(scope="module")
 def cw(tmp_path_factory):
-    """clients/python/causeway.py as a module."""
-    os.environ.setdefault("CAUSEWAY_PROTO_CACHE", str(tmp_path_factory.mktemp("cw_proto_cache")))
-    sys.path.insert(0, PY_DIR)
-    try:
-        import causeway
-    finally:
-        sys.path.remove(PY_DIR)
-    return causeway
+    """The installed Python client package (conftest.import_installed_causeway)."""
+    return import_installed_causeway()
 
 
 def test_new_python_client_resumes_and_is_shown_pending(broker, hub, pb, tmp_path, cw):

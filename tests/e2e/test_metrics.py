@@ -251,3 +251,33 @@ def test_ipv6_loopback(broker):
     assert line.startswith("metrics http://[::1]:"), line
     samples, _ = scrape(line.split(" ", 1)[1])
     assert value(samples, "causeway_sessions") == 0
+
+
+def test_json_logs(broker, hub, pb):
+    """--log-format json: every stderr line is one JSON object with the
+    stable keys first (ts, level, component, msg), client strings escaped."""
+    import json
+    b = broker("--log-format", "json", "--metrics", "127.0.0.1:0")
+    url = metrics_url(b)
+    c = hub.logged_in(b.endpoint, "alice", agent="agent\x01\"x\"")
+    assert_status(pb, c.send_text(to=["nobody"], text="hi"), "OK")
+    c.logout()
+    b.terminate()
+    lines = [line for line in b.log().splitlines() if line]
+    assert len(lines) >= 4, lines
+    objs = [json.loads(line) for line in lines]  # each line parses on its own
+    for o in objs:
+        assert list(o)[:4] == ["ts", "level", "component", "msg"], o
+        assert o["component"] == "broker"
+        assert o["level"] in ("error", "warn", "info", "debug", "trace")
+        assert o["ts"].endswith("Z") and "T" in o["ts"]
+    assert any(o["msg"].startswith("login alice (agent\x01\"x\")") for o in objs), objs
+    up = [o for o in objs if o["msg"] == "metrics endpoint up"]
+    assert up and up[0]["url"] == url
+    assert any(o["msg"] == "stopped" for o in objs)
+
+
+def test_bad_log_format():
+    r = subprocess.run([BROKER_BIN, "--bind", "tcp://127.0.0.1:*", "--log-format", "xml"],
+                       capture_output=True, text=True, timeout=REQUEST_TIMEOUT * 3)
+    assert r.returncode == 2 and "log-format: 'xml' is not one of text|json" in r.stderr

@@ -136,16 +136,8 @@ def test_sessions_queues_recent(broker, hub, pb, tmp_path):
 
 def test_python_client_monitoring(broker, hub, pb, tmp_path, tmp_path_factory):
     """The Python client's stats(), sessions(), queues() and recent()."""
-    import os
-    import sys
-
-    from conftest import SOURCE_DIR
-    os.environ.setdefault("CAUSEWAY_PROTO_CACHE", str(tmp_path_factory.mktemp("cw_proto")))
-    sys.path.insert(0, os.path.join(SOURCE_DIR, "clients", "python"))
-    try:
-        import causeway
-    finally:
-        sys.path.pop(0)
+    from conftest import import_installed_causeway
+    causeway = import_installed_causeway()
     b = broker("--data", tmp_path / "d", "--operators", "ops", "--monitor-text")
     bob = hub.logged_in(b.endpoint, "bob", pull=True)
     with causeway.Client(b.endpoint, "ops", timeout=5) as ops:

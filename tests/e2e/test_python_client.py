@@ -1,4 +1,5 @@
-"""The Python client module (clients/python/causeway.py) against real brokers,
+"""The Python client package (clients/python, installed by the build into
+$CW_BUILD_DIR/python and imported from there) against real brokers,
 talking with C clients (libcauseway through the ``causeway`` CLI).
 
 What is covered:
@@ -24,7 +25,8 @@ What is covered:
     Python clients wrote plus traces built from the C clients' JSON output
     pass ``causeway-clockd audit``; the events one client reported to a
     ``causeway-clockd serve`` daemon are the lines of its trace file;
-  - clients/python/example.py runs against a broker.
+  - clients/python/examples/example.py runs against a broker (with the
+    installed package on PYTHONPATH).
 
 Every wait is bounded (event timeouts, CLI line reads, process waits);
 nothing sleeps to synchronise. The one timed wait (the idle test) measures
@@ -41,9 +43,10 @@ import time
 
 import pytest
 
-from conftest import CLI_BIN, SOURCE_DIR, BUILD_DIR, ClockdDaemon, CliProc, run_cli
+from conftest import (CLI_BIN, SOURCE_DIR, BUILD_DIR, PY_INSTALLED, ClockdDaemon, CliProc,
+                      import_installed_causeway, run_cli)
 
-PY_DIR = os.path.join(SOURCE_DIR, "clients", "python")
+EXAMPLE = os.path.join(SOURCE_DIR, "clients", "python", "examples", "example.py")
 CLOCKD_BIN = os.path.join(BUILD_DIR, "clockd", "causeway-clockd")
 EVENT_TIMEOUT = 10.0      # bound for one expected event at a Python client
 
@@ -52,12 +55,7 @@ EVENT_TIMEOUT = 10.0      # bound for one expected event at a Python client
 def cw(tmp_path_factory):
     """The causeway module, with its protoc output cached in a temporary
     directory for this session."""
-    os.environ.setdefault("CAUSEWAY_PROTO_CACHE", str(tmp_path_factory.mktemp("cw_proto_cache")))
-    sys.path.insert(0, PY_DIR)
-    try:
-        import causeway
-    finally:
-        sys.path.remove(PY_DIR)
+    causeway = import_installed_causeway()
     return causeway
 
 
@@ -701,8 +699,8 @@ def test_refused_send_is_a_local_event_in_the_trace(broker, py, cw, tmp_path):
 
 def test_example_script(broker, cw):
     br = broker()
-    env = dict(os.environ, CAUSEWAY_ENDPOINT=br.endpoint)
-    res = subprocess.run([sys.executable, os.path.join(PY_DIR, "example.py")],
+    env = dict(os.environ, CAUSEWAY_ENDPOINT=br.endpoint, PYTHONPATH=PY_INSTALLED)
+    res = subprocess.run([sys.executable, EXAMPLE],
                          capture_output=True, text=True, timeout=60, env=env)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "bob got 'hello bob' from example-alice" in res.stdout

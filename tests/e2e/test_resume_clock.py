@@ -5,15 +5,12 @@ clean. Checked with the C CLI (trace file and daemon), across a broker
 restart with a store, and with the Python client."""
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 
-from conftest import CLOCKD_BIN, SOURCE_DIR, run_cli
+from conftest import CLOCKD_BIN, import_installed_causeway, run_cli
 
-PY_DIR = os.path.join(SOURCE_DIR, "clients", "python")
 
 
 def audit(*args):
@@ -109,12 +106,7 @@ def test_cli_runs_reported_to_clockd_audit_clean(broker, cli, tmp_path):
 
 
 def test_python_client_resumes_the_clock(broker, tmp_path):
-    os.environ.setdefault("CAUSEWAY_PROTO_CACHE", str(tmp_path / "proto_cache"))
-    sys.path.insert(0, PY_DIR)
-    try:
-        import causeway
-    finally:
-        sys.path.remove(PY_DIR)
+    causeway = import_installed_causeway()
     b = broker()
     seen = []
     for _ in range(3):

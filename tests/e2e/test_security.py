@@ -27,29 +27,22 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 import zmq
 
-from conftest import (BROKER_BIN, BROKER_WRAPPER, CLI_BIN, CLOCKD_BIN, SOURCE_DIR, START_TIMEOUT,
-                      TIMEOUT_SCALE, ClockdDaemon, assert_status, run_cli,
-                      terminate)
+from conftest import (BROKER_BIN, BROKER_WRAPPER, CLI_BIN, CLOCKD_BIN, START_TIMEOUT,
+                      TIMEOUT_SCALE, ClockdDaemon, assert_status, import_installed_causeway,
+                      run_cli, terminate)
 
-PY_DIR = os.path.join(SOURCE_DIR, "clients", "python")
 QUICK = 2.5 * TIMEOUT_SCALE   # a definite handshake refusal is reported well within this
 
 
 @pytest.fixture(scope="module")
 def cw(tmp_path_factory):
-    os.environ.setdefault("CAUSEWAY_PROTO_CACHE", str(tmp_path_factory.mktemp("cw_proto_cache")))
-    sys.path.insert(0, PY_DIR)
-    try:
-        import causeway
-    finally:
-        sys.path.remove(PY_DIR)
+    causeway = import_installed_causeway()
     return causeway
 
 

@@ -12,17 +12,14 @@ broker on them again:
   - see the later sections for the WAL (items 8 and 9).
 """
 
-import os
 import re
 import subprocess
-import sys
 
 import pytest
 
-from conftest import BROKER_BIN, SOURCE_DIR, assert_status, run_cli
+from conftest import BROKER_BIN, assert_status, import_installed_causeway, run_cli
 from test_durable import ack, dsend, fetch, history, login_first, next_deliveries, register
 
-PY_DIR = os.path.join(SOURCE_DIR, "clients", "python")
 
 
 def patch_all(path, old, new):
@@ -99,11 +96,7 @@ def test_cli_and_python_client_show_a_lost_message(broker, hub, cli, tmp_path):
     br = broker("--data", str(data))
 
     # The Python client: fetch without acknowledging, then the CLI.
-    sys.path.insert(0, PY_DIR)
-    try:
-        import causeway
-    finally:
-        sys.path.remove(PY_DIR)
+    causeway = import_installed_causeway()
     c = causeway.Client(br.endpoint, "bob", pull=True, auto_ack=False)
     try:
         ms = c.fetch()

@@ -18,7 +18,6 @@ directory; nothing here touches the build tree's programs or libraries:
 Every wait is bounded; processes started here are stopped by PID.
 """
 
-import glob
 import json
 import os
 import re
@@ -27,7 +26,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 
 import pytest
 

@@ -3,7 +3,8 @@
 
 Usage: /usr/bin/python3 example.py [ENDPOINT]
 (default $CAUSEWAY_ENDPOINT, else tcp://127.0.0.1:7400). Start a broker
-first, e.g. build/broker/causeway-broker --bind tcp://127.0.0.1:7400.
+first, e.g. build/broker/causeway-broker --bind tcp://127.0.0.1:7400, and
+install the package (../README.md), or put build/python on PYTHONPATH.
 
 Prints what each side sent and received with the vector clocks, and exits
 0 when the round trip worked, 1 if not.
@@ -12,9 +13,7 @@ Prints what each side sent and received with the vector clocks, and exits
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import causeway  # noqa: E402 - after the path set-up
+import causeway   # the installed package (clients/python/README.md, "Installing")
 
 
 def wait_for_message(client, timeout=5.0):

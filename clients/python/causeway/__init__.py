@@ -1,7 +1,7 @@
 """causeway.py: a Python client for the causeway chat broker.
 
-One module, two Debian packages (python3-zmq, python3-protobuf) and the
-``protoc`` compiler (protobuf-compiler). It speaks the wire protocol of
+A package needing two Debian packages at run time (python3-zmq,
+python3-protobuf) and protoc (protobuf-compiler) to build. It speaks the wire protocol of
 docs/PROTOCOL.md and behaves like libcauseway (client/causeway.h):
 
 - ``Client(endpoint, name=...)`` connects a DEALER socket to the broker and,
@@ -28,14 +28,11 @@ docs/PROTOCOL.md and behaves like libcauseway (client/causeway.h):
   trace file, and with ``clockd=ENDPOINT`` it reports the same events to a
   ``causeway-clockd serve`` daemon (docs/CLOCKD.md).
 
-The protobuf code is not committed: ``proto/causeway.proto`` is compiled with
-``protoc --python_out`` when this module is imported, into a cache directory
-(``$CAUSEWAY_PROTO_CACHE``, else ``$XDG_CACHE_HOME/causeway-python`` or
-``~/.cache/causeway-python``), keyed by a hash of the .proto file and the
-protobuf runtime version, so later imports reuse it. The .proto file is found
-through ``$CAUSEWAY_PROTO``, else next to this file, else at
-``../../proto/causeway.proto`` relative to it (the source tree). See
-README.md in this directory.
+The protobuf code is not committed: ``proto/causeway.proto`` is compiled
+with ``protoc --python_out`` when the package is built (``setup.py``), into
+``causeway/causeway_pb2.py``, imported as ``causeway.pb``. Install the
+package (clients/python/README.md); the source tree alone does not import.
+``causeway.aio.AsyncClient`` is the asyncio interface over the same engine.
 
 Threads: a Client may be used from several application threads (requests
 are serialised by the I/O thread), but only one thread should read events.
@@ -43,15 +40,10 @@ are serialised by the I/O thread), but only one thread should read events.
 
 import collections
 import dataclasses
-import hashlib
-import importlib.util
 import json
 import logging
 import os
 import random
-import shutil
-import subprocess
-import tempfile
 import threading
 import time
 
@@ -62,7 +54,7 @@ __all__ = [
     "Client", "CausewayError", "RequestTimeout", "ConnectionLost",
     "Deliver", "Presence", "Disconnected", "Reconnected", "User", "Recipient",
     "SendResult", "LoginInfo", "LoginResult", "Stats", "SessionInfo", "QueueInfo",
-    "Forwarded", "load_proto", "pb",
+    "Forwarded", "pb", "AsyncClient",
     "status_name", "DEFAULT_ENDPOINT",
 ]
 
@@ -86,75 +78,18 @@ INFLIGHT_GRACE = 60.0          # forget requests nobody waits for after this
 READ_BURST = 256               # frames read per loop turn
 
 # ---------------------------------------------------------------------------
-# The protobuf module, compiled at import time
+# The protobuf module: causeway/causeway_pb2.py, generated from
+# proto/causeway.proto by protoc when the package is built (setup.py), never
+# at import time.
 
-
-def _default_proto_path():
-    env = os.environ.get("CAUSEWAY_PROTO")
-    if env:
-        return env
-    here = os.path.dirname(os.path.abspath(__file__))
-    for cand in (os.path.join(here, "causeway.proto"),
-                 os.path.join(here, "..", "..", "proto", "causeway.proto")):
-        if os.path.isfile(cand):
-            return os.path.normpath(cand)
-    raise ImportError("causeway: cannot find causeway.proto; set CAUSEWAY_PROTO to its path")
-
-
-def _default_cache_dir():
-    env = os.environ.get("CAUSEWAY_PROTO_CACHE")
-    if env:
-        return env
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "causeway-python")
-
-
-def _compile(proto_path, out_dir):
-    """Runs protoc into a fresh directory under out_dir, then renames the
-    result into place (atomic: concurrent importers never see half a file).
-    Returns the path of causeway_pb2.py."""
-    os.makedirs(out_dir, exist_ok=True)
-    final = os.path.join(out_dir, "causeway_pb2.py")
-    if os.path.isfile(final):
-        return final
-    protoc = shutil.which("protoc")
-    if not protoc:
-        raise ImportError("causeway: protoc not found (Debian: apt-get install protobuf-compiler)")
-    tmp = tempfile.mkdtemp(prefix=".protoc-", dir=out_dir)
-    try:
-        res = subprocess.run(
-            [protoc, f"--proto_path={os.path.dirname(proto_path)}", f"--python_out={tmp}",
-             proto_path], capture_output=True, text=True, timeout=120)
-        if res.returncode != 0:
-            raise ImportError(f"causeway: protoc failed on {proto_path}: {res.stderr.strip()}")
-        os.replace(os.path.join(tmp, "causeway_pb2.py"), final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
-
-def load_proto(proto_path=None, cache_dir=None):
-    """Compiles causeway.proto (if not cached yet) and returns the generated
-    module. The cache key is the SHA-256 of the .proto bytes and the
-    protobuf runtime version."""
-    from google import protobuf
-    proto_path = os.path.abspath(proto_path or _default_proto_path())
-    with open(proto_path, "rb") as f:
-        data = f.read()
-    key = hashlib.sha256(data + b"\0" + protobuf.__version__.encode()).hexdigest()[:20]
-    cache_dir = cache_dir or _default_cache_dir()
-    try:
-        path = _compile(proto_path, os.path.join(cache_dir, key))
-    except OSError:
-        # An unwritable cache: compile into a private temporary directory.
-        path = _compile(proto_path, tempfile.mkdtemp(prefix="causeway-pb-"))
-    spec = importlib.util.spec_from_file_location("causeway_pb2", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-pb = load_proto()
+try:
+    from . import causeway_pb2 as pb
+except ImportError as _e:  # pragma: no cover - a source tree, not an installed package
+    raise ImportError(
+        "causeway: the generated module causeway.causeway_pb2 is missing: install the "
+        "package (/usr/bin/python3 -m pip install --no-build-isolation --no-index "
+        "clients/python; see clients/python/README.md) instead of importing the source "
+        f"tree ({_e})") from None
 
 # Local statuses (never on the wire; the numbers match libcauseway's).
 _LOCAL_STATUS = {100: "TIMEOUT", 101: "DISCONNECTED", 102: "IO", 104: "INVALID"}
@@ -730,6 +665,9 @@ class Client:
         self._mid_count = 0
         self._thread_error = None
         self._thread = None
+        # Called by the I/O thread (no lock held) after it queued an event,
+        # ended with an error or shut down: AsyncClient's wake-up.
+        self._event_hook = None
 
         # Command pipe: the application appends to _cmds and wakes the I/O
         # thread through an inproc PAIR.
@@ -761,6 +699,14 @@ class Client:
                 raise
 
     # -- plumbing --------------------------------------------------------------
+
+    def _call_event_hook(self):
+        hook = self._event_hook
+        if hook is not None:
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 - never let the hook kill the I/O thread
+                log.exception("causeway: event hook failed")
 
     def _command(self, cmd):
         if self._closed:
@@ -1466,6 +1412,7 @@ class _IoThread:
         with self.c._cond:
             self.c._events.append(ev)
             self.c._cond.notify_all()
+        self.c._call_event_hook()
 
     def trace(self, kind, clock, msg, peers, text, msg_clock=None, broadcast=False, req=None,
               holdback_us=0):
@@ -1555,6 +1502,7 @@ class _IoThread:
             ev = _deliver(d, local, self.c._epoch, holdback_us, gap)
             self.c._events.append(ev)
             self.c._cond.notify_all()
+        self.c._call_event_hook()
         self.trace_deliver(d, local, holdback_us)
         if d.seq:
             self.dd_seq = max(self.dd_seq, d.seq)
@@ -1921,6 +1869,7 @@ class _IoThread:
                 self.c._cond.notify_all()
         finally:
             self.shutdown()
+            self.c._call_event_hook()
 
     def loop(self):
         while not self.terminated:
@@ -1976,3 +1925,11 @@ class _IoThread:
         with self.c._cond:
             self.c._name = None
             self.c._cond.notify_all()
+
+
+def __getattr__(name):
+    """causeway.AsyncClient: imported on first use (asyncio, zmq.asyncio)."""
+    if name == "AsyncClient":
+        from .aio import AsyncClient
+        return AsyncClient
+    raise AttributeError(f"module 'causeway' has no attribute {name!r}")
