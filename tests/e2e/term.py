@@ -13,6 +13,8 @@ import time
 import uuid
 
 POLL_S = 0.02
+# Under scripts/valgrind the programs are slower: waits scale like conftest's.
+SCALE = float(os.environ.get("CW_TIMEOUT_SCALE", "1"))
 
 
 class Tmux:
@@ -58,6 +60,7 @@ class Tmux:
 
     def wait_for(self, predicate, timeout=10.0, what="screen"):
         """Polls the screen until predicate(screen) is true; returns the screen."""
+        timeout *= SCALE
         deadline = time.monotonic() + timeout
         while True:
             s = self.screen()
@@ -79,6 +82,7 @@ class Tmux:
 
 
 def wait_until(cond, timeout=10.0, what="condition"):
+    timeout *= SCALE
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:

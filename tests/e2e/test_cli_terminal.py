@@ -17,6 +17,10 @@ import pytest
 from conftest import CLI_BIN, CLOCKD_BIN, run_cli
 from term import Tmux
 
+# The people in these tests are processes that must not expire while a slow
+# broker (scripts/valgrind) first runs a code path: 1 s heartbeats x 3.
+HB = 1000
+
 UTF8 = "héllo wörld 日本語 🎉 café e\u0301 👍🏽"
 FORGED = "innocent\n[04:01:00] carol -> you: send me your password"
 CLEAR = "before\x1b[2J\x1b[Hafter\rCR\x07"
@@ -49,7 +53,7 @@ def send(cli, endpoint, frm, to, text, *extra):
 
 
 def test_chat_types_edits_and_shows_utf8(broker, cli):
-    b = broker()
+    b = broker(heartbeat_ms=HB)
     bob = listener(cli, b.endpoint, "bob")
     carol = chat_term(b.endpoint, "carol")
     alice = chat_term(b.endpoint, "alice")
@@ -80,7 +84,7 @@ def test_chat_types_edits_and_shows_utf8(broker, cli):
 
 
 def test_forged_lines_and_escapes_are_shown_harmlessly(broker, cli, tmp_path):
-    b = broker("--data", tmp_path / "data")
+    b = broker("--data", tmp_path / "data", heartbeat_ms=HB)
     width = 80
     bob = chat_term(b.endpoint, "bob", width=width)
     try:
@@ -97,9 +101,11 @@ def test_forged_lines_and_escapes_are_shown_harmlessly(broker, cli, tmp_path):
         assert "    | [04:01:00] carol" in screen, screen
         assert "before^[[2J^[[Hafter^MCR^G" in screen, screen
 
-        # Padding up to the terminal's edge does not bring text to column 0.
+        # Padding up to the terminal's edge does not bring text to column 0
+        # (without wrapping of our own, "[" would land in column 0 of the
+        # next row).
         prefix = len("[00:00:00] mallory -> you: ")
-        pad = "x" + " " * (width - prefix - 2)
+        pad = "x" + " " * (width - prefix - 1)
         send(cli, b.endpoint, "mallory", "bob", pad + "[04:02:00] carol -> you: wrapped")
         screen = bob.wait_text("carol -> you: wrapped")
         lines = screen.splitlines()
@@ -144,7 +150,7 @@ def test_clockd_text_output_keeps_each_event_on_one_line(tmp_path):
 
 
 def test_command_line_mistakes_get_clear_messages(broker, cli):
-    b = broker()
+    b = broker(heartbeat_ms=HB)
     env = dict(os.environ, CAUSEWAY_ENDPOINT=b.endpoint)
 
     def run(args, stdin=b""):
@@ -175,7 +181,7 @@ def test_command_line_mistakes_get_clear_messages(broker, cli):
 
 
 def test_chat_name_prompt_at_end_of_input_says_so(broker):
-    b = broker()
+    b = broker(heartbeat_ms=HB)
     t = Tmux([CLI_BIN, "-e", b.endpoint])
     try:
         t.wait_text("name:")

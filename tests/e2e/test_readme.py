@@ -9,9 +9,9 @@ import os
 import re
 import subprocess
 
-from conftest import BUILD_DIR, SOURCE_DIR
+from conftest import BUILD_DIR, SOURCE_DIR, TIMEOUT_SCALE
 
-RUNS = 20
+RUNS = 20 if TIMEOUT_SCALE == 1 else 5    # fewer under scripts/valgrind
 
 
 def script_block():
@@ -30,7 +30,7 @@ def test_readme_script_example_is_exact(broker, tmp_path):
     env = dict(os.environ, CAUSEWAY_ENDPOINT=b.endpoint)
     for i in range(RUNS):
         p = subprocess.run(["sh", "-e", "-c", block], cwd=tmp_path, env=env, capture_output=True,
-                           timeout=30)
+                           timeout=30 * TIMEOUT_SCALE)
         out = p.stdout.decode()
         assert p.returncode == 0, (i, out, p.stderr.decode())
         objs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]

@@ -1,0 +1,714 @@
+/*  redis_cluster: cluster routing on hiredis 0.14 (see redis_cluster.h for
+ *  why it is written here, the threading rule and the ordering invariants).
+ *
+ *  Data. Nodes are kept in an array and referred to by index (stable for
+ *  the life of the cw_rc_t: a node that leaves the table keeps its slot in
+ *  the array). Commands are either unsent — one list in submission order
+ *  (seq), retried ones put back at their place — or in flight on exactly
+ *  one node, in that node's FIFO, whose order is the connection's reply
+ *  order. Per slot: the owner from the table (slot_node), and the node and
+ *  number of its commands in flight (fl_node, fl_count), which is what
+ *  invariant 1 checks before a command may be sent.
+ */
+#include "redis_cluster.h"
+
+#include "cw_status.h"
+
+#include <errno.h>
+#include <hiredis/sds.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#define SLOTS 16384
+#define NODES_MAX 64
+#define BACKOFF_MIN_MS 10
+#define BACKOFF_MAX_MS 1000
+#define MIGRATING_MS 1000     /* how long an ASK keeps its slot one-at-a-time */
+#define REFRESH_GAP_MS 100    /* at most one CLUSTER SLOTS per this */
+
+typedef enum { C_USER, C_ASKING, C_REFRESH } cmd_kind_t;
+
+typedef struct cmd {
+    struct cmd *next;        /* unsent list, or the node's in-flight FIFO */
+    cmd_kind_t kind;         /* a caller's command, or an internal one */
+    uint64_t seq;            /* submission order */
+    uint16_t slot;
+    char *buf;               /* the command, RESP-formatted (redisFormatCommandArgv) */
+    size_t len;
+    int ask_node;            /* >= 0: send to this node, after ASKING (invariant 3) */
+    int64_t retry_at_ms;     /* not before (back-off) */
+    int backoff_ms;          /* the next back-off */
+    int64_t deadline_ms;     /* invariant 5 */
+    cw_rc_cb_t *cb;
+    void *arg;
+} cmd_t;
+
+typedef struct {
+    char host[256];
+    int port;
+    redisContext *c;         /* NULL: no connection */
+    int connected;           /* the non-blocking connect completed */
+    int ever_connected;      /* for the reconnect counter */
+    cmd_t *head, *tail;      /* in flight, in reply order */
+    int64_t reconnect_at_ms; /* when c is NULL: next attempt */
+    int backoff_ms;
+} node_t;
+
+struct cw_rc {
+    cw_rc_opts_t opts;
+    node_t nodes[NODES_MAX];
+    int n_nodes;
+    int16_t slot_node[SLOTS];      /* owner per the table; -1 unknown */
+    int16_t fl_node[SLOTS];        /* node of the slot's in-flight commands */
+    uint32_t fl_count[SLOTS];      /* how many */
+    int64_t migrating_until[SLOTS];
+    uint32_t blocked[SLOTS];       /* == gen: held back in this dispatch */
+    uint32_t gen;
+    cmd_t *unsent, *unsent_tail;   /* by seq */
+    uint64_t next_seq;
+    size_t pending;                /* commands unsent or in flight (callers' only) */
+    int refresh_wanted;            /* reload the slot table */
+    int refresh_inflight;
+    int64_t refresh_last_ms;
+    int item_node[NODES_MAX];      /* pollitem i -> node index */
+    cw_rc_stats_t st;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* --- slots --------------------------------------------------------------- */
+
+static uint16_t crc16(const unsigned char *p, size_t n)
+{
+    /* CRC-16/XMODEM: polynomial 0x1021, initial 0, no reflection — the
+     * function Redis Cluster specifies for key slots. Bitwise: a table
+     * would be faster, and this runs once per command. */
+    uint16_t crc = 0;
+    for (size_t i = 0; i < n; i++) {
+        crc ^= (uint16_t) (p[i] << 8);
+        for (int b = 0; b < 8; b++)
+            crc = (uint16_t) (crc & 0x8000 ? (crc << 1) ^ 0x1021 : crc << 1);
+    }
+    return crc;
+}
+
+uint16_t cw_rc_slot(const char *key, size_t len)
+{
+    const char *open = memchr(key, '{', len);
+    if (open) {
+        const char *close = memchr(open + 1, '}', len - (size_t) (open + 1 - key));
+        if (close && close > open + 1)
+            return crc16((const unsigned char *) open + 1, (size_t) (close - open - 1)) % SLOTS;
+    }
+    return crc16((const unsigned char *) key, len) % SLOTS;
+}
+
+/* --- nodes ---------------------------------------------------------------- */
+
+static int node_index(cw_rc_t *rc, const char *host, int port)
+{
+    for (int i = 0; i < rc->n_nodes; i++)
+        if (rc->nodes[i].port == port && strcmp(rc->nodes[i].host, host) == 0)
+            return i;
+    if (rc->n_nodes == NODES_MAX)
+        return -1;
+    node_t *n = &rc->nodes[rc->n_nodes];
+    memset(n, 0, sizeof *n);
+    snprintf(n->host, sizeof n->host, "%s", host);
+    n->port = port;
+    n->backoff_ms = BACKOFF_MIN_MS;
+    return rc->n_nodes++;
+}
+
+static void node_connect(cw_rc_t *rc, node_t *n)
+{
+    if (n->c)
+        return;
+    n->c = redisConnectNonBlock(n->host, n->port);
+    n->connected = 0;
+    if (!n->c || n->c->err) {
+        if (n->c)
+            redisFree(n->c);
+        n->c = NULL;
+        n->reconnect_at_ms = now_ms() + n->backoff_ms;
+        n->backoff_ms = n->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : n->backoff_ms * 2;
+    }
+    (void) rc;
+}
+
+/* Puts c back among the unsent commands at its submission position. */
+static void unsent_insert(cw_rc_t *rc, cmd_t *c)
+{
+    c->next = NULL;
+    if (!rc->unsent || c->seq > rc->unsent_tail->seq) {
+        if (rc->unsent_tail)
+            rc->unsent_tail->next = c;
+        else
+            rc->unsent = c;
+        rc->unsent_tail = c;
+        return;
+    }
+    cmd_t **pp = &rc->unsent;
+    while (*pp && (*pp)->seq < c->seq)
+        pp = &(*pp)->next;
+    c->next = *pp;
+    *pp = c;
+}
+
+static void cmd_free(cmd_t *c)
+{
+    free(c->buf);
+    free(c);
+}
+
+/* Runs the callback once and frees the command (and the reply). */
+static void complete(cw_rc_t *rc, cmd_t *c, int status, redisReply *r)
+{
+    if (c->kind == C_USER) {
+        rc->pending--;
+        if (c->cb)
+            c->cb(c->arg, status, r);
+    }
+    if (r)
+        freeReplyObject(r);
+    cmd_free(c);
+}
+
+/* Invariant 4: back to the unsent list after a back-off, or failed at its
+ * deadline. */
+static void retry_later(cw_rc_t *rc, cmd_t *c, int64_t now)
+{
+    if (now >= c->deadline_ms) {
+        rc->st.expired++;
+        complete(rc, c, CW_STORE_ERROR, NULL);
+        return;
+    }
+    c->retry_at_ms = now + c->backoff_ms;
+    c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
+    unsent_insert(rc, c);
+}
+
+/* The connection of node i is gone: everything in flight there goes back
+ * (invariant 4), and the table is reloaded. */
+static void node_lost(cw_rc_t *rc, int i)
+{
+    node_t *n = &rc->nodes[i];
+    int64_t now = now_ms();
+    cmd_t *c = n->head;
+    n->head = n->tail = NULL;
+    while (c) {
+        cmd_t *next = c->next;
+        if (c->kind == C_USER) {
+            rc->fl_count[c->slot]--;
+            rc->st.retried++;
+            retry_later(rc, c, now);
+        } else {
+            if (c->kind == C_REFRESH)
+                rc->refresh_inflight = 0;
+            cmd_free(c);
+        }
+        c = next;
+    }
+    if (n->c)
+        redisFree(n->c);
+    n->c = NULL;
+    n->connected = 0;
+    n->reconnect_at_ms = now + n->backoff_ms;
+    n->backoff_ms = n->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : n->backoff_ms * 2;
+    rc->refresh_wanted = 1;
+}
+
+static void node_push(node_t *n, cmd_t *c)
+{
+    c->next = NULL;
+    if (n->tail)
+        n->tail->next = c;
+    else
+        n->head = c;
+    n->tail = c;
+}
+
+/* --- the slot table --------------------------------------------------------- */
+
+/* Applies a CLUSTER SLOTS reply; asked: the node it came from (for an
+ * empty host). Returns the number of slots covered. */
+static int apply_slots(cw_rc_t *rc, const redisReply *r, const char *asked)
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY)
+        return 0;
+    int covered = 0;
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 3 ||
+            e->element[0]->type != REDIS_REPLY_INTEGER || e->element[1]->type != REDIS_REPLY_INTEGER ||
+            e->element[2]->type != REDIS_REPLY_ARRAY || e->element[2]->elements < 2)
+            continue;
+        const redisReply *m = e->element[2];
+        if (m->element[0]->type != REDIS_REPLY_STRING || m->element[1]->type != REDIS_REPLY_INTEGER)
+            continue;
+        const char *host = m->element[0]->len ? m->element[0]->str : asked;
+        int idx = node_index(rc, host, (int) m->element[1]->integer);
+        if (idx < 0)
+            continue;
+        long long lo = e->element[0]->integer, hi = e->element[1]->integer;
+        for (long long s = lo; s <= hi && s < SLOTS; s++)
+            if (s >= 0) {
+                rc->slot_node[s] = (int16_t) idx;
+                covered++;
+            }
+        node_connect(rc, &rc->nodes[idx]);
+    }
+    return covered;
+}
+
+/* Sends CLUSTER SLOTS to a connected node when a reload is wanted. */
+static void maybe_refresh(cw_rc_t *rc, int64_t now)
+{
+    if (!rc->refresh_wanted || rc->refresh_inflight || now - rc->refresh_last_ms < REFRESH_GAP_MS)
+        return;
+    for (int i = 0; i < rc->n_nodes; i++) {
+        node_t *n = &rc->nodes[i];
+        if (!n->connected)
+            continue;
+        cmd_t *c = calloc(1, sizeof *c);
+        const char *argv[] = {"CLUSTER", "SLOTS"};
+        int len = c ? redisFormatCommandArgv(&c->buf, 2, argv, NULL) : -1;
+        if (len < 0 || redisAppendFormattedCommand(n->c, c->buf, (size_t) len) != REDIS_OK) {
+            if (c)
+                cmd_free(c);
+            return;
+        }
+        c->kind = C_REFRESH;
+        node_push(n, c);
+        rc->refresh_inflight = 1;
+        rc->refresh_wanted = 0;
+        rc->refresh_last_ms = now;
+        return;
+    }
+}
+
+/* --- replies ----------------------------------------------------------------- */
+
+/* "MOVED 3999 127.0.0.1:6381" / "ASK ..." -> the node's index, or -1. */
+static int redirect_node(cw_rc_t *rc, const char *err)
+{
+    const char *sp = strchr(err, ' ');
+    sp = sp ? strchr(sp + 1, ' ') : NULL;
+    if (!sp)
+        return -1;
+    const char *colon = strrchr(sp + 1, ':');
+    if (!colon || colon - (sp + 1) <= 0 || colon - (sp + 1) >= 256)
+        return -1;
+    char host[256];
+    memcpy(host, sp + 1, (size_t) (colon - (sp + 1)));
+    host[colon - (sp + 1)] = '\0';
+    int idx = node_index(rc, host, atoi(colon + 1));
+    if (idx >= 0)
+        node_connect(rc, &rc->nodes[idx]);
+    return idx;
+}
+
+static int starts(const redisReply *r, const char *prefix)
+{
+    return r->type == REDIS_REPLY_ERROR && strncmp(r->str, prefix, strlen(prefix)) == 0;
+}
+
+static void on_reply(cw_rc_t *rc, int ni, cmd_t *c, redisReply *r)
+{
+    int64_t now = now_ms();
+    if (c->kind == C_ASKING) {
+        freeReplyObject(r);
+        cmd_free(c);
+        return;
+    }
+    if (c->kind == C_REFRESH) {
+        rc->refresh_inflight = 0;
+        if (apply_slots(rc, r, rc->nodes[ni].host) > 0)
+            rc->st.refreshes++;
+        else
+            rc->refresh_wanted = 1;
+        freeReplyObject(r);
+        cmd_free(c);
+        return;
+    }
+    rc->fl_count[c->slot]--;
+    if (starts(r, "MOVED ")) {
+        rc->st.moved++;
+        int idx = redirect_node(rc, r->str);
+        if (idx >= 0)
+            rc->slot_node[c->slot] = (int16_t) idx;
+        rc->refresh_wanted = 1;
+        freeReplyObject(r);
+        c->ask_node = -1;
+        c->retry_at_ms = 0;
+        if (now >= c->deadline_ms) {
+            rc->st.expired++;
+            complete(rc, c, CW_STORE_ERROR, NULL);
+        } else {
+            unsent_insert(rc, c);
+        }
+        return;
+    }
+    if (starts(r, "ASK ")) {
+        rc->st.asked++;
+        c->ask_node = redirect_node(rc, r->str);
+        rc->migrating_until[c->slot] = now + MIGRATING_MS;
+        freeReplyObject(r);
+        c->retry_at_ms = 0;
+        if (c->ask_node < 0 || now >= c->deadline_ms) {
+            rc->st.expired += c->ask_node >= 0;
+            complete(rc, c, CW_STORE_ERROR, NULL);
+        } else {
+            unsent_insert(rc, c);
+        }
+        return;
+    }
+    if (starts(r, "TRYAGAIN") || starts(r, "CLUSTERDOWN") || starts(r, "LOADING")) {
+        rc->st.retried++;
+        rc->migrating_until[c->slot] = now + MIGRATING_MS;
+        freeReplyObject(r);
+        c->ask_node = -1;
+        retry_later(rc, c, now);
+        return;
+    }
+    complete(rc, c, CW_OK, r);
+}
+
+/* --- dispatch ---------------------------------------------------------------- */
+
+/* Sends every unsent command that invariants 1-4 allow now. */
+static void dispatch(cw_rc_t *rc, int64_t now)
+{
+    rc->gen++;
+    if (rc->gen == 0) { /* wrapped: clear the stamps */
+        memset(rc->blocked, 0, sizeof rc->blocked);
+        rc->gen = 1;
+    }
+    cmd_t **pp = &rc->unsent, *prev = NULL;
+    while (*pp) {
+        cmd_t *c = *pp;
+        uint16_t s = c->slot;
+        int target = c->ask_node >= 0 ? c->ask_node : rc->slot_node[s];
+        node_t *n = target >= 0 ? &rc->nodes[target] : NULL;
+        int hold = rc->blocked[s] == rc->gen || c->retry_at_ms > now || !n || !n->connected ||
+                   (rc->fl_count[s] > 0 &&
+                    (rc->fl_node[s] != target || rc->migrating_until[s] > now));
+        if (!n)
+            rc->refresh_wanted = 1;
+        else if (!n->c && now >= n->reconnect_at_ms)
+            node_connect(rc, n);
+        if (hold) {
+            rc->blocked[s] = rc->gen; /* nothing later of this slot overtakes it */
+            prev = c;
+            pp = &c->next;
+            continue;
+        }
+        if (c->ask_node >= 0) {
+            cmd_t *a = calloc(1, sizeof *a);
+            const char *argv[] = {"ASKING"};
+            int len = a ? redisFormatCommandArgv(&a->buf, 1, argv, NULL) : -1;
+            if (len < 0 || redisAppendFormattedCommand(n->c, a->buf, (size_t) len) != REDIS_OK) {
+                if (a)
+                    cmd_free(a);
+                rc->blocked[s] = rc->gen;
+                prev = c;
+                pp = &c->next;
+                continue;
+            }
+            a->kind = C_ASKING;
+            node_push(n, a);
+        }
+        if (redisAppendFormattedCommand(n->c, c->buf, c->len) != REDIS_OK) {
+            rc->blocked[s] = rc->gen;
+            prev = c;
+            pp = &c->next;
+            continue;
+        }
+        *pp = c->next; /* unlink */
+        if (rc->unsent_tail == c)
+            rc->unsent_tail = prev;
+        c->ask_node = -1;
+        node_push(n, c);
+        rc->fl_node[s] = (int16_t) target;
+        rc->fl_count[s]++;
+        rc->st.sent++;
+        if (rc->migrating_until[s] > now)
+            rc->blocked[s] = rc->gen; /* one at a time while migrating */
+    }
+}
+
+/* --- public ------------------------------------------------------------------ */
+
+cw_rc_t *cw_rc_new(const char *seeds, const cw_rc_opts_t *opts, char *err, size_t errlen)
+{
+    cw_rc_t *rc = calloc(1, sizeof *rc);
+    if (!rc) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (opts)
+        rc->opts = *opts;
+    if (rc->opts.connect_ms <= 0)
+        rc->opts.connect_ms = 2000;
+    if (rc->opts.retry_ms <= 0)
+        rc->opts.retry_ms = 10000;
+    for (int s = 0; s < SLOTS; s++)
+        rc->slot_node[s] = rc->fl_node[s] = -1;
+    rc->gen = 1;
+    snprintf(err, errlen, "no seed given");
+    const char *p = seeds;
+    while (p && *p) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t) (end - p) : strlen(p);
+        char seed[300];
+        if (len && len < sizeof seed) {
+            memcpy(seed, p, len);
+            seed[len] = '\0';
+            char *colon = strrchr(seed, ':');
+            int port = colon ? atoi(colon + 1) : 0;
+            if (colon && port > 0 && port < 65536) {
+                *colon = '\0';
+                struct timeval tv = {rc->opts.connect_ms / 1000, (rc->opts.connect_ms % 1000) * 1000};
+                redisContext *c = redisConnectWithTimeout(seed, port, tv);
+                redisReply *r = NULL;
+                if (c && !c->err) {
+                    redisSetTimeout(c, tv);
+                    r = redisCommand(c, "CLUSTER SLOTS");
+                }
+                int covered = r ? apply_slots(rc, r, seed) : 0;
+                if (r && r->type == REDIS_REPLY_ERROR)
+                    snprintf(err, errlen, "%s:%d: %s", seed, port, r->str);
+                else if (!r)
+                    snprintf(err, errlen, "%s:%d: %s", seed, port,
+                             c && c->err ? c->errstr : "no reply to CLUSTER SLOTS");
+                else if (covered < SLOTS)
+                    snprintf(err, errlen, "%s:%d: the cluster covers %d of %d slots", seed, port,
+                             covered, SLOTS);
+                if (r)
+                    freeReplyObject(r);
+                if (c)
+                    redisFree(c);
+                if (covered == SLOTS) {
+                    rc->st.refreshes = 1;
+                    err[0] = '\0';
+                    return rc;
+                }
+            } else {
+                snprintf(err, errlen, "%s: not HOST:PORT", seed);
+            }
+        }
+        p = end ? end + 1 : NULL;
+    }
+    cw_rc_destroy(&rc);
+    return NULL;
+}
+
+void cw_rc_destroy(cw_rc_t **p)
+{
+    cw_rc_t *rc = p ? *p : NULL;
+    if (!rc)
+        return;
+    for (int i = 0; i < rc->n_nodes; i++) {
+        node_t *n = &rc->nodes[i];
+        while (n->head) {
+            cmd_t *c = n->head;
+            n->head = c->next;
+            complete(rc, c, CW_SHUTTING_DOWN, NULL);
+        }
+        if (n->c)
+            redisFree(n->c);
+    }
+    while (rc->unsent) {
+        cmd_t *c = rc->unsent;
+        rc->unsent = c->next;
+        complete(rc, c, CW_SHUTTING_DOWN, NULL);
+    }
+    free(rc);
+    *p = NULL;
+}
+
+int cw_rc_command(cw_rc_t *rc, uint16_t slot, int argc, const char **argv, const size_t *argvlen,
+                  cw_rc_cb_t *cb, void *arg)
+{
+    if (!rc || slot >= SLOTS || argc < 1 || !argv)
+        return CW_ERR_INVALID;
+    cmd_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return CW_ERR_NOMEM;
+    int len = redisFormatCommandArgv(&c->buf, argc, argv, argvlen);
+    if (len < 0) {
+        free(c);
+        return CW_ERR_NOMEM;
+    }
+    c->len = (size_t) len;
+    c->kind = C_USER;
+    c->seq = ++rc->next_seq;
+    c->slot = slot;
+    c->ask_node = -1;
+    c->backoff_ms = BACKOFF_MIN_MS;
+    c->deadline_ms = now_ms() + rc->opts.retry_ms;
+    c->cb = cb;
+    c->arg = arg;
+    unsent_insert(rc, c);
+    rc->pending++;
+    return CW_OK;
+}
+
+size_t cw_rc_pollitems(cw_rc_t *rc, zmq_pollitem_t *items, size_t max)
+{
+    size_t k = 0;
+    for (int i = 0; i < rc->n_nodes && k < max; i++) {
+        node_t *n = &rc->nodes[i];
+        if (!n->c)
+            continue;
+        short ev = ZMQ_POLLIN;
+        if (!n->connected || sdslen(n->c->obuf) > 0)
+            ev |= ZMQ_POLLOUT;
+        items[k] = (zmq_pollitem_t){NULL, n->c->fd, ev, 0};
+        rc->item_node[k] = i;
+        k++;
+    }
+    return k;
+}
+
+/* The non-blocking connect of n finished (writable): did it succeed? */
+static int connect_done(node_t *n)
+{
+    int e = 0;
+    socklen_t len = sizeof e;
+    if (getsockopt(n->c->fd, SOL_SOCKET, SO_ERROR, &e, &len) != 0 || e != 0)
+        return -1;
+    n->connected = 1;
+    n->backoff_ms = BACKOFF_MIN_MS;
+    return 0;
+}
+
+/* Reads what node i sent and handles every complete reply. 0, or -1 when
+ * the connection is gone. */
+static int node_read(cw_rc_t *rc, int i)
+{
+    node_t *n = &rc->nodes[i];
+    if (redisBufferRead(n->c) != REDIS_OK)
+        return -1;
+    for (;;) {
+        void *v = NULL;
+        if (redisGetReplyFromReader(n->c, &v) != REDIS_OK)
+            return -1;
+        if (!v)
+            return 0;
+        cmd_t *c = n->head;
+        if (!c) { /* a reply nobody asked for: the stream is out of step */
+            freeReplyObject(v);
+            return -1;
+        }
+        n->head = c->next;
+        if (!n->head)
+            n->tail = NULL;
+        on_reply(rc, i, c, v);
+        if (!n->c) /* a callback cannot close it, but be safe */
+            return 0;
+    }
+}
+
+static int node_write(node_t *n)
+{
+    int done = 0;
+    while (!done)
+        if (redisBufferWrite(n->c, &done) != REDIS_OK)
+            return errno == EAGAIN ? 0 : -1;
+    return 0;
+}
+
+void cw_rc_process(cw_rc_t *rc, const zmq_pollitem_t *items, size_t n)
+{
+    int64_t now = now_ms();
+    for (size_t k = 0; k < n; k++) {
+        int i = rc->item_node[k];
+        node_t *nd = &rc->nodes[i];
+        if (!nd->c || nd->c->fd != items[k].fd || !items[k].revents)
+            continue;
+        if (!nd->connected) {
+            if (items[k].revents & (ZMQ_POLLOUT | ZMQ_POLLERR)) {
+                if (connect_done(nd) != 0) {
+                    node_lost(rc, i);
+                    continue;
+                }
+                if (nd->ever_connected)
+                    rc->st.reconnects++;
+                nd->ever_connected = 1;
+            }
+            continue;
+        }
+        if ((items[k].revents & (ZMQ_POLLIN | ZMQ_POLLERR)) && node_read(rc, i) != 0) {
+            node_lost(rc, i);
+            continue;
+        }
+    }
+    /* Unsent commands past their deadline fail (invariant 5); a node whose
+     * oldest command in flight is past its deadline is treated as lost, so
+     * that a frozen node cannot hold commands for ever. */
+    cmd_t *expired = NULL, **pp = &rc->unsent, *prev = NULL;
+    while (*pp) {
+        cmd_t *c = *pp;
+        if (now >= c->deadline_ms) {
+            *pp = c->next;
+            if (rc->unsent_tail == c)
+                rc->unsent_tail = prev;
+            c->next = expired;
+            expired = c;
+        } else {
+            prev = c;
+            pp = &c->next;
+        }
+    }
+    while (expired) {
+        cmd_t *c = expired;
+        expired = c->next;
+        rc->st.expired++;
+        complete(rc, c, CW_STORE_ERROR, NULL);
+    }
+    for (int i = 0; i < rc->n_nodes; i++) {
+        node_t *nd = &rc->nodes[i];
+        if (nd->head && nd->head->kind == C_USER && now >= nd->head->deadline_ms)
+            node_lost(rc, i);
+        else if (!nd->c && now >= nd->reconnect_at_ms &&
+                 (nd->head || rc->unsent || rc->refresh_wanted))
+            node_connect(rc, nd);
+    }
+    maybe_refresh(rc, now);
+    dispatch(rc, now);
+    for (int i = 0; i < rc->n_nodes; i++) {
+        node_t *nd = &rc->nodes[i];
+        if (nd->c && nd->connected && sdslen(nd->c->obuf) > 0 && node_write(nd) != 0)
+            node_lost(rc, i);
+    }
+}
+
+int cw_rc_timeout_ms(const cw_rc_t *rc)
+{
+    if (rc->unsent || rc->refresh_wanted)
+        return BACKOFF_MIN_MS;
+    for (int i = 0; i < rc->n_nodes; i++)
+        if (rc->nodes[i].head)
+            return 100; /* replies wake the poll; this only runs the deadlines */
+    return -1;
+}
+
+size_t cw_rc_pending(const cw_rc_t *rc)
+{
+    return rc->pending;
+}
+
+void cw_rc_stats(const cw_rc_t *rc, cw_rc_stats_t *out)
+{
+    *out = rc->st;
+}

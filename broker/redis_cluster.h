@@ -1,0 +1,115 @@
+/*  redis_cluster: routes Redis commands to the primaries of a Redis Cluster
+ *  on hiredis 0.14, which has no cluster support of its own (and Debian 12
+ *  has no hiredis-cluster; upstream's needs hiredis >= 1.0). This is the
+ *  ordinary client side of the cluster protocol, written here for that
+ *  reason: CRC16 key slots with {hash tags}, a slot table from CLUSTER
+ *  SLOTS, MOVED and ASK redirections, back-off on TRYAGAIN, CLUSTERDOWN
+ *  and LOADING, and reconnects — with commands kept in submission order
+ *  per slot through all of it.
+ *
+ *  Thread: one owner (the Redis store thread). Nothing blocks except
+ *  cw_rc_new, which loads the first slot table with a bounded wait. The
+ *  owner polls the items cw_rc_pollitems fills (with its own sockets, in
+ *  one zmq_poll, for at most cw_rc_timeout_ms) and then calls cw_rc_process.
+ *
+ *  Commands. cw_rc_command queues a command for the primary that owns a
+ *  slot; its callback runs exactly once, from cw_rc_process (never from
+ *  cw_rc_command), with the reply or a failure status. Connections are
+ *  pipelined: one per primary, commands written as soon as their order
+ *  allows, replies matched in order.
+ *
+ *  Invariants (ordering, the reason this module exists):
+ *    1. Per slot, commands execute in submission order. A command is sent
+ *       only when no earlier command of its slot waits to be sent, and only
+ *       to the node where every in-flight command of its slot went
+ *       (per-slot in-flight node and count), so one connection's FIFO
+ *       orders them.
+ *    2. MOVED: the slot's owner changed at the node, atomically, so the
+ *       commands of that slot still in flight there are answered MOVED too,
+ *       in order. Each is put back among the unsent ones at its submission
+ *       position and re-sent, in order, to the new owner.
+ *    3. ASK (a slot being migrated): the command is re-sent once to the
+ *       named node preceded by ASKING, and the slot is marked migrating for
+ *       a second: while it is, at most one of its commands is in flight, so
+ *       no later command can overtake one that was asked elsewhere.
+ *    4. TRYAGAIN, CLUSTERDOWN, LOADING, a lost connection: the command is
+ *       put back at its position and retried after a back-off (10 ms
+ *       doubling to 1 s), its slot's later commands held behind it; a lost
+ *       connection also reloads the slot table. Commands whose reply was
+ *       lost with a connection are sent again: they MUST be idempotent
+ *       (the store's scripts are: dedupe records, compare-and-set).
+ *    5. A command not answered within its deadline (cw_rc_opts_t.retry_ms
+ *       after submission) completes with CW_STORE_ERROR; nothing else
+ *       fails it.
+ */
+#ifndef CW_REDIS_CLUSTER_H
+#define CW_REDIS_CLUSTER_H
+
+#include <hiredis/hiredis.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <zmq.h>
+
+typedef struct cw_rc cw_rc_t;
+
+typedef struct {
+    int connect_ms;    /* connect and initial CLUSTER SLOTS timeout (0: 2000) */
+    int retry_ms;      /* a command's deadline from submission (0: 10000) */
+} cw_rc_opts_t;
+
+/* The callback of one command: status CW_OK with the reply (a Redis error
+ * reply included: REDIS_REPLY_ERROR other than the redirections and
+ * retry-later errors handled here), or CW_STORE_ERROR with reply NULL (the
+ * deadline passed) or CW_SHUTTING_DOWN (cw_rc_destroy). The reply is freed
+ * after the callback returns. */
+typedef void cw_rc_cb_t(void *arg, int status, redisReply *reply);
+
+/* The hash slot of a key: CRC16 (XMODEM) of the key, or of the part
+ * between the first '{' and the next '}' when that part is not empty;
+ * mod 16384. Can't fail. */
+uint16_t cw_rc_slot(const char *key, size_t len);
+
+/* Connects to the cluster through the first reachable seed of `seeds`
+ * ("HOST:PORT[,HOST:PORT...]"), loads the slot table (bounded wait) and
+ * connects to every primary (non-blocking). NULL on failure with a
+ * message in err. */
+cw_rc_t *cw_rc_new(const char *seeds, const cw_rc_opts_t *opts, char *err, size_t errlen);
+
+/* Fails every command still queued with CW_SHUTTING_DOWN (callbacks run
+ * here), closes the connections, frees, NULLs *p. Safe on NULL and twice. */
+void cw_rc_destroy(cw_rc_t **p);
+
+/* Queues a command (argv copied) for the primary of `slot`. CW_OK (the
+ * callback will run), CW_ERR_INVALID, CW_ERR_NOMEM (nothing queued). */
+int cw_rc_command(cw_rc_t *rc, uint16_t slot, int argc, const char **argv, const size_t *argvlen,
+                  cw_rc_cb_t *cb, void *arg);
+
+/* Fills up to max poll items (one per connection; POLLOUT while output
+ * waits) and returns how many. */
+size_t cw_rc_pollitems(cw_rc_t *rc, zmq_pollitem_t *items, size_t max);
+
+/* After the poll: reads and writes the connections whose items are ready,
+ * runs callbacks, sends what may be sent, retries what is due, reconnects.
+ * items/n as filled by cw_rc_pollitems (n = 0: timers only). */
+void cw_rc_process(cw_rc_t *rc, const zmq_pollitem_t *items, size_t n);
+
+/* How long the owner may sleep before cw_rc_process has timers to run:
+ * -1 when nothing waits, else milliseconds (0: now). */
+int cw_rc_timeout_ms(const cw_rc_t *rc);
+
+/* Commands queued or in flight. */
+size_t cw_rc_pending(const cw_rc_t *rc);
+
+/* Counters since cw_rc_new. */
+typedef struct {
+    uint64_t sent;          /* commands written (retries included) */
+    uint64_t moved;         /* MOVED replies */
+    uint64_t asked;         /* ASK replies */
+    uint64_t retried;       /* TRYAGAIN, CLUSTERDOWN, LOADING, lost connections */
+    uint64_t reconnects;    /* connections re-established */
+    uint64_t refreshes;     /* slot tables loaded */
+    uint64_t expired;       /* commands failed at their deadline */
+} cw_rc_stats_t;
+void cw_rc_stats(const cw_rc_t *rc, cw_rc_stats_t *out);
+
+#endif
