@@ -7,14 +7,16 @@
  *
  *      recv [routing id][frame]...  ->  decode_or_reply  ->  dispatch by body
  *
- *  Every path that rejects a request goes through reply_status(), the one
- *  function that builds error replies. A request always gets exactly one
- *  Reply; pushes (deliver, presence, heartbeat) carry request_id 0.
+ *  Every path that rejects a request goes through cwe_reply_status()
+ *  (egress.c), the one function that builds error replies. A request
+ *  always gets exactly one Reply; pushes (deliver, presence, heartbeat)
+ *  carry request_id 0.
  *
- *  Sending uses ZMQ_ROUTER_MANDATORY and ZMQ_DONTWAIT, so a send to a peer
- *  that is gone fails with EHOSTUNREACH (the session is marked dead) and a
- *  send to a peer whose queue is at the high-water mark fails with EAGAIN
- *  (the recipient is reported FLOODED). The router never blocks on a peer.
+ *  This file routes; it is the top of the broker's layers (the graph is in
+ *  broker_internal.h): sending is egress.c's (ZMQ_ROUTER_MANDATORY and
+ *  ZMQ_DONTWAIT: the router never blocks on a peer), the order of what a
+ *  session is sent is outorder.c's, durable requests are durable.c's.
+ *  None of them calls back into this file.
  *
  *  Transport security (cfg.curve_secret): the ROUTER is a CURVE server and
  *  b->zap, polled on this thread, answers its ZAP requests: only keys
@@ -38,6 +40,11 @@
 #include "cw_util.h"
 #include "sessions.h"
 #include "broker_internal.h"
+#include "durable.h"
+#include "egress.h"
+#include "observe.h"
+#include "outorder.h"
+#include "resume_clock.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -47,281 +54,12 @@
 #include <sys/random.h>
 #include <zmq.h>
 
-/* -------------------------------------------------------------------------
- * Sending
- */
-
-/* Sends a prepared frame to a session (consumes *msg in every case).
- * Returns CW_DELIVERED, CW_FLOODED (peer's queue full) or CW_OFFLINE (peer
- * gone: the session is marked dead and reaped at the next safe point). */
-int cwb_push(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
-{
-    if (s->dead || s->gone) {
-        zmq_msg_close(msg);
-        return CW_OFFLINE;
-    }
-    size_t size = zmq_msg_size(msg);
-    int rc = zmq_send(b->router, s->id + 1, s->id[0], ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    if (rc >= 0)
-        rc = zmq_msg_send(msg, b->router, ZMQ_DONTWAIT);
-    if (rc >= 0) {
-        s->last_tx_ms = b->now_ms;
-        b->stats.frames_out++;
-        b->mc.bytes_out += size;
-        return CW_DELIVERED;
-    }
-    int e = errno;
-    zmq_msg_close(msg);
-    if (e == EAGAIN) {
-        CW_DEBUG("%s: send queue full, frame dropped", s->user->name);
-        return CW_FLOODED;
-    }
-    CW_DEBUG("%s: peer gone (%s)", s->user->name, zmq_strerror(e));
-    if (!s->dead) {
-        s->dead = true;
-        b->n_dead++;
-    }
-    return CW_OFFLINE;
-}
-
-/* Appends v as a protobuf varint at p; returns the bytes written (<= 10). */
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t) (v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t) v;
-    return n;
-}
-
-/* Pushes a live Deliver frame (consumed) to s. A session that has been
- * pushed stored messages gets the frame stamped with Envelope.after_seq =
- * the last of them since its pushes last started again (s->chain_seq), so
- * that the client shows it only after those (PROTOCOL.md §13.10). The field goes at the end of the frame, which is a
- * valid encoding of the same Envelope with after_seq set: the frame shared
- * by all recipients is copied only for such sessions. */
-static int push_live(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
-{
-    uint64_t after = b->durable && !s->pull ? s->chain_seq : 0;
-    if (after == 0)
-        return cwb_push(b, s, msg);
-    uint8_t field[11];
-    field[0] = (4 << 3) | 0;   /* Envelope.after_seq, wire type varint */
-    size_t flen = 1 + put_varint(field + 1, after);
-    size_t len = zmq_msg_size(msg);
-    zmq_msg_t stamped;
-    if (zmq_msg_init_size(&stamped, len + flen) != 0) {
-        zmq_msg_close(msg);
-        return CW_FLOODED;
-    }
-    memcpy(zmq_msg_data(&stamped), zmq_msg_data(msg), len);
-    memcpy((uint8_t *) zmq_msg_data(&stamped) + len, field, flen);
-    zmq_msg_close(msg);
-    return cwb_push(b, s, &stamped);
-}
-
-/* Live Delivers held back for one session (docs/CAUSALITY.md, point 4),
- * each with its barrier: the stored entries of the recipient's queue that
- * were committed or submitted before it was read. It is pushed after those
- * and before any entry appended after it: a held message goes out once
- * every entry up to its barrier is pushed, and before a stored entry above
- * its barrier is pushed (cwb_flush_held_before, from durable.c). */
-typedef struct {
-    zmq_msg_t msg;
-    uint64_t barrier;  /* seq: push after every entry up to it */
-    uint64_t token;    /* != 0: the barrier is the seq the pending append with
-                          this token gets (cwb_held_resolve) */
-} held_msg_t;
-
-struct cw_held {
-    held_msg_t *msgs; /* ring buffer of cap frames */
-    size_t head;      /* index of the oldest */
-    size_t n;         /* frames held */
-    size_t cap;       /* allocated */
-};
-
-size_t cwb_held_count(const cw_session_t *s)
-{
-    return s->held ? s->held->n : 0;
-}
-
-bool cwb_must_hold(const cw_broker_t *b, const cw_session_t *s)
-{
-    return cwd_pending(b, s) || (s->held && s->held->n > 0);
-}
-
-/* Holds msg (consumed) for s. CW_DELIVERED (it will be pushed in order) or
- * CW_FLOODED (sndhwm frames are already held: dropped). */
-static int hold(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
-{
-    cw_held_t *h = s->held;
-    if (!h && !(h = s->held = calloc(1, sizeof *h))) {
-        zmq_msg_close(msg);
-        return CW_FLOODED;
-    }
-    if (h->n >= b->cfg.sndhwm) {
-        zmq_msg_close(msg);
-        return CW_FLOODED;
-    }
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 16;
-        held_msg_t *m = malloc(cap * sizeof *m);
-        if (!m) {
-            zmq_msg_close(msg);
-            return CW_FLOODED;
-        }
-        for (size_t i = 0; i < h->n; i++) {
-            held_msg_t *from = &h->msgs[(h->head + i) % h->cap];
-            m[i] = *from;
-            zmq_msg_init(&m[i].msg);
-            zmq_msg_move(&m[i].msg, &from->msg);
-        }
-        free(h->msgs);
-        h->msgs = m;
-        h->head = 0;
-        h->cap = cap;
-    }
-    held_msg_t *slot = &h->msgs[(h->head + h->n) % h->cap];
-    zmq_msg_init(&slot->msg);
-    zmq_msg_move(&slot->msg, msg);
-    zmq_msg_close(msg);
-    /* Appends are answered in submission order, so the latest one naming
-     * the user gets the highest seq of those submitted before this
-     * message; with none pending, the committed queue is the barrier. */
-    slot->barrier = s->user->last_seq;
-    slot->token = s->user->durable_inflight ? s->user->last_append_token : 0;
-    h->n++;
-    b->mc.held_total++;
-    b->mc.held_now++;
-    return CW_DELIVERED;
-}
-
-void cwb_held_resolve(cw_session_t *s, uint64_t token, uint64_t seq)
-{
-    cw_held_t *h = s->held;
-    for (size_t i = 0; h && i < h->n; i++) {
-        held_msg_t *m = &h->msgs[(h->head + i) % h->cap];
-        if (m->token == token) {
-            m->token = 0;
-            if (seq > m->barrier)
-                m->barrier = seq;
-        }
-    }
-}
-
-/* Pushes held messages from the oldest while `ready` says so. */
-static void flush_while(cw_broker_t *b, cw_session_t *s, uint64_t before)
-{
-    cw_held_t *h = s->held;
-    bool all = !b->durable || s->pull;
-    while (h && h->n) {
-        held_msg_t *m = &h->msgs[h->head];
-        bool ready = all || (m->token == 0 && (before ? m->barrier < before
-                                                      : !s->catching_up ||
-                                                            m->barrier <= s->pushed_seq));
-        if (!ready)
-            return;
-        h->head = (h->head + 1) % h->cap;
-        h->n--;
-        b->mc.held_now--;
-        if (push_live(b, s, &m->msg) == CW_DELIVERED)
-            b->stats.deliveries++;
-        else
-            CW_DEBUG("%s: held live message dropped", s->user->name);
-    }
-}
-
-void cwb_flush_held(cw_broker_t *b, cw_session_t *s)
-{
-    flush_while(b, s, 0);
-}
-
-void cwb_flush_held_before(cw_broker_t *b, cw_session_t *s, uint64_t seq)
-{
-    flush_while(b, s, seq);
-}
-
-/* Frees what the router owns in a session; call before cw_sessions_close. */
-static void session_release(cw_broker_t *b, cw_session_t *s)
-{
-    cw_held_t *h = s->held;
-    if (!h)
-        return;
-    b->mc.held_now -= h->n;
-    for (size_t i = 0; i < h->n; i++)
-        zmq_msg_close(&h->msgs[(h->head + i) % h->cap].msg);
-    free(h->msgs);
-    free(h);
-    s->held = NULL;
-}
-
-/* Sends env to a routing id that may have no session (replies). Failures
- * are logged; a peer that vanished cannot be answered. */
-void cwb_send_to_id(cw_broker_t *b, const void *id, size_t id_len, const cw_env_t *env)
-{
-    if (cw_outq_send(b->outq, b->router, id, id_len, env, ZMQ_DONTWAIT) == 0) {
-        b->stats.frames_out++;
-        cw_session_t *s = cw_sessions_find(b->sessions, id, id_len);
-        if (s)
-            s->last_tx_ms = b->now_ms; /* a reply is traffic: no heartbeat needed */
-    } else {
-        CW_DEBUG("reply dropped: %s", zmq_strerror(errno));
-    }
-}
-
-/* cwb_send_to_id for a peer whose session s is at hand (s->id is its
- * routing id): the same, without looking the session up again. */
-static void send_to_session(cw_broker_t *b, cw_session_t *s, const cw_env_t *env)
-{
-    if (cw_outq_send(b->outq, b->router, s->id + 1, s->id[0], env, ZMQ_DONTWAIT) == 0) {
-        b->stats.frames_out++;
-        s->last_tx_ms = b->now_ms;
-    } else {
-        CW_DEBUG("reply dropped: %s", zmq_strerror(errno));
-    }
-}
-
-/* The one function that builds an error (or bare status) reply. An error
- * status counts as a refused request (BrokerStats.refused_requests);
- * refusals of the frame itself go through reply_bad_frame. */
-static void reply_counted(cw_broker_t *b, const void *id, size_t id_len, uint64_t request_id,
-                          int status, const char *detail, uint64_t *counter)
-{
-    cw_env_t env;
-    Causeway__V1__Reply reply;
-    cw_env_init(&env, request_id);
-    causeway__v1__reply__init(&reply);
-    reply.status = (Causeway__V1__Status) status;
-    reply.detail = (char *) (detail ? detail : cw_strerror(status));
-    env.body_case = CW_BODY(REPLY);
-    env.reply = &reply;
-    if (!cw_status_is_success(status)) {
-        (*counter)++;
-        cw_mon_count(b->mc.refusals, status);
-        CW_DEBUG("reply %s to request %llu: %s", cw_status_name(status),
-                 (unsigned long long) request_id, reply.detail);
-    }
-    cwb_send_to_id(b, id, id_len, &env);
-}
-
-void cwb_reply_status(cw_broker_t *b, const void *id, size_t id_len, uint64_t request_id,
-                      int status, const char *detail)
-{
-    reply_counted(b, id, id_len, request_id, status, detail, &b->stats.refused);
-}
-
-/* Refuses a frame that fails PROTOCOL.md §5 steps 1-7 (BrokerStats.bad_frames). */
-static void reply_bad_frame(cw_broker_t *b, const void *id, size_t id_len, uint64_t request_id,
-                            int status, const char *detail)
-{
-    reply_counted(b, id, id_len, request_id, status, detail, &b->stats.bad_frames);
-}
-
-/* See broker_internal.h. */
-long cwb_user_log(cw_broker_t *b, const char *after, Causeway__V1__UserInfo **infos,
-                  Causeway__V1__UserInfo ***ptrs, bool *truncated)
+/* The user log from the first name sorting after `after` (NULL or "":
+ * from the start), at most cfg.page_users entries; *truncated tells
+ * whether more follow. Caller frees *infos and *ptrs. The count, or -1 if
+ * out of memory. */
+static long user_log(cw_broker_t *b, const char *after, Causeway__V1__UserInfo **infos,
+                     Causeway__V1__UserInfo ***ptrs, bool *truncated)
 {
     size_t total = cw_sessions_user_count(b->sessions), from = 0;
     if (after && *after) { /* the first name sorting after `after` */
@@ -405,7 +143,7 @@ static void announce(cw_broker_t *b, const char *name, bool online,
         zmq_msg_t copy;
         zmq_msg_init(&copy);
         zmq_msg_copy(&copy, &proto);
-        cwb_push(b, s, &copy);
+        cwe_push(b, s, &copy);
     }
     zmq_msg_close(&proto);
 }
@@ -425,7 +163,7 @@ static void reap(cw_broker_t *b)
                 continue;
             char name[CW_NAME_MAX_HARD + 1];
             strcpy(name, s->user->name);
-            session_release(b, s);
+            cwor_release(b, s);
             cw_sessions_close(b->sessions, &s, b->now_us);
             b->stats.expired++;
             CW_INFO("expired %s", name);
@@ -464,7 +202,7 @@ static bool take_token(cw_broker_t *b, cw_user_t *u, const void *id, size_t id_l
         snprintf(detail, sizeof detail,
                  "more than %u requests/s (burst %u) from user %s; retry later", b->cfg.rate,
                  b->cfg.burst, u->name);
-        cwb_reply_status(b, id, id_len, request_id, CW_RATE_LIMITED, detail);
+        cwe_reply_status(b, id, id_len, request_id, CW_RATE_LIMITED, detail);
         return false;
     }
     u->tokens -= 1.0;
@@ -490,7 +228,7 @@ static bool key_may_login(cw_broker_t *b, const char *name, uint64_t rid, const 
     CW_WARN("login as '%s' refused: key %s %s%s", printable ? name : "(invalid name)",
             b->peer_key ? b->peer_key : "-", bound ? "belongs to " : "is not registered",
             bound ? bound : "");
-    cwb_reply_status(b, id, id_len, rid, CW_UNAUTHORIZED, detail);
+    cwe_reply_status(b, id, id_len, rid, CW_UNAUTHORIZED, detail);
     return false;
 }
 
@@ -500,19 +238,19 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
     const Causeway__V1__Login *login = env->login;
     uint64_t rid = env->request_id;
     if (s) {
-        cwb_reply_status(b, id, id_len, rid, CW_ALREADY_LOGGED_IN, "this connection is already logged in");
+        cwe_reply_status(b, id, id_len, rid, CW_ALREADY_LOGGED_IN, "this connection is already logged in");
         return;
     }
     if (b->zap && !key_may_login(b, login->name, rid, id, id_len))
         return;
     const char *why = NULL;
     if (cw_name_check(login->name, b->cfg.max_name, &why) != CW_OK) {
-        cwb_reply_status(b, id, id_len, rid, CW_BAD_NAME, why);
+        cwe_reply_status(b, id, id_len, rid, CW_BAD_NAME, why);
         return;
     }
     /* Strings are valid UTF-8 without zero bytes (cw_env_decode). */
     if (login->agent && strlen(login->agent) > AGENT_MAX) {
-        cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "Login.agent is longer than 128 bytes");
+        cwe_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "Login.agent is longer than 128 bytes");
         return;
     }
     cw_user_t *user = cw_sessions_user(b->sessions, login->name);
@@ -526,7 +264,7 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
             if (old->dead)
                 b->n_dead--; /* rescued before the reaper got it */
             if (cw_sessions_rebind(b->sessions, old, id, id_len) != 0) {
-                cwb_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
+                cwe_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
                 return;
             }
             s = old;
@@ -534,25 +272,25 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
             /* A new serial: store reads issued for the old connection are
              * ignored when they return, and cwd_on_login reads afresh. */
             s->serial = ++b->serial;
-            s->read_in_flight = false;
+            cwor_resumed(b, s);
             resumed = true;
         } else {
             char detail[128];
             snprintf(detail, sizeof detail, "name '%s' is held by a live session", login->name);
-            cwb_reply_status(b, id, id_len, rid, CW_NAME_TAKEN, detail);
+            cwe_reply_status(b, id, id_len, rid, CW_NAME_TAKEN, detail);
             return;
         }
     }
     if (!resumed) {
         if (cw_sessions_count(b->sessions) >= b->cfg.max_sessions) {
-            cwb_reply_status(b, id, id_len, rid, CW_TOO_MANY_SESSIONS,
+            cwe_reply_status(b, id, id_len, rid, CW_TOO_MANY_SESSIONS,
                          "the broker's session limit is reached");
             return;
         }
         if (!user) {
             int rc = cwd_add_user(b, login->name);
             if (rc != CW_OK) {
-                cwb_reply_status(b, id, id_len, rid, rc, "cannot store the new user name now");
+                cwe_reply_status(b, id, id_len, rid, rc, "cannot store the new user name now");
                 return;
             }
         }
@@ -561,7 +299,7 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
         if (user && created && b->durable)
             user->stored = CW_USER_STORING; /* cwd_add_user above */
         if (!user || !(s = cw_sessions_open(b->sessions, id, id_len, user, b->now_ms))) {
-            cwb_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
+            cwe_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
             return;
         }
         if (created)
@@ -582,8 +320,7 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
         s->gone = false;
     }
     s->quiet = login->quiet;
-    s->pull = login->pull;
-    cwb_flush_held(b, s); /* a resumed session that now pulls holds nothing back */
+    cwor_set_pull(b, s, login->pull); /* a resumed session that now pulls holds nothing back */
 
     cw_env_t out;
     Causeway__V1__Reply reply;
@@ -600,7 +337,7 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
     info.resume_token.data = s->token;
     info.resume_token.len = s->resumable ? sizeof s->token : 0;
     info.durable = b->durable != NULL;
-    Causeway__V1__Deliver *resume = cwb_resume_clock(user);
+    Causeway__V1__Deliver *resume = cwr_resume_clock(user);
     if (resume) {
         info.n_clock = resume->n_clock;
         info.clock = resume->clock;
@@ -611,11 +348,11 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
     Causeway__V1__UserInfo *infos = NULL, **ptrs = NULL;
     if (!s->quiet) {
         bool truncated = false;
-        long n = cwb_user_log(b, NULL, &infos, &ptrs, &truncated);
+        long n = user_log(b, NULL, &infos, &ptrs, &truncated);
         if (n < 0) {
             if (resume)
                 causeway__v1__deliver__free_unpacked(resume, NULL);
-            cwb_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
+            cwe_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
             return;
         }
         reply.truncated = truncated;
@@ -624,7 +361,7 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
     }
     out.body_case = CW_BODY(REPLY);
     out.reply = &reply;
-    cwb_send_to_id(b, id, id_len, &out);
+    cwe_send_to_id(b, id, id_len, &out);
     free(infos);
     free(ptrs);
     if (resume)
@@ -644,15 +381,15 @@ static void handle_logout(cw_broker_t *b, const void *id, size_t id_len, cw_sess
                           const cw_env_t *env)
 {
     if (!s) {
-        cwb_reply_status(b, id, id_len, env->request_id, CW_NOT_LOGGED_IN, "logout without a session");
+        cwe_reply_status(b, id, id_len, env->request_id, CW_NOT_LOGGED_IN, "logout without a session");
         return;
     }
-    cwb_reply_status(b, id, id_len, env->request_id, CW_OK, "logged out");
+    cwe_reply_status(b, id, id_len, env->request_id, CW_OK, "logged out");
     char name[CW_NAME_MAX_HARD + 1];
     strcpy(name, s->user->name);
     if (s->dead)
         b->n_dead--;
-    session_release(b, s);
+    cwor_release(b, s);
     cw_sessions_close(b->sessions, &s, b->now_us);
     CW_INFO("logout %s", name);
     announce(b, name, false, CAUSEWAY__V1__PRESENCE__REASON__REASON_LOGOUT, NULL);
@@ -666,18 +403,18 @@ static bool send_valid_or_reply(cw_broker_t *b, const void *id, size_t id_len,
     const Causeway__V1__Send *send = env->send;
     uint64_t rid = env->request_id;
     if (send->broadcast && send->n_to > 0) {
-        cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "broadcast with an explicit recipient list");
+        cwe_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "broadcast with an explicit recipient list");
         return false;
     }
     if (!send->broadcast && send->n_to == 0) {
-        cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "no recipients");
+        cwe_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "no recipients");
         return false;
     }
     if (send->n_to > b->cfg.max_recipients) {
         char detail[96];
         snprintf(detail, sizeof detail, "%zu recipients; the limit is %u", send->n_to,
                  b->cfg.max_recipients);
-        cwb_reply_status(b, id, id_len, rid, CW_TOO_MANY_RECIPIENTS, detail);
+        cwe_reply_status(b, id, id_len, rid, CW_TOO_MANY_RECIPIENTS, detail);
         return false;
     }
     size_t text_len = send->text ? strlen(send->text) : 0;
@@ -685,62 +422,21 @@ static bool send_valid_or_reply(cw_broker_t *b, const void *id, size_t id_len,
         char detail[96];
         snprintf(detail, sizeof detail, "text is %zu bytes; the limit is %u", text_len,
                  b->cfg.max_text);
-        cwb_reply_status(b, id, id_len, rid, CW_TOO_LARGE, detail);
+        cwe_reply_status(b, id, id_len, rid, CW_TOO_LARGE, detail);
         return false;
     }
     /* text, to and message_id are valid UTF-8 without zero bytes: frames
      * that break that are refused by cw_env_decode (PROTOCOL.md §5). */
     if (send->message_id && strlen(send->message_id) > MESSAGE_ID_MAX) {
-        cwb_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "message_id is longer than 128 bytes");
+        cwe_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "message_id is longer than 128 bytes");
         return false;
     }
     if (send->durable && !b->durable) {
-        cwb_reply_status(b, id, id_len, rid, CW_NOT_DURABLE,
+        cwe_reply_status(b, id, id_len, rid, CW_NOT_DURABLE,
                      "durable sending needs a broker started with --data DIR");
         return false;
     }
     return true;
-}
-
-/* Resolves the recipients of a Send into rcpts (deduplicated, in the order
- * given; broadcast: every user but the sender, by name). users[i] is the
- * user of rcpts[i] or NULL if unknown. Returns the count, -1 on no memory. */
-long cwb_resolve(cw_broker_t *b, const Causeway__V1__Send *send, const cw_user_t *sender,
-                    Causeway__V1__RecipientStatus *rcpts, cw_user_t **users)
-{
-    size_t n = 0;
-    b->mark++;
-    if (send->broadcast) {
-        size_t nu = cw_sessions_user_count(b->sessions);
-        for (size_t i = 0; i < nu; i++) {
-            cw_user_t *u = cw_sessions_user_at(b->sessions, i);
-            if (u == sender)
-                continue;
-            causeway__v1__recipient_status__init(&rcpts[n]);
-            rcpts[n].name = u->name;
-            users[n++] = u;
-        }
-        return (long) n;
-    }
-    for (size_t i = 0; i < send->n_to; i++) {
-        const char *name = send->to[i];
-        cw_user_t *u = cw_sessions_user(b->sessions, name);
-        if (u) {
-            if (u->mark == b->mark)
-                continue;
-            u->mark = b->mark;
-        } else {
-            bool seen = false;
-            for (size_t k = 0; k < n && !seen; k++)
-                seen = !users[k] && strcmp(rcpts[k].name, name) == 0;
-            if (seen)
-                continue;
-        }
-        causeway__v1__recipient_status__init(&rcpts[n]);
-        rcpts[n].name = u ? u->name : (char *) name;
-        users[n++] = u;
-    }
-    return (long) n;
 }
 
 /* Live sends to at most SEND_SMALL recipients keep their recipient arrays
@@ -758,7 +454,7 @@ static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_sessio
 {
     const cw_env_t *env = *envp;
     if (!s) {
-        cwb_reply_status(b, id, id_len, env->request_id, CW_NOT_LOGGED_IN, "send without a session");
+        cwe_reply_status(b, id, id_len, env->request_id, CW_NOT_LOGGED_IN, "send without a session");
         return;
     }
     if (!send_valid_or_reply(b, id, id_len, env))
@@ -790,10 +486,15 @@ static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_sessio
         users = block ? (void *) (rptrs + cap) : NULL;
         to = block ? (void *) (users + cap) : NULL;
     }
-    long n = rcpts ? cwb_resolve(b, send, s->user, rcpts, users) : -1;
-    if (n < 0) {
-        cwb_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
+    if (!rcpts) {
+        cwe_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
         goto done;
+    }
+    long n = (long) cw_sessions_resolve(b->sessions, send->broadcast, send->to, send->n_to,
+                                        s->user, (const char **) to, users);
+    for (long i = 0; i < n; i++) {
+        causeway__v1__recipient_status__init(&rcpts[i]);
+        rcpts[i].name = to[i];
     }
 
     /* One Deliver frame, packed once, shared by every recipient. */
@@ -803,9 +504,7 @@ static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_sessio
     causeway__v1__deliver__init(&d);
     d.from = s->user->name;
     if (!send->broadcast) {
-        for (long i = 0; i < n; i++)
-            to[i] = rcpts[i].name;
-        d.n_to = (size_t) n;
+        d.n_to = (size_t) n; /* to[] holds the resolved names */
         d.to = to;
     }
     d.broadcast = send->broadcast;
@@ -818,7 +517,7 @@ static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_sessio
     denv.deliver = &d;
     zmq_msg_t proto;
     if (cw_env_to_msg(&denv, &proto) != CW_OK) {
-        cwb_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
+        cwe_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
         goto done;
     }
     size_t delivered = 0, offline = 0, unknown = 0, flooded = 0;
@@ -834,13 +533,9 @@ static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_sessio
             zmq_msg_t copy;
             zmq_msg_init(&copy);
             zmq_msg_copy(&copy, &proto);
-            cw_session_t *rs = users[i]->session;
-            bool held = cwb_must_hold(b, rs);
-            st = held ? hold(b, rs, &copy) : push_live(b, rs, &copy);
+            st = cwor_send_live(b, users[i]->session, &copy);
             if (st == CW_DELIVERED) {
                 delivered++;
-                if (!held)
-                    b->stats.deliveries++; /* held ones count when flushed */
             } else if (st == CW_FLOODED) {
                 flooded++;
             } else {
@@ -876,7 +571,7 @@ static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_sessio
     reply.recipients = rptrs;
     out.body_case = CW_BODY(REPLY);
     out.reply = &reply;
-    send_to_session(b, s, &out); /* s is the sender: id is its routing id */
+    cwe_send_to_session(b, s, &out); /* s is the sender: id is its routing id */
 
     if (cw_log_enabled(CW_LOG_INFO)) {
         char names[256] = "";
@@ -905,9 +600,9 @@ static void handle_who(cw_broker_t *b, const void *id, size_t id_len, const cw_e
     Causeway__V1__Reply reply;
     Causeway__V1__UserInfo *infos = NULL, **ptrs = NULL;
     bool truncated = false;
-    long n = cwb_user_log(b, env->who->after, &infos, &ptrs, &truncated);
+    long n = user_log(b, env->who->after, &infos, &ptrs, &truncated);
     if (n < 0) {
-        cwb_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
+        cwe_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
         return;
     }
     cw_env_init(&out, env->request_id);
@@ -919,7 +614,7 @@ static void handle_who(cw_broker_t *b, const void *id, size_t id_len, const cw_e
     reply.users = ptrs;
     out.body_case = CW_BODY(REPLY);
     out.reply = &reply;
-    cwb_send_to_id(b, id, id_len, &out);
+    cwe_send_to_id(b, id, id_len, &out);
     free(infos);
     free(ptrs);
 }
@@ -954,7 +649,7 @@ static bool within_limits_or_reply(cw_broker_t *b, const void *id, size_t id_len
                      "%llu bytes of earlier replies to this connection are unread or "
                      "pending (reply-budget %u); read them first",
                      (unsigned long long) unread, b->cfg.reply_budget);
-            cwb_reply_status(b, id, id_len, env->request_id, CW_FLOODED, detail);
+            cwe_reply_status(b, id, id_len, env->request_id, CW_FLOODED, detail);
             return false;
         }
     }
@@ -968,14 +663,14 @@ static void dispatch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t
     const cw_env_t *env = *envp;
     uint64_t rid = env->request_id;
     if (!cw_clock_entries_valid(env->clock, env->n_clock)) {
-        reply_bad_frame(b, id, id_len, rid, CW_BAD_REQUEST,
+        cwe_reply_bad_frame(b, id, id_len, rid, CW_BAD_REQUEST,
                      "clock entries must be sorted by node, unique and non-empty");
         return;
     }
     if (!within_limits_or_reply(b, id, id_len, s, env))
         return;
     if (s && env->n_clock) /* the user's resume clock (resume_clock.c) */
-        cwb_note_clock(b, s->user, env->clock, env->n_clock,
+        cwr_note_clock(b, s->user, env->clock, env->n_clock,
                        env->body_case == CW_BODY(SEND) && env->send->durable);
     switch (env->body_case) {
     case CW_BODY(LOGIN):
@@ -1006,9 +701,9 @@ static void dispatch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t
     case CW_BODY(FETCH):
     case CW_BODY(HISTORY):
         if (!s)
-            cwb_reply_status(b, id, id_len, rid, CW_NOT_LOGGED_IN, "log in first");
+            cwe_reply_status(b, id, id_len, rid, CW_NOT_LOGGED_IN, "log in first");
         else if (!b->durable)
-            cwb_reply_status(b, id, id_len, rid, CW_NOT_DURABLE,
+            cwe_reply_status(b, id, id_len, rid, CW_NOT_DURABLE,
                              "queues need a broker started with --data DIR");
         else if (env->body_case == CW_BODY(ACK))
             cwd_ack(b, id, id_len, s, env);
@@ -1022,11 +717,11 @@ static void dispatch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t
     case CW_BODY(DELIVER):
     case CW_BODY(PRESENCE):
     case CW_BODY(REPLY):
-        reply_bad_frame(b, id, id_len, rid, CW_BAD_REQUEST,
+        cwe_reply_bad_frame(b, id, id_len, rid, CW_BAD_REQUEST,
                         "deliver, presence and reply are broker-to-client messages");
         break;
     default:
-        reply_bad_frame(b, id, id_len, rid, CW_UNKNOWN_TYPE, "unknown message type");
+        cwe_reply_bad_frame(b, id, id_len, rid, CW_UNKNOWN_TYPE, "unknown message type");
         break;
     }
 }
@@ -1046,7 +741,7 @@ static void handle_message(cw_broker_t *b, const void *id, size_t id_len,
          * the key that logged it in. */
         CW_WARN("refused a frame from key %s: its routing id belongs to %s's session",
                 b->peer_key ? b->peer_key : "-", s->user->name);
-        cwb_reply_status(b, id, id_len, 0, CW_UNAUTHORIZED,
+        cwe_reply_status(b, id, id_len, 0, CW_UNAUTHORIZED,
                          "this connection's routing id belongs to another key's session; "
                          "use a fresh routing id");
         return;
@@ -1061,7 +756,7 @@ static void handle_message(cw_broker_t *b, const void *id, size_t id_len,
         s->last_rx_ms = b->now_ms;
     if (n_frames != 1) {
         CW_WARN("dropped a %zu-frame message from %s", n_frames, s ? s->user->name : "a peer");
-        reply_bad_frame(b, id, id_len, 0, CW_BAD_REQUEST, "a causeway message is exactly one frame");
+        cwe_reply_bad_frame(b, id, id_len, 0, CW_BAD_REQUEST, "a causeway message is exactly one frame");
         return;
     }
     cw_env_t *env = NULL;
@@ -1071,7 +766,7 @@ static void handle_message(cw_broker_t *b, const void *id, size_t id_len,
     if (rc != CW_OK) {
         CW_DEBUG("bad frame (%zu bytes) from %s: %s", sizes[0], s ? s->user->name : "a peer",
                  detail);
-        reply_bad_frame(b, id, id_len, rid, rc, detail);
+        cwe_reply_bad_frame(b, id, id_len, rid, rc, detail);
         return;
     }
     CW_TRACE("%s from %s, request %llu", cw_env_body_name(env), s ? s->user->name : "a peer",
@@ -1120,7 +815,7 @@ static void tick(cw_broker_t *b)
         } else if (b->now_ms - s->last_tx_ms >= (int64_t) b->cfg.heartbeat_ms) {
             zmq_msg_t msg;
             if (cw_env_to_msg(&hb_env, &msg) == CW_OK)
-                cwb_push(b, s, &msg);
+                cwe_push(b, s, &msg);
         }
     }
     cwd_tick(b);
@@ -1426,7 +1121,7 @@ void cw_broker_destroy(cw_broker_t **p)
     update_time(b);
     cwd_close(b); /* answers what the store still owes, while the socket is open */
     for (size_t i = 0; b->sessions && i < cw_sessions_count(b->sessions); i++)
-        session_release(b, cw_sessions_at(b->sessions, i));
+        cwor_release(b, cw_sessions_at(b->sessions, i));
     if (b->mon)
         zmq_close(b->mon);
     if (b->router)

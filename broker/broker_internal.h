@@ -1,6 +1,35 @@
-/*  broker_internal: the router's state and helpers shared by broker.c
- *  (sessions, live routing) and durable.c (queues through the store actor).
+/*  broker_internal: the router's state, shared by the broker's modules.
  *  Router thread only. Not part of any public interface.
+ *
+ *  The broker is one-way: each module calls only the modules below it, so
+ *  no two broker files call each other (Redis's server.c routes and its
+ *  networking.c sends; neither calls back up). The layers, top down:
+ *
+ *      broker.c     routing: the loop, decoding, login/logout, live Send,
+ *        |   \       Who, Stats, presence, expiry, life cycle
+ *        |    v
+ *        |  resume_clock.c  each user's resume clock (PROTOCOL.md 11.4)
+ *        |    v
+ *        |  durable.c   durable handling: the store actor's requests and
+ *        |    |           replies (pending FIFO, budgets, Ack/Fetch/History,
+ *        |    |           durable Send)
+ *        v    v
+ *      outorder.c   per-session outbound order: the delivery state machine,
+ *        |            the stored-push chain and the held ring
+ *        v
+ *      egress.c     what goes to clients: push, stamp, reply
+ *        v
+ *      sessions.c, outq.c, store_actor.c (leaves; store_actor is called
+ *      by durable.c only)
+ *
+ *  broker.c may call resume_clock.c, durable.c, outorder.c and egress.c;
+ *  resume_clock.c calls durable.c; durable.c calls outorder.c and egress.c;
+ *  outorder.c calls egress.c; nothing calls up. tests/layers_check.py
+ *  checks this (calls by prefix: cwb_/cw_broker_ broker.c, cwr_
+ *  resume_clock.c, cwd_ durable.c, cwo_ outorder.c, cwe_ egress.c, and
+ *  which module headers each file includes), as ctest `broker_layers`.
+ *  The struct below is data shared by all of them (configuration, clock,
+ *  counters, the session table); reading it is not a call.
  */
 #ifndef CW_BROKER_INTERNAL_H
 #define CW_BROKER_INTERNAL_H
@@ -42,7 +71,6 @@ struct cw_broker {
     cw_durable_t *durable;    /* store actor and pending store requests; NULL: live-only */
     cw_outq_t *outq;          /* unread bulky replies per connection, owned */
     size_t n_dead;            /* sessions marked dead and not yet reaped */
-    uint64_t mark;            /* generation counter for cw_user_t.mark */
     uint64_t serial;          /* last session serial handed out */
     int64_t started_ms;       /* monotonic start time */
     int64_t now_ms;           /* monotonic time of the current message or tick */
@@ -63,104 +91,5 @@ struct cw_broker {
     int peer_fd;              /* CURVE: its connection's descriptor; -1 if unknown */
     volatile sig_atomic_t *reload; /* set by a reload signal (main.c): re-read the users directory */
 };
-
-/* broker.c */
-int cwb_push(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg);
-void cwb_send_to_id(cw_broker_t *b, const void *id, size_t id_len, const cw_env_t *env);
-void cwb_reply_status(cw_broker_t *b, const void *id, size_t id_len, uint64_t request_id,
-                      int status, const char *detail);
-long cwb_resolve(cw_broker_t *b, const Causeway__V1__Send *send, const cw_user_t *sender,
-                 Causeway__V1__RecipientStatus *rcpts, cw_user_t **users);
-/* True while stored messages for s are pending: entries of its queue not
- * yet pushed, or appends naming its user not yet committed. Never for pull
- * sessions or without a store. */
-bool cwd_pending(const cw_broker_t *b, const cw_session_t *s);
-/* Live Delivers to s wait while cwd_pending (or while older ones wait), so
- * that nothing overtakes a stored message that may causally precede it. */
-bool cwb_must_hold(const cw_broker_t *b, const cw_session_t *s);
-/* Live Delivers held back for s now. */
-size_t cwb_held_count(const cw_session_t *s);
-/* Pushes the held live Delivers of s once nothing stored is pending. */
-void cwb_flush_held(cw_broker_t *b, cw_session_t *s);
-/* resume_clock.c (PROTOCOL.md 11.4): a frame of u's session carried this
- * (validated) clock: keep it as u's resume clock if its own entry is the
- * highest yet, and have the store write it (a durable Send: at once). */
-void cwb_note_clock(cw_broker_t *b, cw_user_t *u, Causeway__V1__ClockEntry *const *clock,
-                    size_t n, bool durable_send);
-/* u's resume clock for LoginInfo.clock, or NULL if none is known (or it
- * cannot be decoded); free with causeway__v1__deliver__free_unpacked. */
-Causeway__V1__Deliver *cwb_resume_clock(const cw_user_t *u);
-/* Before stored entry `seq` is pushed to s: pushes the held live messages
- * that must precede it (their barrier is below seq). */
-void cwb_flush_held_before(cw_broker_t *b, cw_session_t *s, uint64_t seq);
-/* The append with this token is answered: held live messages that waited
- * for it follow stored entry `seq` of s's queue (the seq it got, or the
- * queue's last seq if it was not stored for s). */
-void cwb_held_resolve(cw_session_t *s, uint64_t token, uint64_t seq);
-/* The user log from the first name sorting after `after` (NULL or "":
- * from the start), at most cfg.page_users entries; *truncated tells
- * whether more follow. Caller frees *infos and *ptrs. The count, or -1 if
- * out of memory. */
-long cwb_user_log(cw_broker_t *b, const char *after, Causeway__V1__UserInfo **infos,
-                  Causeway__V1__UserInfo ***ptrs, bool *truncated);
-
-/* observe.c — monitoring (PROTOCOL.md §12.1-12.2, docs/OPERATIONS.md
- * "Monitoring"). Router thread. */
-
-/* Fills a snapshot with the broker's figures now. Can't fail. */
-void cwo_snapshot(cw_broker_t *b, cw_mon_snap_t *snap);
-/* Publishes a snapshot to b->monitor if one is due (every
- * CW_MON_PUBLISH_MS). */
-void cwo_maybe_publish(cw_broker_t *b);
-/* Stats, Sessions, Queues and Recent requests. */
-void cwo_stats(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
-               const cw_env_t *env);
-void cwo_sessions(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
-                  const cw_env_t *env);
-void cwo_queues(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
-                const cw_env_t *env);
-void cwo_recent(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
-                const cw_env_t *env);
-/* Notes a new session's peer address and login time. */
-void cwo_session_opened(cw_broker_t *b, cw_session_t *s);
-
-/* durable.c — all no-ops / NOT_DURABLE when b->durable is NULL. */
-
-/* Opens the store in cfg.data, loads the user log into the session table
- * and starts the store actor. 0, or -1 with a message in err. */
-int cwd_open(cw_broker_t *b, char *err, size_t errlen);
-/* Answers what the store still owes (bounded wait), stops the actor. */
-void cwd_close(cw_broker_t *b);
-/* The actor's socket to poll (NULL when live-only). */
-void *cwd_poll_handle(cw_broker_t *b);
-/* Handles every store reply waiting; never blocks. */
-void cwd_on_replies(cw_broker_t *b);
-/* Persists a new user name (the request is ordered before any append that
- * names the user). CW_OK (or live-only), else a status for the login reply. */
-int cwd_add_user(cw_broker_t *b, const char *name);
-/* Writes u's resume clock to the store if it is newer than the last one
- * written: at once with `now`, else only when no write of u's is in flight
- * (the reply of that one writes the newest). Ordered before every later
- * request: a durable Send's clock is committed no later than the message.
- * Best effort: a failure is logged, the next newer clock is written. */
-void cwd_save_clock(cw_broker_t *b, cw_user_t *u, bool now);
-/* A session logged in or resumed: starts pushing the user's queue, from
- * the first unacknowledged message, unless the session pulls. */
-void cwd_on_login(cw_broker_t *b, cw_session_t *s);
-/* Redelivery of unacknowledged pushes whose ack is overdue. */
-void cwd_tick(cw_broker_t *b);
-/* A durable Send, already validated: resolves recipients and submits the
- * append; the reply goes out after the commit. Takes *envp (NULLs it). */
-void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw_env_t **envp);
-/* Ack, Fetch and History requests from session s. */
-void cwd_ack(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, const cw_env_t *env);
-void cwd_fetch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, const cw_env_t *env);
-void cwd_history(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
-                 const cw_env_t *env);
-/* Counters for Stats (0 when live-only). */
-void cwd_stats(cw_broker_t *b, uint64_t *stored, uint64_t *fsyncs, uint64_t *damaged);
-/* The store thread's counters and the store requests not yet answered;
- * false (nothing filled) when live-only. */
-bool cwd_monitor(cw_broker_t *b, cw_store_actor_stats_t *st, uint32_t *pending);
 
 #endif

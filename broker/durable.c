@@ -11,15 +11,17 @@
  *       Send and every push of a stored message leave only after the store
  *       reply for its append, which comes after the commit.
  *    2. Per session, pushes of stored messages go out in seq order. Either
- *       the session is `catching_up` and only push reads (cw_store_read
- *       from pushed_seq + 1) push, at most one read in flight; or it is
- *       caught up, and each committed append pushes its seq directly.
+ *       the session is catching up (outorder.h's CATCHING_UP or READING)
+ *       and only push reads (cw_store_read from pushed_seq + 1) push, at
+ *       most one read in flight (READING <=> a push read for the session's
+ *       serial is pending); or it is CAUGHT_UP, and each committed append
+ *       pushes its seq directly.
  *       Commits and reads are answered in submission order, so an append
  *       that a read could not see is answered after that read (and pushed
  *       directly), and one that it could see is answered before it (and
  *       skipped while catching up).
  *    3. At most push_window pushes per session wait for an ack; a full
- *       window switches the session to catching up.
+ *       window switches the session to catching up (outorder.c).
  *    4. Pending records refer to sessions by serial, never by pointer: a
  *       session may be gone, or replaced, when the reply arrives.
  *    5. Budgets (docs/OPERATIONS.md "Floods, slow readers and budgets"): a
@@ -30,6 +32,10 @@
  *       FLOODED and submits nothing, so one session cannot fill the pipe
  *       that every session shares. Appends also count their entries in
  *       inflight_entries until answered, for the store-wide store_max.
+ *  cwd_check asserts 2 (one read per READING session), 4's bookkeeping
+ *  and 5's counts (n_pending, inflight_entries) in builds without NDEBUG,
+ *  after every batch of replies; outorder.c checks 3 and the per-session
+ *  state at every transition.
  *
  *  Stored clock: the sender's vector clock is stored as a serialized
  *  Deliver holding only its `clock` field, and decoded the same way.
@@ -41,13 +47,18 @@
  *  on. Each distinct (user, seq) is logged once at ERROR and counted in
  *  BrokerStats.damaged_entries (note_damaged).
  */
-#include "broker_internal.h"
+#include "durable.h"
+
 #include "cw_clock.h"
 #include "cw_envelope.h"
 #include "cw_log.h"
 #include "cw_status.h"
+#include "egress.h"
+#include "outorder.h"
 #include "store.h"
 #include "store_actor.h"
+
+#include <assert.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -206,14 +217,14 @@ static bool budget_or_reply(cw_broker_t *b, const void *id, size_t id_len, cw_se
              "(store-inflight %u, store-inflight-bytes %u); retry when they are answered",
              s->store_reqs, (unsigned long long) s->store_bytes, b->cfg.store_inflight,
              b->cfg.store_inflight_bytes);
-    cwb_reply_status(b, id, id_len, request_id, CW_FLOODED, detail);
+    cwe_reply_status(b, id, id_len, request_id, CW_FLOODED, detail);
     return false;
 }
 
 /* Charges a submitted request to s (invariant 5): its size in the store
  * pipe, and `owed`, the most its reply can weigh if that is a bulky reply
  * (the reply budget counts replies not sent yet as well as unread ones:
- * cwb_within_limits). */
+ * within_limits_or_reply in broker.c). */
 static void budget_charge(cw_session_t *s, pending_t *p, uint64_t cost, uint64_t owed)
 {
     p->origin = s->origin;
@@ -264,24 +275,6 @@ static int wire_status(int st)
     return st == CW_OK || st == CW_BAD_REQUEST ? st : CW_STORE_ERROR;
 }
 
-bool cwd_pending(const cw_broker_t *b, const cw_session_t *s)
-{
-    if (!b->durable || s->pull)
-        return false;
-    return (s->catching_up && s->pushed_seq < s->user->last_seq) ||
-           s->user->durable_inflight > 0;
-}
-
-/* A push or a read failed: wait before reading s's queue again, doubling
- * from one heartbeat up to redeliver_ms, so a client that stopped reading
- * does not make the store re-read its queue at every tick. */
-static void read_backoff(cw_broker_t *b, cw_session_t *s)
-{
-    uint32_t next = s->read_backoff_ms ? s->read_backoff_ms * 2 : b->cfg.heartbeat_ms;
-    s->read_backoff_ms = next < b->cfg.redeliver_ms ? next : b->cfg.redeliver_ms;
-    s->read_retry_ms = b->now_ms + s->read_backoff_ms;
-}
-
 /* The live session a pending request was for, or NULL if it is gone. */
 static cw_session_t *session_of(cw_broker_t *b, const pending_t *p)
 {
@@ -289,6 +282,43 @@ static cw_session_t *session_of(cw_broker_t *b, const pending_t *p)
     if (!u || !u->session || u->session->serial != p->serial || u->session->dead)
         return NULL;
     return u->session;
+}
+
+/* Asserts invariant 2 (a READING session has exactly one push read
+ * pending, every pending read of a live session is its one) and the counts
+ * of invariant 5 (n_pending, inflight_entries). No-op with NDEBUG. */
+static void cwd_check(cw_broker_t *b)
+{
+#ifndef NDEBUG
+    cw_durable_t *d = b->durable;
+    size_t n = 0, reads = 0, reading = 0;
+    uint64_t entries = 0;
+    for (pending_t *p = d->head; p; p = p->next) {
+        n++;
+        assert(p->next || p == d->tail);
+        if (p->kind == P_APPEND && p->env)
+            entries += p->n_entries;
+        if (p->kind == P_PUSH_READ) {
+            cw_session_t *s = session_of(b, p);
+            if (s) {
+                assert(s->delivery == CWOR_READING);
+                reads++;
+            }
+        }
+    }
+    assert(n == d->n_pending);
+    assert(entries == d->inflight_entries);
+    for (size_t i = 0; i < cw_sessions_count(b->sessions); i++) {
+        const cw_session_t *s = cw_sessions_at(b->sessions, i);
+        reading += s->delivery == CWOR_READING && !s->dead;
+    }
+    assert(reading == reads);
+    (void) reads;
+    (void) reading;
+    (void) entries;
+#else
+    (void) b;
+#endif
 }
 
 /* Why the entry e must not be served as data, or NULL if it may. The one
@@ -376,84 +406,33 @@ static void entry_to_deliver(cw_broker_t *b, const char *user, const cw_store_en
     }
 }
 
-/* Pushes one Deliver to s and advances its push state. Returns false if it
- * could not be pushed (out of memory, the client's queue is full, or the
- * peer is gone): s then catches up from this entry again later, so no
- * entry is skipped and an Ack can never cover an entry that was not sent. */
-static bool push_deliver(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver *d)
-{
-    /* Live messages read before this entry was appended go first. */
-    cwb_flush_held_before(b, s, d->seq);
-    cw_env_t env;
-    cw_env_init(&env, 0);
-    env.body_case = CW_BODY(DELIVER);
-    env.deliver = d;
-    /* The chain the client follows (PROTOCOL.md §13.10): this entry comes
-     * right after the one pushed before it since the pushes last started
-     * again from the first unacknowledged entry, which every receiver has
-     * been sent on this connection; 0 for the first (everything below it is
-     * acknowledged, possibly by another process, or removed). */
-    env.after_seq = s->chain_seq;
-    zmq_msg_t msg;
-    if (cw_env_to_msg(&env, &msg) != CW_OK || cwb_push(b, s, &msg) != CW_DELIVERED) {
-        s->catching_up = true; /* a later push_read starts again at pushed_seq + 1 */
-        read_backoff(b, s);
-        return false;
-    }
-    s->read_backoff_ms = 0;
-    s->chain_seq = d->seq;
-    b->stats.deliveries++;
-    int kind = cw_mon_kind(d->broadcast, d->n_to);
-    b->mc.dl[1][kind]++;
-    b->mc.dl_bytes[1][kind] += d->text ? strlen(d->text) : 0;
-    b->mc.redeliveries += d->redelivered;
-    /* A session starts with acked_seq 0, below what the store has
-     * acknowledged. With nothing in flight, every entry below d->seq is
-     * acknowledged or gone (invariant 2: a read from acked_seq + 1 starts
-     * at the first pending entry; a caught-up session was pushed every
-     * earlier commit), so the window (invariant 3) counts from there. */
-    if (s->pushed_seq == s->acked_seq && d->seq > s->acked_seq + 1)
-        s->acked_seq = s->pushed_seq = d->seq - 1;
-    if (d->seq > s->pushed_seq)
-        s->pushed_seq = d->seq;
-    if (!s->ack_wait_ms)
-        s->ack_wait_ms = b->now_ms;
-    if (s->pushed_seq - s->acked_seq >= b->cfg.push_window)
-        s->catching_up = true;
-    return true;
-}
-
 /* Asks the store for the next part of s's queue, if s may take more. */
 static void push_read(cw_broker_t *b, cw_session_t *s)
 {
     cw_durable_t *d = b->durable;
-    if (d->closing || s->pull || s->dead || s->read_in_flight || !s->catching_up ||
-        b->now_ms < s->read_retry_ms)
+    uint64_t from = 0;
+    uint32_t max = 0;
+    bool redeliver = false;
+    if (d->closing || !cwor_read_wanted(b, s, READ_BATCH, &from, &max, &redeliver))
         return;
-    uint64_t in_flight = s->pushed_seq > s->acked_seq ? s->pushed_seq - s->acked_seq : 0;
-    if (in_flight >= b->cfg.push_window)
-        return; /* an ack will call again */
     pending_t *p = pending_new(d, P_PUSH_READ, NULL, 0, 0, s->user->name);
     if (!p)
         return;
     p->serial = s->serial;
-    p->max = b->cfg.push_window - (uint32_t) in_flight;
-    if (p->max > READ_BATCH)
-        p->max = READ_BATCH;
-    p->redeliver = s->redeliver_next;
-    int rc = cw_store_actor_read(d->actor, p->token, s->user->name, s->pushed_seq + 1, p->max);
+    p->max = max;
+    p->redeliver = redeliver;
+    int rc = cw_store_actor_read(d->actor, p->token, s->user->name, from, p->max);
     if (rc != CW_OK) {
         CW_WARN("cannot read %s's queue now (%s); retrying", s->user->name, cw_status_name(rc));
         pending_free(p);
         return; /* the tick retries */
     }
-    s->redeliver_next = false;
-    s->read_in_flight = true;
+    cwor_read_submitted(b, s);
     pending_push(d, p);
 }
 
 /* An append's commit is answered (or abandoned): its recipients no longer
- * wait for it, and live messages held behind it may go (cwb_must_hold). */
+ * wait for it, and live messages held behind it may go (outorder.c). */
 static void inflight_done(cw_broker_t *b, pending_t *p)
 {
     if (p->kind != P_APPEND || !p->env)
@@ -468,8 +447,8 @@ static void inflight_done(cw_broker_t *b, pending_t *p)
             /* Live messages read after this append follow its entry (or,
              * if it was not stored for u, what u's queue holds now). */
             bool stored = p->rcpts[i].status == (Causeway__V1__Status) CW_ACCEPTED;
-            cwb_held_resolve(u->session, p->token, stored ? p->rcpts[i].seq : u->last_seq);
-            cwb_flush_held(b, u->session);
+            cwor_held_resolve(u->session, p->token, stored ? p->rcpts[i].seq : u->last_seq);
+            cwor_flush_held(b, u->session);
         }
     }
 }
@@ -494,7 +473,7 @@ static void on_duplicate(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         p->rcpts[i].status = (Causeway__V1__Status) CW_OK;
     inflight_done(b, p);
     if (!rs || !rptrs) {
-        cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_INTERNAL, "out of memory");
+        cwe_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_INTERNAL, "out of memory");
     } else {
         for (size_t i = 0; i < n; i++) {
             causeway__v1__recipient_status__init(&rs[i]);
@@ -514,7 +493,7 @@ static void on_duplicate(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         reply.recipients = rptrs;
         out.body_case = CW_BODY(REPLY);
         out.reply = &reply;
-        cwb_send_to_id(b, p->id + 1, p->id[0], &out);
+        cwe_send_to_id(b, p->id + 1, p->id[0], &out);
         b->stats.messages_routed++;
     }
     CW_INFO("stored %s -> %zu recipient(s): duplicate of message '%s' (%zu original recipients)",
@@ -589,10 +568,10 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
             if (p->rcpts[i].status != (Causeway__V1__Status) CW_ACCEPTED || !p->users[i])
                 continue;
             cw_session_t *s = p->users[i]->session;
-            if (!s || s->dead || s->pull || s->catching_up || p->rcpts[i].seq <= s->pushed_seq)
+            if (!s || !cwor_takes_commit(s, p->rcpts[i].seq))
                 continue;
             dl.seq = p->rcpts[i].seq;
-            push_deliver(b, s, &dl);
+            cwor_push_stored(b, s, &dl);
         }
     }
 
@@ -627,7 +606,7 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         b->stats.refused++;
         cw_mon_count(b->mc.refusals, (int) reply.status);
     }
-    cwb_send_to_id(b, p->id + 1, p->id[0], &out);
+    cwe_send_to_id(b, p->id + 1, p->id[0], &out);
     b->stats.messages_routed++;
     {
         const Causeway__V1__Send *send = p->env->send;
@@ -652,13 +631,13 @@ static void on_push_read(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
     cw_session_t *s = session_of(b, p);
     if (!s)
         return; /* the session ended; its next login reads again */
-    s->read_in_flight = false;
     int st = cw_store_reply_status(r);
     if (st != CW_OK) {
         CW_WARN("reading %s's queue failed: %s", s->user->name, cw_status_name(st));
-        read_backoff(b, s);
-        return; /* still catching up: the tick retries after the backoff */
+        cwor_read_failed(b, s); /* still catching up: the tick retries after a backoff */
+        return;
     }
+    cwor_read_returned(b, s);
     s->user->queued = cw_store_reply_pending(r);
     size_t n = 0;
     const cw_store_entry_t *e = cw_store_reply_entries(r, &n);
@@ -669,16 +648,16 @@ static void on_push_read(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         if (dl.expired)
             CW_INFO("message seq %llu for %s expired before delivery",
                     (unsigned long long) e[i].seq, s->user->name);
-        bool ok = push_deliver(b, s, &dl);
+        bool ok = cwor_push_stored(b, s, &dl);
         if (clock)
             causeway__v1__deliver__free_unpacked(clock, NULL);
         if (!ok)
             return; /* the rest in order, from the tick */
     }
     if (n < p->max)
-        s->catching_up = false; /* the whole queue is out: pushes follow commits */
-    cwb_flush_held(b, s);       /* what waited for the entries just pushed */
-    if (s->catching_up)
+        cwor_read_drained(b, s); /* the whole queue is out: pushes follow commits */
+    cwor_flush_held(b, s);       /* what waited for the entries just pushed */
+    if (cwor_catching_up(s))
         push_read(b, s);
 }
 
@@ -687,7 +666,7 @@ static void on_listing(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
 {
     int st = cw_store_reply_status(r);
     if (st != CW_OK) {
-        cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_STORE_ERROR,
+        cwe_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_STORE_ERROR,
                          "the store could not read the queue");
         return;
     }
@@ -706,7 +685,7 @@ static void on_listing(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
     Causeway__V1__Deliver **ptrs = calloc(n ? n : 1, sizeof *ptrs);
     Causeway__V1__Deliver **clocks = calloc(n ? n : 1, sizeof *clocks);
     if (!dl || !ptrs || !clocks) {
-        cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_INTERNAL, "out of memory");
+        cwe_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_INTERNAL, "out of memory");
     } else {
         for (size_t i = 0; i < n; i++) {
             entry_to_deliver(b, p->user, &e[i], &dl[i], &clocks[i]);
@@ -756,7 +735,7 @@ static void on_listing(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         reply.messages = ptrs + first;
         out.body_case = CW_BODY(REPLY);
         out.reply = &reply;
-        cwb_send_to_id(b, p->id + 1, p->id[0], &out);
+        cwe_send_to_id(b, p->id + 1, p->id[0], &out);
         for (size_t i = 0; i < n; i++)
             if (clocks[i])
                 causeway__v1__deliver__free_unpacked(clocks[i], NULL);
@@ -774,19 +753,14 @@ static void on_ack(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
     if (u)
         u->queued = cw_store_reply_pending(r);
     if (st == CW_OK && s) {
-        if (p->seq > s->acked_seq)
-            s->acked_seq = p->seq;
-        if (s->acked_seq > s->pushed_seq)
-            s->pushed_seq = s->acked_seq;
-        /* Progress restarts the redelivery clock; all acked stops it. */
-        s->ack_wait_ms = s->acked_seq >= s->pushed_seq ? 0 : b->now_ms;
+        cwor_acked(b, s, p->seq);
         push_read(b, s);
     }
     st = wire_status(st);
     const char *detail = st == CW_OK            ? "acknowledged"
                          : st == CW_BAD_REQUEST ? "seq is beyond the last message of the queue"
                                                 : "the store could not record the ack";
-    cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, st, detail);
+    cwe_reply_status(b, p->id + 1, p->id[0], p->request_id, st, detail);
 }
 
 /* A resume clock write is answered: write the newer one that waited. */
@@ -823,7 +797,7 @@ void cwd_on_replies(cw_broker_t *b)
             CW_ERROR("store reply %llu out of order (expected %llu)", (unsigned long long) token,
                      (unsigned long long) p->token);
             if (p->kind != P_PUSH_READ && p->kind != P_ADD_USER && p->kind != P_CLOCK)
-                cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_INTERNAL,
+                cwe_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_INTERNAL,
                                  "store reply lost");
             budget_release(b, p);
             inflight_done(b, p);
@@ -857,6 +831,7 @@ void cwd_on_replies(cw_broker_t *b)
         pending_free(p);
         cw_store_reply_destroy(&r);
     }
+    cwd_check(b);
 }
 
 /* ------------------------------------------------------------------------
@@ -910,10 +885,7 @@ void cwd_on_login(cw_broker_t *b, cw_session_t *s)
         return;
     /* Everything unacknowledged goes out again, from the start of the queue,
      * on a chain of its own: this connection may be a new process. */
-    s->pushed_seq = s->acked_seq;
-    s->chain_seq = 0;
-    s->catching_up = true;
-    s->ack_wait_ms = 0;
+    cwor_start(b, s);
     push_read(b, s);
 }
 
@@ -926,18 +898,10 @@ void cwd_tick(cw_broker_t *b)
         cw_session_t *s = cw_sessions_at(b->sessions, i);
         if (s->dead || s->pull)
             continue;
-        if (!s->read_in_flight && s->ack_wait_ms && s->pushed_seq > s->acked_seq &&
-            b->now_ms - s->ack_wait_ms > (int64_t) b->cfg.redeliver_ms) {
-            CW_INFO("redelivering to %s from seq %llu (no ack for %u ms)", s->user->name,
-                    (unsigned long long) s->acked_seq + 1, b->cfg.redeliver_ms);
-            s->pushed_seq = s->acked_seq;
-            s->chain_seq = 0;
-            s->catching_up = true;
-            s->redeliver_next = true;
-            s->ack_wait_ms = b->now_ms;
-        }
+        cwor_tick(b, s);  /* redelivery when an ack is overdue */
         push_read(b, s); /* also retries reads that failed */
     }
+    cwd_check(b);
 }
 
 void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw_env_t **envp)
@@ -963,10 +927,15 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
     if (cap <= SMALL)
         memset(srcpts_small, 0, sizeof srcpts_small);
     if (!p || !srcpts) {
-        cwb_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
+        cwe_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
         goto fail;
     }
-    long n = cwb_resolve(b, send, s->user, p->rcpts, p->users);
+    long n = (long) cw_sessions_resolve(b->sessions, send->broadcast, send->to, send->n_to,
+                                        s->user, (const char **) p->to, p->users);
+    for (long i = 0; i < n; i++) {
+        causeway__v1__recipient_status__init(&p->rcpts[i]);
+        p->rcpts[i].name = p->to[i];
+    }
     size_t n_store = 0;
     /* A user whose name is not in the store yet (its first write failed) is
      * written again, ahead of this append in the store's order. */
@@ -974,7 +943,7 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
         if (p->users[i] && p->users[i]->stored == CW_USER_UNSTORED) {
             int rc = cwd_add_user(b, p->users[i]->name);
             if (rc != CW_OK) {
-                cwb_reply_status(b, id, id_len, rid, rc, "cannot store a recipient's name now");
+                cwe_reply_status(b, id, id_len, rid, rc, "cannot store a recipient's name now");
                 goto fail;
             }
         }
@@ -1009,7 +978,7 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
         reply.recipients = rptrs;
         out.body_case = CW_BODY(REPLY);
         out.reply = &reply;
-        cwb_send_to_id(b, id, id_len, &out);
+        cwe_send_to_id(b, id, id_len, &out);
         goto fail;
     }
     if (b->cfg.store_max && n_store) {
@@ -1022,7 +991,7 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
                      "nothing stored",
                      (unsigned long long) (st.pending + d->inflight_entries), n_store,
                      b->cfg.store_max);
-            cwb_reply_status(b, id, id_len, rid, CW_STORE_FULL, detail);
+            cwe_reply_status(b, id, id_len, rid, CW_STORE_FULL, detail);
             goto fail;
         }
     }
@@ -1033,7 +1002,7 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
     if (clock_len) {
         clock = clock_len <= SMALL_CLOCK ? clock_small : malloc(clock_len);
         if (!clock) {
-            cwb_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
+            cwe_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
             goto fail;
         }
         causeway__v1__deliver__pack(&clock_holder, clock);
@@ -1053,7 +1022,7 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
     msg.n_rcpts = n_store;
     int rc = cw_store_actor_append(d->actor, p->token, &msg);
     if (rc != CW_OK) {
-        cwb_reply_status(b, id, id_len, rid, submit_status(rc), submit_detail(rc));
+        cwe_reply_status(b, id, id_len, rid, submit_status(rc), submit_detail(rc));
         goto fail;
     }
     p->env = env; /* the pending record owns the request from here */
@@ -1093,14 +1062,14 @@ void cwd_ack(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, con
      * charged like any request, and the store pipe's own bound holds. */
     pending_t *p = pending_new(d, P_ACK, id, id_len, env->request_id, s->user->name);
     if (!p) {
-        cwb_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
+        cwe_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
         return;
     }
     p->serial = s->serial;
     p->seq = env->ack->seq;
     int rc = cw_store_actor_ack(d->actor, p->token, s->user->name, p->seq);
     if (rc != CW_OK) {
-        cwb_reply_status(b, id, id_len, env->request_id, submit_status(rc), submit_detail(rc));
+        cwe_reply_status(b, id, id_len, env->request_id, submit_status(rc), submit_detail(rc));
         pending_free(p);
         return;
     }
@@ -1117,7 +1086,7 @@ static void listing(cw_broker_t *b, const void *id, size_t id_len, cw_session_t 
         return;
     pending_t *p = pending_new(d, kind, id, id_len, env->request_id, s->user->name);
     if (!p) {
-        cwb_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
+        cwe_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
         return;
     }
     if (want == 0)
@@ -1130,7 +1099,7 @@ static void listing(cw_broker_t *b, const void *id, size_t id_len, cw_session_t 
     int rc = kind == P_FETCH ? cw_store_actor_read(d->actor, p->token, s->user->name, 0, want)
                              : cw_store_actor_history(d->actor, p->token, s->user->name, want + 1);
     if (rc != CW_OK) {
-        cwb_reply_status(b, id, id_len, env->request_id, submit_status(rc), submit_detail(rc));
+        cwe_reply_status(b, id, id_len, env->request_id, submit_status(rc), submit_detail(rc));
         pending_free(p);
         return;
     }
@@ -1246,7 +1215,7 @@ void cwd_close(cw_broker_t *b)
     pending_t *p;
     while ((p = pending_pop(d))) {
         if (p->kind != P_PUSH_READ && p->kind != P_ADD_USER && p->kind != P_CLOCK)
-            cwb_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_SHUTTING_DOWN,
+            cwe_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_SHUTTING_DOWN,
                              "broker stopped before the store answered");
         budget_release(b, p);
         inflight_done(b, p);

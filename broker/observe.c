@@ -13,9 +13,13 @@
  *  same figures. The per-message cost on the router is in broker.c and
  *  durable.c: a few counter additions and one ring entry per Send.
  */
-#include "broker_internal.h"
+#include "observe.h"
+
 #include "cw_log.h"
 #include "cw_status.h"
+#include "durable.h"
+#include "egress.h"
+#include "outorder.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -100,7 +104,7 @@ static bool operator_or_reply(cw_broker_t *b, const void *id, size_t id_len, cw_
                               uint64_t rid)
 {
     if (!s) {
-        cwb_reply_status(b, id, id_len, rid, CW_NOT_LOGGED_IN,
+        cwe_reply_status(b, id, id_len, rid, CW_NOT_LOGGED_IN,
                          "operator requests need a session (log in as an operator)");
         return false;
     }
@@ -109,7 +113,7 @@ static bool operator_or_reply(cw_broker_t *b, const void *id, size_t id_len, cw_
         snprintf(detail, sizeof detail,
                  "user %s is not an operator of this broker (causeway-broker --operators)",
                  s->user->name);
-        cwb_reply_status(b, id, id_len, rid, CW_UNAUTHORIZED, detail);
+        cwe_reply_status(b, id, id_len, rid, CW_UNAUTHORIZED, detail);
         return false;
     }
     return true;
@@ -124,7 +128,7 @@ static void send_ok(cw_broker_t *b, const void *id, size_t id_len, uint64_t rid,
     reply->status = (Causeway__V1__Status) CW_OK;
     out.body_case = CW_BODY(REPLY);
     out.reply = reply;
-    cwb_send_to_id(b, id, id_len, &out);
+    cwe_send_to_id(b, id, id_len, &out);
 }
 
 /* Index of the first user whose name sorts after `after` ("" or NULL: 0). */
@@ -148,7 +152,7 @@ void cwo_stats(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
 {
     cw_mon_snap_t *snap = malloc(sizeof *snap);
     if (!snap) {
-        cwb_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
+        cwe_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
         return;
     }
     snap->generation = 0;
@@ -268,7 +272,7 @@ void cwo_sessions(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s
     if (!infos || !ptrs) {
         free(infos);
         free(ptrs);
-        cwb_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
+        cwe_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
         return;
     }
     size_t n = 0;
@@ -289,7 +293,7 @@ void cwo_sessions(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s
         si->since_us = us->since_us;
         si->idle_ms = (uint64_t) (b->now_ms - us->last_rx_ms);
         si->queued = u->queued;
-        si->held = (uint32_t) cwb_held_count(us);
+        si->held = (uint32_t) cwor_held_count(us);
         si->pull = us->pull;
         si->quiet = us->quiet;
         si->agent = us->agent;
@@ -314,7 +318,7 @@ void cwo_queues(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
     if (!operator_or_reply(b, id, id_len, s, env->request_id))
         return;
     if (!b->durable) {
-        cwb_reply_status(b, id, id_len, env->request_id, CW_NOT_DURABLE,
+        cwe_reply_status(b, id, id_len, env->request_id, CW_NOT_DURABLE,
                          "queues need a broker started with --data DIR");
         return;
     }
@@ -329,7 +333,7 @@ void cwo_queues(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
     if (!infos || !ptrs) {
         free(infos);
         free(ptrs);
-        cwb_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
+        cwe_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
         return;
     }
     for (size_t i = 0; i < n; i++) {
@@ -359,7 +363,7 @@ void cwo_recent(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
         return;
     const Causeway__V1__Recent *rq = env->recent;
     if (rq->text && !b->cfg.monitor_text) {
-        cwb_reply_status(b, id, id_len, env->request_id, CW_UNAUTHORIZED,
+        cwe_reply_status(b, id, id_len, env->request_id, CW_UNAUTHORIZED,
                          "message texts need a broker started with --monitor-text");
         return;
     }
@@ -375,7 +379,7 @@ void cwo_recent(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
         free(fw);
         free(ptrs);
         free(names);
-        cwb_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
+        cwe_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
         return;
     }
     for (size_t k = 0; k < n; k++) {

@@ -1,5 +1,8 @@
 /*  resume_clock: each user's resume clock (PROTOCOL.md 11.4).
  *
+ *  Router thread only. A layer of its own (broker_internal.h): called by
+ *  broker.c, calls durable.c (cwd_save_clock).
+ *
  *  Router thread only. A client attaches its vector clock to every frame
  *  of its session (Send, and also Ack, Fetch, History, Logout, Heartbeat);
  *  the broker keeps, per user, the clock with the highest own entry it has
@@ -21,13 +24,15 @@
  *  store group. Without a store the clocks live in memory and a restart
  *  forgets them (docs/OPERATIONS.md).
  */
-#include "broker_internal.h"
+#include "resume_clock.h"
+
 #include "cw_log.h"
+#include "durable.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-void cwb_note_clock(cw_broker_t *b, cw_user_t *u, Causeway__V1__ClockEntry *const *clock,
+void cwr_note_clock(cw_broker_t *b, cw_user_t *u, Causeway__V1__ClockEntry *const *clock,
                     size_t n, bool durable_send)
 {
     uint64_t own = 0;
@@ -57,7 +62,7 @@ void cwb_note_clock(cw_broker_t *b, cw_user_t *u, Causeway__V1__ClockEntry *cons
     cwd_save_clock(b, u, durable_send);
 }
 
-Causeway__V1__Deliver *cwb_resume_clock(const cw_user_t *u)
+Causeway__V1__Deliver *cwr_resume_clock(const cw_user_t *u)
 {
     if (!u || !u->clock_len)
         return NULL;

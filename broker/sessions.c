@@ -19,6 +19,7 @@ struct cw_sessions {
     size_t n_live, cap_live;
     cw_user_t **users;      /* sorted by name */
     size_t n_users, cap_users;
+    uint64_t mark;          /* generation counter for cw_user_t.mark */
 };
 
 /* FNV-1a over the length-prefixed id. */
@@ -218,6 +219,41 @@ size_t cw_sessions_count(const cw_sessions_t *t) { return t->n_live; }
 cw_session_t *cw_sessions_at(const cw_sessions_t *t, size_t i) { return t->live[i]; }
 size_t cw_sessions_user_count(const cw_sessions_t *t) { return t->n_users; }
 cw_user_t *cw_sessions_user_at(const cw_sessions_t *t, size_t i) { return t->users[i]; }
+
+size_t cw_sessions_resolve(cw_sessions_t *t, bool broadcast, char *const *to, size_t n_to,
+                           const cw_user_t *sender, const char **names, cw_user_t **users)
+{
+    size_t n = 0;
+    t->mark++;
+    if (broadcast) {
+        for (size_t i = 0; i < t->n_users; i++) {
+            cw_user_t *u = t->users[i];
+            if (u == sender)
+                continue;
+            names[n] = u->name;
+            users[n++] = u;
+        }
+        return n;
+    }
+    for (size_t i = 0; i < n_to; i++) {
+        const char *name = to[i];
+        cw_user_t *u = cw_sessions_user(t, name);
+        if (u) {
+            if (u->mark == t->mark)
+                continue;
+            u->mark = t->mark;
+        } else {
+            bool seen = false;
+            for (size_t k = 0; k < n && !seen; k++)
+                seen = !users[k] && strcmp(names[k], name) == 0;
+            if (seen)
+                continue;
+        }
+        names[n] = u ? u->name : name;
+        users[n++] = u;
+    }
+    return n;
+}
 
 void cw_sessions_check(const cw_sessions_t *t)
 {

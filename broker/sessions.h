@@ -31,7 +31,7 @@ typedef struct {
     char name[CW_NAME_MAX_HARD + 1];  /* validated user name */
     cw_session_t *session;            /* live session, NULL when offline */
     uint64_t last_seen_us;            /* last login, logout or expiry; 0 never */
-    uint64_t mark;                    /* scratch for the router: dedupes recipients */
+    uint64_t mark;                    /* scratch of cw_sessions_resolve: dedupes recipients */
     uint32_t durable_inflight;        /* durable appends naming this user, not yet committed */
     uint64_t last_append_token;       /* durable: token of the latest append naming this user */
     uint64_t last_seq;                /* durable: highest seq assigned in the user's queue */
@@ -55,7 +55,7 @@ typedef struct {
 
 enum { CW_USER_UNSTORED = 0, CW_USER_STORING = 1, CW_USER_STORED = 2 };
 
-typedef struct cw_held cw_held_t;     /* live frames held back for causal order (broker.c) */
+typedef struct cw_held cw_held_t;     /* live frames held back for causal order (outorder.c) */
 
 struct cw_session {
     uint8_t id[1 + CW_ROUTING_ID_MAX];  /* id[0] = length, then the routing id */
@@ -74,10 +74,10 @@ struct cw_session {
     uint64_t store_bytes;               /* durable: their size in the store pipe, bytes */
     uint64_t replies_owed;              /* durable: most bytes their bulky replies can
                                            weigh (Fetch/History, large Send replies) */
-    /* Durable delivery state (durable.c). Seqs are positions in the user's queue. */
+    /* Delivery state (outorder.c: its state machine; durable.c drives it).
+     * Seqs are positions in the user's queue. */
+    uint8_t delivery;                   /* cwor_state_t (outorder.h) */
     bool pull;                          /* no pushes: the client fetches */
-    bool catching_up;                   /* queue is pushed by reads, not on commit */
-    bool read_in_flight;                /* a push read is waiting for the store */
     bool redeliver_next;                /* the next push read redelivers */
     uint64_t pushed_seq;                /* highest seq pushed to this session */
     uint64_t chain_seq;                 /* the Envelope.after_seq of the next push: the
@@ -95,7 +95,7 @@ struct cw_session {
     char key[41];                       /* CURVE: Z85 public key of the connection that
                                            logged in (or resumed); "" in plain mode */
     int fd;                             /* CURVE: that connection's descriptor (ZMQ_SRCFD) */
-    char peer[48];                      /* "ip:port" of the connection at login; "" unknown */
+    char peer[64];                      /* "ip:port" of the connection at login; "" unknown */
     uint64_t since_us;                  /* wall-clock login time */
     char agent[64];                     /* Login.agent, cut to fit */
     bool gone;                          /* CURVE: that connection closed (socket monitor):
@@ -138,6 +138,15 @@ int cw_sessions_rebind(cw_sessions_t *t, cw_session_t *s, const void *id, size_t
 /* Closes and frees *s: the user goes offline with last_seen = now_us.
  * NULLs *s. */
 void cw_sessions_close(cw_sessions_t *t, cw_session_t **s, uint64_t now_us);
+
+/* Resolves the recipients of a Send: broadcast, every user but sender (in
+ * name order); else the n_to names of `to`, deduplicated, in the order
+ * given. names[i] is the name (the user's own copy for a known user, else
+ * the caller's string) and users[i] its user or NULL if unknown; both
+ * arrays need room for n_to (broadcast: the user count) entries. Returns
+ * the count; can't fail. */
+size_t cw_sessions_resolve(cw_sessions_t *t, bool broadcast, char *const *to, size_t n_to,
+                           const cw_user_t *sender, const char **names, cw_user_t **users);
 
 /* Live sessions, as a dense array valid until the next open/close. */
 size_t cw_sessions_count(const cw_sessions_t *t);

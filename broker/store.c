@@ -246,6 +246,8 @@ struct cw_store {
     uint64_t *seqs;                  /* scratch: seqs to delete */
     size_t seqs_cap;
     char errmsg[512];                /* last error */
+    sqlite3_stmt *clock_save;        /* resume clocks: the upsert, prepared (and the table
+                                        created) at first use; NULL again after a failure */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -972,6 +974,7 @@ static void store_free(cw_store_t *s)
 {
     for (int i = 0; i < N_STMTS; i++)
         sqlite3_finalize(s->st[i]);
+    sqlite3_finalize(s->clock_save);
     if (s->db) {
         int rc = sqlite3_close(s->db);
         if (rc != SQLITE_OK)
@@ -2066,8 +2069,7 @@ int cw_store_verify(cw_store_t *s)
  * Resume clocks (store.h, PROTOCOL.md 11.4). Their own table, apart from
  * the message schema: created on the first write (CREATE ... IF NOT
  * EXISTS, inside the caller's transaction), so stores written before it
- * open unchanged. Statements are prepared per call: a clock is written at
- * most once per user per store group, far from the hot path.
+ * open unchanged. The upsert is prepared then and kept (s->clock_save).
  */
 
 #define CLOCKS_TABLE_SQL \
@@ -2087,19 +2089,27 @@ int cw_store_save_clock(cw_store_t *s, const char *name, uint64_t own, const uin
     int rc = txn_enter(s, &own_txn);
     if (rc != CW_OK)
         return rc;
-    if (sqlite3_exec(s->db, CLOCKS_TABLE_SQL, NULL, NULL, NULL) != SQLITE_OK)
+    if (!s->clock_save &&
+        (sqlite3_exec(s->db, CLOCKS_TABLE_SQL, NULL, NULL, NULL) != SQLITE_OK ||
+         sqlite3_prepare_v3(s->db, "INSERT OR REPLACE INTO clocks (name, own, clock) VALUES (?, ?, ?)",
+                            -1, SQLITE_PREPARE_PERSISTENT, &s->clock_save, NULL) != SQLITE_OK)) {
+        sqlite3_finalize(s->clock_save);
+        s->clock_save = NULL;
         return txn_leave(s, own_txn, sql_err(s, "creating the clocks table"));
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO clocks (name, own, clock) VALUES (?, ?, ?)",
-                           -1, &st, NULL) != SQLITE_OK)
-        return txn_leave(s, own_txn, sql_err(s, "saving a clock"));
+    }
+    sqlite3_stmt *st = s->clock_save;
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, (sqlite3_int64) own);
     sqlite3_bind_blob(st, 3, clock_len ? (const void *) clock : "", (int) clock_len, SQLITE_STATIC);
     int step = exec_stmt(st);
-    sqlite3_finalize(st);
-    if (step != SQLITE_DONE)
+    sqlite3_clear_bindings(st);
+    if (step != SQLITE_DONE) {
+        /* E.g. the table's creation was rolled back with its group: create
+         * it again next time. */
+        sqlite3_finalize(s->clock_save);
+        s->clock_save = NULL;
         return txn_leave(s, own_txn, sql_err(s, "saving a clock"));
+    }
     s->txn_wrote = 1;
     return txn_leave(s, own_txn, CW_OK);
 }

@@ -68,6 +68,7 @@
 
 #include "broker.h"
 #include "broker_internal.h"
+#include "durable.h"
 #include "cw_clock.h"
 #include "cw_envelope.h"
 #include "cw_log.h"

@@ -1,0 +1,50 @@
+/*  durable: the router's side of durable queues (phase 2), below broker.c
+ *  and above outorder.c and egress.c (layers: broker_internal.h). Router
+ *  thread. Every function is a no-op (or answers NOT_DURABLE) when
+ *  b->durable is NULL.
+ */
+#ifndef CW_DURABLE_H
+#define CW_DURABLE_H
+
+#include "broker_internal.h"
+#include "store_actor.h"
+
+/* Opens the store in cfg.data, loads the user log into the session table
+ * and starts the store actor. 0, or -1 with a message in err. */
+int cwd_open(cw_broker_t *b, char *err, size_t errlen);
+/* Answers what the store still owes (bounded wait), stops the actor. */
+void cwd_close(cw_broker_t *b);
+/* The actor's socket to poll (NULL when live-only). */
+void *cwd_poll_handle(cw_broker_t *b);
+/* Handles every store reply waiting; never blocks. */
+void cwd_on_replies(cw_broker_t *b);
+/* Persists a new user name (the request is ordered before any append that
+ * names the user). CW_OK (or live-only), else a status for the login reply. */
+int cwd_add_user(cw_broker_t *b, const char *name);
+/* Writes u's resume clock to the store if it is newer than the last one
+ * written: at once with `now`, else only when no write of u's is in flight
+ * (the reply of that one writes the newest). Ordered before every later
+ * request: a durable Send's clock is committed no later than the message.
+ * Best effort: a failure is logged, the next newer clock is written. */
+void cwd_save_clock(cw_broker_t *b, cw_user_t *u, bool now);
+/* A session logged in or resumed: starts pushing the user's queue, from
+ * the first unacknowledged message, unless the session pulls. */
+void cwd_on_login(cw_broker_t *b, cw_session_t *s);
+/* Redelivery of unacknowledged pushes whose ack is overdue. */
+void cwd_tick(cw_broker_t *b);
+/* A durable Send, already validated: resolves recipients and submits the
+ * append; the reply goes out after the commit. Takes *envp (NULLs it). */
+void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw_env_t **envp);
+/* Ack, Fetch and History requests from session s. */
+void cwd_ack(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, const cw_env_t *env);
+void cwd_fetch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, const cw_env_t *env);
+void cwd_history(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
+                 const cw_env_t *env);
+/* Counters for Stats (0 when live-only). */
+void cwd_stats(cw_broker_t *b, uint64_t *stored, uint64_t *fsyncs, uint64_t *damaged);
+/* The store thread's counters and the store requests not yet answered;
+ * false (nothing filled) when live-only. */
+bool cwd_monitor(cw_broker_t *b, cw_store_actor_stats_t *st, uint32_t *pending);
+
+
+#endif

@@ -1,0 +1,54 @@
+/*  egress: everything the router sends to clients. The bottom of the
+ *  broker's layers (see broker_internal.h): it calls nothing above it.
+ *
+ *  Router thread only. Three jobs, one place each:
+ *    push   a prepared frame to a logged-in session (Deliver, Presence,
+ *           Heartbeat: request id 0), never blocking: ZMQ_ROUTER_MANDATORY
+ *           and ZMQ_DONTWAIT, so a peer that is gone marks its session dead
+ *           (reaped by broker.c at the next safe point) and a peer whose
+ *           queue is at the high-water mark is reported FLOODED;
+ *    stamp  a shared live Deliver frame with Envelope.after_seq for one
+ *           session (PROTOCOL.md §13.10) by appending the field, so the
+ *           frame shared by every recipient is copied only when needed;
+ *    reply  an envelope to a routing id that may have no session (replies
+ *           to requests), through outq's accounting of bulky replies.
+ *  cwe_reply_status (and cwe_reply_bad_frame, the same counted as a bad
+ *  frame) is the one function that builds an error reply.
+ */
+#ifndef CW_EGRESS_H
+#define CW_EGRESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <zmq.h>
+
+#include "broker_internal.h"
+
+/* Sends a prepared frame to s (consumes *msg in every case). Returns
+ * CW_DELIVERED, CW_FLOODED (peer's queue full: dropped) or CW_OFFLINE (peer
+ * gone: s is marked dead and b->n_dead counts it). */
+int cwe_push(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg);
+
+/* cwe_push of a Deliver frame stamped with Envelope.after_seq = after
+ * (0: not stamped, the frame goes as is). Consumes *msg. Same returns;
+ * CW_FLOODED also when the stamped copy cannot be allocated. */
+int cwe_push_after(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg, uint64_t after);
+
+/* Sends env to a routing id that may have no session. Failures are logged
+ * (a peer that vanished cannot be answered); can't fail otherwise. */
+void cwe_send_to_id(cw_broker_t *b, const void *id, size_t id_len, const cw_env_t *env);
+
+/* cwe_send_to_id for the session s at hand (s->id is the routing id). */
+void cwe_send_to_session(cw_broker_t *b, cw_session_t *s, const cw_env_t *env);
+
+/* The one function that builds an error (or bare status) reply: status and
+ * detail (NULL: cw_strerror(status)) for request_id. A non-success status
+ * counts as a refused request (BrokerStats.refused_requests). */
+void cwe_reply_status(cw_broker_t *b, const void *id, size_t id_len, uint64_t request_id,
+                      int status, const char *detail);
+/* The same reply for a frame refused by PROTOCOL.md §5 steps 1-7, counted
+ * in BrokerStats.bad_frames instead. */
+void cwe_reply_bad_frame(cw_broker_t *b, const void *id, size_t id_len, uint64_t request_id,
+                         int status, const char *detail);
+
+#endif
