@@ -62,6 +62,8 @@ static const opt_t options[] = {
     {"monitor-text", OPT_BOOL, offsetof(cw_broker_config_t, monitor_text), 0, 0, 0, "",
      "let operators see the texts of recently forwarded messages (causeway top --text)"},
     STR(log_format, "log-format", "FORMAT", "text|json: log lines as text or as one JSON object each (default text)"),
+    {"recover-store", OPT_BOOL, offsetof(cw_broker_config_t, recover_store), 0, 0, 0, "",
+     "durable: start although the WAL lost committed data, accepting the loss (command line only)"},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
@@ -243,6 +245,13 @@ int cw_broker_config_load_file(cw_broker_config_t *cfg, const char *path, char *
         const opt_t *opt = find_option(key);
         if (!opt) {
             snprintf(err, errlen, "%s:%d: unknown key '%s'", path, lineno, key);
+            rc = -1;
+            break;
+        }
+        if (opt->offset == offsetof(cw_broker_config_t, recover_store)) {
+            /* Accepting a loss is a decision for one start, not a setting. */
+            snprintf(err, errlen, "%s:%d: recover-store is a command-line flag only", path,
+                     lineno);
             rc = -1;
             break;
         }

@@ -48,6 +48,8 @@ typedef struct {
                                  requests (Sessions, Queues, Recent); "" = nobody */
     int monitor_text;         /* 1: Recent may carry message texts (to operators) */
     char log_format[8];       /* "text" or "json" */
+    int recover_store;        /* durable: open a store whose WAL lost committed data,
+                                 accepting the loss (command line only) */
 } cw_broker_config_t;
 
 /* Fills cfg with the defaults. Can't fail. */

@@ -1129,6 +1129,7 @@ int cwd_open(cw_broker_t *b, char *err, size_t errlen)
     opt.queue_quota = b->cfg.queue_max;
     opt.retention = b->cfg.retention;
     opt.default_ttl_s = b->cfg.ttl_s;
+    opt.recover = b->cfg.recover_store;
     cw_store_t *store = NULL;
     int64_t t0 = cw_mono_ms();
     if (cw_store_open(b->cfg.data, &opt, &store, err, errlen) != CW_OK)

@@ -131,6 +131,10 @@ char *cw_metrics_render(const cw_mon_snap_t *s, size_t *len)
               "Store commits that wrote something (one WAL fsync each).", s->store.commits);
         one_u(f, "causeway_store_failed_groups_total", "counter",
               "Store groups answered STORE_ERROR.", s->store.failed_groups);
+        one_u(f, "causeway_store_damaged_entries_total", "counter",
+              "Distinct stored queue entries found damaged since start (messages lost; "
+              "each delivered as Deliver.damaged).",
+              s->damaged_entries);
         one_u(f, "causeway_store_messages_total", "counter",
               "Messages stored (a multicast counts once).", s->store.appended);
         family(f, "causeway_store_commit_seconds", "histogram",

@@ -115,6 +115,7 @@ typedef struct {
     bool durable;               /* a store is open */
     uint64_t queued_total;      /* durable: entries waiting over all users */
     uint32_t store_pending;     /* durable: store requests not yet answered */
+    uint64_t damaged_entries;   /* durable: distinct stored entries found damaged */
     cw_store_actor_stats_t store; /* durable: the store thread's counters */
     size_t n_top;
     cw_mon_queue_t top[CW_MON_TOP_QUEUES]; /* deepest queues, deepest first */

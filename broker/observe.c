@@ -48,6 +48,8 @@ void cwo_snapshot(cw_broker_t *b, cw_mon_snap_t *snap)
     snap->c = b->mc;
     snap->durable = cwd_monitor(b, &snap->store, &snap->store_pending);
     if (snap->durable) {
+        uint64_t stored, fsyncs;
+        cwd_stats(b, &stored, &fsyncs, &snap->damaged_entries);
         snap->queued_total = snap->store.pending;
         size_t n = cw_sessions_user_count(b->sessions);
         for (size_t i = 0; i < n; i++) {

@@ -97,6 +97,7 @@
  */
 #include "store.h"
 
+#include "seq_ledger.h"
 #include "cw_log.h"
 #include "cw_status.h"
 #include "cw_util.h"
@@ -137,6 +138,7 @@ typedef struct {
     size_t mark_idx;       /* index of that recipient in the message */
     uint64_t reclaim_us;   /* last time a full queue looked for expired entries */
     int dirty;             /* next_seq/acked_seq differ from the row: write before COMMIT */
+    char name[CW_NAME_MAX_HARD + 1]; /* users.name (for the seq ledger) */
 } user_t;
 
 enum {
@@ -150,7 +152,7 @@ static const char *const stmt_sql[N_STMTS] = {
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
     [S_USER_INSERT] = "INSERT INTO users(name, next_seq, acked_seq, created_us) "
-                      "VALUES (?1, 1, 0, ?2)",
+                      "VALUES (?1, ?3, 0, ?2)",
     [S_USER_UPDATE] = "UPDATE users SET next_seq = ?2, acked_seq = ?3 WHERE id = ?1",
     [S_USER_LIST] = "SELECT name, created_us FROM users ORDER BY id",
     [S_DEDUP_FIND] = "SELECT 0, sender, message_id, ts_us, expires_us, flags, clock, rcpts, "
@@ -248,6 +250,15 @@ struct cw_store {
     char errmsg[512];                /* last error */
     sqlite3_stmt *clock_save;        /* resume clocks: the upsert, prepared (and the table
                                         created) at first use; NULL again after a failure */
+    /* The seq ledger (seq_ledger.h; issue 11 item 8). seq_total and
+     * acked_total are sums over the cache of next_seq - 1 and acked_seq;
+     * reserved >= seq_total of every committed state (written to the
+     * ledger with fsync before a COMMIT that would pass it); new users
+     * start at floor + 1. */
+    cw_ledger_t *ledger;
+    uint64_t seq_total, acked_total, reserved, floor;
+    size_t n_noted;                  /* dirty[0..n_noted): flushed users to note after COMMIT */
+    int may_create;                  /* open: no store files existed, a new store may be made */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -502,7 +513,10 @@ static int cache_load(cw_store_t *s)
 {
     zhashx_purge(s->users);
     s->n_dirty = 0;
+    s->n_noted = 0;
     s->pending_total = 0;
+    s->seq_total = 0;
+    s->acked_total = 0;
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(s->db, "SELECT id, name, next_seq, acked_seq FROM users", -1,
                                 &st, NULL);
@@ -518,7 +532,11 @@ static int cache_load(cw_store_t *s)
         u->id = sqlite3_column_int64(st, 0);
         u->next_seq = (uint64_t) sqlite3_column_int64(st, 2);
         u->acked_seq = (uint64_t) sqlite3_column_int64(st, 3);
-        zhashx_insert(s->users, (const char *) sqlite3_column_text(st, 1), u);
+        const char *name = (const char *) sqlite3_column_text(st, 1);
+        snprintf(u->name, sizeof u->name, "%s", name ? name : "");
+        s->seq_total += u->next_seq ? u->next_seq - 1 : 0;
+        s->acked_total += u->acked_seq;
+        zhashx_insert(s->users, u->name, u);
     }
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
@@ -596,8 +614,29 @@ static int cache_flush(cw_store_t *s)
     }
     for (size_t i = 0; i < s->n_dirty; i++)
         s->dirty[i]->dirty = 0;
+    s->n_noted = s->n_dirty;        /* for the ledger, once committed */
     s->n_dirty = 0;
     return SQLITE_DONE;
+}
+
+/* The store's progress: grows with every commit that assigns a seq,
+ * acknowledges one or adds a user (seq_ledger.h). */
+static uint64_t progress(const cw_store_t *s)
+{
+    return s->seq_total + s->acked_total + zhashx_size(s->users);
+}
+
+/* After a COMMIT: the ledger learns what it made durable. */
+static void ledger_note(cw_store_t *s)
+{
+    if (!s->ledger)
+        return;
+    for (size_t i = 0; i < s->n_noted; i++) {
+        user_t *u = s->dirty[i];
+        cw_ledger_note_user(s->ledger, u->id, u->name, u->next_seq - 1, u->acked_seq);
+    }
+    s->n_noted = 0;
+    cw_ledger_note_progress(s->ledger, progress(s));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -645,6 +684,24 @@ static int commit_txn(cw_store_t *s)
         }
         return CW_STORE_ERROR;
     }
+    if (s->ledger && s->seq_total > s->reserved) {
+        /* Before the commit that hands out seqs past the reservation, and
+         * so before any reply about them: reserve the next block, fsynced
+         * (seq_ledger.h). A failure fails the transaction, nothing else. */
+        uint64_t want = s->seq_total + CW_LEDGER_RESERVE_BLOCK;
+        if (cw_ledger_reserve(s->ledger, want, s->floor) != CW_OK) {
+            set_err(s, "writing the seq reservation to %s/" CW_LEDGER_FILE ": %s", s->dir,
+                    strerror(errno));
+            CW_ERROR("store: %s", s->errmsg);
+            abort_txn(s);
+            if (s->state == STORE_OPEN) {
+                s->txn = TXN_NONE;
+                s->txn_group = 0;
+            }
+            return CW_STORE_ERROR;
+        }
+        s->reserved = want;
+    }
     rc = exec_stmt(s->st[S_COMMIT]);
     if (rc != SQLITE_DONE) {
         sql_err(s, "commit");
@@ -680,6 +737,7 @@ static int commit_txn(cw_store_t *s)
     s->txn = TXN_NONE;
     s->txn_group = 0;
     s->txn_wrote = 0;
+    ledger_note(s);
     cache_check(s);
     return CW_OK;
 }
@@ -932,6 +990,18 @@ static int schema_check(cw_store_t *s, char *err, size_t err_size)
     if (rc != SQLITE_OK)
         return rc;
     if (atoi(buf) == 0) {
+        if (!s->may_create) {
+            /* Issue 11 item 9: e.g. a damaged WAL header makes SQLite ignore
+             * the WAL, and a database never checkpointed then looks empty.
+             * Never make a new store over the files of an old one. */
+            snprintf(err, err_size,
+                     "%s holds store files (%s) but SQLite finds no store in them (damaged "
+                     "WAL header, or an interrupted creation); refusing to create a new store "
+                     "over them. Nothing was changed. See OPERATIONS.md, \"Damaged store "
+                     "files\"",
+                     s->dir, s->errmsg);
+            return SQLITE_ERROR;
+        }
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA application_id = %d", APPLICATION_ID);
         rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
@@ -972,6 +1042,7 @@ static int schema_check(cw_store_t *s, char *err, size_t err_size)
 
 static void store_free(cw_store_t *s)
 {
+    cw_ledger_close(&s->ledger);
     for (int i = 0; i < N_STMTS; i++)
         sqlite3_finalize(s->st[i]);
     sqlite3_finalize(s->clock_save);
@@ -988,6 +1059,221 @@ static void store_free(cw_store_t *s)
     free(s->seqs);
     free(s->dir);
     free(s);
+}
+
+/* Appends to a bounded string. */
+static void addf(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void addf(char *buf, size_t size, const char *fmt, ...)
+{
+    size_t n = strlen(buf);
+    if (n + 1 >= size)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + n, size - n, fmt, ap);
+    va_end(ap);
+}
+
+/* Before SQLite touches anything (issue 11 item 9): which store files are
+ * there. Describes them into files (for messages) and decides may_create:
+ * only when none of causeway.db (non-empty), causeway.db-wal (non-empty)
+ * or the seq ledger exists. An empty or missing causeway.db beside a
+ * non-empty WAL is refused here: SQLite would delete that WAL on open.
+ * CW_OK or CW_STORE_ERROR (err filled). */
+static int files_check(cw_store_t *s, char *files, size_t files_size, char *err, size_t err_size)
+{
+    static const char *const names[] = {DB_FILE, DB_FILE "-wal", CW_LEDGER_FILE};
+    long long size[3];
+    int present[3];
+    files[0] = '\0';
+    for (int i = 0; i < 3; i++) {
+        char path[4096];
+        struct stat sb;
+        snprintf(path, sizeof path, "%s/%s", s->dir, names[i]);
+        present[i] = stat(path, &sb) == 0;
+        size[i] = present[i] ? (long long) sb.st_size : 0;
+        if (present[i])
+            addf(files, files_size, "%s%s %lld bytes", files[0] ? ", " : "", names[i], size[i]);
+    }
+    s->may_create = !(present[0] && size[0] > 0) && !(present[1] && size[1] > 0) && !present[2];
+    if (!(present[0] && size[0] > 0) && present[1] && size[1] > 0) {
+        snprintf(err, err_size,
+                 "%s holds store files (%s) but %s is %s: refusing to open (SQLite would "
+                 "discard the WAL) or to create a new store over them. Nothing was changed. "
+                 "See OPERATIONS.md, \"Damaged store files\"",
+                 s->dir, files, DB_FILE, present[0] ? "empty" : "missing");
+        return CW_STORE_ERROR;
+    }
+    return CW_OK;
+}
+
+/* Moves every user's next seq past anything the lost commits can have
+ * handed out, and new users' start with it (seq_ledger.h, "Guarantee"),
+ * in one transaction; then a new reservation and a rewritten ledger.
+ * missing_max: the highest last seq of a user the ledger knows and the
+ * database lost. CW_OK or CW_STORE_ERROR (err). */
+static int ledger_recover(cw_store_t *s, uint64_t missing_max, char *err, size_t err_size)
+{
+    uint64_t jump = s->reserved > s->seq_total ? s->reserved - s->seq_total : 0;
+    uint64_t floor = s->floor;
+    if (jump > floor)
+        floor = jump;
+    if (missing_max > floor)
+        floor = missing_max;
+    int rc = exec_stmt(s->st[S_BEGIN]) == SQLITE_DONE ? CW_OK : CW_STORE_ERROR;
+    for (user_t *u = zhashx_first(s->users); rc == CW_OK && u; u = zhashx_next(s->users)) {
+        cw_ledger_user_t rec;
+        uint64_t next = u->next_seq + jump;
+        if (cw_ledger_user(s->ledger, u->id, &rec) && strcmp(rec.name, u->name) == 0 &&
+            rec.last_seq + 1 > next)
+            next = rec.last_seq + 1;
+        s->seq_total += next - u->next_seq;
+        u->next_seq = next;
+        if (mark_dirty(s, u) != 0)
+            rc = CW_STORE_ERROR;
+    }
+    if (rc == CW_OK && cache_flush(s) != SQLITE_DONE)
+        rc = CW_STORE_ERROR;
+    if (rc == CW_OK && exec_stmt(s->st[S_COMMIT]) != SQLITE_DONE)
+        rc = CW_STORE_ERROR;
+    if (rc != CW_OK) {
+        snprintf(err, err_size, "recovery: moving the seqs on failed: %s", sqlite3_errmsg(s->db));
+        if (!sqlite3_get_autocommit(s->db))
+            exec_stmt(s->st[S_ROLLBACK]);
+        return CW_STORE_ERROR;
+    }
+    s->floor = floor;
+    s->reserved = s->seq_total + CW_LEDGER_RESERVE_BLOCK;
+    if (cw_ledger_reserve(s->ledger, s->reserved, s->floor) != CW_OK) {
+        snprintf(err, err_size, "recovery: writing %s/" CW_LEDGER_FILE ": %s", s->dir,
+                 strerror(errno));
+        return CW_STORE_ERROR;
+    }
+    cw_ledger_truncate_users(s->ledger, 0);
+    for (user_t *u = zhashx_first(s->users); u; u = zhashx_next(s->users))
+        cw_ledger_note_user(s->ledger, u->id, u->name, u->next_seq - 1, u->acked_seq);
+    s->n_noted = 0;
+    cw_ledger_note_progress(s->ledger, progress(s));
+    CW_WARN("store: RECOVERED %s with data lost (--recover-store): every user's next seq moved "
+            "up by at least %llu, new users start at seq %llu; no seq is handed out twice",
+            s->dir, (unsigned long long) jump, (unsigned long long) floor + 1);
+    return CW_OK;
+}
+
+/* Opens the seq ledger and compares it with the database (issue 11 item
+ * 8): committed data missing from the database is reported (every user
+ * and seq range the ledger knows of) and refused, unless opt.recover.
+ * fresh: the store was created by this open. CW_OK or CW_STORE_ERROR /
+ * CW_ERR_IO (err). */
+static int ledger_open(cw_store_t *s, int fresh, char *err, size_t err_size)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/" CW_LEDGER_FILE, s->dir);
+    int existed = 0;
+    int rc = cw_ledger_open(path, &s->ledger, &existed, err, err_size);
+    if (rc == CW_STORE_ERROR && s->opt.recover) {
+        CW_ERROR("store: %s; --recover-store: making a new one from the database (seqs "
+                 "handed out in commits the WAL lost, if it lost any, may be handed out again)",
+                 err);
+        if (unlink(path) != 0) {
+            snprintf(err, err_size, "cannot remove %s: %s", path, strerror(errno));
+            return CW_ERR_IO;
+        }
+        err[0] = '\0';
+        rc = cw_ledger_open(path, &s->ledger, &existed, err, err_size);
+    } else if (rc == CW_STORE_ERROR) {
+        addf(err, err_size, "; not starting. Start once with --recover-store to rebuild it "
+             "(OPERATIONS.md, \"Damaged store files\")");
+    }
+    if (rc != CW_OK)
+        return rc;
+    if (!existed) {
+        if (!fresh)
+            CW_WARN("store: %s was missing: made from the database (a store from before it, "
+                    "or it was removed: a loss before now cannot be detected)", path);
+        s->floor = 0;
+        s->reserved = s->seq_total + CW_LEDGER_RESERVE_BLOCK;
+        if (cw_ledger_reserve(s->ledger, s->reserved, 0) != CW_OK) {
+            snprintf(err, err_size, "cannot write %s: %s", path, strerror(errno));
+            return CW_ERR_IO;
+        }
+        for (user_t *u = zhashx_first(s->users); u; u = zhashx_next(s->users))
+            cw_ledger_note_user(s->ledger, u->id, u->name, u->next_seq - 1, u->acked_seq);
+        cw_ledger_note_progress(s->ledger, progress(s));
+        return CW_OK;
+    }
+    s->reserved = cw_ledger_reserved(s->ledger);
+    s->floor = cw_ledger_floor(s->ledger);
+
+    /* What the ledger knows and the database does not. */
+    char lost[1024] = "";
+    size_t n_lost = 0;
+    uint64_t missing_max = 0;
+    for (int64_t id = 1; id <= cw_ledger_max_id(s->ledger); id++) {
+        cw_ledger_user_t rec;
+        if (!cw_ledger_user(s->ledger, id, &rec))
+            continue;
+        user_t *u = user_find(s, rec.name);
+        char line[256] = "";
+        if (!u) {
+            if (rec.last_seq > missing_max)
+                missing_max = rec.last_seq;
+            snprintf(line, sizeof line, "user %s is missing (with its seqs up to %llu)", rec.name,
+                     (unsigned long long) rec.last_seq);
+        } else if (rec.last_seq > u->next_seq - 1) {
+            snprintf(line, sizeof line, "%s lost seqs %llu-%llu", rec.name,
+                     (unsigned long long) u->next_seq, (unsigned long long) rec.last_seq);
+        } else if (rec.acked_seq > u->acked_seq) {
+            snprintf(line, sizeof line,
+                     "%s lost the acknowledgement of seqs %llu-%llu (they will be delivered "
+                     "again)",
+                     rec.name, (unsigned long long) u->acked_seq + 1,
+                     (unsigned long long) rec.acked_seq);
+        }
+        if (line[0]) {
+            CW_ERROR("store: committed data missing from %s: %s", s->dir, line);
+            addf(lost, sizeof lost, "%s%s", n_lost ? "; " : "", line);
+            n_lost++;
+        }
+    }
+    int valid;
+    uint64_t mark = cw_ledger_progress(s->ledger, &valid);
+    if (valid && mark > progress(s)) {
+        CW_ERROR("store: committed data missing from %s: the store had made %llu changes "
+                 "(seqs, acknowledgements, users), the database holds %llu",
+                 s->dir, (unsigned long long) mark, (unsigned long long) progress(s));
+        if (!n_lost)
+            addf(lost, sizeof lost, "%llu changes (seqs, acknowledgements, users) of which "
+                 "the ledger has no detail", (unsigned long long) (mark - progress(s)));
+        n_lost++;
+    }
+    if (cw_ledger_bad_records(s->ledger))
+        CW_WARN("store: %s: %zu damaged user records ignored", path,
+                cw_ledger_bad_records(s->ledger));
+    if (!n_lost) {
+        if (s->seq_total > s->reserved) {
+            /* Only an older ledger put back by hand can say less than the
+             * database: take a new reservation from the database. */
+            CW_WARN("store: %s reserved fewer seqs than the database holds; reserving anew",
+                    path);
+            s->reserved = s->seq_total + CW_LEDGER_RESERVE_BLOCK;
+            if (cw_ledger_reserve(s->ledger, s->reserved, s->floor) != CW_OK) {
+                snprintf(err, err_size, "cannot write %s: %s", path, strerror(errno));
+                return CW_ERR_IO;
+            }
+        }
+        return CW_OK;
+    }
+    if (!s->opt.recover) {
+        snprintf(err, err_size,
+                 "committed data is missing from the store in %s (its WAL was damaged or "
+                 "truncated, or older files were put back): %s. Not starting: nothing was "
+                 "changed. Keep a copy of the directory, then start once with --recover-store "
+                 "to accept the loss (OPERATIONS.md, \"Damaged store files\")",
+                 s->dir, lost);
+        return CW_STORE_ERROR;
+    }
+    return ledger_recover(s, missing_max, err, err_size);
 }
 
 int cw_store_open(const char *data_dir, const cw_store_options_t *opt, cw_store_t **out,
@@ -1049,6 +1335,12 @@ int cw_store_open(const char *data_dir, const cw_store_options_t *opt, cw_store_
      * the first store opened in a process decides (SQLITE_MISUSE after). */
     sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 
+    if (files_check(s, s->errmsg, sizeof s->errmsg, err, err_size) != CW_OK) {
+        store_free(s);
+        return CW_STORE_ERROR;
+    }
+    int fresh = s->may_create;
+
     char path[4096];
     snprintf(path, sizeof path, "%s/" DB_FILE, data_dir);
     int rc = sqlite3_open_v2(path, &s->db,
@@ -1057,6 +1349,10 @@ int cw_store_open(const char *data_dir, const cw_store_options_t *opt, cw_store_
     const char *step = "opening the database";
     if (rc == SQLITE_OK) {
         sqlite3_extended_result_codes(s->db, 1);
+        /* Until the open succeeded, closing must not checkpoint: that would
+         * rewrite (and then delete) a WAL this open refuses, destroying
+         * what is left of it. Re-enabled at the end of a good open. */
+        sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
         /* EXCLUSIVE before WAL: the WAL index then lives in heap memory
          * (no -shm file) and no other process can open the database. */
         step = "setting locking_mode";
@@ -1119,6 +1415,13 @@ int cw_store_open(const char *data_dir, const cw_store_options_t *opt, cw_store_
         store_free(s);
         return CW_STORE_ERROR;
     }
+    s->errmsg[0] = '\0';
+    int lrc = ledger_open(s, fresh, err, err_size);
+    if (lrc != CW_OK) {
+        store_free(s);
+        return lrc;
+    }
+    sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0, NULL);
     if (sync_dir(data_dir) != 0) {
         snprintf(err, err_size, "cannot fsync data dir %s: %s", data_dir, strerror(errno));
         store_free(s);
@@ -1176,6 +1479,7 @@ int cw_store_add_user(cw_store_t *s, const char *name, int *created)
     sqlite3_stmt *st = stmt(s, S_USER_INSERT);
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, (sqlite3_int64) cw_now_us());
+    sqlite3_bind_int64(st, 3, (sqlite3_int64) s->floor + 1);
     if (exec_stmt(st) != SQLITE_DONE)
         return txn_leave(s, own, sql_err(s, "adding user"));
     s->txn_wrote = 1;
@@ -1185,8 +1489,14 @@ int cw_store_add_user(cw_store_t *s, const char *name, int *created)
         return txn_leave(s, own, CW_STORE_ERROR);
     }
     u->id = sqlite3_last_insert_rowid(s->db);
-    u->next_seq = 1;
+    u->next_seq = s->floor + 1;
+    snprintf(u->name, sizeof u->name, "%s", name);
+    s->seq_total += s->floor;
     zhashx_insert(s->users, name, u);
+    if (mark_dirty(s, u) != 0) {    /* the ledger notes it after the commit */
+        set_err(s, "adding user: out of memory");
+        return txn_leave(s, own, CW_STORE_ERROR);
+    }
     rc = txn_leave(s, own, CW_OK);
     if (rc == CW_OK)
         *created = 1;
@@ -1618,6 +1928,7 @@ static int append_one(cw_store_t *s, cw_store_msg_t *m)
             return CW_STORE_ERROR;
         }
         u->next_seq++;
+        s->seq_total++;
         u->pending++;
         s->pending_total++;
         st = stmt(s, S_ENTRY_INSERT);
@@ -1704,6 +2015,7 @@ int cw_store_ack(cw_store_t *s, const char *user, uint64_t up_to_seq, uint64_t *
         set_err(s, "ack: out of memory");
         return txn_leave(s, own, CW_STORE_ERROR);
     }
+    s->acked_total += up_to_seq - u->acked_seq;
     u->acked_seq = up_to_seq;
     u->pending -= count;
     s->pending_total -= count;

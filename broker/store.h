@@ -51,6 +51,9 @@ typedef struct {
     uint32_t dedup_window_s;  /* a (sender, message_id) is remembered at least this long
                                  after receipt, and always while some queue holds it */
     const char *sqlite_vfs;   /* test hook: name of a registered SQLite VFS; NULL = default */
+    int recover;              /* open even if committed data is missing (damaged WAL):
+                                 report it, move every seq past what was lost (the
+                                 broker's --recover-store) */
 } cw_store_options_t;
 
 /* Defaults: no quota, no retention, no TTL, dedup window 86400 s. */

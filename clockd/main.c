@@ -380,8 +380,12 @@ static void put_event_text(FILE *f, const cw_event_t *e)
             break;
         off += (size_t) w;
     }
+    /* The message key is the trace writer's too: rendered like the text. */
+    char *msg = *e->msg ? cw_render_text(e->msg, strlen(e->msg), 0, 0, NULL, CW_RENDER_ONELINE) : NULL;
     fprintf(f, "%-14s %-7s %-14s %-16s %s", cw_event_id(e, id, sizeof id), cw_ev_kind_name(e->kind),
-            *e->msg ? e->msg : "-", *peers ? peers : "-", cw_clock_format(e->clock, e->n_clock, clock, sizeof clock));
+            msg ? msg : *e->msg ? "(out of memory)" : "-", *peers ? peers : "-",
+            cw_clock_format(e->clock, e->n_clock, clock, sizeof clock));
+    free(msg);
     if (e->text) {
         fputs("  ", f);
         put_human(f, e->text);
@@ -533,7 +537,10 @@ static int cmd_audit(const opts_t *o, cw_causal_t *c, int used)
                 const cw_event_t *eb = cw_trace_event(t, f->b);
                 printf(" / %s %s", cw_event_id(eb, ib, sizeof ib), cw_clock_format(eb->clock, eb->n_clock, cb, sizeof cb));
             }
-            printf("\n    %s\n", f->detail);
+            /* The detail quotes message keys from the trace: one line. */
+            fputs("\n    ", stdout);
+            put_human(stdout, f->detail);
+            fputc('\n', stdout);
         }
         if (n) {
             printf("%zu finding%s:", n, n == 1 ? "" : "s");

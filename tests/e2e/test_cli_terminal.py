@@ -136,7 +136,7 @@ def test_forged_lines_and_escapes_are_shown_harmlessly(broker, cli, tmp_path):
 
 def test_clockd_text_output_keeps_each_event_on_one_line(tmp_path):
     trace = tmp_path / "t.jsonl"
-    ev = {"process": "m", "kind": "send", "clock": {"m": 1}, "msg": "m:1", "peers": ["bob"],
+    ev = {"process": "m", "kind": "send", "clock": {"m": 1}, "msg": "k\n[x] \x1b[2J", "peers": ["bob"],
           "text": FORGED + CLEAR + "\u202eevil\u0085x"}
     trace.write_text(json.dumps(ev) + "\n")
     p = subprocess.run([CLOCKD_BIN, "events", str(trace)], capture_output=True, timeout=30)
@@ -146,6 +146,19 @@ def test_clockd_text_output_keeps_each_event_on_one_line(tmp_path):
     assert len(rows) == 1, out
     assert "innocent\\n[04:01:00] carol" in rows[0], out
     assert "before^[[2J^[[Hafter\\rCR^G<U+202E>evil<U+0085>x" in rows[0], out
+    assert "k\\n[x] ^[[2J" in rows[0], out
+    # The audit's details quote message keys: they stay on their line too.
+    key = "k\n[x] forged"
+    evs = [{"process": "m", "kind": "send", "clock": {"m": 1}, "msg": key, "peers": ["bob"]},
+           {"process": "bob", "kind": "deliver", "clock": {"m": 1, "bob": 1}, "msg": key,
+            "peers": ["m"]},
+           {"process": "bob", "kind": "deliver", "clock": {"m": 1, "bob": 2}, "msg": key,
+            "peers": ["m"]}]
+    trace.write_text("".join(json.dumps(e) + "\n" for e in evs))
+    p = subprocess.run([CLOCKD_BIN, "audit", str(trace)], capture_output=True, timeout=30)
+    out = p.stdout.decode()
+    assert p.returncode == 1 and "duplicate" in out, out
+    assert "k\\n[x] forged" in out and not any(l.startswith("[x]") for l in out.splitlines()), out
     assert "\x1b" not in out and "\r" not in out
 
 

@@ -12,13 +12,16 @@ broker on them again:
   - see the later sections for the WAL (items 8 and 9).
 """
 
+import os
 import re
 import subprocess
+import time
 
 import pytest
 
 from conftest import BROKER_BIN, assert_status, import_installed_causeway, run_cli
 from test_durable import ack, dsend, fetch, history, login_first, next_deliveries, register
+from test_metrics import metrics_url, scrape, value
 
 
 
@@ -64,7 +67,8 @@ def test_damaged_text_is_a_lost_message_not_data(broker, hub, pb, tmp_path):
     stop(br)
     assert patch_all(data / "causeway.db", b"second message", b"secund message") == 1
 
-    br = broker("--data", str(data))
+    br = broker("--data", str(data), "--metrics", "127.0.0.1:0")
+    url = metrics_url(br)
     bob = login_first(hub, br.endpoint, "bob")
     got = next_deliveries(bob, 3)
     assert [(d.seq, d.text, d.damaged) for d in got] == [
@@ -82,6 +86,14 @@ def test_damaged_text_is_a_lost_message_not_data(broker, hub, pb, tmp_path):
     assert stats.damaged_entries == 1
     assert re.search(r"MESSAGE LOST: seq 2 of bob's queue is damaged", br.log())
     assert br.log().count("MESSAGE LOST") == 1      # once per entry, however often read
+    # ... and the metric, once the broker has published a snapshot after it
+    deadline = time.monotonic() + 10.0
+    while True:
+        samples, _ = scrape(url)
+        if value(samples, "causeway_store_damaged_entries_total") == 1.0:
+            break
+        assert time.monotonic() < deadline, "damaged_entries metric never reached 1"
+        bob.request("stats")           # a round trip: lets the router publish again
     # The queue goes on.
     alice = hub.logged_in(br.endpoint, "alice")
     assert dsend(alice, ["bob"], "after", "m-4").recipients[0].seq == 4
@@ -117,3 +129,95 @@ def test_cli_and_python_client_show_a_lost_message(broker, hub, cli, tmp_path):
     assert p.proc.returncode == 0, p.describe()
     assert [('"damaged":true' in line) for line in p.lines if '"event":"message"' in line] == [
         False, True, False], p.describe()
+
+
+# ---------------------------------------------------------------------------
+# Items 8 and 9: a damaged WAL
+
+
+def start_refused(data, *extra):
+    """Runs a broker on data that must refuse to start; returns its stderr."""
+    res = subprocess.run([BROKER_BIN, "--bind", "tcp://127.0.0.1:*", "--data", str(data),
+                          *extra], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                         timeout=20)
+    assert res.returncode == 1, res
+    assert "listening" not in res.stdout, res
+    return res.stderr
+
+
+def fill_in_wal(broker, hub, data, n):
+    """n durable messages alice -> bob (seqs 1..n), then kill -9: the
+    commits stay in causeway.db-wal (no checkpoint)."""
+    br = fill(broker, hub, data, [f"message {i}" for i in range(1, n + 1)])
+    br.kill()
+    wal = data / "causeway.db-wal"
+    assert wal.stat().st_size > 0
+    return wal
+
+
+@pytest.mark.parametrize("damage", ["truncate", "bitflip"])
+def test_wal_damage_refused_then_recovered_without_seq_reuse(broker, hub, tmp_path, damage):
+    data = tmp_path / "data"
+    wal = fill_in_wal(broker, hub, data, 60)
+    size = wal.stat().st_size
+    if damage == "truncate":
+        os.truncate(wal, size // 2)
+    else:
+        with open(wal, "r+b") as f:
+            f.seek(size // 2)
+            b = f.read(1)
+            f.seek(size // 2)
+            f.write(bytes([b[0] ^ 0x40]))
+    before = wal.read_bytes()
+
+    err = start_refused(data)
+    m = re.search(r"bob lost seqs (\d+)-(\d+)", err)
+    assert m, err
+    assert int(m.group(2)) == 60
+    assert "committed data is missing" in err and "--recover-store" in err, err
+    assert wal.read_bytes() == before          # refusing changed nothing
+
+    br = broker("--data", str(data), "--recover-store")
+    assert "RECOVERED" in br.log()
+    bob = login_first(hub, br.endpoint, "bob")
+    survived = int(m.group(1)) - 1
+    got = next_deliveries(bob, survived) if survived else []
+    assert [d.text for d in got] == [f"message {i}" for i in range(1, survived + 1)]
+    # A new message gets a seq no ACCEPTED message ever had: a client that
+    # remembers what it showed does not drop it as a duplicate.
+    alice = hub.logged_in(br.endpoint, "alice")
+    reply = dsend(alice, ["bob"], "after the loss", "new-1")
+    assert_status(alice.pb, reply, "ACCEPTED")
+    assert reply.recipients[0].seq > 60
+    d = bob.recv_body("deliver")
+    assert (d.text, d.seq) == ("after the loss", reply.recipients[0].seq)
+    stop(br)
+    # The next start is an ordinary one.
+    br = broker("--data", str(data))
+    assert "RECOVERED" not in br.log()
+
+
+def test_damaged_wal_header_never_creates_a_new_store(broker, hub, tmp_path):
+    data = tmp_path / "data"
+    wal = fill_in_wal(broker, hub, data, 30)
+    with open(wal, "r+b") as f:                # the WAL header's magic number
+        f.seek(3)
+        b = f.read(1)
+        f.seek(3)
+        f.write(bytes([b[0] ^ 0x01]))
+    files = {p.name: p.read_bytes() for p in data.iterdir() if p.name != "LOCK"}
+    for extra in ([], ["--recover-store"]):
+        err = start_refused(data, *extra)
+        assert "refusing to create a new store" in err, err
+        assert "causeway.db-wal" in err and "OPERATIONS.md" in err, err
+        assert "created a new store" not in err
+        assert {p.name: p.read_bytes() for p in data.iterdir() if p.name != "LOCK"} == files
+
+
+def test_recover_store_is_not_a_config_file_key(tmp_path):
+    conf = tmp_path / "broker.conf"
+    conf.write_text("recover-store = true\n")
+    res = subprocess.run([BROKER_BIN, "--config", str(conf)], stdin=subprocess.DEVNULL,
+                         capture_output=True, text=True, timeout=20)
+    assert res.returncode == 2, res
+    assert "command-line flag only" in res.stderr, res.stderr

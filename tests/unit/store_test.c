@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1153,6 +1154,7 @@ typedef struct {
 } fault_file_t;
 
 static struct {
+    int seen_writes;              /* every xWrite/xTruncate on any file (counting, no fault) */
     int countdown;                /* fail the countdown-th matching I/O (1 = next); 0 = off */
     int wal_only;                 /* count WAL I/O only */
     int writes, syncs;            /* which operations count */
@@ -1193,6 +1195,7 @@ static int f_read(sqlite3_file *p, void *b, int n, sqlite3_int64 o)
 static int f_write(sqlite3_file *p, const void *b, int n, sqlite3_int64 o)
 {
     fault_file_t *f = (fault_file_t *) p;
+    g_fault.seen_writes++;
     if (fault_hit(f, 0))
         return g_fault.error;
     return f->real->pMethods->xWrite(f->real, b, n, o);
@@ -1200,6 +1203,7 @@ static int f_write(sqlite3_file *p, const void *b, int n, sqlite3_int64 o)
 static int f_truncate(sqlite3_file *p, sqlite3_int64 size)
 {
     fault_file_t *f = (fault_file_t *) p;
+    g_fault.seen_writes++;
     return f->real->pMethods->xTruncate(f->real, size);
 }
 static int f_sync(sqlite3_file *p, int flags)
@@ -1473,6 +1477,266 @@ static void test_fail_nth_io(void **state)
     }
 }
 
+/* ------------------------------------------------------------------------ */
+/* A damaged WAL (issue 11 items 8 and 9)                                    */
+
+/* A child process opens the store, appends n messages to bob (ids
+ * "<tag>-<i>", batches of 10, each committed = fsynced), and exits without
+ * closing, as after kill -9: the commits stay in causeway.db-wal. */
+static void append_and_die(const char *dir, const char *tag, int n)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        cw_store_t *s = NULL;
+        char err[512];
+        if (cw_store_open(dir, NULL, &s, err, sizeof err) != CW_OK)
+            _exit(2);
+        if (cw_store_add_user(s, "alice", NULL) != CW_OK ||
+            cw_store_add_user(s, "bob", NULL) != CW_OK)
+            _exit(3);
+        static tmsg_t t[10];
+        static cw_store_msg_t batch[10];
+        static char mids[10][32];
+        for (int i = 0; i < n; i += 10) {
+            int k = n - i < 10 ? n - i : 10;
+            for (int j = 0; j < k; j++) {
+                snprintf(mids[j], sizeof mids[j], "%s-%d", tag, i + j);
+                tmsg(&t[j], "alice", mids[j], "a message in the WAL, not yet checkpointed", T0,
+                     0, "bob");
+                batch[j] = t[j].m;
+            }
+            if (cw_store_append_batch(s, batch, (size_t) k) != CW_OK)
+                _exit(4);
+        }
+        _exit(0);                        /* no close: no checkpoint */
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+static off_t file_size(const char *dir, const char *file)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    struct stat sb;
+    return stat(path, &sb) == 0 ? sb.st_size : -1;
+}
+
+static void truncate_file(const char *dir, const char *file, off_t size)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    assert_int_equal(truncate(path, size), 0);
+}
+
+static void flip_byte(const char *dir, const char *file, off_t at)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t b;
+    assert_int_equal(pread(fd, &b, 1, at), 1);
+    b ^= 0x10;
+    assert_int_equal(pwrite(fd, &b, 1, at), 1);
+    close(fd);
+}
+
+/* Opens dir expecting a refusal; returns it in err. Counts (over the fault
+ * VFS) that the refused open wrote nothing to the database or the WAL. */
+static void open_refused(const char *dir, int recover, char *err, size_t err_size)
+{
+    fault_register();
+    cw_store_options_t opt;
+    cw_store_options_init(&opt);
+    opt.sqlite_vfs = "cwfault";
+    opt.recover = recover;
+    cw_store_t *s = (cw_store_t *) 1;
+    g_fault.seen_writes = 0;
+    int rc = cw_store_open(dir, &opt, &s, err, err_size);
+    if (rc != CW_STORE_ERROR)
+        fail_msg("open of damaged %s: %s, expected STORE_ERROR (%s)", dir, cw_status_name(rc),
+                 err);
+    assert_null(s);
+    assert_int_equal(g_fault.seen_writes, 0);
+}
+
+static cw_store_t *open_recover(const char *dir)
+{
+    cw_store_options_t opt;
+    cw_store_options_init(&opt);
+    opt.recover = 1;
+    return open_store(dir, &opt);
+}
+
+/* The issue's case: a truncated WAL loses the commits after the cut.
+ * Without the ledger the store opened with the commits before it and
+ * handed their seqs out again. Now: refused, naming what was lost; with
+ * recover, it opens and the next seq is above every seq ever accepted. */
+static void wal_damage_case(int how)
+{
+    char *dir = make_dir();
+    cw_store_t *s = open_store(dir, NULL);
+    add_users(s, base_users);
+    tmsg_t t;
+    tmsg(&t, "alice", "cp", "checkpointed", T0, 0, "bob");
+    assert_int_equal(append1(s, &t), CW_OK);
+    cw_store_close(&s);                  /* seq 1 in causeway.db */
+    append_and_die(dir, "w", 300);       /* seqs 2..301 only in the WAL */
+    off_t wal = file_size(dir, "causeway.db-wal");
+    assert_true(wal > 32 * 1024);
+    if (how == 0)
+        truncate_file(dir, "causeway.db-wal", wal / 2);
+    else if (how == 1)
+        flip_byte(dir, "causeway.db-wal", wal / 3);
+    else
+        flip_byte(dir, "causeway.db-wal", 20);     /* the header's salt: the whole WAL ignored */
+    off_t damaged = file_size(dir, "causeway.db-wal");
+
+    char err[1024] = "";
+    open_refused(dir, 0, err, sizeof err);
+    if (!strstr(err, "committed data is missing") || !strstr(err, "bob lost seqs") ||
+        !strstr(err, "--recover-store"))
+        fail_msg("refusal does not say what was lost: %s", err);
+    unsigned lo = 0, hi = 0;
+    assert_int_equal(sscanf(strstr(err, "bob lost seqs"), "bob lost seqs %u-%u", &lo, &hi), 2);
+    assert_int_equal(hi, 301);
+    assert_true(lo >= 2 && lo <= 301);
+    if (how == 2)
+        assert_int_equal(lo, 2);
+    /* refusing changed nothing: the same files, twice */
+    assert_int_equal(file_size(dir, "causeway.db-wal"), damaged);
+    open_refused(dir, 0, err, sizeof err);
+
+    s = open_recover(dir);
+    assert_int_equal(cw_store_verify(s), CW_OK);
+    /* what survived is served, the rest is gone; a new message gets a seq
+     * no earlier message had */
+    size_t have = count_tag(s, "w");
+    assert_int_equal(have, lo - 2);
+    tmsg(&t, "alice", "after", "after recovery", T0, 0, "bob");
+    assert_int_equal(append1(s, &t), CW_OK);
+    assert_true(t.r[0].seq > 301);
+    /* a user created now starts above every lost seq too */
+    assert_int_equal(cw_store_add_user(s, "dave", NULL), CW_OK);
+    tmsg(&t, "alice", "to-dave", "hi", T0, 0, "dave");
+    assert_int_equal(append1(s, &t), CW_OK);
+    assert_true(t.r[0].seq > 300);
+    uint64_t after = t.r[0].seq;
+    cw_store_close(&s);
+    /* and the next start is clean again */
+    s = open_store(dir, NULL);
+    tmsg(&t, "alice", "later", "later", T0, 0, "dave");
+    assert_int_equal(append1(s, &t), CW_OK);
+    assert_int_equal(t.r[0].seq, after + 1);
+    cw_store_close(&s);
+    remove_dir(&dir);
+}
+
+static void test_truncated_wal_refused(void **state) { wal_damage_case(0); }
+static void test_bitflipped_wal_refused(void **state) { wal_damage_case(1); }
+static void test_wal_header_damage_after_checkpoint(void **state) { wal_damage_case(2); }
+
+/* Item 9: the store was never checkpointed (everything, the schema too, is
+ * in the WAL) and the WAL header is damaged: SQLite sees an empty database.
+ * The store used to create a new, empty store there. Now it refuses, with
+ * or without recover, names the files, and leaves them as they were. */
+static void test_wal_header_damage_never_creates_a_store(void **state)
+{
+    char *dir = make_dir();
+    append_and_die(dir, "w", 100);
+    off_t wal = file_size(dir, "causeway.db-wal");
+    assert_true(wal > 0);
+    flip_byte(dir, "causeway.db-wal", 4);          /* the header's magic/format */
+    char err[1024] = "";
+    for (int recover = 0; recover < 2; recover++) {
+        open_refused(dir, recover, err, sizeof err);
+        if (!strstr(err, "refusing") || !strstr(err, "causeway.db-wal") ||
+            !strstr(err, "new store") || !strstr(err, "OPERATIONS.md"))
+            fail_msg("unclear refusal: %s", err);
+        assert_int_equal(file_size(dir, "causeway.db-wal"), wal);
+    }
+    /* An empty causeway.db beside the WAL (SQLite would delete that WAL),
+     * or none at all: refused as well. */
+    off_t db = file_size(dir, "causeway.db");
+    truncate_file(dir, "causeway.db", 0);
+    open_refused(dir, 1, err, sizeof err);
+    assert_non_null(strstr(err, "causeway.db is empty"));
+    assert_int_equal(file_size(dir, "causeway.db-wal"), wal);
+    (void) db;
+    remove_dir(&dir);
+}
+
+/* The ledger itself damaged: refused (it cannot tell which seqs were
+ * handed out) unless recover, which rebuilds it from the database. */
+static void test_damaged_ledger(void **state)
+{
+    char *dir = make_dir();
+    cw_store_t *s = open_store(dir, NULL);
+    add_users(s, base_users);
+    assert_int_equal(fault_batch(s, "x", 5), CW_OK);
+    cw_store_close(&s);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/causeway.seqs", dir);
+    int fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    char junk[64];
+    memset(junk, 0x77, sizeof junk);
+    assert_int_equal(pwrite(fd, junk, sizeof junk, 0), (ssize_t) sizeof junk);
+    close(fd);
+    char err[1024] = "";
+    open_refused(dir, 0, err, sizeof err);
+    assert_non_null(strstr(err, "causeway.seqs is damaged"));
+    s = open_recover(dir);
+    tmsg_t t;
+    tmsg(&t, "alice", "y", "y", T0, 0, "bob");
+    assert_int_equal(append1(s, &t), CW_OK);
+    assert_int_equal(t.r[0].seq, 6);
+    cw_store_close(&s);
+    s = open_store(dir, NULL);           /* clean again */
+    cw_store_close(&s);
+    remove_dir(&dir);
+}
+
+/* The reservation: seqs are reserved in blocks, so the ledger is written
+ * with fsync once per block, not per commit; a store missing its ledger
+ * (one from before it) gets one made from the database. */
+static void test_ledger_reserves_in_blocks(void **state)
+{
+    char *dir = make_dir();
+    cw_store_t *s = open_store(dir, NULL);
+    add_users(s, base_users);
+    char tag[16];
+    for (int i = 0; i < 20; i++) {
+        snprintf(tag, sizeof tag, "b%d", i);
+        assert_int_equal(fault_batch(s, tag, 10), CW_OK);
+    }
+    cw_store_close(&s);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/causeway.seqs", dir);
+    uint8_t slot[64];
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, slot, sizeof slot, 0), (ssize_t) sizeof slot);
+    close(fd);
+    /* one reservation written (generation 1, in slot 1): 200 entries fit the first block */
+    uint32_t gen0 = (uint32_t) slot[4] | (uint32_t) slot[5] << 8;
+    uint32_t gen1 = (uint32_t) slot[36] | (uint32_t) slot[37] << 8;
+    assert_int_equal(gen0, 0);
+    assert_int_equal(gen1, 1);
+    assert_int_equal(unlink(path), 0);
+    s = open_store(dir, NULL);           /* made again from the database */
+    tmsg_t t;
+    tmsg(&t, "alice", "z", "z", T0, 0, "bob");
+    assert_int_equal(append1(s, &t), CW_OK);
+    assert_int_equal(t.r[0].seq, 201);
+    cw_store_close(&s);
+    assert_true(file_size(dir, "causeway.seqs") > 0);
+    remove_dir(&dir);
+}
+
 int main(void)
 {
     cw_log_set_level(CW_LOG_WARN);
@@ -1496,6 +1760,12 @@ int main(void)
         cmocka_unit_test(test_disk_full_rolls_back),
         cmocka_unit_test(test_fsync_failure_is_sticky),
         cmocka_unit_test(test_fail_nth_io),
+        cmocka_unit_test(test_truncated_wal_refused),
+        cmocka_unit_test(test_bitflipped_wal_refused),
+        cmocka_unit_test(test_wal_header_damage_after_checkpoint),
+        cmocka_unit_test(test_wal_header_damage_never_creates_a_store),
+        cmocka_unit_test(test_damaged_ledger),
+        cmocka_unit_test(test_ledger_reserves_in_blocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
