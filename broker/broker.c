@@ -557,9 +557,10 @@ static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_sessio
     b->mc.fates[CW_OFFLINE] += offline;
     b->mc.fates[CW_UNKNOWN_USER] += unknown;
     b->mc.fates[CW_FLOODED] += flooded;
-    cw_mon_ring_add(b->ring, b->now_us, s->user->name, to, send->broadcast ? 0 : (size_t) n,
-                    (size_t) n, send->broadcast, false, (uint32_t) delivered, send->text,
-                    text_len);
+    if (b->now_ms < b->ring_until_ms) /* an operator watches (cwo_recent) */
+        cw_mon_ring_add(b->ring, b->now_us, s->user->name, to,
+                        send->broadcast ? 0 : (size_t) n, (size_t) n, send->broadcast, false,
+                        (uint32_t) delivered, send->text, text_len);
 
     cw_env_t out;
     Causeway__V1__Reply reply;
@@ -1041,7 +1042,7 @@ cw_broker_t *cw_broker_new(const cw_broker_config_t *cfg, char *err, size_t errl
     b->sessions = cw_sessions_new();
     b->outq = cw_outq_new();
     b->ctx = zmq_ctx_new();
-    b->ring = calloc(1, sizeof *b->ring);
+    b->ring = cw_mon_ring_new(cfg->monitor_text);
     b->monitor = cw_monitor_new();
     if (!b->sessions || !b->outq || !b->ctx || !b->ring || !b->monitor) {
         snprintf(err, errlen, "out of memory");
@@ -1105,7 +1106,6 @@ cw_broker_t *cw_broker_new(const cw_broker_config_t *cfg, char *err, size_t errl
         goto fail;
     b->started_ms = cw_mono_ms();
     b->started_us = cw_now_us();
-    b->ring->keep_text = cfg->monitor_text;
     update_time(b);
     return b;
 fail:
@@ -1132,7 +1132,7 @@ void cw_broker_destroy(cw_broker_t **p)
     cw_sessions_destroy(&b->sessions);
     cw_outq_destroy(&b->outq);
     cw_monitor_destroy(&b->monitor);
-    free(b->ring);
+    cw_mon_ring_destroy(&b->ring);
     free(b);
     *p = NULL;
 }

@@ -78,6 +78,8 @@ struct cw_broker {
     counters_t stats;         /* monotonic counters */
     cw_mon_counters_t mc;     /* monitoring counters (monitor.h), router thread only */
     cw_mon_ring_t *ring;      /* recently forwarded messages, owned */
+    int64_t ring_until_ms;    /* monotonic: forwarded messages are recorded in the ring
+                                 until then (CW_MON_WATCH_MS after the last Recent) */
     cw_monitor_t *monitor;    /* snapshots for other threads (metrics), owned */
     int64_t next_publish_ms;  /* monotonic time of the next snapshot publication */
     bool monitor_wanted;      /* cw_broker_monitor was called: publish snapshots */

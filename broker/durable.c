@@ -618,8 +618,10 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
             cw_mon_count(b->mc.fates, (int) p->rcpts[i].status);
             p->to[i] = p->rcpts[i].name;
         }
-        cw_mon_ring_add(b->ring, p->timestamp_us, p->user, p->to, send->broadcast ? 0 : p->n,
-                        p->n, send->broadcast, true, (uint32_t) accepted, send->text, text_len);
+        if (b->now_ms < b->ring_until_ms) /* an operator watches (cwo_recent) */
+            cw_mon_ring_add(b->ring, p->timestamp_us, p->user, p->to,
+                            send->broadcast ? 0 : p->n, p->n, send->broadcast, true,
+                            (uint32_t) accepted, send->text, text_len);
     }
     CW_INFO("stored %s -> %s%zu recipient(s): accepted %zu, full %zu%s (%s)", p->user,
             p->env->send->broadcast ? "all: " : "", p->n, accepted, full,

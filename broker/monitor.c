@@ -122,35 +122,64 @@ static size_t copy_cut(char *dst, const char *s, size_t len, size_t max)
     return n;
 }
 
-/* Copies a user name (at most CW_NAME_MAX_HARD bytes). */
-static void copy_name(char *dst, const char *s)
+cw_mon_ring_t *cw_mon_ring_new(bool keep_text)
 {
-    size_t n = strnlen(s, CW_NAME_MAX_HARD);
-    memcpy(dst, s, n);
-    dst[n] = '\0';
+    cw_mon_ring_t *r = calloc(1, sizeof *r);
+    if (r && keep_text && !(r->text = calloc(CW_MON_RING, sizeof *r->text))) {
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void cw_mon_ring_destroy(cw_mon_ring_t **p)
+{
+    if (!p || !*p)
+        return;
+    free((*p)->text);
+    free(*p);
+    *p = NULL;
 }
 
 void cw_mon_ring_add(cw_mon_ring_t *r, uint64_t ts_us, const char *from, char *const *names,
                      size_t n_names, size_t n_to, bool broadcast, bool durable,
                      uint32_t delivered, const char *text, size_t len)
 {
-    cw_mon_fwd_t *e = &r->e[r->next++ % CW_MON_RING];
+    size_t slot = r->next++ % CW_MON_RING;
+    cw_mon_fwd_t *e = &r->e[slot];
     e->ts_us = ts_us;
-    copy_name(e->from, from);
-    size_t k = n_names < CW_MON_RING_TO ? n_names : CW_MON_RING_TO;
-    for (size_t i = 0; i < k; i++)
-        copy_name(e->to[i], names[i]);
-    for (size_t i = k; i < CW_MON_RING_TO; i++)
-        e->to[i][0] = '\0';
+    size_t n = strnlen(from, CW_NAME_MAX_HARD);
+    memcpy(e->from, from, n);
+    e->from[n] = '\0';
+    size_t off = 0;
+    for (size_t i = 0; i < n_names && i < CW_MON_RING_TO; i++) {
+        n = strnlen(names[i], CW_NAME_MAX_HARD);
+        if (off + n + 2 > CW_MON_TO_BYTES)
+            break; /* the rest does not fit: n_to still says how many */
+        memcpy(e->to + off, names[i], n + 1);
+        off += n + 1;
+    }
+    e->to[off] = '\0';
     e->n_to = (uint32_t) n_to;
     e->delivered = delivered;
     e->size = (uint32_t) len;
     e->broadcast = broadcast;
     e->durable = durable;
-    e->text_len = r->keep_text && text ? (uint16_t) copy_cut(e->text, text, len, CW_MON_TEXT_MAX)
-                                       : 0;
-    if (!e->text_len)
-        e->text[0] = '\0';
+    if (r->text)
+        copy_cut(r->text[slot], text ? text : "", text ? len : 0, CW_MON_TEXT_MAX);
+}
+
+size_t cw_mon_fwd_names(const cw_mon_fwd_t *e, const char **names, size_t max)
+{
+    size_t k = 0;
+    for (const char *p = e->to; *p && k < max; p += strlen(p) + 1)
+        names[k++] = p;
+    return k;
+}
+
+const char *cw_mon_ring_text(const cw_mon_ring_t *r, const cw_mon_fwd_t *e)
+{
+    return r->text ? r->text[e - r->e] : "";
 }
 
 const cw_mon_fwd_t *cw_mon_ring_at(const cw_mon_ring_t *r, size_t i)

@@ -33,9 +33,11 @@
 #define CW_MON_STATUSES 128     /* status codes counted (the enum's values are below) */
 #define CW_MON_TOP_QUEUES 10    /* deepest queues in a snapshot */
 #define CW_MON_RING 256         /* forwarded messages kept */
-#define CW_MON_RING_TO 8        /* recipient names kept per forwarded message */
+#define CW_MON_RING_TO 8        /* recipient names kept per forwarded message (at most) */
+#define CW_MON_TO_BYTES 128     /* room for them (names that do not fit are left out) */
 #define CW_MON_TEXT_MAX 200     /* text bytes kept per forwarded message (--monitor-text) */
 #define CW_MON_PUBLISH_MS 200   /* the router publishes a snapshot this often */
+#define CW_MON_WATCH_MS 60000   /* the ring records for this long after a Recent request */
 
 /* Addressing kinds, as counted. */
 enum { CW_KIND_UNICAST = 0, CW_KIND_MULTICAST = 1, CW_KIND_BROADCAST = 2, CW_KINDS = 3 };
@@ -69,29 +71,39 @@ static inline void cw_mon_count(uint64_t *a, int status)
     a[status >= 0 && status < CW_MON_STATUSES ? status : CW_MON_STATUSES - 1]++;
 }
 
-/* One forwarded message. */
+/* One forwarded message. Kept small (about 220 bytes): the router writes
+ * one per Send, and the ring should stay in cache. */
 typedef struct {
     uint64_t ts_us;                               /* broker receipt time */
     char from[CW_NAME_MAX_HARD + 1];
-    char to[CW_MON_RING_TO][CW_NAME_MAX_HARD + 1]; /* the first recipients */
-    uint32_t n_to;                                /* how many there were */
+    char to[CW_MON_TO_BYTES];                     /* the first recipients' names, each
+                                                     ended by a NUL, then an empty one */
+    uint32_t n_to;                                /* how many recipients there were */
     uint32_t delivered;                           /* DELIVERED / ACCEPTED recipients */
     uint32_t size;                                /* text bytes */
     bool broadcast, durable;
-    uint16_t text_len;                            /* bytes kept in text */
-    char text[CW_MON_TEXT_MAX + 1];               /* "" unless --monitor-text */
 } cw_mon_fwd_t;
 
 typedef struct {
     cw_mon_fwd_t e[CW_MON_RING];
+    char (*text)[CW_MON_TEXT_MAX + 1]; /* CW_MON_RING texts (text[i] for e[i]) with
+                                          --monitor-text, else NULL; owned */
     uint64_t next;    /* entries ever recorded; the newest is (next - 1) % CW_MON_RING */
-    bool keep_text;   /* --monitor-text */
 } cw_mon_ring_t;
+
+/* A new ring; keep_text allocates room for texts. NULL if out of memory. */
+cw_mon_ring_t *cw_mon_ring_new(bool keep_text);
+/* Frees it; NULLs *p; safe on NULL and twice. */
+void cw_mon_ring_destroy(cw_mon_ring_t **p);
+/* The recipient names kept in e (at most max) into names; their count. */
+size_t cw_mon_fwd_names(const cw_mon_fwd_t *e, const char **names, size_t max);
+/* The text kept for e (an entry of r): "" without --monitor-text. */
+const char *cw_mon_ring_text(const cw_mon_ring_t *r, const cw_mon_fwd_t *e);
 
 /* Records a forwarded message (router thread): names[0..n_names) are the
  * first of its n_to distinct recipients (a broadcast may name none);
- * text/len its text (kept only with keep_text, cut at a character
- * boundary). Can't fail. */
+ * text/len its text (kept only if the ring has room for texts, cut at a
+ * character boundary). Can't fail. */
 void cw_mon_ring_add(cw_mon_ring_t *r, uint64_t ts_us, const char *from, char *const *names,
                      size_t n_names, size_t n_to, bool broadcast, bool durable,
                      uint32_t delivered, const char *text, size_t len);

@@ -11,7 +11,8 @@
  *      session logged in under a name of --operators gets.
  *  Both come from cwo_snapshot, so the endpoint and the protocol show the
  *  same figures. The per-message cost on the router is in broker.c and
- *  durable.c: a few counter additions and one ring entry per Send.
+ *  durable.c: a few counter additions per Send, and one ring entry while
+ *  an operator watches (for CW_MON_WATCH_MS after each Recent request).
  */
 #include "observe.h"
 
@@ -369,6 +370,9 @@ void cwo_recent(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
                          "message texts need a broker started with --monitor-text");
         return;
     }
+    /* Someone watches: record forwarded messages for the next minute
+     * (while nobody asks, the router does not spend a cycle on the ring). */
+    b->ring_until_ms = b->now_ms + CW_MON_WATCH_MS;
     size_t n = 0;
     while (cw_mon_ring_at(b->ring, n))
         n++;
@@ -391,19 +395,14 @@ void cwo_recent(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
         f->timestamp_us = e->ts_us;
         f->from = (char *) e->from;
         char **to = names + k * CW_MON_RING_TO;
-        size_t nt = 0;
-        while (nt < CW_MON_RING_TO && e->to[nt][0]) {
-            to[nt] = (char *) e->to[nt];
-            nt++;
-        }
-        f->n_to = nt;
+        f->n_to = cw_mon_fwd_names(e, (const char **) to, CW_MON_RING_TO);
         f->to = to;
         f->recipients = e->n_to;
         f->broadcast = e->broadcast;
         f->durable = e->durable;
         f->size = e->size;
         f->delivered = e->delivered;
-        f->text = rq->text ? (char *) e->text : "";
+        f->text = rq->text ? (char *) cw_mon_ring_text(b->ring, e) : "";
         ptrs[k] = f;
     }
     Causeway__V1__Reply reply;

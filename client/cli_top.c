@@ -19,6 +19,7 @@
  *  broker stops answering, 4 if it refuses the operator requests.
  */
 #include "cli.h"
+#include "cw_render.h"
 #include "cw_util.h"
 
 #define NCURSES_WIDECHAR 1
@@ -316,8 +317,12 @@ static void draw(top_t *t)
         int n = snprintf(line, sizeof line, "%s %-7s %s -> %s  %uB %u/%u", when,
                          f->durable ? "durable" : "live", f->from, to, f->size, f->delivered,
                          f->recipients);
-        if (t->show_text && n > 0 && (size_t) n < sizeof line)
-            snprintf(line + n, sizeof line - (size_t) n, "  \"%s\"", f->text);
+        if (t->show_text && n > 0 && (size_t) n < sizeof line) {
+            /* Untrusted: one line, controls shown (cw_render.h). */
+            char *text = cw_render_text(f->text, strlen(f->text), 0, 0, NULL, CW_RENDER_ONELINE);
+            snprintf(line + n, sizeof line - (size_t) n, "  \"%s\"", text ? text : "");
+            free(text);
+        }
         put(y, lw + 1, rw, line);
     }
     if (t->stats->n_queues) {

@@ -84,7 +84,7 @@ cw_clock_order_t cw_causal_compare(const cw_causal_t *c, size_t a, size_t b)
 {
     const cw_event_t *ea = EV(c, a), *eb = EV(c, b);
     assert(ea && eb);
-    return cw_clock_compare(ea->clock, ea->n_clock, eb->clock, eb->n_clock);
+    return cw_vc_compare(&ea->vc, &eb->vc);
 }
 
 const char *cw_clock_order_name(cw_clock_order_t o)
@@ -171,35 +171,19 @@ static int add_finding(cw_causal_t *c, cw_finding_kind_t kind, size_t process, s
     return CW_OK;
 }
 
-/* Counter of node in sorted wire entries (binary search); 0 if absent. */
-static uint64_t entry_get(cw_clock_entry_msg_t *const *e, size_t n, const char *node)
+/* Formats a stored clock for a detail sentence. */
+static const char *fmt_clock(const cw_causal_t *c, const cw_vc_t *v, char *buf, size_t size)
 {
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int cmp = strcmp(e[mid]->node, node);
-        if (cmp == 0)
-            return e[mid]->counter;
-        if (cmp < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return 0;
+    return cw_trace_clock_format(c->t, v, buf, size);
 }
 
-/* Formats a clock for a detail sentence. */
-static const char *fmt_clock(cw_clock_entry_msg_t *const *e, size_t n, char *buf, size_t size)
-{
-    return cw_clock_format(e, n, buf, size);
-}
-
-static int addressed_to(const cw_event_t *send, const char *receiver)
+/* Whether a send is addressed to process r (named rname). */
+static int addressed_to(const cw_event_t *send, size_t r, const char *rname)
 {
     if (send->broadcast)
-        return strcmp(send->process, receiver) != 0;
+        return send->proc != r;
     for (size_t i = 0; i < send->n_peers; i++)
-        if (strcmp(send->peers[i], receiver) == 0)
+        if (strcmp(send->peers[i], rname) == 0)
             return 1;
     return 0;
 }
@@ -209,21 +193,133 @@ typedef struct {
     size_t s;   /* trace index of its send */
 } first_t;
 
+/* The audit's working memory, sized once for the whole trace. The
+ * causal-order and gap checks use the vector-clock shortcut as a filter:
+ * "e happened before f" needs e.clock[p] <= f.clock[p] with p e's process
+ * (every entry of e must be <= f's, its own entry in particular), and with
+ * clocks that follow the rules it is also enough. Candidates passing the
+ * filter are confirmed with the full comparison (cw_vc_compare), so the
+ * findings are those of comparing every pair, whatever the clocks. */
+typedef struct {
+    size_t key;     /* the send's own entry (its clock at its process's node) */
+    size_t pos;     /* index in firsts */
+} cand_t;
+
+typedef struct {
+    cand_t *items;  /* min-heap by key */
+    size_t n, cap;
+} heap_t;
+
+typedef struct {
+    heap_t *heaps;          /* per node id: later first deliveries whose sender is that node */
+    uint32_t *used;         /* node ids with a non-empty heap */
+    size_t n_used;
+    size_t *zero;           /* later first deliveries whose send has no own entry (broken) */
+    size_t n_zero;
+    size_t *stack;          /* DFS over a heap */
+    size_t cap_stack;
+    first_t *firsts;        /* the receiver's first deliveries, in its order */
+    size_t *send_of;        /* per event: the first send of its message key, or CW_NO_EVENT */
+    size_t *seen_at;        /* per send: index in firsts of its first delivery at the receiver */
+    uint32_t *snode;        /* per first: node id of its send's process */
+    uint64_t *skey;         /* per first: the send's own entry */
+} work_t;
+
+static int heap_push(heap_t *h, cand_t v)
+{
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 16;
+        cand_t *grown = realloc(h->items, cap * sizeof *grown);
+        if (!grown)
+            return CW_ERR_NOMEM;
+        h->items = grown;
+        h->cap = cap;
+    }
+    size_t k = h->n++;
+    while (k > 0 && h->items[(k - 1) / 2].key > v.key) {
+        h->items[k] = h->items[(k - 1) / 2];
+        k = (k - 1) / 2;
+    }
+    h->items[k] = v;
+    return CW_OK;
+}
+
+/* Counts the j in (i, nf) whose send happened before firsts[i]'s send, and
+ * the smallest such j: the candidates are the heap entries with key <=
+ * the bound (a DFS from the root of each min-heap) and the zero list. */
+static int later_before(const cw_causal_t *c, work_t *w, size_t i, size_t *first_j, size_t *count)
+{
+    const cw_vc_t *si = &EV(c, w->firsts[i].s)->vc;
+    *first_j = SIZE_MAX;
+    *count = 0;
+    for (size_t k = 0; k < si->n; k++) {
+        heap_t *h = &w->heaps[si->node[k]];
+        uint64_t bound = si->count[k];
+        if (!h->n || h->items[0].key > bound)
+            continue;
+        size_t sp = 0;
+        w->stack[sp++] = 0;
+        while (sp) {
+            size_t at = w->stack[--sp];
+            const cand_t *cd = &h->items[at];
+            if (cd->key > bound)
+                continue;
+            size_t j = cd->pos;
+            if (cw_causal_compare(c, w->firsts[j].s, w->firsts[i].s) == CW_CLOCK_BEFORE) {
+                (*count)++;
+                if (j < *first_j)
+                    *first_j = j;
+            }
+            for (size_t ch = 2 * at + 1; ch <= 2 * at + 2 && ch < h->n; ch++) {
+                if (sp == w->cap_stack) {
+                    size_t cap = w->cap_stack ? w->cap_stack * 2 : 64;
+                    size_t *grown = realloc(w->stack, cap * sizeof *grown);
+                    if (!grown)
+                        return CW_ERR_NOMEM;
+                    w->stack = grown;
+                    w->cap_stack = cap;
+                }
+                w->stack[sp++] = ch;
+            }
+        }
+    }
+    for (size_t z = 0; z < w->n_zero; z++) {
+        size_t j = w->zero[z];
+        if (cw_causal_compare(c, w->firsts[j].s, w->firsts[i].s) == CW_CLOCK_BEFORE) {
+            (*count)++;
+            if (j < *first_j)
+                *first_j = j;
+        }
+    }
+    return CW_OK;
+}
+
+typedef struct {
+    uint64_t key;   /* the undelivered send's own entry */
+    size_t a;       /* index in addr */
+} gapc_t;
+
+static int cmp_gapc(const void *x, const void *y)
+{
+    const gapc_t *a = x, *b = y;
+    if (a->key != b->key)
+        return a->key < b->key ? -1 : 1;
+    return a->a < b->a ? -1 : a->a > b->a;
+}
+
 /* Deliveries at receiver r: unmatched, duplicate, causal-order and gap. */
-static int audit_receiver(cw_causal_t *c, size_t r, const size_t *addr, size_t n_addr)
+static int audit_receiver(cw_causal_t *c, work_t *w, size_t r, const size_t *addr, size_t n_addr)
 {
     const cw_trace_t *t = c->t;
     const char *rname = cw_trace_process_name(t, r);
     size_t n = cw_trace_process_count(t, r);
     char ida[CW_EVENT_ID_MAX], idb[CW_EVENT_ID_MAX], ca[256], cb[256];
     int rc = CW_OK;
-    cw_strmap_t *seen = cw_strmap_new();      /* message key -> index in firsts */
-    first_t *firsts = calloc(n ? n : 1, sizeof *firsts);
+    size_t *seen = w->seen_at;   /* send -> index in firsts; SIZE_MAX between receivers */
+    first_t *firsts = w->firsts;
     size_t nf = 0;
-    if (!seen || !firsts) {
-        rc = CW_ERR_NOMEM;
-        goto out;
-    }
+    gapc_t *gaps = NULL;
+    size_t *gap_first = NULL;
     for (size_t seq = 1; seq <= n && rc == CW_OK; seq++) {
         size_t d = cw_trace_process_event(t, r, seq);
         const cw_event_t *de = EV(c, d);
@@ -231,7 +327,7 @@ static int audit_receiver(cw_causal_t *c, size_t r, const size_t *addr, size_t n
             continue;
         size_t s;
         cw_event_id(de, ida, sizeof ida);
-        if (!cw_strmap_get(c->sends, de->msg, &s)) {
+        if ((s = w->send_of[d]) == CW_NO_EVENT) {
             rc = add_finding(c, CW_FIND_UNMATCHED, r, d, CW_NO_EVENT, de->msg,
                              "%s delivered message %s, which no send event in the trace carries",
                              ida, de->msg);
@@ -245,33 +341,39 @@ static int audit_receiver(cw_causal_t *c, size_t r, const size_t *addr, size_t n
                              ida, de->msg, de->peers[0], se->process, idb);
             continue;
         }
-        if (!addressed_to(se, rname)) {
+        if (!addressed_to(se, r, rname)) {
             rc = add_finding(c, CW_FIND_UNMATCHED, r, d, s, de->msg,
                              "%s delivered message %s, which %s did not address to %s",
                              ida, de->msg, idb, rname);
             continue;
         }
-        size_t k;
-        if (cw_strmap_get(seen, de->msg, &k)) {
+        size_t k = seen[s];
+        if (k != SIZE_MAX) {
             cw_event_id(EV(c, firsts[k].d), idb, sizeof idb);
             rc = add_finding(c, CW_FIND_DUPLICATE, r, d, firsts[k].d, de->msg,
                              "%s delivered message %s again; %s delivered it first",
                              ida, de->msg, idb);
             continue;
         }
-        if ((rc = cw_strmap_put(seen, de->msg, nf)) != CW_OK)
-            break;
+        seen[s] = nf;
+        w->snode[nf] = cw_trace_process_node(t, se->proc);
+        w->skey[nf] = cw_vc_get(&se->vc, w->snode[nf]);
         firsts[nf++] = (first_t){.d = d, .s = s};
     }
-    /* causal-order: x delivered before y although y's send happened before x's. */
-    for (size_t i = 0; i < nf && rc == CW_OK; i++) {
-        size_t first_j = SIZE_MAX, count = 0;
-        for (size_t j = i + 1; j < nf; j++) {
-            if (cw_causal_compare(c, firsts[j].s, firsts[i].s) == CW_CLOCK_BEFORE) {
-                if (!count)
-                    first_j = j;
-                count++;
-            }
+    /* causal-order: x delivered before y although y's send happened before
+     * x's. From the last first delivery back, the heaps hold the later ones. */
+    for (size_t i = nf; i-- > 0 && rc == CW_OK;) {
+        size_t first_j, count;
+        if ((rc = later_before(c, w, i, &first_j, &count)) != CW_OK)
+            break;
+        if (w->skey[i] == 0) {
+            w->zero[w->n_zero++] = i;
+        } else {
+            heap_t *h = &w->heaps[w->snode[i]];
+            if (!h->n)
+                w->used[w->n_used++] = w->snode[i];
+            if ((rc = heap_push(h, (cand_t){.key = w->skey[i], .pos = i})) != CW_OK)
+                break;
         }
         if (!count)
             continue;
@@ -280,8 +382,8 @@ static int audit_receiver(cw_causal_t *c, size_t r, const size_t *addr, size_t n
         char idy[CW_EVENT_ID_MAX];
         cw_event_id(dx, ida, sizeof ida);
         cw_event_id(dy, idy, sizeof idy);
-        fmt_clock(sx->clock, sx->n_clock, ca, sizeof ca);
-        fmt_clock(sy->clock, sy->n_clock, cb, sizeof cb);
+        fmt_clock(c, &sx->vc, ca, sizeof ca);
+        fmt_clock(c, &sy->vc, cb, sizeof cb);
         char more[64] = "";
         if (count > 1)
             snprintf(more, sizeof more, " (and %zu more such messages)", count - 1);
@@ -290,79 +392,155 @@ static int audit_receiver(cw_causal_t *c, size_t r, const size_t *addr, size_t n
                          "before it and was delivered later as %s%s",
                          ida, dx->msg, ca, dy->msg, cb, idy, more);
     }
-    /* gap: y addressed to r, never delivered, but something that depends on it was. */
-    for (size_t i = 0; i < n_addr && rc == CW_OK; i++) {
+    for (size_t u = 0; u < w->n_used; u++)
+        w->heaps[w->used[u]].n = 0;
+    w->n_used = 0;
+    w->n_zero = 0;
+    if (rc != CW_OK)
+        goto out;
+    /* gap: y addressed to r, never delivered, but something that depends on
+     * it was: the first j whose send y's send happened before. Candidates
+     * are the j with s_j[q] >= y's own entry (q y's process): per q, the
+     * undelivered y sorted by own entry meet a sweep over firsts. */
+    gaps = malloc((n_addr ? n_addr : 1) * sizeof *gaps);
+    gap_first = malloc((n_addr ? n_addr : 1) * sizeof *gap_first);
+    if (!gaps || !gap_first) {
+        rc = CW_ERR_NOMEM;
+        goto out;
+    }
+    size_t ng = 0;
+    for (size_t i = 0; i < n_addr; i++) {
         const cw_event_t *sy = EV(c, addr[i]);
-        size_t k;
-        if (strcmp(sy->process, rname) == 0 || cw_strmap_get(seen, sy->msg, &k))
+        gap_first[i] = SIZE_MAX;
+        if (sy->proc == r || seen[addr[i]] != SIZE_MAX)
             continue;
-        for (size_t j = 0; j < nf; j++) {
-            if (cw_causal_compare(c, addr[i], firsts[j].s) != CW_CLOCK_BEFORE)
-                continue;
-            const cw_event_t *dx = EV(c, firsts[j].d), *sx = EV(c, firsts[j].s);
-            cw_event_id(dx, ida, sizeof ida);
-            cw_event_id(sy, idb, sizeof idb);
-            fmt_clock(sx->clock, sx->n_clock, ca, sizeof ca);
-            fmt_clock(sy->clock, sy->n_clock, cb, sizeof cb);
-            rc = add_finding(c, CW_FIND_GAP, r, firsts[j].d, addr[i], sy->msg,
-                             "%s delivered %s (sent at %s) but %s never delivered %s (sent as %s "
-                             "at %s), which happened before it and was addressed to %s",
-                             ida, dx->msg, ca, rname, sy->msg, idb, cb, rname);
-            break;
+        gaps[ng++] = (gapc_t){.key = cw_vc_get(&sy->vc, cw_trace_process_node(t, sy->proc)), .a = i};
+    }
+    /* Group by the sender's node, then by key. */
+    for (size_t g = 0; g < ng;) {
+        /* Collect the group of g's process (a simple partition pass). */
+        size_t proc = EV(c, addr[gaps[g].a])->proc, end = g;
+        for (size_t h = g; h < ng; h++)
+            if (EV(c, addr[gaps[h].a])->proc == proc) {
+                gapc_t tmp = gaps[end];
+                gaps[end++] = gaps[h];
+                gaps[h] = tmp;
+            }
+        qsort(gaps + g, end - g, sizeof *gaps, cmp_gapc);
+        uint32_t q = cw_trace_process_node(t, proc);
+        size_t ptr = g;
+        for (size_t j = 0; j < nf && ptr < end; j++) {
+            uint64_t v = cw_vc_get(&EV(c, firsts[j].s)->vc, q);
+            for (; ptr < end && gaps[ptr].key <= v; ptr++) {
+                size_t y = addr[gaps[ptr].a];
+                /* The first j from here whose send y happened before. */
+                for (size_t jj = j; jj < nf; jj++)
+                    if (cw_causal_compare(c, y, firsts[jj].s) == CW_CLOCK_BEFORE) {
+                        gap_first[gaps[ptr].a] = jj;
+                        break;
+                    }
+            }
         }
+        g = end;
+    }
+    for (size_t i = 0; i < n_addr && rc == CW_OK; i++) {
+        size_t j = gap_first[i];
+        if (j == SIZE_MAX)
+            continue;
+        const cw_event_t *sy = EV(c, addr[i]);
+        const cw_event_t *dx = EV(c, firsts[j].d), *sx = EV(c, firsts[j].s);
+        cw_event_id(dx, ida, sizeof ida);
+        cw_event_id(sy, idb, sizeof idb);
+        fmt_clock(c, &sx->vc, ca, sizeof ca);
+        fmt_clock(c, &sy->vc, cb, sizeof cb);
+        rc = add_finding(c, CW_FIND_GAP, r, firsts[j].d, addr[i], sy->msg,
+                         "%s delivered %s (sent at %s) but %s never delivered %s (sent as %s "
+                         "at %s), which happened before it and was addressed to %s",
+                         ida, dx->msg, ca, rname, sy->msg, idb, cb, rname);
     }
 out:
-    cw_strmap_destroy(&seen);
-    free(firsts);
+    free(gaps);
+    free(gap_first);
+    for (size_t i = 0; i < nf; i++)
+        seen[firsts[i].s] = SIZE_MAX;
     return rc;
 }
 
-/* The first node where a and b differ, ignoring `skip`; NULL if none.
- * Both are sorted wire clocks. */
-static const char *first_difference(cw_clock_entry_msg_t *const *a, size_t na,
-                                    cw_clock_entry_msg_t *const *b, size_t nb, const char *skip,
-                                    uint64_t *va, uint64_t *vb)
+/* The node, in name order first, where a and b differ, ignoring `skip`;
+ * UINT32_MAX if none. *va, *vb: the counters there. */
+static uint32_t first_difference(const cw_causal_t *c, const cw_vc_t *a, const cw_vc_t *b,
+                                 uint32_t skip, uint64_t *va, uint64_t *vb)
 {
+    uint32_t best = UINT32_MAX;
     size_t i = 0, j = 0;
-    while (i < na || j < nb) {
-        int cmp = i >= na ? 1 : j >= nb ? -1 : strcmp(a[i]->node, b[j]->node);
-        const char *node = cmp <= 0 ? a[i]->node : b[j]->node;
-        uint64_t x = cmp <= 0 ? a[i]->counter : 0;
-        uint64_t y = cmp >= 0 ? b[j]->counter : 0;
-        if (cmp <= 0) i++;
-        if (cmp >= 0) j++;
-        if (x != y && strcmp(node, skip) != 0) {
+    while (i < a->n || j < b->n) {
+        uint32_t na = i < a->n ? a->node[i] : UINT32_MAX, nb = j < b->n ? b->node[j] : UINT32_MAX;
+        uint32_t node = na < nb ? na : nb;
+        uint64_t x = na == node ? a->count[i++] : 0;
+        uint64_t y = nb == node ? b->count[j++] : 0;
+        if (x != y && node != skip
+            && (best == UINT32_MAX
+                || strcmp(cw_trace_node_name(c->t, node), cw_trace_node_name(c->t, best)) < 0)) {
+            best = node;
             *va = x;
             *vb = y;
-            return node;
         }
     }
-    return NULL;
+    return best;
+}
+
+/* The entry-wise maximum of a and b into out (arrays of a->n + b->n). */
+static void vc_merge(const cw_vc_t *a, const cw_vc_t *b, uint32_t *node, uint64_t *count, cw_vc_t *out)
+{
+    size_t i = 0, j = 0, k = 0;
+    while (i < a->n || j < b->n) {
+        uint32_t na = i < a->n ? a->node[i] : UINT32_MAX, nb = j < b->n ? b->node[j] : UINT32_MAX;
+        uint32_t m = na < nb ? na : nb;
+        uint64_t x = na == m ? a->count[i++] : 0;
+        uint64_t y = nb == m ? b->count[j++] : 0;
+        node[k] = m;
+        count[k++] = x > y ? x : y;
+    }
+    *out = (cw_vc_t){.node = node, .count = count, .n = k};
 }
 
 /* Clock rules of process p's events. */
-static int audit_clocks(cw_causal_t *c, size_t p)
+static int audit_clocks(cw_causal_t *c, const work_t *w, size_t p)
 {
     const cw_trace_t *t = c->t;
     const char *pname = cw_trace_process_name(t, p);
+    uint32_t pnode = cw_trace_process_node(t, p);
     size_t n = cw_trace_process_count(t, p);
     const cw_event_t *prev = NULL;
     size_t prev_i = CW_NO_EVENT;
     char ida[CW_EVENT_ID_MAX], idb[CW_EVENT_ID_MAX], ca[256], cb[256], cm[256], cs[256];
+    static const cw_vc_t empty = {NULL, NULL, 0};
+    uint32_t *mnode = NULL;
+    uint64_t *mcount = NULL;
+    size_t mcap = 0;
     int rc = CW_OK;
     for (size_t seq = 1; seq <= n && rc == CW_OK; seq++) {
         size_t i = cw_trace_process_event(t, p, seq);
         const cw_event_t *e = EV(c, i);
-        cw_clock_entry_msg_t *const *pc = prev ? prev->clock : NULL;
-        size_t npc = prev ? prev->n_clock : 0;
-        uint64_t own = entry_get(e->clock, e->n_clock, pname);
-        uint64_t want = prev ? entry_get(pc, npc, pname) + 1 : 1;
-        cw_event_id(e, ida, sizeof ida);
-        if (prev)
-            cw_event_id(prev, idb, sizeof idb);
-        fmt_clock(e->clock, e->n_clock, ca, sizeof ca);
-        fmt_clock(pc, npc, cb, sizeof cb);
+        const cw_vc_t *pc = prev ? &prev->vc : &empty;
+        uint64_t own = cw_vc_get(&e->vc, pnode);
+        uint64_t want = prev ? cw_vc_get(pc, pnode) + 1 : 1;
+        /* ida, idb, ca, cb: the event and its predecessor, formatted only
+         * when a finding needs them. */
+        int named = 0;
+#define NAME_THEM()                                                    \
+        do {                                                           \
+            if (!named) {                                              \
+                cw_event_id(e, ida, sizeof ida);                       \
+                if (prev)                                              \
+                    cw_event_id(prev, idb, sizeof idb);                \
+                fmt_clock(c, &e->vc, ca, sizeof ca);                   \
+                fmt_clock(c, pc, cb, sizeof cb);                       \
+                named = 1;                                             \
+            }                                                          \
+        } while (0)
         if (own != want) {
+            NAME_THEM();
             if (prev)
                 rc = add_finding(c, CW_FIND_CLOCK_RULE, p, i, prev_i, e->msg,
                                  "%s has own entry %s:%llu, expected %llu (previous event %s at %s; "
@@ -377,76 +555,98 @@ static int audit_clocks(cw_causal_t *c, size_t p)
         }
         if (e->kind != CW_EV_DELIVER) {
             uint64_t va = 0, vb = 0;
-            const char *node = first_difference(e->clock, e->n_clock, pc, npc, pname, &va, &vb);
-            if (node)
+            uint32_t node = first_difference(c, &e->vc, pc, pnode, &va, &vb);
+            if (node != UINT32_MAX) {
+                NAME_THEM();
                 rc = add_finding(c, CW_FIND_CLOCK_RULE, p, i, prev ? prev_i : CW_NO_EVENT, e->msg,
                                  "%s is a %s event but changed entry %s from %llu to %llu; only "
                                  "the own entry may change (before: %s, after: %s)",
-                                 ida, cw_ev_kind_name(e->kind), node, (unsigned long long) vb,
-                                 (unsigned long long) va, cb, ca);
+                                 ida, cw_ev_kind_name(e->kind), cw_trace_node_name(t, node),
+                                 (unsigned long long) vb, (unsigned long long) va, cb, ca);
+            }
         } else {
             size_t s = CW_NO_EVENT;
             const cw_event_t *se = NULL;
-            if (cw_strmap_get(c->sends, e->msg, &s) && strcmp(EV(c, s)->process, e->peers[0]) == 0)
+            if ((s = w->send_of[i]) != CW_NO_EVENT && strcmp(EV(c, s)->process, e->peers[0]) == 0)
                 se = EV(c, s);
             else
                 s = CW_NO_EVENT;
-            if (se && e->has_msg_clock
-                && cw_clock_compare(se->clock, se->n_clock, e->msg_clock, e->n_msg_clock) != CW_CLOCK_EQUAL) {
+            if (se && e->has_msg_clock && cw_vc_compare(&se->vc, &e->mvc) != CW_CLOCK_EQUAL) {
+                NAME_THEM();
                 cw_event_id(se, idb, sizeof idb);
-                fmt_clock(se->clock, se->n_clock, cs, sizeof cs);
-                fmt_clock(e->msg_clock, e->n_msg_clock, cm, sizeof cm);
+                fmt_clock(c, &se->vc, cs, sizeof cs);
+                fmt_clock(c, &e->mvc, cm, sizeof cm);
                 rc = add_finding(c, CW_FIND_CLOCK_RULE, p, i, s, e->msg,
                                  "%s received message %s stamped %s, but its send %s has clock %s",
                                  ida, e->msg, cm, idb, cs);
                 if (rc != CW_OK)
                     break;
             }
-            cw_clock_entry_msg_t *const *mc = se ? se->clock : e->has_msg_clock ? e->msg_clock : NULL;
-            size_t nmc = se ? se->n_clock : e->has_msg_clock ? e->n_msg_clock : 0;
-            if (se || e->has_msg_clock) {
-                cw_clock_t *merged = cw_clock_new();
-                if (!merged || cw_clock_merge(merged, pc, npc) != CW_OK
-                    || cw_clock_merge(merged, mc, nmc) != CW_OK) {
-                    cw_clock_destroy(&merged);
-                    rc = CW_ERR_NOMEM;
-                    break;
+            const cw_vc_t *mc = se ? &se->vc : e->has_msg_clock ? &e->mvc : NULL;
+            if (mc) {
+                /* e >= merge(prev, mc) entry by entry? */
+                uint32_t bad = UINT32_MAX;
+                uint64_t have = 0, need = 0;
+                /* One walk over the three clocks in node id order. */
+                size_t ip = 0, im = 0, ie = 0;
+                const cw_vc_t *ev = &e->vc;
+                while (ip < pc->n || im < mc->n) {
+                    uint32_t np_ = ip < pc->n ? pc->node[ip] : UINT32_MAX;
+                    uint32_t nm_ = im < mc->n ? mc->node[im] : UINT32_MAX;
+                    uint32_t node = np_ < nm_ ? np_ : nm_;
+                    uint64_t x = np_ == node ? pc->count[ip++] : 0;
+                    uint64_t y = nm_ == node ? mc->count[im++] : 0;
+                    uint64_t need_k = x > y ? x : y;
+                    while (ie < ev->n && ev->node[ie] < node)
+                        ie++;
+                    uint64_t have_k = ie < ev->n && ev->node[ie] == node ? ev->count[ie] : 0;
+                    if (have_k < need_k
+                        && (bad == UINT32_MAX
+                            || strcmp(cw_trace_node_name(t, node), cw_trace_node_name(t, bad)) < 0)) {
+                        bad = node;
+                        have = have_k;
+                        need = need_k;
+                    }
                 }
-                cw_clock_entry_msg_t **me;
-                size_t nme = cw_clock_entries(merged, &me);
-                cw_clock_order_t o = cw_clock_compare(e->clock, e->n_clock, me, nme);
-                if (o != CW_CLOCK_AFTER && o != CW_CLOCK_EQUAL) {
-                    const char *node = NULL;
-                    uint64_t have = 0, need = 0;
-                    for (size_t k = 0; k < nme; k++) {
-                        uint64_t v = entry_get(e->clock, e->n_clock, me[k]->node);
-                        if (v < me[k]->counter) {
-                            node = me[k]->node;
-                            have = v;
-                            need = me[k]->counter;
+                if (bad != UINT32_MAX) {
+                    NAME_THEM();
+                    if (pc->n + mc->n > mcap) {
+                        mcap = pc->n + mc->n;
+                        uint32_t *gn = realloc(mnode, mcap * sizeof *gn);
+                        if (gn)
+                            mnode = gn;
+                        uint64_t *gc = realloc(mcount, mcap * sizeof *gc);
+                        if (gc)
+                            mcount = gc;
+                        if (!gn || !gc) {
+                            rc = CW_ERR_NOMEM;
                             break;
                         }
                     }
-                    fmt_clock(me, nme, cm, sizeof cm);
-                    fmt_clock(mc, nmc, cs, sizeof cs);
+                    cw_vc_t merged;
+                    vc_merge(pc, mc, mnode, mcount, &merged);
+                    fmt_clock(c, &merged, cm, sizeof cm);
+                    fmt_clock(c, mc, cs, sizeof cs);
                     if (se)
                         cw_event_id(se, idb, sizeof idb);
-                    /* cb is the previous event's clock (set above for every
-                     * event); cs the message's: the send's, else msg_clock. */
+                    /* cb is the previous event's clock; cs the message's:
+                     * the send's, else msg_clock. */
                     rc = add_finding(c, CW_FIND_CLOCK_RULE, p, i, s, e->msg,
                                      "%s delivered %s with clock %s, which is not >= %s, the merge of "
                                      "the previous clock %s and the message's clock %s%s%s: entry %s "
                                      "is %llu, needs >= %llu",
                                      ida, e->msg, ca, cm, cb, cs, se ? " from " : " as stamped",
-                                     se ? idb : "", node ? node : "?", (unsigned long long) have,
-                                     (unsigned long long) need);
+                                     se ? idb : "", cw_trace_node_name(t, bad),
+                                     (unsigned long long) have, (unsigned long long) need);
                 }
-                cw_clock_destroy(&merged);
             }
         }
+#undef NAME_THEM
         prev = e;
         prev_i = i;
     }
+    free(mnode);
+    free(mcount);
     return rc;
 }
 
@@ -462,18 +662,57 @@ static int cmp_findings(const void *x, const void *y)
     return strcmp(a->detail, b->detail);
 }
 
+/* Appends send i to addr[r]. */
+static int addr_append(size_t **addr, size_t *n_addr, size_t *cap_addr, size_t r, size_t i)
+{
+    if (n_addr[r] == cap_addr[r]) {
+        size_t cap = cap_addr[r] ? cap_addr[r] * 2 : 16;
+        size_t *grown = realloc(addr[r], cap * sizeof *grown);
+        if (!grown)
+            return CW_ERR_NOMEM;
+        addr[r] = grown;
+        cap_addr[r] = cap;
+    }
+    addr[r][n_addr[r]++] = i;
+    return CW_OK;
+}
+
 int cw_causal_audit(cw_causal_t *c)
 {
     if (c->audited)
         return CW_OK;
     const cw_trace_t *t = c->t;
-    size_t np = cw_trace_processes(t), ne = cw_trace_count(t);
+    size_t np = cw_trace_processes(t), ne = cw_trace_count(t), nn = cw_trace_nodes(t);
     int rc = CW_OK;
+    work_t w;
+    memset(&w, 0, sizeof w);
+    size_t most = 1;   /* events of the busiest process */
+    for (size_t p = 0; p < np; p++)
+        if (cw_trace_process_count(t, p) > most)
+            most = cw_trace_process_count(t, p);
     /* addr[r]: sends (first of each key) addressed to r, in trace order. */
     size_t **addr = calloc(np ? np : 1, sizeof *addr);
     size_t *n_addr = calloc(np ? np : 1, sizeof *n_addr);
     size_t *cap_addr = calloc(np ? np : 1, sizeof *cap_addr);
-    if (!addr || !n_addr || !cap_addr) {
+    w.heaps = calloc(nn ? nn : 1, sizeof *w.heaps);
+    w.used = malloc((nn ? nn : 1) * sizeof *w.used);
+    w.zero = malloc(most * sizeof *w.zero);
+    w.firsts = malloc(most * sizeof *w.firsts);
+    w.snode = malloc(most * sizeof *w.snode);
+    w.skey = malloc(most * sizeof *w.skey);
+    w.send_of = malloc((ne ? ne : 1) * sizeof *w.send_of);
+    w.seen_at = malloc((ne ? ne : 1) * sizeof *w.seen_at);
+    if (w.send_of && w.seen_at)
+        for (size_t i = 0; i < ne; i++) {
+            const cw_event_t *e = EV(c, i);
+            size_t s;
+            w.send_of[i] = e->kind != CW_EV_LOCAL && cw_strmap_get(c->sends, e->msg, &s) ? s : CW_NO_EVENT;
+            w.seen_at[i] = SIZE_MAX;
+        }
+    w.cap_stack = 64;
+    w.stack = malloc(w.cap_stack * sizeof *w.stack);
+    if (!w.stack || !w.send_of || !w.seen_at || !addr || !n_addr || !cap_addr || !w.heaps || !w.used || !w.zero || !w.firsts || !w.snode
+        || !w.skey) {
         rc = CW_ERR_NOMEM;
         goto out;
     }
@@ -482,8 +721,7 @@ int cw_causal_audit(cw_causal_t *c)
         const cw_event_t *e = EV(c, i);
         if (e->kind != CW_EV_SEND)
             continue;
-        size_t first;
-        cw_strmap_get(c->sends, e->msg, &first);
+        size_t first = w.send_of[i];
         if (first != i) {
             cw_event_id(e, ida, sizeof ida);
             cw_event_id(EV(c, first), idb, sizeof idb);
@@ -491,26 +729,23 @@ int cw_causal_audit(cw_causal_t *c)
                              "%s sends message key %s, already used by %s", ida, e->msg, idb);
             continue;
         }
-        for (size_t r = 0; r < np; r++) {
-            if (!addressed_to(e, cw_trace_process_name(t, r)))
-                continue;
-            if (n_addr[r] == cap_addr[r]) {
-                size_t cap = cap_addr[r] ? cap_addr[r] * 2 : 16;
-                size_t *grown = realloc(addr[r], cap * sizeof *grown);
-                if (!grown) {
-                    rc = CW_ERR_NOMEM;
-                    break;
-                }
-                addr[r] = grown;
-                cap_addr[r] = cap;
+        if (e->broadcast) {
+            for (size_t r = 0; r < np && rc == CW_OK; r++)
+                if (r != e->proc)
+                    rc = addr_append(addr, n_addr, cap_addr, r, i);
+        } else {
+            /* Peers are distinct (cw_trace_check), so each r at most once. */
+            for (size_t k = 0; k < e->n_peers && rc == CW_OK; k++) {
+                long r = cw_trace_process_find(t, e->peers[k]);
+                if (r >= 0)
+                    rc = addr_append(addr, n_addr, cap_addr, (size_t) r, i);
             }
-            addr[r][n_addr[r]++] = i;
         }
     }
     for (size_t r = 0; r < np && rc == CW_OK; r++)
-        rc = audit_receiver(c, r, addr[r], n_addr[r]);
+        rc = audit_receiver(c, &w, r, addr[r], n_addr[r]);
     for (size_t p = 0; p < np && rc == CW_OK; p++)
-        rc = audit_clocks(c, p);
+        rc = audit_clocks(c, &w, p);
 out:
     if (addr)
         for (size_t r = 0; r < np; r++)
@@ -518,6 +753,18 @@ out:
     free(addr);
     free(n_addr);
     free(cap_addr);
+    if (w.heaps)
+        for (size_t k = 0; k < nn; k++)
+            free(w.heaps[k].items);
+    free(w.heaps);
+    free(w.used);
+    free(w.zero);
+    free(w.stack);
+    free(w.firsts);
+    free(w.send_of);
+    free(w.seen_at);
+    free(w.snode);
+    free(w.skey);
     if (rc != CW_OK) {
         clear_findings(c);
         return rc;
@@ -720,10 +967,7 @@ static int width_greedy(cw_causal_t *c, size_t n, size_t *lower, size_t *upper)
         goto out;
     for (size_t i = 0; i < n; i++) {
         const cw_event_t *e = EV(c, i);
-        uint64_t s = 0;
-        for (size_t k = 0; k < e->n_clock; k++)
-            s += e->clock[k]->counter;
-        lin[i] = (lin_t){.sum = s, .i = i};
+        lin[i] = (lin_t){.sum = cw_vc_sum(&e->vc), .i = i};
         chain_of[i] = SIZE_MAX;
     }
     /* Sorting by entry sum (ties by index) is a linear extension of less():
@@ -835,9 +1079,9 @@ int cw_causal_stats(cw_causal_t *c, const cw_stats_options_t *o, const cw_stats_
             break;
         case CW_EV_LOCAL: st.locals++; break;
         }
-        if (e->n_clock < st.clock_min) st.clock_min = e->n_clock;
-        if (e->n_clock > st.clock_max) st.clock_max = e->n_clock;
-        clock_total += (double) e->n_clock;
+        if (e->vc.n < st.clock_min) st.clock_min = e->vc.n;
+        if (e->vc.n > st.clock_max) st.clock_max = e->vc.n;
+        clock_total += (double) e->vc.n;
     }
     st.messages = cw_strmap_size(c->sends);
     st.messages_delivered = cw_strmap_size(delivered);
@@ -846,7 +1090,7 @@ int cw_causal_stats(cw_causal_t *c, const cw_stats_options_t *o, const cw_stats_
     if (!hist)
         goto nomem;
     for (size_t i = 0; i < n; i++)
-        hist[EV(c, i)->n_clock]++;
+        hist[EV(c, i)->vc.n]++;
     if (st.holdback_n) {
         qsort(hb, st.holdback_n, sizeof *hb, cmp_u64);
         double total = 0;

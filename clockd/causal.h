@@ -9,8 +9,9 @@
  *  message index (message key -> its send), the findings of the audit and
  *  the statistics. Both are computed on first request and kept.
  *
- *  Happened-before is read from the clocks alone (cw_clock_compare from
- *  common/, missing entries = 0): e happened before f iff e's clock is <=
+ *  Happened-before is read from the clocks alone (the rule of
+ *  cw_clock_compare, on the trace's compact clocks: cw_vc_compare, missing
+ *  entries = 0): e happened before f iff e's clock is <=
  *  f's entry by entry and differs somewhere. Two distinct events with equal
  *  clocks are neither before nor after each other nor concurrent; the audit
  *  reports the clock-rule violation that made them equal.
@@ -42,12 +43,17 @@
  *                  delivery's msg_clock differs from its send's clock.
  *  Findings are listed in trace order of event a, then by kind.
  *
- *  Cost. compare is O(k^2) in the clock sizes k; past/future/concurrent are
- *  O(n) compares; the audit is O(n + D^2) compares where D is the largest
- *  number of deliveries at one receiver; pair counts are O(n^2) and are
- *  skipped above a limit; the exact width is a bipartite matching over all
- *  ordered pairs (Hopcroft-Karp, O(n^2.5)) below a limit, else greedy
- *  bounds (docs/CLOCKD.md, "Statistics").
+ *  Cost. compare is O(k) in the clock sizes k; past/future/concurrent are
+ *  O(n) compares; the audit is O(n k) for the clock rules plus, per
+ *  receiver, O(k log D) per first delivery and O(k) per candidate pair:
+ *  causal-order and gap take as candidates only the pairs that pass the
+ *  vector-clock shortcut (e before f needs e.clock[e's process] <=
+ *  f.clock[e's process]) and confirm each with the full comparison, so the
+ *  findings are exactly those of comparing all pairs (tested against the
+ *  old all-pairs audit, tests/unit/clockd_audit_ref.c); pair counts are
+ *  O(n^2) and are skipped above a limit; the exact width is a bipartite
+ *  matching over all ordered pairs (Hopcroft-Karp, O(n^2.5)) below a
+ *  limit, else greedy bounds (docs/CLOCKD.md, "Statistics").
  *
  *  Thread. Not thread-safe: one thread uses a cw_causal_t.
  */

@@ -145,11 +145,17 @@ size_t cw_clockd_events(const cw_clockd_t *d) { return cw_trace_count(d->trace);
 
 /* ---- requests ---------------------------------------------------------------- */
 
+/* A stored clock as wire entries (cw_trace_clock_wire). */
+typedef struct {
+    cw_clock_entry_msg_t *items, **ptrs;
+} wire_t;
+
 /* Storage that a reply points into while it is packed. */
 typedef struct {
     finding_msg_t *findings;   /* array */
     finding_msg_t **ptrs;
     char (*ids)[2][CW_EVENT_ID_MAX];
+    wire_t (*wire)[2];             /* per finding: clock a, clock b */
     size_t n;
     cw_causal_t *causal;
 } reply_mem_t;
@@ -159,6 +165,13 @@ static void reply_mem_free(reply_mem_t *m)
     free(m->findings);
     free(m->ptrs);
     free(m->ids);
+    if (m->wire)
+        for (size_t i = 0; i < m->n; i++)
+            for (int k = 0; k < 2; k++) {
+                free(m->wire[i][k].items);
+                free(m->wire[i][k].ptrs);
+            }
+    free(m->wire);
     cw_causal_destroy(&m->causal);
 }
 
@@ -278,8 +291,10 @@ static int do_audit(cw_clockd_t *d, const Causeway__V1__ClockdAudit *a, reply_t 
         m->findings = calloc(n, sizeof *m->findings);
         m->ptrs = calloc(n, sizeof *m->ptrs);
         m->ids = calloc(n, sizeof *m->ids);
-        if (!m->findings || !m->ptrs || !m->ids)
+        m->wire = calloc(n, sizeof *m->wire);
+        if (!m->findings || !m->ptrs || !m->ids || !m->wire)
             return CW_ERR_NOMEM;
+        m->n = n;   /* so reply_mem_free frees what was built */
     }
     for (size_t i = 0; i < n; i++) {
         const cw_finding_t *f = cw_causal_finding(m->causal, i);
@@ -289,13 +304,18 @@ static int do_audit(cw_clockd_t *d, const Causeway__V1__ClockdAudit *a, reply_t 
         fm->kind = finding_kind(f->kind);
         fm->process = (char *) cw_trace_process_name(d->trace, f->process);
         fm->event_a = cw_event_id(ea, m->ids[i][0], sizeof m->ids[i][0]);
-        fm->clock_a = ea->clock;
-        fm->n_clock_a = ea->n_clock;
+        wire_t *w = m->wire[i];
+        if (cw_trace_clock_wire(d->trace, &ea->vc, &w[0].items, &w[0].ptrs) != CW_OK)
+            return CW_ERR_NOMEM;
+        fm->clock_a = w[0].ptrs;
+        fm->n_clock_a = ea->vc.n;
         if (f->b != CW_NO_EVENT) {
             const cw_event_t *eb = cw_trace_event(d->trace, f->b);
             fm->event_b = cw_event_id(eb, m->ids[i][1], sizeof m->ids[i][1]);
-            fm->clock_b = eb->clock;
-            fm->n_clock_b = eb->n_clock;
+            if (cw_trace_clock_wire(d->trace, &eb->vc, &w[1].items, &w[1].ptrs) != CW_OK)
+                return CW_ERR_NOMEM;
+            fm->clock_b = w[1].ptrs;
+            fm->n_clock_b = eb->vc.n;
         }
         fm->msg = (char *) f->msg;
         fm->detail = (char *) f->detail;
@@ -320,7 +340,7 @@ static int do_compare(cw_clockd_t *d, const Causeway__V1__ClockdCompare *c, repl
         return CW_OK;
     }
     const cw_event_t *ea = cw_trace_event(d->trace, a), *eb = cw_trace_event(d->trace, b);
-    switch (cw_clock_compare(ea->clock, ea->n_clock, eb->clock, eb->n_clock)) {
+    switch (cw_vc_compare(&ea->vc, &eb->vc)) {
     case CW_CLOCK_EQUAL: r->order = CAUSEWAY__V1__CLOCK_ORDER__CLOCK_ORDER_EQUAL; break;
     case CW_CLOCK_BEFORE: r->order = CAUSEWAY__V1__CLOCK_ORDER__CLOCK_ORDER_BEFORE; break;
     case CW_CLOCK_AFTER: r->order = CAUSEWAY__V1__CLOCK_ORDER__CLOCK_ORDER_AFTER; break;

@@ -172,10 +172,7 @@ cw_export_t *cw_export_new(cw_causal_t *c, const cw_export_options_t *o, int *st
         if (e->kind == CW_EV_DELIVER && cw_causal_send_of(c, e->msg, &s) == CW_OK
             && strcmp(cw_trace_event(t, s)->process, e->peers[0]) == 0)
             x->send_of[i] = s;
-        uint64_t sum = 0;
-        for (size_t k = 0; k < e->n_clock; k++)
-            sum += e->clock[k]->counter;
-        lin[i] = (lin_t){.sum = sum, .i = i};
+        lin[i] = (lin_t){.sum = cw_vc_sum(&e->vc), .i = i};
     }
     /* Columns: longest-path layering along a linear extension, except that
      * an event is placed only after its process predecessor: with broken
@@ -337,7 +334,7 @@ int cw_export_shiviz(const cw_export_t *x, FILE *f)
             fprintf(f, " holdback_us=%llu", (unsigned long long) e->holdback_us);
         if (e->has_msg_clock) {
             fputs(" msg_clock=", f);
-            cw_clock_put_json(f, e->msg_clock, e->n_msg_clock);
+            cw_trace_clock_put_json(f, e->trace, &e->mvc);
         }
         fputs(" |", f);
         if (e->text) {
@@ -345,7 +342,7 @@ int cw_export_shiviz(const cw_export_t *x, FILE *f)
             put_text(f, e->text);
         }
         fprintf(f, "\n%s ", e->process);
-        cw_clock_put_json(f, e->clock, e->n_clock);
+        cw_trace_clock_put_json(f, e->trace, &e->vc);
         fputc('\n', f);
     }
     fflush(f);
@@ -784,7 +781,7 @@ static void put_svg(const cw_export_t *x, FILE *f, int inline_html)
                 size_t blen = 0;
                 FILE *m = open_memstream(&buf, &blen);
                 if (m) {
-                    cw_clock_put_json(m, e->clock, e->n_clock);
+                    cw_trace_clock_put_json(m, e->trace, &e->vc);
                     fclose(m);
                     xml(f, buf);
                 }
@@ -805,7 +802,7 @@ static void put_svg(const cw_export_t *x, FILE *f, int inline_html)
                 }
             }
             fputs("&#10;", f);
-            xml(f, cw_clock_format(e->clock, e->n_clock, clock, sizeof clock));
+            xml(f, cw_trace_clock_format(e->trace, &e->vc, clock, sizeof clock));
             if (e->text) {
                 fputs("&#10;", f);
                 xml(f, e->text);

@@ -353,7 +353,7 @@ static void put_ref_json(FILE *f, const cw_event_t *e)
     fputs("{\"id\":", f);
     cw_json_put_string(f, cw_event_id(e, id, sizeof id));
     fputs(",\"clock\":", f);
-    cw_clock_put_json(f, e->clock, e->n_clock);
+    cw_trace_clock_put_json(f, e->trace, &e->vc);
     fputc('}', f);
 }
 
@@ -384,7 +384,7 @@ static void put_event_text(FILE *f, const cw_event_t *e)
     char *msg = *e->msg ? cw_render_text(e->msg, strlen(e->msg), 0, 0, NULL, CW_RENDER_ONELINE) : NULL;
     fprintf(f, "%-14s %-7s %-14s %-16s %s", cw_event_id(e, id, sizeof id), cw_ev_kind_name(e->kind),
             msg ? msg : *e->msg ? "(out of memory)" : "-", *peers ? peers : "-",
-            cw_clock_format(e->clock, e->n_clock, clock, sizeof clock));
+            cw_trace_clock_format(e->trace, &e->vc, clock, sizeof clock));
     free(msg);
     if (e->text) {
         fputs("  ", f);
@@ -449,8 +449,8 @@ static int cmd_compare(const opts_t *o, cw_causal_t *c, int used)
         const char *verb = ord == CW_CLOCK_BEFORE ? "happened before"
                          : ord == CW_CLOCK_AFTER ? "happened after"
                          : ord == CW_CLOCK_CONCURRENT ? "is concurrent with" : "has the same clock as";
-        printf("%s %s %s %s %s\n", cw_event_id(ea, ia, sizeof ia), cw_clock_format(ea->clock, ea->n_clock, ca, sizeof ca),
-               verb, cw_event_id(eb, ib, sizeof ib), cw_clock_format(eb->clock, eb->n_clock, cb, sizeof cb));
+        printf("%s %s %s %s %s\n", cw_event_id(ea, ia, sizeof ia), cw_trace_clock_format(ea->trace, &ea->vc, ca, sizeof ca),
+               verb, cw_event_id(eb, ib, sizeof ib), cw_trace_clock_format(eb->trace, &eb->vc, cb, sizeof cb));
     }
     return flush_stdout();
 }
@@ -482,7 +482,7 @@ static int cmd_related(const opts_t *o, cw_causal_t *c, int used, cw_relation_t 
         const char *what = rel == CW_REL_PAST ? "causal past of" : rel == CW_REL_FUTURE ? "causal future of"
                                                                                      : "events concurrent with";
         printf("%s %s %s: %zu event%s\n", what, cw_event_id(ev, id, sizeof id),
-               cw_clock_format(ev->clock, ev->n_clock, clock, sizeof clock), n, n == 1 ? "" : "s");
+               cw_trace_clock_format(ev->trace, &ev->vc, clock, sizeof clock), n, n == 1 ? "" : "s");
         for (size_t i = 0; i < n; i++)
             put_event_text(stdout, cw_trace_event(t, list[i]));
     }
@@ -532,10 +532,10 @@ static int cmd_audit(const opts_t *o, cw_causal_t *c, int used)
             const cw_finding_t *f = cw_causal_finding(c, i);
             const cw_event_t *ea = cw_trace_event(t, f->a);
             printf("%-12s %s: %s %s", cw_finding_kind_name(f->kind), cw_trace_process_name(t, f->process),
-                   cw_event_id(ea, ia, sizeof ia), cw_clock_format(ea->clock, ea->n_clock, ca, sizeof ca));
+                   cw_event_id(ea, ia, sizeof ia), cw_trace_clock_format(ea->trace, &ea->vc, ca, sizeof ca));
             if (f->b != CW_NO_EVENT) {
                 const cw_event_t *eb = cw_trace_event(t, f->b);
-                printf(" / %s %s", cw_event_id(eb, ib, sizeof ib), cw_clock_format(eb->clock, eb->n_clock, cb, sizeof cb));
+                printf(" / %s %s", cw_event_id(eb, ib, sizeof ib), cw_trace_clock_format(eb->trace, &eb->vc, cb, sizeof cb));
             }
             /* The detail quotes message keys from the trace: one line. */
             fputs("\n    ", stdout);

@@ -1,14 +1,19 @@
 /*  trace: see trace.h.
  *
  *  Storage. Each event lives in its own heap slot (so cw_event_t pointers
- *  stay valid while the trace grows); the slot owns the strings, a cw_clock_t
- *  for the clock (reused from common/: it keeps entries sorted and drops
- *  zeros on merge) and, for deliveries that carry it, one for the message's
- *  clock. The public cw_event_t inside the slot points into that storage.
+ *  stay valid while the trace grows); the slot owns the message key, text,
+ *  peers and one block holding both clocks in the compact form (cw_vc_t:
+ *  counters, then node ids). Node names (processes, peers, clock nodes) are
+ *  interned once per trace in nodes / node_names, so a 200-entry clock costs
+ *  2.4 KB rather than one allocation per entry. The public cw_event_t
+ *  inside the slot points into that storage; its process name is the
+ *  interned one.
  *
  *  Invariants: slots[i]->ev.proc < n_procs; procs[p].events holds the trace
  *  indexes of p's events in insertion order and procs[p].events[k] has
- *  seq k + 1; names maps every process name to its index.
+ *  seq k + 1; names maps every process name to its index; nodes maps every
+ *  interned name to its id < n_nodes and node_names[id] is that name;
+ *  procs[p].node is the id of procs[p].name.
  */
 #include "trace.h"
 #include "json.h"
@@ -24,16 +29,15 @@
 
 typedef struct {
     cw_event_t ev;            /* public view into the fields below */
-    char *process;            /* owned */
     char *msg;                /* owned ("" for local) */
     char *text;               /* owned, NULL = none */
-    char **peers;             /* owned array of owned strings */
-    cw_clock_t *clock;        /* owned */
-    cw_clock_t *msg_clock;    /* owned, NULL unless has_msg_clock */
+    const char **peers;       /* owned array; the names are interned */
+    uint64_t *clocks;         /* owned block: counts of vc and mvc, then their node ids */
 } slot_t;
 
 typedef struct {
-    char *name;               /* owned */
+    const char *name;         /* interned (node_names) */
+    uint32_t node;            /* its node id */
     size_t *events;           /* trace indexes, insertion order */
     size_t n, cap;
 } proc_t;
@@ -44,6 +48,11 @@ struct cw_trace {
     proc_t *procs;            /* processes in order of first appearance */
     size_t n_procs, cap_procs;
     cw_strmap_t *names;       /* process name -> index in procs */
+    cw_strmap_t *nodes;       /* node name -> node id */
+    char **node_names;        /* owned, by id */
+    size_t n_nodes, cap_nodes;
+    uint64_t *mark;           /* owned scratch of to_pairs: cap_mark zeros */
+    size_t cap_mark;
 };
 
 
@@ -53,7 +62,10 @@ cw_trace_t *cw_trace_new(void)
     if (!t)
         return NULL;
     t->names = cw_strmap_new();
-    if (!t->names) {
+    t->nodes = cw_strmap_new();
+    if (!t->names || !t->nodes) {
+        cw_strmap_destroy(&t->names);
+        cw_strmap_destroy(&t->nodes);
         free(t);
         return NULL;
     }
@@ -64,14 +76,10 @@ static void slot_free(slot_t *s)
 {
     if (!s)
         return;
-    free(s->process);
     free(s->msg);
     free(s->text);
-    for (size_t i = 0; i < s->ev.n_peers; i++)
-        free(s->peers[i]);
     free(s->peers);
-    cw_clock_destroy(&s->clock);
-    cw_clock_destroy(&s->msg_clock);
+    free(s->clocks);
     free(s);
 }
 
@@ -83,14 +91,171 @@ void cw_trace_destroy(cw_trace_t **p)
     for (size_t i = 0; i < t->n; i++)
         slot_free(t->slots[i]);
     free(t->slots);
-    for (size_t i = 0; i < t->n_procs; i++) {
-        free(t->procs[i].name);
+    for (size_t i = 0; i < t->n_procs; i++)
         free(t->procs[i].events);
-    }
     free(t->procs);
+    for (size_t i = 0; i < t->n_nodes; i++)
+        free(t->node_names[i]);
+    free(t->node_names);
+    free(t->mark);
     cw_strmap_destroy(&t->names);
+    cw_strmap_destroy(&t->nodes);
     free(t);
     *p = NULL;
+}
+
+/* Id of name, interning it if new. CW_OK or CW_ERR_NOMEM. */
+static int intern(cw_trace_t *t, const char *name, uint32_t *id)
+{
+    size_t v;
+    if (cw_strmap_get(t->nodes, name, &v)) {
+        *id = (uint32_t) v;
+        return CW_OK;
+    }
+    if (t->n_nodes >= UINT32_MAX)
+        return CW_ERR_NOMEM;
+    if (t->n_nodes == t->cap_nodes) {
+        size_t cap = t->cap_nodes ? t->cap_nodes * 2 : 16;
+        char **grown = realloc(t->node_names, cap * sizeof *grown);
+        if (!grown)
+            return CW_ERR_NOMEM;
+        t->node_names = grown;
+        t->cap_nodes = cap;
+    }
+    char *copy = strdup(name);
+    if (!copy || cw_strmap_put(t->nodes, name, t->n_nodes) != CW_OK) {
+        free(copy);
+        return CW_ERR_NOMEM;
+    }
+    t->node_names[t->n_nodes] = copy;
+    *id = (uint32_t) t->n_nodes++;
+    return CW_OK;
+}
+
+size_t cw_trace_nodes(const cw_trace_t *t) { return t->n_nodes; }
+
+const char *cw_trace_node_name(const cw_trace_t *t, uint32_t node)
+{
+    return node < t->n_nodes ? t->node_names[node] : NULL;
+}
+
+long cw_trace_node_find(const cw_trace_t *t, const char *name)
+{
+    size_t v;
+    return cw_strmap_get(t->nodes, name, &v) ? (long) v : -1;
+}
+
+uint32_t cw_trace_process_node(const cw_trace_t *t, size_t p)
+{
+    return p < t->n_procs ? t->procs[p].node : UINT32_MAX;
+}
+
+/* ---- compact clocks -------------------------------------------------------- */
+
+uint64_t cw_vc_get(const cw_vc_t *c, uint32_t node)
+{
+    size_t lo = 0, hi = c->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (c->node[mid] == node)
+            return c->count[mid];
+        if (c->node[mid] < node)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return 0;
+}
+
+cw_clock_order_t cw_vc_compare(const cw_vc_t *a, const cw_vc_t *b)
+{
+    int a_less = 0, b_less = 0;   /* some entry of a < b's, and vice versa */
+    size_t i = 0, j = 0;
+    while (i < a->n && j < b->n) {
+        if (a->node[i] == b->node[j]) {
+            if (a->count[i] < b->count[j]) a_less = 1;
+            else if (a->count[i] > b->count[j]) b_less = 1;
+            i++;
+            j++;
+        } else if (a->node[i] < b->node[j]) {
+            b_less = 1;   /* a has an entry b lacks (counters are > 0) */
+            i++;
+        } else {
+            a_less = 1;
+            j++;
+        }
+        if (a_less && b_less)
+            return CW_CLOCK_CONCURRENT;
+    }
+    if (i < a->n) b_less = 1;
+    if (j < b->n) a_less = 1;
+    if (a_less && b_less) return CW_CLOCK_CONCURRENT;
+    if (a_less) return CW_CLOCK_BEFORE;
+    if (b_less) return CW_CLOCK_AFTER;
+    return CW_CLOCK_EQUAL;
+}
+
+uint64_t cw_vc_sum(const cw_vc_t *c)
+{
+    uint64_t s = 0;
+    for (size_t k = 0; k < c->n; k++)
+        s += c->count[k];
+    return s;
+}
+
+static int cmp_entry_name(const void *x, const void *y)
+{
+    const cw_clock_entry_msg_t *a = *(cw_clock_entry_msg_t *const *) x;
+    const cw_clock_entry_msg_t *b = *(cw_clock_entry_msg_t *const *) y;
+    return strcmp(a->node, b->node);
+}
+
+int cw_trace_clock_wire(const cw_trace_t *t, const cw_vc_t *c, cw_clock_entry_msg_t **items,
+                        cw_clock_entry_msg_t ***ptrs)
+{
+    *items = calloc(c->n ? c->n : 1, sizeof **items);
+    *ptrs = calloc(c->n ? c->n : 1, sizeof **ptrs);
+    if (!*items || !*ptrs) {
+        free(*items);
+        free(*ptrs);
+        *items = NULL;
+        *ptrs = NULL;
+        return CW_ERR_NOMEM;
+    }
+    for (size_t k = 0; k < c->n; k++) {
+        causeway__v1__clock_entry__init(&(*items)[k]);
+        (*items)[k].node = t->node_names[c->node[k]];
+        (*items)[k].counter = c->count[k];
+        (*ptrs)[k] = &(*items)[k];
+    }
+    if (c->n > 1)
+        qsort(*ptrs, c->n, sizeof **ptrs, cmp_entry_name);
+    return CW_OK;
+}
+
+char *cw_trace_clock_format(const cw_trace_t *t, const cw_vc_t *c, char *buf, size_t size)
+{
+    cw_clock_entry_msg_t *items, **ptrs;
+    if (cw_trace_clock_wire(t, c, &items, &ptrs) != CW_OK) {
+        snprintf(buf, size, "{?}");
+        return buf;
+    }
+    cw_clock_format(ptrs, c->n, buf, size);
+    free(items);
+    free(ptrs);
+    return buf;
+}
+
+void cw_trace_clock_put_json(FILE *f, const cw_trace_t *t, const cw_vc_t *c)
+{
+    cw_clock_entry_msg_t *items, **ptrs;
+    if (cw_trace_clock_wire(t, c, &items, &ptrs) != CW_OK) {
+        fputs("{\"?\":0", f);   /* out of memory: leave a line that will not read back */
+        return;
+    }
+    cw_clock_put_json(f, ptrs, c->n);
+    free(items);
+    free(ptrs);
 }
 
 /* ---- names and kinds ---------------------------------------------------- */
@@ -311,13 +476,11 @@ static int proc_index(cw_trace_t *t, const char *name, size_t *out)
     }
     proc_t *p = &t->procs[t->n_procs];
     memset(p, 0, sizeof *p);
-    p->name = strdup(name);
-    if (!p->name)
+    if (intern(t, name, &p->node) != CW_OK)
         return CW_ERR_NOMEM;
-    if (cw_strmap_put(t->names, name, t->n_procs) != CW_OK) {
-        free(p->name);
+    p->name = t->node_names[p->node];
+    if (cw_strmap_put(t->names, name, t->n_procs) != CW_OK)
         return CW_ERR_NOMEM;
-    }
     *out = t->n_procs++;
     return CW_OK;
 }
@@ -332,36 +495,134 @@ static char *dup_or_null(const char *s, int *nomem)
     return c;
 }
 
+typedef struct {
+    uint32_t node;
+    uint64_t count;
+} pair_t;
+
+/* Makes t->mark cover every node id (new entries zero). */
+static int mark_fit(cw_trace_t *t)
+{
+    if (t->cap_mark >= t->n_nodes)
+        return CW_OK;
+    size_t cap = t->cap_nodes;
+    uint64_t *grown = realloc(t->mark, cap * sizeof *grown);
+    if (!grown)
+        return CW_ERR_NOMEM;
+    memset(grown + t->cap_mark, 0, (cap - t->cap_mark) * sizeof *grown);
+    t->mark = grown;
+    t->cap_mark = cap;
+    return CW_OK;
+}
+
+static int cmp_pair(const void *x, const void *y)
+{
+    const pair_t *a = x, *b = y;
+    return a->node < b->node ? -1 : a->node > b->node;
+}
+
+/* Interns the nodes of a wire clock into pairs (zeros dropped, sorted by
+ * id); returns the number kept, or SIZE_MAX if out of memory. A clock that
+ * names a good share of all nodes (the usual case) is sorted by a pass over
+ * t->mark, a per-node scratch array that is all zero between calls; a
+ * sparse one by qsort. Nodes are distinct (cw_trace_check). */
+static size_t to_pairs(cw_trace_t *t, cw_clock_entry_msg_t *const *e, size_t n, pair_t *out)
+{
+    size_t k = 0;
+    int sorted = 1;
+    for (size_t i = 0; i < n; i++) {
+        if (!e[i]->counter)
+            continue;
+        if (intern(t, e[i]->node, &out[k].node) != CW_OK)
+            return SIZE_MAX;
+        out[k].count = e[i]->counter;
+        if (k && out[k - 1].node > out[k].node)
+            sorted = 0;
+        k++;
+    }
+    if (sorted || k < 2)
+        return k;
+    if (k * 8 < t->n_nodes || mark_fit(t) != CW_OK) {
+        qsort(out, k, sizeof *out, cmp_pair);
+        return k;
+    }
+    for (size_t i = 0; i < k; i++)
+        t->mark[out[i].node] = out[i].count;
+    size_t m = 0;
+    for (size_t id = 0; m < k; id++)
+        if (t->mark[id]) {
+            out[m++] = (pair_t){.node = (uint32_t) id, .count = t->mark[id]};
+            t->mark[id] = 0;
+        }
+    return k;
+}
+
+/* An event of some trace (ev->trace set) as an input event: its clocks as
+ * wire entries, then added as any other. */
+static int add_stored(cw_trace_t *t, const cw_event_t *ev, size_t line, char *err, size_t errlen)
+{
+    cw_event_t in = *ev;
+    cw_clock_entry_msg_t *items = NULL, **ptrs = NULL, *mitems = NULL, **mptrs = NULL;
+    int rc = cw_trace_clock_wire(ev->trace, &ev->vc, &items, &ptrs);
+    if (rc == CW_OK && ev->has_msg_clock)
+        rc = cw_trace_clock_wire(ev->trace, &ev->mvc, &mitems, &mptrs);
+    if (rc == CW_OK) {
+        in.trace = NULL;
+        in.clock = ptrs;
+        in.n_clock = ev->vc.n;
+        in.msg_clock = mptrs;
+        in.n_msg_clock = ev->has_msg_clock ? ev->mvc.n : 0;
+        rc = cw_trace_add(t, &in, line, err, errlen);
+    } else {
+        cw_set_err(err, errlen, "out of memory");
+    }
+    free(items);
+    free(ptrs);
+    free(mitems);
+    free(mptrs);
+    return rc;
+}
+
 int cw_trace_add(cw_trace_t *t, const cw_event_t *ev, size_t line, char *err, size_t errlen)
 {
+    if (ev->trace)
+        return add_stored(t, ev, line, err, errlen);
     int rc = cw_trace_check(ev, err, errlen);
     if (rc != CW_OK)
         return rc;
     int nomem = 0;
+    size_t nm = ev->has_msg_clock ? ev->n_msg_clock : 0;
+    pair_t *pairs = malloc((ev->n_clock + nm ? ev->n_clock + nm : 1) * sizeof *pairs);
     slot_t *s = calloc(1, sizeof *s);
-    if (!s)
+    if (!s || !pairs)
         goto nomem;
-    s->process = dup_or_null(ev->process, &nomem);
     s->msg = dup_or_null(ev->kind == CW_EV_LOCAL ? "" : ev->msg, &nomem);
     s->text = dup_or_null(ev->text && *ev->text ? ev->text : NULL, &nomem);
-    s->clock = cw_clock_new();
-    if (nomem || !s->clock)
+    if (nomem)
         goto nomem;
     if (ev->n_peers) {
         s->peers = calloc(ev->n_peers, sizeof *s->peers);
         if (!s->peers)
             goto nomem;
-        s->ev.n_peers = ev->n_peers;   /* so slot_free frees what was copied */
-        for (size_t i = 0; i < ev->n_peers; i++)
-            if (!(s->peers[i] = strdup(ev->peers[i])))
+        for (size_t i = 0; i < ev->n_peers; i++) {
+            uint32_t id;
+            if (intern(t, ev->peers[i], &id) != CW_OK)
                 goto nomem;
+            s->peers[i] = t->node_names[id];
+        }
     }
-    if (cw_clock_merge(s->clock, ev->clock, ev->n_clock) != CW_OK)
+    size_t n1 = to_pairs(t, ev->clock, ev->n_clock, pairs);
+    size_t n2 = nm ? to_pairs(t, ev->msg_clock, nm, pairs + (n1 == SIZE_MAX ? 0 : n1)) : 0;
+    if (n1 == SIZE_MAX || n2 == SIZE_MAX)
         goto nomem;
-    if (ev->has_msg_clock) {
-        s->msg_clock = cw_clock_new();
-        if (!s->msg_clock || cw_clock_merge(s->msg_clock, ev->msg_clock, ev->n_msg_clock) != CW_OK)
-            goto nomem;
+    size_t total = n1 + n2;
+    s->clocks = malloc((total ? total : 1) * (sizeof(uint64_t) + sizeof(uint32_t)));
+    if (!s->clocks)
+        goto nomem;
+    uint32_t *ids = (uint32_t *) (s->clocks + total);
+    for (size_t k = 0; k < total; k++) {
+        s->clocks[k] = pairs[k].count;
+        ids[k] = pairs[k].node;
     }
     if (t->n == t->cap) {
         size_t cap = t->cap ? t->cap * 2 : 64;
@@ -384,21 +645,23 @@ int cw_trace_add(cw_trace_t *t, const cw_event_t *ev, size_t line, char *err, si
         pr->cap = cap;
     }
     /* Commit point: nothing below can fail. */
+    free(pairs);
     cw_event_t *e = &s->ev;
-    e->process = s->process;
+    e->process = pr->name;
     e->kind = ev->kind;
-    e->n_clock = cw_clock_entries(s->clock, &e->clock);
+    e->vc = (cw_vc_t){.node = ids, .count = s->clocks, .n = n1};
     e->msg = s->msg;
-    e->peers = (const char *const *) s->peers;
+    e->peers = s->peers;
     e->n_peers = ev->n_peers;
     e->ts_us = ev->ts_us;
     e->text = s->text;
     e->has_holdback = ev->has_holdback;
     e->holdback_us = ev->has_holdback ? ev->holdback_us : 0;
     e->has_msg_clock = ev->has_msg_clock;
-    if (s->msg_clock)
-        e->n_msg_clock = cw_clock_entries(s->msg_clock, &e->msg_clock);
+    if (ev->has_msg_clock)
+        e->mvc = (cw_vc_t){.node = ids + n1, .count = s->clocks + n1, .n = n2};
     e->broadcast = ev->kind == CW_EV_SEND && ev->broadcast;
+    e->trace = t;
     e->proc = p;
     e->seq = pr->n + 1;
     e->line = line;
@@ -406,6 +669,7 @@ int cw_trace_add(cw_trace_t *t, const cw_event_t *ev, size_t line, char *err, si
     t->slots[t->n++] = s;
     return CW_OK;
 nomem:
+    free(pairs);
     slot_free(s);
     cw_set_err(err, errlen, "out of memory");
     return CW_ERR_NOMEM;
@@ -462,17 +726,43 @@ int cw_clock_from_json(const cw_json_t *obj, const char *field, cw_clock_entry_m
     return CW_OK;
 }
 
-/* The member or NULL; JSON null counts as absent. */
-static const cw_json_t *member(const cw_json_t *obj, const char *key)
+/* The fields of a trace line, read in one pass over the object's members
+ * (a lookup per field was a string scan of all members each time). */
+enum { F_PROCESS, F_KIND, F_CLOCK, F_MSG, F_PEERS, F_TS, F_TEXT, F_HOLDBACK, F_MSG_CLOCK,
+       F_BROADCAST, F_COUNT };
+
+typedef struct {
+    const cw_json_t *v[F_COUNT];   /* NULL = absent; JSON null counts as absent */
+} fields_t;
+
+static int field_index(const char *k)
 {
-    const cw_json_t *v = cw_json_get(obj, key);
-    return cw_json_type(v) == CW_JSON_NULL ? NULL : v;
+    switch (k[0]) {
+    case 'p': return !strcmp(k, "process") ? F_PROCESS : !strcmp(k, "peers") ? F_PEERS : -1;
+    case 'k': return !strcmp(k, "kind") ? F_KIND : -1;
+    case 'c': return !strcmp(k, "clock") ? F_CLOCK : -1;
+    case 'm': return !strcmp(k, "msg") ? F_MSG : !strcmp(k, "msg_clock") ? F_MSG_CLOCK : -1;
+    case 't': return !strcmp(k, "ts_us") ? F_TS : !strcmp(k, "text") ? F_TEXT : -1;
+    case 'h': return !strcmp(k, "holdback_us") ? F_HOLDBACK : -1;
+    case 'b': return !strcmp(k, "broadcast") ? F_BROADCAST : -1;
+    }
+    return -1;
 }
 
-static int want_string(const cw_json_t *obj, const char *key, int required, const char **out,
+static void fields_read(const cw_json_t *obj, fields_t *f)
+{
+    memset(f, 0, sizeof *f);
+    for (size_t i = 0; i < cw_json_len(obj); i++) {
+        int k = field_index(cw_json_key_at(obj, i));
+        const cw_json_t *v = cw_json_at(obj, i);
+        if (k >= 0 && cw_json_type(v) != CW_JSON_NULL)
+            f->v[k] = v;
+    }
+}
+
+static int want_string(const cw_json_t *v, const char *key, int required, const char **out,
                        char *err, size_t errlen)
 {
-    const cw_json_t *v = member(obj, key);
     *out = NULL;
     if (!v) {
         if (required) {
@@ -489,10 +779,9 @@ static int want_string(const cw_json_t *obj, const char *key, int required, cons
     return CW_OK;
 }
 
-static int want_uint(const cw_json_t *obj, const char *key, uint64_t *out, int *present,
+static int want_uint(const cw_json_t *v, const char *key, uint64_t *out, int *present,
                      char *err, size_t errlen)
 {
-    const cw_json_t *v = member(obj, key);
     *out = 0;
     if (present)
         *present = v != NULL;
@@ -540,9 +829,11 @@ int cw_trace_add_json(cw_trace_t *t, const char *line, size_t len, size_t lineno
         goto out;
     }
     const char *kind;
-    if ((rc = want_string(root, "process", 1, &ev.process, err, errlen)) != CW_OK)
+    fields_t fl;
+    fields_read(root, &fl);
+    if ((rc = want_string(fl.v[F_PROCESS], "process", 1, &ev.process, err, errlen)) != CW_OK)
         goto out;
-    if ((rc = want_string(root, "kind", 1, &kind, err, errlen)) != CW_OK)
+    if ((rc = want_string(fl.v[F_KIND], "kind", 1, &kind, err, errlen)) != CW_OK)
         goto out;
     ev.kind = cw_ev_kind_parse(kind);
     if (!ev.kind) {
@@ -551,7 +842,7 @@ int cw_trace_add_json(cw_trace_t *t, const char *line, size_t len, size_t lineno
         rc = CW_BAD_REQUEST;
         goto out;
     }
-    const cw_json_t *clock = member(root, "clock");
+    const cw_json_t *clock = fl.v[F_CLOCK];
     if (!clock) {
         cw_set_err(err, errlen, "clock: missing");
         rc = CW_BAD_REQUEST;
@@ -560,9 +851,9 @@ int cw_trace_add_json(cw_trace_t *t, const char *line, size_t len, size_t lineno
     if ((rc = cw_clock_from_json(clock, "clock", &clock_items, &clock_ptrs, &ev.n_clock, err, errlen)) != CW_OK)
         goto out;
     ev.clock = clock_ptrs;
-    if ((rc = want_string(root, "msg", 0, &ev.msg, err, errlen)) != CW_OK)
+    if ((rc = want_string(fl.v[F_MSG], "msg", 0, &ev.msg, err, errlen)) != CW_OK)
         goto out;
-    const cw_json_t *jp = member(root, "peers");
+    const cw_json_t *jp = fl.v[F_PEERS];
     if (jp) {
         if (cw_json_type(jp) != CW_JSON_ARRAY) {
             cw_set_err(err, errlen, "peers: expected an array of names, found %s",
@@ -594,20 +885,20 @@ int cw_trace_add_json(cw_trace_t *t, const char *line, size_t len, size_t lineno
         }
         ev.peers = peers;
     }
-    if ((rc = want_uint(root, "ts_us", &ev.ts_us, NULL, err, errlen)) != CW_OK)
+    if ((rc = want_uint(fl.v[F_TS], "ts_us", &ev.ts_us, NULL, err, errlen)) != CW_OK)
         goto out;
-    if ((rc = want_string(root, "text", 0, &ev.text, err, errlen)) != CW_OK)
+    if ((rc = want_string(fl.v[F_TEXT], "text", 0, &ev.text, err, errlen)) != CW_OK)
         goto out;
-    if ((rc = want_uint(root, "holdback_us", &ev.holdback_us, &ev.has_holdback, err, errlen)) != CW_OK)
+    if ((rc = want_uint(fl.v[F_HOLDBACK], "holdback_us", &ev.holdback_us, &ev.has_holdback, err, errlen)) != CW_OK)
         goto out;
-    const cw_json_t *mc = member(root, "msg_clock");
+    const cw_json_t *mc = fl.v[F_MSG_CLOCK];
     if (mc) {
         if ((rc = cw_clock_from_json(mc, "msg_clock", &mc_items, &mc_ptrs, &ev.n_msg_clock, err, errlen)) != CW_OK)
             goto out;
         ev.msg_clock = mc_ptrs;
         ev.has_msg_clock = 1;
     }
-    const cw_json_t *bc = member(root, "broadcast");
+    const cw_json_t *bc = fl.v[F_BROADCAST];
     if (bc) {
         if (cw_json_bool(bc) < 0) {
             cw_set_err(err, errlen, "broadcast: expected true or false");
@@ -774,12 +1065,31 @@ void cw_clock_put_json(FILE *f, cw_clock_entry_msg_t *const *e, size_t n)
     fputc('}', f);
 }
 
+/* An input clock in canonical form: sorted by name, zeros dropped (what the
+ * trace would store). */
+static void put_wire_sorted(FILE *f, cw_clock_entry_msg_t *const *e, size_t n)
+{
+    cw_clock_t *c = cw_clock_new();
+    cw_clock_entry_msg_t **sorted;
+    if (!c || cw_clock_merge(c, e, n) != CW_OK) {
+        cw_clock_destroy(&c);
+        fputs("{\"?\":0", f);   /* out of memory: leave a line that will not read back */
+        return;
+    }
+    size_t k = cw_clock_entries(c, &sorted);
+    cw_clock_put_json(f, sorted, k);
+    cw_clock_destroy(&c);
+}
+
 static void put_event(FILE *f, const cw_event_t *ev)
 {
     fputs("{\"process\":", f);
     cw_json_put_string(f, ev->process);
     fprintf(f, ",\"kind\":\"%s\",\"clock\":", cw_ev_kind_name(ev->kind));
-    cw_clock_put_json(f, ev->clock, ev->n_clock);
+    if (ev->trace)
+        cw_trace_clock_put_json(f, ev->trace, &ev->vc);
+    else
+        put_wire_sorted(f, ev->clock, ev->n_clock);
     if (ev->kind != CW_EV_LOCAL) {
         fputs(",\"msg\":", f);
         cw_json_put_string(f, ev->msg);
@@ -802,7 +1112,10 @@ static void put_event(FILE *f, const cw_event_t *ev)
         fprintf(f, ",\"holdback_us\":%llu", (unsigned long long) ev->holdback_us);
     if (ev->has_msg_clock) {
         fputs(",\"msg_clock\":", f);
-        cw_clock_put_json(f, ev->msg_clock, ev->n_msg_clock);
+        if (ev->trace)
+            cw_trace_clock_put_json(f, ev->trace, &ev->mvc);
+        else
+            put_wire_sorted(f, ev->msg_clock, ev->n_msg_clock);
     }
     fputc('}', f);
 }

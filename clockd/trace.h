@@ -50,14 +50,26 @@ typedef enum {
 #define CW_TRACE_MAX_PEERS 4096
 #define CW_TRACE_MAX_CLOCK 4096
 
+typedef struct cw_trace cw_trace_t;
+
+/* A vector clock as the trace stores it: node ids (cw_trace_node_name),
+ * strictly ascending, with their counters (all > 0; missing = 0). 12 bytes
+ * an entry, names interned once per trace. */
+typedef struct {
+    const uint32_t *node;
+    const uint64_t *count;
+    size_t n;
+} cw_vc_t;
+
 /* One event. As input to cw_trace_add every pointer is borrowed for the call
  * and the fields marked "out" are ignored; as returned by cw_trace_event
- * everything is owned by the trace. */
+ * everything is owned by the trace, the clocks are in vc / mvc and the
+ * fields marked "in" are NULL / 0. */
 typedef struct {
     const char *process;                /* process (user) name */
     cw_ev_kind_t kind;
-    cw_clock_entry_msg_t **clock;       /* clock after the event; out: sorted, no zeros */
-    size_t n_clock;
+    cw_clock_entry_msg_t **clock;       /* in: clock after the event (any order) */
+    size_t n_clock;                     /* in */
     const char *msg;                    /* message key; out: "" for local events */
     const char *const *peers;           /* send: recipients; deliver: {sender} */
     size_t n_peers;
@@ -65,16 +77,17 @@ typedef struct {
     const char *text;                   /* optional; NULL = none (out: "" is stored as NULL) */
     uint64_t holdback_us;               /* deliver: hold-back delay, if has_holdback */
     int has_holdback;
-    cw_clock_entry_msg_t **msg_clock;   /* deliver: the message's clock, if has_msg_clock */
-    size_t n_msg_clock;
+    cw_clock_entry_msg_t **msg_clock;   /* in, deliver: the message's clock, if has_msg_clock */
+    size_t n_msg_clock;                 /* in */
     int has_msg_clock;
     int broadcast;                      /* send: to every other process (peers empty) */
+    cw_vc_t vc;                         /* out: the clock, zero entries dropped */
+    cw_vc_t mvc;                        /* out: the message's clock, if has_msg_clock */
+    const cw_trace_t *trace;            /* out: the trace holding the event; NULL for input */
     size_t proc;                        /* out: index of the process (cw_trace_process_name) */
     size_t seq;                         /* out: 1-based position among the process's events */
     size_t line;                        /* out: source line (file) or row id (store); 0 = none */
 } cw_event_t;
-
-typedef struct cw_trace cw_trace_t;
 
 /* Flags of cw_trace_load_file. */
 #define CW_TRACE_SKIP_BAD 1   /* skip malformed lines (each reported through warn) */
@@ -85,7 +98,8 @@ cw_trace_t *cw_trace_new(void);
 void cw_trace_destroy(cw_trace_t **p);
 
 /* Checks and adds one event (deep copy); line is recorded as the event's
- * source line. CW_OK; CW_BAD_REQUEST if the event breaks a rule of the
+ * source line. ev may also be an event of another (or this) trace: its
+ * clocks are then read from vc / mvc. CW_OK; CW_BAD_REQUEST if the event breaks a rule of the
  * event model (err says which; nothing added); CW_ERR_NOMEM (no event
  * added, but a process seen for the first time may stay listed with no
  * events). */
@@ -127,6 +141,34 @@ long cw_trace_process_find(const cw_trace_t *t, const char *name);
 size_t cw_trace_process_count(const cw_trace_t *t, size_t p);
 size_t cw_trace_process_event(const cw_trace_t *t, size_t p, size_t seq);
 
+/* Clock node names: every process, peer and clock node name the trace has
+ * seen, numbered densely from 0 in order of first appearance. */
+size_t cw_trace_nodes(const cw_trace_t *t);
+const char *cw_trace_node_name(const cw_trace_t *t, uint32_t node);
+/* Id of a node name; -1 if the trace never saw it. */
+long cw_trace_node_find(const cw_trace_t *t, const char *name);
+/* Node id of process p's name. */
+uint32_t cw_trace_process_node(const cw_trace_t *t, size_t p);
+
+/* Counter of node in c (binary search); 0 if absent. */
+uint64_t cw_vc_get(const cw_vc_t *c, uint32_t node);
+/* Relation of a to b, as cw_clock_compare: O(a.n + b.n). */
+cw_clock_order_t cw_vc_compare(const cw_vc_t *a, const cw_vc_t *b);
+/* Sum of the counters. */
+uint64_t cw_vc_sum(const cw_vc_t *c);
+
+/* A stored clock as wire entries sorted by node name (the form of
+ * cw_clock_format and the canonical JSON): *items and *ptrs malloc'd
+ * (caller frees both; node strings belong to the trace). CW_OK or
+ * CW_ERR_NOMEM. */
+int cw_trace_clock_wire(const cw_trace_t *t, const cw_vc_t *c, cw_clock_entry_msg_t **items,
+                        cw_clock_entry_msg_t ***ptrs);
+/* cw_clock_format of a stored clock ("{alice:2, bob:1}"); "{?}" if out of
+ * memory. Returns buf. */
+char *cw_trace_clock_format(const cw_trace_t *t, const cw_vc_t *c, char *buf, size_t size);
+/* Writes a stored clock as JSON (cw_clock_put_json's form). */
+void cw_trace_clock_put_json(FILE *f, const cw_trace_t *t, const cw_vc_t *c);
+
 /* Finds an event by id "process:seq". CW_OK and *index set; CW_BAD_REQUEST
  * if id is not of that form; CW_UNKNOWN_USER if there is no such event (err
  * explains, e.g. "alice has 5 events"). */
@@ -154,9 +196,10 @@ int cw_clock_from_json(const cw_json_t *obj, const char *field, cw_clock_entry_m
 /* Writes a clock as a JSON object {"alice":1,"bob":2} (sorted, no spaces). */
 void cw_clock_put_json(FILE *f, cw_clock_entry_msg_t *const *e, size_t n);
 
-/* Writes the event as one canonical JSON line (with '\n'): the trace format
- * that cw_trace_add_json reads back to an equal event. Returns 0 or -1 if
- * the stream reported an error. */
+/* Writes the event (an input event, or one returned by cw_trace_event) as
+ * one canonical JSON line (with '\n'): the trace format that
+ * cw_trace_add_json reads back to an equal event. Returns 0 or -1 if the
+ * stream reported an error. */
 int cw_event_put_json(FILE *f, const cw_event_t *ev);
 
 /* The same line in a malloc'd NUL-terminated string (no trailing newline);

@@ -187,8 +187,12 @@ int cw_trace_name_ok(const char *name)
         size_t n = cw_utf8_seq_len((const char *) s + i);   /* >= 1: the string is valid */
         if (n == 1) {
             cp = s[i];
-            if (strchr("\"\\,|%", (int) cp))
+            if (cp == '"' || cp == '\\' || cp == ',' || cp == '|' || cp == '%')
                 return 0;
+            if (cp > 0x20 && cp < 0x7F) {   /* printable ASCII: not in the table */
+                i++;
+                continue;
+            }
         } else {
             cp = s[i] & (0x7F >> n);
             for (size_t k = 1; k < n; k++)

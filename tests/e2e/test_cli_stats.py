@@ -86,6 +86,9 @@ def test_sessions_queues_recent_views(broker, hub, cli, pb, tmp_path):
     b = broker("--data", tmp_path / "d", "--operators", "ops", "--monitor-text")
     alice = hub.logged_in(b.endpoint, "alice", agent="agent-a")
     hub.logged_in(b.endpoint, "bob", pull=True)
+    # The broker records forwarded messages once an operator watches.
+    p = run_cli(cli, "stats", "recent", "--name", "ops", "-e", b.endpoint)
+    assert p.proc.returncode == 0 and p.lines == [], p.describe()
     for i in range(3):
         assert_status(pb, alice.send_text(to=["bob"], text=f"d{i}", durable=True), "ACCEPTED")
     assert_status(pb, alice.send_text(to=["bob"], text="live ✓"), "OK")

@@ -280,3 +280,22 @@ def test_connection_errors_are_quick_and_named(tmp_path):
     rc, err, _ = run("--clockd", "127.0.0.1:7401", "-e", "tcp://127.0.0.1:1", "send", "--name",
                      "a", "--to", "b", "x")
     assert rc == 2 and "--clockd '127.0.0.1:7401' has no transport" in err, err
+
+
+def test_top_shows_texts_on_one_line(broker, cli):
+    """`causeway top --text` lists forwarded texts: one line each, controls
+    shown (cw_render's one-line form)."""
+    b = broker("--operators", "ops", "--monitor-text", heartbeat_ms=HB)
+    bob = listener(cli, b.endpoint, "bob")
+    t = Tmux([CLI_BIN, "top", "-e", b.endpoint, "--name", "ops", "--interval", "200", "--text"],
+             width=140, height=30)
+    try:
+        t.wait_text("causeway top")
+        send(cli, b.endpoint, "mallory", "bob", FORGED + CLEAR)
+        bob.read_json(lambda o: o.get("event") == "deliver", what="delivery")
+        s = t.wait_text("mallory -> bob")
+        row = next(line for line in s.splitlines() if "mallory -> bob" in line)
+        assert "innocent\\n[04:01:00] carol" in row, s
+        assert not any(line.lstrip().startswith("[04:01:00]") for line in s.splitlines()), s
+    finally:
+        t.close()

@@ -100,6 +100,8 @@ def test_sessions_queues_recent(broker, hub, pb, tmp_path):
     ports = {int(s.peer.rsplit(":", 1)[1]) for s in by.values()}
     assert len(ports) == 4
 
+    # The ring records while an operator watches: from this Recent on.
+    assert len(ops.request("recent").forwarded) == 0
     # Durable messages to alice (pull: nothing pushed, nothing acked) and bob.
     for i in range(5):
         assert_status(pb, bob.send_text(to=["alice"], text=f"m{i}", durable=True), "ACCEPTED")
@@ -141,6 +143,7 @@ def test_python_client_monitoring(broker, hub, pb, tmp_path, tmp_path_factory):
     b = broker("--data", tmp_path / "d", "--operators", "ops", "--monitor-text")
     bob = hub.logged_in(b.endpoint, "bob", pull=True)
     with causeway.Client(b.endpoint, "ops", timeout=5) as ops:
+        assert ops.recent() == []  # nothing recorded before someone watches
         ops.send(["bob"], "one", durable=True)
         ops.send(["bob"], "two")
         assert_status(pb, bob.send_text(to=[], text="x"), "BAD_REQUEST")

@@ -209,6 +209,9 @@ static void fuzz_config(cw_broker_config_t *cfg, const char *dir)
     cfg->reply_budget = 4096; /* FLOODED for unread bulky replies */
     cfg->store_inflight = 2; /* per-session store budget */
     cfg->store_max = 10;     /* STORE_FULL */
+    /* Operator requests (Sessions, Queues, Recent with texts). */
+    snprintf(cfg->operators, sizeof cfg->operators, "alice,bob");
+    cfg->monitor_text = 1;
 }
 
 /* Makes the router take in pending pipe events (a peer connected or gone):

@@ -162,6 +162,9 @@ static buf_t env_simple(uint64_t rid, int body, uint64_t arg)
     Causeway__V1__Ack ack;
     Causeway__V1__Fetch fetch;
     Causeway__V1__History history;
+    Causeway__V1__Sessions sessions;
+    Causeway__V1__Queues queues;
+    Causeway__V1__Recent recent;
     cw_env_init(&env, rid);
     env.body_case = (Causeway__V1__Envelope__BodyCase) body;
     switch (body) {
@@ -195,6 +198,22 @@ static buf_t env_simple(uint64_t rid, int body, uint64_t arg)
         causeway__v1__history__init(&history);
         history.last = (uint32_t) arg;
         env.history = &history;
+        break;
+    case CW_BODY(SESSIONS):
+        causeway__v1__sessions__init(&sessions);
+        sessions.after = arg ? "alice" : "";
+        env.sessions = &sessions;
+        break;
+    case CW_BODY(QUEUES):
+        causeway__v1__queues__init(&queues);
+        queues.after = arg ? "alice" : "";
+        env.queues = &queues;
+        break;
+    case CW_BODY(RECENT):
+        causeway__v1__recent__init(&recent);
+        recent.max = (uint32_t) arg;
+        recent.text = arg != 0;
+        env.recent = &recent;
         break;
     default:
         fprintf(stderr, "gen_corpus: env_simple: body %d\n", body);
@@ -364,6 +383,9 @@ static void envelope_corpus(void)
     put_env("fetch", env_simple(11, CW_BODY(FETCH), 10));
     put_env("history", env_simple(12, CW_BODY(HISTORY), 3));
     put_env("heartbeat", env_simple(0, CW_BODY(HEARTBEAT), 0));
+    put_env("sessions", env_simple(14, CW_BODY(SESSIONS), 1));
+    put_env("queues", env_simple(15, CW_BODY(QUEUES), 0));
+    put_env("recent", env_simple(16, CW_BODY(RECENT), 4));
     put_env("deliver-live", env_deliver(false));
     put_env("deliver-durable", env_deliver(true));
     put_env("presence", env_presence());

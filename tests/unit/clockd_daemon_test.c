@@ -121,16 +121,18 @@ static reply_t *report(ctx_t *c, size_t from, size_t to, uint64_t request_id, lo
     size_t n = to - from;
     Causeway__V1__ClockEvent *evs = calloc(n, sizeof *evs);
     Causeway__V1__ClockEvent **ptrs = calloc(n, sizeof *ptrs);
+    cw_clock_entry_msg_t **items = calloc(n, sizeof *items), ***wire = calloc(n, sizeof *wire);
     for (size_t i = 0; i < n; i++) {
         const cw_event_t *e = cw_trace_event(c->fixture, from + i);
+        assert_int_equal(cw_trace_clock_wire(c->fixture, &e->vc, &items[i], &wire[i]), CW_OK);
         Causeway__V1__ClockEvent *m = &evs[i];
         causeway__v1__clock_event__init(m);
         m->process = (char *) e->process;
         m->kind = e->kind == CW_EV_SEND ? CAUSEWAY__V1__CLOCK_EVENT__KIND__KIND_SEND
                   : e->kind == CW_EV_DELIVER ? CAUSEWAY__V1__CLOCK_EVENT__KIND__KIND_DELIVER
                                              : CAUSEWAY__V1__CLOCK_EVENT__KIND__KIND_LOCAL;
-        m->clock = e->clock;
-        m->n_clock = e->n_clock;
+        m->clock = wire[i];
+        m->n_clock = e->vc.n;
         m->msg = (char *) e->msg;
         m->peers = (char **) e->peers;
         m->n_peers = e->n_peers;
@@ -149,6 +151,12 @@ static reply_t *report(ctx_t *c, size_t from, size_t to, uint64_t request_id, lo
     req.body_case = CAUSEWAY__V1__CLOCKD_REQUEST__BODY_REPORT;
     req.report = &batch;
     reply_t *r = call(c->d, &req);
+    for (size_t i = 0; i < n; i++) {
+        free(items[i]);
+        free(wire[i]);
+    }
+    free(items);
+    free(wire);
     free(evs);
     free(ptrs);
     return r;

@@ -97,6 +97,49 @@ static void test_strings(void **state)
     cw_json_destroy(&v);
 }
 
+/* Large objects (a 300-entry clock) find duplicate keys through a hash
+ * table: every position of the repeat is caught, at the repeated key. */
+static void test_duplicate_keys_large(void **state)
+{
+    (void) state;
+    char text[8192];
+    for (size_t dup = 0; dup < 300; dup += 7) {
+        size_t off = 0, col = 0;
+        off += (size_t) snprintf(text + off, sizeof text - off, "{");
+        for (size_t k = 0; k < 300; k++) {
+            if (k == dup + 1)
+                col = off + 2;   /* 1-based column of the repeated key's quote */
+            off += (size_t) snprintf(text + off, sizeof text - off, "%s\"n%zu\":%zu", k ? "," : "",
+                                     k == dup + 1 ? dup : k, k);
+        }
+        snprintf(text + off, sizeof text - off, "}");
+        cw_json_t *v = NULL;
+        char err[200] = "";
+        size_t got = 0;
+        int rc = cw_json_parse(text, strlen(text), &v, &got, err, sizeof err);
+        if (dup + 1 < 300) {
+            assert_int_equal(rc, CW_BAD_REQUEST);
+            assert_null(v);
+            assert_non_null(strstr(err, "duplicate key"));
+            assert_int_equal(got, col);
+        } else {
+            assert_int_equal(rc, CW_OK);
+            cw_json_destroy(&v);
+        }
+    }
+    /* No repeat: all 300 members kept. */
+    size_t off = (size_t) snprintf(text, sizeof text, "{");
+    for (size_t k = 0; k < 300; k++)
+        off += (size_t) snprintf(text + off, sizeof text - off, "%s\"n%zu\":%zu", k ? "," : "", k, k);
+    snprintf(text + off, sizeof text - off, "}");
+    cw_json_t *v = NULL;
+    char err[200];
+    size_t col;
+    assert_int_equal(cw_json_parse(text, strlen(text), &v, &col, err, sizeof err), CW_OK);
+    assert_int_equal(cw_json_len(v), 300);
+    cw_json_destroy(&v);
+}
+
 static void test_malformed(void **state)
 {
     (void) state;
@@ -205,6 +248,7 @@ int main(void)
         cmocka_unit_test(test_numbers),
         cmocka_unit_test(test_strings),
         cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_duplicate_keys_large),
         cmocka_unit_test(test_depth_limit),
         cmocka_unit_test(test_writer_round_trip),
         cmocka_unit_test(test_writer_invalid_utf8_and_excerpt),

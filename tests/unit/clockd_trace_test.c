@@ -71,7 +71,8 @@ static void test_load_fixture(void **state)
     assert_string_equal(e->msg, "alice:m1");
     assert_int_equal(e->n_peers, 1);
     assert_string_equal(e->peers[0], "bob");
-    assert_int_equal(e->n_clock, 1);
+    assert_int_equal(e->vc.n, 1);
+    assert_null(e->clock);   /* stored clocks are compact (vc), not wire entries */
     assert_true(e->ts_us == 1700000000000000ull);
     assert_string_equal(e->text, "hello bob");
     assert_int_equal(e->line, 4);   /* three comment lines first */
@@ -95,13 +96,15 @@ static void test_load_fixture(void **state)
     e = cw_trace_event(t, 7);       /* bob:4 carries the message clock */
     assert_string_equal(cw_event_id(e, id, sizeof id), "bob:4");
     assert_true(e->has_msg_clock);
-    assert_int_equal(e->n_msg_clock, 1);
-    assert_string_equal(e->msg_clock[0]->node, "carol");
-    /* Clock entries come back sorted by node. */
-    assert_int_equal(e->n_clock, 3);
-    assert_string_equal(e->clock[0]->node, "alice");
-    assert_string_equal(e->clock[1]->node, "bob");
-    assert_string_equal(e->clock[2]->node, "carol");
+    assert_int_equal(e->mvc.n, 1);
+    assert_string_equal(cw_trace_node_name(t, e->mvc.node[0]), "carol");
+    /* Clock entries come back sorted by node id, formatted by name. */
+    assert_int_equal(e->vc.n, 3);
+    for (size_t k = 1; k < e->vc.n; k++)
+        assert_true(e->vc.node[k - 1] < e->vc.node[k]);
+    char buf[128];
+    assert_string_equal(cw_trace_clock_format(t, &e->vc, buf, sizeof buf), "{alice:1, bob:4, carol:1}");
+    assert_int_equal(cw_vc_get(&e->vc, (uint32_t) cw_trace_node_find(t, "bob")), 4);
     cw_trace_destroy(&t);
     assert_null(t);
     cw_trace_destroy(&t);
@@ -192,7 +195,7 @@ static void test_rules(void **state)
             fail_msg("good line %zu: %s", i, err);
     }
     assert_int_equal(cw_trace_count(t), 2);
-    assert_int_equal(cw_trace_event(t, 0)->n_clock, 1);
+    assert_int_equal(cw_trace_event(t, 0)->vc.n, 1);
     assert_null(cw_trace_event(t, 0)->text);
     assert_null(cw_trace_event(t, 1)->text);
     assert_int_equal(cw_trace_event(t, 1)->seq, 2);

@@ -110,34 +110,54 @@ static void test_top_queues(void **state)
 static void test_ring(void **state)
 {
     (void) state;
-    cw_mon_ring_t *r = calloc(1, sizeof *r);
+    cw_mon_ring_t *r = cw_mon_ring_new(false);
     assert_null(cw_mon_ring_at(r, 0));
     char *to[] = {"bob", "carol"};
     cw_mon_ring_add(r, 1, "alice", to, 2, 2, false, false, 2, "secret", 6);
     const cw_mon_fwd_t *e = cw_mon_ring_at(r, 0);
     assert_non_null(e);
     assert_string_equal(e->from, "alice");
-    assert_string_equal(e->to[1], "carol");
-    assert_string_equal(e->text, ""); /* no text without keep_text */
+    const char *names[CW_MON_RING_TO];
+    assert_int_equal(cw_mon_fwd_names(e, names, CW_MON_RING_TO), 2);
+    assert_string_equal(names[1], "carol");
+    assert_string_equal(cw_mon_ring_text(r, e), ""); /* no texts kept */
     assert_int_equal(e->size, 6);
-    r->keep_text = true;
+    cw_mon_ring_destroy(&r);
+    cw_mon_ring_destroy(&r);
+    assert_null(r);
+
+    r = cw_mon_ring_new(true);
     /* A text longer than kept is cut before a multi-byte character. */
     char text[CW_MON_TEXT_MAX + 8];
     memset(text, 'x', CW_MON_TEXT_MAX - 1);
     memcpy(text + CW_MON_TEXT_MAX - 1, "\xc3\xa9zz", 5);
     cw_mon_ring_add(r, 2, "bob", NULL, 0, 40, true, true, 40, text, strlen(text));
     e = cw_mon_ring_at(r, 0);
-    assert_int_equal(e->text_len, CW_MON_TEXT_MAX - 1);
-    assert_int_equal(strlen(e->text), CW_MON_TEXT_MAX - 1);
+    assert_int_equal(strlen(cw_mon_ring_text(r, e)), CW_MON_TEXT_MAX - 1);
     assert_int_equal(e->n_to, 40);
     assert_true(e->broadcast);
-    assert_string_equal(e->to[0], "");
+    assert_int_equal(cw_mon_fwd_names(e, names, CW_MON_RING_TO), 0);
+    /* Names that do not fit are left out; the count stays. */
+    char long_names[CW_MON_RING_TO + 2][CW_NAME_MAX_HARD + 1];
+    char *many[CW_MON_RING_TO + 2];
+    for (size_t i = 0; i < CW_MON_RING_TO + 2; i++) {
+        memset(long_names[i], 'a' + (int) i, CW_NAME_MAX_HARD);
+        long_names[i][CW_NAME_MAX_HARD] = '\0';
+        many[i] = long_names[i];
+    }
+    cw_mon_ring_add(r, 3, "carol", many, CW_MON_RING_TO + 2, 99, false, false, 0, "t", 1);
+    e = cw_mon_ring_at(r, 0);
+    size_t k = cw_mon_fwd_names(e, names, CW_MON_RING_TO);
+    assert_true(k >= 1 && k < CW_MON_RING_TO);
+    assert_string_equal(names[0], long_names[0]);
+    assert_int_equal(e->n_to, 99);
+    assert_string_equal(cw_mon_ring_text(r, e), "t");
     for (uint64_t i = 0; i < CW_MON_RING + 5; i++)
         cw_mon_ring_add(r, 100 + i, "carol", to, 1, 1, false, false, 1, "t", 1);
     assert_int_equal(cw_mon_ring_at(r, 0)->ts_us, 100 + CW_MON_RING + 4);
     assert_int_equal(cw_mon_ring_at(r, CW_MON_RING - 1)->ts_us, 105);
     assert_null(cw_mon_ring_at(r, CW_MON_RING));
-    free(r);
+    cw_mon_ring_destroy(&r);
 }
 
 static void test_render(void **state)
