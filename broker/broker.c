@@ -321,6 +321,7 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
     }
     s->quiet = login->quiet;
     cwor_set_pull(b, s, login->pull); /* a resumed session that now pulls holds nothing back */
+    s->receipts = login->receipts;
 
     cw_env_t out;
     Causeway__V1__Reply reply;
@@ -429,6 +430,11 @@ static bool send_valid_or_reply(cw_broker_t *b, const void *id, size_t id_len,
      * that break that are refused by cw_env_decode (PROTOCOL.md §5). */
     if (send->message_id && strlen(send->message_id) > MESSAGE_ID_MAX) {
         cwe_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "message_id is longer than 128 bytes");
+        return false;
+    }
+    if (send->receipt && !send->durable) {
+        cwe_reply_status(b, id, id_len, rid, CW_BAD_REQUEST,
+                         "a read receipt needs a durable message (receipt without durable)");
         return false;
     }
     if (send->durable && !b->durable) {
@@ -718,8 +724,9 @@ static void dispatch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t
     case CW_BODY(DELIVER):
     case CW_BODY(PRESENCE):
     case CW_BODY(REPLY):
+    case CW_BODY(RECEIPT):
         cwe_reply_bad_frame(b, id, id_len, rid, CW_BAD_REQUEST,
-                        "deliver, presence and reply are broker-to-client messages");
+                        "deliver, presence, reply and receipt are broker-to-client messages");
         break;
     default:
         cwe_reply_bad_frame(b, id, id_len, rid, CW_UNKNOWN_TYPE, "unknown message type");

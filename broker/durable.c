@@ -90,6 +90,7 @@ typedef struct pending {
     cw_env_t *env;               /* the Send request, owned */
     uint64_t timestamp_us;       /* broker receipt time */
     size_t n;                    /* distinct recipients */
+    bool receipt_requested;      /* the message asks for read receipts (receipts.h) */
     /* The arrays below, cap entries each, live in the same allocation as
      * the record (pending_new_append): one malloc per durable Send. */
     Causeway__V1__RecipientStatus *rcpts; /* names and router-side statuses */
@@ -403,6 +404,11 @@ static void entry_to_deliver(cw_broker_t *b, const char *user, const cw_store_en
     if (*clock_msg) {
         d->n_clock = (*clock_msg)->n_clock;
         d->clock = (*clock_msg)->clock;
+        /* A receipt entry (receipts.h) or a message asking for one. */
+        d->receipt = (*clock_msg)->receipt;
+        d->receipt_requested = (*clock_msg)->receipt_requested;
+        if (d->receipt)
+            d->receipt->seq = e->seq;
     }
 }
 
@@ -562,6 +568,7 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         dl.timestamp_us = p->timestamp_us;
         dl.message_id = send->message_id;
         dl.durable = true;
+        dl.receipt_requested = p->receipt_requested;
         dl.n_clock = p->env->n_clock;
         dl.clock = p->env->clock;
         for (size_t i = 0; i < p->n; i++) {
@@ -571,6 +578,8 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
             if (!s || !cwor_takes_commit(s, p->rcpts[i].seq))
                 continue;
             dl.seq = p->rcpts[i].seq;
+            if (p->receipt_requested)
+                s->receipts_seen = true;   /* its Acks look for receipts */
             cwor_push_stored(b, s, &dl);
         }
     }
@@ -647,6 +656,8 @@ static void on_push_read(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         Causeway__V1__Deliver dl, *clock = NULL;
         entry_to_deliver(b, s->user->name, &e[i], &dl, &clock);
         dl.redelivered = p->redeliver;
+        if (dl.receipt_requested)
+            s->receipts_seen = true;   /* its Acks look for receipts */
         if (dl.expired)
             CW_INFO("message seq %llu for %s expired before delivery",
                     (unsigned long long) e[i].seq, s->user->name);
@@ -747,6 +758,47 @@ static void on_listing(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
     free(clocks);
 }
 
+/* The Ack of `reader` just committed made read receipts (receipts.h) in
+ * the queues of the entries' senders. Each made entry tells the receipt's
+ * seq in the sender's queue (seq), the read time (timestamp_us) and the
+ * message's seq in the reader's queue (expires_us). A caught-up sender
+ * session is pushed the receipt at once, like a committed append; one that
+ * is catching up reads it from its queue in order; an offline sender gets
+ * it at its next login. Only the sender's own session is told anything. */
+static void push_receipts(cw_broker_t *b, const char *reader, cw_store_reply_t *r)
+{
+    size_t n = 0;
+    const cw_store_entry_t *e = cw_store_reply_entries(r, &n);
+    for (size_t i = 0; i < n; i++) {
+        cw_user_t *u = cw_sessions_user(b->sessions, e[i].sender);
+        if (!u)
+            continue;
+        if (e[i].seq > u->last_seq)
+            u->last_seq = e[i].seq;
+        u->queued++;
+        cw_session_t *s = u->session;
+        if (!s || !cwor_takes_commit(s, e[i].seq))
+            continue;
+        Causeway__V1__Receipt rc;
+        Causeway__V1__Deliver dl;
+        causeway__v1__receipt__init(&rc);
+        causeway__v1__deliver__init(&dl);
+        rc.message_id = (char *) e[i].message_id;
+        rc.reader = (char *) reader;
+        rc.read_us = e[i].timestamp_us;
+        rc.seq = e[i].seq;
+        rc.message_seq = e[i].expires_us;
+        dl.from = (char *) reader;
+        dl.text = "";
+        dl.message_id = "";
+        dl.seq = e[i].seq;
+        dl.timestamp_us = e[i].timestamp_us;
+        dl.durable = true;
+        dl.receipt = &rc;
+        cwor_push_stored(b, s, &dl);
+    }
+}
+
 static void on_ack(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
 {
     int st = cw_store_reply_status(r);
@@ -758,6 +810,8 @@ static void on_ack(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         cwor_acked(b, s, p->seq);
         push_read(b, s);
     }
+    if (st == CW_OK)
+        push_receipts(b, p->user, r);
     st = wire_status(st);
     const char *detail = st == CW_OK            ? "acknowledged"
                          : st == CW_BAD_REQUEST ? "seq is beyond the last message of the queue"
@@ -1000,6 +1054,11 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
     causeway__v1__deliver__init(&clock_holder);
     clock_holder.n_clock = env->n_clock;
     clock_holder.clock = env->clock;
+    /* Read receipts (PROTOCOL.md 13.11, receipts.h): asked for by the Send
+     * or the session, and only for a message with an id to name it by. */
+    clock_holder.receipt_requested =
+        (send->receipt || s->receipts) && send->message_id && *send->message_id;
+    p->receipt_requested = clock_holder.receipt_requested;
     clock_len = causeway__v1__deliver__get_packed_size(&clock_holder);
     if (clock_len) {
         clock = clock_len <= SMALL_CLOCK ? clock_small : malloc(clock_len);
@@ -1069,7 +1128,12 @@ void cwd_ack(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, con
     }
     p->serial = s->serial;
     p->seq = env->ack->seq;
-    int rc = cw_store_actor_ack(d->actor, p->token, s->user->name, p->seq);
+    /* Read receipts (receipts.h) are looked for only when an acknowledged
+     * entry may have asked for one: this session was sent such an entry,
+     * or the Ack goes beyond what this session was pushed (entries it
+     * fetched, or got from an earlier broker or process). */
+    bool receipts = s->receipts_seen || p->seq > s->pushed_seq;
+    int rc = cw_store_actor_ack_receipts(d->actor, p->token, s->user->name, p->seq, receipts);
     if (rc != CW_OK) {
         cwe_reply_status(b, id, id_len, env->request_id, submit_status(rc), submit_detail(rc));
         pending_free(p);

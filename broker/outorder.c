@@ -326,6 +326,14 @@ bool cwor_push_stored(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver *d)
     cw_env_init(&env, 0);
     env.body_case = CW_BODY(DELIVER);
     env.deliver = d;
+    if (d->receipt) {
+        /* A read receipt entry (receipts.h) goes out as Envelope.receipt
+         * (PROTOCOL.md 13.12), in the same chain as the messages around it. */
+        d->receipt->seq = d->seq;
+        d->receipt->redelivered = d->redelivered;
+        env.body_case = CW_BODY(RECEIPT);
+        env.receipt = d->receipt;
+    }
     /* The chain the client follows (PROTOCOL.md §13.10): this entry comes
      * right after the one pushed before it since the pushes last started
      * again from the first unacknowledged entry, which every receiver has

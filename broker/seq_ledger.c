@@ -12,6 +12,13 @@
  *             u32 magic "CWU1", u32 crc32 of bytes 0..91
  *  The newest valid slot of a pair (highest generation, valid CRC) counts.
  *  The CRC is zlib's crc32 (as the store's row checksums).
+ *  Cost: the reservation is written with pwrite + fdatasync (rare). The
+ *  per-commit notes (progress, users) are plain stores into a MAP_SHARED
+ *  mapping of the file: no system call per commit; the kernel writes the
+ *  pages back like any dirty page cache (so they survive the process, as
+ *  the header says). The mapped length is allocated (posix_fallocate)
+ *  before it is mapped, so writing back can never hit a full disk (no
+ *  SIGBUS); it grows by doubling when a user id passes its end.
  */
 #include "seq_ledger.h"
 
@@ -23,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -48,7 +56,47 @@ struct cw_ledger {
     int64_t max_id;
     size_t bad;
     int warned;                  /* a write error was logged */
+    uint8_t *map;                /* MAP_SHARED of [0, map_len); NULL: notes go by pwrite */
+    size_t map_len;
 };
+
+/* Maps (again) the first len bytes of the file, allocated first. 0 or -1
+ * (then l->map is NULL and notes fall back to pwrite). */
+static int map_to(cw_ledger_t *l, size_t len)
+{
+    if (l->map)
+        munmap(l->map, l->map_len);
+    l->map = NULL;
+    l->map_len = 0;
+    long page = sysconf(_SC_PAGESIZE);
+    size_t p = page > 0 ? (size_t) page : 4096;
+    len = (len + p - 1) / p * p;
+    if (posix_fallocate(l->fd, 0, (off_t) len) != 0)
+        return -1;
+    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, l->fd, 0);
+    if (m == MAP_FAILED)
+        return -1;
+    l->map = m;
+    l->map_len = len;
+    return 0;
+}
+
+/* Writes n bytes at off: into the mapping when it covers them (growing it
+ * if needed), else with pwrite. 0 or -1. */
+static int put_bytes(cw_ledger_t *l, const void *p, size_t n, size_t off)
+{
+    if (l->map && off + n > l->map_len) {
+        size_t len = l->map_len;
+        while (len < off + n)
+            len *= 2;
+        map_to(l, len);
+    }
+    if (l->map && off + n <= l->map_len) {
+        memcpy(l->map + off, p, n);
+        return 0;
+    }
+    return pwrite(l->fd, p, n, (off_t) off) == (ssize_t) n ? 0 : -1;
+}
 
 static void put32(uint8_t *p, uint32_t v)
 {
@@ -101,7 +149,7 @@ static int read_pair(const uint8_t *buf, size_t len, size_t off, uint32_t magic,
 }
 
 static int write_slot(cw_ledger_t *l, size_t off, uint32_t magic, uint32_t gen, uint64_t a,
-                      uint64_t b)
+                      uint64_t b, int mapped)
 {
     uint8_t p[SLOT_SIZE] = {0};
     put32(p, magic);
@@ -110,9 +158,10 @@ static int write_slot(cw_ledger_t *l, size_t off, uint32_t magic, uint32_t gen, 
     put64(p + 16, b);
     put32(p + 28, crc(p, 28));
     /* Generation g goes to slot g % 2: the other slot keeps generation g-1. */
-    return pwrite(l->fd, p, sizeof p, (off_t) (off + (gen % 2) * SLOT_SIZE)) == (ssize_t) sizeof p
-               ? 0
-               : -1;
+    size_t at = off + (gen % 2) * SLOT_SIZE;
+    if (mapped)
+        return put_bytes(l, p, sizeof p, at);
+    return pwrite(l->fd, p, sizeof p, (off_t) at) == (ssize_t) sizeof p ? 0 : -1;
 }
 
 int cw_ledger_open(const char *path, cw_ledger_t **out, int *existed, char *err,
@@ -135,6 +184,8 @@ int cw_ledger_open(const char *path, cw_ledger_t **out, int *existed, char *err,
         return CW_ERR_IO;
     }
     if (!*existed) {
+        if (map_to(l, USERS_OFF + 64 * USER_SIZE) != 0)
+            CW_WARN("store: cannot map %s: %s (notes by pwrite)", path, strerror(errno));
         *out = l;
         return CW_OK;
     }
@@ -195,6 +246,11 @@ int cw_ledger_open(const char *path, cw_ledger_t **out, int *existed, char *err,
         }
     }
     free(buf);
+    size_t want = USERS_OFF + 64 * USER_SIZE;
+    while (want < len)
+        want *= 2;
+    if (map_to(l, want) != 0)
+        CW_WARN("store: cannot map %s: %s (notes by pwrite)", path, strerror(errno));
     *out = l;
     return CW_OK;
 }
@@ -204,6 +260,8 @@ void cw_ledger_close(cw_ledger_t **p)
     if (!p || !*p)
         return;
     cw_ledger_t *l = *p;
+    if (l->map)
+        munmap(l->map, l->map_len);
     if (l->fd >= 0)
         close(l->fd);
     free(l->users);
@@ -234,7 +292,7 @@ int cw_ledger_user(const cw_ledger_t *l, int64_t id, cw_ledger_user_t *out)
 int cw_ledger_reserve(cw_ledger_t *l, uint64_t reserved, uint64_t floor)
 {
     uint32_t gen = l->res_gen + 1;
-    if (write_slot(l, RES_OFF, MAGIC_RES, gen, reserved, floor) != 0 || fdatasync(l->fd) != 0)
+    if (write_slot(l, RES_OFF, MAGIC_RES, gen, reserved, floor, 0) != 0 || fdatasync(l->fd) != 0)
         return CW_ERR_IO;
     l->res_gen = gen;
     l->reserved = reserved;
@@ -253,7 +311,7 @@ static void write_failed(cw_ledger_t *l)
 void cw_ledger_note_progress(cw_ledger_t *l, uint64_t progress)
 {
     uint32_t gen = l->prog_gen + 1;
-    if (write_slot(l, PROG_OFF, MAGIC_PROG, gen, progress, 0) != 0) {
+    if (write_slot(l, PROG_OFF, MAGIC_PROG, gen, progress, 0, 1) != 0) {
         write_failed(l);
         return;
     }
@@ -277,13 +335,19 @@ void cw_ledger_note_user(cw_ledger_t *l, int64_t id, const char *name, uint64_t 
     put64(p + 80, acked_seq);
     put32(p + 88, MAGIC_USER);
     put32(p + 92, crc(p, 92));
-    if (pwrite(l->fd, p, sizeof p, (off_t) USERS_OFF + (off_t) (id - 1) * USER_SIZE) !=
-        (ssize_t) sizeof p)
+    if (put_bytes(l, p, sizeof p, USERS_OFF + (size_t) (id - 1) * USER_SIZE) != 0)
         write_failed(l);
 }
 
 void cw_ledger_truncate_users(cw_ledger_t *l, int64_t max_id)
 {
+    size_t len = l->map_len;
+    if (l->map)
+        munmap(l->map, l->map_len);
+    l->map = NULL;
+    l->map_len = 0;
     if (ftruncate(l->fd, (off_t) USERS_OFF + (off_t) (max_id > 0 ? max_id : 0) * USER_SIZE) != 0)
+        write_failed(l);
+    if (len && map_to(l, len) != 0)
         write_failed(l);
 }

@@ -78,6 +78,10 @@ struct cw_session {
      * Seqs are positions in the user's queue. */
     uint8_t delivery;                   /* cwor_state_t (outorder.h) */
     bool pull;                          /* no pushes: the client fetches */
+    bool receipts;                      /* Login.receipts: durable sends ask for
+                                           read receipts (PROTOCOL.md 13.12) */
+    bool receipts_seen;                 /* was pushed or listed an entry asking for a
+                                           read receipt: its Acks look for them */
     bool redeliver_next;                /* the next push read redelivers */
     uint64_t pushed_seq;                /* highest seq pushed to this session */
     uint64_t chain_seq;                 /* the Envelope.after_seq of the next push: the

@@ -2284,6 +2284,46 @@ int cw_store_history(cw_store_t *s, const char *user, size_t last_n, uint64_t no
     return CW_OK;
 }
 
+int cw_store_peek(cw_store_t *s, const char *user, uint64_t from_seq, uint64_t up_to_seq,
+                  size_t max, uint64_t now_us, cw_store_entry_t **entries, size_t *n)
+{
+    if (!s || !entries || !n)
+        return CW_ERR_INVALID;
+    *entries = NULL;
+    *n = 0;
+    if (s->state == STORE_FAILED)
+        return failed_refusal(s);
+    if (s->txn == TXN_ABORTED) {
+        set_err(s, "the group already failed; roll it back");
+        return CW_STORE_ERROR;
+    }
+    user_t *u = user_find(s, user);
+    if (!u)
+        return CW_UNKNOWN_USER;
+    uint64_t from = from_seq > u->acked_seq ? from_seq : u->acked_seq + 1;
+    if (from > up_to_seq)
+        return CW_OK;
+    cw_store_entry_t *arr;
+    size_t count;
+    int rc = query_entries(s, S_READ, user, u, from, max, now_us, &arr, &count);
+    if (rc != CW_OK)
+        return rc;
+    /* Read-only: nothing beyond up_to_seq, and expired entries stay for
+     * cw_store_read to report and delete. */
+    size_t keep = 0;
+    while (keep < count && arr[keep].seq <= up_to_seq)
+        keep++;
+    for (size_t i = keep; i < count; i++)
+        free(arr[i].mem_);
+    if (keep == 0) {
+        free(arr);
+        arr = NULL;
+    }
+    *entries = arr;
+    *n = keep;
+    return CW_OK;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Verify                                                                    */
 

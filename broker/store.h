@@ -236,6 +236,13 @@ int cw_store_read(cw_store_t *s, const char *user, uint64_t from_seq, size_t max
 int cw_store_history(cw_store_t *s, const char *user, size_t last_n, uint64_t now_us,
                      cw_store_entry_t **entries, size_t *n);
 
+/* Read-only look at user's unacknowledged entries with from_seq <= seq <=
+ * up_to_seq, at most max, in seq order (expired ones have status
+ * CW_EXPIRED and stay; nothing is deleted). For read receipts: what an Ack
+ * up to up_to_seq is about to acknowledge. Same returns as read. */
+int cw_store_peek(cw_store_t *s, const char *user, uint64_t from_seq, uint64_t up_to_seq,
+                  size_t max, uint64_t now_us, cw_store_entry_t **entries, size_t *n);
+
 void cw_store_entries_free(cw_store_entry_t **entries, size_t n);
 
 /* Unacknowledged entries in user's queue (expired ones not yet read

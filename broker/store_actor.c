@@ -23,6 +23,7 @@
  *       (its failed state).
  */
 #include "store_actor.h"
+#include "receipts.h"
 
 #include "cw_log.h"
 #include "cw_status.h"
@@ -277,7 +278,14 @@ static void apply(cw_store_t *s, req_t *q)
         break;
     }
     case CW_STORE_REQ_ACK:
-        q->status = cw_store_ack(s, q->user, q->arg, &q->pending);
+        /* Read receipts first, in the same group: made iff the Ack commits
+         * (receipts.h). The entries that made one go back to the router,
+         * which pushes the receipts to their senders. */
+        if (q->n)
+            q->status = cw_receipts_ack(s, q->user, q->arg, cw_now_us(), &q->pending,
+                                        &q->entries, &q->n_entries);
+        else   /* the router knows no acknowledged entry asked for a receipt */
+            q->status = cw_store_ack(s, q->user, q->arg, &q->pending);
         break;
     case CW_STORE_REQ_READ:
         q->status = cw_store_read(s, q->user, q->arg, q->n, cw_now_us(), &q->entries,
@@ -693,7 +701,13 @@ static int user_request(cw_store_actor_t *a, cw_store_req_kind_t kind, uint64_t 
 
 int cw_store_actor_ack(cw_store_actor_t *a, uint64_t token, const char *user, uint64_t up_to_seq)
 {
-    return user_request(a, CW_STORE_REQ_ACK, token, user, up_to_seq, 0);
+    return cw_store_actor_ack_receipts(a, token, user, up_to_seq, true);
+}
+
+int cw_store_actor_ack_receipts(cw_store_actor_t *a, uint64_t token, const char *user,
+                                uint64_t up_to_seq, bool receipts)
+{
+    return user_request(a, CW_STORE_REQ_ACK, token, user, up_to_seq, receipts ? 1 : 0);
 }
 
 int cw_store_actor_read(cw_store_actor_t *a, uint64_t token, const char *user, uint64_t from_seq,
@@ -830,7 +844,9 @@ cw_store_reply_t *cw_store_actor_recv(cw_store_actor_t *a, int timeout_ms)
             }
             if (rb.p != rb.end)
                 rb.bad = 1;
-        } else if (!rb.bad && (r->kind == CW_STORE_REQ_READ || r->kind == CW_STORE_REQ_HISTORY)) {
+        } else if (!rb.bad && (r->kind == CW_STORE_REQ_READ || r->kind == CW_STORE_REQ_HISTORY ||
+                               r->kind == CW_STORE_REQ_ACK)) {
+            /* ACK: the acknowledged entries that made read receipts. */
             if (decode_entries(r, &rb) != 0)
                 rb.bad = 1;
         }

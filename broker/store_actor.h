@@ -34,7 +34,7 @@
  *      APPEND    flags bit0 broadcast; n = recipients; arg = timestamp_us;
  *                body = str sender, str message_id, str text, str clock,
  *                n x str recipient
- *      ACK       arg = up_to_seq; body = str user
+ *      ACK       arg = up_to_seq; n = 1: make read receipts; body = str user
  *      READ      arg = from_seq; n = max; body = str user
  *      HISTORY   n = last_n; body = str user
  *      ADD_USER  body = str user
@@ -47,7 +47,9 @@
  *                the duplicate flag then u32 m, m x (i32 status, u64 seq,
  *                str name): the original's recipients (cw_store_original)
  *      READ,     n x entry: u64 seq, i32 status, u8 flags (bit0 acked,
- *      HISTORY     bit1 broadcast), u8[3] 0, u64 timestamp_us,
+ *      HISTORY,    bit1 broadcast), u8[3] 0, u64 timestamp_us,
+ *      ACK         (ACK: the acknowledged entries that made read receipts,
+ *                  receipts.h)
  *                  u64 expires_us, str sender, str message_id, str text,
  *                  str clock, u32 n_to, n_to x str name
  *  The pipe also carries CZMQ's "$TERM" (sent by zactor_destroy); request
@@ -124,6 +126,11 @@ zsock_t *cw_store_actor_sock(cw_store_actor_t *a);
  * CW_SHUTTING_DOWN (the pipe is closed). */
 int cw_store_actor_append(cw_store_actor_t *a, uint64_t token, const cw_store_msg_t *msg);
 int cw_store_actor_ack(cw_store_actor_t *a, uint64_t token, const char *user, uint64_t up_to_seq);
+/* The same; receipts false skips the look for read receipts (receipts.h),
+ * for a caller that knows none of the acknowledged entries asked for one
+ * (cw_store_actor_ack looks). */
+int cw_store_actor_ack_receipts(cw_store_actor_t *a, uint64_t token, const char *user,
+                                uint64_t up_to_seq, bool receipts);
 int cw_store_actor_read(cw_store_actor_t *a, uint64_t token, const char *user, uint64_t from_seq,
                         uint32_t max);
 int cw_store_actor_history(cw_store_actor_t *a, uint64_t token, const char *user,
@@ -143,7 +150,8 @@ void cw_store_actor_stats(cw_store_actor_t *a, cw_store_actor_stats_t *out);
 /* --- Replies -------------------------------------------------------------
  * The status of a reply is that of the store call (store.h):
  *   APPEND    cw_store_msg_t.status; per recipient status and seq
- *   ACK       cw_store_ack; pending
+ *   ACK       cw_receipts_ack (cw_store_ack and the read receipts it
+ *             made); pending; entries: those that made a receipt
  *   READ      cw_store_read; entries; pending
  *   HISTORY   cw_store_history; entries
  *   ADD_USER  cw_store_add_user; created
@@ -163,7 +171,8 @@ uint64_t cw_store_reply_rcpt_seq(const cw_store_reply_t *r, size_t i);
  * statuses, seqs, in its order), valid until the reply is destroyed; 0
  * (and *rcpts NULL) for anything else. */
 size_t cw_store_reply_original(const cw_store_reply_t *r, const cw_store_rcpt_t **rcpts);
-/* READ/HISTORY: the entries, valid until the reply is destroyed. */
+/* READ/HISTORY (ACK: the entries that made read receipts): the entries,
+ * valid until the reply is destroyed. */
 const cw_store_entry_t *cw_store_reply_entries(const cw_store_reply_t *r, size_t *n);
 /* Frees the reply and NULLs *p; safe on NULL and twice. */
 void cw_store_reply_destroy(cw_store_reply_t **p);

@@ -236,6 +236,8 @@ typedef struct {
     const char *clockd_server_key; /* clockd_endpoint is a CURVE daemon with this
                                       public key (file or Z85); the client
                                       authenticates with curve_cert; NULL: plain */
+    int receipts;                /* 1: Login.receipts: every durable send of the session
+                                    asks for read receipts (as cw_send_t.receipt) */
 } cw_client_opts_t;
 
 /* Counters of causal event recording (cw_client_trace_stats). */
@@ -293,6 +295,13 @@ typedef struct {
     int gap;                   /* delivery: shown after holdback_ms without the
                                   stored messages it follows (they were never
                                   received in time) */
+    int receipt_requested;     /* durable: the sender asked for a read receipt:
+                                  acknowledging this message tells the sender */
+    int is_receipt;            /* fetch/history: this queue entry is a read receipt
+                                  for our message receipt_for, read by `from` at
+                                  read_us (text ""); acknowledge it like a message */
+    char *receipt_for;         /* is_receipt: our message's id; else NULL */
+    uint64_t read_us;          /* is_receipt: when `from` acknowledged it */
 } cw_message_t;
 
 /* What the broker said at login. */
@@ -439,6 +448,7 @@ typedef enum {
     CW_EVENT_PRESENCE = 2,       /* someone logged in or out: `presence` */
     CW_EVENT_DISCONNECTED = 3,   /* broker lost while logged in: `conn` */
     CW_EVENT_RECONNECTED = 4,    /* logged in again after a loss: `conn` */
+    CW_EVENT_RECEIPT = 5,        /* a read receipt for one of our messages: `receipt` */
 } cw_event_type_t;
 
 typedef enum {
@@ -469,6 +479,17 @@ typedef struct {
         cw_user_t *users;        /* RECONNECTED: the user log */
         size_t n_users;
     } conn;
+    /* CW_EVENT_RECEIPT (PROTOCOL.md 13.12): `reader` acknowledged our durable
+     * message `message_id` at read_us. The receipt is an entry of our own
+     * queue at `seq`: de-duplicated, held back and acknowledged (auto_ack)
+     * like a durable delivery. */
+    struct {
+        char *message_id;        /* our message */
+        char *reader;            /* the recipient who acknowledged it */
+        uint64_t read_us;        /* when the broker recorded that, Unix epoch us */
+        uint64_t seq;            /* the receipt's seq in our queue */
+        uint64_t message_seq;    /* the message's seq in the reader's queue */
+    } receipt;
 } cw_event_t;
 
 /* A message to send. */
@@ -481,6 +502,8 @@ typedef struct {
     const char *message_id;  /* NULL or "": the library generates one; else unique
                                 per sender, at most 128 bytes */
     uint32_t ttl_s;          /* durable: seconds the message may wait; 0 = broker default */
+    int receipt;             /* durable: ask for a read receipt from each recipient
+                                (CW_EVENT_RECEIPT when they acknowledge it) */
 } cw_send_t;
 
 /* --- lifetime --------------------------------------------------------- */

@@ -148,21 +148,21 @@ static void help_tui(FILE *f)
             "vector clock pane, the recipients line, the input line and a status line\n"
             "(connection, endpoint, live or durable). Each sent message shows what\n"
             "became of it per recipient, updated in place: delivered, offline, stored\n"
-            "#SEQ (durable), or \"not sent\" (F9 resends it with the same message id).\n"
+            "#SEQ (durable), read TIME (a read receipt: durable sends ask for them\n"
+            "unless /receipts off), or \"not sent\" (F9 resends it with the same id).\n"
             "Nothing waits for the broker: replies, deliveries and presence arrive\n"
-            "while you type. Reconnects by itself after a broker\n"
-            "restart and says so. Durable messages are acknowledged once they are on\n"
-            "the screen.\n"
+            "while you type. Reconnects by itself after a broker restart and says so.\n"
+            "Durable messages are acknowledged once they are on the screen.\n"
             "\n"
             "Keys: F1 or ? help, F2 durable/live, F3 recipients 1-to-1 / 1-to-n / all,\n"
             "F4 user list (Enter picks, Space toggles, a = all), F5 check for messages,\n"
             "F6 history, F7 clock pane, F8 exchange view, F9 or Ctrl-R resend, F10 quit;\n"
             "Tab completes names; PageUp/PageDown scroll; Up/Down input history.\n"
-            "Commands: /to a,b  /all [TEXT]  /durable on|off  /fetch  /history [N]\n"
-            "/clock  /exchange A,B,C [MIN-MS MAX-MS [COUNT]] | stop  /resend  /help\n"
-            "/quit; //TEXT sends \"/TEXT\". The exchange view runs causeway exchange's\n"
-            "phase-3 clock exchange (same rules, same \"done\" ending) with its log on\n"
-            "screen. docs/TUI.md shows a screen.\n"
+            "Commands: /to a,b  /all [TEXT]  /durable on|off  /receipts on|off  /fetch\n"
+            "/history [N]  /clock  /exchange A,B,C [MIN-MS MAX-MS [COUNT]] | stop\n"
+            "/resend  /help  /quit; //TEXT sends \"/TEXT\". The exchange view runs\n"
+            "causeway exchange's phase-3 clock exchange (same rules, same \"done\"\n"
+            "ending) with its log on screen. docs/TUI.md shows a screen.\n"
             "\n"
             "Options:\n"
             "  -n, --name NAME       user name (another one is asked for if refused)\n"
@@ -205,6 +205,9 @@ static void help_send(FILE *f)
             "      --id MSGID        message id (at most 128 bytes), unique per sender\n"
             "      --ttl S           durable: drop the message if not delivered within\n"
             "                        S seconds (default: the broker's --ttl)\n"
+            "      --receipt         durable: ask for a read receipt from each recipient;\n"
+            "                        it waits in your queue until you next listen (or\n"
+            "                        fetch, chat, tui): \"bob read your message ID\"\n"
             "\n"
             "Human output: one line per recipient (\"bob: ACCEPTED (seq 3)\"); durable\n"
             "adds \"message id: ID\", and a \"duplicate: ...\" line for a repeated id.\n"
@@ -224,8 +227,9 @@ static void help_listen(FILE *f)
             "Usage: causeway listen --name NAME [--count N] [--for MS] [OPTIONS]\n"
             "\n"
             "Logs in as NAME, prints the user log once (as soon as the login succeeded),\n"
-            "then every delivery and presence event as it arrives, one line each,\n"
-            "flushed. Stops after N deliveries, after MS milliseconds, or on\n"
+            "then every delivery, read receipt and presence event as it arrives, one\n"
+            "line each, flushed. Stops after N deliveries and receipts, after MS\n"
+            "milliseconds, or on\n"
             "SIGINT/SIGTERM, logs out and exits 0. Reconnects by itself if the broker\n"
             "goes away.\n"
             "\n"
@@ -237,7 +241,7 @@ static void help_listen(FILE *f)
             "\n"
             "Options:\n"
             "  -n, --name NAME       user name\n"
-            "  -c, --count N         stop after N deliveries\n"
+            "  -c, --count N         stop after N deliveries and receipts\n"
             "      --for MS          stop after MS milliseconds\n"
             "      --ready-fd FD     once logged in (the broker now routes messages to\n"
             "                        NAME), write \"ready NAME\" and a newline to file\n"
@@ -248,12 +252,19 @@ static void help_listen(FILE *f)
             "                          causeway listen --name bob --count 1 --ready-fd 3 3>ready &\n"
             "                          read line <ready && causeway send --name alice --to bob hi\n"
             "\n"
+            "Read receipts (for messages sent with --receipt, PROTOCOL.md 13.12) are\n"
+            "printed \"[12:00:05 #4] bob read your message ID\" and acknowledged like\n"
+            "messages.\n"
+            "\n"
             "JSON lines:\n"
             "  {\"event\":\"login\",\"name\":..,\"users\":[{\"name\":..,\"online\":..,\"last_seen_us\":..}]}\n"
             "  {\"event\":\"deliver\",\"from\":..,\"to\":[..],\"broadcast\":..,\"text\":..,\n"
             "   \"timestamp_us\":..,\"seq\":..,\"message_id\":..,\"durable\":..,\"redelivered\":..,\n"
             "   \"expired\":..,\"damaged\":..,\"clock\":{..},\"local_clock\":{..}}   (seq 0: live message;\n"
             "   damaged: a message was lost in the broker's store, only seq is set)\n"
+            "  {\"event\":\"receipt\",\"message_id\":..,\"reader\":..,\"read_us\":..,\"seq\":..,\n"
+            "   \"message_seq\":..}   (a deliver line has \"receipt_requested\":true when\n"
+            "   the sender asked for one)\n"
             "  {\"event\":\"presence\",\"name\":..,\"online\":..,\"reason\":\"login|logout|expired|shutdown\"}\n"
             "  {\"event\":\"disconnected\",\"detail\":..}  {\"event\":\"reconnected\",..}\n"
             "\n%s\n%s",
@@ -707,6 +718,10 @@ static int cmd_send(const cli_opts_t *o)
         fprintf(stderr, "causeway send: --ttl needs --durable (see causeway send --help)\n");
         return CLI_EXIT_USAGE;
     }
+    if (o->receipt && !o->durable) {
+        fprintf(stderr, "causeway send: --receipt needs --durable (see causeway send --help)\n");
+        return CLI_EXIT_USAGE;
+    }
     char *text;
     if (o->n_args > 0) {
         cli_str_t s = {0};
@@ -751,6 +766,7 @@ static int cmd_send(const cli_opts_t *o)
         .durable = o->durable,
         .message_id = o->id,
         .ttl_s = (uint32_t) o->ttl_s,
+        .receipt = o->receipt,
     };
     cw_status_t st = cw_client_send(c, &msg, o->timeout_ms, &reply);
     /* OK, ACCEPTED, and QUEUE_FULL (durable: nobody could take it) carry
@@ -816,7 +832,8 @@ static int cmd_listen(const cli_opts_t *o)
         cw_event_t *ev;
         while (!done && cw_client_next_event(c, 0, &ev) == CW_OK) {
             cli_print_event(stdout, o, ev, o->name);
-            if (ev->type == CW_EVENT_DELIVER && o->count > 0 && ++deliveries >= o->count)
+            if ((ev->type == CW_EVENT_DELIVER || ev->type == CW_EVENT_RECEIPT) && o->count > 0 &&
+                ++deliveries >= o->count)
                 done = 1;
             cw_event_destroy(&ev);
             if (ferror(stdout))
@@ -1082,6 +1099,7 @@ enum {
     OPT_TEXT,
     OPT_LOG_FILE,
     OPT_MOUSE,
+    OPT_RECEIPT,
 };
 
 static const struct option long_opts[] = {
@@ -1118,6 +1136,7 @@ static const struct option long_opts[] = {
     {"ready-fd", required_argument, NULL, OPT_READY_FD},
     {"log-file", required_argument, NULL, OPT_LOG_FILE},
     {"mouse", no_argument, NULL, OPT_MOUSE},
+    {"receipt", no_argument, NULL, OPT_RECEIPT},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -1134,7 +1153,7 @@ static int option_commands(int opt)
     case OPT_INTERVAL: case OPT_TEXT: return C_STATS | C_TOP;
     case OPT_DURABLE: return C_SEND | C_CHAT | C_TUI;
     case OPT_TO: return C_SEND | C_TUI;
-    case 'a': case OPT_ID: case OPT_TTL: return C_SEND;
+    case 'a': case OPT_ID: case OPT_TTL: case OPT_RECEIPT: return C_SEND;
     case 'c': return C_LISTEN | C_EXCHANGE | C_STATS | C_TOP;
     case OPT_FOR: return C_LISTEN | C_EXCHANGE;
     case OPT_READY_FD: return C_LISTEN;
@@ -1373,6 +1392,7 @@ int main(int argc, char **argv)
             break;
         case OPT_LOG_FILE: o.log_file = optarg; break;
         case OPT_MOUSE: o.mouse = 1; break;
+        case OPT_RECEIPT: o.receipt = 1; break;
         case OPT_LOG_LEVEL:
             if (cw_log_level_parse(optarg) < 0) {
                 usage_error("unknown log level '%s'", optarg);

@@ -40,6 +40,7 @@ typedef struct {
     int durable;            /* --durable (send; chat: start in durable mode) */
     const char *id;         /* --id */
     long ttl_s;             /* send --ttl: seconds a durable message may wait (0: default) */
+    int receipt;            /* send --receipt: ask for read receipts (durable) */
     long max;               /* fetch --max: at most N messages (0: all) */
     int keep;               /* fetch --keep: do not acknowledge */
     long last;              /* history --last: N messages (0: broker default, 100) */

@@ -199,6 +199,13 @@ static void json_message(cli_str_t *s, const cw_message_t *m)
     if (m->holdback_us) /* held back for its causal predecessors (PROTOCOL.md §13.10) */
         cli_str_addf(s, ",\"holdback_us\":%llu,\"gap\":%s", (unsigned long long) m->holdback_us,
                      m->gap ? "true" : "false");
+    if (m->receipt_requested) /* the sender asked for a read receipt (§13.12) */
+        cli_str_add(s, ",\"receipt_requested\":true");
+    if (m->is_receipt) {      /* this entry is a read receipt for our message */
+        cli_str_add(s, ",\"receipt\":{\"message_id\":");
+        cli_str_json(s, m->receipt_for);
+        cli_str_addf(s, ",\"read_us\":%llu}", (unsigned long long) m->read_us);
+    }
 }
 
 /* "[12:00:01] bob -> you: hi", durable "[12:00:01 #3] ..."; with long_time
@@ -212,6 +219,13 @@ static void human_message(cli_str_t *s, const cli_opts_t *o, const cw_message_t 
     else
         cli_fmt_time(m->timestamp_us, when, sizeof when);
     cli_str_addf(s, "[%s", when);
+    if (m->is_receipt) {
+        char read[32];
+        cli_fmt_time(m->read_us, read, sizeof read);
+        cli_str_addf(s, " #%llu] %s read your message %s at %s", (unsigned long long) m->seq,
+                     m->from, m->receipt_for, read);
+        return;
+    }
     if (m->seq)
         cli_str_addf(s, " #%llu", (unsigned long long) m->seq);
     cli_str_addf(s, "] %s -> ", m->from);
@@ -307,6 +321,24 @@ void cli_print_event(FILE *f, const cli_opts_t *o, const cw_event_t *ev, const c
             cli_str_add(&s, "}");
         } else {
             cli_str_addf(&s, "* connection to the broker lost (%s); reconnecting", ev->conn.detail);
+        }
+        break;
+    case CW_EVENT_RECEIPT:
+        if (o->json) {
+            cli_str_add(&s, "{\"event\":\"receipt\",\"message_id\":");
+            cli_str_json(&s, ev->receipt.message_id);
+            cli_str_add(&s, ",\"reader\":");
+            cli_str_json(&s, ev->receipt.reader);
+            cli_str_addf(&s, ",\"read_us\":%llu,\"seq\":%llu,\"message_seq\":%llu}",
+                         (unsigned long long) ev->receipt.read_us,
+                         (unsigned long long) ev->receipt.seq,
+                         (unsigned long long) ev->receipt.message_seq);
+        } else {
+            char when[32];
+            cli_fmt_time(ev->receipt.read_us, when, sizeof when);
+            cli_str_addf(&s, "[%s #%llu] %s read your message %s", when,
+                         (unsigned long long) ev->receipt.seq, ev->receipt.reader,
+                         ev->receipt.message_id);
         }
         break;
     case CW_EVENT_RECONNECTED:

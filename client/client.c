@@ -110,6 +110,7 @@ cw_client_t *cw_client_new(const char *endpoint, const cw_client_opts_t *opts)
     c->quiet = opts->quiet;
     c->no_reconnect = opts->no_reconnect;
     c->pull = opts->pull;
+    c->receipts = opts->receipts;
     c->auto_ack = opts->auto_ack;
     c->clockd_queue = opts->clockd_queue;
     c->clockd_linger_ms = opts->clockd_linger_ms ? opts->clockd_linger_ms : CW_CLOCKD_LINGER_MS;
@@ -484,6 +485,7 @@ static cw_status_t login_as(cw_client_t *c, const char *name, const uint8_t *tok
     login.agent = c->agent;
     login.quiet = c->quiet;
     login.pull = c->pull;
+    login.receipts = c->receipts;
     login.resume_token.data = (uint8_t *) token;
     login.resume_token.len = token_len;
     env.body_case = CW_BODY(LOGIN);
@@ -573,6 +575,7 @@ cw_status_t cw_client_send(cw_client_t *c, const cw_send_t *m, int timeout_ms, c
     send.durable = m->durable;
     send.message_id = (char *) (uintptr_t) mid;
     send.ttl_s = m->ttl_s;
+    send.receipt = m->durable && m->receipt;
     env.body_case = CW_BODY(SEND);
     env.send = &send;
     cw_status_t st = request(c, &env, timeout_ms, reply);

@@ -221,7 +221,9 @@ static void post_event(actor_t *a, cw_event_t *ev)
     n->ev = ev;
     n->next = NULL;
     n->epoch = a->epoch;
-    n->seq = ev->type == CW_EVENT_DELIVER ? ev->msg.seq : 0;
+    n->seq = ev->type == CW_EVENT_DELIVER   ? ev->msg.seq
+             : ev->type == CW_EVENT_RECEIPT ? ev->receipt.seq
+                                            : 0;
     pthread_mutex_lock(&c->mu);
     if (c->ev_tail) {
         c->ev_tail->next = n;
@@ -927,7 +929,7 @@ static void on_fetch_reply(actor_t *a, const cw_reply_msg_t *r, uint64_t rid, cw
     uint64_t before = a->dd_seq;
     for (size_t i = 0; i < r->n_messages; i++) {
         const cw_deliver_msg_t *m = r->messages[i];
-        if (m->seq > before) {
+        if (m->seq > before && !m->receipt) {   /* a receipt is no message: no tick */
             clock_receive(a, m->clock, m->n_clock);
             cw_tracer_deliver(a->tracer, a->name, a->clock, 0, m->from, m->message_id,
                               m->clock, m->n_clock);
@@ -1036,6 +1038,36 @@ static void show_deliver(actor_t *a, const cw_deliver_msg_t *d, uint64_t held_us
     post_event(a, ev);
 }
 
+/* The queue seq of a held envelope: a Deliver's (0 for a live one) or a
+ * Receipt's (always stored). */
+static uint64_t env_seq(const cw_env_t *env)
+{
+    return env->body_case == CW_BODY(RECEIPT) ? env->receipt->seq : env->deliver->seq;
+}
+
+/* Shows a read receipt (PROTOCOL.md 13.12): no clock change (a receipt is
+ * no message between processes), de-duplicated and acknowledged by seq
+ * like a stored delivery. */
+static void show_receipt(actor_t *a, const Causeway__V1__Receipt *r)
+{
+    if (r->seq > a->dd_seq)
+        a->dd_seq = r->seq;
+    cw_event_t *ev = calloc(1, sizeof *ev);
+    if (!ev || !(ev->receipt.message_id = cw_conv_strdup(r->message_id)) ||
+        !(ev->receipt.reader = cw_conv_strdup(r->reader))) {
+        if (ev)
+            free(ev->receipt.message_id);
+        free(ev);
+        CW_ERROR("client: out of memory, receipt dropped");
+        return;
+    }
+    ev->type = CW_EVENT_RECEIPT;
+    ev->receipt.read_us = r->read_us;
+    ev->receipt.seq = r->seq;
+    ev->receipt.message_seq = r->message_seq;
+    post_event(a, ev);
+}
+
 /* Has this delivery been shown already (or is it waiting in `held`)?
  * Duplicates go before they touch the clock: receiving one again is not a
  * new event. */
@@ -1050,7 +1082,7 @@ static int is_duplicate(actor_t *a, const cw_deliver_msg_t *d)
             return 1;
         }
         for (const held_t *h = a->held; h; h = h->next)
-            if (h->env->deliver->seq == d->seq) {
+            if (env_seq(h->env) == d->seq) {
                 CW_DEBUG("client: dropping seq %llu from %s: held already",
                          (unsigned long long) d->seq, from);
                 return 1;
@@ -1064,6 +1096,8 @@ static int is_duplicate(actor_t *a, const cw_deliver_msg_t *d)
         return 1;
     }
     for (const held_t *h = a->held; h; h = h->next) {
+        if (h->env->body_case != CW_BODY(DELIVER))
+            continue;
         const cw_deliver_msg_t *o = h->env->deliver;
         if (!o->seq && o->message_id && strcmp(o->message_id, mid) == 0 && o->from &&
             strcmp(o->from, from) == 0)
@@ -1106,17 +1140,21 @@ static void release_held(actor_t *a, int64_t force_before)
         moved = 0;
         for (held_t **link = &a->held; *link; link = &(*link)->next) {
             held_t *h = *link;
-            const cw_deliver_msg_t *d = h->env->deliver;
-            int stale = d->seq && d->seq <= a->dd_seq;
+            int is_receipt = h->env->body_case == CW_BODY(RECEIPT);
+            const cw_deliver_msg_t *d = is_receipt ? NULL : h->env->deliver;
+            uint64_t seq = env_seq(h->env);
+            int stale = seq && seq <= a->dd_seq;
             int ready = h->env->after_seq <= a->dd_seq;
-            int timed_out = !ready && !d->seq && force_before > 0 && h->since_ms <= force_before;
+            int timed_out = !ready && !seq && force_before > 0 && h->since_ms <= force_before;
             if (!stale && !ready && !timed_out)
                 continue;
             uint64_t held_us = cw_now_us() - h->since_us;
             cw_env_t *env = held_unlink(a, link);
             if (stale) {
                 CW_DEBUG("client: held seq %llu shown meanwhile, dropped",
-                         (unsigned long long) d->seq);
+                         (unsigned long long) seq);
+            } else if (is_receipt) {
+                show_receipt(a, env->receipt);
             } else {
                 if (timed_out)
                     CW_DEBUG("client: live message from %s shown without stored messages up "
@@ -1131,15 +1169,16 @@ static void release_held(actor_t *a, int64_t force_before)
     }
 }
 
-/* Takes env (a Deliver) into the hold-back queue; returns 1 if it did. */
+/* Takes env (a Deliver or a Receipt) into the hold-back queue; returns 1
+ * if it did. */
 static int hold(actor_t *a, cw_env_t *env)
 {
-    const cw_deliver_msg_t *d = env->deliver;
+    uint64_t seq = env_seq(env);
     if (a->n_held >= CW_HOLDBACK_MAX) {
-        if (d->seq) {
+        if (seq) {
             /* Not acknowledged, so the broker pushes it again. */
             CW_DEBUG("client: hold-back queue full, seq %llu dropped for now",
-                     (unsigned long long) d->seq);
+                     (unsigned long long) seq);
             return 0;
         }
         /* The live ones held go first: shown now, with a gap. */
@@ -1154,8 +1193,10 @@ static int hold(actor_t *a, cw_env_t *env)
     *a->held_tail = h;
     a->held_tail = &h->next;
     a->n_held++;
-    CW_DEBUG("client: holding %s from %s until seq %llu is shown (have %llu)",
-             d->seq ? "a stored message" : "a live message", d->from ? d->from : "",
+    CW_DEBUG("client: holding %s until seq %llu is shown (have %llu)",
+             env->body_case == CW_BODY(RECEIPT) ? "a receipt"
+             : seq                              ? "a stored message"
+                                                : "a live message",
              (unsigned long long) env->after_seq, (unsigned long long) a->dd_seq);
     return 1;
 }
@@ -1174,6 +1215,26 @@ static int on_deliver(actor_t *a, cw_env_t *env)
     return 0;
 }
 
+/* A Receipt frame (PROTOCOL.md 13.12). Returns 1 if it took env. */
+static int on_receipt(actor_t *a, cw_env_t *env)
+{
+    const Causeway__V1__Receipt *r = env->receipt;
+    if (!r->seq || r->seq <= a->dd_seq) {
+        CW_DEBUG("client: dropping receipt seq %llu: handed over already",
+                 (unsigned long long) r->seq);
+        return 0;
+    }
+    for (const held_t *h = a->held; h; h = h->next)
+        if (env_seq(h->env) == r->seq)
+            return 0;
+    if (env->after_seq > a->dd_seq && !a->c->pull)
+        return hold(a, env);
+    show_receipt(a, r);
+    if (a->held)
+        release_held(a, 0);
+    return 0;
+}
+
 /* Live deliveries whose hold-back ran out are shown. */
 static void expire_held(actor_t *a, int64_t now)
 {
@@ -1185,7 +1246,7 @@ static void expire_held(actor_t *a, int64_t now)
 static int64_t held_due(const actor_t *a)
 {
     for (const held_t *h = a->held; h; h = h->next)
-        if (!h->env->deliver->seq)
+        if (!env_seq(h->env))
             return h->since_ms + a->c->holdback_ms;
     return -1;
 }
@@ -1221,6 +1282,10 @@ static void on_frame(actor_t *a, const void *data, size_t len)
         break;
     case CW_BODY(DELIVER):
         if (on_deliver(a, env))
+            env = NULL;   /* held back */
+        break;
+    case CW_BODY(RECEIPT):
+        if (on_receipt(a, env))
             env = NULL;   /* held back */
         break;
     case CW_BODY(PRESENCE):

@@ -97,6 +97,13 @@ int cw_conv_message(cw_message_t *m, const cw_deliver_msg_t *d)
     m->message_id = cw_conv_strdup(d->message_id);
     if (!m->from || !m->text || !m->message_id)
         goto nomem;
+    m->receipt_requested = d->receipt_requested;
+    if (d->receipt) {
+        m->is_receipt = 1;
+        m->read_us = d->receipt->read_us;
+        if (!(m->receipt_for = cw_conv_strdup(d->receipt->message_id)))
+            goto nomem;
+    }
     if (d->n_to) {
         m->to = calloc(d->n_to, sizeof *m->to);
         if (!m->to)
@@ -121,6 +128,7 @@ void cw_conv_message_free(cw_message_t *m)
     free(m->from);
     free(m->text);
     free(m->message_id);
+    free(m->receipt_for);
     for (size_t i = 0; i < m->n_to; i++)
         free(m->to[i]);
     free(m->to);
@@ -381,6 +389,8 @@ void cw_event_destroy(cw_event_t **p)
     free(e->presence.name);
     free(e->conn.detail);
     cw_conv_users_free(&e->conn.users, e->conn.n_users);
+    free(e->receipt.message_id);
+    free(e->receipt.reader);
     free(e);
     *p = NULL;
 }

@@ -81,6 +81,7 @@ struct cw_client {
     int quiet;                 /* Login.quiet */
     int no_reconnect;          /* drop the session on broker loss */
     int pull;                  /* Login.pull */
+    int receipts;              /* Login.receipts */
     int auto_ack;              /* acknowledge taken durable deliveries */
     void *actor_pipe;          /* I/O end of the pipe (owned by the I/O thread) */
     void *first_sock;          /* DEALER connected in cw_client_new, handed over */

@@ -168,6 +168,8 @@ static void entry_head(const tui_t *t, const tm_entry_t *e, cli_str_t *s)
         }
         cli_str_add(s, ": ");
         cli_str_add(s, e->expired ? "(expired before delivery)" : e->text);
+        if (e->receipt_requested)
+            cli_str_add(s, "  (read receipt asked)");
         break;
     case TM_OUT:
         cli_str_addf(s, "[%s] %syou \xe2\x86\x92 ", when, e->durable ? "\xe2\x9c\x89 " : "");
@@ -369,7 +371,7 @@ static const char *help_lines[] = {
     "F8          exchange view (/exchange A,B,C [MIN MAX [N]])",
     "F9, Ctrl-R  resend the last message that was not sent",
     "F10, Ctrl-C quit (/quit)",
-    "Commands: /to a,b  /all  /durable on|off",
+    "Commands: /to a,b  /all  /durable on|off  /receipts on|off",
     "          /fetch  /history [N]  /exchange ...  /quit  //text",
 };
 
@@ -705,6 +707,8 @@ static void command(tui_t *t, char *line)
             send_text(t, args);
     } else if (strcmp(line, "/durable") == 0) {
         t->durable = strcmp(args, "off") != 0;
+    } else if (strcmp(line, "/receipts") == 0) {
+        t->receipts = strcmp(args, "off") != 0;
     } else if (strcmp(line, "/fetch") == 0) {
         post_simple(t, TW_FETCH, 0);
     } else if (strcmp(line, "/history") == 0) {
@@ -798,6 +802,14 @@ static void on_event(tui_t *t, const cw_event_t *ev)
         if (ev->msg.seq > t->shown_seq)
             t->shown_seq = ev->msg.seq;
         break;
+    case CW_EVENT_RECEIPT:
+        /* One of our messages was read: its fate turns into "read". */
+        if (tm_receipt(t->m, ev->receipt.message_id, ev->receipt.reader, ev->receipt.read_us) != 0)
+            tm_note(t->m, TM_NOTE, now, "%s read your message %s (no longer on screen)",
+                    ev->receipt.reader, ev->receipt.message_id);
+        if (ev->receipt.seq > t->shown_seq)
+            t->shown_seq = ev->receipt.seq;
+        break;
     case CW_EVENT_PRESENCE:
         tm_presence(t->m, ev->presence.name, ev->presence.online);
         if (t->x)
@@ -864,8 +876,16 @@ static void on_listing(tui_t *t, const tw_job_t *j)
             r->n_messages, r->n_messages == 1 ? "" : "s",
             r->n_messages == 0 && fetch ? " (nothing waiting)" : "");
     for (size_t i = 0; i < r->n_messages; i++) {
-        tm_add_in(t->m, &r->messages[i], fetch ? 1 : 2);
-        if (fetch && r->messages[i].seq > t->shown_seq)
+        const cw_message_t *msg = &r->messages[i];
+        if (msg->is_receipt) {
+            /* A read receipt waiting in our queue (PROTOCOL.md 13.12). */
+            if (tm_receipt(t->m, msg->receipt_for, msg->from, msg->read_us) != 0)
+                tm_note(t->m, TM_NOTE, now, "%s read your message %s", msg->from,
+                        msg->receipt_for);
+        } else {
+            tm_add_in(t->m, msg, fetch ? 1 : 2);
+        }
+        if (fetch && msg->seq > t->shown_seq)
             t->shown_seq = r->messages[i].seq;
     }
     t->scroll = 0;
@@ -1135,7 +1155,7 @@ int cli_tui(const cli_opts_t *o)
     memset(&t, 0, sizeof t);
     t.o = o;
     t.durable = o->durable;
-    t.receipts = 0;
+    t.receipts = 1;
     t.m = tm_new(o->name);
     t.line = tm_line_new();
     t.w = tw_new(&c, o->timeout_ms);

@@ -339,6 +339,7 @@ void tm_add_in(tm_t *m, const cw_message_t *msg, int listing)
     e->seq = msg->seq;
     e->listing = listing;
     e->expired = msg->expired;
+    e->receipt_requested = msg->receipt_requested;
     e->message_id = xstrdup(msg->message_id);
     if (!listing) {
         long i = tm_find_user(m, msg->from);

@@ -121,6 +121,7 @@ typedef struct {
     uint64_t seq;         /* IN durable: seq in our queue */
     int listing;          /* IN: from a fetch (1) or history (2) listing */
     int expired;          /* IN: durable message whose TTL ran out */
+    int receipt_requested; /* IN: the sender asked for a read receipt (our ack tells them) */
     char *message_id;     /* "" if unknown yet */
     int pending;          /* OUT: no reply yet */
     cw_status_t status;   /* OUT: the send's status once known */

@@ -151,7 +151,7 @@ static void run(tw_t *w, tw_job_t *j)
     case TW_SEND: {
         cw_send_t msg = {.to = (const char *const *) j->to, .n_to = j->n_to,
                          .broadcast = j->broadcast, .text = j->text, .durable = j->durable,
-                         .message_id = j->message_id};
+                         .message_id = j->message_id, .receipt = j->receipt};
         j->status = cw_client_send(w->c, &msg, w->timeout_ms, &j->reply);
         break;
     }

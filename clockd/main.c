@@ -53,6 +53,7 @@ typedef struct {
     const char *focus;        /* --focus E */
     const char *title;        /* --title T */
     const char *log_level;    /* --log-level L */
+    const char *log_format;   /* --log-format text|json */
     const char *curve_secret; /* --curve-secret FILE */
     const char *users;        /* --users DIR */
     int insecure;             /* --insecure */
@@ -91,6 +92,7 @@ static const struct {
     const char *text;
 } commands[] = {
     {"serve", "serve [--bind ENDPOINT] [--db FILE] [--max-frame BYTES] [--log-level LEVEL]\n"
+              "                        [--log-format text|json]\n"
               "                        [--curve-secret FILE --users DIR] [--insecure]",
      "Run the daemon: receive ClockdRequest frames (proto/causeway.proto) on a ROUTER\n"
      "socket, store reported events in the SQLite file, answer audit, compare and info\n"
@@ -100,6 +102,8 @@ static const struct {
      "  --db FILE         default " CW_CLOCKD_DEFAULT_DB "; \":memory:\" keeps nothing\n"
      "  --max-frame BYTES largest request frame, default 4194304\n"
      "  --log-level LEVEL error|warn|info|debug|trace, default info\n"
+     "  --log-format F    text (default) or json: one object per line with the keys\n"
+     "                    ts, level, component, msg (docs/OPERATIONS.md, Logging)\n"
      "  --curve-secret FILE  CURVE: the daemon's secret certificate (causeway keygen\n"
      "                    --server); with --users DIR, the registered public\n"
      "                    certificates (the broker's users directory will do): only\n"
@@ -231,6 +235,11 @@ static int parse_args(int argc, char **argv, opts_t *o)
             o->log_level = next;
             if (cw_log_level_parse(next) < 0)
                 return fail(EXIT_USAGE, "--log-level: unknown level \"%s\"", next);
+        } else if (strcmp(a, "--log-format") == 0) {
+            NEED_VALUE();
+            o->log_format = next;
+            if (cw_log_format_parse(next) < 0)
+                return fail(EXIT_USAGE, "--log-format: expected text or json, not \"%s\"", next);
         } else if (strcmp(a, "--max-frame") == 0) {
             NEED_VALUE();
             if (parse_size(next, &o->max_frame) < 0 || o->max_frame < 1024)
@@ -755,6 +764,8 @@ static int cmd_serve(const opts_t *o)
         return fail(EXIT_USAGE, "serve: unexpected argument %s", o->pos[0]);
     cw_log_set_tag("clockd");
     cw_log_set_level(o->log_level ? (cw_log_level_t) cw_log_level_parse(o->log_level) : CW_LOG_INFO);
+    if (o->log_format)
+        cw_log_set_format((cw_log_format_t) cw_log_format_parse(o->log_format));
     cw_clockd_config_t cfg;
     cw_clockd_config_defaults(&cfg);
     if (o->bind)

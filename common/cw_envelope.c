@@ -399,6 +399,7 @@ const char *cw_env_body_name(const cw_env_t *env)
     case CW_BODY(DELIVER): return "deliver";
     case CW_BODY(PRESENCE): return "presence";
     case CW_BODY(REPLY): return "reply";
+    case CW_BODY(RECEIPT): return "receipt";
     default: return "none";
     }
 }

@@ -281,3 +281,20 @@ def test_bad_log_format():
     r = subprocess.run([BROKER_BIN, "--bind", "tcp://127.0.0.1:*", "--log-format", "xml"],
                        capture_output=True, text=True, timeout=REQUEST_TIMEOUT * 3)
     assert r.returncode == 2 and "log-format: 'xml' is not one of text|json" in r.stderr
+
+
+def test_clockd_json_logs(tmp_path):
+    """causeway-clockd serve --log-format json: the same line format."""
+    import json
+
+    from conftest import ClockdDaemon, CLOCKD_BIN
+    d = ClockdDaemon(tmp_path / "ev.db", tmp_path / "clockd.log", extra=("--log-format", "json"))
+    d.stop()
+    objs = [json.loads(line) for line in d.log().splitlines() if line]
+    assert objs, d.log()
+    for o in objs:
+        assert list(o)[:4] == ["ts", "level", "component", "msg"], o
+        assert o["component"] == "clockd"
+    r = subprocess.run([CLOCKD_BIN, "serve", "--log-format", "yaml"], capture_output=True,
+                       text=True, timeout=REQUEST_TIMEOUT * 3)
+    assert r.returncode == 2 and "expected text or json" in r.stderr, r

@@ -719,3 +719,44 @@ def test_who_pages_are_joined(broker, cli, py, hub):
     p = run_cli(cli, "who", "--endpoint", br.endpoint, "--json")
     assert p.proc.returncode == 0, p.stderr()
     assert [u["name"] for u in json.loads(p.lines[0])["users"]] == names
+
+
+def test_read_receipts(broker, py, cw, tmp_path):
+    """clients/python: send(receipt=True) and Client(receipts=True) ask; the
+    reader's acknowledgement (auto_ack, once handled) comes back as a
+    Receipt event, also to a sender that was offline meanwhile; fetch()
+    lists a waiting receipt as a Deliver with .receipt (PROTOCOL.md 13.12)."""
+    br = broker("--data", str(tmp_path / "data"))
+    alice = py(br.endpoint, "alice")
+    bob = py(br.endpoint, "bob")
+    with pytest.raises(ValueError):
+        alice.send("bob", "x", receipt=True)           # receipt needs durable
+    r = alice.send("bob", "please read", durable=True, receipt=True)
+    d = bob.next_event(EVENT_TIMEOUT)
+    while d is not None and d.kind != "deliver":
+        d = bob.next_event(EVENT_TIMEOUT)
+    assert d.receipt_requested and d.message_id == r.message_id
+    bob.ack_flush()                                     # handled: acknowledged
+    ev = alice.next_event(EVENT_TIMEOUT)
+    while ev is not None and ev.kind != "receipt":
+        ev = alice.next_event(EVENT_TIMEOUT)
+    assert ev is not None, "no receipt"
+    assert isinstance(ev, cw.Receipt)
+    assert ev.reader == "bob" and ev.message_id == r.message_id and ev.read_us > 0
+    assert ev.message_seq == d.seq and ev.seq >= 1
+    alice.ack_flush()
+    # Session-wide receipts; the sender is offline when the reader reads.
+    alice.close()
+    carol = py(br.endpoint, "carol", receipts=True)
+    r2 = carol.send("bob", "for later", durable=True)
+    carol.close()
+    d = bob.next_event(EVENT_TIMEOUT)
+    while d is not None and not (d.kind == "deliver" and d.text == "for later"):
+        d = bob.next_event(EVENT_TIMEOUT)
+    assert d.receipt_requested
+    bob.ack_flush()
+    puller = py(br.endpoint, "carol", pull=True, auto_ack=False)
+    listed = puller.fetch()
+    rcpt = [m for m in listed if m.receipt is not None]
+    assert len(rcpt) == 1 and rcpt[0].receipt.message_id == r2.message_id
+    assert rcpt[0].receipt.reader == "bob" and rcpt[0].text == ""

@@ -277,7 +277,8 @@ def test_resize_colours_clock_and_listings(broker, cli, tmux, tmp_path):
     alice.keys("F2")
     alice.send("/to bob")
     alice.send("first stored")
-    alice.wait_text("bob: stored #1")
+    # stored #1, then read once bob's TUI has shown and acknowledged it.
+    alice.wait(lambda s: "bob: stored #1" in s or "bob: read " in s, "stored fate")
     bob.wait_text("✉ alice → you: first stored")
 
     # Clock pane: the changed entries are marked.
@@ -374,3 +375,38 @@ def test_exchange_view(broker, cli, tmux, tmp_path):
     a.keys("F8")
     a.wait(lambda s: "exchange view" not in s, "conversation view")
     assert "B → you:" not in a.text()
+
+
+def test_read_receipts_update_the_fate(broker, cli, tmux, tmp_path):
+    br = durable_broker(broker, tmp_path)
+    register(cli, br.endpoint, "dave")
+    alice = tui(tmux, br, "alice", "--durable")
+    bob = tui(tmux, br, "bob")
+    alice.wait_text("● bob")
+    assert "durable + receipts" in alice.text()
+    alice.send("/to bob")
+    alice.send("please confirm")
+    # bob's TUI shows it (the sender asked for a receipt), then acknowledges
+    # it: alice's fate line turns from stored to read, in place.
+    bob.wait_text("alice → you: please confirm  (read receipt asked)")
+    line = alice.wait(lambda s: "    bob: read " in s, "read fate")
+    assert "bob: stored" not in line
+    # Offline reader: dave reads later while alice is away; the receipt
+    # waits in alice's queue and reaches her next session.
+    alice.send("/to dave")
+    alice.send("for later")
+    alice.wait_text("    dave: stored #")
+    alice.keys("F10")
+    assert alice.wait_exit() == 0
+    dave = tui(tmux, br, "dave")
+    dave.wait_text("alice → you: for later  (read receipt asked)")
+    alice2 = tmux.start("alice2", ["tui", "--name", "alice", "--endpoint", br.endpoint,
+                                   "--durable"])
+    alice2.wait_text("dave read your message alice-")
+    # Without receipts, nothing asks.
+    alice2.send("/receipts off")
+    alice2.wait(lambda s: "durable + receipts" not in s and "· durable ·" in s, "receipts off")
+    alice2.send("/to bob")
+    alice2.send("no receipt please")
+    bob.wait_text("alice → you: no receipt please")
+    assert "no receipt please  (read receipt asked)" not in bob.text()

@@ -52,7 +52,7 @@ import zmq
 __version__ = "0.1.0"
 __all__ = [
     "Client", "CausewayError", "RequestTimeout", "ConnectionLost",
-    "Deliver", "Presence", "Disconnected", "Reconnected", "User", "Recipient",
+    "Deliver", "Receipt", "Presence", "Disconnected", "Reconnected", "User", "Recipient",
     "SendResult", "LoginInfo", "LoginResult", "Stats", "SessionInfo", "QueueInfo",
     "Forwarded", "pb", "AsyncClient",
     "status_name", "DEFAULT_ENDPOINT",
@@ -318,12 +318,30 @@ class Deliver:
     local_clock: dict = None
     holdback_us: int = 0   # how long the client held it back for its predecessors
     gap: bool = False      # shown after the hold-back time without them
+    receipt_requested: bool = False  # the sender asked for a read receipt (our ack tells them)
+    receipt: "Receipt" = None        # listings: this entry is a read receipt, not a message
     kind: str = dataclasses.field(default="deliver", init=False)
     _epoch: int = dataclasses.field(default=0, repr=False, compare=False)
 
     @property
     def from_(self):
         return self.sender
+
+
+@dataclasses.dataclass
+class Receipt:
+    """A read receipt (PROTOCOL.md 13.12): ``reader`` acknowledged our
+    durable message ``message_id`` at ``read_us``. It is an entry of our own
+    queue at ``seq``, de-duplicated, held back and acknowledged (auto_ack)
+    like a stored delivery. In fetch()/history() listings a receipt entry
+    is a Deliver with ``receipt`` set to one of these."""
+    message_id: str
+    reader: str
+    read_us: int
+    seq: int
+    message_seq: int
+    kind: str = dataclasses.field(default="receipt", init=False)
+    _epoch: int = dataclasses.field(default=0, repr=False, compare=False)
 
 
 @dataclasses.dataclass
@@ -374,7 +392,20 @@ def _deliver(d, local_clock=None, epoch=0, holdback_us=0, gap=False):
                    durable=d.durable, redelivered=d.redelivered, expired=d.expired,
                    damaged=d.damaged,
                    clock=_clock_dict(d.clock), local_clock=local_clock,
-                   holdback_us=holdback_us, gap=gap, _epoch=epoch)
+                   holdback_us=holdback_us, gap=gap,
+                   receipt_requested=d.receipt_requested,
+                   receipt=_receipt(d.receipt, d.seq, epoch) if d.HasField("receipt") else None,
+                   _epoch=epoch)
+
+
+def _receipt(r, seq=None, epoch=0):
+    return Receipt(message_id=r.message_id, reader=r.reader, read_us=r.read_us,
+                   seq=r.seq if seq is None else seq, message_seq=r.message_seq, _epoch=epoch)
+
+
+def _env_seq(env):
+    """The queue seq of a held push: a Receipt's, or a Deliver's (0: live)."""
+    return env.receipt.seq if env.WhichOneof("body") == "receipt" else env.deliver.seq
 
 
 def _queue(q):
@@ -630,8 +661,9 @@ class Client:
     def __init__(self, endpoint=DEFAULT_ENDPOINT, name=None, *, agent=None, quiet=False,
                  pull=False, auto_ack=True, reconnect=True, timeout=DEFAULT_TIMEOUT,
                  trace=None, clockd=None, context=None, holdback=HOLDBACK_DEFAULT,
-                 server_key=None, cert=None, clockd_key=None):
+                 server_key=None, cert=None, clockd_key=None, receipts=False):
         self.endpoint = endpoint
+        self.receipts = bool(receipts)   # Login.receipts: every durable send asks
         self.holdback = float(holdback)
         self._curve = _curve_keys(server_key, cert)
         self._clockd_curve = _curve_keys(clockd_key, cert) if clockd_key else None
@@ -765,7 +797,7 @@ class Client:
         The token is a secret: never log or show it."""
         _check_string("name", name)
         msg = pb.Login(name=name, agent=self.agent, quiet=self.quiet, pull=self.pull,
-                       resume_token=bytes(resume_token))
+                       resume_token=bytes(resume_token), receipts=self.receipts)
         req = self._request("login", msg, timeout, login_name=name)
         self._check(req.reply)
         r = req.reply
@@ -834,7 +866,7 @@ class Client:
         return f"{self._name or 'anon'}-{self._mid_random:016x}-{n}"
 
     def send(self, to=None, text="", *, broadcast=False, durable=False, message_id=None,
-             ttl_s=0, timeout=...):
+             ttl_s=0, receipt=False, timeout=...):
         """Sends text to `to` (a name or a list of names) or, with
         broadcast=True, to every known user but us. Returns a SendResult:
         status "OK" (live; or durable when no recipient is a known user) or
@@ -847,6 +879,8 @@ class Client:
         message_id, same clock) when the connection is lost or no reply
         comes in time, until `timeout`; the broker stores an id once
         (result.duplicate). A message_id is generated if none is given.
+        receipt=True (durable only) asks each recipient for a read receipt:
+        a Receipt event once they acknowledge it (PROTOCOL.md 13.12).
 
         Raises CausewayError (e.status) when the broker refuses the whole
         request: NOT_LOGGED_IN, NOT_DURABLE, BAD_REQUEST, TOO_LARGE,
@@ -877,8 +911,11 @@ class Client:
         if info and info.max_text and len(text.encode()) > info.max_text:
             raise CausewayError(pb.STATUS_TOO_LARGE, f"text longer than {info.max_text} bytes",
                                 local=True, message_id=message_id)
+        if receipt and not durable:
+            raise ValueError("receipt=True needs durable=True (a read receipt is for a stored "
+                             "message)")
         msg = pb.Send(to=to, broadcast=bool(broadcast), text=text, durable=bool(durable),
-                      message_id=message_id, ttl_s=ttl_s)
+                      message_id=message_id, ttl_s=ttl_s, receipt=bool(receipt))
         req = self._request("send", msg, timeout, message_id=message_id)
         if req.error is None and req.reply is None:   # refused locally by the I/O thread
             raise CausewayError(req.result[0], req.result[1], local=True, message_id=message_id)
@@ -1027,7 +1064,7 @@ class Client:
     # -- events ----------------------------------------------------------------
 
     def next_event(self, timeout=None):
-        """The next event (Deliver, Presence, Disconnected, Reconnected), or
+        """The next event (Deliver, Receipt, Presence, Disconnected, Reconnected), or
         None if none came within timeout seconds (None: wait forever, 0:
         don't wait) or the client is closed. Duplicate deliveries never come
         out. With auto_ack, calling it says the previous delivery has been
@@ -1045,7 +1082,7 @@ class Client:
                     return None
                 self._cond.wait(left if left is not None else 1.0)
             ev = self._events.popleft()
-            if (self.auto_ack and isinstance(ev, Deliver) and ev.seq
+            if (self.auto_ack and isinstance(ev, (Deliver, Receipt)) and ev.seq
                     and ev._epoch == self._epoch):
                 what = self._note_taken_locked(ev.seq, 1)
         self._wake_acker(what)
@@ -1480,7 +1517,7 @@ class _IoThread:
         """Shown already, or waiting in the hold-back queue."""
         sender = getattr(d, "from")
         if d.seq:
-            if d.seq <= self.dd_seq or any(h[0].deliver.seq == d.seq for h in self.held):
+            if d.seq <= self.dd_seq or any(_env_seq(h[0]) == d.seq for h in self.held):
                 log.debug("causeway: dropping seq %d from %s: seen already", d.seq, sender)
                 return True
             return False
@@ -1488,7 +1525,7 @@ class _IoThread:
             return False
         key = (sender, d.message_id)
         if key in self.live_seen or any(
-                not h[0].deliver.seq and (getattr(h[0].deliver, "from"),
+                not _env_seq(h[0]) and (getattr(h[0].deliver, "from"),
                                           h[0].deliver.message_id) == key for h in self.held):
             log.debug("causeway: dropping live message %r from %s: seen already",
                       d.message_id, sender)
@@ -1537,24 +1574,49 @@ class _IoThread:
         while moved and self.held:
             moved = False
             for i, (env, since) in enumerate(self.held):
-                d = env.deliver
-                stale = d.seq and d.seq <= self.dd_seq
+                seq = _env_seq(env)
+                stale = seq and seq <= self.dd_seq
                 ready = env.after_seq <= self.dd_seq
-                timed_out = (not ready and not d.seq and force_before is not None
+                timed_out = (not ready and not seq and force_before is not None
                              and since <= force_before)
                 if not (stale or ready or timed_out):
                     continue
                 del self.held[i]
-                if not stale:
+                if stale:
+                    pass
+                elif env.WhichOneof("body") == "receipt":
+                    self.show_receipt(env.receipt)
+                else:
                     held_us = max(1, int((time.monotonic() - since) * 1e6))
-                    self.show(d, held_us, bool(timed_out))
+                    self.show(env.deliver, held_us, bool(timed_out))
                 moved = True
                 break
+
+    def show_receipt(self, r):
+        """Hands a read receipt to the application: no clock change (it is
+        no message between processes), de-duplicated by seq."""
+        with self.c._cond:
+            self.c._events.append(_receipt(r, epoch=self.c._epoch))
+            self.c._cond.notify_all()
+        self.dd_seq = max(self.dd_seq, r.seq)
+
+    def on_receipt(self, env):
+        """A Receipt push (PROTOCOL.md 13.12): like a stored Deliver for
+        duplicates and hold-back."""
+        r = env.receipt
+        if not r.seq or r.seq <= self.dd_seq or any(_env_seq(h[0]) == r.seq for h in self.held):
+            return
+        if env.after_seq > self.dd_seq and not self.c.pull:
+            if len(self.held) < HOLDBACK_MAX:
+                self.held.append([env, time.monotonic()])
+            return
+        self.show_receipt(r)
+        self.release_held()
 
     def held_due(self):
         """When the oldest held live delivery runs out, or None."""
         for env, since in self.held:
-            if not env.deliver.seq:
+            if not _env_seq(env):
                 return since + self.c.holdback
         return None
 
@@ -1567,11 +1629,13 @@ class _IoThread:
             for d in r.messages:
                 if d.seq and d.seq <= self.dd_seq:
                     continue
-                local = self.receive_clock(d)
+                # A receipt entry is no message: no clock merge, no tick.
+                local = None if d.HasField("receipt") else self.receive_clock(d)
                 out.append((d, _deliver(d, local, self.c._epoch)))
                 top = max(top, d.seq)
         for d, m in out:
-            self.trace_deliver(d, m.local_clock)
+            if m.receipt is None:
+                self.trace_deliver(d, m.local_clock)
         req.result = [m for _, m in out]
         if self.finish(req, reply=r) and top > self.dd_seq:
             self.dd_seq = top
@@ -1655,6 +1719,9 @@ class _IoThread:
         elif body == "deliver":
             if self.state in (_ONLINE, _RESUMING) or self.name:
                 self.on_deliver(env)
+        elif body == "receipt":
+            if self.state in (_ONLINE, _RESUMING) or self.name:
+                self.on_receipt(env)
         elif body == "presence":
             p = env.presence
             self.post(Presence(p.name, p.online, _REASONS.get(p.reason, "unspecified"),
