@@ -320,6 +320,20 @@ bool cwor_push_stored(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver *d)
 {
     assert(s->delivery == CWOR_CATCHING_UP || s->delivery == CWOR_CAUGHT_UP);
     assert(d->seq > s->pushed_seq); /* invariant 6 */
+    /* Seqs of a queue are consecutive, except once after the operator
+     * recovered a damaged store (--recover-store moves every queue's next
+     * seq on, PROTOCOL.md §13.1). The window counts seqs (invariant 3), so
+     * an entry beyond such a gap waits until the pushes in flight before
+     * it are acknowledged; then the rule below restarts the window at it.
+     * Without a gap this never holds: reads and caught-up pushes stop at
+     * a full window. */
+    if (s->pushed_seq > s->acked_seq && d->seq - s->acked_seq > b->cfg.push_window) {
+        if (s->delivery == CWOR_CAUGHT_UP)
+            transition(b, s, FROM(CWOR_CAUGHT_UP), CWOR_CATCHING_UP);
+        read_backoff(b, s); /* the read is retried after the backoff */
+        cwor_check(b, s);
+        return false;
+    }
     /* Live messages read before this entry was appended go first. */
     flush_while(b, s, d->seq);
     cw_env_t env;
