@@ -214,6 +214,12 @@ static void human_message(cli_str_t *s, const cli_opts_t *o, const cw_message_t 
                           int long_time, int width)
 {
     char when[32];
+    if (m->damaged) {
+        /* Nothing of it is known but its seq (no time, no sender). */
+        cli_str_addf(s, "[#%llu] (a message was lost: damaged in the store)",
+                     (unsigned long long) m->seq);
+        return;
+    }
     if (long_time)
         cli_fmt_datetime(m->timestamp_us, when, sizeof when);
     else
@@ -234,9 +240,7 @@ static void human_message(cli_str_t *s, const cli_opts_t *o, const cw_message_t 
     for (size_t i = 0; i < m->n_to; i++)
         cli_str_addf(s, "%s%s", i ? ", " : "", me && strcmp(m->to[i], me) == 0 ? "you" : m->to[i]);
     cli_str_add(s, ": ");
-    if (m->damaged)
-        cli_str_add(s, "(a message was lost: damaged in the store)");
-    else if (m->expired)
+    if (m->expired)
         cli_str_add(s, "(expired before delivery)");
     else
         human_text(s, m->text, width);

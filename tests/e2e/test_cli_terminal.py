@@ -28,7 +28,11 @@ CLEAR = "before\x1b[2J\x1b[Hafter\rCR\x07"
 
 def chat_term(endpoint, name, width=100, extra=()):
     t = Tmux([CLI_BIN, "-e", endpoint, "chat", "--name", name, *extra], width=width, height=30)
-    t.wait_text(f"{name}>")
+    try:
+        t.wait_text(f"{name}>")
+    except BaseException:
+        t.close()   # no tmux server outlives a failed start
+        raise
     return t
 
 
@@ -56,7 +60,11 @@ def test_chat_types_edits_and_shows_utf8(broker, cli):
     b = broker(heartbeat_ms=HB)
     bob = listener(cli, b.endpoint, "bob")
     carol = chat_term(b.endpoint, "carol")
-    alice = chat_term(b.endpoint, "alice")
+    try:
+        alice = chat_term(b.endpoint, "alice")
+    except BaseException:
+        carol.close()
+        raise
     try:
         alice.type(f"/to bob,carol {UTF8}")
         alice.send("Enter")

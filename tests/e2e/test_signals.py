@@ -27,7 +27,11 @@ def start_in_terminal(tmp_path, *extra):
     log = tmp_path / "broker.log"
     t = Tmux(["sh", "-c", f'exec "$0" "$@" 2>{log}', BROKER_BIN, "--bind", "tcp://127.0.0.1:*",
               *map(str, extra)])
-    screen = t.wait_for(lambda s: "listening tcp://" in s, START_TIMEOUT, "listening line")
+    try:
+        screen = t.wait_for(lambda s: "listening tcp://" in s, START_TIMEOUT, "listening line")
+    except BaseException:
+        t.close()   # kill-server: the pane's broker gets its hangup
+        raise
     endpoint = re.search(r"listening (tcp://\S+)", screen).group(1)
     return t, t.pane_pid(), endpoint, log
 
