@@ -433,10 +433,10 @@ int main(int argc, char **argv)
         printf("sessions: %ld logged in by the clients, %ld reported by the broker; logins took "
                "%.1f s\n", logged_in, counted, login_secs);
     printf("per %s: %.2f KiB = %.0f bytes (target <= 4 KiB); causeway's own records are "
-           "%zu bytes (cw_session_t %zu, cw_user_t %zu) plus table slots\n\n",
+           "%zu bytes (cw_session_t %zu, cwb_user_t %zu) plus table slots\n\n",
            p.connect_only ? "connection" : "session", per_kib,
-           per_kib * 1024, sizeof(cw_session_t) + sizeof(cw_user_t), sizeof(cw_session_t),
-           sizeof(cw_user_t));
+           per_kib * 1024, sizeof(cw_session_t) + sizeof(cwb_user_t), sizeof(cw_session_t),
+           sizeof(cwb_user_t));
     bench_figure("session_rss_idle_kib", (double) rss_idle);
     bench_figure("session_rss_loaded_kib", (double) rss_loaded);
     bench_figure("session_kib_per_session", per_kib);

@@ -84,7 +84,7 @@ static long user_log(cw_broker_t *b, const char *after, Causeway__V1__UserInfo *
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
-        cw_user_t *u = cw_sessions_user_at(b->sessions, from + i);
+        cwb_user_t *u = cw_sessions_user_at(b->sessions, from + i);
         causeway__v1__user_info__init(&(*infos)[i]);
         (*infos)[i].name = u->name;
         (*infos)[i].online = u->session != NULL;
@@ -105,7 +105,7 @@ static void log_user_log(cw_broker_t *b)
                      cw_sessions_count(b->sessions));
     off = (size_t) w;
     for (size_t i = 0; i < n && i < USER_LOG_LINE_MAX && off < sizeof line; i++) {
-        cw_user_t *u = cw_sessions_user_at(b->sessions, i);
+        cwb_user_t *u = cw_sessions_user_at(b->sessions, i);
         w = snprintf(line + off, sizeof line - off, " %s%s", u->name, u->session ? "*" : "");
         if (w < 0)
             break;
@@ -184,7 +184,7 @@ static void reap(cw_broker_t *b)
  * takes one token, or answers RATE_LIMITED and returns false. The bucket
  * belongs to the user, not the session, so logging out and in again does
  * not refill it, and a Login itself costs a token. */
-static bool take_token(cw_broker_t *b, cw_user_t *u, const void *id, size_t id_len,
+static bool take_token(cw_broker_t *b, cwb_user_t *u, const void *id, size_t id_len,
                        uint64_t request_id)
 {
     if (!b->cfg.rate)
@@ -253,7 +253,7 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
         cwe_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "Login.agent is longer than 128 bytes");
         return;
     }
-    cw_user_t *user = cw_sessions_user(b->sessions, login->name);
+    cwb_user_t *user = cw_sessions_user(b->sessions, login->name);
     if (user && !take_token(b, user, id, id_len, rid))
         return; /* logging in again does not refill the bucket */
     bool resumed = false;
@@ -451,7 +451,7 @@ static bool send_valid_or_reply(cw_broker_t *b, const void *id, size_t id_len,
 typedef struct {
     Causeway__V1__RecipientStatus rcpts[SEND_SMALL];
     Causeway__V1__RecipientStatus *rptrs[SEND_SMALL];
-    cw_user_t *users[SEND_SMALL];
+    cwb_user_t *users[SEND_SMALL];
     char *to[SEND_SMALL];
 } send_scratch_t;
 
@@ -475,7 +475,7 @@ static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_sessio
     void *block = NULL;
     Causeway__V1__RecipientStatus *rcpts;
     Causeway__V1__RecipientStatus **rptrs;
-    cw_user_t **users;
+    cwb_user_t **users;
     char **to;
     if (cap <= SEND_SMALL) {
         rcpts = small.rcpts;
@@ -1109,7 +1109,7 @@ cw_broker_t *cw_broker_new(const cw_broker_config_t *cfg, char *err, size_t errl
     size_t len = sizeof b->endpoint;
     if (zmq_getsockopt(b->router, ZMQ_LAST_ENDPOINT, b->endpoint, &len) != 0)
         snprintf(b->endpoint, sizeof b->endpoint, "%s", cfg->bind);
-    if (cfg->data[0] && cwd_open(b, err, errlen) != 0)
+    if ((cfg->data[0] || cfg->store[0]) && cwd_open(b, err, errlen) != 0)
         goto fail;
     b->started_ms = cw_mono_ms();
     b->started_us = cw_now_us();

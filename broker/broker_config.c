@@ -2,6 +2,7 @@
 #include "broker_config.h"
 #include "cw_log.h"
 #include "cw_sec.h"
+#include "store_if.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -28,6 +29,7 @@ typedef struct {
 static const opt_t options[] = {
     STR(bind, "bind", "ENDPOINT", "ZeroMQ endpoint to listen on (default " CW_DEFAULT_BIND ")"),
     STR(data, "data", "DIR", "durable store directory (default: none, live-only)"),
+    STR(store, "store", "URL", "durable store on Redis Cluster, redis://HOST:PORT[,HOST:PORT...] (not implemented yet; excludes --data)"),
     {"log-level", OPT_LEVEL, offsetof(cw_broker_config_t, log_level), 0, 0, 0, "LEVEL",
      "error|warn|info|debug|trace (default info)"},
     U32(heartbeat_ms, "heartbeat-ms", 50, 600000, "heartbeat interval in ms (default 1000)"),
@@ -336,6 +338,13 @@ int cw_broker_config_parse_args(cw_broker_config_t *cfg, int argc, char **argv, 
 
 int cw_broker_config_check(const cw_broker_config_t *cfg, char *err, size_t errlen)
 {
+    if (cfg->data[0] && cfg->store[0]) {
+        snprintf(err, errlen, "--data and --store are mutually exclusive: choose one store");
+        return -1;
+    }
+    size_t n_nodes = 0;
+    if (cfg->store[0] && cw_store_redis_url_check(cfg->store, &n_nodes, err, errlen) != 0)
+        return -1;
     if (strcmp(cfg->log_format, "text") != 0 && strcmp(cfg->log_format, "json") != 0) {
         snprintf(err, errlen, "log-format: '%s' is not one of text|json", cfg->log_format);
         return -1;

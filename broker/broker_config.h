@@ -17,6 +17,7 @@
 typedef struct {
     char bind[256];           /* ZeroMQ endpoint of the ROUTER socket */
     char data[1024];          /* durable store directory; "" = no store */
+    char store[1024];         /* durable store URL (redis://...); "" = none; excludes data */
     int log_level;            /* cw_log_level_t */
     uint32_t heartbeat_ms;    /* heartbeat interval, both directions */
     uint32_t liveness;        /* intervals of silence before a session expires */
@@ -67,7 +68,8 @@ int cw_broker_config_parse_args(cw_broker_config_t *cfg, int argc, char **argv, 
 int cw_broker_config_load_file(cw_broker_config_t *cfg, const char *path, char *err,
                                size_t errlen);
 
-/* Checks the options together: --curve-secret and --users go as a pair,
+/* Checks the options together: --data and --store exclude each other and
+ * a --store URL must be well formed; --curve-secret and --users go as a pair,
  * and without them the endpoint must not be reachable from other machines
  * (cw_endpoint_needs_curve) unless insecure is set. 0, or -1 with a message in err (a usage error). */
 int cw_broker_config_check(const cw_broker_config_t *cfg, char *err, size_t errlen);

@@ -1,10 +1,12 @@
 /*  durable: the router's side of phase 2, durable per-user queues.
  *
- *  Runs on the router thread. The store itself runs on the store actor's
- *  thread (store_actor.h); the router submits requests tagged with a token
- *  and keeps, per request, a pending record in a FIFO. The actor answers in
- *  submission order, after the commit (fsync) that covers the request, so
- *  the reply at the FIFO's head is always the next to arrive.
+ *  Runs on the router thread. The store runs behind store_if.h's operations
+ *  table (SQLite: its own thread, store_actor.c), chosen at open from
+ *  --data or --store; the router submits requests tagged with a token and
+ *  keeps, per request, a pending record in a FIFO. The store answers in
+ *  submission order, after what it reports is durable (fsync), so the
+ *  reply at the FIFO's head is always the next to arrive; its events
+ *  (token 0) are handled apart and never take a FIFO place.
  *
  *  Invariants:
  *    1. Never acknowledge before durable: the ACCEPTED reply to a durable
@@ -55,8 +57,7 @@
 #include "cw_status.h"
 #include "egress.h"
 #include "outorder.h"
-#include "store.h"
-#include "store_actor.h"
+#include "store_if.h"
 
 #include <assert.h>
 
@@ -95,13 +96,14 @@ typedef struct pending {
      * the record (pending_new_append): one malloc per durable Send. */
     Causeway__V1__RecipientStatus *rcpts; /* names and router-side statuses */
     Causeway__V1__RecipientStatus **rptrs; /* rptrs[i] = &rcpts[i], for the Reply */
-    cw_user_t **users;           /* users[i]: the user of rcpts[i], NULL unknown */
+    cwb_user_t **users;           /* users[i]: the user of rcpts[i], NULL unknown */
     long *store_idx;             /* index among stored recipients, -1 none */
     char **to;                   /* scratch: Deliver.to of the pushes */
 } pending_t;
 
 struct cw_durable {
-    cw_store_actor_t *actor;     /* the store thread, owned */
+    const cw_store_ops_t *ops;   /* the backend (store_if.h), chosen at open */
+    cw_store_backend_t *store;   /* the open store, owned */
     bool closing;                /* shutting down: no new push reads */
     uint64_t next_token;         /* last token used */
     pending_t *head, *tail;      /* FIFO of submitted requests */
@@ -128,7 +130,7 @@ static void pending_free(pending_t *p)
 static pending_t *pending_alloc(size_t cap)
 {
     size_t per = sizeof(Causeway__V1__RecipientStatus) + sizeof(Causeway__V1__RecipientStatus *) +
-                 sizeof(cw_user_t *) + sizeof(long) + sizeof(char *);
+                 sizeof(cwb_user_t *) + sizeof(long) + sizeof(char *);
     if (cap > (SIZE_MAX - sizeof(pending_t)) / per)
         return NULL;
     pending_t *p = calloc(1, sizeof *p + cap * per);
@@ -140,7 +142,7 @@ static pending_t *pending_alloc(size_t cap)
     at += cap * sizeof *p->rcpts;
     p->rptrs = (Causeway__V1__RecipientStatus **) (void *) at;
     at += cap * sizeof *p->rptrs;
-    p->users = (cw_user_t **) (void *) at;
+    p->users = (cwb_user_t **) (void *) at;
     at += cap * sizeof *p->users;
     p->store_idx = (long *) (void *) at;
     at += cap * sizeof *p->store_idx;
@@ -199,7 +201,7 @@ static pending_t *pending_pop(cw_durable_t *d)
 /* The session a charge was made to, if it is still live. */
 static cw_session_t *charged_session(cw_broker_t *b, const pending_t *p)
 {
-    cw_user_t *u = cw_sessions_user(b->sessions, p->user);
+    cwb_user_t *u = cw_sessions_user(b->sessions, p->user);
     if (!u || !u->session || u->session->origin != p->origin)
         return NULL;
     return u->session;
@@ -279,7 +281,7 @@ static int wire_status(int st)
 /* The live session a pending request was for, or NULL if it is gone. */
 static cw_session_t *session_of(cw_broker_t *b, const pending_t *p)
 {
-    cw_user_t *u = cw_sessions_user(b->sessions, p->user);
+    cwb_user_t *u = cw_sessions_user(b->sessions, p->user);
     if (!u || !u->session || u->session->serial != p->serial || u->session->dead)
         return NULL;
     return u->session;
@@ -427,7 +429,7 @@ static void push_read(cw_broker_t *b, cw_session_t *s)
     p->serial = s->serial;
     p->max = max;
     p->redeliver = redeliver;
-    int rc = cw_store_actor_read(d->actor, p->token, s->user->name, from, p->max);
+    int rc = d->ops->read(d->store, p->token, s->user->name, from, p->max);
     if (rc != CW_OK) {
         CW_WARN("cannot read %s's queue now (%s); retrying", s->user->name, cw_status_name(rc));
         pending_free(p);
@@ -444,7 +446,7 @@ static void inflight_done(cw_broker_t *b, pending_t *p)
     if (p->kind != P_APPEND || !p->env)
         return; /* never submitted: never counted */
     for (size_t i = 0; i < p->n; i++) {
-        cw_user_t *u = p->users[i];
+        cwb_user_t *u = p->users[i];
         if (!u || p->store_idx[i] < 0)
             continue;
         if (u->durable_inflight)
@@ -770,7 +772,7 @@ static void push_receipts(cw_broker_t *b, const char *reader, cw_store_reply_t *
     size_t n = 0;
     const cw_store_entry_t *e = cw_store_reply_entries(r, &n);
     for (size_t i = 0; i < n; i++) {
-        cw_user_t *u = cw_sessions_user(b->sessions, e[i].sender);
+        cwb_user_t *u = cw_sessions_user(b->sessions, e[i].sender);
         if (!u)
             continue;
         if (e[i].seq > u->last_seq)
@@ -803,7 +805,7 @@ static void on_ack(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
 {
     int st = cw_store_reply_status(r);
     cw_session_t *s = session_of(b, p);
-    cw_user_t *u = st == CW_OK ? cw_sessions_user(b->sessions, p->user) : NULL;
+    cwb_user_t *u = st == CW_OK ? cw_sessions_user(b->sessions, p->user) : NULL;
     if (u)
         u->queued = cw_store_reply_pending(r);
     if (st == CW_OK && s) {
@@ -822,7 +824,7 @@ static void on_ack(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
 /* A resume clock write is answered: write the newer one that waited. */
 static void on_clock_saved(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
 {
-    cw_user_t *u = cw_sessions_user(b->sessions, p->user);
+    cwb_user_t *u = cw_sessions_user(b->sessions, p->user);
     if (cw_store_reply_status(r) != CW_OK)
         CW_ERROR("saving the clock of %s failed: %s", p->user,
                  cw_status_name(cw_store_reply_status(r)));
@@ -838,16 +840,32 @@ static void on_clock_saved(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         cwd_save_clock(b, u, false);
 }
 
+/* An unsolicited event of the store. SQLite raises only DONE (its batches
+ * complete in submission order, which the FIFO already relies on); the
+ * others come with a shared store (SCALEOUT.md §6) and are not handled
+ * yet: logged and dropped. */
+static void on_event(cw_broker_t *b, cw_store_reply_t *r)
+{
+    (void) b;
+    if (cw_store_reply_kind(r) != CW_STORE_EV_DONE)
+        CW_WARN("store event %d ignored (not handled by this broker yet)", cw_store_reply_kind(r));
+}
+
 void cwd_on_replies(cw_broker_t *b)
 {
     cw_durable_t *d = b->durable;
     if (!d)
         return;
     cw_store_reply_t *r;
-    while ((r = cw_store_actor_recv(d->actor, 0))) {
+    while ((r = d->ops->recv(d->store, 0))) {
         uint64_t token = cw_store_reply_token(r);
+        if (cw_store_reply_is_event(r)) { /* never in the FIFO (store_if.h, 3) */
+            on_event(b, r);
+            cw_store_reply_destroy(&r);
+            continue;
+        }
         pending_t *p = pending_pop(d);
-        /* Replies come in submission order (store_actor.h); anything else is
+        /* Replies come in submission order (store_if.h); anything else is
          * a bug: fail the skipped requests rather than answer them wrongly. */
         while (p && p->token != token) {
             CW_ERROR("store reply %llu out of order (expected %llu)", (unsigned long long) token,
@@ -874,7 +892,7 @@ void cwd_on_replies(cw_broker_t *b)
         case P_ACK: on_ack(b, p, r); break;
         case P_CLOCK: on_clock_saved(b, p, r); break;
         case P_ADD_USER: {
-            cw_user_t *u = cw_sessions_user(b->sessions, p->user);
+            cwb_user_t *u = cw_sessions_user(b->sessions, p->user);
             bool ok = cw_store_reply_status(r) == CW_OK;
             if (u)
                 u->stored = ok ? CW_USER_STORED : CW_USER_UNSTORED;
@@ -902,19 +920,19 @@ int cwd_add_user(cw_broker_t *b, const char *name)
     pending_t *p = pending_new(d, P_ADD_USER, NULL, 0, 0, name);
     if (!p)
         return CW_INTERNAL;
-    int rc = cw_store_actor_add_user(d->actor, p->token, name);
+    int rc = d->ops->add_user(d->store, p->token, name);
     if (rc != CW_OK) {
         pending_free(p);
         return submit_status(rc);
     }
     pending_push(d, p);
-    cw_user_t *u = cw_sessions_user(b->sessions, name);
+    cwb_user_t *u = cw_sessions_user(b->sessions, name);
     if (u) /* else the caller is about to create it, and marks it */
         u->stored = CW_USER_STORING;
     return CW_OK;
 }
 
-void cwd_save_clock(cw_broker_t *b, cw_user_t *u, bool now)
+void cwd_save_clock(cw_broker_t *b, cwb_user_t *u, bool now)
 {
     cw_durable_t *d = b->durable;
     if (!d || !u->clock_len || u->clock_own <= u->clock_saved || (u->clock_saving && !now) ||
@@ -924,8 +942,8 @@ void cwd_save_clock(cw_broker_t *b, cw_user_t *u, bool now)
     if (!p)
         return; /* written with the user's next clock */
     p->seq = u->clock_own;
-    int rc = cw_store_actor_save_clock(d->actor, p->token, u->name, u->clock_own, u->clock,
-                                       u->clock_len);
+    int rc = d->ops->save_clock(d->store, p->token, u->name, u->clock_own, u->clock,
+                                u->clock_len);
     if (rc != CW_OK) {
         pending_free(p);
         return; /* the pipe is full: written with the user's next clock */
@@ -1038,8 +1056,8 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
         goto fail;
     }
     if (b->cfg.store_max && n_store) {
-        cw_store_actor_stats_t st;
-        cw_store_actor_stats(d->actor, &st);
+        cw_store_counters_t st;
+        d->ops->stats(d->store, &st);
         if (st.pending + d->inflight_entries + n_store > b->cfg.store_max) {
             char detail[160];
             snprintf(detail, sizeof detail,
@@ -1081,7 +1099,7 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
     msg.broadcast = send->broadcast;
     msg.rcpts = srcpts;
     msg.n_rcpts = n_store;
-    int rc = cw_store_actor_append(d->actor, p->token, &msg);
+    int rc = d->ops->append(d->store, p->token, &msg);
     if (rc != CW_OK) {
         cwe_reply_status(b, id, id_len, rid, submit_status(rc), submit_detail(rc));
         goto fail;
@@ -1133,7 +1151,7 @@ void cwd_ack(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, con
      * or the Ack goes beyond what this session was pushed (entries it
      * fetched, or got from an earlier broker or process). */
     bool receipts = s->receipts_seen || p->seq > s->pushed_seq;
-    int rc = cw_store_actor_ack_receipts(d->actor, p->token, s->user->name, p->seq, receipts);
+    int rc = d->ops->ack(d->store, p->token, s->user->name, p->seq, receipts);
     if (rc != CW_OK) {
         cwe_reply_status(b, id, id_len, env->request_id, submit_status(rc), submit_detail(rc));
         pending_free(p);
@@ -1162,8 +1180,8 @@ static void listing(cw_broker_t *b, const void *id, size_t id_len, cw_session_t 
     p->max = want;
     /* History: one more, to tell whether older messages exist (truncated);
      * Fetch knows from the queue's pending count. */
-    int rc = kind == P_FETCH ? cw_store_actor_read(d->actor, p->token, s->user->name, 0, want)
-                             : cw_store_actor_history(d->actor, p->token, s->user->name, want + 1);
+    int rc = kind == P_FETCH ? d->ops->read(d->store, p->token, s->user->name, 0, want)
+                             : d->ops->history(d->store, p->token, s->user->name, want + 1);
     if (rc != CW_OK) {
         cwe_reply_status(b, id, id_len, env->request_id, submit_status(rc), submit_detail(rc));
         pending_free(p);
@@ -1190,26 +1208,26 @@ void cwd_history(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
 
 int cwd_open(cw_broker_t *b, char *err, size_t errlen)
 {
-    cw_store_options_t opt;
-    cw_store_options_init(&opt);
-    opt.queue_quota = b->cfg.queue_max;
-    opt.retention = b->cfg.retention;
-    opt.default_ttl_s = b->cfg.ttl_s;
-    opt.recover = b->cfg.recover_store;
-    cw_store_t *store = NULL;
+    const char *where = NULL;
+    const cw_store_ops_t *ops = cw_store_choose(b->cfg.data, b->cfg.store, &where, err, errlen);
+    if (!ops)
+        return -1;
+    cw_store_config_t cfg;
+    cw_store_config_init(&cfg);
+    cfg.queue_quota = b->cfg.queue_max;
+    cfg.retention = b->cfg.retention;
+    cfg.default_ttl_s = b->cfg.ttl_s;
+    cfg.recover = b->cfg.recover_store;
+    cw_store_backend_t *store = NULL;
+    cw_store_loaded_t loaded;
     int64_t t0 = cw_mono_ms();
-    if (cw_store_open(b->cfg.data, &opt, &store, err, errlen) != CW_OK)
+    if (ops->open(where, &cfg, &store, &loaded, err, errlen) != CW_OK)
         return -1;
-    cw_store_user_t *users = NULL;
-    size_t n = 0;
-    if (cw_store_list_users(store, &users, &n) != CW_OK) {
-        snprintf(err, errlen, "cannot read the user log: %s", cw_store_errmsg(store));
-        cw_store_close(&store);
-        return -1;
-    }
+    cw_store_user_t *users = loaded.users;
+    size_t n = loaded.n_users;
     uint64_t pending = 0;
     for (size_t i = 0; i < n; i++) {
-        cw_user_t *u = NULL;
+        cwb_user_t *u = NULL;
         if (cw_name_check(users[i].name, CW_NAME_MAX_HARD, NULL) != CW_OK ||
             !(u = cw_sessions_user_add(b->sessions, users[i].name, NULL))) {
             CW_WARN("ignoring stored user '%s'", users[i].name);
@@ -1220,16 +1238,10 @@ int cwd_open(cw_broker_t *b, char *err, size_t errlen)
         u->queued = users[i].pending;
         pending += users[i].pending;
     }
-    cw_store_users_free(&users, n);
-    cw_store_clock_t *clocks = NULL;
-    size_t n_clocks = 0;
-    if (cw_store_list_clocks(store, &clocks, &n_clocks) != CW_OK) {
-        snprintf(err, errlen, "cannot read the resume clocks: %s", cw_store_errmsg(store));
-        cw_store_close(&store);
-        return -1;
-    }
+    cw_store_clock_t *clocks = loaded.clocks;
+    size_t n_clocks = loaded.n_clocks;
     for (size_t i = 0; i < n_clocks; i++) {
-        cw_user_t *u = cw_sessions_user(b->sessions, clocks[i].name);
+        cwb_user_t *u = cw_sessions_user(b->sessions, clocks[i].name);
         if (!u) { /* every clock's user logged in, so is in the user log */
             CW_WARN("ignoring the stored clock of '%s'", clocks[i].name);
             continue;
@@ -1240,23 +1252,18 @@ int cwd_open(cw_broker_t *b, char *err, size_t errlen)
         u->clock_own = u->clock_saved = clocks[i].own;
         clocks[i].clock = NULL;
     }
-    cw_store_clocks_free(&clocks, n_clocks);
+    cw_store_loaded_free(&loaded);
     b->durable = calloc(1, sizeof *b->durable);
     if (!b->durable) {
         snprintf(err, errlen, "out of memory");
-        cw_store_close(&store);
+        ops->close(&store);
         return -1;
     }
     b->durable->damaged_seen = zhashx_new();   /* NULL: every read counts */
-    b->durable->actor = cw_store_actor_new(&store, 0);
-    if (!b->durable->actor) {
-        snprintf(err, errlen, "cannot start the store thread");
-        free(b->durable);
-        b->durable = NULL;
-        return -1;
-    }
-    CW_INFO("store %s opened in %lld ms: %zu users, %llu messages waiting", b->cfg.data,
-            (long long) (cw_mono_ms() - t0), n, (unsigned long long) pending);
+    b->durable->ops = ops;
+    b->durable->store = store;
+    CW_INFO("store %s (%s) opened in %lld ms: %zu users, %llu messages waiting", where,
+            ops->name, (long long) (cw_mono_ms() - t0), n, (unsigned long long) pending);
     return 0;
 }
 
@@ -1275,7 +1282,7 @@ void cwd_close(cw_broker_t *b)
     d->closing = true;
     int64_t deadline = cw_mono_ms() + DRAIN_MS;
     while (d->head && cw_mono_ms() < deadline) {
-        zmq_pollitem_t item = {zsock_resolve(cw_store_actor_sock(d->actor)), 0, ZMQ_POLLIN, 0};
+        zmq_pollitem_t item = {d->ops->poll_handle(d->store), 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&item, 1, 100) > 0)
             cwd_on_replies(b);
     }
@@ -1288,7 +1295,7 @@ void cwd_close(cw_broker_t *b)
         inflight_done(b, p);
         pending_free(p);
     }
-    cw_store_actor_destroy(&d->actor);
+    d->ops->close(&d->store);
     zhashx_destroy(&d->damaged_seen);
     free(d);
     b->durable = NULL;
@@ -1296,7 +1303,7 @@ void cwd_close(cw_broker_t *b)
 
 void *cwd_poll_handle(cw_broker_t *b)
 {
-    return b->durable ? zsock_resolve(cw_store_actor_sock(b->durable->actor)) : NULL;
+    return b->durable ? b->durable->ops->poll_handle(b->durable->store) : NULL;
 }
 
 void cwd_stats(cw_broker_t *b, uint64_t *stored, uint64_t *fsyncs, uint64_t *damaged)
@@ -1305,17 +1312,17 @@ void cwd_stats(cw_broker_t *b, uint64_t *stored, uint64_t *fsyncs, uint64_t *dam
     if (!b->durable)
         return;
     *damaged = b->durable->damaged;
-    cw_store_actor_stats_t st;
-    cw_store_actor_stats(b->durable->actor, &st);
+    cw_store_counters_t st;
+    b->durable->ops->stats(b->durable->store, &st);
     *stored = st.pending;
     *fsyncs = st.commits;
 }
 
-bool cwd_monitor(cw_broker_t *b, cw_store_actor_stats_t *st, uint32_t *pending)
+bool cwd_monitor(cw_broker_t *b, cw_store_counters_t *st, uint32_t *pending)
 {
     if (!b->durable)
         return false;
-    cw_store_actor_stats(b->durable->actor, st);
+    b->durable->ops->stats(b->durable->store, st);
     *pending = (uint32_t) b->durable->n_pending;
     return true;
 }

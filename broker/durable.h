@@ -7,7 +7,7 @@
 #define CW_DURABLE_H
 
 #include "broker_internal.h"
-#include "store_actor.h"
+#include "store_if.h"
 
 /* Opens the store in cfg.data, loads the user log into the session table
  * and starts the store actor. 0, or -1 with a message in err. */
@@ -26,7 +26,7 @@ int cwd_add_user(cw_broker_t *b, const char *name);
  * (the reply of that one writes the newest). Ordered before every later
  * request: a durable Send's clock is committed no later than the message.
  * Best effort: a failure is logged, the next newer clock is written. */
-void cwd_save_clock(cw_broker_t *b, cw_user_t *u, bool now);
+void cwd_save_clock(cw_broker_t *b, cwb_user_t *u, bool now);
 /* A session logged in or resumed: starts pushing the user's queue, from
  * the first unacknowledged message, unless the session pulls. */
 void cwd_on_login(cw_broker_t *b, cw_session_t *s);
@@ -44,7 +44,7 @@ void cwd_history(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
 void cwd_stats(cw_broker_t *b, uint64_t *stored, uint64_t *fsyncs, uint64_t *damaged);
 /* The store thread's counters and the store requests not yet answered;
  * false (nothing filled) when live-only. */
-bool cwd_monitor(cw_broker_t *b, cw_store_actor_stats_t *st, uint32_t *pending);
+bool cwd_monitor(cw_broker_t *b, cw_store_counters_t *st, uint32_t *pending);
 
 
 #endif

@@ -54,7 +54,7 @@ void cwo_snapshot(cw_broker_t *b, cw_mon_snap_t *snap)
         snap->queued_total = snap->store.pending;
         size_t n = cw_sessions_user_count(b->sessions);
         for (size_t i = 0; i < n; i++) {
-            const cw_user_t *u = cw_sessions_user_at(b->sessions, i);
+            const cwb_user_t *u = cw_sessions_user_at(b->sessions, i);
             cw_mon_top_offer(snap->top, &snap->n_top, CW_MON_TOP_QUEUES, u->name, u->queued);
         }
     }
@@ -244,7 +244,7 @@ void cwo_stats(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
             causeway__v1__queue_info__init(&q[i]);
             q[i].name = snap->top[i].name;
             q[i].depth = snap->top[i].depth;
-            const cw_user_t *u = cw_sessions_user(b->sessions, snap->top[i].name);
+            const cwb_user_t *u = cw_sessions_user(b->sessions, snap->top[i].name);
             q[i].online = u && u->session;
             q[i].last_seq = u ? u->last_seq : 0;
             qptr[i] = &q[i];
@@ -281,7 +281,7 @@ void cwo_sessions(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s
     size_t n = 0;
     bool truncated = false;
     for (size_t i = first_after(b, env->sessions->after); i < nu; i++) {
-        cw_user_t *u = cw_sessions_user_at(b->sessions, i);
+        cwb_user_t *u = cw_sessions_user_at(b->sessions, i);
         cw_session_t *us = u->session;
         if (!us || us->dead)
             continue;
@@ -340,7 +340,7 @@ void cwo_queues(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        cw_user_t *u = cw_sessions_user_at(b->sessions, from + i);
+        cwb_user_t *u = cw_sessions_user_at(b->sessions, from + i);
         causeway__v1__queue_info__init(&infos[i]);
         infos[i].name = u->name;
         infos[i].depth = u->queued;

@@ -32,7 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-void cwr_note_clock(cw_broker_t *b, cw_user_t *u, Causeway__V1__ClockEntry *const *clock,
+void cwr_note_clock(cw_broker_t *b, cwb_user_t *u, Causeway__V1__ClockEntry *const *clock,
                     size_t n, bool durable_send)
 {
     uint64_t own = 0;
@@ -62,7 +62,7 @@ void cwr_note_clock(cw_broker_t *b, cw_user_t *u, Causeway__V1__ClockEntry *cons
     cwd_save_clock(b, u, durable_send);
 }
 
-Causeway__V1__Deliver *cwr_resume_clock(const cw_user_t *u)
+Causeway__V1__Deliver *cwr_resume_clock(const cwb_user_t *u)
 {
     if (!u || !u->clock_len)
         return NULL;

@@ -9,11 +9,11 @@
 /* A frame of u's session carried this (validated) clock: keep it as u's
  * resume clock if its own entry is the highest yet, and have the store
  * write it (a durable Send: at once). */
-void cwr_note_clock(cw_broker_t *b, cw_user_t *u, Causeway__V1__ClockEntry *const *clock,
+void cwr_note_clock(cw_broker_t *b, cwb_user_t *u, Causeway__V1__ClockEntry *const *clock,
                     size_t n, bool durable_send);
 
 /* u's resume clock for LoginInfo.clock, or NULL if none is known (or it
  * cannot be decoded); free with causeway__v1__deliver__free_unpacked. */
-Causeway__V1__Deliver *cwr_resume_clock(const cw_user_t *u);
+Causeway__V1__Deliver *cwr_resume_clock(const cwb_user_t *u);
 
 #endif

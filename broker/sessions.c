@@ -17,9 +17,9 @@ struct cw_sessions {
     zhashx_t *by_id;        /* length-prefixed routing id -> cw_session_t* */
     cw_session_t **live;    /* dense array of live sessions */
     size_t n_live, cap_live;
-    cw_user_t **users;      /* sorted by name */
+    cwb_user_t **users;      /* sorted by name */
     size_t n_users, cap_users;
-    uint64_t mark;          /* generation counter for cw_user_t.mark */
+    uint64_t mark;          /* generation counter for cwb_user_t.mark */
 };
 
 /* FNV-1a over the length-prefixed id. */
@@ -117,13 +117,13 @@ static long user_index(const cw_sessions_t *t, const char *name)
     return -(long) lo - 1;
 }
 
-cw_user_t *cw_sessions_user(cw_sessions_t *t, const char *name)
+cwb_user_t *cw_sessions_user(cw_sessions_t *t, const char *name)
 {
     long i = user_index(t, name);
     return i >= 0 ? t->users[i] : NULL;
 }
 
-cw_user_t *cw_sessions_user_add(cw_sessions_t *t, const char *name, bool *created)
+cwb_user_t *cw_sessions_user_add(cw_sessions_t *t, const char *name, bool *created)
 {
     if (created)
         *created = false;
@@ -134,13 +134,13 @@ cw_user_t *cw_sessions_user_add(cw_sessions_t *t, const char *name, bool *create
         return NULL;
     if (t->n_users == t->cap_users) {
         size_t cap = t->cap_users ? t->cap_users * 2 : 64;
-        cw_user_t **users = realloc(t->users, cap * sizeof *users);
+        cwb_user_t **users = realloc(t->users, cap * sizeof *users);
         if (!users)
             return NULL;
         t->users = users;
         t->cap_users = cap;
     }
-    cw_user_t *u = calloc(1, sizeof *u);
+    cwb_user_t *u = calloc(1, sizeof *u);
     if (!u)
         return NULL;
     strcpy(u->name, name);
@@ -153,7 +153,7 @@ cw_user_t *cw_sessions_user_add(cw_sessions_t *t, const char *name, bool *create
     return u;
 }
 
-cw_session_t *cw_sessions_open(cw_sessions_t *t, const void *id, size_t len, cw_user_t *user,
+cw_session_t *cw_sessions_open(cw_sessions_t *t, const void *id, size_t len, cwb_user_t *user,
                                int64_t now_ms)
 {
     assert(user->session == NULL);
@@ -218,16 +218,16 @@ void cw_sessions_close(cw_sessions_t *t, cw_session_t **sp, uint64_t now_us)
 size_t cw_sessions_count(const cw_sessions_t *t) { return t->n_live; }
 cw_session_t *cw_sessions_at(const cw_sessions_t *t, size_t i) { return t->live[i]; }
 size_t cw_sessions_user_count(const cw_sessions_t *t) { return t->n_users; }
-cw_user_t *cw_sessions_user_at(const cw_sessions_t *t, size_t i) { return t->users[i]; }
+cwb_user_t *cw_sessions_user_at(const cw_sessions_t *t, size_t i) { return t->users[i]; }
 
 size_t cw_sessions_resolve(cw_sessions_t *t, bool broadcast, char *const *to, size_t n_to,
-                           const cw_user_t *sender, const char **names, cw_user_t **users)
+                           const cwb_user_t *sender, const char **names, cwb_user_t **users)
 {
     size_t n = 0;
     t->mark++;
     if (broadcast) {
         for (size_t i = 0; i < t->n_users; i++) {
-            cw_user_t *u = t->users[i];
+            cwb_user_t *u = t->users[i];
             if (u == sender)
                 continue;
             names[n] = u->name;
@@ -237,7 +237,7 @@ size_t cw_sessions_resolve(cw_sessions_t *t, bool broadcast, char *const *to, si
     }
     for (size_t i = 0; i < n_to; i++) {
         const char *name = to[i];
-        cw_user_t *u = cw_sessions_user(t, name);
+        cwb_user_t *u = cw_sessions_user(t, name);
         if (u) {
             if (u->mark == t->mark)
                 continue;

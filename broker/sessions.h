@@ -51,7 +51,7 @@ typedef struct {
     bool clock_saving;                /* durable: a clock write is in flight */
     uint64_t queued;                  /* durable: unacknowledged entries, as last learnt
                                          (store load, ack and read replies, commits) */
-} cw_user_t;
+} cwb_user_t;
 
 enum { CW_USER_UNSTORED = 0, CW_USER_STORING = 1, CW_USER_STORED = 2 };
 
@@ -59,7 +59,7 @@ typedef struct cw_held cw_held_t;     /* live frames held back for causal order 
 
 struct cw_session {
     uint8_t id[1 + CW_ROUTING_ID_MAX];  /* id[0] = length, then the routing id */
-    cw_user_t *user;                    /* the user logged in on this session */
+    cwb_user_t *user;                    /* the user logged in on this session */
     int64_t last_rx_ms;                 /* monotonic time of the last frame received */
     int64_t last_tx_ms;                 /* monotonic time of the last frame sent */
     uint8_t token[CW_TOKEN_LEN];        /* resume token handed out at login */
@@ -124,15 +124,15 @@ void cw_sessions_destroy(cw_sessions_t **p);
 cw_session_t *cw_sessions_find(cw_sessions_t *t, const void *id, size_t len);
 
 /* User by name, or NULL if never seen. */
-cw_user_t *cw_sessions_user(cw_sessions_t *t, const char *name);
+cwb_user_t *cw_sessions_user(cw_sessions_t *t, const char *name);
 
 /* The user for name, created (offline, last_seen 0) if new. The name must
  * be valid already. Sets *created if not NULL. NULL if out of memory. */
-cw_user_t *cw_sessions_user_add(cw_sessions_t *t, const char *name, bool *created);
+cwb_user_t *cw_sessions_user_add(cw_sessions_t *t, const char *name, bool *created);
 
 /* Opens a session for user on routing id. The user must be offline and the
  * id unused. NULL if out of memory (nothing changed). */
-cw_session_t *cw_sessions_open(cw_sessions_t *t, const void *id, size_t len, cw_user_t *user,
+cw_session_t *cw_sessions_open(cw_sessions_t *t, const void *id, size_t len, cwb_user_t *user,
                                int64_t now_ms);
 
 /* Moves a session to another routing id (resume after reconnect). The new
@@ -150,7 +150,7 @@ void cw_sessions_close(cw_sessions_t *t, cw_session_t **s, uint64_t now_us);
  * arrays need room for n_to (broadcast: the user count) entries. Returns
  * the count; can't fail. */
 size_t cw_sessions_resolve(cw_sessions_t *t, bool broadcast, char *const *to, size_t n_to,
-                           const cw_user_t *sender, const char **names, cw_user_t **users);
+                           const cwb_user_t *sender, const char **names, cwb_user_t **users);
 
 /* Live sessions, as a dense array valid until the next open/close. */
 size_t cw_sessions_count(const cw_sessions_t *t);
@@ -158,7 +158,7 @@ cw_session_t *cw_sessions_at(const cw_sessions_t *t, size_t i);
 
 /* Users sorted by name, valid until the next user_add. */
 size_t cw_sessions_user_count(const cw_sessions_t *t);
-cw_user_t *cw_sessions_user_at(const cw_sessions_t *t, size_t i);
+cwb_user_t *cw_sessions_user_at(const cw_sessions_t *t, size_t i);
 
 /* Asserts the invariants above (no-op with NDEBUG). */
 void cw_sessions_check(const cw_sessions_t *t);

@@ -11,14 +11,10 @@
  *  header while running. The router may use it directly before it starts
  *  the actor (open, list_users) and tests use it directly. Not thread-safe.
  *
- *  Backends. This header is the whole interface between the broker and its
- *  storage; nothing in it is SQLite's. store.c implements it on SQLite; a
- *  Redis implementation (DESIGN.md, "Scale-out") would be a second .c file
- *  implementing the same functions (per-user queues as Redis Streams, the
- *  dedup table as a hash with expiry, txn_begin/txn_commit as a barrier that
- *  returns once everything written since begin is durable). The router only
- *  ever talks to the store actor, so swapping the backend does not touch
- *  routing.
+ *  Backends. This header is the SQLite backend's synchronous API, internal
+ *  to it: the router never calls it (it talks to store_if.h's operations
+ *  table; store_actor.c runs this store on its own thread behind that
+ *  table). Other backends (store_redis.c) implement store_if.h directly.
  *
  *  Results and durability. No result of a write may be reported to a client
  *  before the transaction holding it committed (STYLE habit 7): every write
@@ -41,6 +37,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "store_if.h" /* the message, entry and user types */
+
 typedef struct cw_store cw_store_t;
 
 /* Options of cw_store_open; start from cw_store_options_init. */
@@ -59,62 +57,6 @@ typedef struct {
 /* Defaults: no quota, no retention, no TTL, dedup window 86400 s. */
 void cw_store_options_init(cw_store_options_t *opt);
 
-/* One recipient of an appended message: name in, outcome out. */
-typedef struct {
-    const char *name;         /* in: a known user (see cw_store_add_user) */
-    int status;               /* out: CW_ACCEPTED (queued under seq), CW_QUEUE_FULL,
-                                 CW_UNKNOWN_USER, CW_BAD_REQUEST or CW_STORE_ERROR */
-    uint64_t seq;             /* out: seq in name's queue when CW_ACCEPTED, else 0 */
-} cw_store_rcpt_t;
-
-/* One message of an append batch. Inputs are borrowed for the call only. */
-typedef struct {
-    const char *sender;       /* in: sender's user name, non-empty */
-    const char *message_id;   /* in: sender-chosen id; NULL or "" = no deduplication */
-    const char *text;         /* in: body bytes (need not be NUL-terminated) */
-    size_t text_len;          /* in */
-    const uint8_t *clock;     /* in: the sender's encoded vector clock, stored as is */
-    size_t clock_len;         /* in: 0 = no clock */
-    uint64_t timestamp_us;    /* in: broker receipt time; TTL counts from it */
-    uint32_t ttl_s;           /* in: seconds the message may wait; 0 = store default */
-    int broadcast;            /* in: sender addressed everyone (entries get an empty "to") */
-    cw_store_rcpt_t *rcpts;   /* in/out: the recipients, in the sender's order */
-    size_t n_rcpts;           /* in: >= 1, or 0 with a message_id: only asks whether
-                                 it repeats a stored message (nothing is stored) */
-    int status;               /* out: see cw_store_append_batch */
-    int duplicate;            /* out: 1 if (sender, message_id) was already stored: the
-                                 rcpts hold the original outcome and nothing was added */
-} cw_store_msg_t;
-
-/* A queued message as read back. Strings are NUL-terminated. */
-typedef struct {
-    uint64_t seq;             /* position in the user's queue */
-    int status;               /* CW_OK; CW_EXPIRED: its TTL ran out (text is empty);
-                                 CW_DAMAGED: the stored entry failed its checksum (or
-                                 holds what no client could decode): only seq and acked
-                                 are set, every string is "", no clock, no "to" */
-    int acked;                /* history: already acknowledged */
-    int broadcast;            /* sender addressed everyone; to is empty */
-    const char *sender;
-    const char *message_id;   /* "" when the sender gave none */
-    const char *const *to;    /* recipients as named by the sender */
-    size_t n_to;
-    const char *text;         /* body; text_len bytes plus a NUL */
-    size_t text_len;
-    const uint8_t *clock;     /* encoded vector clock as appended; NULL if none */
-    size_t clock_len;
-    uint64_t timestamp_us;    /* broker receipt time */
-    uint64_t expires_us;      /* 0 = never */
-    void *mem_;               /* private: the allocation holding this entry's data */
-} cw_store_entry_t;
-
-/* One entry of the user log. */
-typedef struct {
-    const char *name;
-    uint64_t created_us;      /* when the name was first seen */
-    uint64_t pending;         /* unacknowledged messages in the queue */
-    uint64_t last_seq;        /* highest seq ever assigned; 0 if none */
-} cw_store_user_t;
 
 /* Counters since open. Only committed work is counted. */
 typedef struct {
@@ -177,7 +119,7 @@ int cw_store_add_user(cw_store_t *s, const char *name, int *created);
 /* The user log in order of first appearance. Caller frees with
  * cw_store_users_free. CW_OK or CW_STORE_ERROR / CW_ERR_NOMEM (*users NULL). */
 int cw_store_list_users(cw_store_t *s, cw_store_user_t **users, size_t *n);
-void cw_store_users_free(cw_store_user_t **users, size_t n);
+/* (cw_store_users_free: store_if.h.) */
 
 /* Appends n messages in one transaction (one fsync), or inside the open
  * group. For each message: if (sender, message_id) is already stored, its
@@ -264,12 +206,7 @@ int cw_store_verify(cw_store_t *s);
  * holding only `clock`, as for stored messages) and its own entry. Kept in
  * their own table `clocks`, created on first write (a store from before it
  * simply has none). */
-typedef struct {
-    char *name;               /* user name */
-    uint64_t own;             /* the user's own entry in the clock */
-    uint8_t *clock;           /* the bytes as saved */
-    size_t clock_len;
-} cw_store_clock_t;
+/* (cw_store_clock_t: store_if.h.) */
 
 /* Saves (replaces) name's clock, in its own transaction or the caller's
  * (see "Results and durability"). The caller submits increasing `own` per
@@ -281,6 +218,6 @@ int cw_store_save_clock(cw_store_t *s, const char *name, uint64_t own, const uin
 /* Every saved clock; caller frees with cw_store_clocks_free. CW_OK (none:
  * *out NULL, *n 0), CW_STORE_ERROR, CW_ERR_NOMEM. */
 int cw_store_list_clocks(cw_store_t *s, cw_store_clock_t **out, size_t *n);
-void cw_store_clocks_free(cw_store_clock_t **clocks, size_t n);
+/* (cw_store_clocks_free: store_if.h.) */
 
 #endif

@@ -21,12 +21,12 @@ struct cw_causal {
     cw_finding_t *findings;       /* audit result, sorted */
     size_t n_findings, cap_findings;
     int audited;                  /* findings are valid */
-    cw_stats_t stats;             /* last statistics */
+    cwc_stats_t stats;             /* last statistics */
     size_t *antichain;            /* owned array behind stats.antichain */
     size_t *hist;                 /* owned array behind stats.clock_hist */
 };
 
-static const cw_event_t *EV(const cw_causal_t *c, size_t i)
+static const cwc_event_t *EV(const cw_causal_t *c, size_t i)
 {
     return cw_trace_event(c->t, i);
 }
@@ -41,7 +41,7 @@ cw_causal_t *cw_causal_new(const cw_trace_t *t)
     if (!c->sends)
         goto fail;
     for (size_t i = 0; i < cw_trace_count(t); i++) {
-        const cw_event_t *e = cw_trace_event(t, i);
+        const cwc_event_t *e = cw_trace_event(t, i);
         size_t prev;
         if (e->kind == CW_EV_SEND && !cw_strmap_get(c->sends, e->msg, &prev)
             && cw_strmap_put(c->sends, e->msg, i) != CW_OK)
@@ -82,7 +82,7 @@ const cw_trace_t *cw_causal_trace(const cw_causal_t *c) { return c->t; }
 
 cw_clock_order_t cw_causal_compare(const cw_causal_t *c, size_t a, size_t b)
 {
-    const cw_event_t *ea = EV(c, a), *eb = EV(c, b);
+    const cwc_event_t *ea = EV(c, a), *eb = EV(c, b);
     assert(ea && eb);
     return cw_vc_compare(&ea->vc, &eb->vc);
 }
@@ -178,7 +178,7 @@ static const char *fmt_clock(const cw_causal_t *c, const cw_vc_t *v, char *buf, 
 }
 
 /* Whether a send is addressed to process r (named rname). */
-static int addressed_to(const cw_event_t *send, size_t r, const char *rname)
+static int addressed_to(const cwc_event_t *send, size_t r, const char *rname)
 {
     if (send->broadcast)
         return send->proc != r;
@@ -322,7 +322,7 @@ static int audit_receiver(cw_causal_t *c, work_t *w, size_t r, const size_t *add
     size_t *gap_first = NULL;
     for (size_t seq = 1; seq <= n && rc == CW_OK; seq++) {
         size_t d = cw_trace_process_event(t, r, seq);
-        const cw_event_t *de = EV(c, d);
+        const cwc_event_t *de = EV(c, d);
         if (de->kind != CW_EV_DELIVER)
             continue;
         size_t s;
@@ -333,7 +333,7 @@ static int audit_receiver(cw_causal_t *c, work_t *w, size_t r, const size_t *add
                              ida, de->msg);
             continue;
         }
-        const cw_event_t *se = EV(c, s);
+        const cwc_event_t *se = EV(c, s);
         cw_event_id(se, idb, sizeof idb);
         if (strcmp(se->process, de->peers[0]) != 0) {
             rc = add_finding(c, CW_FIND_UNMATCHED, r, d, s, de->msg,
@@ -377,8 +377,8 @@ static int audit_receiver(cw_causal_t *c, work_t *w, size_t r, const size_t *add
         }
         if (!count)
             continue;
-        const cw_event_t *dx = EV(c, firsts[i].d), *dy = EV(c, firsts[first_j].d);
-        const cw_event_t *sx = EV(c, firsts[i].s), *sy = EV(c, firsts[first_j].s);
+        const cwc_event_t *dx = EV(c, firsts[i].d), *dy = EV(c, firsts[first_j].d);
+        const cwc_event_t *sx = EV(c, firsts[i].s), *sy = EV(c, firsts[first_j].s);
         char idy[CW_EVENT_ID_MAX];
         cw_event_id(dx, ida, sizeof ida);
         cw_event_id(dy, idy, sizeof idy);
@@ -410,7 +410,7 @@ static int audit_receiver(cw_causal_t *c, work_t *w, size_t r, const size_t *add
     }
     size_t ng = 0;
     for (size_t i = 0; i < n_addr; i++) {
-        const cw_event_t *sy = EV(c, addr[i]);
+        const cwc_event_t *sy = EV(c, addr[i]);
         gap_first[i] = SIZE_MAX;
         if (sy->proc == r || seen[addr[i]] != SIZE_MAX)
             continue;
@@ -447,8 +447,8 @@ static int audit_receiver(cw_causal_t *c, work_t *w, size_t r, const size_t *add
         size_t j = gap_first[i];
         if (j == SIZE_MAX)
             continue;
-        const cw_event_t *sy = EV(c, addr[i]);
-        const cw_event_t *dx = EV(c, firsts[j].d), *sx = EV(c, firsts[j].s);
+        const cwc_event_t *sy = EV(c, addr[i]);
+        const cwc_event_t *dx = EV(c, firsts[j].d), *sx = EV(c, firsts[j].s);
         cw_event_id(dx, ida, sizeof ida);
         cw_event_id(sy, idb, sizeof idb);
         fmt_clock(c, &sx->vc, ca, sizeof ca);
@@ -511,7 +511,7 @@ static int audit_clocks(cw_causal_t *c, const work_t *w, size_t p)
     const char *pname = cw_trace_process_name(t, p);
     uint32_t pnode = cw_trace_process_node(t, p);
     size_t n = cw_trace_process_count(t, p);
-    const cw_event_t *prev = NULL;
+    const cwc_event_t *prev = NULL;
     size_t prev_i = CW_NO_EVENT;
     char ida[CW_EVENT_ID_MAX], idb[CW_EVENT_ID_MAX], ca[256], cb[256], cm[256], cs[256];
     static const cw_vc_t empty = {NULL, NULL, 0};
@@ -521,7 +521,7 @@ static int audit_clocks(cw_causal_t *c, const work_t *w, size_t p)
     int rc = CW_OK;
     for (size_t seq = 1; seq <= n && rc == CW_OK; seq++) {
         size_t i = cw_trace_process_event(t, p, seq);
-        const cw_event_t *e = EV(c, i);
+        const cwc_event_t *e = EV(c, i);
         const cw_vc_t *pc = prev ? &prev->vc : &empty;
         uint64_t own = cw_vc_get(&e->vc, pnode);
         uint64_t want = prev ? cw_vc_get(pc, pnode) + 1 : 1;
@@ -566,7 +566,7 @@ static int audit_clocks(cw_causal_t *c, const work_t *w, size_t p)
             }
         } else {
             size_t s = CW_NO_EVENT;
-            const cw_event_t *se = NULL;
+            const cwc_event_t *se = NULL;
             if ((s = w->send_of[i]) != CW_NO_EVENT && strcmp(EV(c, s)->process, e->peers[0]) == 0)
                 se = EV(c, s);
             else
@@ -704,7 +704,7 @@ int cw_causal_audit(cw_causal_t *c)
     w.seen_at = malloc((ne ? ne : 1) * sizeof *w.seen_at);
     if (w.send_of && w.seen_at)
         for (size_t i = 0; i < ne; i++) {
-            const cw_event_t *e = EV(c, i);
+            const cwc_event_t *e = EV(c, i);
             size_t s;
             w.send_of[i] = e->kind != CW_EV_LOCAL && cw_strmap_get(c->sends, e->msg, &s) ? s : CW_NO_EVENT;
             w.seen_at[i] = SIZE_MAX;
@@ -718,7 +718,7 @@ int cw_causal_audit(cw_causal_t *c)
     }
     char ida[CW_EVENT_ID_MAX], idb[CW_EVENT_ID_MAX];
     for (size_t i = 0; i < ne && rc == CW_OK; i++) {
-        const cw_event_t *e = EV(c, i);
+        const cwc_event_t *e = EV(c, i);
         if (e->kind != CW_EV_SEND)
             continue;
         size_t first = w.send_of[i];
@@ -966,7 +966,7 @@ static int width_greedy(cw_causal_t *c, size_t n, size_t *lower, size_t *upper)
     if (!lin || !order || !tails || !chain_of || !cand)
         goto out;
     for (size_t i = 0; i < n; i++) {
-        const cw_event_t *e = EV(c, i);
+        const cwc_event_t *e = EV(c, i);
         lin[i] = (lin_t){.sum = cw_vc_sum(&e->vc), .i = i};
         chain_of[i] = SIZE_MAX;
     }
@@ -981,7 +981,7 @@ static int width_greedy(cw_causal_t *c, size_t n, size_t *lower, size_t *upper)
     size_t chains = 0;
     for (size_t k = 0; k < n; k++) {
         size_t e = order[k];
-        const cw_event_t *ev = EV(c, e);
+        const cwc_event_t *ev = EV(c, e);
         size_t pick = SIZE_MAX;
         if (ev->seq > 1) {
             size_t prev = cw_trace_process_event(c->t, ev->proc, ev->seq - 1);
@@ -1041,7 +1041,7 @@ static uint64_t percentile(const uint64_t *v, size_t n, unsigned p)
     return v[rank - 1];
 }
 
-int cw_causal_stats(cw_causal_t *c, const cw_stats_options_t *o, const cw_stats_t **out)
+int cw_causal_stats(cw_causal_t *c, const cw_stats_options_t *o, const cwc_stats_t **out)
 {
     cw_stats_options_t defaults;
     if (!o) {
@@ -1050,7 +1050,7 @@ int cw_causal_stats(cw_causal_t *c, const cw_stats_options_t *o, const cw_stats_
     }
     const cw_trace_t *t = c->t;
     size_t n = cw_trace_count(t);
-    cw_stats_t st;
+    cwc_stats_t st;
     memset(&st, 0, sizeof st);
     st.events = n;
     st.processes = cw_trace_processes(t);
@@ -1063,7 +1063,7 @@ int cw_causal_stats(cw_causal_t *c, const cw_stats_options_t *o, const cw_stats_
     double clock_total = 0;
     st.clock_min = n ? SIZE_MAX : 0;
     for (size_t i = 0; i < n; i++) {
-        const cw_event_t *e = EV(c, i);
+        const cwc_event_t *e = EV(c, i);
         size_t s;
         switch (e->kind) {
         case CW_EV_SEND: st.sends++; break;

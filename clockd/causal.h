@@ -120,7 +120,7 @@ typedef struct {
     size_t holdback_n;           /* deliver events that carry holdback_us */
     uint64_t holdback_min, holdback_max, holdback_p50, holdback_p90, holdback_p99;
     double holdback_mean;
-} cw_stats_t;
+} cwc_stats_t;
 
 typedef struct cw_causal cw_causal_t;
 
@@ -160,6 +160,6 @@ void cw_stats_options_init(cw_stats_options_t *o);
 /* Computes the statistics (again, if called twice; earlier arrays are
  * freed). CW_OK and *out (valid until the next call or destroy), or
  * CW_ERR_NOMEM. */
-int cw_causal_stats(cw_causal_t *c, const cw_stats_options_t *o, const cw_stats_t **out);
+int cw_causal_stats(cw_causal_t *c, const cw_stats_options_t *o, const cwc_stats_t **out);
 
 #endif

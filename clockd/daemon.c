@@ -195,8 +195,8 @@ static int do_report(cw_clockd_t *d, const Causeway__V1__ClockEventBatch *b, rep
                      char *detail, size_t dlen)
 {
     size_t n = b ? b->n_events : 0;
-    cw_event_t *evs = calloc(n ? n : 1, sizeof *evs);
-    const cw_event_t **ptrs = calloc(n ? n : 1, sizeof *ptrs);
+    cwc_event_t *evs = calloc(n ? n : 1, sizeof *evs);
+    const cwc_event_t **ptrs = calloc(n ? n : 1, sizeof *ptrs);
     int rc = CW_OK;
     if (!evs || !ptrs) {
         rc = CW_ERR_NOMEM;
@@ -204,7 +204,7 @@ static int do_report(cw_clockd_t *d, const Causeway__V1__ClockEventBatch *b, rep
     }
     for (size_t i = 0; i < n; i++) {
         const event_msg_t *m = b->events[i];
-        cw_event_t *e = &evs[i];
+        cwc_event_t *e = &evs[i];
         e->process = m->process;
         switch (m->kind) {
         case CAUSEWAY__V1__CLOCK_EVENT__KIND__KIND_SEND: e->kind = CW_EV_SEND; break;
@@ -300,7 +300,7 @@ static int do_audit(cw_clockd_t *d, const Causeway__V1__ClockdAudit *a, reply_t 
         const cw_finding_t *f = cw_causal_finding(m->causal, i);
         finding_msg_t *fm = &m->findings[i];
         causeway__v1__clock_finding__init(fm);
-        const cw_event_t *ea = cw_trace_event(d->trace, f->a);
+        const cwc_event_t *ea = cw_trace_event(d->trace, f->a);
         fm->kind = finding_kind(f->kind);
         fm->process = (char *) cw_trace_process_name(d->trace, f->process);
         fm->event_a = cw_event_id(ea, m->ids[i][0], sizeof m->ids[i][0]);
@@ -310,7 +310,7 @@ static int do_audit(cw_clockd_t *d, const Causeway__V1__ClockdAudit *a, reply_t 
         fm->clock_a = w[0].ptrs;
         fm->n_clock_a = ea->vc.n;
         if (f->b != CW_NO_EVENT) {
-            const cw_event_t *eb = cw_trace_event(d->trace, f->b);
+            const cwc_event_t *eb = cw_trace_event(d->trace, f->b);
             fm->event_b = cw_event_id(eb, m->ids[i][1], sizeof m->ids[i][1]);
             if (cw_trace_clock_wire(d->trace, &eb->vc, &w[1].items, &w[1].ptrs) != CW_OK)
                 return CW_ERR_NOMEM;
@@ -339,7 +339,7 @@ static int do_compare(cw_clockd_t *d, const Causeway__V1__ClockdCompare *c, repl
         reply_error(d, r, CW_BAD_REQUEST, detail);
         return CW_OK;
     }
-    const cw_event_t *ea = cw_trace_event(d->trace, a), *eb = cw_trace_event(d->trace, b);
+    const cwc_event_t *ea = cw_trace_event(d->trace, a), *eb = cw_trace_event(d->trace, b);
     switch (cw_vc_compare(&ea->vc, &eb->vc)) {
     case CW_CLOCK_EQUAL: r->order = CAUSEWAY__V1__CLOCK_ORDER__CLOCK_ORDER_EQUAL; break;
     case CW_CLOCK_BEFORE: r->order = CAUSEWAY__V1__CLOCK_ORDER__CLOCK_ORDER_BEFORE; break;

@@ -148,7 +148,7 @@ static void rollback(cw_evstore_t *s)
     sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
-int cw_evstore_append(cw_evstore_t *s, const cw_event_t *const *events, size_t n,
+int cw_evstore_append(cw_evstore_t *s, const cwc_event_t *const *events, size_t n,
                       uint64_t received_us, char *err, size_t errlen)
 {
     if (s->readonly) {

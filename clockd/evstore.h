@@ -45,7 +45,7 @@ void cw_evstore_close(cw_evstore_t **p);
 /* Appends events (already checked with cw_trace_check) in one transaction.
  * CW_OK once committed; CW_ERR_NOMEM or CW_STORE_ERROR (nothing stored);
  * CW_ERR_INVALID on a read-only store. */
-int cw_evstore_append(cw_evstore_t *s, const cw_event_t *const *events, size_t n,
+int cw_evstore_append(cw_evstore_t *s, const cwc_event_t *const *events, size_t n,
                       uint64_t received_us, char *err, size_t errlen);
 
 /* Adds to t every stored event with id > *last_id, in id order, and sets

@@ -166,7 +166,7 @@ cw_export_t *cw_export_new(cw_causal_t *c, const cw_export_options_t *o, int *st
         goto nomem;
     /* Matched sends. */
     for (size_t i = 0; i < n; i++) {
-        const cw_event_t *e = cw_trace_event(t, i);
+        const cwc_event_t *e = cw_trace_event(t, i);
         size_t s;
         x->send_of[i] = CW_NO_EVENT;
         if (e->kind == CW_EV_DELIVER && cw_causal_send_of(c, e->msg, &s) == CW_OK
@@ -246,7 +246,7 @@ cw_export_t *cw_export_new(cw_causal_t *c, const cw_export_options_t *o, int *st
         cw_stats_options_t so;
         cw_stats_options_init(&so);
         so.pairs_max = 0;
-        const cw_stats_t *st;
+        const cwc_stats_t *st;
         if (cw_causal_stats(c, &so, &st) != CW_OK)
             goto nomem;
         for (size_t k = 0; k < st->width_lower; k++)
@@ -316,7 +316,7 @@ int cw_export_shiviz(const cw_export_t *x, FILE *f)
 {
     fputs(CW_SHIVIZ_REGEX "\n\n", f);
     for (size_t i = 0; i < cw_trace_count(x->t); i++) {
-        const cw_event_t *e = cw_trace_event(x->t, i);
+        const cwc_event_t *e = cw_trace_event(x->t, i);
         fprintf(f, "%s ", cw_ev_kind_name(e->kind));
         put_msg_token(f, e->kind == CW_EV_LOCAL ? NULL : e->msg);
         fputc(' ', f);
@@ -439,7 +439,7 @@ static int split_peers(char *list, const char ***out, size_t *n)
 static int shiviz_event(cw_trace_t *t, char *desc, char *host_line, size_t lineno, size_t *bad_line,
                         char *err, size_t errlen)
 {
-    cw_event_t ev;
+    cwc_event_t ev;
     memset(&ev, 0, sizeof ev);
     int rc = CW_BAD_REQUEST;
     const char **peers = NULL;
@@ -736,7 +736,7 @@ static void put_svg(const cw_export_t *x, FILE *f, int inline_html)
         size_t s = x->send_of[i];
         if (s == CW_NO_EVENT)
             continue;
-        const cw_event_t *e = cw_trace_event(t, i);
+        const cwc_event_t *e = cw_trace_event(t, i);
         double x1 = ex(x, s), y1 = ey(x, s), x2 = ex(x, i), y2 = ey(x, i);
         /* Stop the line at the receiver's mark. */
         double dx = x2 - x1, dy = y2 - y1, len = dx * dx + dy * dy;
@@ -768,7 +768,7 @@ static void put_svg(const cw_export_t *x, FILE *f, int inline_html)
         size_t count = cw_trace_process_count(t, p);
         for (size_t seq = 1; seq <= count; seq++) {
             size_t i = cw_trace_process_event(t, p, seq);
-            const cw_event_t *e = cw_trace_event(t, i);
+            const cwc_event_t *e = cw_trace_event(t, i);
             unsigned hl = x->hl[i];
             fprintf(f, "<g class=\"event %s%s%s%s%s%s%s\" data-id=\"", cw_ev_kind_name(e->kind),
                     hl & HL_ANTICHAIN ? " antichain" : "", hl & HL_PAST ? " past" : "",

@@ -342,7 +342,7 @@ static int find_event(const cw_trace_t *t, const char *id, size_t *index)
 /* ---- printing ------------------------------------------------------------------- */
 
 /* {"id":"alice:1","process":...} : the event's trace line with its id. */
-static void put_event_json(FILE *f, const cw_event_t *e)
+static void put_event_json(FILE *f, const cwc_event_t *e)
 {
     char id[CW_EVENT_ID_MAX];
     char *line = cw_event_to_json(e);
@@ -356,7 +356,7 @@ static void put_event_json(FILE *f, const cw_event_t *e)
     }
 }
 
-static void put_ref_json(FILE *f, const cw_event_t *e)
+static void put_ref_json(FILE *f, const cwc_event_t *e)
 {
     char id[CW_EVENT_ID_MAX];
     fputs("{\"id\":", f);
@@ -376,7 +376,7 @@ static void put_human(FILE *f, const char *s)
     free(r);
 }
 
-static void put_event_text(FILE *f, const cw_event_t *e)
+static void put_event_text(FILE *f, const cwc_event_t *e)
 {
     char id[CW_EVENT_ID_MAX], clock[512], peers[256] = "";
     size_t off = 0;
@@ -446,7 +446,7 @@ static int cmd_compare(const opts_t *o, cw_causal_t *c, int used)
     if ((rc = find_event(t, o->pos[used], &a)) != EXIT_OK || (rc = find_event(t, o->pos[used + 1], &b)) != EXIT_OK)
         return rc;
     cw_clock_order_t ord = cw_causal_compare(c, a, b);
-    const cw_event_t *ea = cw_trace_event(t, a), *eb = cw_trace_event(t, b);
+    const cwc_event_t *ea = cw_trace_event(t, a), *eb = cw_trace_event(t, b);
     if (o->json) {
         fputs("{\"a\":", stdout);
         put_ref_json(stdout, ea);
@@ -476,7 +476,7 @@ static int cmd_related(const opts_t *o, cw_causal_t *c, int used, cw_relation_t 
     size_t *list, n;
     if (cw_causal_related(c, e, rel, &list, &n) != CW_OK)
         return fail(EXIT_RUNTIME, "out of memory");
-    const cw_event_t *ev = cw_trace_event(t, e);
+    const cwc_event_t *ev = cw_trace_event(t, e);
     if (o->json) {
         fputs("{\"event\":", stdout);
         put_event_json(stdout, ev);
@@ -539,11 +539,11 @@ static int cmd_audit(const opts_t *o, cw_causal_t *c, int used)
         char ia[CW_EVENT_ID_MAX], ib[CW_EVENT_ID_MAX], ca[512], cb[512];
         for (size_t i = 0; i < n; i++) {
             const cw_finding_t *f = cw_causal_finding(c, i);
-            const cw_event_t *ea = cw_trace_event(t, f->a);
+            const cwc_event_t *ea = cw_trace_event(t, f->a);
             printf("%-12s %s: %s %s", cw_finding_kind_name(f->kind), cw_trace_process_name(t, f->process),
                    cw_event_id(ea, ia, sizeof ia), cw_trace_clock_format(ea->trace, &ea->vc, ca, sizeof ca));
             if (f->b != CW_NO_EVENT) {
-                const cw_event_t *eb = cw_trace_event(t, f->b);
+                const cwc_event_t *eb = cw_trace_event(t, f->b);
                 printf(" / %s %s", cw_event_id(eb, ib, sizeof ib), cw_trace_clock_format(eb->trace, &eb->vc, cb, sizeof cb));
             }
             /* The detail quotes message keys from the trace: one line. */
@@ -579,7 +579,7 @@ static int cmd_stats(const opts_t *o, cw_causal_t *c, int used)
         so.exact_width_max = o->exact_limit;
     if (o->has_pairs_limit)
         so.pairs_max = o->pairs_limit;
-    const cw_stats_t *s;
+    const cwc_stats_t *s;
     if (cw_causal_stats(c, &so, &s) != CW_OK)
         return fail(EXIT_RUNTIME, "out of memory");
     const cw_trace_t *t = cw_causal_trace(c);

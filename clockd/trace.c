@@ -1,11 +1,11 @@
 /*  trace: see trace.h.
  *
- *  Storage. Each event lives in its own heap slot (so cw_event_t pointers
+ *  Storage. Each event lives in its own heap slot (so cwc_event_t pointers
  *  stay valid while the trace grows); the slot owns the message key, text,
  *  peers and one block holding both clocks in the compact form (cw_vc_t:
  *  counters, then node ids). Node names (processes, peers, clock nodes) are
  *  interned once per trace in nodes / node_names, so a 200-entry clock costs
- *  2.4 KB rather than one allocation per entry. The public cw_event_t
+ *  2.4 KB rather than one allocation per entry. The public cwc_event_t
  *  inside the slot points into that storage; its process name is the
  *  interned one.
  *
@@ -28,7 +28,7 @@
 #define MAX_MSG_KEY 1024   /* bytes of a message key */
 
 typedef struct {
-    cw_event_t ev;            /* public view into the fields below */
+    cwc_event_t ev;            /* public view into the fields below */
     char *msg;                /* owned ("" for local) */
     char *text;               /* owned, NULL = none */
     const char **peers;       /* owned array; the names are interned */
@@ -280,7 +280,7 @@ cw_ev_kind_t cw_ev_kind_parse(const char *s)
     return 0;
 }
 
-char *cw_event_id(const cw_event_t *ev, char *buf, size_t size)
+char *cw_event_id(const cwc_event_t *ev, char *buf, size_t size)
 {
     snprintf(buf, size, "%s:%zu", ev->process, ev->seq);
     return buf;
@@ -362,7 +362,7 @@ static int text_ok(const char *s)
     return cw_utf8_valid(s, strlen(s));
 }
 
-int cw_trace_check(const cw_event_t *ev, char *err, size_t errlen)
+int cw_trace_check(const cwc_event_t *ev, char *err, size_t errlen)
 {
     if (!ev->process || !*ev->process) {
         cw_set_err(err, errlen, "process: missing");
@@ -559,9 +559,9 @@ static size_t to_pairs(cw_trace_t *t, cw_clock_entry_msg_t *const *e, size_t n, 
 
 /* An event of some trace (ev->trace set) as an input event: its clocks as
  * wire entries, then added as any other. */
-static int add_stored(cw_trace_t *t, const cw_event_t *ev, size_t line, char *err, size_t errlen)
+static int add_stored(cw_trace_t *t, const cwc_event_t *ev, size_t line, char *err, size_t errlen)
 {
-    cw_event_t in = *ev;
+    cwc_event_t in = *ev;
     cw_clock_entry_msg_t *items = NULL, **ptrs = NULL, *mitems = NULL, **mptrs = NULL;
     int rc = cw_trace_clock_wire(ev->trace, &ev->vc, &items, &ptrs);
     if (rc == CW_OK && ev->has_msg_clock)
@@ -583,7 +583,7 @@ static int add_stored(cw_trace_t *t, const cw_event_t *ev, size_t line, char *er
     return rc;
 }
 
-int cw_trace_add(cw_trace_t *t, const cw_event_t *ev, size_t line, char *err, size_t errlen)
+int cw_trace_add(cw_trace_t *t, const cwc_event_t *ev, size_t line, char *err, size_t errlen)
 {
     if (ev->trace)
         return add_stored(t, ev, line, err, errlen);
@@ -646,7 +646,7 @@ int cw_trace_add(cw_trace_t *t, const cw_event_t *ev, size_t line, char *err, si
     }
     /* Commit point: nothing below can fail. */
     free(pairs);
-    cw_event_t *e = &s->ev;
+    cwc_event_t *e = &s->ev;
     e->process = pr->name;
     e->kind = ev->kind;
     e->vc = (cw_vc_t){.node = ids, .count = s->clocks, .n = n1};
@@ -821,7 +821,7 @@ int cw_trace_add_json(cw_trace_t *t, const char *line, size_t len, size_t lineno
     cw_clock_entry_msg_t *clock_items = NULL, **clock_ptrs = NULL;
     cw_clock_entry_msg_t *mc_items = NULL, **mc_ptrs = NULL;
     const char **peers = NULL;
-    cw_event_t ev;
+    cwc_event_t ev;
     memset(&ev, 0, sizeof ev);
     if (cw_json_type(root) != CW_JSON_OBJECT) {
         cw_set_err(err, errlen, "expected a JSON object, found %s", cw_json_type_name(cw_json_type(root)));
@@ -984,7 +984,7 @@ int cw_trace_load_file(cw_trace_t *t, const char *path, int flags,
 
 size_t cw_trace_count(const cw_trace_t *t) { return t->n; }
 
-const cw_event_t *cw_trace_event(const cw_trace_t *t, size_t i)
+const cwc_event_t *cw_trace_event(const cw_trace_t *t, size_t i)
 {
     return i < t->n ? &t->slots[i]->ev : NULL;
 }
@@ -1081,7 +1081,7 @@ static void put_wire_sorted(FILE *f, cw_clock_entry_msg_t *const *e, size_t n)
     cw_clock_destroy(&c);
 }
 
-static void put_event(FILE *f, const cw_event_t *ev)
+static void put_event(FILE *f, const cwc_event_t *ev)
 {
     fputs("{\"process\":", f);
     cw_json_put_string(f, ev->process);
@@ -1120,14 +1120,14 @@ static void put_event(FILE *f, const cw_event_t *ev)
     fputc('}', f);
 }
 
-int cw_event_put_json(FILE *f, const cw_event_t *ev)
+int cw_event_put_json(FILE *f, const cwc_event_t *ev)
 {
     put_event(f, ev);
     fputc('\n', f);
     return ferror(f) ? -1 : 0;
 }
 
-char *cw_event_to_json(const cw_event_t *ev)
+char *cw_event_to_json(const cwc_event_t *ev)
 {
     char *buf = NULL;
     size_t len = 0;

@@ -87,7 +87,7 @@ typedef struct {
     size_t proc;                        /* out: index of the process (cw_trace_process_name) */
     size_t seq;                         /* out: 1-based position among the process's events */
     size_t line;                        /* out: source line (file) or row id (store); 0 = none */
-} cw_event_t;
+} cwc_event_t;
 
 /* Flags of cw_trace_load_file. */
 #define CW_TRACE_SKIP_BAD 1   /* skip malformed lines (each reported through warn) */
@@ -103,11 +103,11 @@ void cw_trace_destroy(cw_trace_t **p);
  * event model (err says which; nothing added); CW_ERR_NOMEM (no event
  * added, but a process seen for the first time may stay listed with no
  * events). */
-int cw_trace_add(cw_trace_t *t, const cw_event_t *ev, size_t line, char *err, size_t errlen);
+int cw_trace_add(cw_trace_t *t, const cwc_event_t *ev, size_t line, char *err, size_t errlen);
 
 /* Checks an event without adding it: the same rules as cw_trace_add.
  * CW_OK or CW_BAD_REQUEST with err set. */
-int cw_trace_check(const cw_event_t *ev, char *err, size_t errlen);
+int cw_trace_check(const cwc_event_t *ev, char *err, size_t errlen);
 
 /* Parses one JSON line (without its newline) and adds the event. Blank
  * lines and lines whose first non-blank byte is '#' are skipped (CW_OK,
@@ -129,7 +129,7 @@ int cw_trace_load_file(cw_trace_t *t, const char *path, int flags,
 
 /* Number of events; event i in insertion order (NULL if out of range). */
 size_t cw_trace_count(const cw_trace_t *t);
-const cw_event_t *cw_trace_event(const cw_trace_t *t, size_t i);
+const cwc_event_t *cw_trace_event(const cw_trace_t *t, size_t i);
 
 /* Processes, numbered in order of first appearance. */
 size_t cw_trace_processes(const cw_trace_t *t);
@@ -177,7 +177,7 @@ int cw_trace_find(const cw_trace_t *t, const char *id, size_t *index, char *err,
 /* Writes the event's id ("alice:3") into buf (truncated to size); returns
  * buf. CW_EVENT_ID_MAX is always enough. */
 #define CW_EVENT_ID_MAX 96
-char *cw_event_id(const cw_event_t *ev, char *buf, size_t size);
+char *cw_event_id(const cwc_event_t *ev, char *buf, size_t size);
 
 /* "send", "deliver", "local"; cw_ev_kind_parse returns 0 if unknown. */
 const char *cw_ev_kind_name(cw_ev_kind_t k);
@@ -200,10 +200,10 @@ void cw_clock_put_json(FILE *f, cw_clock_entry_msg_t *const *e, size_t n);
  * one canonical JSON line (with '\n'): the trace format that
  * cw_trace_add_json reads back to an equal event. Returns 0 or -1 if the
  * stream reported an error. */
-int cw_event_put_json(FILE *f, const cw_event_t *ev);
+int cw_event_put_json(FILE *f, const cwc_event_t *ev);
 
 /* The same line in a malloc'd NUL-terminated string (no trailing newline);
  * caller frees. NULL if out of memory. */
-char *cw_event_to_json(const cw_event_t *ev);
+char *cw_event_to_json(const cwc_event_t *ev);
 
 #endif

@@ -15,7 +15,9 @@ A call is recognised by the callee module's prefix (cwb_ and cw_broker_:
 broker.c; cwo_: observe.c; cwr_: resume_clock.c; cwd_: durable.c; cwor_: outorder.c; cwe_: egress.c;
 cw_store_actor_: store_actor.c) after comments and string literals are
 removed. Usage: layers_check.py [BROKER_DIR]; --self-test also proves that
-a violation is caught. Exit 0 when clean, 1 with one line per violation.
+a violation is caught; --names also checks that no internal header of
+broker/, clockd/, common/ or sim/ defines one of libcauseway's public type
+names (client/causeway.h: nng's nng_/nni_ habit). Exit 0 when clean, 1 with one line per violation.
 """
 import os
 import re
@@ -111,6 +113,30 @@ def check(broker_dir):
     return problems
 
 
+TYPEDEF_RE = re.compile(r"}\s*(cw_\w+_t)\s*;|typedef\s+[^;{}]*?\b(cw_\w+_t)\s*;")
+
+
+def typedef_names(path):
+    code = strip(open(path, encoding="utf-8").read())
+    return {a or b for a, b in TYPEDEF_RE.findall(code)}
+
+
+def names_apart(root):
+    """libcauseway's public type names (client/causeway.h) are defined
+    nowhere else: internal types use internal names (cwb_, cwc_, ...)."""
+    public = typedef_names(os.path.join(root, "client", "causeway.h"))
+    problems = []
+    for d in ("broker", "clockd", "common", "sim"):
+        for dirpath, _, files in os.walk(os.path.join(root, d)):
+            for f in files:
+                if f.endswith((".h", ".c")):
+                    path = os.path.join(dirpath, f)
+                    for name in sorted(typedef_names(path) & public):
+                        problems.append(f"{os.path.relpath(path, root)}: defines {name}, "
+                                        f"a public libcauseway name (client/causeway.h)")
+    return problems, len(public)
+
+
 def self_test():
     """A tree where durable.c calls up into broker.c must fail the check."""
     here = os.path.dirname(os.path.abspath(__file__))
@@ -134,6 +160,17 @@ def self_test():
         if any("cwor_mentioned" in p for p in probs):
             print("self-test: a name in a comment was taken for a call")
             return 1
+    with tempfile.TemporaryDirectory() as d:
+        os.makedirs(os.path.join(d, "client"))
+        os.makedirs(os.path.join(d, "broker"))
+        pub = "typedef struct { int a; } cw_user_t;\ntypedef struct cw_x cw_x_t;\n"
+        open(os.path.join(d, "client", "causeway.h"), "w").write(pub)
+        open(os.path.join(d, "broker", "s.h"), "w").write(
+            "/* cw_x_t in a comment */\ntypedef struct {\n    int b;\n} cw_user_t;\n")
+        probs, _ = names_apart(d)
+        if len(probs) != 1 or "cw_user_t" not in probs[0]:
+            print(f"self-test: name collision not detected exactly: {probs}")
+            return 1
     return 0
 
 
@@ -145,10 +182,17 @@ def main(argv):
     if "--self-test" in argv:
         rc = self_test()
     probs = check(broker_dir)
+    if "--names" in argv:
+        named, n_public = names_apart(os.path.join(broker_dir, ".."))
+        if n_public < 5:
+            named.append(f"only {n_public} public type names found in client/causeway.h")
+        probs += named
     for p in probs:
         print(p)
     if not probs and rc == 0:
-        print("broker layers: one-way (%d modules checked)" % len(MODULES))
+        print("broker layers: one-way (%d modules checked)%s" %
+              (len(MODULES), "; internal type names apart from public ones"
+               if "--names" in argv else ""))
     return 1 if probs or rc else 0
 
 

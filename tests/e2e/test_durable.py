@@ -846,3 +846,31 @@ def test_second_broker_on_same_data_dir_refuses(broker, hub, pb, tmp_path):
     br2 = start_durable(broker, data)
     bob = login_first(hub, br2.endpoint, "bob")
     assert bob.recv_body("deliver").text == "fine"
+
+
+def test_store_choice_at_start(tmp_path):
+    """The store is chosen at start from --data DIR or --store URL: both is a
+    usage error (exit 2), a malformed URL too, and the Redis store refuses
+    to start, saying it is not implemented yet (exit 1); none of them
+    listens."""
+    def run(*args):
+        res = subprocess.run([BROKER_BIN, "--bind", "tcp://127.0.0.1:*", *args],
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                             timeout=20)
+        assert "listening" not in res.stdout, res
+        return res
+
+    res = run("--data", str(tmp_path / "d"), "--store", "redis://127.0.0.1:7000")
+    assert res.returncode == 2, res
+    assert "--data and --store are mutually exclusive" in res.stderr, res.stderr
+    assert not (tmp_path / "d").exists()  # nothing created
+    for bad in ("redis://127.0.0.1", "redis://h:0", "redis://h:70000", "http://h:1",
+                "redis://h:1,"):
+        res = run("--store", bad)
+        assert res.returncode == 2, (bad, res)
+        assert "--store" in res.stderr, res.stderr
+    res = run("--store", "redis://127.0.0.1:7000,127.0.0.1:7001")
+    assert res.returncode == 1, res
+    assert "not implemented yet" in res.stderr, res.stderr
+    assert "--store" in subprocess.run([BROKER_BIN, "--help"], capture_output=True,
+                                       text=True, timeout=20).stdout

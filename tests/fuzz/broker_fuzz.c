@@ -434,7 +434,7 @@ static void check_broker(world_t *w, bool after_handle)
     }
     size_t nu = cw_sessions_user_count(t);
     for (size_t i = 0; i < nu; i++) {
-        cw_user_t *u = cw_sessions_user_at(t, i);
+        cwb_user_t *u = cw_sessions_user_at(t, i);
         FUZZ_CHECK(cw_name_check(u->name, CW_NAME_MAX_HARD, NULL) == CW_OK, "bad user name");
         if (i > 0)
             FUZZ_CHECK(strcmp(cw_sessions_user_at(t, i - 1)->name, u->name) < 0,

@@ -22,15 +22,15 @@ struct ref {
     cw_strmap_t *sends;           /* message key -> trace index of its first send */
     cw_finding_t *findings;
     size_t n_findings, cap_findings;
-    cw_event_t *shadow;           /* copies of the events with wire clocks */
+    cwc_event_t *shadow;           /* copies of the events with wire clocks */
     cw_clock_entry_msg_t **items; /* 2 per event: clock, msg clock */
 };
 
-static const cw_event_t *EV(const ref_t *c, size_t i) { return &c->shadow[i]; }
+static const cwc_event_t *EV(const ref_t *c, size_t i) { return &c->shadow[i]; }
 
 static cw_clock_order_t ref_compare(const ref_t *c, size_t a, size_t b)
 {
-    const cw_event_t *ea = EV(c, a), *eb = EV(c, b);
+    const cwc_event_t *ea = EV(c, a), *eb = EV(c, b);
     return cw_clock_compare(ea->clock, ea->n_clock, eb->clock, eb->n_clock);
 }
 
@@ -93,7 +93,7 @@ static const char *fmt_clock(cw_clock_entry_msg_t *const *e, size_t n, char *buf
     return cw_clock_format(e, n, buf, size);
 }
 
-static int addressed_to(const cw_event_t *send, const char *receiver)
+static int addressed_to(const cwc_event_t *send, const char *receiver)
 {
     if (send->broadcast)
         return strcmp(send->process, receiver) != 0;
@@ -125,7 +125,7 @@ static int ref_audit_receiver(ref_t *c, size_t r, const size_t *addr, size_t n_a
     }
     for (size_t seq = 1; seq <= n && rc == CW_OK; seq++) {
         size_t d = cw_trace_process_event(t, r, seq);
-        const cw_event_t *de = EV(c, d);
+        const cwc_event_t *de = EV(c, d);
         if (de->kind != CW_EV_DELIVER)
             continue;
         size_t s;
@@ -136,7 +136,7 @@ static int ref_audit_receiver(ref_t *c, size_t r, const size_t *addr, size_t n_a
                              ida, de->msg);
             continue;
         }
-        const cw_event_t *se = EV(c, s);
+        const cwc_event_t *se = EV(c, s);
         cw_event_id(se, idb, sizeof idb);
         if (strcmp(se->process, de->peers[0]) != 0) {
             rc = add_finding(c, CW_FIND_UNMATCHED, r, d, s, de->msg,
@@ -174,8 +174,8 @@ static int ref_audit_receiver(ref_t *c, size_t r, const size_t *addr, size_t n_a
         }
         if (!count)
             continue;
-        const cw_event_t *dx = EV(c, firsts[i].d), *dy = EV(c, firsts[first_j].d);
-        const cw_event_t *sx = EV(c, firsts[i].s), *sy = EV(c, firsts[first_j].s);
+        const cwc_event_t *dx = EV(c, firsts[i].d), *dy = EV(c, firsts[first_j].d);
+        const cwc_event_t *sx = EV(c, firsts[i].s), *sy = EV(c, firsts[first_j].s);
         char idy[CW_EVENT_ID_MAX];
         cw_event_id(dx, ida, sizeof ida);
         cw_event_id(dy, idy, sizeof idy);
@@ -191,14 +191,14 @@ static int ref_audit_receiver(ref_t *c, size_t r, const size_t *addr, size_t n_a
     }
     /* gap: y addressed to r, never delivered, but something that depends on it was. */
     for (size_t i = 0; i < n_addr && rc == CW_OK; i++) {
-        const cw_event_t *sy = EV(c, addr[i]);
+        const cwc_event_t *sy = EV(c, addr[i]);
         size_t k;
         if (strcmp(sy->process, rname) == 0 || cw_strmap_get(seen, sy->msg, &k))
             continue;
         for (size_t j = 0; j < nf; j++) {
             if (ref_compare(c, addr[i], firsts[j].s) != CW_CLOCK_BEFORE)
                 continue;
-            const cw_event_t *dx = EV(c, firsts[j].d), *sx = EV(c, firsts[j].s);
+            const cwc_event_t *dx = EV(c, firsts[j].d), *sx = EV(c, firsts[j].s);
             cw_event_id(dx, ida, sizeof ida);
             cw_event_id(sy, idb, sizeof idb);
             fmt_clock(sx->clock, sx->n_clock, ca, sizeof ca);
@@ -245,13 +245,13 @@ static int ref_audit_clocks(ref_t *c, size_t p)
     const cw_trace_t *t = c->t;
     const char *pname = cw_trace_process_name(t, p);
     size_t n = cw_trace_process_count(t, p);
-    const cw_event_t *prev = NULL;
+    const cwc_event_t *prev = NULL;
     size_t prev_i = CW_NO_EVENT;
     char ida[CW_EVENT_ID_MAX], idb[CW_EVENT_ID_MAX], ca[256], cb[256], cm[256], cs[256];
     int rc = CW_OK;
     for (size_t seq = 1; seq <= n && rc == CW_OK; seq++) {
         size_t i = cw_trace_process_event(t, p, seq);
-        const cw_event_t *e = EV(c, i);
+        const cwc_event_t *e = EV(c, i);
         cw_clock_entry_msg_t *const *pc = prev ? prev->clock : NULL;
         size_t npc = prev ? prev->n_clock : 0;
         uint64_t own = entry_get(e->clock, e->n_clock, pname);
@@ -285,7 +285,7 @@ static int ref_audit_clocks(ref_t *c, size_t p)
                                  (unsigned long long) va, cb, ca);
         } else {
             size_t s = CW_NO_EVENT;
-            const cw_event_t *se = NULL;
+            const cwc_event_t *se = NULL;
             if (cw_strmap_get(c->sends, e->msg, &s) && strcmp(EV(c, s)->process, e->peers[0]) == 0)
                 se = EV(c, s);
             else
@@ -376,7 +376,7 @@ int ref_audit(ref_t *c)
     }
     char ida[CW_EVENT_ID_MAX], idb[CW_EVENT_ID_MAX];
     for (size_t i = 0; i < ne && rc == CW_OK; i++) {
-        const cw_event_t *e = EV(c, i);
+        const cwc_event_t *e = EV(c, i);
         if (e->kind != CW_EV_SEND)
             continue;
         size_t first;
@@ -434,8 +434,8 @@ ref_t *ref_new(const cw_trace_t *t)
     c->shadow = calloc(n ? n : 1, sizeof *c->shadow);
     c->items = calloc(2 * (n ? n : 1), sizeof *c->items);
     for (size_t i = 0; i < n; i++) {
-        const cw_event_t *e = cw_trace_event(t, i);
-        cw_event_t *s = &c->shadow[i];
+        const cwc_event_t *e = cw_trace_event(t, i);
+        cwc_event_t *s = &c->shadow[i];
         *s = *e;
         cw_trace_clock_wire(t, &e->vc, &c->items[2 * i], &s->clock);
         s->n_clock = e->vc.n;

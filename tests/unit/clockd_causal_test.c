@@ -355,7 +355,7 @@ static void test_stats_fixture(void **state)
     (void) state;
     cw_trace_t *t = load("phase3.jsonl");
     cw_causal_t *c = cw_causal_new(t);
-    const cw_stats_t *s;
+    const cwc_stats_t *s;
     assert_int_equal(cw_causal_stats(c, NULL, &s), CW_OK);
     assert_int_equal(s->events, 8);
     assert_int_equal(s->processes, 3);
@@ -403,7 +403,7 @@ static void test_stats_empty(void **state)
     (void) state;
     cw_trace_t *t = cw_trace_new();
     cw_causal_t *c = cw_causal_new(t);
-    const cw_stats_t *s;
+    const cwc_stats_t *s;
     assert_int_equal(cw_causal_stats(c, NULL, &s), CW_OK);
     assert_int_equal(s->events, 0);
     assert_int_equal(s->width, 0);
@@ -447,7 +447,7 @@ static cw_trace_t *simulate(size_t n_events)
         int action = (int) (rnd() % 3);
         cw_clock_entry_msg_t **e;
         size_t ne;
-        cw_event_t ev = {.process = names[p]};
+        cwc_event_t ev = {.process = names[p]};
         const char *peer[1];
         if (action == 0 && n_msgs < SIM_MAXMSG) {
             int to = (p + 1 + (int) (rnd() % (SIM_PROCS - 1))) % SIM_PROCS;
@@ -530,7 +530,7 @@ static void test_prop_random_traces(void **state)
             dump_findings(c);
             fail_msg("seed %llu: a causally clean run has findings", (unsigned long long) seed);
         }
-        const cw_stats_t *s;
+        const cwc_stats_t *s;
         assert_int_equal(cw_causal_stats(c, NULL, &s), CW_OK);
         size_t brute = brute_width(c, cw_trace_count(t));
         if (!s->width_exact || s->width != brute || !is_antichain(c, s->antichain, s->width))
@@ -562,11 +562,11 @@ static void test_prop_swap_is_caught(void **state)
         /* Find a receiver with two deliveries whose sends are ordered. */
         size_t d1 = CW_NO_EVENT, d2 = CW_NO_EVENT;
         for (size_t i = 0; i < cw_trace_count(t) && d2 == CW_NO_EVENT; i++) {
-            const cw_event_t *a = cw_trace_event(t, i);
+            const cwc_event_t *a = cw_trace_event(t, i);
             if (a->kind != CW_EV_DELIVER)
                 continue;
             for (size_t j = i + 1; j < cw_trace_count(t) && d2 == CW_NO_EVENT; j++) {
-                const cw_event_t *b = cw_trace_event(t, j);
+                const cwc_event_t *b = cw_trace_event(t, j);
                 size_t sa, sb;
                 if (b->kind != CW_EV_DELIVER || b->proc != a->proc)
                     continue;
@@ -588,8 +588,8 @@ static void test_prop_swap_is_caught(void **state)
          * delivered the later message first. */
         cw_trace_t *u = cw_trace_new();
         for (size_t i = 0; i < cw_trace_count(t); i++) {
-            cw_event_t ev = *cw_trace_event(t, i);
-            const cw_event_t *other = i == d1 ? cw_trace_event(t, d2) : i == d2 ? cw_trace_event(t, d1) : NULL;
+            cwc_event_t ev = *cw_trace_event(t, i);
+            const cwc_event_t *other = i == d1 ? cw_trace_event(t, d2) : i == d2 ? cw_trace_event(t, d1) : NULL;
             if (other) {
                 ev.msg = other->msg;
                 ev.peers = other->peers;
@@ -806,7 +806,7 @@ static void test_prop_vc_compare(void **state)
     size_t n = cw_trace_count(t);
     for (size_t i = 0; i < n; i++) {
         for (size_t j = 0; j < n; j += 1 + (size_t) (rnd() % 7)) {
-            const cw_event_t *a = cw_trace_event(t, i), *b = cw_trace_event(t, j);
+            const cwc_event_t *a = cw_trace_event(t, i), *b = cw_trace_event(t, j);
             cw_clock_entry_msg_t *ia, **pa, *ib, **pb;
             assert_int_equal(cw_trace_clock_wire(t, &a->vc, &ia, &pa), CW_OK);
             assert_int_equal(cw_trace_clock_wire(t, &b->vc, &ib, &pb), CW_OK);

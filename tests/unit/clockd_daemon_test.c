@@ -123,7 +123,7 @@ static reply_t *report(ctx_t *c, size_t from, size_t to, uint64_t request_id, lo
     Causeway__V1__ClockEvent **ptrs = calloc(n, sizeof *ptrs);
     cw_clock_entry_msg_t **items = calloc(n, sizeof *items), ***wire = calloc(n, sizeof *wire);
     for (size_t i = 0; i < n; i++) {
-        const cw_event_t *e = cw_trace_event(c->fixture, from + i);
+        const cwc_event_t *e = cw_trace_event(c->fixture, from + i);
         assert_int_equal(cw_trace_clock_wire(c->fixture, &e->vc, &items[i], &wire[i]), CW_OK);
         Causeway__V1__ClockEvent *m = &evs[i];
         causeway__v1__clock_event__init(m);

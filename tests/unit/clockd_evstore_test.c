@@ -73,7 +73,7 @@ static int teardown(void **state)
 
 static void append_range(cw_evstore_t *s, const cw_trace_t *t, size_t from, size_t to)
 {
-    const cw_event_t *evs[16];
+    const cwc_event_t *evs[16];
     for (size_t i = from; i < to; i++)
         evs[i - from] = cw_trace_event(t, i);
     char err[300];
@@ -124,7 +124,7 @@ static void test_append_and_load(void **state)
     last = 0;
     assert_int_equal(cw_evstore_load(s, ro, &last, err, sizeof err), CW_OK);
     assert_same(c->fixture, ro);
-    const cw_event_t *one = cw_trace_event(c->fixture, 0);
+    const cwc_event_t *one = cw_trace_event(c->fixture, 0);
     assert_int_equal(cw_evstore_append(s, &one, 1, 0, err, sizeof err), CW_ERR_INVALID);
     cw_evstore_close(&s);
     cw_trace_destroy(&ro);

@@ -64,7 +64,7 @@ static void test_load_fixture(void **state)
     assert_string_equal(cw_trace_process_name(t, 2), "carol");
     assert_int_equal(cw_trace_process_count(t, 1), 4);
 
-    const cw_event_t *e = cw_trace_event(t, 0);
+    const cwc_event_t *e = cw_trace_event(t, 0);
     char id[CW_EVENT_ID_MAX];
     assert_string_equal(cw_event_id(e, id, sizeof id), "alice:1");
     assert_int_equal(e->kind, CW_EV_SEND);
@@ -302,7 +302,7 @@ static void test_check_wire_event(void **state)
     b.node = "bob";
     b.counter = 2;
     cw_clock_entry_msg_t *clock[] = {&a, &b};
-    cw_event_t ev = {.process = "bob", .kind = CW_EV_LOCAL, .clock = clock, .n_clock = 2};
+    cwc_event_t ev = {.process = "bob", .kind = CW_EV_LOCAL, .clock = clock, .n_clock = 2};
     char err[300];
     assert_int_equal(cw_trace_check(&ev, err, sizeof err), CW_BAD_REQUEST);
     assert_non_null(strstr(err, "node \"bob\" appears twice"));

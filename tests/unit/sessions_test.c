@@ -19,7 +19,7 @@ static void test_user_log_sorted_and_unique(void **state)
     int created = 0;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         bool c = false;
-        cw_user_t *u = cw_sessions_user_add(t, names[i], &c);
+        cwb_user_t *u = cw_sessions_user_add(t, names[i], &c);
         assert_non_null(u);
         assert_string_equal(u->name, names[i]);
         created += c;
@@ -42,8 +42,8 @@ static void test_open_find_close(void **state)
 {
     (void) state;
     cw_sessions_t *t = cw_sessions_new();
-    cw_user_t *alice = cw_sessions_user_add(t, "alice", NULL);
-    cw_user_t *bob = cw_sessions_user_add(t, "bob", NULL);
+    cwb_user_t *alice = cw_sessions_user_add(t, "alice", NULL);
+    cwb_user_t *bob = cw_sessions_user_add(t, "bob", NULL);
     const uint8_t id_a[] = {0, 1, 2, 3, 4};
     const uint8_t id_b[] = {0, 1, 2, 3, 5};
     cw_session_t *sa = cw_sessions_open(t, id_a, sizeof id_a, alice, 100);
@@ -59,7 +59,7 @@ static void test_open_find_close(void **state)
     /* A prefix of an id is another id. */
     assert_null(cw_sessions_find(t, id_a, 4));
     /* The same routing id cannot hold two sessions. */
-    cw_user_t *carol = cw_sessions_user_add(t, "carol", NULL);
+    cwb_user_t *carol = cw_sessions_user_add(t, "carol", NULL);
     assert_null(cw_sessions_open(t, id_a, sizeof id_a, carol, 300));
     assert_null(carol->session);
     cw_sessions_check(t);
@@ -80,7 +80,7 @@ static void test_rebind_moves_routing_id(void **state)
 {
     (void) state;
     cw_sessions_t *t = cw_sessions_new();
-    cw_user_t *alice = cw_sessions_user_add(t, "alice", NULL);
+    cwb_user_t *alice = cw_sessions_user_add(t, "alice", NULL);
     const uint8_t old_id[] = {0, 9, 9, 9, 9};
     const uint8_t new_id[] = {0, 7, 7, 7, 7, 7, 7};
     cw_session_t *s = cw_sessions_open(t, old_id, sizeof old_id, alice, 0);
@@ -104,7 +104,7 @@ static void test_many_sessions_dense_array(void **state)
     for (int i = 0; i < N; i++) {
         char name[16];
         snprintf(name, sizeof name, "u%04d", i);
-        cw_user_t *u = cw_sessions_user_add(t, name, NULL);
+        cwb_user_t *u = cw_sessions_user_add(t, name, NULL);
         uint32_t id = (uint32_t) i;
         s[i] = cw_sessions_open(t, &id, sizeof id, u, i);
         assert_non_null(s[i]);
@@ -130,7 +130,7 @@ static void test_oversized_inputs_refused(void **state)
     memset(longname, 'a', sizeof longname - 1);
     longname[sizeof longname - 1] = '\0';
     assert_null(cw_sessions_user_add(t, longname, NULL));
-    cw_user_t *u = cw_sessions_user_add(t, "alice", NULL);
+    cwb_user_t *u = cw_sessions_user_add(t, "alice", NULL);
     uint8_t id[CW_ROUTING_ID_MAX + 1] = {0};
     assert_null(cw_sessions_open(t, id, sizeof id, u, 0));
     assert_null(cw_sessions_open(t, id, 0, u, 0));
