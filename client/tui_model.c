@@ -14,6 +14,7 @@
  *  on the locale's multibyte state.
  */
 #include "tui_model.h"
+#include "cw_render.h"
 #include "cw_util.h"
 
 #include <stdarg.h>
@@ -645,9 +646,14 @@ static wchar_t safe_char(wchar_t c)
 size_t tm_render(const char *utf8, wchar_t *out, size_t cap)
 {
     size_t n = 0;
-    const unsigned char *p = (const unsigned char *) (utf8 ? utf8 : "");
     if (cap == 0)
         return 0;
+    /* The project's one rule for untrusted text (common/cw_render.h), on
+     * one line: LF as \n, ESC as ^[, C1, bidi and separators as <U+XXXX>,
+     * bad bytes as U+FFFD. safe_char below then only guards what is left. */
+    const char *in = utf8 ? utf8 : "";
+    char *rendered = cw_render_text(in, strlen(in), 0, 0, NULL, CW_RENDER_ONELINE);
+    const unsigned char *p = (const unsigned char *) (rendered ? rendered : "\xef\xbf\xbd");
     while (*p && n + 1 < cap) {
         size_t len = cw_utf8_seq_len((const char *) p);
         wchar_t c;
@@ -663,6 +669,7 @@ size_t tm_render(const char *utf8, wchar_t *out, size_t cap)
         p += len;
     }
     out[n] = L'\0';
+    free(rendered);
     return n;
 }
 

@@ -181,10 +181,11 @@ const char *tm_xlog_line(const tm_t *m, size_t i);
 
 /* Converts UTF-8 text (from the wire: anything) into at most cap-1 wide
  * characters plus L'\0' that cannot move the cursor or pass for another
- * line: invalid bytes become U+FFFD, C0 controls U+2400+c (newline shows
- * as U+2424), DEL U+2421, C1 controls, line/paragraph separators and bidi
- * controls U+FFFD, non-printable characters U+FFFD; a combining mark at
- * the start is put on U+25CC. Returns the number of wide characters. */
+ * line: common/cw_render's one-line rule (newline as \n, C0 controls in
+ * caret notation, C1, separators and bidi controls as <U+XXXX>, invalid
+ * bytes as U+FFFD); anything still unprintable becomes U+FFFD, and a
+ * combining mark at the start is put on U+25CC. Returns the number of
+ * wide characters. */
 size_t tm_render(const char *utf8, wchar_t *out, size_t cap);
 /* Display width of s[0..n) (wcwidth; 0-width marks count 0). */
 int tm_width(const wchar_t *s, size_t n);

@@ -58,9 +58,13 @@ def rss_slack_kib(broker):
 @pytest.fixture
 def small_quarantine(monkeypatch):
     """Brokers started by the test keep at most 16 MB of freed memory in
-    ASan's quarantine (default 256 MB), so that VmRSS follows live memory."""
+    ASan's quarantine (default 256 MB), and glibc's malloc keeps one arena
+    for all threads (MALLOC_ARENA_MAX=1: the router, store and monitoring
+    threads would each get one, whose pages come and go with timing), so
+    that VmRSS follows live memory."""
     opts = os.environ.get("ASAN_OPTIONS", "")
     monkeypatch.setenv("ASAN_OPTIONS", (opts + ":" if opts else "") + "quarantine_size_mb=16")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "1")
 
 
 def stats(client):
@@ -361,28 +365,38 @@ def wait_sessions(hub, watcher, want, timeout):
 
 
 def test_connection_churn(small_quarantine, broker, hub, pb):
-    """2500 connect/login/(logout or drop) cycles after a warm-up: sessions
-    come back to the baseline (dropped ones expire) and the broker's memory
-    grows by less than 4 MiB (the user log keeps every name: ~2500 x 100 B)."""
+    """Two rounds of 2500 connect/login/(logout or drop) cycles after a
+    warm-up: sessions come back to the baseline after each (dropped ones
+    expire), and the second round grows the broker by less than 4 MiB. The
+    first round takes the allocator to its working size (how many dropped
+    sessions wait for expiry at once depends on the machine's speed, and
+    freed memory is not given back), so the second one measures what stays:
+    the user log keeps every name and its state (measured: 0.07-2.9 MiB for
+    2500 names; the spread is how many dropped connections, 27 KiB of libzmq
+    state each, waited for expiry at once), and a leak of 1.5 KiB or more
+    per cycle would break the bound (the first round alone grew 1-8 MiB
+    here, which is why a single round made a flaky test)."""
     br = broker()
     watcher = hub.logged_in(br.endpoint, fresh("watch"), quiet=True)
     base = stats(watcher).sessions
     churn(hub, br.endpoint, 300, "warm")
     wait_sessions(hub, watcher, base, 5 * TIMEOUT_SCALE)
-    rss0 = rss_kib(br)
-    t0 = time.monotonic()
     cycles = 2500
-    churn(hub, br.endpoint, cycles, "churn")
-    took = time.monotonic() - t0
-    wait_sessions(hub, watcher, base, 5 * TIMEOUT_SCALE)
-    rss1 = rss_kib(br)
-    st = stats(watcher)
-    print(f"\nchurn: {cycles} cycles in {took:.1f}s; sessions {st.sessions} (baseline {base}); "
-          f"known users {st.known_users}; broker VmRSS {rss0} -> {rss1} KiB (+{rss1 - rss0})")
-    assert st.sessions == base
-    assert st.expired_sessions >= (300 + cycles) // 2
-    assert rss1 - rss0 < 4 * 1024 + rss_slack_kib(br), (
-        f"broker grew by {rss1 - rss0} KiB over {cycles} cycles")
+    rss = [rss_kib(br)]
+    for rnd in ("a", "b"):
+        t0 = time.monotonic()
+        churn(hub, br.endpoint, cycles, f"churn{rnd}")
+        took = time.monotonic() - t0
+        wait_sessions(hub, watcher, base, 5 * TIMEOUT_SCALE)
+        rss.append(rss_kib(br))
+        st = stats(watcher)
+        print(f"\nchurn round {rnd}: {cycles} cycles in {took:.1f}s; sessions {st.sessions} "
+              f"(baseline {base}); known users {st.known_users}; broker VmRSS {rss[-2]} -> "
+              f"{rss[-1]} KiB (+{rss[-1] - rss[-2]})")
+        assert st.sessions == base
+    assert st.expired_sessions >= (300 + 2 * cycles) // 2
+    assert rss[2] - rss[1] < 4 * 1024 + rss_slack_kib(br), (
+        f"broker grew by {rss[2] - rss[1]} KiB over the second {cycles} cycles")
 
 
 # ---------------------------------------------------------------------------

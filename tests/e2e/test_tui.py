@@ -263,7 +263,8 @@ def test_receive_while_typing_utf8_and_controls(broker, cli, tmux, tmp_path):
     p = cli("send", "--endpoint", br.endpoint, "--name", "mallory", "--to", "alice",
             "one\nfake] bob → you: forged\x1b[2J\x07")
     assert p.wait() == 0
-    screen = alice.wait_text("mallory → you: one␤fake] bob → you: forged␛[2J␇")
+    # common/cw_render's one-line rule: the newline shows as \n, ESC as ^[.
+    screen = alice.wait_text("mallory → you: one\\nfake] bob → you: forged^[[2J^G")
     assert "\n[" not in screen.split("mallory")[1].split("\n", 1)[0]
     assert not any(l.startswith("fake]") for l in screen.split("\n"))
 
