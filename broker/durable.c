@@ -687,6 +687,15 @@ static void on_listing(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
     }
     size_t n = 0;
     const cw_store_entry_t *e = cw_store_reply_entries(r, &n);
+    /* Reply.truncated: more exist than the Reply carries (PROTOCOL.md
+     * §4.5). History asked for one more than wanted, the oldest: if it
+     * came, older messages exist. */
+    bool more = false;
+    if (p->kind == P_HISTORY && n > p->max) {
+        e += n - p->max;
+        n = p->max;
+        more = true;
+    }
     Causeway__V1__Deliver *dl = calloc(n ? n : 1, sizeof *dl);
     Causeway__V1__Deliver **ptrs = calloc(n ? n : 1, sizeof *ptrs);
     Causeway__V1__Deliver **clocks = calloc(n ? n : 1, sizeof *clocks);
@@ -709,6 +718,17 @@ static void on_listing(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
             keep++;
         }
         size_t first = p->kind == P_HISTORY ? n - keep : 0;
+        if (keep < n)
+            more = true;
+        if (p->kind == P_FETCH) {
+            /* Still pending after the read: every entry carried but the
+             * expired ones (the read removed those) and whatever the read
+             * or max_reply left out. */
+            uint64_t carried = 0;
+            for (size_t i = 0; i < keep; i++)
+                carried += e[i].status != CW_EXPIRED;
+            more = cw_store_reply_pending(r) > carried;
+        }
         cw_env_t out;
         Causeway__V1__Reply reply;
         char detail[96];
@@ -718,12 +738,14 @@ static void on_listing(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         if (keep < n)
             snprintf(detail, sizeof detail, "%zu message%s (truncated at max-reply %u bytes)",
                      keep, keep == 1 ? "" : "s", b->cfg.max_reply);
+        else if (n && more)
+            snprintf(detail, sizeof detail, "%zu message%s (more exist)", n, n == 1 ? "" : "s");
         else if (n)
             snprintf(detail, sizeof detail, "%zu message%s", n, n == 1 ? "" : "s");
         else
             snprintf(detail, sizeof detail, "no messages");
         reply.detail = detail;
-        reply.truncated = keep < n;
+        reply.truncated = more;
         reply.n_messages = keep;
         reply.messages = ptrs + first;
         out.body_case = CW_BODY(REPLY);
@@ -1155,8 +1177,11 @@ static void listing(cw_broker_t *b, const void *id, size_t id_len, cw_session_t 
         want = FETCH_DEFAULT;
     if (want > FETCH_MAX)
         want = FETCH_MAX;
+    p->max = want;
+    /* History: one more, to tell whether older messages exist (truncated);
+     * Fetch knows from the queue's pending count. */
     int rc = kind == P_FETCH ? d->ops->read(d->store, p->token, s->user->name, 0, want)
-                             : d->ops->history(d->store, p->token, s->user->name, want);
+                             : d->ops->history(d->store, p->token, s->user->name, want + 1);
     if (rc != CW_OK) {
         cwe_reply_status(b, id, id_len, env->request_id, submit_status(rc), submit_detail(rc));
         pending_free(p);

@@ -416,10 +416,12 @@ typedef struct {
                                     application already (see cw_client_fetch) */
     cw_user_t *users;            /* login, who: the user log sorted by name */
     size_t n_users;
-    int truncated;               /* login: `users` is the first page of a longer
-                                    log (cw_client_who gets it all); fetch,
-                                    history: the broker's reply size cap left
-                                    messages out */
+    int truncated;               /* more exist than the broker's reply carried
+                                    (PROTOCOL.md §4.5): login: `users` is the
+                                    first page of a longer log (cw_client_who
+                                    gets it all); fetch: more messages are
+                                    pending (acknowledge, fetch again);
+                                    history: older messages exist */
     int has_login;               /* login: `login` is filled in */
     cw_login_info_t login;
     int has_stats;               /* stats: `stats` is filled in */

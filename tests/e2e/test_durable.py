@@ -376,7 +376,8 @@ def test_pull_mode_fetch_ack_history(broker, hub, pb, tmp_path):
     assert ms[0].timestamp_us <= ms[1].timestamp_us <= ms[2].timestamp_us
     # Fetch changes nothing; max bounds the answer.
     reply = fetch(bob, 2)
-    assert reply.detail == "2 messages"
+    assert reply.detail == "2 messages (more exist)"
+    assert reply.truncated is True     # seq 3 is pending too (PROTOCOL.md §4.5)
     assert [m.seq for m in reply.messages] == [1, 2]
 
     # Ack is cumulative and removes what it covers.

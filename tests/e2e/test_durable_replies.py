@@ -245,3 +245,61 @@ def test_new_libcauseway_process_resumes_and_is_shown_pending(broker, hub, pb, t
     lines = proc.stdout.splitlines()
     assert proc.returncode == 0, f"rc {proc.returncode}: {proc.stdout!r} {proc.stderr[-2000:]!r}"
     assert lines == ["login OK session resumed", "seq 4 m4", "seq 5 m5"], lines
+
+
+# ---------------------------------------------------------------------------
+# Item 5: Reply.truncated means "more exist than this Reply carries"
+
+
+def test_fetch_truncated_when_more_are_pending(broker, hub, pb, tmp_path):
+    br = start_durable(broker, tmp_path / "data")
+    register(hub, br.endpoint, "bob")
+    alice = hub.logged_in(br.endpoint, "alice")
+    for i in range(1, 6):
+        dsend(alice, ["bob"], f"m{i}", mid())
+    bob = login_first(hub, br.endpoint, "bob", pull=True)
+    r = fetch(bob, 2)                       # Fetch.max left 3 out
+    assert [m.seq for m in r.messages] == [1, 2]
+    assert r.truncated is True
+    r = fetch(bob, 5)                       # exactly what is pending
+    assert [m.seq for m in r.messages] == [1, 2, 3, 4, 5]
+    assert r.truncated is False
+    r = fetch(bob, 10)
+    assert r.truncated is False
+    ack(bob, 4)
+    r = fetch(bob, 1)
+    assert ([m.seq for m in r.messages], r.truncated) == ([5], False)
+    ack(bob, 5)
+    r = fetch(bob, 1)
+    assert (len(r.messages), r.truncated) == (0, False)
+
+
+def test_fetch_and_history_truncated_by_max_reply(broker, hub, pb, tmp_path):
+    br = start_durable(broker, tmp_path / "data", "--max-reply", 4096)
+    register(hub, br.endpoint, "bob")
+    alice = hub.logged_in(br.endpoint, "alice")
+    for i in range(1, 5):
+        dsend(alice, ["bob"], f"{i}" * 1500, mid())
+    bob = login_first(hub, br.endpoint, "bob", pull=True)
+    r = fetch(bob, 10)
+    assert [m.seq for m in r.messages] == [1, 2]
+    assert r.truncated is True
+    r = history(bob, 10)
+    assert [m.seq for m in r.messages] == [3, 4]
+    assert r.truncated is True
+
+
+def test_history_truncated_when_older_exist(broker, hub, pb, tmp_path):
+    br = start_durable(broker, tmp_path / "data")
+    register(hub, br.endpoint, "bob")
+    alice = hub.logged_in(br.endpoint, "alice")
+    for i in range(1, 5):
+        dsend(alice, ["bob"], f"m{i}", mid())
+    bob = login_first(hub, br.endpoint, "bob", pull=True)
+    ack(bob, 2)                             # acknowledged ones count too (retention)
+    r = history(bob, 3)
+    assert ([m.seq for m in r.messages], r.truncated) == ([2, 3, 4], True)
+    r = history(bob, 4)
+    assert ([m.seq for m in r.messages], r.truncated) == ([1, 2, 3, 4], False)
+    r = history(bob, 100)
+    assert r.truncated is False
