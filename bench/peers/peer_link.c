@@ -433,12 +433,19 @@ int peer_link_publish(peer_link_t *l)
 
 /* --- set-up -------------------------------------------------------------- */
 
-/* Pumps l until *flag changes from start (or the counters show an error)
- * or timeout_ms passes. 0 when it changed. */
-static int wait_for(peer_link_t *l, const volatile uint64_t *flag, uint64_t start, int timeout_ms)
+/* What a bounded wait of the set-up waits for. */
+static int pongs_moved(const peer_link_t *l, uint64_t since) { return l->pongs != since; }
+static int acks_moved(const peer_link_t *l, uint64_t since) { return l->n.acks != since; }
+static int is_subscribed(const peer_link_t *l, uint64_t since) { (void) since; return l->subscribed; }
+static int has_reply(const peer_link_t *l, uint64_t since) { (void) since; return l->req_reply != NULL; }
+
+/* Pumps l until done(l, since) or an error, for at most timeout_ms. 0 when
+ * done. */
+static int pump_until(peer_link_t *l, int (*done)(const peer_link_t *, uint64_t), uint64_t since,
+                      int timeout_ms)
 {
     int64_t deadline = bench_now_ns() + (int64_t) timeout_ms * 1000000;
-    while (*flag == start) {
+    while (!done(l, since)) {
         if (l->n.errors || bench_now_ns() > deadline)
             return -1;
         zmq_pollitem_t it = peer_link_pollitem(l);
@@ -460,7 +467,7 @@ int peer_link_join(peer_link_t *l, const char *name, int slot, int timeout_ms)
         if (zmq_send(l->sock, reg, 2, 0) != 2)
             return -1;
         uint64_t before = l->n.acks;
-        int rc = wait_for(l, &l->n.acks, before, timeout_ms);
+        int rc = pump_until(l, acks_moved, before, timeout_ms);
         l->n.acks = before;
         return rc;
     }
@@ -469,7 +476,7 @@ int peer_link_join(peer_link_t *l, const char *name, int slot, int timeout_ms)
                             "\r\nPING\r\n";
         buf_put(&l->out, hello, strlen(hello));
         l->kind = PUB_DURABLE; /* so the handshake PONG is not counted as an ack */
-        return wait_for(l, &l->pongs, l->pongs, timeout_ms);
+        return pump_until(l, pongs_moved, l->pongs, timeout_ms);
     }
     case PEER_REDIS:
         return 0;
@@ -484,24 +491,13 @@ int peer_link_subscribe(peer_link_t *l, const char *subject, int timeout_ms)
         snprintf(cmd, sizeof cmd, "SUB %s %d\r\nPING\r\n", subject, NATS_SID_DATA);
         buf_put(&l->out, cmd, strlen(cmd));
         l->kind = PUB_DURABLE;
-        return wait_for(l, &l->pongs, l->pongs, timeout_ms);
+        return pump_until(l, pongs_moved, l->pongs, timeout_ms);
     }
     if (l->proto == PEER_REDIS) {
         int n = snprintf(cmd, sizeof cmd, "*2\r\n$9\r\nSUBSCRIBE\r\n$%zu\r\n%s\r\n", strlen(subject),
                          subject);
         buf_put(&l->out, cmd, (size_t) n);
-        uint64_t flag = 0;
-        int64_t deadline = bench_now_ns() + (int64_t) timeout_ms * 1000000;
-        while (!l->subscribed) {
-            if (l->n.errors || bench_now_ns() > deadline)
-                return -1;
-            zmq_pollitem_t it = peer_link_pollitem(l);
-            zmq_poll(&it, 1, 10);
-            if (peer_link_pump(l) != 0)
-                return -1;
-        }
-        (void) flag;
-        return 0;
+        return pump_until(l, is_subscribed, 0, timeout_ms);
     }
     return 0;
 }
@@ -578,15 +574,8 @@ int peer_link_nats_request(peer_link_t *l, const char *subject, const char *json
     buf_put(&l->out, "\r\n", 2);
     free(l->req_reply);
     l->req_reply = NULL;
-    int64_t deadline = bench_now_ns() + (int64_t) timeout_ms * 1000000;
-    while (!l->req_reply) {
-        if (l->n.errors || bench_now_ns() > deadline)
-            return -1;
-        zmq_pollitem_t it = peer_link_pollitem(l);
-        zmq_poll(&it, 1, 10);
-        if (peer_link_pump(l) != 0)
-            return -1;
-    }
+    if (pump_until(l, has_reply, 0, timeout_ms) != 0)
+        return -1;
     snprintf(reply, reply_len, "%s", l->req_reply);
     return 0;
 }

@@ -38,6 +38,39 @@ static void nap_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
+/* Starts argv[0] from PATH with stdin, stdout and stderr on /dev/null.
+ * Its pid, or -1. */
+static pid_t spawn_quiet(char *const argv[])
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    pid_t pid;
+    int rc = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    return rc == 0 ? pid : -1;
+}
+
+/* Sends sig, waits up to ms for the process to exit, then SIGKILLs it.
+ * 0 when it exited in time, -1 when it had to be killed. */
+static int stop_wait(pid_t pid, int sig, int ms)
+{
+    int status;
+    kill(pid, sig);
+    int64_t deadline = now_ms() + ms;
+    while (waitpid(pid, &status, WNOHANG) != pid) {
+        if (now_ms() > deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            return -1;
+        }
+        nap_ms(5);
+    }
+    return 0;
+}
+
 int peer_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -107,19 +140,8 @@ void peer_proc_stop(peer_proc_t *p)
 {
     if (p->pid <= 0)
         return;
-    kill(p->pid, SIGTERM);
-    int64_t deadline = now_ms() + 5000;
-    int status;
-    while (now_ms() < deadline) {
-        if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
-            p->pid = 0;
-            return;
-        }
-        nap_ms(5);
-    }
-    fprintf(stderr, "peer_bench: %s ignored SIGTERM for 5 s; SIGKILL\n", p->name);
-    kill(p->pid, SIGKILL);
-    waitpid(p->pid, &status, 0);
+    if (stop_wait(p->pid, SIGTERM, 5000) != 0)
+        fprintf(stderr, "peer_bench: %s ignored SIGTERM for 5 s; killed\n", p->name);
     p->pid = 0;
 }
 
@@ -229,15 +251,8 @@ pid_t peer_trace_syncs(pid_t pid, const char *path)
     snprintf(spid, sizeof spid, "%d", (int) pid);
     char *argv[] = {"strace", "-f", "-qq", "-e", "trace=fsync,fdatasync,sync_file_range,msync",
                     "-o", (char *) path, "-p", spid, NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    pid_t tracer;
-    int rc = posix_spawnp(&tracer, "strace", &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0)
+    pid_t tracer = spawn_quiet(argv);
+    if (tracer < 0)
         return -1;
     int64_t deadline = now_ms() + 5000;
     while (now_ms() < deadline) {
@@ -255,17 +270,7 @@ pid_t peer_trace_syncs(pid_t pid, const char *path)
 
 long peer_trace_count(pid_t tracer, const char *path)
 {
-    int status;
-    kill(tracer, SIGINT); /* strace detaches and flushes its output */
-    int64_t deadline = now_ms() + 5000;
-    while (waitpid(tracer, &status, WNOHANG) != tracer) {
-        if (now_ms() > deadline) {
-            kill(tracer, SIGKILL);
-            waitpid(tracer, &status, 0);
-            break;
-        }
-        nap_ms(5);
-    }
+    stop_wait(tracer, SIGINT, 5000); /* strace detaches and flushes its output */
     FILE *f = fopen(path, "r");
     if (!f)
         return -1;
@@ -290,15 +295,8 @@ pid_t peer_perf_start(pid_t pid, const char *path)
     snprintf(spid, sizeof spid, "%d", (int) pid);
     char *argv[] = {"perf", "record", "-q", "-e", "cpu-clock", "-F", "1999", "-g", "-p", spid,
                     "-o", (char *) path, NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    pid_t perf;
-    int rc = posix_spawnp(&perf, "perf", &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0)
+    pid_t perf = spawn_quiet(argv);
+    if (perf < 0)
         return -1;
     /* perf writes its header once the events are open */
     int64_t deadline = now_ms() + 5000;
@@ -318,17 +316,8 @@ pid_t peer_perf_start(pid_t pid, const char *path)
 
 int peer_perf_stop(pid_t perf, const char *path, const char *report)
 {
-    int status;
-    kill(perf, SIGINT);
-    int64_t deadline = now_ms() + 10000;
-    while (waitpid(perf, &status, WNOHANG) != perf) {
-        if (now_ms() > deadline) {
-            kill(perf, SIGKILL);
-            waitpid(perf, &status, 0);
-            return -1;
-        }
-        nap_ms(5);
-    }
+    if (stop_wait(perf, SIGINT, 10000) != 0)
+        return -1;
     /* first by library (where the time goes), then by symbol */
     char cmd[3 * 1024];
     snprintf(cmd, sizeof cmd,
