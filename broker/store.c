@@ -417,8 +417,11 @@ static const char *check_row(sqlite3_stmt *st, const msg_fields_t *f, int check_
 {
     if (check_entry && sqlite3_column_type(st, COL_MCRC) == SQLITE_NULL)
         return "the entry points at no stored message";
+    /* the type first: after a conversion SQLite's column type is undefined */
+    if (sqlite3_column_type(st, COL_MCRC) != SQLITE_INTEGER)
+        return "the message fails its checksum";
     uint32_t mcrc = (uint32_t) sqlite3_column_int64(st, COL_MCRC);
-    if (sqlite3_column_type(st, COL_MCRC) != SQLITE_INTEGER || msg_crc(f) != mcrc)
+    if (msg_crc(f) != mcrc)
         return "the message fails its checksum";
     if (check_entry &&
         (sqlite3_column_type(st, COL_ECRC) != SQLITE_INTEGER ||
