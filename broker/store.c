@@ -2203,8 +2203,11 @@ static int query_entries(cw_store_t *s, int which, const char *user, user_t *u, 
     return CW_OK;
 }
 
-int cw_store_read(cw_store_t *s, const char *user, uint64_t from_seq, size_t max,
-                  uint64_t now_us, cw_store_entry_t **entries, size_t *n)
+/* What every reader of a queue checks first: the arguments, the store's
+ * and the group's state, the user. Empties *entries and *n; CW_OK with *u set,
+ * else the status to return. */
+static int begin_read(cw_store_t *s, const char *user, cw_store_entry_t **entries, size_t *n,
+                      user_t **u)
 {
     if (!s || !entries || !n)
         return CW_ERR_INVALID;
@@ -2216,9 +2219,17 @@ int cw_store_read(cw_store_t *s, const char *user, uint64_t from_seq, size_t max
         set_err(s, "the group already failed; roll it back");
         return CW_STORE_ERROR;
     }
-    user_t *u = user_find(s, user);
-    if (!u)
-        return CW_UNKNOWN_USER;
+    *u = user_find(s, user);
+    return *u ? CW_OK : CW_UNKNOWN_USER;
+}
+
+int cw_store_read(cw_store_t *s, const char *user, uint64_t from_seq, size_t max,
+                  uint64_t now_us, cw_store_entry_t **entries, size_t *n)
+{
+    user_t *u;
+    int brc = begin_read(s, user, entries, n, &u);
+    if (brc != CW_OK)
+        return brc;
     uint64_t from = from_seq > u->acked_seq ? from_seq : u->acked_seq + 1;
     cw_store_entry_t *arr;
     size_t count;
@@ -2259,19 +2270,10 @@ int cw_store_read(cw_store_t *s, const char *user, uint64_t from_seq, size_t max
 int cw_store_history(cw_store_t *s, const char *user, size_t last_n, uint64_t now_us,
                      cw_store_entry_t **entries, size_t *n)
 {
-    if (!s || !entries || !n)
-        return CW_ERR_INVALID;
-    *entries = NULL;
-    *n = 0;
-    if (s->state == STORE_FAILED)
-        return failed_refusal(s);
-    if (s->txn == TXN_ABORTED) {
-        set_err(s, "the group already failed; roll it back");
-        return CW_STORE_ERROR;
-    }
-    user_t *u = user_find(s, user);
-    if (!u)
-        return CW_UNKNOWN_USER;
+    user_t *u;
+    int brc = begin_read(s, user, entries, n, &u);
+    if (brc != CW_OK)
+        return brc;
     cw_store_entry_t *arr;
     size_t count;
     int rc = query_entries(s, S_HISTORY, user, u, 0, last_n, now_us, &arr, &count);
@@ -2290,19 +2292,10 @@ int cw_store_history(cw_store_t *s, const char *user, size_t last_n, uint64_t no
 int cw_store_peek(cw_store_t *s, const char *user, uint64_t from_seq, uint64_t up_to_seq,
                   size_t max, uint64_t now_us, cw_store_entry_t **entries, size_t *n)
 {
-    if (!s || !entries || !n)
-        return CW_ERR_INVALID;
-    *entries = NULL;
-    *n = 0;
-    if (s->state == STORE_FAILED)
-        return failed_refusal(s);
-    if (s->txn == TXN_ABORTED) {
-        set_err(s, "the group already failed; roll it back");
-        return CW_STORE_ERROR;
-    }
-    user_t *u = user_find(s, user);
-    if (!u)
-        return CW_UNKNOWN_USER;
+    user_t *u;
+    int brc = begin_read(s, user, entries, n, &u);
+    if (brc != CW_OK)
+        return brc;
     uint64_t from = from_seq > u->acked_seq ? from_seq : u->acked_seq + 1;
     if (from > up_to_seq)
         return CW_OK;
