@@ -833,10 +833,11 @@ static int sq_save_clock(cw_store_backend_t *s, uint64_t token, const char *user
 }
 
 static int sq_claim_session(cw_store_backend_t *s, uint64_t token, const char *user,
-                            const uint8_t *resume, size_t resume_len)
+                            const uint8_t *sess, size_t sess_len, int resume)
 {
+    (void) sess;
+    (void) sess_len;
     (void) resume;
-    (void) resume_len;
     return cw_store_actor_claim_session(ACTOR(s), token, user);
 }
 
@@ -865,6 +866,7 @@ static void sq_stats(cw_store_backend_t *s, cw_store_counters_t *out)
 
 const cw_store_ops_t cw_store_sqlite_ops = {
     .name = "sqlite",
+    .shared = 0,
     .open = sq_open,
     .close = sq_close,
     .poll_handle = sq_poll_handle,

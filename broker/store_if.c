@@ -32,6 +32,9 @@ void cw_store_config_init(cw_store_config_t *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
     cfg->dedup_window_s = 86400;
+    cfg->wait_replicas = 1;
+    cfg->retry_ms = 10000;
+    cfg->lease_ms = 1000;
 }
 
 int cw_store_redis_url_check(const char *url, size_t *n, char *err, size_t errlen)

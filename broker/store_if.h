@@ -56,11 +56,14 @@
  *    ADD_USER        created: the name was new. CW_OK, CW_BAD_NAME.
  *    CLOCK           saves (replaces) the user's resume clock with own
  *                    entry `own`. CW_OK, CW_BAD_NAME, CW_STORE_ERROR.
- *    CLAIM_SESSION   the user's session is this broker's. CW_OK (claimed;
- *                    resumed = 1 if the resume token matched another
- *                    broker's session, which is taken over), CW_NAME_TAKEN
- *                    (live on another broker). SQLite: always CW_OK,
- *                    resumed 0 (the router's own table decides: one broker).
+ *    CLAIM_SESSION   the user's session is this broker's, with session
+ *                    token `sess` (the resume token the client will be
+ *                    given). resume = 1: `sess` is the token the client
+ *                    presented. CW_OK (claimed; resumed = 1 if `sess`
+ *                    matched another broker's session, which is taken
+ *                    over), CW_NAME_TAKEN (live on another broker, token
+ *                    not matching). SQLite: always CW_OK, resumed 0 (the
+ *                    router's own table decides: one broker).
  *    RELEASE_SESSION the claim ends. CW_OK.
  *    LIVE_SEND       a live frame for users on other brokers: rcpts[i]
  *                    CW_DELIVERED or CW_OFFLINE. SQLite: every one
@@ -68,11 +71,46 @@
  *    WHO_PAGE        users sorting after `after` (byte order), at most max:
  *                    users[], truncated. The router adds `online` and
  *                    last-seen from its own table.
- *  Events: ENTRY (entries[0] is a new entry for `user`, written by another
- *  broker), LIVE (frame for `user`), TAKEOVER (`user`'s session moved to
- *  another broker), PRESENCE (`user` came or went: created 1 = online),
- *  NEW_USER (users[0]), DONE (the backend completed batch `batch`; batches
+ *  Events: ENTRY (entries[0] is an entry of `user`'s queue), LIVE (frame
+ *  for `user`, to go out after entry `seq` of its queue), TAKEOVER
+ *  (`user`'s session moved to another broker), PRESENCE (`user` came or
+ *  went on another broker: created 1 = online), NEW_USER (users[0], made by
+ *  another broker), DONE (the backend completed batch `batch`; batches
  *  complete in submission order).
+ *
+ *  Shared backends (ops->shared = 1: Redis; several brokers, SCALEOUT.md):
+ *    S1. Visibility. An entry is visible once its writer (any broker)
+ *        completed the entry's batch (every append of it and of the
+ *        writer's earlier batches executed and replicated: WAIT) or the
+ *        writer's lease expired, and every lower seq of the queue is
+ *        visible. READ replies hold only visible entries (the prefix up to
+ *        the first one that is not); nothing invisible reaches the router.
+ *    S2. ENTRY. For every user whose session this broker claimed (CLAIM
+ *        answered CW_OK and neither RELEASE nor TAKEOVER since), the
+ *        backend raises ENTRY for each entry as it becomes visible, in
+ *        strictly increasing seq per user, the entries this broker
+ *        appended itself included, at least once (after a lost
+ *        subscription it re-reads the queue and raises what it had not).
+ *        The router treats ENTRY as a hint with content: it pushes the
+ *        entry when the session is caught up and seq == pushed + 1; any
+ *        other seq above pushed makes it read (and a read that comes back
+ *        short while an ENTRY above pushed arrived meanwhile reads again).
+ *        user->last_seq follows the ENTRY seqs.
+ *    S3. APPEND may name users the router does not know (made on another
+ *        broker a moment ago): the backend answers CW_UNKNOWN_USER for
+ *        names it does not know either. The router's user table is a cache
+ *        fed by the loaded log and NEW_USER; broadcast addresses the cache
+ *        (eventually consistent; documented).
+ *    S4. CLAIM_SESSION decides who serves a name: CW_NAME_TAKEN while
+ *        another live broker serves it (unless the resume token matches:
+ *        then resumed = 1 and the other broker gets TAKEOVER), CW_OK
+ *        otherwise. RELEASE ends the claim (logout, reap, shutdown).
+ *    S5. LIVE_SEND reaches users served by other brokers; each recipient
+ *        gets LIVE on its broker with the barrier seq (its queue's last
+ *        seq when the frame took its place), pushed after that entry.
+ *    S6. PRESENCE is best effort (PROTOCOL.md §8), as is LIVE.
+ *  Unshared backends (SQLite) raise only DONE and answer CLAIM, RELEASE,
+ *  LIVE_SEND as the table above says.
  */
 #ifndef CW_STORE_IF_H
 #define CW_STORE_IF_H
@@ -135,6 +173,8 @@ typedef struct {
     uint64_t created_us;      /* when the name was first seen */
     uint64_t pending;         /* unacknowledged messages in the queue */
     uint64_t last_seq;        /* highest seq ever assigned; 0 if none */
+    int online;               /* shared backends: served by a live broker now
+                                 (at open, WHO_PAGE); 0 otherwise */
 } cw_store_user_t;
 
 /* A user's resume clock (PROTOCOL.md 11.4): opaque bytes to the store (the
@@ -184,6 +224,7 @@ struct cw_store_reply {
     int resumed;                /* CLAIM_SESSION: taken over from another broker */
     uint64_t pending;           /* ACK, READ: the user's unacknowledged entries after it */
     uint64_t batch;             /* DONE: the batch completed */
+    uint64_t seq;               /* LIVE: the barrier (push after this entry) */
     size_t n_rcpts;             /* APPEND, LIVE_SEND */
     cw_store_rcpt_t *rcpts;     /* the request's recipients with their outcome */
     size_t n_orig;              /* APPEND duplicate */
@@ -249,9 +290,18 @@ typedef struct {
     int recover;              /* open even if committed data is missing (a damaged log):
                                  report it, move every seq past what was lost (the
                                  broker's --recover-store) */
+    /* Shared backends (Redis) only: */
+    uint32_t wait_replicas;   /* replicas WAIT must see per primary per batch before
+                                 anything is answered or visible (--redis-wait; default
+                                 1; 0 = no WAIT: a test control that can lose data) */
+    uint32_t retry_ms;        /* a request's deadline before CW_STORE_ERROR
+                                 (--store-retry-ms; default 10000) */
+    uint32_t lease_ms;        /* the broker's lease renewal period H; the lease
+                                 expires after 3 H (default 1000) */
 } cw_store_config_t;
 
-/* Defaults: no quota, no retention, no TTL, dedup window 86400 s. */
+/* Defaults: no quota, no retention, no TTL, dedup window 86400 s; Redis:
+ * wait 1 replica, retry 10 s, lease 1 s. */
 void cw_store_config_init(cw_store_config_t *cfg);
 
 /* Upper bounds of the durable-sync latency histogram's buckets,
@@ -300,6 +350,7 @@ void cw_store_loaded_free(cw_store_loaded_t *l);
 /* The operations table. Every submit function: see the contract above. */
 typedef struct {
     const char *name;         /* "sqlite", "redis" */
+    int shared;               /* 1: several brokers share the store (S1-S6 above) */
     /* Opens the store at `where` (a directory, a URL) and starts serving.
      * *loaded receives the user log and the resume clocks as stored
      * (caller frees with cw_store_loaded_free). CW_OK and *out set, or a
@@ -326,9 +377,10 @@ typedef struct {
     int (*add_user)(cw_store_backend_t *s, uint64_t token, const char *user);
     int (*save_clock)(cw_store_backend_t *s, uint64_t token, const char *user, uint64_t own,
                       const uint8_t *clock, size_t clock_len);
-    /* resume: the session's resume token (len bytes, 0 = a fresh login). */
+    /* sess: the session's token (sess_len bytes); resume: the client
+     * presented it (see CLAIM_SESSION). */
     int (*claim_session)(cw_store_backend_t *s, uint64_t token, const char *user,
-                         const uint8_t *resume, size_t resume_len);
+                         const uint8_t *sess, size_t sess_len, int resume);
     int (*release_session)(cw_store_backend_t *s, uint64_t token, const char *user);
     int (*live_send)(cw_store_backend_t *s, uint64_t token, const char *const *users,
                      size_t n_users, const void *frame, size_t frame_len);

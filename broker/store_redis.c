@@ -37,6 +37,7 @@ static void redis_close(cw_store_backend_t **p)
 
 const cw_store_ops_t cw_store_redis_ops = {
     .name = "redis",
+    .shared = 1,
     .open = redis_open,
     .close = redis_close,
 };

@@ -229,7 +229,7 @@ static void test_reply_order(void **state)
             assert_int_equal(o->add_user(f->s, ++t, name), CW_OK);
             assert_int_equal(o->save_clock(f->s, ++t, "alice", (uint64_t) round + 1, clock,
                                            sizeof clock), CW_OK);
-            assert_int_equal(o->claim_session(f->s, ++t, "carol", NULL, 0), CW_OK);
+            assert_int_equal(o->claim_session(f->s, ++t, "carol", NULL, 0, 0), CW_OK);
             assert_int_equal(o->live_send(f->s, ++t, live_to, 2, "x", 1), CW_OK);
             assert_int_equal(o->who_page(f->s, ++t, "", 10), CW_OK);
             assert_int_equal(o->release_session(f->s, ++t, "carol"), CW_OK);
@@ -519,8 +519,8 @@ static void test_sessions_single_store(void **state)
         uint64_t t = 0;
         add_users(f, &t);
         static const uint8_t token[16] = {1};
-        assert_int_equal(o->claim_session(f->s, ++t, "bob", NULL, 0), CW_OK);
-        assert_int_equal(o->claim_session(f->s, ++t, "bob", token, sizeof token), CW_OK);
+        assert_int_equal(o->claim_session(f->s, ++t, "bob", NULL, 0, 0), CW_OK);
+        assert_int_equal(o->claim_session(f->s, ++t, "bob", token, sizeof token, 1), CW_OK);
         for (uint64_t k = t - 1; k <= t; k++) {
             cw_store_reply_t *r = expect(f, k, CW_STORE_REQ_CLAIM_SESSION);
             assert_int_equal(cw_store_reply_status(r), CW_OK);
