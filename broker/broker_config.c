@@ -29,7 +29,10 @@ typedef struct {
 static const opt_t options[] = {
     STR(bind, "bind", "ENDPOINT", "ZeroMQ endpoint to listen on (default " CW_DEFAULT_BIND ")"),
     STR(data, "data", "DIR", "durable store directory (default: none, live-only)"),
-    STR(store, "store", "URL", "durable store on Redis Cluster, redis://HOST:PORT[,HOST:PORT...] (not implemented yet; excludes --data)"),
+    STR(store, "store", "URL", "durable store on Redis Cluster, redis://HOST:PORT[,HOST:PORT...] (seed nodes; excludes --data)"),
+    U32(redis_wait, "redis-wait", 0, 16, "--store: replicas WAIT must reach per primary before anything is acknowledged or delivered; 0 = no WAIT, a test control that can lose data (default 1)"),
+    U32(store_retry_ms, "store-retry-ms", 100, 600000, "--store: a store request's deadline in ms before STORE_ERROR (default 10000)"),
+    U32(lease_ms, "lease-ms", 100, 60000, "--store: this broker's lease renewal period in ms; it expires after 3 periods (default 1000)"),
     {"log-level", OPT_LEVEL, offsetof(cw_broker_config_t, log_level), 0, 0, 0, "LEVEL",
      "error|warn|info|debug|trace (default info)"},
     U32(heartbeat_ms, "heartbeat-ms", 50, 600000, "heartbeat interval in ms (default 1000)"),
@@ -95,6 +98,9 @@ void cw_broker_config_defaults(cw_broker_config_t *cfg)
     cfg->store_inflight = 1000;
     cfg->store_inflight_bytes = 8u << 20;
     cfg->store_max = 10000000;
+    cfg->redis_wait = 1;
+    cfg->store_retry_ms = 10000;
+    cfg->lease_ms = 1000;
     snprintf(cfg->log_format, sizeof cfg->log_format, "text");
 }
 

@@ -43,6 +43,9 @@ typedef struct {
     uint32_t store_inflight;  /* durable: store requests waiting per session */
     uint32_t store_inflight_bytes; /* durable: bytes of those requests per session */
     uint32_t store_max;       /* durable: queued messages over all users; 0 = no limit */
+    uint32_t redis_wait;      /* --store: replicas each WAIT must reach (0: no WAIT) */
+    uint32_t store_retry_ms;  /* --store: a request's deadline before STORE_ERROR */
+    uint32_t lease_ms;        /* --store: lease renewal period (expires after 3) */
     char metrics[256];        /* HOST:PORT of the Prometheus endpoint; "" = none */
     int metrics_public;       /* 1: the endpoint may listen on a non-loopback address */
     char operators[1024];     /* comma-separated user names allowed the operator

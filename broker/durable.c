@@ -1218,6 +1218,9 @@ int cwd_open(cw_broker_t *b, char *err, size_t errlen)
     cfg.retention = b->cfg.retention;
     cfg.default_ttl_s = b->cfg.ttl_s;
     cfg.recover = b->cfg.recover_store;
+    cfg.wait_replicas = b->cfg.redis_wait;
+    cfg.retry_ms = b->cfg.store_retry_ms;
+    cfg.lease_ms = b->cfg.lease_ms;
     cw_store_backend_t *store = NULL;
     cw_store_loaded_t loaded;
     int64_t t0 = cw_mono_ms();

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -29,6 +30,7 @@
 #define BACKOFF_MAX_MS 1000
 #define MIGRATING_MS 1000     /* how long an ASK keeps its slot one-at-a-time */
 #define REFRESH_GAP_MS 100    /* at most one CLUSTER SLOTS per this */
+#define SUB_REFRESH_MS 1000   /* table reload period while subscriptions exist */
 
 typedef enum { C_USER, C_ASKING, C_REFRESH } cmd_kind_t;
 
@@ -43,6 +45,7 @@ typedef struct cmd {
     int64_t retry_at_ms;     /* not before (back-off) */
     int backoff_ms;          /* the next back-off */
     int64_t deadline_ms;     /* invariant 5 */
+    int attempts;            /* times written to a connection */
     cw_rc_cb_t *cb;
     void *arg;
 } cmd_t;
@@ -56,7 +59,26 @@ typedef struct {
     cmd_t *head, *tail;      /* in flight, in reply order */
     int64_t reconnect_at_ms; /* when c is NULL: next attempt */
     int backoff_ms;
+    /* The subscriber connection (subscriptions.h part of the header). */
+    redisContext *sc;        /* NULL: none */
+    int sconnected;
+    struct sub **spend;      /* subscribe/unsubscribe requests sent, in reply order */
+    size_t n_spend, cap_spend;
+    int64_t sreconnect_at_ms;
 } node_t;
+
+/* A subscription (invariants in redis_cluster.h, "Subscriptions"). */
+enum { S_WANT, S_SENT, S_ACTIVE, S_DROP, S_DROP_SENT };
+typedef struct sub {
+    struct sub *next;
+    char *ch;
+    size_t len;
+    int sharded;
+    uint16_t slot;
+    int node;                /* where it was sent / is active; -1 none */
+    int state;
+    int64_t retry_at_ms;
+} sub_t;
 
 struct cw_rc {
     cw_rc_opts_t opts;
@@ -74,8 +96,14 @@ struct cw_rc {
     int refresh_wanted;            /* reload the slot table */
     int refresh_inflight;
     int64_t refresh_last_ms;
-    int item_node[NODES_MAX];      /* pollitem i -> node index */
+    int item_node[2 * NODES_MAX];  /* pollitem i -> node index */
+    int item_sub[2 * NODES_MAX];   /* pollitem i is the node's subscriber connection */
     cw_rc_stats_t st;
+    int cur_attempts, cur_node;    /* of the command whose callback runs */
+    sub_t *subs;                   /* every subscription, any state */
+    cw_rc_sub_cb_t *sub_cb;
+    void *sub_arg;
+    int64_t sub_refresh_ms;        /* last periodic table reload while subscribed */
 };
 
 static int64_t now_ms(void)
@@ -175,8 +203,12 @@ static void complete(cw_rc_t *rc, cmd_t *c, int status, redisReply *r)
 {
     if (c->kind == C_USER) {
         rc->pending--;
+        rc->cur_attempts = c->attempts;
+        if (status != CW_OK)
+            rc->cur_node = -1;
         if (c->cb)
             c->cb(c->arg, status, r);
+        rc->cur_node = -1;
     }
     if (r)
         freeReplyObject(r);
@@ -380,6 +412,7 @@ static void on_reply(cw_rc_t *rc, int ni, cmd_t *c, redisReply *r)
         retry_later(rc, c, now);
         return;
     }
+    rc->cur_node = ni;
     complete(rc, c, CW_OK, r);
 }
 
@@ -441,9 +474,309 @@ static void dispatch(cw_rc_t *rc, int64_t now)
         rc->fl_node[s] = (int16_t) target;
         rc->fl_count[s]++;
         rc->st.sent++;
+        c->attempts++;
         if (rc->migrating_until[s] > now)
             rc->blocked[s] = rc->gen; /* one at a time while migrating */
     }
+}
+
+/* --- subscriptions -------------------------------------------------------- */
+
+static void sub_event(cw_rc_t *rc, sub_t *u, int ev, const char *p, size_t len)
+{
+    if (rc->sub_cb)
+        rc->sub_cb(rc->sub_arg, ev, u->ch, u->len, u->sharded, p, len);
+}
+
+static void sub_unlink_free(cw_rc_t *rc, sub_t *u)
+{
+    for (sub_t **pp = &rc->subs; *pp; pp = &(*pp)->next)
+        if (*pp == u) {
+            *pp = u->next;
+            break;
+        }
+    free(u->ch);
+    free(u);
+}
+
+/* Node i's subscriber connection is gone (or given up): every active
+ * subscription on it is LOST and wanted again; requests in flight there
+ * are forgotten (an unsubscribe among them is done: the server dropped
+ * it with the connection). */
+static void sub_conn_lost(cw_rc_t *rc, int i)
+{
+    node_t *n = &rc->nodes[i];
+    int64_t now = now_ms();
+    if (n->sc)
+        redisFree(n->sc);
+    n->sc = NULL;
+    n->sconnected = 0;
+    n->n_spend = 0;
+    n->sreconnect_at_ms = now + BACKOFF_MIN_MS * 10;
+    sub_t *u = rc->subs;
+    while (u) {
+        sub_t *next = u->next;
+        if (u->node == i) {
+            if (u->state == S_DROP_SENT || u->state == S_DROP) {
+                sub_unlink_free(rc, u);
+            } else {
+                int was = u->state;
+                u->state = S_WANT;
+                u->node = -1;
+                u->retry_at_ms = now + BACKOFF_MIN_MS;
+                if (was == S_ACTIVE)
+                    sub_event(rc, u, CW_RC_SUB_LOST, NULL, 0);
+            }
+        }
+        u = next;
+    }
+    rc->refresh_wanted = 1;
+}
+
+static int spend_push(node_t *n, sub_t *u)
+{
+    if (n->n_spend == n->cap_spend) {
+        size_t cap = n->cap_spend ? n->cap_spend * 2 : 16;
+        sub_t **g = realloc(n->spend, cap * sizeof *g);
+        if (!g)
+            return -1;
+        n->spend = g;
+        n->cap_spend = cap;
+    }
+    n->spend[n->n_spend++] = u;
+    return 0;
+}
+
+static sub_t *spend_pop(node_t *n)
+{
+    if (!n->n_spend)
+        return NULL;
+    sub_t *u = n->spend[0];
+    memmove(n->spend, n->spend + 1, (n->n_spend - 1) * sizeof *n->spend);
+    n->n_spend--;
+    return u;
+}
+
+/* Writes a (S)SUBSCRIBE or (S)UNSUBSCRIBE of u to node i. 0 or -1. */
+static int sub_send(cw_rc_t *rc, int i, sub_t *u, int subscribe)
+{
+    node_t *n = &rc->nodes[i];
+    const char *cmd = u->sharded ? (subscribe ? "SSUBSCRIBE" : "SUNSUBSCRIBE")
+                                 : (subscribe ? "SUBSCRIBE" : "UNSUBSCRIBE");
+    const char *argv[] = {cmd, u->ch};
+    size_t lens[] = {strlen(cmd), u->len};
+    char *buf = NULL;
+    int len = redisFormatCommandArgv(&buf, 2, argv, lens);
+    if (len < 0)
+        return -1;
+    int ok = spend_push(n, u) == 0 &&
+             redisAppendFormattedCommand(n->sc, buf, (size_t) len) == REDIS_OK;
+    free(buf);
+    if (!ok)
+        return -1;
+    (void) rc;
+    return 0;
+}
+
+static void sub_connect(node_t *n, int64_t now)
+{
+    if (n->sc || now < n->sreconnect_at_ms)
+        return;
+    n->sc = redisConnectNonBlock(n->host, n->port);
+    n->sconnected = 0;
+    if (!n->sc || n->sc->err) {
+        if (n->sc)
+            redisFree(n->sc);
+        n->sc = NULL;
+        n->sreconnect_at_ms = now + BACKOFF_MAX_MS / 4;
+    }
+}
+
+/* Sends what subscriptions want; checks that every active sharded one is
+ * still at its slot's owner (else its connection is given up: invariant
+ * S2). */
+static void sub_dispatch(cw_rc_t *rc, int64_t now)
+{
+    for (sub_t *u = rc->subs; u; u = u->next)
+        if (u->state == S_ACTIVE && u->sharded && rc->slot_node[u->slot] >= 0 &&
+            rc->slot_node[u->slot] != u->node) {
+            sub_conn_lost(rc, u->node);
+            break; /* the list changed; the rest is checked next turn */
+        }
+    sub_t *u = rc->subs;
+    while (u) {
+        sub_t *next = u->next;
+        if (u->state == S_DROP && u->node >= 0) {
+            node_t *n = &rc->nodes[u->node];
+            if (n->sc && n->sconnected && sub_send(rc, u->node, u, 0) == 0)
+                u->state = S_DROP_SENT;
+        } else if (u->state == S_DROP) {
+            sub_unlink_free(rc, u);
+        } else if (u->state == S_WANT && now >= u->retry_at_ms) {
+            int target = -1;
+            if (u->sharded) {
+                target = rc->slot_node[u->slot];
+            } else {
+                for (int i = 0; i < rc->n_nodes && target < 0; i++)
+                    if (rc->nodes[i].sc && rc->nodes[i].sconnected)
+                        target = i;
+                for (int i = 0; i < rc->n_nodes && target < 0; i++)
+                    if (rc->nodes[i].connected)
+                        target = i;
+            }
+            if (target < 0) {
+                rc->refresh_wanted = 1;
+            } else {
+                node_t *n = &rc->nodes[target];
+                sub_connect(n, now);
+                if (n->sc && n->sconnected && sub_send(rc, target, u, 1) == 0) {
+                    u->state = S_SENT;
+                    u->node = target;
+                }
+            }
+        }
+        u = next;
+    }
+}
+
+static sub_t *sub_find_active(cw_rc_t *rc, int i, const char *ch, size_t len, int sharded)
+{
+    for (sub_t *u = rc->subs; u; u = u->next)
+        if (u->node == i && u->state == S_ACTIVE && u->sharded == sharded && u->len == len &&
+            memcmp(u->ch, ch, len) == 0)
+            return u;
+    return NULL;
+}
+
+static int is_word(const redisReply *r, const char *w)
+{
+    return r->type == REDIS_REPLY_STRING && r->len == strlen(w) && strncasecmp(r->str, w, r->len) == 0;
+}
+
+/* One reply on node i's subscriber connection. 0, or -1: out of step. */
+static int sub_reply(cw_rc_t *rc, int i, redisReply *r)
+{
+    node_t *n = &rc->nodes[i];
+    if (r->type == REDIS_REPLY_ERROR) { /* answers the oldest request: MOVED, CLUSTERDOWN */
+        sub_t *u = spend_pop(n);
+        if (!u)
+            return -1;
+        rc->refresh_wanted = 1;
+        if (u->state == S_DROP_SENT) {
+            sub_unlink_free(rc, u);
+        } else if (u->state == S_SENT) {
+            u->state = S_WANT;
+            u->node = -1;
+            u->retry_at_ms = now_ms() + BACKOFF_MIN_MS * 10;
+        }
+        return 0;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
+        r->element[1]->type != REDIS_REPLY_STRING)
+        return -1;
+    const redisReply *k = r->element[0], *ch = r->element[1];
+    if (is_word(k, "smessage") || is_word(k, "message")) {
+        if (r->element[2]->type != REDIS_REPLY_STRING)
+            return -1;
+        sub_t *u = sub_find_active(rc, i, ch->str, ch->len, is_word(k, "smessage"));
+        if (u)
+            sub_event(rc, u, CW_RC_SUB_MESSAGE, r->element[2]->str, r->element[2]->len);
+        return 0;
+    }
+    int subs = is_word(k, "ssubscribe") || is_word(k, "subscribe");
+    int unsubs = is_word(k, "sunsubscribe") || is_word(k, "unsubscribe");
+    if (!subs && !unsubs)
+        return -1;
+    sub_t *head = n->n_spend ? n->spend[0] : NULL;
+    if (head && head->len == ch->len && memcmp(head->ch, ch->str, ch->len) == 0 &&
+        ((subs && (head->state == S_SENT || head->state == S_DROP || head->state == S_DROP_SENT)) ||
+         (unsubs && head->state == S_DROP_SENT))) {
+        spend_pop(n);
+        if (subs && head->state == S_SENT) {
+            head->state = S_ACTIVE;
+            sub_event(rc, head, CW_RC_SUB_READY, NULL, 0);
+        } else if (subs) {
+            /* confirmed while an unsubscribe is wanted (S_DROP: sent next
+             * turn) or already sent (its confirmation follows) */
+        } else {
+            sub_unlink_free(rc, head);
+        }
+        return 0;
+    }
+    if (unsubs) { /* the server ended it: a slot moved away (invariant S2) */
+        sub_t *u = sub_find_active(rc, i, ch->str, ch->len, is_word(k, "sunsubscribe"));
+        if (u) {
+            u->state = S_WANT;
+            u->node = -1;
+            u->retry_at_ms = now_ms() + BACKOFF_MIN_MS;
+            rc->refresh_wanted = 1;
+            sub_event(rc, u, CW_RC_SUB_LOST, NULL, 0);
+        }
+        return 0;
+    }
+    return -1;
+}
+
+static int sub_read(cw_rc_t *rc, int i)
+{
+    node_t *n = &rc->nodes[i];
+    if (redisBufferRead(n->sc) != REDIS_OK)
+        return -1;
+    for (;;) {
+        void *v = NULL;
+        if (redisGetReplyFromReader(n->sc, &v) != REDIS_OK)
+            return -1;
+        if (!v)
+            return 0;
+        int rc2 = sub_reply(rc, i, v);
+        freeReplyObject(v);
+        if (rc2 != 0 || !n->sc)
+            return rc2;
+    }
+}
+
+void cw_rc_set_sub_cb(cw_rc_t *rc, cw_rc_sub_cb_t *cb, void *arg)
+{
+    rc->sub_cb = cb;
+    rc->sub_arg = arg;
+}
+
+int cw_rc_subscribe(cw_rc_t *rc, const char *channel, size_t len, int sharded)
+{
+    if (!rc || !channel || !len)
+        return CW_ERR_INVALID;
+    sub_t *u = calloc(1, sizeof *u);
+    char *ch = u ? malloc(len + 1) : NULL;
+    if (!ch) {
+        free(u);
+        return CW_ERR_NOMEM;
+    }
+    memcpy(ch, channel, len);
+    ch[len] = '\0';
+    u->ch = ch;
+    u->len = len;
+    u->sharded = sharded ? 1 : 0;
+    u->slot = cw_rc_slot(channel, len);
+    u->node = -1;
+    u->state = S_WANT;
+    u->next = rc->subs;
+    rc->subs = u;
+    return CW_OK;
+}
+
+int cw_rc_unsubscribe(cw_rc_t *rc, const char *channel, size_t len, int sharded)
+{
+    if (!rc || !channel)
+        return CW_ERR_INVALID;
+    for (sub_t *u = rc->subs; u; u = u->next)
+        if (u->len == len && u->sharded == (sharded ? 1 : 0) && memcmp(u->ch, channel, len) == 0 &&
+            u->state != S_DROP && u->state != S_DROP_SENT) {
+            if (u->state == S_WANT)
+                u->node = -1;
+            u->state = S_DROP; /* S_SENT: the confirmation comes first, then ours */
+            return CW_OK;
+        }
+    return CW_OK;
 }
 
 /* --- public ------------------------------------------------------------------ */
@@ -464,6 +797,7 @@ cw_rc_t *cw_rc_new(const char *seeds, const cw_rc_opts_t *opts, char *err, size_
     for (int s = 0; s < SLOTS; s++)
         rc->slot_node[s] = rc->fl_node[s] = -1;
     rc->gen = 1;
+    rc->cur_node = -1;
     snprintf(err, errlen, "no seed given");
     const char *p = seeds;
     while (p && *p) {
@@ -526,6 +860,15 @@ void cw_rc_destroy(cw_rc_t **p)
         }
         if (n->c)
             redisFree(n->c);
+        if (n->sc)
+            redisFree(n->sc);
+        free(n->spend);
+    }
+    while (rc->subs) {
+        sub_t *u = rc->subs;
+        rc->subs = u->next;
+        free(u->ch);
+        free(u);
     }
     while (rc->unsent) {
         cmd_t *c = rc->unsent;
@@ -575,6 +918,19 @@ size_t cw_rc_pollitems(cw_rc_t *rc, zmq_pollitem_t *items, size_t max)
             ev |= ZMQ_POLLOUT;
         items[k] = (zmq_pollitem_t){NULL, n->c->fd, ev, 0};
         rc->item_node[k] = i;
+        rc->item_sub[k] = 0;
+        k++;
+    }
+    for (int i = 0; i < rc->n_nodes && k < max; i++) {
+        node_t *n = &rc->nodes[i];
+        if (!n->sc)
+            continue;
+        short ev = ZMQ_POLLIN;
+        if (!n->sconnected || sdslen(n->sc->obuf) > 0)
+            ev |= ZMQ_POLLOUT;
+        items[k] = (zmq_pollitem_t){NULL, n->sc->fd, ev, 0};
+        rc->item_node[k] = i;
+        rc->item_sub[k] = 1;
         k++;
     }
     return k;
@@ -634,6 +990,24 @@ void cw_rc_process(cw_rc_t *rc, const zmq_pollitem_t *items, size_t n)
     for (size_t k = 0; k < n; k++) {
         int i = rc->item_node[k];
         node_t *nd = &rc->nodes[i];
+        if (rc->item_sub[k]) {
+            if (!nd->sc || nd->sc->fd != items[k].fd || !items[k].revents)
+                continue;
+            if (!nd->sconnected) {
+                if (items[k].revents & (ZMQ_POLLOUT | ZMQ_POLLERR)) {
+                    int e = 0;
+                    socklen_t elen = sizeof e;
+                    if (getsockopt(nd->sc->fd, SOL_SOCKET, SO_ERROR, &e, &elen) != 0 || e != 0)
+                        sub_conn_lost(rc, i);
+                    else
+                        nd->sconnected = 1;
+                }
+                continue;
+            }
+            if ((items[k].revents & (ZMQ_POLLIN | ZMQ_POLLERR)) && sub_read(rc, i) != 0)
+                sub_conn_lost(rc, i);
+            continue;
+        }
         if (!nd->c || nd->c->fd != items[k].fd || !items[k].revents)
             continue;
         if (!nd->connected) {
@@ -684,12 +1058,24 @@ void cw_rc_process(cw_rc_t *rc, const zmq_pollitem_t *items, size_t n)
                  (nd->head || rc->unsent || rc->refresh_wanted))
             node_connect(rc, nd);
     }
+    if (rc->subs && now - rc->sub_refresh_ms >= SUB_REFRESH_MS) {
+        rc->sub_refresh_ms = now; /* a demoted owner may keep a subscription quiet */
+        rc->refresh_wanted = 1;
+    }
     maybe_refresh(rc, now);
     dispatch(rc, now);
+    sub_dispatch(rc, now);
     for (int i = 0; i < rc->n_nodes; i++) {
         node_t *nd = &rc->nodes[i];
         if (nd->c && nd->connected && sdslen(nd->c->obuf) > 0 && node_write(nd) != 0)
             node_lost(rc, i);
+        int done = 0;
+        while (nd->sc && nd->sconnected && sdslen(nd->sc->obuf) > 0 && !done)
+            if (redisBufferWrite(nd->sc, &done) != REDIS_OK) {
+                if (errno != EAGAIN)
+                    sub_conn_lost(rc, i);
+                break;
+            }
     }
 }
 
@@ -697,6 +1083,11 @@ int cw_rc_timeout_ms(const cw_rc_t *rc)
 {
     if (rc->unsent || rc->refresh_wanted)
         return BACKOFF_MIN_MS;
+    for (const sub_t *u = rc->subs; u; u = u->next)
+        if (u->state == S_WANT || u->state == S_DROP)
+            return BACKOFF_MIN_MS * 5;
+    if (rc->subs)
+        return SUB_REFRESH_MS / 2;
     for (int i = 0; i < rc->n_nodes; i++)
         if (rc->nodes[i].head)
             return 100; /* replies wake the poll; this only runs the deadlines */
@@ -711,4 +1102,19 @@ size_t cw_rc_pending(const cw_rc_t *rc)
 void cw_rc_stats(const cw_rc_t *rc, cw_rc_stats_t *out)
 {
     *out = rc->st;
+}
+
+int cw_rc_cb_attempts(const cw_rc_t *rc)
+{
+    return rc->cur_attempts;
+}
+
+int cw_rc_cb_node(const cw_rc_t *rc)
+{
+    return rc->cur_node;
+}
+
+int cw_rc_slot_node(const cw_rc_t *rc, uint16_t slot)
+{
+    return slot < SLOTS ? rc->slot_node[slot] : -1;
 }

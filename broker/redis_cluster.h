@@ -41,6 +41,27 @@
  *    5. A command not answered within its deadline (cw_rc_opts_t.retry_ms
  *       after submission) completes with CW_STORE_ERROR; nothing else
  *       fails it.
+ *
+ *  Subscriptions (SSUBSCRIBE for shard channels at their slot's primary,
+ *  SUBSCRIBE for plain channels at any primary: Redis Cluster forwards
+ *  PUBLISH to every node). One subscriber connection per node, RESP2
+ *  push replies (smessage, message, ssubscribe, sunsubscribe) parsed from
+ *  the stream. The owner's callback gets READY (the server confirmed the
+ *  subscription: messages published from now on arrive), MESSAGE (only
+ *  from the connection where the channel is active), LOST (the
+ *  subscription ended without being asked: the connection was lost, the
+ *  server sent sunsubscribe because the slot moved, or the slot table
+ *  names another owner now). Invariants:
+ *    S1. After LOST the module subscribes again by itself (at the slot's
+ *        current owner) and says READY again; between LOST and READY
+ *        messages may have been missed, so the owner resynchronises at
+ *        READY.
+ *    S2. A sharded subscription is active only at its slot's owner per
+ *        the table: the table is reloaded every second while subscriptions
+ *        exist, and a subscription found elsewhere has its connection
+ *        given up (LOST for all of it), so a demoted node cannot keep
+ *        feeding messages after the table knows better.
+ *    S3. Nothing arrives from a connection after it was given up.
  */
 #ifndef CW_REDIS_CLUSTER_H
 #define CW_REDIS_CLUSTER_H
@@ -111,5 +132,29 @@ typedef struct {
     uint64_t expired;       /* commands failed at their deadline */
 } cw_rc_stats_t;
 void cw_rc_stats(const cw_rc_t *rc, cw_rc_stats_t *out);
+
+/* Only inside a command's callback: how many times the command was
+ * written to a connection (1: answered at its first attempt, no redirect,
+ * no retry) and the index of the node whose reply it is (-1: none, the
+ * command failed). Node indexes are stable for the life of rc. */
+int cw_rc_cb_attempts(const cw_rc_t *rc);
+int cw_rc_cb_node(const cw_rc_t *rc);
+
+/* The node owning a slot per the table (-1: unknown). */
+int cw_rc_slot_node(const cw_rc_t *rc, uint16_t slot);
+
+enum { CW_RC_SUB_READY = 1, CW_RC_SUB_LOST = 2, CW_RC_SUB_MESSAGE = 3 };
+/* A subscription event (see "Subscriptions" above); payload only for
+ * MESSAGE. Runs from cw_rc_process. */
+typedef void cw_rc_sub_cb_t(void *arg, int event, const char *channel, size_t channel_len,
+                            int sharded, const char *payload, size_t len);
+void cw_rc_set_sub_cb(cw_rc_t *rc, cw_rc_sub_cb_t *cb, void *arg);
+/* Subscribes (sharded: SSUBSCRIBE in the channel's slot; else SUBSCRIBE)
+ * from the next cw_rc_process on; READY follows. Subscribing twice makes
+ * two subscriptions. CW_OK, CW_ERR_INVALID, CW_ERR_NOMEM. */
+int cw_rc_subscribe(cw_rc_t *rc, const char *channel, size_t len, int sharded);
+/* Ends one subscription of the channel: no MESSAGE, READY or LOST for it
+ * from now on. CW_OK (also when there was none). */
+int cw_rc_unsubscribe(cw_rc_t *rc, const char *channel, size_t len, int sharded);
 
 #endif

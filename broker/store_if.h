@@ -4,7 +4,7 @@
  *  A backend is an operations table (cw_store_ops_t) chosen at run time:
  *  `--data DIR` is the embedded SQLite store (store.c run by its own thread,
  *  store_actor.c), `--store redis://HOST:PORT[,HOST:PORT...]` a Redis
- *  Cluster (store_redis.c; not implemented yet: its open says so). Nothing
+ *  Cluster (store_redis.c, store_redis_lua.c, store_redis_gate.c). Nothing
  *  in this header is any backend's: no transactions, no files, no SQL.
  *
  *  The contract every backend keeps (tests/unit/store_contract_test.c runs
