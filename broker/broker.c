@@ -314,6 +314,17 @@ static void on_claims(cw_broker_t *b)
                 cwd_release(b, c.user);
             continue;
         }
+        if (c.status == CW_OK && !c.resumed && c.resume && !s->dead) {
+            /* The token presented matched no session anywhere: a new
+             * session, which gets a new token (§7.5: an equal token means
+             * resumed), claimed again under it. */
+            uint8_t old[CW_TOKEN_LEN];
+            memcpy(old, s->token, sizeof old);
+            if (getrandom(s->token, sizeof s->token, 0) == (ssize_t) sizeof s->token &&
+                cwd_claim(b, s, false) == CW_OK)
+                continue;
+            memcpy(s->token, old, sizeof old); /* the claim holds the one presented */
+        }
         s->claiming = false;
         if (c.status != CW_OK || s->dead) {
             if (c.status == CW_NAME_TAKEN) {

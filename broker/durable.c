@@ -917,6 +917,7 @@ static void on_claim(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
     c->serial = p->serial;
     c->status = st;
     c->resumed = st == CW_OK && r->resumed;
+    c->resume = p->resume;
 }
 
 bool cwd_next_claimed(cw_broker_t *b, cwd_claimed_t *out)

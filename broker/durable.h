@@ -60,6 +60,7 @@ typedef struct {
     uint64_t serial;
     int status;
     bool resumed;
+    bool resume;  /* the claim presented the client's token (cwd_claim's resume) */
 } cwd_claimed_t;
 
 /* The next claim answered, oldest first; false when none is left. */
