@@ -164,6 +164,48 @@ static int write_slot(cw_ledger_t *l, size_t off, uint32_t magic, uint32_t gen, 
     return pwrite(l->fd, p, sizeof p, (off_t) at) == (ssize_t) sizeof p ? 0 : -1;
 }
 
+/* A new ledger is born valid: written as path.new with a first
+ * reservation slot (nothing reserved yet), synced, renamed into place and
+ * the directory synced. A crash at any point leaves either no ledger or
+ * one that opens (never a zero-filled file that reads as damaged), so the
+ * next start goes on. Sets l->fd (open on the final path). 0, or -1 with
+ * err filled. */
+static int create_file(cw_ledger_t *l, char *err, size_t err_size)
+{
+    char tmp[4096], dir[4096];
+    if ((size_t) snprintf(tmp, sizeof tmp, "%s.new", l->path) >= sizeof tmp) {
+        snprintf(err, err_size, "%s: path too long", l->path);
+        return -1;
+    }
+    l->fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (l->fd < 0) {
+        snprintf(err, err_size, "cannot create %s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    l->res_gen = 1;
+    if (write_slot(l, RES_OFF, MAGIC_RES, l->res_gen, 0, 0, 0) != 0 || fdatasync(l->fd) != 0 ||
+        rename(tmp, l->path) != 0) {
+        snprintf(err, err_size, "cannot write %s: %s", tmp, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    snprintf(dir, sizeof dir, "%s", l->path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *(slash == dir ? slash + 1 : slash) = '\0';
+    else
+        snprintf(dir, sizeof dir, ".");
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || fsync(dfd) != 0) {
+        snprintf(err, err_size, "cannot sync directory %s: %s", dir, strerror(errno));
+        if (dfd >= 0)
+            close(dfd);
+        return -1;
+    }
+    close(dfd);
+    return 0;
+}
+
 int cw_ledger_open(const char *path, cw_ledger_t **out, int *existed, char *err,
                    size_t err_size)
 {
@@ -175,9 +217,15 @@ int cw_ledger_open(const char *path, cw_ledger_t **out, int *existed, char *err,
         snprintf(err, err_size, "out of memory");
         return CW_ERR_NOMEM;
     }
+    l->fd = -1;
     struct stat sb;
     *existed = stat(path, &sb) == 0;
-    l->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (!*existed && create_file(l, err, err_size) != 0) {
+        cw_ledger_close(&l);
+        return CW_ERR_IO;
+    }
+    if (*existed)
+        l->fd = open(path, O_RDWR | O_CLOEXEC);
     if (l->fd < 0) {
         snprintf(err, err_size, "cannot open %s: %s", path, strerror(errno));
         cw_ledger_close(&l);

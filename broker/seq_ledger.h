@@ -57,6 +57,8 @@ typedef struct {
 } cw_ledger_user_t;
 
 /* Opens (creating if needed) path. *existed is 1 if the file was there.
+ * A new file is written beside it and renamed into place with a first
+ * (empty) reservation, so that a file at path always holds one.
  * A file that exists but holds no valid reservation is damaged: returns
  * CW_STORE_ERROR with err saying so (nothing is changed). CW_OK, CW_ERR_IO
  * (err), CW_ERR_NOMEM. */
