@@ -87,7 +87,9 @@ static long user_log(cw_broker_t *b, const char *after, Causeway__V1__UserInfo *
         cwb_user_t *u = cw_sessions_user_at(b->sessions, from + i);
         causeway__v1__user_info__init(&(*infos)[i]);
         (*infos)[i].name = u->name;
-        (*infos)[i].online = u->session != NULL;
+        /* Shared store: users served by other brokers too, as last
+         * learnt (best effort, PROTOCOL.md §8). */
+        (*infos)[i].online = (u->session && !u->session->claiming) || (b->shared && u->remote_online);
         (*infos)[i].last_seen_us = u->last_seen_us;
         (*ptrs)[i] = &(*infos)[i];
     }
@@ -116,36 +118,13 @@ static void log_user_log(cw_broker_t *b)
     CW_INFO("%s", line);
 }
 
-/* Tells every other live, non-quiet session that `name` came or went. */
+/* Tells every other live, non-quiet session that `name` came or went
+ * (egress.c). A shared store tells the other brokers itself when a claim
+ * or a release succeeds (store_if.h S6). */
 static void announce(cw_broker_t *b, const char *name, bool online,
                      Causeway__V1__Presence__Reason reason, const cw_session_t *except)
 {
-    cw_env_t env;
-    Causeway__V1__Presence p;
-    cw_env_init(&env, 0);
-    causeway__v1__presence__init(&p);
-    p.name = (char *) name;
-    p.online = online;
-    p.reason = reason;
-    p.timestamp_us = b->now_us;
-    env.body_case = CW_BODY(PRESENCE);
-    env.presence = &p;
-    zmq_msg_t proto;
-    if (cw_env_to_msg(&env, &proto) != CW_OK) {
-        CW_ERROR("out of memory announcing %s", name);
-        return;
-    }
-    size_t n = cw_sessions_count(b->sessions);
-    for (size_t i = 0; i < n; i++) {
-        cw_session_t *s = cw_sessions_at(b->sessions, i);
-        if (s == except || s->quiet || s->dead)
-            continue;
-        zmq_msg_t copy;
-        zmq_msg_init(&copy);
-        zmq_msg_copy(&copy, &proto);
-        cwe_push(b, s, &copy);
-    }
-    zmq_msg_close(&proto);
+    cwe_announce(b, name, online, (int) reason, except);
 }
 
 /* Closes every session marked dead, announcing each as expired. Safe point:
@@ -163,8 +142,22 @@ static void reap(cw_broker_t *b)
                 continue;
             char name[CW_NAME_MAX_HARD + 1];
             strcpy(name, s->user->name);
+            /* Shared store: a session another broker took over ends here
+             * without presence (the user is online there) and without a
+             * release (the claim is that broker's); one still claiming
+             * was never announced, and its claim's reply releases it. */
+            bool taken = s->taken_over, claiming = s->claiming;
             cwor_release(b, s);
             cw_sessions_close(b->sessions, &s, b->now_us);
+            if (taken) {
+                CW_INFO("%s: session closed (taken over by another broker)", name);
+                continue;
+            }
+            if (claiming) {
+                CW_INFO("%s: gone before its login completed", name);
+                continue;
+            }
+            cwd_release(b, name); /* shared store only */
             b->stats.expired++;
             CW_INFO("expired %s", name);
             /* May mark more sessions dead: the outer loop goes again. */
@@ -232,97 +225,27 @@ static bool key_may_login(cw_broker_t *b, const char *name, uint64_t rid, const 
     return false;
 }
 
-static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
-                         const cw_env_t *env)
+/* Closes s, a session whose login did not complete (no presence: it was
+ * never announced). */
+static void drop_unlogged(cw_broker_t *b, cw_session_t *s)
 {
-    const Causeway__V1__Login *login = env->login;
-    uint64_t rid = env->request_id;
-    if (s) {
-        cwe_reply_status(b, id, id_len, rid, CW_ALREADY_LOGGED_IN, "this connection is already logged in");
-        return;
-    }
-    if (b->zap && !key_may_login(b, login->name, rid, id, id_len))
-        return;
-    const char *why = NULL;
-    if (cw_name_check(login->name, b->cfg.max_name, &why) != CW_OK) {
-        cwe_reply_status(b, id, id_len, rid, CW_BAD_NAME, why);
-        return;
-    }
-    /* Strings are valid UTF-8 without zero bytes (cw_env_decode). */
-    if (login->agent && strlen(login->agent) > AGENT_MAX) {
-        cwe_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "Login.agent is longer than 128 bytes");
-        return;
-    }
-    cwb_user_t *user = cw_sessions_user(b->sessions, login->name);
-    if (user && !take_token(b, user, id, id_len, rid))
-        return; /* logging in again does not refill the bucket */
-    bool resumed = false;
-    if (user && user->session) {
-        cw_session_t *old = user->session;
-        if (old->resumable && login->resume_token.len == CW_TOKEN_LEN &&
-            memcmp(login->resume_token.data, old->token, CW_TOKEN_LEN) == 0) {
-            if (old->dead)
-                b->n_dead--; /* rescued before the reaper got it */
-            if (cw_sessions_rebind(b->sessions, old, id, id_len) != 0) {
-                cwe_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
-                return;
-            }
-            s = old;
-            s->last_rx_ms = b->now_ms;
-            /* A new serial: store reads issued for the old connection are
-             * ignored when they return, and cwd_on_login reads afresh. */
-            s->serial = ++b->serial;
-            cwor_resumed(b, s);
-            resumed = true;
-        } else {
-            char detail[128];
-            snprintf(detail, sizeof detail, "name '%s' is held by a live session", login->name);
-            cwe_reply_status(b, id, id_len, rid, CW_NAME_TAKEN, detail);
-            return;
-        }
-    }
-    if (!resumed) {
-        if (cw_sessions_count(b->sessions) >= b->cfg.max_sessions) {
-            cwe_reply_status(b, id, id_len, rid, CW_TOO_MANY_SESSIONS,
-                         "the broker's session limit is reached");
-            return;
-        }
-        if (!user) {
-            int rc = cwd_add_user(b, login->name);
-            if (rc != CW_OK) {
-                cwe_reply_status(b, id, id_len, rid, rc, "cannot store the new user name now");
-                return;
-            }
-        }
-        bool created = false;
-        user = cw_sessions_user_add(b->sessions, login->name, &created);
-        if (user && created && b->durable)
-            user->stored = CW_USER_STORING; /* cwd_add_user above */
-        if (!user || !(s = cw_sessions_open(b->sessions, id, id_len, user, b->now_ms))) {
-            cwe_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
-            return;
-        }
-        if (created)
-            CW_INFO("new user %s", user->name);
-        s->serial = s->origin = ++b->serial;
-        s->resumable = getrandom(s->token, sizeof s->token, 0) == (ssize_t) sizeof s->token;
-        if (!s->resumable) /* without a secret token nobody may resume it */
-            CW_WARN("getrandom failed; session %s cannot be resumed", user->name);
-        user->last_seen_us = b->now_us;
-        b->mc.logins++;
-        cwo_session_opened(b, s);
-        if (login->agent)
-            snprintf(s->agent, sizeof s->agent, "%.*s", (int) sizeof s->agent - 1, login->agent);
-    }
-    if (b->zap) {
-        snprintf(s->key, sizeof s->key, "%s", b->peer_key);
-        s->fd = b->peer_fd;
-        s->gone = false;
-    }
-    s->quiet = login->quiet;
-    cwor_set_pull(b, s, login->pull); /* a resumed session that now pulls holds nothing back */
-    s->receipts = login->receipts;
+    if (s->dead)
+        b->n_dead--;
+    cwor_release(b, s);
+    cw_sessions_close(b->sessions, &s, b->now_us);
+}
 
+/* The Login's reply for s (logged in, or resumed), then presence and the
+ * first pushes. The second half of handle_login: at once with one broker,
+ * when the claim answers with a shared store (on_claims). */
+static void finish_login(cw_broker_t *b, cw_session_t *s, uint64_t rid, bool resumed, bool fresh,
+                         const char *agent)
+{
+    cwb_user_t *user = s->user;
+    const void *id = s->id + 1;
+    size_t id_len = s->id[0];
+    if (fresh)
+        b->mc.logins++;
     cw_env_t out;
     Causeway__V1__Reply reply;
     Causeway__V1__LoginInfo info;
@@ -368,14 +291,187 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
     if (resume)
         causeway__v1__deliver__free_unpacked(resume, NULL);
 
-    CW_INFO("%s %s%s%s%s", resumed ? "resumed" : "login", user->name,
-            login->agent && *login->agent ? " (" : "", login->agent ? login->agent : "",
-            login->agent && *login->agent ? ")" : "");
+    CW_INFO("%s %s%s%s%s", resumed ? "resumed" : "login", user->name, agent && *agent ? " (" : "",
+            agent ? agent : "", agent && *agent ? ")" : "");
     if (!resumed) {
         announce(b, user->name, true, CAUSEWAY__V1__PRESENCE__REASON__REASON_LOGIN, s);
         log_user_log(b);
     }
     cwd_on_login(b, s);
+}
+
+/* Shared store: finishes the Logins whose claim was answered (store_if.h
+ * S4). A claim for a session that is gone (closed or replaced meanwhile)
+ * is released, unless a newer session of the user holds it now. */
+static void on_claims(cw_broker_t *b)
+{
+    cwd_claimed_t c;
+    while (cwd_next_claimed(b, &c)) {
+        cwb_user_t *u = cw_sessions_user(b->sessions, c.user);
+        cw_session_t *s = u ? u->session : NULL;
+        if (!s || !s->claiming || s->serial != c.serial) {
+            if (c.status == CW_OK && !s)
+                cwd_release(b, c.user);
+            continue;
+        }
+        if (c.status == CW_OK && !c.resumed && c.resume && !s->dead) {
+            /* The token presented matched no session anywhere: a new
+             * session, which gets a new token (§7.5: an equal token means
+             * resumed), claimed again under it. */
+            uint8_t old[CW_TOKEN_LEN];
+            memcpy(old, s->token, sizeof old);
+            if (getrandom(s->token, sizeof s->token, 0) == (ssize_t) sizeof s->token &&
+                cwd_claim(b, s, false) == CW_OK)
+                continue;
+            memcpy(s->token, old, sizeof old); /* the claim holds the one presented */
+        }
+        s->claiming = false;
+        if (c.status != CW_OK || s->dead) {
+            if (c.status == CW_NAME_TAKEN) {
+                char detail[160];
+                snprintf(detail, sizeof detail,
+                         "name '%s' is held by a live session on another broker", c.user);
+                cwe_reply_status(b, s->id + 1, s->id[0], s->login_rid, CW_NAME_TAKEN, detail);
+            } else if (c.status != CW_OK) {
+                cwe_reply_status(b, s->id + 1, s->id[0], s->login_rid,
+                                 c.status == CW_SHUTTING_DOWN ? CW_SHUTTING_DOWN : CW_STORE_ERROR,
+                                 "the store could not decide who serves this name now; retry");
+            } else {
+                cwd_release(b, c.user); /* the peer went while its claim was decided */
+            }
+            drop_unlogged(b, s);
+            continue;
+        }
+        u->remote_online = false;
+        finish_login(b, s, s->login_rid, c.resumed, true, s->agent);
+    }
+}
+
+/* The Login options that a session takes from its (latest) Login. */
+static void login_options(cw_broker_t *b, cw_session_t *s, const Causeway__V1__Login *login)
+{
+    if (b->zap) {
+        snprintf(s->key, sizeof s->key, "%s", b->peer_key);
+        s->fd = b->peer_fd;
+        s->gone = false;
+    }
+    s->quiet = login->quiet;
+    cwor_set_pull(b, s, login->pull); /* a resumed session that now pulls holds nothing back */
+    s->receipts = login->receipts;
+}
+
+static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
+                         const cw_env_t *env)
+{
+    const Causeway__V1__Login *login = env->login;
+    uint64_t rid = env->request_id;
+    if (s) {
+        cwe_reply_status(b, id, id_len, rid, CW_ALREADY_LOGGED_IN, "this connection is already logged in");
+        return;
+    }
+    if (b->zap && !key_may_login(b, login->name, rid, id, id_len))
+        return;
+    const char *why = NULL;
+    if (cw_name_check(login->name, b->cfg.max_name, &why) != CW_OK) {
+        cwe_reply_status(b, id, id_len, rid, CW_BAD_NAME, why);
+        return;
+    }
+    /* Strings are valid UTF-8 without zero bytes (cw_env_decode). */
+    if (login->agent && strlen(login->agent) > AGENT_MAX) {
+        cwe_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "Login.agent is longer than 128 bytes");
+        return;
+    }
+    cwb_user_t *user = cw_sessions_user(b->sessions, login->name);
+    if (user && !take_token(b, user, id, id_len, rid))
+        return; /* logging in again does not refill the bucket */
+    bool resumed = false;
+    bool presented = login->resume_token.len == CW_TOKEN_LEN;
+    if (user && user->session) {
+        cw_session_t *old = user->session;
+        if (old->resumable && presented &&
+            memcmp(login->resume_token.data, old->token, CW_TOKEN_LEN) == 0) {
+            if (old->dead)
+                b->n_dead--; /* rescued before the reaper got it */
+            if (cw_sessions_rebind(b->sessions, old, id, id_len) != 0) {
+                cwe_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
+                return;
+            }
+            s = old;
+            s->last_rx_ms = b->now_ms;
+            if (s->claiming) {
+                /* The same client again (a new connection with the token it
+                 * presented) while the claim is decided: the claim's answer
+                 * goes to this connection and this Login. */
+                s->login_rid = rid;
+                login_options(b, s, login);
+                return;
+            }
+            /* A new serial: store reads issued for the old connection are
+             * ignored when they return, and cwd_on_login reads afresh. */
+            s->serial = ++b->serial;
+            cwor_resumed(b, s);
+            resumed = true;
+        } else {
+            char detail[128];
+            snprintf(detail, sizeof detail, "name '%s' is held by a live session", login->name);
+            cwe_reply_status(b, id, id_len, rid, CW_NAME_TAKEN, detail);
+            return;
+        }
+    }
+    if (!resumed) {
+        if (cw_sessions_count(b->sessions) >= b->cfg.max_sessions) {
+            cwe_reply_status(b, id, id_len, rid, CW_TOO_MANY_SESSIONS,
+                         "the broker's session limit is reached");
+            return;
+        }
+        if (!user) {
+            int rc = cwd_add_user(b, login->name);
+            if (rc != CW_OK) {
+                cwe_reply_status(b, id, id_len, rid, rc, "cannot store the new user name now");
+                return;
+            }
+        }
+        bool created = false;
+        user = cw_sessions_user_add(b->sessions, login->name, &created);
+        if (user && created && b->durable)
+            user->stored = CW_USER_STORING; /* cwd_add_user above */
+        if (!user || !(s = cw_sessions_open(b->sessions, id, id_len, user, b->now_ms))) {
+            cwe_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
+            return;
+        }
+        if (created)
+            CW_INFO("new user %s", user->name);
+        s->serial = s->origin = ++b->serial;
+        if (b->shared && presented) {
+            /* A token this broker does not know: maybe a session of
+             * another broker's, which the claim takes over if it matches
+             * there (store_if.h S4). Either way it is this session's. */
+            memcpy(s->token, login->resume_token.data, CW_TOKEN_LEN);
+            s->resumable = true;
+        } else {
+            s->resumable = getrandom(s->token, sizeof s->token, 0) == (ssize_t) sizeof s->token;
+            if (!s->resumable) /* without a secret token nobody may resume it */
+                CW_WARN("getrandom failed; session %s cannot be resumed", user->name);
+        }
+        user->last_seen_us = b->now_us;
+        cwo_session_opened(b, s);
+        if (login->agent)
+            snprintf(s->agent, sizeof s->agent, "%.*s", (int) sizeof s->agent - 1, login->agent);
+    }
+    login_options(b, s, login);
+    if (b->shared && !resumed) {
+        /* Two-phase: the store decides who serves the name (another broker
+         * may); the reply waits for its answer (on_claims). */
+        s->claiming = true;
+        s->login_rid = rid;
+        int rc = cwd_claim(b, s, presented);
+        if (rc != CW_OK) {
+            cwe_reply_status(b, id, id_len, rid, rc, "cannot ask the store for this name now");
+            drop_unlogged(b, s);
+        }
+        return;
+    }
+    finish_login(b, s, rid, resumed, !resumed, login->agent);
 }
 
 static void handle_logout(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
@@ -392,6 +488,7 @@ static void handle_logout(cw_broker_t *b, const void *id, size_t id_len, cw_sess
         b->n_dead--;
     cwor_release(b, s);
     cw_sessions_close(b->sessions, &s, b->now_us);
+    cwd_release(b, name); /* shared store only */
     CW_INFO("logout %s", name);
     announce(b, name, false, CAUSEWAY__V1__PRESENCE__REASON__REASON_LOGOUT, NULL);
     log_user_log(b);
@@ -453,6 +550,7 @@ typedef struct {
     Causeway__V1__RecipientStatus *rptrs[SEND_SMALL];
     cwb_user_t *users[SEND_SMALL];
     char *to[SEND_SMALL];
+    bool remote[SEND_SMALL];
 } send_scratch_t;
 
 static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
@@ -477,20 +575,23 @@ static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_sessio
     Causeway__V1__RecipientStatus **rptrs;
     cwb_user_t **users;
     char **to;
+    bool *remote;
     if (cap <= SEND_SMALL) {
         rcpts = small.rcpts;
         rptrs = small.rptrs;
         users = small.users;
         to = small.to;
+        remote = small.remote;
     } else {
-        /* One block for the four arrays; every piece's size is a multiple
-         * of 8, so each stays pointer-aligned. */
-        size_t per = sizeof *rcpts + sizeof *rptrs + sizeof *users + sizeof *to;
+        /* One block for the five arrays; every piece's size but the last
+         * is a multiple of 8, so each stays pointer-aligned. */
+        size_t per = sizeof *rcpts + sizeof *rptrs + sizeof *users + sizeof *to + sizeof *remote;
         block = cap <= SIZE_MAX / per ? malloc(cap * per) : NULL;
         rcpts = block;
         rptrs = block ? (void *) (rcpts + cap) : NULL;
         users = block ? (void *) (rptrs + cap) : NULL;
         to = block ? (void *) (users + cap) : NULL;
+        remote = block ? (void *) (to + cap) : NULL;
     }
     if (!rcpts) {
         cwe_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
@@ -526,13 +627,22 @@ static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_sessio
         cwe_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
         goto done;
     }
-    size_t delivered = 0, offline = 0, unknown = 0, flooded = 0;
+    size_t delivered = 0, offline = 0, unknown = 0, flooded = 0, n_remote = 0;
     for (long i = 0; i < n; i++) {
         int st;
+        remote[i] = false;
+        cw_session_t *rs = users[i] ? users[i]->session : NULL;
+        bool local = rs && !rs->dead && !rs->claiming;
         if (!users[i]) {
             st = CW_UNKNOWN_USER;
             unknown++;
-        } else if (!users[i]->session || users[i]->session->dead) {
+        } else if (!local && b->shared && (!send->broadcast || users[i]->remote_online)) {
+            /* Maybe served by another broker: one LIVE_SEND asks for all of
+             * them (a broadcast: those known to be online elsewhere). */
+            st = CW_OFFLINE; /* until the store answers */
+            remote[i] = true;
+            n_remote++;
+        } else if (!local) {
             st = CW_OFFLINE;
             offline++;
         } else {
@@ -551,6 +661,8 @@ static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_sessio
         rcpts[i].status = (Causeway__V1__Status) st;
         rptrs[i] = &rcpts[i];
     }
+    if (n_remote) /* the Reply waits for the store (durable.c) */
+        cwd_live_send(b, id, id_len, s, envp, rcpts, remote, (size_t) n, &proto);
     zmq_msg_close(&proto);
     b->stats.messages_routed++;
     size_t text_len = send->text ? strlen(send->text) : 0;
@@ -578,7 +690,8 @@ static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_sessio
     reply.recipients = rptrs;
     out.body_case = CW_BODY(REPLY);
     out.reply = &reply;
-    cwe_send_to_session(b, s, &out); /* s is the sender: id is its routing id */
+    if (!n_remote)
+        cwe_send_to_session(b, s, &out); /* s is the sender: id is its routing id */
 
     if (cw_log_enabled(CW_LOG_INFO)) {
         char names[256] = "";
@@ -673,6 +786,21 @@ static void dispatch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t
         cwe_reply_bad_frame(b, id, id_len, rid, CW_BAD_REQUEST,
                      "clock entries must be sorted by node, unique and non-empty");
         return;
+    }
+    if (s && s->claiming) {
+        /* Logged in only when the store's claim answers (handle_login). */
+        if (env->body_case == CW_BODY(LOGIN)) {
+            cwe_reply_status(b, id, id_len, rid, CW_ALREADY_LOGGED_IN,
+                             "a login on this connection is still being decided; wait for its reply");
+            return;
+        }
+        if (env->body_case == CW_BODY(LOGOUT)) {
+            cwe_reply_status(b, id, id_len, rid, CW_OK, "logged out");
+            CW_INFO("%s: logged out before its login completed", s->user->name);
+            drop_unlogged(b, s); /* the claim's answer releases it */
+            return;
+        }
+        s = NULL; /* not logged in yet */
     }
     if (!within_limits_or_reply(b, id, id_len, s, env))
         return;
@@ -820,7 +948,7 @@ static void tick(cw_broker_t *b)
             CW_DEBUG("%s silent for %lld ms", s->user->name, (long long) (b->now_ms - s->last_rx_ms));
             s->dead = true;
             b->n_dead++;
-        } else if (b->now_ms - s->last_tx_ms >= (int64_t) b->cfg.heartbeat_ms) {
+        } else if (!s->claiming && b->now_ms - s->last_tx_ms >= (int64_t) b->cfg.heartbeat_ms) {
             zmq_msg_t msg;
             if (cw_env_to_msg(&hb_env, &msg) == CW_OK)
                 cwe_push(b, s, &msg);
@@ -1009,6 +1137,7 @@ int cw_broker_run(cw_broker_t *b, volatile sig_atomic_t *stop)
         if (rc > 0 && b->durable && (items[1].revents & ZMQ_POLLIN)) {
             update_time(b);
             cwd_on_replies(b);
+            on_claims(b); /* shared store: Logins whose claim was answered */
             if (b->n_dead)
                 reap(b);
         }

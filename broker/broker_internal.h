@@ -69,6 +69,8 @@ struct cw_broker {
     char endpoint[256];       /* bound endpoint, wildcard port resolved */
     cw_sessions_t *sessions;  /* sessions and user log, owned */
     cw_durable_t *durable;    /* store actor and pending store requests; NULL: live-only */
+    bool shared;              /* the store is shared by several brokers (store_if.h
+                                 S1-S6: ops->shared); set by cwd_open */
     cw_outq_t *outq;          /* unread bulky replies per connection, owned */
     size_t n_dead;            /* sessions marked dead and not yet reaped */
     uint64_t serial;          /* last session serial handed out */

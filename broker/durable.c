@@ -70,7 +70,21 @@
 #define FETCH_MAX 1000     /* largest Fetch.max / History.last honoured */
 #define READ_BATCH 128     /* entries per push read */
 
-typedef enum { P_APPEND, P_ACK, P_PUSH_READ, P_FETCH, P_HISTORY, P_ADD_USER, P_CLOCK } pending_kind_t;
+typedef enum {
+    P_APPEND,
+    P_ACK,
+    P_PUSH_READ,
+    P_FETCH,
+    P_HISTORY,
+    P_ADD_USER,
+    P_CLOCK,
+    P_CLAIM,   /* shared store: a Login's claim (answered through cwd_next_claimed) */
+    P_RELEASE, /* shared store: a claim ended */
+    P_LIVE,    /* shared store: a live Send's remote recipients (LIVE_SEND) */
+} pending_kind_t;
+
+/* Kinds whose record answers no client request when dropped. */
+#define P_SILENT(k) ((k) == P_PUSH_READ || (k) == P_ADD_USER || (k) == P_CLOCK || (k) == P_RELEASE)
 
 typedef struct pending {
     struct pending *next;        /* FIFO link */
@@ -87,7 +101,8 @@ typedef struct pending {
     uint64_t cost;               /* bytes charged to that session */
     uint64_t owed;               /* bytes of reply owed to it, for the reply budget */
     size_t n_entries;            /* APPEND: queue entries submitted (for store_max) */
-    /* APPEND */
+    bool resume;                 /* CLAIM: the client presented the session's token */
+    /* APPEND, LIVE */
     cw_env_t *env;               /* the Send request, owned */
     uint64_t timestamp_us;       /* broker receipt time */
     size_t n;                    /* distinct recipients */
@@ -97,7 +112,8 @@ typedef struct pending {
     Causeway__V1__RecipientStatus *rcpts; /* names and router-side statuses */
     Causeway__V1__RecipientStatus **rptrs; /* rptrs[i] = &rcpts[i], for the Reply */
     cwb_user_t **users;           /* users[i]: the user of rcpts[i], NULL unknown */
-    long *store_idx;             /* index among stored recipients, -1 none */
+    long *store_idx;             /* index among stored recipients, -1 none (LIVE: among
+                                    the recipients asked of the store) */
     char **to;                   /* scratch: Deliver.to of the pushes */
 } pending_t;
 
@@ -111,6 +127,9 @@ struct cw_durable {
     uint64_t inflight_entries;   /* queue entries of appends not yet answered */
     zhashx_t *damaged_seen;      /* "user seq" of damaged entries already reported */
     uint64_t damaged;            /* distinct damaged entries seen (BrokerStats) */
+    cwd_claimed_t *claimed;      /* claims answered, for broker.c (cwd_next_claimed) */
+    size_t n_claimed, cap_claimed;
+    cwd_shared_stats_t sh;       /* shared-store counters (cwd_shared_stats) */
 };
 
 #define DAMAGED_SEEN_MAX 100000  /* (user, seq) pairs remembered; beyond, each read counts */
@@ -522,7 +541,7 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
      * or UNKNOWN_USER (stored for no one); anything else means the append
      * failed and nothing of it is stored. */
     bool failed = !(st == CW_OK || st == CW_QUEUE_FULL || st == CW_UNKNOWN_USER);
-    size_t accepted = 0, full = 0, errors = 0;
+    size_t accepted = 0, full = 0, errors = 0, unknowns = 0;
     Causeway__V1__RecipientStatus **rptrs = p->rptrs;
     for (size_t i = 0; i < p->n; i++) {
         rptrs[i] = &p->rcpts[i];
@@ -532,9 +551,26 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         int rs = failed || (size_t) k >= cw_store_reply_rcpts(r)
                      ? CW_STORE_ERROR
                      : cw_store_reply_rcpt_status(r, (size_t) k);
-        if (rs != CW_ACCEPTED && rs != CW_QUEUE_FULL)
+        /* A shared store decides unknown names (store_if.h S3): the name
+         * the router did not know is unknown to every broker. */
+        bool unknown = b->shared && rs == CW_UNKNOWN_USER;
+        if (rs != CW_ACCEPTED && rs != CW_QUEUE_FULL && !unknown)
             rs = CW_STORE_ERROR; /* e.g. a user the store does not know */
         p->rcpts[i].status = (Causeway__V1__Status) rs;
+        if (rs == CW_ACCEPTED && !p->users[i] && b->shared) {
+            /* Made on another broker a moment ago: the cache learns it
+             * (its NEW_USER event may still be on its way). The record
+             * keeps users[i] NULL: nothing was counted in flight for it. */
+            cwb_user_t *u = cw_sessions_user_add(b->sessions, p->rcpts[i].name, NULL);
+            if (u) {
+                u->stored = CW_USER_STORED;
+                uint64_t seq = cw_store_reply_rcpt_seq(r, (size_t) k);
+                /* last_seq follows ENTRY events only for local sessions'
+                 * users; with no session here there is nothing to push. */
+                if (!u->session && seq > u->last_seq)
+                    u->last_seq = seq;
+            }
+        }
         if (rs == CW_ACCEPTED) {
             p->rcpts[i].seq = cw_store_reply_rcpt_seq(r, (size_t) k);
             if (p->users[i] && p->rcpts[i].seq > p->users[i]->last_seq)
@@ -545,6 +581,7 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         accepted += rs == CW_ACCEPTED;
         full += rs == CW_QUEUE_FULL;
         errors += rs == CW_STORE_ERROR;
+        unknowns += unknown;
     }
 
     /* Push to recipients that are caught up (invariant 2). A duplicate was
@@ -560,7 +597,8 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
              * push and a later read of the same entry say the same. */
             size_t n_to = 0;
             for (size_t i = 0; i < p->n; i++)
-                if (p->store_idx[i] >= 0)
+                if (p->store_idx[i] >= 0 &&
+                    p->rcpts[i].status != (Causeway__V1__Status) CW_UNKNOWN_USER)
                     to[n_to++] = p->rcpts[i].name;
             dl.n_to = n_to;
             dl.to = to;
@@ -577,7 +615,7 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
             if (p->rcpts[i].status != (Causeway__V1__Status) CW_ACCEPTED || !p->users[i])
                 continue;
             cw_session_t *s = p->users[i]->session;
-            if (!s || !cwor_takes_commit(s, p->rcpts[i].seq))
+            if (!s || !cwor_takes_commit(b, s, p->rcpts[i].seq))
                 continue;
             dl.seq = p->rcpts[i].seq;
             if (p->receipt_requested)
@@ -654,8 +692,12 @@ static void on_push_read(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
     s->user->queued = cw_store_reply_pending(r);
     size_t n = 0;
     const cw_store_entry_t *e = cw_store_reply_entries(r, &n);
+    uint64_t hint = s->entry_hint;
+    s->entry_hint = 0;
     for (size_t i = 0; i < n; i++) {
         Causeway__V1__Deliver dl, *clock = NULL;
+        if (e[i].seq > s->user->last_seq) /* written by another broker (shared store) */
+            s->user->last_seq = e[i].seq;
         entry_to_deliver(b, s->user->name, &e[i], &dl, &clock);
         dl.redelivered = p->redeliver;
         if (dl.receipt_requested)
@@ -669,7 +711,11 @@ static void on_push_read(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         if (!ok)
             return; /* the rest in order, from the tick */
     }
-    if (n < p->max)
+    if (n == 0 && cw_store_reply_pending(r) == 0 && hint <= s->pushed_seq)
+        cwor_read_empty(b, s); /* shared store: everything known is acknowledged */
+    if (n < p->max && hint > s->pushed_seq)
+        ; /* shared: an ENTRY above what came arrived meanwhile: read again */
+    else if (n < p->max)
         cwor_read_drained(b, s); /* the whole queue is out: pushes follow commits */
     cwor_flush_held(b, s);       /* what waited for the entries just pushed */
     if (cwor_catching_up(s))
@@ -779,7 +825,7 @@ static void push_receipts(cw_broker_t *b, const char *reader, cw_store_reply_t *
             u->last_seq = e[i].seq;
         u->queued++;
         cw_session_t *s = u->session;
-        if (!s || !cwor_takes_commit(s, e[i].seq))
+        if (!s || !cwor_takes_commit(b, s, e[i].seq))
             continue;
         Causeway__V1__Receipt rc;
         Causeway__V1__Deliver dl;
@@ -840,15 +886,314 @@ static void on_clock_saved(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         cwd_save_clock(b, u, false);
 }
 
+/* ------------------------------------------------------------------------
+ * Shared stores: claims, remote live messages and events (store_if.h S1-S6)
+ */
+
+/* A claim is answered: queued for broker.c, which finishes the Login
+ * (cwd_next_claimed). */
+static void on_claim(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
+{
+    cw_durable_t *d = b->durable;
+    int st = cw_store_reply_status(r);
+    d->sh.claims += st == CW_OK;
+    d->sh.claims_taken += st == CW_NAME_TAKEN;
+    if (d->n_claimed == d->cap_claimed) {
+        size_t cap = d->cap_claimed ? d->cap_claimed * 2 : 16;
+        cwd_claimed_t *c = realloc(d->claimed, cap * sizeof *c);
+        if (!c) {
+            /* The session stays claiming and expires by its heartbeat;
+             * a claim it got ends with its release at the reap. */
+            CW_ERROR("out of memory: the claim of %s is dropped", p->user);
+            if (st == CW_OK)
+                cwd_release(b, p->user);
+            return;
+        }
+        d->claimed = c;
+        d->cap_claimed = cap;
+    }
+    cwd_claimed_t *c = &d->claimed[d->n_claimed++];
+    snprintf(c->user, sizeof c->user, "%s", p->user);
+    c->serial = p->serial;
+    c->status = st;
+    c->resumed = st == CW_OK && r->resumed;
+    c->resume = p->resume;
+}
+
+bool cwd_next_claimed(cw_broker_t *b, cwd_claimed_t *out)
+{
+    cw_durable_t *d = b->durable;
+    if (!d || !d->n_claimed)
+        return false;
+    *out = d->claimed[0];
+    memmove(d->claimed, d->claimed + 1, (d->n_claimed - 1) * sizeof *d->claimed);
+    d->n_claimed--;
+    return true;
+}
+
+int cwd_claim(cw_broker_t *b, cw_session_t *s, bool resume)
+{
+    cw_durable_t *d = b->durable;
+    if (d->closing)
+        return CW_SHUTTING_DOWN;
+    pending_t *p = pending_new(d, P_CLAIM, s->id + 1, s->id[0], s->login_rid, s->user->name);
+    if (!p)
+        return CW_INTERNAL;
+    p->serial = s->serial;
+    p->resume = resume;
+    int rc = d->ops->claim_session(d->store, p->token, s->user->name, s->token,
+                                   sizeof s->token, resume);
+    if (rc != CW_OK) {
+        pending_free(p);
+        return submit_status(rc);
+    }
+    pending_push(d, p);
+    return CW_OK;
+}
+
+void cwd_release(cw_broker_t *b, const char *user)
+{
+    cw_durable_t *d = b->durable;
+    if (!d || !b->shared)
+        return;
+    pending_t *p = pending_new(d, P_RELEASE, NULL, 0, 0, user);
+    int rc = p ? d->ops->release_session(d->store, p->token, user) : CW_ERR_NOMEM;
+    if (rc != CW_OK) {
+        CW_WARN("cannot release the session of %s now (%s); it ends with this broker's lease",
+                user, cw_status_name(rc));
+        pending_free(p);
+        return;
+    }
+    pending_push(d, p);
+}
+
+/* The Reply of a live Send with remote recipients: every recipient in the
+ * sender's order, local and remote outcomes merged. */
+static void live_reply(cw_broker_t *b, const pending_t *p, size_t n)
+{
+    cw_env_t out;
+    Causeway__V1__Reply reply;
+    cw_env_init(&out, p->request_id);
+    causeway__v1__reply__init(&reply);
+    reply.status = (Causeway__V1__Status) CW_OK;
+    reply.detail = "sent";
+    for (size_t i = 0; i < n; i++)
+        p->rptrs[i] = &p->rcpts[i];
+    reply.n_recipients = n;
+    reply.recipients = p->rptrs;
+    out.body_case = CW_BODY(REPLY);
+    out.reply = &reply;
+    cwe_send_to_id(b, p->id + 1, p->id[0], &out);
+}
+
+void cwd_live_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
+                   cw_env_t **envp, const Causeway__V1__RecipientStatus *rcpts,
+                   const bool *remote, size_t n, const zmq_msg_t *frame)
+{
+    cw_durable_t *d = b->durable;
+    cw_env_t *env = *envp;
+    pending_t *p = pending_new_cap(d, P_LIVE, id, id_len, env->request_id, s->user->name, n);
+    if (!p) {
+        cwe_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
+        return;
+    }
+    size_t n_remote = 0;
+    for (size_t i = 0; i < n; i++) {
+        p->rcpts[i] = rcpts[i];
+        p->store_idx[i] = remote[i] ? (long) n_remote : -1;
+        if (remote[i])
+            p->to[n_remote++] = rcpts[i].name;
+    }
+    p->n = n;
+    int rc = CW_FLOODED;
+    if (s->store_reqs < b->cfg.store_inflight && s->store_bytes < b->cfg.store_inflight_bytes)
+        rc = d->ops->live_send(d->store, p->token, (const char *const *) p->to, n_remote,
+                               zmq_msg_data((zmq_msg_t *) frame), zmq_msg_size((zmq_msg_t *) frame));
+    if (rc != CW_OK) {
+        /* The local recipients have it; the others are told why not. */
+        int st = submit_status(rc);
+        for (size_t i = 0; i < n; i++)
+            if (p->store_idx[i] >= 0) {
+                p->rcpts[i].status = (Causeway__V1__Status) st;
+                cw_mon_count(b->mc.fates, st);
+            }
+        live_reply(b, p, n);
+        pending_free(p);
+        return;
+    }
+    p->env = env; /* the names may point into the request */
+    *envp = NULL;
+    budget_charge(s, p, 64 + zmq_msg_size((zmq_msg_t *) frame) + 16 * n_remote, 0);
+    pending_push(d, p);
+}
+
+static void on_live_sent(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
+{
+    cw_durable_t *d = b->durable;
+    bool ok = cw_store_reply_status(r) == CW_OK;
+    for (size_t i = 0; i < p->n; i++) {
+        long k = p->store_idx[i];
+        if (k < 0)
+            continue;
+        int st = ok && (size_t) k < cw_store_reply_rcpts(r) ? cw_store_reply_rcpt_status(r, (size_t) k)
+                                                           : CW_STORE_ERROR;
+        if (st != CW_DELIVERED && st != CW_OFFLINE)
+            st = CW_STORE_ERROR;
+        p->rcpts[i].status = (Causeway__V1__Status) st;
+        cw_mon_count(b->mc.fates, st);
+        d->sh.live_remote += st == CW_DELIVERED;
+    }
+    live_reply(b, p, p->n);
+}
+
+/* ENTRY (S2): entry e of u's queue became visible. A hint with content:
+ * pushed if it is the next one for a caught-up session, else it makes the
+ * session read. */
+static void on_entry(cw_broker_t *b, cw_store_reply_t *r)
+{
+    size_t n = 0;
+    const cw_store_entry_t *e = cw_store_reply_entries(r, &n);
+    b->durable->sh.entry_events++;
+    cwb_user_t *u = r->user ? cw_sessions_user(b->sessions, r->user) : NULL;
+    if (!u || !e)
+        return;
+    if (e->seq > u->last_seq)
+        u->last_seq = e->seq;
+    cw_session_t *s = u->session;
+    if (!s || s->dead || s->claiming || s->pull || e->seq <= s->pushed_seq)
+        return;
+    switch (s->delivery) {
+    case CWOR_CAUGHT_UP:
+        if (cwor_takes_commit(b, s, e->seq)) {
+            Causeway__V1__Deliver dl, *clock = NULL;
+            entry_to_deliver(b, u->name, e, &dl, &clock);
+            if (dl.receipt_requested)
+                s->receipts_seen = true; /* its Acks look for receipts */
+            cwor_push_stored(b, s, &dl);
+            if (clock)
+                causeway__v1__deliver__free_unpacked(clock, NULL);
+            cwor_flush_held(b, s); /* what waited for this entry */
+            if (cwor_catching_up(s))
+                push_read(b, s);
+        } else {
+            cwor_fall_behind(b, s); /* others' entries it was not sent: read them */
+            push_read(b, s);
+        }
+        break;
+    case CWOR_READING:
+        if (e->seq > s->entry_hint)
+            s->entry_hint = e->seq; /* the read may have missed it: no lost wake-up */
+        break;
+    case CWOR_CATCHING_UP:
+        push_read(b, s);
+        break;
+    default:
+        break; /* NEW: the login's read will see it */
+    }
+}
+
+/* LIVE (S5): a live frame from another broker for u, after entry r->seq. */
+static void on_live(cw_broker_t *b, cw_store_reply_t *r)
+{
+    cwb_user_t *u = r->user ? cw_sessions_user(b->sessions, r->user) : NULL;
+    cw_session_t *s = u ? u->session : NULL;
+    if (!s || s->dead || s->claiming || !r->frame || !r->frame_len)
+        return; /* live messages are at most once */
+    zmq_msg_t msg;
+    if (zmq_msg_init_size(&msg, r->frame_len) != 0)
+        return;
+    memcpy(zmq_msg_data(&msg), r->frame, r->frame_len);
+    if (cwor_send_live_after(b, s, &msg, r->seq) == CW_DELIVERED)
+        b->durable->sh.live_in++;
+}
+
+/* TAKEOVER (S4): u's session moved to another broker (the client resumed
+ * there): the local one is closed at once, without presence (the user is
+ * online elsewhere) and without a release (the claim is not ours). */
+static void on_takeover(cw_broker_t *b, cw_store_reply_t *r)
+{
+    cwb_user_t *u = r->user ? cw_sessions_user(b->sessions, r->user) : NULL;
+    if (!u)
+        return;
+    u->remote_online = true;
+    cw_session_t *s = u->session;
+    if (!s || s->claiming) /* a claim in flight is newer than what was taken */
+        return;
+    s->taken_over = true;
+    if (!s->dead) {
+        s->dead = true;
+        b->n_dead++;
+    }
+    b->durable->sh.takeovers++;
+    CW_INFO("%s: session taken over by another broker", u->name);
+}
+
+/* The cache learns a user (NEW_USER, PRESENCE of a name it did not know). */
+static cwb_user_t *cache_user(cw_broker_t *b, const char *name)
+{
+    if (!name || cw_name_check(name, CW_NAME_MAX_HARD, NULL) != CW_OK)
+        return NULL;
+    bool created = false;
+    cwb_user_t *u = cw_sessions_user_add(b->sessions, name, &created);
+    if (u && created)
+        u->stored = CW_USER_STORED;
+    return u;
+}
+
+/* PRESENCE (S6): u came or went on another broker; local sessions that
+ * want presence are told (best effort, PROTOCOL.md §8). */
+static void on_presence(cw_broker_t *b, cw_store_reply_t *r)
+{
+    cwb_user_t *u = cache_user(b, r->user);
+    if (!u || (u->session && !u->session->claiming))
+        return; /* served here: this broker announces it itself */
+    bool online = r->created != 0;
+    if (u->remote_online == online)
+        return;
+    u->remote_online = online;
+    cwe_announce(b, u->name, online,
+                 online ? CAUSEWAY__V1__PRESENCE__REASON__REASON_LOGIN
+                        : CAUSEWAY__V1__PRESENCE__REASON__REASON_LOGOUT,
+                 NULL);
+}
+
+/* NEW_USER (S3): a name made on another broker joins the cache. */
+static void on_new_user(cw_broker_t *b, cw_store_reply_t *r)
+{
+    if (!r->n_users || !r->users)
+        return;
+    cwb_user_t *u = cache_user(b, r->users[0].name);
+    if (!u)
+        return;
+    if (r->users[0].last_seq > u->last_seq && !u->session)
+        u->last_seq = r->users[0].last_seq;
+    if (!u->session)
+        u->remote_online = r->users[0].online;
+}
+
 /* An unsolicited event of the store. SQLite raises only DONE (its batches
- * complete in submission order, which the FIFO already relies on); the
- * others come with a shared store (SCALEOUT.md §6) and are not handled
- * yet: logged and dropped. */
+ * complete in submission order, which the FIFO already relies on); a
+ * shared store raises the others (store_if.h S1-S6). */
 static void on_event(cw_broker_t *b, cw_store_reply_t *r)
 {
-    (void) b;
-    if (cw_store_reply_kind(r) != CW_STORE_EV_DONE)
-        CW_WARN("store event %d ignored (not handled by this broker yet)", cw_store_reply_kind(r));
+    switch (cw_store_reply_kind(r)) {
+    case CW_STORE_EV_ENTRY: on_entry(b, r); break;
+    case CW_STORE_EV_LIVE: on_live(b, r); break;
+    case CW_STORE_EV_TAKEOVER: on_takeover(b, r); break;
+    case CW_STORE_EV_PRESENCE: on_presence(b, r); break;
+    case CW_STORE_EV_NEW_USER: on_new_user(b, r); break;
+    case CW_STORE_EV_DONE: break;
+    default:
+        CW_WARN("store event %d ignored (unknown kind)", cw_store_reply_kind(r));
+        break;
+    }
+}
+
+void cwd_shared_stats(cw_broker_t *b, cwd_shared_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (b->durable)
+        *out = b->durable->sh;
 }
 
 void cwd_on_replies(cw_broker_t *b)
@@ -870,7 +1215,7 @@ void cwd_on_replies(cw_broker_t *b)
         while (p && p->token != token) {
             CW_ERROR("store reply %llu out of order (expected %llu)", (unsigned long long) token,
                      (unsigned long long) p->token);
-            if (p->kind != P_PUSH_READ && p->kind != P_ADD_USER && p->kind != P_CLOCK)
+            if (!P_SILENT(p->kind))
                 cwe_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_INTERNAL,
                                  "store reply lost");
             budget_release(b, p);
@@ -891,6 +1236,13 @@ void cwd_on_replies(cw_broker_t *b)
         case P_HISTORY: on_listing(b, p, r); break;
         case P_ACK: on_ack(b, p, r); break;
         case P_CLOCK: on_clock_saved(b, p, r); break;
+        case P_CLAIM: on_claim(b, p, r); break;
+        case P_LIVE: on_live_sent(b, p, r); break;
+        case P_RELEASE:
+            if (cw_store_reply_status(r) != CW_OK)
+                CW_WARN("releasing the session of %s failed: %s", p->user,
+                        cw_status_name(cw_store_reply_status(r)));
+            break;
         case P_ADD_USER: {
             cwb_user_t *u = cw_sessions_user(b->sessions, p->user);
             bool ok = cw_store_reply_status(r) == CW_OK;
@@ -1023,9 +1375,11 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
         }
     }
     for (long i = 0; i < n; i++) {
-        if (p->users[i]) {
+        if (p->users[i] || b->shared) {
+            /* A shared store: names this broker does not know may have
+             * been made on another; the store decides (store_if.h S3). */
             p->store_idx[i] = (long) n_store;
-            srcpts[n_store++].name = p->users[i]->name;
+            srcpts[n_store++].name = p->users[i] ? p->users[i]->name : p->to[i];
         } else {
             p->store_idx[i] = -1;
             p->rcpts[i].status = (Causeway__V1__Status) CW_UNKNOWN_USER;
@@ -1116,7 +1470,7 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
         d->inflight_entries += n_store;
     }
     for (long i = 0; i < n; i++)
-        if (p->store_idx[i] >= 0) {
+        if (p->store_idx[i] >= 0 && p->users[i]) {
             p->users[i]->durable_inflight++;
             p->users[i]->last_append_token = p->token;
         }
@@ -1239,6 +1593,7 @@ int cwd_open(cw_broker_t *b, char *err, size_t errlen)
         u->stored = CW_USER_STORED;
         u->last_seq = users[i].last_seq;
         u->queued = users[i].pending;
+        u->remote_online = ops->shared && users[i].online;
         pending += users[i].pending;
     }
     cw_store_clock_t *clocks = loaded.clocks;
@@ -1265,6 +1620,7 @@ int cwd_open(cw_broker_t *b, char *err, size_t errlen)
     b->durable->damaged_seen = zhashx_new();   /* NULL: every read counts */
     b->durable->ops = ops;
     b->durable->store = store;
+    b->shared = ops->shared != 0;
     CW_INFO("store %s (%s) opened in %lld ms: %zu users, %llu messages waiting", where,
             ops->name, (long long) (cw_mono_ms() - t0), n, (unsigned long long) pending);
     return 0;
@@ -1282,6 +1638,14 @@ void cwd_close(cw_broker_t *b)
      * flight, if any; the drain below waits for both). */
     for (size_t i = 0; i < cw_sessions_user_count(b->sessions); i++)
         cwd_save_clock(b, cw_sessions_user_at(b->sessions, i), true);
+    /* A shared store: this broker's claims end (SIGTERM drains, §5), the
+     * claiming ones too (each release follows its claim in the store's
+     * order); a taken-over session's claim is another broker's. */
+    for (size_t i = 0; b->shared && i < cw_sessions_count(b->sessions); i++) {
+        cw_session_t *s = cw_sessions_at(b->sessions, i);
+        if (!s->taken_over)
+            cwd_release(b, s->user->name);
+    }
     d->closing = true;
     int64_t deadline = cw_mono_ms() + DRAIN_MS;
     while (d->head && cw_mono_ms() < deadline) {
@@ -1289,9 +1653,26 @@ void cwd_close(cw_broker_t *b)
         if (zmq_poll(&item, 1, 100) > 0)
             cwd_on_replies(b);
     }
+    /* Logins whose claim was answered during the drain, or never. */
+    cwd_claimed_t c;
+    while (cwd_next_claimed(b, &c)) {
+        cwb_user_t *u = cw_sessions_user(b->sessions, c.user);
+        cw_session_t *s = u ? u->session : NULL;
+        if (s && s->claiming && s->serial == c.serial) {
+            cwe_reply_status(b, s->id + 1, s->id[0], s->login_rid, CW_SHUTTING_DOWN,
+                             "broker stopped before the login completed");
+            s->claiming = false; /* answered */
+        }
+    }
     pending_t *p;
     while ((p = pending_pop(d))) {
-        if (p->kind != P_PUSH_READ && p->kind != P_ADD_USER && p->kind != P_CLOCK)
+        if (p->kind == P_CLAIM) {
+            cwb_user_t *u = cw_sessions_user(b->sessions, p->user);
+            cw_session_t *s = u ? u->session : NULL;
+            if (s && s->claiming && s->serial == p->serial)
+                cwe_reply_status(b, s->id + 1, s->id[0], s->login_rid, CW_SHUTTING_DOWN,
+                                 "broker stopped before the login completed");
+        } else if (!P_SILENT(p->kind))
             cwe_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_SHUTTING_DOWN,
                              "broker stopped before the store answered");
         budget_release(b, p);
@@ -1300,6 +1681,7 @@ void cwd_close(cw_broker_t *b)
     }
     d->ops->close(&d->store);
     zhashx_destroy(&d->damaged_seen);
+    free(d->claimed);
     free(d);
     b->durable = NULL;
 }

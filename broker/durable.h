@@ -9,6 +9,8 @@
 #include "broker_internal.h"
 #include "store_if.h"
 
+#include <stdbool.h>
+
 /* Opens the store in cfg.data, loads the user log into the session table
  * and starts the store actor. 0, or -1 with a message in err. */
 int cwd_open(cw_broker_t *b, char *err, size_t errlen);
@@ -40,6 +42,56 @@ void cwd_ack(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, con
 void cwd_fetch(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, const cw_env_t *env);
 void cwd_history(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
                  const cw_env_t *env);
+/* ------------------------------------------------------------------------
+ * Shared stores (b->shared: several brokers, store_if.h S1-S6). With
+ * SQLite none of these is called.
+ */
+
+/* Submits the claim of s's user with session token s->token (store_if.h
+ * S4; resume: the client presented that token). The answer comes through
+ * cwd_next_claimed after cwd_on_replies. CW_OK, else a status for the
+ * Login's reply (nothing submitted). */
+int cwd_claim(cw_broker_t *b, cw_session_t *s, bool resume);
+
+/* A claim answered: user, the session's serial when it was submitted,
+ * status (CW_OK, CW_NAME_TAKEN, CW_STORE_ERROR...) and resumed. */
+typedef struct {
+    char user[CW_NAME_MAX_HARD + 1];
+    uint64_t serial;
+    int status;
+    bool resumed;
+    bool resume;  /* the claim presented the client's token (cwd_claim's resume) */
+} cwd_claimed_t;
+
+/* The next claim answered, oldest first; false when none is left. */
+bool cwd_next_claimed(cw_broker_t *b, cwd_claimed_t *out);
+
+/* Ends this broker's claim of `user` (logout, reap, a claim answered for
+ * a session that is gone). Best effort: a failure is logged (the claim
+ * then ends with the broker's lease). */
+void cwd_release(cw_broker_t *b, const char *user);
+
+/* A live Send with recipients that have no session here: rcpts[0..n) are
+ * the Reply's recipients in the sender's order, with the local outcomes
+ * already set; remote[i] says rcpts[i] is asked of the store (LIVE_SEND,
+ * one request for all of them) with `frame` (the packed Deliver, copied).
+ * The Reply goes out when the store answers, the remote outcomes merged
+ * in. Takes *envp (the names may point into it; NULLs it). */
+void cwd_live_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
+                   cw_env_t **envp, const Causeway__V1__RecipientStatus *rcpts,
+                   const bool *remote, size_t n, const zmq_msg_t *frame);
+
+/* Counters of the shared mode (BrokerStats). */
+typedef struct {
+    uint64_t claims;        /* claims answered CW_OK */
+    uint64_t claims_taken;  /* claims answered CW_NAME_TAKEN */
+    uint64_t takeovers;     /* local sessions taken over by another broker */
+    uint64_t live_remote;   /* live recipients handed to other brokers (DELIVERED) */
+    uint64_t live_in;       /* live frames from other brokers pushed or held here */
+    uint64_t entry_events;  /* ENTRY events received */
+} cwd_shared_stats_t;
+void cwd_shared_stats(cw_broker_t *b, cwd_shared_stats_t *out);
+
 /* Counters for Stats (0 when live-only). */
 void cwd_stats(cw_broker_t *b, uint64_t *stored, uint64_t *fsyncs, uint64_t *damaged);
 /* The store thread's counters and the store requests not yet answered;

@@ -127,3 +127,34 @@ void cwe_reply_bad_frame(cw_broker_t *b, const void *id, size_t id_len, uint64_t
 {
     reply_counted(b, id, id_len, request_id, status, detail, &b->stats.bad_frames);
 }
+
+void cwe_announce(cw_broker_t *b, const char *name, bool online, int reason,
+                  const cw_session_t *except)
+{
+    cw_env_t env;
+    Causeway__V1__Presence p;
+    cw_env_init(&env, 0);
+    causeway__v1__presence__init(&p);
+    p.name = (char *) name;
+    p.online = online;
+    p.reason = (Causeway__V1__Presence__Reason) reason;
+    p.timestamp_us = b->now_us;
+    env.body_case = CW_BODY(PRESENCE);
+    env.presence = &p;
+    zmq_msg_t proto;
+    if (cw_env_to_msg(&env, &proto) != CW_OK) {
+        CW_ERROR("out of memory announcing %s", name);
+        return;
+    }
+    size_t n = cw_sessions_count(b->sessions);
+    for (size_t i = 0; i < n; i++) {
+        cw_session_t *s = cw_sessions_at(b->sessions, i);
+        if (s == except || s->quiet || s->dead || s->claiming)
+            continue;
+        zmq_msg_t copy;
+        zmq_msg_init(&copy);
+        zmq_msg_copy(&copy, &proto);
+        cwe_push(b, s, &copy);
+    }
+    zmq_msg_close(&proto);
+}

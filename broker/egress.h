@@ -18,6 +18,7 @@
 #ifndef CW_EGRESS_H
 #define CW_EGRESS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <zmq.h>
@@ -40,6 +41,14 @@ void cwe_send_to_id(cw_broker_t *b, const void *id, size_t id_len, const cw_env_
 
 /* cwe_send_to_id for the session s at hand (s->id is the routing id). */
 void cwe_send_to_session(cw_broker_t *b, cw_session_t *s, const cw_env_t *env);
+
+/* Presence (PROTOCOL.md §8): tells every live, logged-in, non-quiet
+ * session but `except` that `name` came (online) or went. Presence of
+ * users served here (broker.c) and, with a shared store, of users served
+ * by other brokers (durable.c's PRESENCE events). Can't fail (out of
+ * memory: logged, nothing sent). */
+void cwe_announce(cw_broker_t *b, const char *name, bool online, int reason,
+                  const cw_session_t *except);
 
 /* The one function that builds an error (or bare status) reply: status and
  * detail (NULL: cw_strerror(status)) for request_id. A non-success status

@@ -173,6 +173,13 @@ void cwo_stats(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
     st.refused_requests = snap->refused;
     st.expired_sessions = snap->expired;
     cwd_stats(b, &st.stored_messages, &st.fsyncs, &st.damaged_entries);
+    cwd_shared_stats_t sh;
+    cwd_shared_stats(b, &sh);
+    st.claims_refused = sh.claims_taken;
+    st.takeovers = sh.takeovers;
+    st.live_remote = sh.live_remote;
+    st.live_from_brokers = sh.live_in;
+    st.entry_events = sh.entry_events;
 
     /* Refusals and fates: only the statuses seen. */
     Causeway__V1__StatusCount counts[2][CW_MON_STATUSES], *cptr[2][CW_MON_STATUSES];

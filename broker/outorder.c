@@ -27,6 +27,9 @@ typedef struct {
     uint64_t barrier;  /* seq: push after every entry up to it */
     uint64_t token;    /* != 0: the barrier is the seq the pending append with
                           this token gets (cwor_held_resolve) */
+    bool strict;       /* shared store: goes only once entry `barrier` is pushed,
+                          whatever the state (a LIVE event's barrier, or a local
+                          frame held behind entries the session was not sent yet) */
 } held_msg_t;
 
 struct cw_held {
@@ -91,8 +94,10 @@ bool cwor_pending(const cw_broker_t *b, const cw_session_t *s)
 {
     if (!b->durable || s->pull)
         return false;
-    return (cwor_catching_up(s) && s->pushed_seq < s->user->last_seq) ||
-           s->user->durable_inflight > 0;
+    /* A shared store: entries of other writers may be known (ENTRY, an
+     * append's reply) before they are pushed, even when caught up. */
+    bool behind = (cwor_catching_up(s) || b->shared) && s->pushed_seq < s->user->last_seq;
+    return behind || s->user->durable_inflight > 0;
 }
 
 /* Live Delivers to s wait while cwor_pending (or while older ones wait), so
@@ -112,9 +117,11 @@ static int push_live(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
     return cwe_push_after(b, s, msg, after);
 }
 
-/* Holds msg (consumed) for s. CW_DELIVERED (it will be pushed in order) or
+/* Holds msg (consumed) for s behind `barrier` (with token: the seq that
+ * append gets, if higher). CW_DELIVERED (it will be pushed in order) or
  * CW_FLOODED (sndhwm frames are already held: dropped). */
-static int hold(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
+static int hold_at(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg, uint64_t barrier,
+                   uint64_t token)
 {
     cw_held_t *h = s->held;
     if (!h && !(h = s->held = calloc(1, sizeof *h))) {
@@ -147,15 +154,43 @@ static int hold(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
     zmq_msg_init(&slot->msg);
     zmq_msg_move(&slot->msg, msg);
     zmq_msg_close(msg);
-    /* Appends are answered in submission order, so the latest one naming
-     * the user gets the highest seq of those submitted before this
-     * message; with none pending, the committed queue is the barrier. */
-    slot->barrier = s->user->last_seq;
-    slot->token = s->user->durable_inflight ? s->user->last_append_token : 0;
+    slot->barrier = barrier;
+    slot->token = token;
+    slot->strict = b->shared;
     h->n++;
     b->mc.held_total++;
     b->mc.held_now++;
     return CW_DELIVERED;
+}
+
+/* Holds a live frame from this broker: appends are answered in submission
+ * order, so the latest one naming the user gets the highest seq of those
+ * submitted before this message; with none pending, the committed queue
+ * (shared: the entries known) is the barrier. */
+static int hold(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
+{
+    return hold_at(b, s, msg, s->user->last_seq,
+                   s->user->durable_inflight ? s->user->last_append_token : 0);
+}
+
+int cwor_send_live_after(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg, uint64_t barrier)
+{
+    if (s->dead || s->claiming) {
+        zmq_msg_close(msg);
+        return CW_OFFLINE;
+    }
+    bool all = !b->durable || s->pull;
+    /* The store placed the frame after entry `barrier` of the queue: that
+     * is its barrier, whatever this broker appends meanwhile. */
+    if (!all && (barrier > s->pushed_seq || must_hold(b, s))) {
+        int st = hold_at(b, s, msg, barrier, 0);
+        cwor_check(b, s);
+        return st;
+    }
+    int st = push_live(b, s, msg);
+    if (st == CW_DELIVERED)
+        b->stats.deliveries++;
+    return st;
 }
 
 int cwor_send_live(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg)
@@ -192,7 +227,7 @@ static void flush_while(cw_broker_t *b, cw_session_t *s, uint64_t before)
     while (h && h->n) {
         held_msg_t *m = &h->msgs[h->head];
         bool ready = all || (m->token == 0 && (before ? m->barrier < before
-                                                      : !cwor_catching_up(s) ||
+                                                      : (!cwor_catching_up(s) && !m->strict) ||
                                                             m->barrier <= s->pushed_seq));
         if (!ready)
             return;
@@ -311,9 +346,30 @@ void cwor_read_drained(cw_broker_t *b, cw_session_t *s)
     cwor_check(b, s);
 }
 
-bool cwor_takes_commit(const cw_session_t *s, uint64_t seq)
+bool cwor_takes_commit(const cw_broker_t *b, const cw_session_t *s, uint64_t seq)
 {
-    return s->delivery == CWOR_CAUGHT_UP && !s->dead && seq > s->pushed_seq;
+    if (s->delivery != CWOR_CAUGHT_UP || s->dead || s->claiming)
+        return false;
+    /* One writer (SQLite): every commit reaches a caught-up session, so any
+     * seq above pushed may go (a gap only follows --recover-store). A
+     * shared store: strictly the next seq; what is beyond waits for its
+     * ENTRY (store_if.h S2). */
+    return b->shared ? seq == s->pushed_seq + 1 : seq > s->pushed_seq;
+}
+
+void cwor_fall_behind(cw_broker_t *b, cw_session_t *s)
+{
+    transition(b, s, FROM(CWOR_CAUGHT_UP), CWOR_CATCHING_UP);
+    cwor_check(b, s);
+}
+
+void cwor_read_empty(cw_broker_t *b, cw_session_t *s)
+{
+    /* Nothing of the queue is unacknowledged: every entry known is
+     * acknowledged, so held frames behind one of them may go. */
+    if (b->shared && s->pushed_seq == s->acked_seq && s->user->last_seq > s->pushed_seq)
+        s->pushed_seq = s->acked_seq = s->user->last_seq;
+    cwor_check(b, s);
 }
 
 bool cwor_push_stored(cw_broker_t *b, cw_session_t *s, Causeway__V1__Deliver *d)

@@ -40,7 +40,20 @@
  *                                           short and every entry went out)
  *      CAUGHT_UP -> CATCHING_UP           cwor_push_stored (push failed, or
  *                                           the window is full), cwor_tick
- *                                           (redelivery)
+ *                                           (redelivery), cwor_fall_behind
+ *                                           (shared store: an ENTRY beyond
+ *                                           pushed_seq + 1)
+ *
+ *  With a shared store (b->shared; store_if.h S1-S6) a caught-up session
+ *  takes only the next seq (cwor_takes_commit: seq == pushed_seq + 1, from
+ *  an append's reply or an ENTRY event); an ENTRY beyond it falls behind
+ *  and reads; a read that comes back short while an ENTRY above pushed_seq
+ *  arrived (session->entry_hint) reads again instead of draining. Live
+ *  frames from other brokers (LIVE events) are held with the store's
+ *  barrier, and every hold is strict: it goes once entry `barrier` is
+ *  pushed, whatever the state (a caught-up session may know entries it was
+ *  not sent yet). Claiming sessions (broker.c's two-phase login) stay NEW
+ *  and take nothing.
  *  Invariants, checked by cwor_check at every transition in builds without
  *  NDEBUG (like SQLite's assert_pager_state):
  *    1. state == OFF  <=>  no store or s->pull;
@@ -84,6 +97,12 @@ bool cwor_pending(const cw_broker_t *b, const cw_session_t *s);
  * (held ones when they go). */
 int cwor_send_live(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg);
 
+/* A live frame (consumed) from another broker (a shared store's LIVE
+ * event) for s, to go out after entry `barrier` of s's queue: pushed now
+ * if that entry is pushed and nothing waits, else held until it is (a
+ * strict hold: whatever the state). Same returns as cwor_send_live. */
+int cwor_send_live_after(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg, uint64_t barrier);
+
 /* The append with this token is answered: held frames that waited for it
  * follow stored entry `seq` of s's queue (the seq it got, or the queue's
  * last seq if it was not stored for s). Can't fail. */
@@ -124,8 +143,21 @@ void cwor_read_failed(cw_broker_t *b, cw_session_t *s);
 /* The read came back short and every entry was pushed: CAUGHT_UP. */
 void cwor_read_drained(cw_broker_t *b, cw_session_t *s);
 
-/* True if s is caught up and entry seq (just committed) is for it. */
-bool cwor_takes_commit(const cw_session_t *s, uint64_t seq);
+/* True if s is caught up and entry seq (just committed, or an ENTRY
+ * event) is for it: any seq above pushed_seq with one writer (SQLite),
+ * exactly pushed_seq + 1 with a shared store. */
+bool cwor_takes_commit(const cw_broker_t *b, const cw_session_t *s, uint64_t seq);
+
+/* Shared store: an entry beyond pushed_seq + 1 became visible while s was
+ * caught up (others' entries it was not sent): CAUGHT_UP -> CATCHING_UP,
+ * and the caller reads. */
+void cwor_fall_behind(cw_broker_t *b, cw_session_t *s);
+
+/* Shared store: a push read found nothing unacknowledged in the queue (no
+ * entry, pending 0) with nothing in flight: every entry known (up to
+ * user->last_seq) is acknowledged, so pushed_seq and acked_seq move there
+ * and strict holds behind them may go. No state change. */
+void cwor_read_empty(cw_broker_t *b, cw_session_t *s);
 
 /* Pushes stored entry d (d->seq set; after_seq is filled here) to s, after
  * the held frames that precede it, and advances the chain. False if it

@@ -51,6 +51,9 @@ typedef struct {
     bool clock_saving;                /* durable: a clock write is in flight */
     uint64_t queued;                  /* durable: unacknowledged entries, as last learnt
                                          (store load, ack and read replies, commits) */
+    bool remote_online;               /* shared store: served by another broker, as last
+                                         learnt (loaded log, PRESENCE, TAKEOVER events);
+                                         best effort */
 } cwb_user_t;
 
 enum { CW_USER_UNSTORED = 0, CW_USER_STORING = 1, CW_USER_STORED = 2 };
@@ -105,6 +108,15 @@ struct cw_session {
     bool gone;                          /* CURVE: that connection closed (socket monitor):
                                            nothing is pushed to the routing id, which
                                            another connection may now hold */
+    /* Shared store (broker.c's two-phase login, durable.c's events). */
+    bool claiming;                      /* the Login waits for the store's claim: not
+                                           logged in yet (no pushes, no requests) */
+    bool taken_over;                    /* another broker took the session (TAKEOVER):
+                                           closed without presence and without a release */
+    uint64_t login_rid;                 /* claiming: the Login's request id to answer */
+    uint64_t entry_hint;                /* highest ENTRY seq seen while a push read was in
+                                           flight: a short read reads again if it is
+                                           above pushed_seq (no lost wake-up) */
 };
 
 typedef struct cw_sessions cw_sessions_t;

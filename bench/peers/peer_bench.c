@@ -263,28 +263,6 @@ static int run_step(void *arg)
     return done && got >= r->want_msgs;
 }
 
-/* Logs a causeway user out (so that it is known but offline). */
-static int causeway_logout(void *zctx, int port, const char *name)
-{
-    char ep[64];
-    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
-    void *s = bench_dealer(zctx, ep);
-    if (!s)
-        return -1;
-    int rc = bench_login(s, name, JOIN_TIMEOUT_MS) == CW_OK ? 0 : -1;
-    if (rc == 0) {
-        cw_env_t env;
-        Causeway__V1__Logout lo;
-        cw_env_init(&env, 2);
-        causeway__v1__logout__init(&lo);
-        env.body_case = CW_BODY(LOGOUT);
-        env.logout = &lo;
-        rc = bench_send_env(s, &env) == 0 && bench_wait_reply(s, JOIN_TIMEOUT_MS) == CW_OK ? 0 : -1;
-    }
-    zmq_close(s);
-    return rc;
-}
-
 /* Creates the JetStream stream the durable publishers write to. */
 static int nats_stream(void *zctx, int port)
 {
@@ -341,7 +319,7 @@ static int setup(const params_t *p, workload_t w, kind_t k, void *zctx, int port
             return -1;
         }
     }
-    if (w == W_DURABLE && k == K_CAUSEWAY && causeway_logout(zctx, port, "sink") != 0) {
+    if (w == W_DURABLE && k == K_CAUSEWAY && peer_causeway_known_offline(zctx, port, "sink", JOIN_TIMEOUT_MS) != 0) {
         fprintf(stderr, "peer_bench: causeway: the durable recipient could not be created\n");
         return -1;
     }

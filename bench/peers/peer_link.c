@@ -55,6 +55,7 @@ struct peer_link {
     uint64_t pongs;          /* NATS: PONGs seen */
     int subscribed;          /* Redis: SUBSCRIBE confirmed */
     char *req_reply;         /* NATS request: the reply once it came */
+    uint32_t ack_every;      /* causeway: acknowledge every Nth durable push (0: never) */
 };
 
 /* --- buffers -------------------------------------------------------------- */
@@ -219,6 +220,33 @@ static void causeway_reply(peer_link_t *l, const void *d, size_t n)
     cw_env_free(&env);
 }
 
+/* A push to a link that acknowledges: counted, and every ack_every-th
+ * durable one acknowledged (cumulatively, up to its seq) so that the
+ * broker's push window keeps moving. */
+static void causeway_deliver(peer_link_t *l, const void *d, size_t n)
+{
+    cw_env_t *env = NULL;
+    const char *detail = NULL;
+    if (cw_env_decode(d, n, 1u << 30, &env, NULL, &detail) != CW_OK) {
+        link_error(l, "causeway: undecodable Deliver");
+        return;
+    }
+    l->n.msgs++;
+    uint64_t seq = env->deliver->seq;
+    cw_env_free(&env);
+    if (!seq || l->n.msgs % l->ack_every)
+        return;
+    cw_env_t ack_env;
+    Causeway__V1__Ack ack;
+    cw_env_init(&ack_env, ++l->rid);
+    causeway__v1__ack__init(&ack);
+    ack.seq = seq;
+    ack_env.body_case = CW_BODY(ACK);
+    ack_env.ack = &ack;
+    if (bench_send_env(l->sock, &ack_env) != 0)
+        link_error(l, "causeway: cannot send an Ack");
+}
+
 static int causeway_pump(peer_link_t *l)
 {
     for (int i = 0; i < 4096; i++) {
@@ -239,8 +267,10 @@ static int causeway_pump(peer_link_t *l)
             int body = bench_body_field(d, n);
             if (body == CW_BODY(REPLY))
                 causeway_reply(l, d, n);
-            else if (body == CW_BODY(DELIVER))
+            else if (body == CW_BODY(DELIVER) && !l->ack_every)
                 l->n.msgs++;
+            else if (body == CW_BODY(DELIVER))
+                causeway_deliver(l, d, n);
         }
         zmq_msg_close(&m);
     }
@@ -607,5 +637,31 @@ int peer_links_run(peer_link_t **links, size_t n, int (*done)(void *), void *arg
     }
 out:
     free(items);
+    return rc;
+}
+
+void peer_link_ack_every(peer_link_t *l, uint32_t every)
+{
+    l->ack_every = every;
+}
+
+int peer_causeway_known_offline(void *zctx, int port, const char *name, int timeout_ms)
+{
+    char ep[64];
+    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
+    void *s = bench_dealer(zctx, ep);
+    if (!s)
+        return -1;
+    int rc = bench_login(s, name, timeout_ms) == CW_OK ? 0 : -1;
+    if (rc == 0) {
+        cw_env_t env;
+        Causeway__V1__Logout lo;
+        cw_env_init(&env, 2);
+        causeway__v1__logout__init(&lo);
+        env.body_case = CW_BODY(LOGOUT);
+        env.logout = &lo;
+        rc = bench_send_env(s, &env) == 0 && bench_wait_reply(s, timeout_ms) == CW_OK ? 0 : -1;
+    }
+    zmq_close(s);
     return rc;
 }

@@ -80,6 +80,11 @@ int peer_link_pump(peer_link_t *l);
  * ZMQ_POLLOUT while output is queued. */
 zmq_pollitem_t peer_link_pollitem(const peer_link_t *l);
 
+/* causeway only: acknowledge every Nth durable push received (0, the
+ * default: never; the broker then stops at its push window). Acks are
+ * Requests whose Replies are counted like any other. */
+void peer_link_ack_every(peer_link_t *l, uint32_t every);
+
 /* The counters (live view) and a reset to zero (after set-up traffic). */
 const peer_counts_t *peer_link_counts(const peer_link_t *l);
 void peer_link_reset(peer_link_t *l);
@@ -88,6 +93,10 @@ void peer_link_reset(peer_link_t *l);
  * reply body is copied into reply (NUL-terminated). 0 or -1. */
 int peer_link_nats_request(peer_link_t *l, const char *subject, const char *json, char *reply,
                            size_t reply_len, int timeout_ms);
+
+/* Makes `name` a known causeway user that is offline: logs it in on the
+ * broker at 127.0.0.1:port and out again. 0 or -1. */
+int peer_causeway_known_offline(void *zctx, int port, const char *name, int timeout_ms);
 
 /* Polls the links together until done(arg) is true or timeout_ms passes.
  * 0 when done, -1 on timeout or a failed connection. */
