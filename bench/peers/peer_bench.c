@@ -217,51 +217,6 @@ static void remove_tree(const char *dir)
 
 /* --- the runs ------------------------------------------------------------ */
 
-typedef struct {
-    peer_link_t **pubs;      /* publishers */
-    size_t n_pubs;
-    long per_pub;            /* messages each publisher sends */
-    long *sent;              /* per publisher */
-    int window;
-    peer_link_t **subs;      /* subscribers (may be 0) */
-    size_t n_subs;
-    double want_msgs;        /* deliveries expected over all subscribers */
-    int failed;
-} run_t;
-
-/* The step of every run: refills each publisher's window, and reports done
- * when every publish is acknowledged and every delivery arrived. */
-static int run_step(void *arg)
-{
-    run_t *r = arg;
-    int done = 1;
-    for (size_t i = 0; i < r->n_pubs; i++) {
-        const peer_counts_t *c = peer_link_counts(r->pubs[i]);
-        if (c->errors) {
-            r->failed = 1;
-            return 1;
-        }
-        while (r->sent[i] < r->per_pub && (uint64_t) r->sent[i] - c->acks < (uint64_t) r->window) {
-            if (peer_link_publish(r->pubs[i]) != 0) {
-                r->failed = 1;
-                return 1;
-            }
-            r->sent[i]++;
-        }
-        if (c->acks < (uint64_t) r->per_pub)
-            done = 0;
-    }
-    double got = 0;
-    for (size_t i = 0; i < r->n_subs; i++) {
-        const peer_counts_t *c = peer_link_counts(r->subs[i]);
-        if (c->errors) {
-            r->failed = 1;
-            return 1;
-        }
-        got += (double) c->msgs;
-    }
-    return done && got >= r->want_msgs;
-}
 
 /* Creates the JetStream stream the durable publishers write to. */
 static int nats_stream(void *zctx, int port)
@@ -364,7 +319,7 @@ static result_t measure(const params_t *p, workload_t w, kind_t k, void *zctx,
     if (setup(p, w, k, zctx, proc.port, n_pubs, &s) == 0) {
         long total = w == W_LIVE ? p->live_messages
                    : w == W_DURABLE ? p->durable_messages : p->fanout_messages;
-        run_t r = {.pubs = s.links, .n_pubs = n_pubs, .per_pub = total / (long) n_pubs,
+        peer_run_t r = {.pubs = s.links, .n_pubs = n_pubs, .per_pub = total / (long) n_pubs,
                    .window = w == W_LIVE ? p->window
                            : w == W_DURABLE ? p->durable_window : p->fanout_window,
                    .subs = s.links + n_pubs, .n_subs = s.n_subs};
@@ -381,7 +336,7 @@ static result_t measure(const params_t *p, workload_t w, kind_t k, void *zctx,
         uint64_t cpu0 = peer_proc_cpu_ns(proc.pid);
         double ccpu0 = client_cpu_s();
         int64_t t0 = bench_now_ns();
-        int rc = r.sent ? peer_links_run(s.links, n_pubs + s.n_subs, run_step, &r, RUN_TIMEOUT_MS) : -1;
+        int rc = r.sent ? peer_links_run(s.links, n_pubs + s.n_subs, peer_run_step, &r, RUN_TIMEOUT_MS) : -1;
         int64_t t1 = bench_now_ns();
         uint64_t cpu1 = peer_proc_cpu_ns(proc.pid);
         if (perf > 0 && peer_perf_stop(perf, perf_data, perf_txt) == 0)
@@ -422,10 +377,10 @@ static double fsync_check(const params_t *p, kind_t k, void *zctx, long *syncs_o
         snprintf(trace, sizeof trace, "%s/%s-%d.strace", p->run_dir, kind_name[k], run_serial);
         pid_t tracer = peer_trace_syncs(proc.pid, trace);
         if (tracer > 0) {
-            run_t r = {.pubs = s.links, .n_pubs = 1, .per_pub = p->check, .window = 1};
+            peer_run_t r = {.pubs = s.links, .n_pubs = 1, .per_pub = p->check, .window = 1};
             long sent = 0;
             r.sent = &sent;
-            int rc = peer_links_run(s.links, 1, run_step, &r, RUN_TIMEOUT_MS);
+            int rc = peer_links_run(s.links, 1, peer_run_step, &r, RUN_TIMEOUT_MS);
             long syncs = peer_trace_count(tracer, trace);
             if (rc == 0 && !r.failed && syncs >= 0) {
                 *syncs_out = syncs;
@@ -444,20 +399,6 @@ static double fsync_check(const params_t *p, kind_t k, void *zctx, long *syncs_o
 
 /* --- the table ----------------------------------------------------------- */
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *) a, y = *(const double *) b;
-    return (x > y) - (x < y);
-}
-
-/* min, median, max of v[0..n) (n >= 1); v is sorted in place. */
-static void stats3(double *v, int n, double out[3])
-{
-    qsort(v, (size_t) n, sizeof *v, cmp_double);
-    out[0] = v[0];
-    out[1] = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-    out[2] = v[n - 1];
-}
 
 typedef double (*metric_fn)(const result_t *r);
 static double m_rate(const result_t *r) { return r->count / r->secs; }
@@ -501,7 +442,7 @@ static int row(const params_t *p, workload_t w, kind_t k, const char *label, con
         return 0;
     }
     double s[3];
-    stats3(v, n, s);
+    peer_stats3(v, n, s);
     char a[32], b[32], c[32];
     fmt_num(a, sizeof a, s[0]);
     fmt_num(b, sizeof b, s[1]);
@@ -526,7 +467,7 @@ static void ratio_row(const params_t *p, workload_t w, kind_t ka, kind_t kb, met
     if (!n)
         return;
     double s[3];
-    stats3(v, n, s);
+    peer_stats3(v, n, s);
     printf("  %-44s %-9s %12.2f %12.2f %12.2f   target %s\n", label, "ratio", s[0], s[1], s[2],
            target);
 }

@@ -665,3 +665,49 @@ int peer_causeway_known_offline(void *zctx, int port, const char *name, int time
     zmq_close(s);
     return rc;
 }
+
+int peer_run_step(void *arg)
+{
+    peer_run_t *r = arg;
+    int done = 1;
+    for (size_t i = 0; i < r->n_pubs; i++) {
+        const peer_counts_t *c = peer_link_counts(r->pubs[i]);
+        if (c->errors) {
+            r->failed = 1;
+            return 1;
+        }
+        while (r->sent[i] < r->per_pub && (uint64_t) r->sent[i] - c->acks < (uint64_t) r->window) {
+            if (peer_link_publish(r->pubs[i]) != 0) {
+                r->failed = 1;
+                return 1;
+            }
+            r->sent[i]++;
+        }
+        if (c->acks < (uint64_t) r->per_pub)
+            done = 0;
+    }
+    double got = 0;
+    for (size_t i = 0; i < r->n_subs; i++) {
+        const peer_counts_t *c = peer_link_counts(r->subs[i]);
+        if (c->errors) {
+            r->failed = 1;
+            return 1;
+        }
+        got += (double) c->msgs;
+    }
+    return done && got >= r->want_msgs;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *) a, y = *(const double *) b;
+    return (x > y) - (x < y);
+}
+
+void peer_stats3(double *v, int n, double out[3])
+{
+    qsort(v, (size_t) n, sizeof *v, cmp_double);
+    out[0] = v[0];
+    out[1] = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+    out[2] = v[n - 1];
+}

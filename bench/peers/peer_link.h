@@ -98,6 +98,26 @@ int peer_link_nats_request(peer_link_t *l, const char *subject, const char *json
  * broker at 127.0.0.1:port and out again. 0 or -1. */
 int peer_causeway_known_offline(void *zctx, int port, const char *name, int timeout_ms);
 
+/* One windowed run over publisher and subscriber links: peer_run_step
+ * (a `done` for peer_links_run) keeps every publisher's window full until
+ * per_pub publishes each are acknowledged and the subscribers together
+ * received want_msgs messages; failed is set on any error or refusal. */
+typedef struct {
+    peer_link_t **pubs;      /* publishers */
+    size_t n_pubs;
+    long per_pub;            /* messages each publisher sends */
+    long *sent;              /* per publisher */
+    int window;              /* publishes in flight per publisher */
+    peer_link_t **subs;      /* subscribers (may be 0) */
+    size_t n_subs;
+    double want_msgs;        /* deliveries expected over all subscribers */
+    int failed;
+} peer_run_t;
+int peer_run_step(void *run);
+
+/* Sorts v[0..n) (n >= 1) and gives its min, median and max. */
+void peer_stats3(double *v, int n, double out[3]);
+
 /* Polls the links together until done(arg) is true or timeout_ms passes.
  * 0 when done, -1 on timeout or a failed connection. */
 int peer_links_run(peer_link_t **links, size_t n, int (*done)(void *), void *arg, int timeout_ms);

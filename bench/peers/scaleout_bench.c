@@ -384,51 +384,6 @@ static uint64_t brokers_cpu_ns(const peer_proc_t *b, int n)
 
 /* --- the runs ------------------------------------------------------------ */
 
-typedef struct {
-    peer_link_t **pubs;
-    size_t n_pubs;
-    long per_pub;
-    long *sent;
-    int window;
-    peer_link_t **subs;
-    size_t n_subs;
-    double want_msgs;
-    int failed;
-} run_t;
-
-/* Refills every publisher's window; done when every publish is
- * acknowledged and every delivery arrived. */
-static int run_step(void *arg)
-{
-    run_t *r = arg;
-    int done = 1;
-    for (size_t i = 0; i < r->n_pubs; i++) {
-        const peer_counts_t *c = peer_link_counts(r->pubs[i]);
-        if (c->errors) {
-            r->failed = 1;
-            return 1;
-        }
-        while (r->sent[i] < r->per_pub && (uint64_t) r->sent[i] - c->acks < (uint64_t) r->window) {
-            if (peer_link_publish(r->pubs[i]) != 0) {
-                r->failed = 1;
-                return 1;
-            }
-            r->sent[i]++;
-        }
-        if (c->acks < (uint64_t) r->per_pub)
-            done = 0;
-    }
-    double got = 0;
-    for (size_t i = 0; i < r->n_subs; i++) {
-        const peer_counts_t *c = peer_link_counts(r->subs[i]);
-        if (c->errors) {
-            r->failed = 1;
-            return 1;
-        }
-        got += (double) c->msgs;
-    }
-    return done && got >= r->want_msgs;
-}
 
 /* One measurement of workload w on configuration c. */
 static result_t measure(const params_t *p, workload_t w, config_t c, const cluster_t *cl,
@@ -482,7 +437,7 @@ static result_t measure(const params_t *p, workload_t w, config_t c, const clust
         for (size_t i = 0; i < n_pubs + n_subs; i++)
             peer_link_reset(links[i]);
         long total = w == W_LIVE ? p->live_messages : p->messages;
-        run_t r = {.pubs = links, .n_pubs = n_pubs, .per_pub = total / (long) n_pubs,
+        peer_run_t r = {.pubs = links, .n_pubs = n_pubs, .per_pub = total / (long) n_pubs,
                    .sent = sent, .window = w == W_LIVE ? p->live_window : p->window,
                    .subs = links + n_pubs, .n_subs = n_subs};
         r.want_msgs = (double) r.per_pub * (double) n_subs;
@@ -491,7 +446,7 @@ static result_t measure(const params_t *p, workload_t w, config_t c, const clust
             cluster_counters(cl, &cmd0, &calls0, &usec0);
         uint64_t bcpu0 = brokers_cpu_ns(b, n), rcpu0 = cluster_cpu_ns(cl);
         int64_t t0 = bench_now_ns();
-        int rc = peer_links_run(links, n_pubs + n_subs, run_step, &r, RUN_TIMEOUT_MS);
+        int rc = peer_links_run(links, n_pubs + n_subs, peer_run_step, &r, RUN_TIMEOUT_MS);
         int64_t t1 = bench_now_ns();
         uint64_t bcpu1 = brokers_cpu_ns(b, n), rcpu1 = cluster_cpu_ns(cl);
         if (rc == 0 && !r.failed) {
@@ -523,19 +478,6 @@ static result_t measure(const params_t *p, workload_t w, config_t c, const clust
 
 /* --- the table ----------------------------------------------------------- */
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *) a, y = *(const double *) b;
-    return (x > y) - (x < y);
-}
-
-static void stats3(double *v, int n, double out[3])
-{
-    qsort(v, (size_t) n, sizeof *v, cmp_double);
-    out[0] = v[0];
-    out[1] = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-    out[2] = v[n - 1];
-}
 
 typedef double (*metric_fn)(const result_t *r);
 static double m_rate(const result_t *r) { return r->count / r->secs; }
@@ -563,7 +505,7 @@ static void row(const params_t *p, workload_t w, config_t c, const char *label, 
         return;
     }
     double s[3];
-    stats3(v, n, s);
+    peer_stats3(v, n, s);
     printf("  %-46s %-10s %12.2f %12.2f %12.2f\n", label, unit, s[0], s[1], s[2]);
 }
 
@@ -583,7 +525,7 @@ static void ratio_row(const params_t *p, workload_t w, config_t ca, config_t cb,
     if (!n)
         return;
     double s[3];
-    stats3(v, n, s);
+    peer_stats3(v, n, s);
     printf("  %-46s %-10s %12.2f %12.2f %12.2f\n", label, "ratio", s[0], s[1], s[2]);
 }
 
