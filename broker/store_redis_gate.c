@@ -271,6 +271,8 @@ static void resync(rs_gate_t *g, guser_t *u);
 
 static void buf_drop(guser_t *u, size_t from, size_t to)
 {
+    if (from == to)
+        return; /* also keeps memmove away from an unallocated buffer */
     for (size_t i = from; i < to; i++)
         free(u->buf[i].payload);
     memmove(u->buf + from, u->buf + to, (u->n_buf - to) * sizeof *u->buf);
