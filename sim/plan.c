@@ -113,52 +113,127 @@ static int plan_events(sim_plan_t *p, sim_rng_t *rng, windows_t *off, size_t *ca
     for (size_t i = 0; i < sc->n_events; i++)
         ev[i] = &sc->events[i];
     qsort(ev, sc->n_events, sizeof *ev, cmp_event);
-    enum { UP, DOWN } broker = UP;
-    int64_t paused_until = -1;
-    int kill_line = 0;
+    /* Per broker: its state, until when it is paused, the line that killed it. */
+    enum { UP, DOWN, STOPPED } bstate[SIM_MAX_BROKERS] = {UP};
+    int64_t paused_until[SIM_MAX_BROKERS];
+    int kill_line[SIM_MAX_BROKERS] = {0};
+    for (int b = 0; b < SIM_MAX_BROKERS; b++) {
+        bstate[b] = UP;
+        paused_until[b] = -1;
+    }
+    int one = sc->n_brokers == 1;
     for (size_t i = 0; i < sc->n_events; i++) {
         const sim_event_spec_t *e = ev[i];
         const char *f = sc->path;
-        if (e->type != SIM_EV_OFFLINE && e->at_us < paused_until) {
-            cw_set_err(err, err_size, "%s:%d: the broker is paused until %.3fs", f, e->line,
-                       secs(paused_until));
+        int b = e->broker;
+        char bn[32];
+        if (one)
+            snprintf(bn, sizeof bn, "the broker");
+        else
+            snprintf(bn, sizeof bn, "broker %d", b + 1);
+        int on_broker = e->type == SIM_EV_KILL || e->type == SIM_EV_RESTART ||
+                        e->type == SIM_EV_PAUSE || e->type == SIM_EV_STOP ||
+                        e->type == SIM_EV_CONT;
+        if (on_broker && e->at_us < paused_until[b]) {
+            cw_set_err(err, err_size, "%s:%d: %s is paused until %.3fs", f, e->line, bn,
+                       secs(paused_until[b]));
             goto out;
         }
+        sim_action_t a = {.at_us = e->at_us, .client = -1, .broker = b};
         switch (e->type) {
         case SIM_EV_KILL:
-            if (broker == DOWN) {
-                cw_set_err(err, err_size, "%s:%d: kill-broker at %.3fs: the broker is not "
-                           "running (killed on line %d)", f, e->line, secs(e->at_us), kill_line);
+            if (bstate[b] == DOWN) {
+                cw_set_err(err, err_size, "%s:%d: kill-broker at %.3fs: %s is not "
+                           "running (killed on line %d)", f, e->line, secs(e->at_us), bn,
+                           kill_line[b]);
                 goto out;
             }
-            broker = DOWN;
-            kill_line = e->line;
-            if (add_action(p, cap, (sim_action_t) {e->at_us, SIM_ACT_KILL, -1, 0, 0, 0}))
+            bstate[b] = DOWN;
+            kill_line[b] = e->line;
+            a.type = SIM_ACT_KILL;
+            if (add_action(p, cap, a))
                 goto oom;
             break;
         case SIM_EV_RESTART:
-            if (broker == UP) {
-                cw_set_err(err, err_size, "%s:%d: restart-broker at %.3fs: the broker is "
-                           "running (kill it first)", f, e->line, secs(e->at_us));
+            if (bstate[b] != DOWN) {
+                cw_set_err(err, err_size, "%s:%d: restart-broker at %.3fs: %s is "
+                           "running (kill it first)", f, e->line, secs(e->at_us), bn);
                 goto out;
             }
-            broker = UP;
-            if (add_action(p, cap, (sim_action_t) {e->at_us, SIM_ACT_RESTART, -1, 0, 0, 0}))
+            bstate[b] = UP;
+            a.type = SIM_ACT_RESTART;
+            if (add_action(p, cap, a))
                 goto oom;
             break;
-        case SIM_EV_PAUSE: {
-            if (broker == DOWN) {
-                cw_set_err(err, err_size, "%s:%d: pause-broker at %.3fs: the broker is not "
-                           "running (killed on line %d)", f, e->line, secs(e->at_us), kill_line);
+        case SIM_EV_PAUSE:
+        case SIM_EV_STOP: {
+            if (bstate[b] != UP) {
+                cw_set_err(err, err_size, "%s:%d: %s at %.3fs: %s is not running%s", f, e->line,
+                           e->type == SIM_EV_PAUSE ? "pause-broker" : "stop-broker",
+                           secs(e->at_us), bn, bstate[b] == STOPPED ? " (stopped)" : "");
+                if (bstate[b] == DOWN)
+                    cw_set_err(err, err_size, "%s:%d: %s at %.3fs: %s is not running (killed "
+                               "on line %d)", f, e->line,
+                               e->type == SIM_EV_PAUSE ? "pause-broker" : "stop-broker",
+                               secs(e->at_us), bn, kill_line[b]);
                 goto out;
             }
+            if (e->type == SIM_EV_STOP) {
+                bstate[b] = STOPPED;
+                a.type = SIM_ACT_STOP;
+                if (add_action(p, cap, a))
+                    goto oom;
+                break;
+            }
             int64_t d = sim_rng_range(rng, e->dur_us.lo, e->dur_us.hi);
-            paused_until = e->at_us + d;
-            if (add_action(p, cap, (sim_action_t) {e->at_us, SIM_ACT_PAUSE, -1, 0, d, 0}) ||
-                add_action(p, cap, (sim_action_t) {paused_until, SIM_ACT_RESUME, -1, 0, 0, 0}))
+            paused_until[b] = e->at_us + d;
+            a.type = SIM_ACT_PAUSE;
+            a.dur_us = d;
+            sim_action_t r = {.at_us = paused_until[b], .type = SIM_ACT_RESUME, .client = -1,
+                              .broker = b};
+            if (add_action(p, cap, a) || add_action(p, cap, r))
                 goto oom;
             break;
         }
+        case SIM_EV_CONT:
+            if (bstate[b] != STOPPED) {
+                cw_set_err(err, err_size, "%s:%d: cont-broker at %.3fs: %s was not stopped "
+                           "(stop-broker)", f, e->line, secs(e->at_us), bn);
+                goto out;
+            }
+            bstate[b] = UP;
+            a.type = SIM_ACT_CONT;
+            if (add_action(p, cap, a))
+                goto oom;
+            break;
+        case SIM_EV_KILL_PRIMARY:
+        case SIM_EV_STOP_PRIMARY: {
+            a.broker = -1;
+            a.n = e->primary;
+            a.ref = p->n_node_faults++;
+            a.type = e->type == SIM_EV_KILL_PRIMARY ? SIM_ACT_KILL_PRIMARY : SIM_ACT_STOP_PRIMARY;
+            int64_t d = e->dur_us.hi > 0 ? sim_rng_range(rng, e->dur_us.lo, e->dur_us.hi) : 0;
+            a.dur_us = d;
+            if (add_action(p, cap, a))
+                goto oom;
+            if (d > 0) {
+                sim_action_t r = {.at_us = e->at_us + d, .client = -1, .broker = -1,
+                                  .n = e->primary, .ref = a.ref,
+                                  .type = e->type == SIM_EV_KILL_PRIMARY ? SIM_ACT_NODE_RESTART
+                                                                         : SIM_ACT_NODE_CONT};
+                if (add_action(p, cap, r))
+                    goto oom;
+            }
+            break;
+        }
+        case SIM_EV_RESHARD:
+        case SIM_EV_KILL_PUBSUB:
+            a.broker = -1;
+            a.n = e->slots;
+            a.type = e->type == SIM_EV_RESHARD ? SIM_ACT_RESHARD : SIM_ACT_KILL_PUBSUB;
+            if (add_action(p, cap, a))
+                goto oom;
+            break;
         case SIM_EV_OFFLINE: {
             int64_t d = sim_rng_range(rng, e->dur_us.lo, e->dur_us.hi);
             int64_t from = e->at_us, to = e->at_us + d;
@@ -192,17 +267,33 @@ static int plan_events(sim_plan_t *p, sim_rng_t *rng, windows_t *off, size_t *ca
             for (int k = 0; k < want; k++) {
                 int c = cand[k];
                 if (add_window(&off[c], from, to) ||
-                    add_action(p, cap, (sim_action_t) {from, SIM_ACT_OFFLINE, c, 0, d, 0}) ||
-                    add_action(p, cap, (sim_action_t) {to, SIM_ACT_ONLINE, c, 0, 0, 0}))
+                    add_action(p, cap, (sim_action_t) {.at_us = from, .type = SIM_ACT_OFFLINE, .client = c, .dur_us = d}) ||
+                    add_action(p, cap, (sim_action_t) {.at_us = to, .type = SIM_ACT_ONLINE, .client = c}))
                     goto oom;
             }
             break;
         }
         }
     }
-    if (broker == DOWN) {
+    /* One broker: it runs at the end. Several: at least one does (the
+     * clients of a broker killed for good fail over to the others), and
+     * none is left stopped. */
+    int running = 0;
+    for (int b = 0; b < sc->n_brokers; b++) {
+        if (bstate[b] == STOPPED) {
+            cw_set_err(err, err_size, "%s: %s is stopped at the end (add 'at TIME cont-broker%s')",
+                       sc->path, one ? "the broker" : "a broker", one ? "" : " K");
+            goto out;
+        }
+        running += bstate[b] == UP;
+    }
+    if (one && bstate[0] == DOWN) {
         cw_set_err(err, err_size, "%s:%d: the broker is never restarted after this kill "
-                   "(add 'at TIME restart-broker')", sc->path, kill_line);
+                   "(add 'at TIME restart-broker')", sc->path, kill_line[0]);
+        goto out;
+    }
+    if (!running) {
+        cw_set_err(err, err_size, "%s: every broker is down at the end", sc->path);
         goto out;
     }
     rc = 0;
@@ -237,6 +328,13 @@ static int plan_messages(sim_plan_t *p, sim_rng_t *rng, const windows_t *off, si
             n_to = 1;
         else if (m->kind == SIM_MULTICAST) {
             int64_t hi = sc->multicast.hi < n - 1 ? sc->multicast.hi : n - 1;
+            if (sc->recipients == SIM_TO_OTHER_BROKER) {
+                int others = 0;
+                for (int c = 0; c < n; c++)
+                    others += sim_home(sc, c) != sim_home(sc, m->sender);
+                if (hi > others)
+                    hi = others;
+            }
             n_to = (int) sim_rng_range(rng, sc->multicast.lo, hi);
         }
         if (n_to) {
@@ -246,8 +344,11 @@ static int plan_messages(sim_plan_t *p, sim_rng_t *rng, const windows_t *off, si
             /* Everyone but the sender, then a partial Fisher-Yates. */
             int np = 0;
             for (int c = 0; c < n; c++)
-                if (c != m->sender)
+                if (c != m->sender && (sc->recipients == SIM_TO_ANY ||
+                                       sim_home(sc, c) != sim_home(sc, m->sender)))
                     pool[np++] = c;
+            if (n_to > np)
+                n_to = np;   /* multicast.hi beyond the pool (lo was checked) */
             for (int j = 0; j < n_to; j++) {
                 int r = j + (int) sim_rng_below(rng, (uint64_t) (np - j));
                 int t = pool[j];
@@ -267,7 +368,8 @@ static int plan_messages(sim_plan_t *p, sim_rng_t *rng, const windows_t *off, si
             if (m->at_us >= ws->w[i].from && m->at_us < ws->w[i].to)
                 m->at_us = ws->w[i].to;
         m->outcome = -1;
-        if (add_action(p, cap, (sim_action_t) {m->at_us, SIM_ACT_SEND, m->sender, k, 0, 0}))
+        if (add_action(p, cap, (sim_action_t) {.at_us = m->at_us, .type = SIM_ACT_SEND,
+                                                .client = m->sender, .msg = k}))
             goto oom;
     }
     free(clock);
@@ -341,10 +443,38 @@ void sim_plan_print(const sim_plan_t *p, FILE *f)
         const sim_action_t *a = &p->acts[i];
         fprintf(f, "%10.3fs  ", secs(a->at_us));
         switch (a->type) {
-        case SIM_ACT_KILL: fprintf(f, "broker kill (SIGKILL)\n"); break;
-        case SIM_ACT_RESTART: fprintf(f, "broker restart\n"); break;
-        case SIM_ACT_PAUSE: fprintf(f, "broker pause (SIGSTOP) for %.3fs\n", secs(a->dur_us)); break;
-        case SIM_ACT_RESUME: fprintf(f, "broker resume (SIGCONT)\n"); break;
+        case SIM_ACT_KILL:
+        case SIM_ACT_RESTART:
+        case SIM_ACT_PAUSE:
+        case SIM_ACT_RESUME:
+        case SIM_ACT_STOP:
+        case SIM_ACT_CONT:
+            if (sc->n_brokers > 1)
+                fprintf(f, "broker %d ", a->broker + 1);
+            else
+                fprintf(f, "broker ");
+            switch (a->type) {
+            case SIM_ACT_KILL: fprintf(f, "kill (SIGKILL)\n"); break;
+            case SIM_ACT_RESTART: fprintf(f, "restart\n"); break;
+            case SIM_ACT_PAUSE: fprintf(f, "pause (SIGSTOP) for %.3fs\n", secs(a->dur_us)); break;
+            case SIM_ACT_RESUME: fprintf(f, "resume (SIGCONT)\n"); break;
+            case SIM_ACT_STOP: fprintf(f, "stop (SIGSTOP)\n"); break;
+            default: fprintf(f, "cont (SIGCONT)\n"); break;
+            }
+            break;
+        case SIM_ACT_KILL_PRIMARY:
+            fprintf(f, "redis kill primary %d (SIGKILL)", a->n);
+            if (a->dur_us)
+                fprintf(f, ", restart after %.3fs", secs(a->dur_us));
+            fputc('\n', f);
+            break;
+        case SIM_ACT_NODE_RESTART: fprintf(f, "redis restart the node of primary %d\n", a->n); break;
+        case SIM_ACT_STOP_PRIMARY:
+            fprintf(f, "redis stop primary %d (SIGSTOP) for %.3fs\n", a->n, secs(a->dur_us));
+            break;
+        case SIM_ACT_NODE_CONT: fprintf(f, "redis cont the node of primary %d (SIGCONT)\n", a->n); break;
+        case SIM_ACT_RESHARD: fprintf(f, "redis reshard %d slots from primary 1 to 2\n", a->n); break;
+        case SIM_ACT_KILL_PUBSUB: fprintf(f, "redis CLIENT KILL TYPE pubsub on every node\n"); break;
         case SIM_ACT_OFFLINE:
             fprintf(f, "%s offline for %.3fs\n", sc->names[a->client], secs(a->dur_us));
             break;

@@ -27,6 +27,9 @@
 struct sim_broker {
     char *wrapper;      /* CW_BROKER_WRAPPER copy, cut into words in place; NULL: none */
     char *wrap_argv[WRAPPER_MAX_ARGS];  /* its words, NULL-terminated */
+    char *extra;        /* words put after the broker's own arguments (broker_args), cut in place */
+    char *extra_argv[WRAPPER_MAX_ARGS];  /* its words, NULL-terminated */
+    char *store;        /* --store URL, or NULL: --data workdir/data */
     char *bin;          /* causeway-broker */
     char *workdir;      /* logs and data/ live here */
     int heartbeat_ms;   /* --heartbeat-ms */
@@ -157,10 +160,36 @@ void sim_broker_destroy(sim_broker_t **p)
     if (b->pid > 0)
         sim_broker_stop(b, 5000);
     free(b->wrapper);
+    free(b->extra);
+    free(b->store);
     free(b->bin);
     free(b->workdir);
     free(b);
     *p = NULL;
+}
+
+int sim_broker_set_store(sim_broker_t *b, const char *store_url, const char *extra)
+{
+    free(b->store);
+    free(b->extra);
+    b->store = b->extra = NULL;
+    memset(b->extra_argv, 0, sizeof b->extra_argv);
+    if (store_url && !(b->store = strdup(store_url)))
+        return -1;
+    if (extra && *extra) {
+        if (!(b->extra = strdup(extra)))
+            return -1;
+        size_t n = 0;
+        char *save = NULL;
+        for (char *w = strtok_r(b->extra, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
+            if (n == WRAPPER_MAX_ARGS - 1) {
+                errno = E2BIG;
+                return -1;
+            }
+            b->extra_argv[n++] = w;
+        }
+    }
+    return 0;
 }
 
 /* Reads "listening ENDPOINT" from path into b->endpoint. 1 when found. */
@@ -199,14 +228,18 @@ static int start_once(sim_broker_t *b, int timeout_ms, char *err, size_t err_siz
     snprintf(data, sizeof data, "%s/data", b->workdir);
     snprintf(out, sizeof out, "%s/broker-%d.out", b->workdir, b->starts + 1);
     snprintf(log, sizeof log, "%s/broker-%d.log", b->workdir, b->starts + 1);
-    char *args[] = {b->bin, "--bind", bind, "--data", data, "--heartbeat-ms", hb,
-                    "--liveness", live, "--log-level", "warn", NULL};
-    char *argv[WRAPPER_MAX_ARGS + sizeof args / sizeof *args];
+    char *args[] = {b->bin, "--bind", bind, b->store ? "--store" : "--data",
+                    b->store ? b->store : data, "--heartbeat-ms", hb,
+                    "--liveness", live, "--log-level", "warn"};
+    char *argv[2 * WRAPPER_MAX_ARGS + sizeof args / sizeof *args + 1];
     size_t n = 0;
     for (size_t i = 0; b->wrap_argv[i]; i++)
         argv[n++] = b->wrap_argv[i];
     for (size_t i = 0; i < sizeof args / sizeof *args; i++)
         argv[n++] = args[i];
+    for (size_t i = 0; b->extra_argv[i]; i++)
+        argv[n++] = b->extra_argv[i];
+    argv[n] = NULL;
     pid_t pid = sim_spawn(argv, out, log);
     if (pid < 0) {
         cw_set_err(err, err_size, "cannot start %s: %s", b->bin, strerror(errno));

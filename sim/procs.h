@@ -8,7 +8,8 @@
  *
  *  Threads: only the main thread calls these (PR_SET_PDEATHSIG fires when
  *  the thread that forked exits, so forking from a worker would kill the
- *  child with it).
+ *  child with it). Several brokers of one run (a shared Redis store) are
+ *  several sim_broker_t, each with its own work directory.
  */
 #ifndef CW_SIM_PROCS_H
 #define CW_SIM_PROCS_H
@@ -39,6 +40,12 @@ typedef struct sim_broker sim_broker_t;
  * e2e tests). NULL on out of memory. */
 sim_broker_t *sim_broker_new(const char *bin, const char *workdir, int heartbeat_ms,
                              int liveness, const char *wrapper);
+/* The store and extra arguments of every later start: store_url NULL
+ * means --data WORKDIR/data (SQLite), else --store store_url; extra: NULL
+ * or words (split at blanks, no quoting, at most 31) put after the
+ * simulator's own arguments (a scenario's broker_args, --broker-args).
+ * 0, or -1 (out of memory, E2BIG: too many words). */
+int sim_broker_set_store(sim_broker_t *b, const char *store_url, const char *extra);
 /* SIGTERM (SIGKILL after timeout) if still running, frees; NULLs *p. */
 void sim_broker_destroy(sim_broker_t **p);
 

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster.h"
 #include "cw_util.h"
 
 typedef struct {
@@ -32,8 +33,10 @@ typedef struct {
 static const char *const KEYS[] = {
     "name", "description", "clients", "names", "messages", "mix", "multicast",
     "durable", "size", "think", "seed", "heartbeat", "liveness",
-    "send_timeout", "drain_timeout", "quiet", NULL,
+    "send_timeout", "drain_timeout", "quiet", "brokers", "store", "redis_cluster",
+    "node_timeout", "broker_args", "recipients", NULL,
 };
+enum { KEY_CLIENTS = 2, KEY_STORE = 17, KEY_REDIS_CLUSTER = 18 };
 
 /* Records the error "path:line: message" in p->err. */
 static void report(parser_t *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -235,7 +238,8 @@ static int parse_setting(parser_t *p, char *key, char *v)
     if (!KEYS[k])
         return fail(p, "unknown key '%s' (known: name, description, clients, names, messages, "
                        "mix, multicast, durable, size, think, seed, heartbeat, liveness, "
-                       "send_timeout, drain_timeout, quiet)", key);
+                       "send_timeout, drain_timeout, quiet, brokers, store, redis_cluster, "
+                       "node_timeout, broker_args, recipients)", key);
     if (p->seen & (1u << k))
         return fail(p, "'%s' is set twice", key);
     p->seen |= 1u << k;
@@ -258,7 +262,7 @@ static int parse_setting(parser_t *p, char *key, char *v)
         s->n_clients = (int) x;
     } else if (strcmp(key, "names") == 0) {
         int want = s->n_clients;
-        int had = (p->seen & (1u << 2)) != 0;   /* clients given before */
+        int had = (p->seen & (1u << KEY_CLIENTS)) != 0;   /* clients given before */
         if (parse_names(p, v))
             return -1;
         if (had && want != s->n_clients)
@@ -306,6 +310,51 @@ static int parse_setting(parser_t *p, char *key, char *v)
         if (parse_int(p, key, v, 2, 100, &x))
             return -1;
         s->liveness = (int) x;
+    } else if (strcmp(key, "brokers") == 0) {
+        if (parse_int(p, key, v, 1, SIM_MAX_BROKERS, &x))
+            return -1;
+        s->n_brokers = (int) x;
+    } else if (strcmp(key, "store") == 0) {
+        if (strcmp(v, "sqlite") == 0)
+            s->store = SIM_STORE_SQLITE;
+        else if (strcmp(v, "redis") == 0)
+            s->store = SIM_STORE_REDIS;
+        else
+            return fail(p, "store: '%s' is not sqlite or redis", v);
+    } else if (strcmp(key, "redis_cluster") == 0) {
+        char *xs = strchr(v, 'x');
+        if (!xs)
+            return fail(p, "redis_cluster: '%s' should be PRIMARIESxREPLICAS (like 3x1)", v);
+        *xs = '\0';
+        if (parse_int(p, "redis_cluster primaries", trim(v), SIM_CLUSTER_MIN_PRIMARIES,
+                      SIM_CLUSTER_MAX_PRIMARIES, &x))
+            return -1;
+        s->redis_primaries = (int) x;
+        if (parse_int(p, "redis_cluster replicas", trim(xs + 1), 0, SIM_CLUSTER_MAX_REPLICAS, &x))
+            return -1;
+        s->redis_replicas = (int) x;
+    } else if (strcmp(key, "node_timeout") == 0) {
+        int64_t us;
+        if (parse_dur(p, key, v, &us))
+            return -1;
+        if (us < 100000 || us > 60000000)
+            return fail(p, "node_timeout: %s is out of range 100ms..60s", v);
+        s->node_timeout_ms = (int) (us / 1000);
+    } else if (strcmp(key, "broker_args") == 0) {
+        if (strlen(v) > SIM_MAX_BROKER_ARGS)
+            return fail(p, "broker_args: longer than %d bytes", SIM_MAX_BROKER_ARGS);
+        char *copy = strdup(v);
+        if (!copy)
+            return fail(p, "out of memory");
+        free(s->broker_args);
+        s->broker_args = copy;
+    } else if (strcmp(key, "recipients") == 0) {
+        if (strcmp(v, "any") == 0)
+            s->recipients = SIM_TO_ANY;
+        else if (strcmp(v, "other-broker") == 0)
+            s->recipients = SIM_TO_OTHER_BROKER;
+        else
+            return fail(p, "recipients: '%s' is not any or other-broker", v);
     } else {
         int64_t us;
         if (parse_dur(p, key, v, &us))
@@ -352,14 +401,71 @@ static int parse_at(parser_t *p, char *rest)
         return fail(p, "'at' needs a time and an action (like 'at 2s kill-broker')");
     if (parse_dur(p, "at", when, &ev.at_us))
         return -1;
-    if (strcmp(what, "kill-broker") == 0 || strcmp(what, "restart-broker") == 0) {
-        ev.type = what[0] == 'k' ? SIM_EV_KILL : SIM_EV_RESTART;
-        if (save && *trim(save))
+    if (strcmp(what, "kill-broker") == 0 || strcmp(what, "restart-broker") == 0 ||
+        strcmp(what, "stop-broker") == 0 || strcmp(what, "cont-broker") == 0 ||
+        strcmp(what, "pause-broker") == 0) {
+        ev.type = strcmp(what, "kill-broker") == 0      ? SIM_EV_KILL
+                  : strcmp(what, "restart-broker") == 0 ? SIM_EV_RESTART
+                  : strcmp(what, "stop-broker") == 0    ? SIM_EV_STOP
+                  : strcmp(what, "cont-broker") == 0    ? SIM_EV_CONT
+                                                        : SIM_EV_PAUSE;
+        /* An optional broker number K (1-based; default 1). */
+        char *rest2 = save ? trim(save) : NULL;
+        if (rest2 && isdigit((unsigned char) rest2[0])) {
+            char *num = strtok_r(NULL, " \t", &save);
+            long long k;
+            if (parse_int(p, what, num, 1, SIM_MAX_BROKERS, &k))
+                return -1;
+            ev.broker = (int) k - 1;
+        }
+        if (ev.type == SIM_EV_PAUSE) {
+            if (parse_for(p, &save, what, &ev.dur_us))
+                return -1;
+        } else if (save && *trim(save)) {
             return fail(p, "%s: unexpected '%s'", what, trim(save));
-    } else if (strcmp(what, "pause-broker") == 0) {
-        ev.type = SIM_EV_PAUSE;
-        if (parse_for(p, &save, what, &ev.dur_us))
+        }
+    } else if (strcmp(what, "kill-primary") == 0 || strcmp(what, "stop-primary") == 0) {
+        ev.type = what[0] == 'k' ? SIM_EV_KILL_PRIMARY : SIM_EV_STOP_PRIMARY;
+        char *num = strtok_r(NULL, " \t", &save);
+        long long k;
+        if (!num)
+            return fail(p, "%s needs a primary number (like '%s 1')", what, what);
+        if (parse_int(p, what, num, 1, SIM_CLUSTER_MAX_PRIMARIES, &k))
             return -1;
+        ev.primary = (int) k;
+        if (ev.type == SIM_EV_STOP_PRIMARY) {
+            if (parse_for(p, &save, what, &ev.dur_us))
+                return -1;
+        } else if (save && *trim(save)) {
+            /* "restart after DURATION" */
+            char *kw = strtok_r(NULL, " \t", &save);
+            char *kw2 = strtok_r(NULL, " \t", &save);
+            char *d = save ? trim(save) : NULL;
+            if (!kw || strcmp(kw, "restart") != 0 || !kw2 || strcmp(kw2, "after") != 0 || !d ||
+                !*d)
+                return fail(p, "kill-primary: expected 'restart after DURATION' after the "
+                               "number");
+            save = NULL;
+            if (parse_range(p, "kill-primary restart after", d, 1, 0, 0, &ev.dur_us))
+                return -1;
+            if (ev.dur_us.lo <= 0)
+                return fail(p, "kill-primary: the restart delay must be more than 0");
+        }
+    } else if (strcmp(what, "reshard") == 0) {
+        ev.type = SIM_EV_RESHARD;
+        char *num = strtok_r(NULL, " \t", &save);
+        long long k;
+        if (!num)
+            return fail(p, "reshard needs a number of slots (like 'reshard 500')");
+        if (parse_int(p, "reshard", num, 1, SIM_CLUSTER_SLOTS - 1, &k))
+            return -1;
+        ev.slots = (int) k;
+        if (save && *trim(save))
+            return fail(p, "reshard: unexpected '%s'", trim(save));
+    } else if (strcmp(what, "kill-pubsub") == 0) {
+        ev.type = SIM_EV_KILL_PUBSUB;
+        if (save && *trim(save))
+            return fail(p, "kill-pubsub: unexpected '%s'", trim(save));
     } else if (strcmp(what, "offline") == 0) {
         ev.type = SIM_EV_OFFLINE;
         char *who = strtok_r(NULL, " \t", &save);
@@ -383,7 +489,9 @@ static int parse_at(parser_t *p, char *rest)
             return -1;
         }
     } else {
-        return fail(p, "unknown action '%s' (kill-broker, restart-broker, pause-broker, offline)",
+        return fail(p, "unknown action '%s' (kill-broker, restart-broker, pause-broker, "
+                       "stop-broker, cont-broker, kill-primary, stop-primary, reshard, "
+                       "kill-pubsub, offline)",
                     what);
     }
     sim_event_spec_t *grown = realloc(s->events, (s->n_events + 1) * sizeof *grown);
@@ -421,14 +529,62 @@ static int finish(parser_t *p)
     }
     if (!s->description && !(s->description = strdup("")))
         return fail(p, "out of memory");
+    if (!s->broker_args && !(s->broker_args = strdup("")))
+        return fail(p, "out of memory");
+    int have_store = (p->seen & (1u << KEY_STORE)) != 0;
+    int have_cluster = (p->seen & (1u << KEY_REDIS_CLUSTER)) != 0;
+    if (have_cluster && !have_store)
+        s->store = SIM_STORE_REDIS;
+    if (have_cluster && s->store != SIM_STORE_REDIS)
+        return fail(p, "redis_cluster is set but store = sqlite");
+    if (s->store == SIM_STORE_REDIS && !have_cluster) {
+        s->redis_primaries = 3;
+        s->redis_replicas = 1;
+    }
+    if (s->n_brokers > 1 && s->store != SIM_STORE_REDIS)
+        return fail(p, "brokers = %d needs store = redis (an SQLite store belongs to one broker)",
+                    s->n_brokers);
+    if (s->recipients == SIM_TO_OTHER_BROKER) {
+        if (s->n_brokers < 2)
+            return fail(p, "recipients = other-broker needs brokers = 2 or more");
+        /* The fewest clients homed on other brokers than a sender's. */
+        int fewest = s->n_clients;
+        for (int b = 0; b < s->n_brokers; b++) {
+            int home = 0;
+            for (int i = 0; i < s->n_clients; i++)
+                home += sim_home(s, i) == b;
+            if (s->n_clients - home < fewest)
+                fewest = s->n_clients - home;
+        }
+        if (fewest < 1)
+            return fail(p, "recipients = other-broker: %d clients on %d brokers leave a broker "
+                           "with no one elsewhere", s->n_clients, s->n_brokers);
+        if (s->w_multicast && s->multicast.lo > fewest)
+            return fail(p, "multicast: %lld recipients but only %d clients on other brokers",
+                        (long long) s->multicast.lo, fewest);
+    }
     if (s->multicast.lo > s->n_clients - 1 && s->w_multicast)
         return fail(p, "multicast: %lld recipients but only %d other clients",
                     (long long) s->multicast.lo, s->n_clients - 1);
     for (size_t i = 0; i < s->n_events; i++) {
         sim_event_spec_t *e = &s->events[i];
         p->line = e->line;
-        if (e->type != SIM_EV_OFFLINE)
+        if (e->type == SIM_EV_KILL || e->type == SIM_EV_RESTART || e->type == SIM_EV_PAUSE ||
+            e->type == SIM_EV_STOP || e->type == SIM_EV_CONT) {
+            if (e->broker >= s->n_brokers)
+                return fail(p, "there is no broker %d (brokers = %d)", e->broker + 1,
+                            s->n_brokers);
             continue;
+        }
+        if (e->type == SIM_EV_KILL_PRIMARY || e->type == SIM_EV_STOP_PRIMARY ||
+            e->type == SIM_EV_RESHARD || e->type == SIM_EV_KILL_PUBSUB) {
+            if (s->store != SIM_STORE_REDIS)
+                return fail(p, "Redis faults need store = redis (and a redis_cluster)");
+            if (e->primary > s->redis_primaries)
+                return fail(p, "there is no primary %d (redis_cluster has %d)", e->primary,
+                            s->redis_primaries);
+            continue;
+        }
         if (e->client && sim_scenario_client(s, e->client) < 0)
             return fail(p, "offline: no client called '%s'", e->client);
         if (!e->client && e->n_random > s->n_clients)
@@ -459,6 +615,8 @@ sim_scenario_t *sim_scenario_load(const char *path, char *err, size_t err_size)
     s->send_timeout_us = 15000000;
     s->drain_timeout_us = 20000000;
     s->quiet_us = 500000;
+    s->n_brokers = 1;
+    s->node_timeout_ms = 2000;
     FILE *f = fopen(path, "r");
     if (!s->path || !f) {
         if (!f)
@@ -517,6 +675,7 @@ void sim_scenario_destroy(sim_scenario_t **p)
     free(s->path);
     free(s->name);
     free(s->description);
+    free(s->broker_args);
     free_names(s->names, s->n_clients);
     for (size_t i = 0; i < s->n_events; i++)
         free(s->events[i].client);
@@ -531,4 +690,9 @@ int sim_scenario_client(const sim_scenario_t *s, const char *name)
         if (strcmp(s->names[i], name) == 0)
             return i;
     return -1;
+}
+
+int sim_home(const sim_scenario_t *s, int ci)
+{
+    return s->n_brokers > 0 ? ci % s->n_brokers : 0;
 }

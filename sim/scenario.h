@@ -33,6 +33,8 @@
 /* Smallest message text: the id header every message starts with
  * ("cwsim RUNID INDEX ", see sim.c) fits in it. */
 #define SIM_MIN_TEXT 40
+#define SIM_MAX_BROKERS 8           /* `brokers` */
+#define SIM_MAX_BROKER_ARGS 1000    /* bytes of `broker_args` */
 
 typedef struct {
     int64_t lo, hi;  /* inclusive; lo <= hi */
@@ -43,6 +45,12 @@ typedef enum {
     SIM_EV_RESTART,      /* start it again (same port, same data directory) */
     SIM_EV_PAUSE,        /* SIGSTOP for a duration, then SIGCONT */
     SIM_EV_OFFLINE,      /* a client logs out for a duration, then logs in */
+    SIM_EV_STOP,         /* SIGSTOP a broker (until a cont-broker) */
+    SIM_EV_CONT,         /* SIGCONT a broker stopped by stop-broker */
+    SIM_EV_KILL_PRIMARY, /* SIGKILL Redis primary K; restarted after dur_us if dur_us.hi > 0 */
+    SIM_EV_STOP_PRIMARY, /* SIGSTOP Redis primary K for a duration, then SIGCONT */
+    SIM_EV_RESHARD,      /* redis-cli --cluster reshard of `slots` slots, primary 1 to 2 */
+    SIM_EV_KILL_PUBSUB,  /* CLIENT KILL TYPE pubsub on every Redis node */
 } sim_ev_type_t;
 
 /* One `at` line as written. */
@@ -53,7 +61,13 @@ typedef struct {
     sim_range_t dur_us;   /* PAUSE, OFFLINE: how long */
     char *client;         /* OFFLINE: a name, or NULL for `random N`; owned */
     int n_random;         /* OFFLINE random: how many clients */
+    int broker;           /* KILL, RESTART, PAUSE, STOP, CONT: broker index (0-based) */
+    int primary;          /* KILL_PRIMARY, STOP_PRIMARY: primary number K (1-based) */
+    int slots;            /* RESHARD: how many slots move */
 } sim_event_spec_t;
+
+typedef enum { SIM_STORE_SQLITE = 0, SIM_STORE_REDIS } sim_store_t;
+typedef enum { SIM_TO_ANY = 0, SIM_TO_OTHER_BROKER } sim_recipients_t;
 
 typedef struct {
     char *path;                /* the file read; owned */
@@ -75,6 +89,13 @@ typedef struct {
     int64_t send_timeout_us;   /* bound of one send (durable: with retries) */
     int64_t drain_timeout_us;  /* bound of the drain phase */
     int64_t quiet_us;          /* drain ends after this long without a delivery */
+    int n_brokers;             /* `brokers` (1..SIM_MAX_BROKERS); client i's home is i % n */
+    sim_store_t store;         /* `store` */
+    int redis_primaries;       /* `redis_cluster = PxR`: 0 when no cluster */
+    int redis_replicas;
+    int node_timeout_ms;       /* `node_timeout`: cluster-node-timeout */
+    char *broker_args;         /* `broker_args`: words for every broker ("" if none); owned */
+    sim_recipients_t recipients; /* `recipients` */
     sim_event_spec_t *events;  /* `at` lines in file order; owned */
     size_t n_events;
 } sim_scenario_t;
@@ -103,6 +124,7 @@ typedef struct {
     int64_t at_us;              /* planned send time */
     /* run */
     _Atomic uint64_t sent_us;   /* sender thread: monotonic us just before the send; 0: not sent */
+    int64_t replied_us;         /* sender thread: monotonic us when the reply came */
     int outcome;                /* sender thread: cw_status_t of the send; -1: not sent */
     uint8_t *rstate;            /* sender thread: per client, SIM_R_* from the reply */
     uint8_t *shown;             /* client r's thread only: times shown to r (saturates at 255) */
@@ -123,6 +145,14 @@ typedef enum {
     SIM_ACT_KILL,
     SIM_ACT_PAUSE,
     SIM_ACT_OFFLINE,
+    SIM_ACT_STOP,          /* stop-broker */
+    SIM_ACT_CONT,          /* cont-broker */
+    SIM_ACT_NODE_RESTART,  /* the node of kill-primary `ref` starts again */
+    SIM_ACT_NODE_CONT,     /* the node of stop-primary `ref` gets SIGCONT */
+    SIM_ACT_KILL_PRIMARY,
+    SIM_ACT_STOP_PRIMARY,
+    SIM_ACT_RESHARD,
+    SIM_ACT_KILL_PUBSUB,
     SIM_ACT_SEND,
 } sim_act_type_t;
 
@@ -133,6 +163,9 @@ typedef struct {
     size_t msg;           /* SEND: index into plan->msgs */
     int64_t dur_us;       /* PAUSE, OFFLINE: how long */
     size_t seq;           /* creation order: the last tie-breaker */
+    int broker;           /* broker actions: broker index (0-based) */
+    int n;                /* KILL_PRIMARY, STOP_PRIMARY: primary K; RESHARD: slots */
+    int ref;              /* Redis node faults: fault number linking a fault to its end */
 } sim_action_t;
 
 typedef struct {
@@ -143,7 +176,11 @@ typedef struct {
     sim_action_t *acts;        /* sorted by (at_us, type, seq); owned */
     size_t n_acts;
     int64_t end_us;            /* time of the last action */
+    int n_node_faults;         /* kill-primary and stop-primary actions (ref 0..n-1) */
 } sim_plan_t;
+
+/* Home broker (0-based) of client ci. */
+int sim_home(const sim_scenario_t *sc, int ci);
 
 /* Makes the plan for scenario sc with seed. Returns NULL with err set if
  * the `at` lines contradict each other (a restart of a running broker, a

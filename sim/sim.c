@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "causeway.h"
+#include "cluster.h"
 #include "cw_json.h"
 #include "procs.h"
 #include "scenario.h"
@@ -59,6 +60,10 @@
 #define AUDIT_MS 300000           /* causeway-clockd audit / diagram */
 #define PROGRESS_MS 200           /* progress line refresh on a terminal */
 #define PUMP_SLICE_MS 50          /* longest wait for an event in one call */
+#define CLUSTER_START_MS 60000    /* the Redis Cluster is up and healthy */
+#define NODE_RESTART_MS 20000     /* a restarted redis-server answers PING */
+#define RESHARD_MS 120000         /* a redis-cli --cluster reshard run ends */
+#define SIM_MAX_RESHARDS 16       /* reshard lines in one scenario */
 
 static volatile sig_atomic_t g_interrupted;
 
@@ -75,6 +80,7 @@ typedef struct {
     uint64_t seed;
     int plan_only, json, keep, verbose, inject_dup, progress;
     const char *workdir_opt, *diagram, *broker_bin, *clockd_bin;
+    const char *broker_args;  /* --broker-args: words after every broker's arguments */
     double scale;             /* CW_TIMEOUT_SCALE */
 } opts_t;
 
@@ -94,6 +100,9 @@ typedef struct {
     long unexpected;       /* shown: not a message of this run, or from a wrong sender */
     long login_retries;    /* login attempts that failed (retried) */
     long logout_failed;    /* logouts without the broker's OK */
+    uint64_t (*shows)[2];  /* durable shows: (seq, message index), for seq_reuse */
+    size_t n_shows, cap_shows;
+    long late;             /* deliveries libcauseway marked late */
     int online;            /* logged in (as far as the worker knows) */
 } worker_t;
 
@@ -105,6 +114,10 @@ struct sim {
     worker_t *w;
     int *by_name;                /* client indices sorted by name */
     char runid[17];
+    int failover;                /* clients were given every broker's endpoint */
+    sim_broker_t *brokers[SIM_MAX_BROKERS];  /* sc->n_brokers of them; main thread only */
+    int paused[SIM_MAX_BROKERS]; /* SIGSTOPped now (pause-broker, stop-broker) */
+    sim_cluster_t *cluster;      /* store = redis: the Redis Cluster; main thread only */
     char workdir[1024];
     char trace_path[1100];
     int send_timeout_ms;
@@ -249,6 +262,25 @@ static void on_deliver(worker_t *w, const cw_event_t *ev)
     atomic_store(&s->last_show_us, now);
     if (m->shown[w->ci] < 255)
         m->shown[w->ci]++;
+#ifdef CW_ENDPOINTS_MAX
+    if (msg->late)
+        w->late++;
+#endif
+    if (m->durable && msg->seq) {
+        if (w->n_shows == w->cap_shows) {
+            size_t ncap = w->cap_shows ? w->cap_shows * 2 : 256;
+            uint64_t (*g)[2] = realloc(w->shows, ncap * sizeof *g);
+            if (g) {
+                w->shows = g;
+                w->cap_shows = ncap;
+            }
+        }
+        if (w->n_shows < w->cap_shows) {
+            w->shows[w->n_shows][0] = msg->seq;
+            w->shows[w->n_shows][1] = idx;
+            w->n_shows++;
+        }
+    }
     /* Test only: this "application" shows its first message twice. */
     if (s->o->inject_dup && !atomic_exchange(&s->injected, 1) && m->shown[w->ci] < 255)
         m->shown[w->ci]++;
@@ -313,6 +345,7 @@ static void do_send(worker_t *w, size_t idx)
     atomic_store(&m->sent_us, (uint64_t) mono_us());
     cw_status_t st = cw_client_send(s->clients[w->ci], &snd, s->send_timeout_ms, &reply);
     m->outcome = (int) st;
+    m->replied_us = mono_us();
     long acc = 0;
     char fates[512];
     size_t fo = 0;
@@ -441,6 +474,21 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
+    return x < y ? -1 : x > y;
+}
+
+/* (seq, message index) pairs by seq, then index. */
+static int cmp_show(const void *a, const void *b)
+{
+    const uint64_t *x = a, *y = b;
+    if (x[0] != y[0])
+        return x[0] < y[0] ? -1 : 1;
+    return x[1] < y[1] ? -1 : x[1] > y[1];
+}
+
 static uint64_t rank(const uint64_t *v, size_t n, double p)
 {
     size_t k = (size_t) ((p / 100.0) * (double) n + 0.999999);
@@ -478,9 +526,18 @@ typedef struct {
     char audit_err[1400];
     lat_t lat_all, lat_live, lat_dur;
     long kills, restarts, pauses, offlines;
+    long stops;                  /* stop-broker */
+    long redis_kills, redis_restarts, redis_stops, reshards, pubsub_kills;
+    long pubsub_closed;          /* connections closed by kill-pubsub */
+    long fault_errors;           /* a fault that could not be played (see stderr) */
+    long seq_reuse;              /* (recipient, seq) shown with two different messages */
+    long late;                   /* deliveries marked late by libcauseway */
+    double accepted_pause_s;     /* longest time between two replies with an ACCEPTED */
+    double accepted_pause_at_s;  /* when (run time) that pause began */
     int drain_timed_out;
     double drain_s, elapsed_s;
-    int broker_exit;
+    int broker_exit;             /* the first non-zero exit of a broker running at the end */
+    int broker_exits[SIM_MAX_BROKERS];  /* per broker; -2: down at the end (killed) */
     long login_retries, logout_failed;
     int clean;
 } verdict_t;
@@ -536,6 +593,10 @@ static void tally(sim_t *s, verdict_t *v)
 {
     const sim_plan_t *p = s->plan;
     int n = s->sc->n_clients;
+    /* Every lost pair, one line each, for whoever reads a failed run. */
+    char lost_path[1100];
+    snprintf(lost_path, sizeof lost_path, "%s/lost.txt", s->workdir);
+    FILE *lf = fopen(lost_path, "w");
     v->planned = (long) p->n_msgs;
     for (size_t k = 0; k < p->n_msgs; k++) {
         const sim_msg_t *m = &p->msgs[k];
@@ -566,8 +627,16 @@ static void tally(sim_t *s, verdict_t *v)
                     v->acc++;
                     if (sh)
                         v->delivered++;
-                    else
+                    else {
                         v->lost++;
+                        if (lf)
+                            fprintf(lf, "#%zu %s -> %s (home broker %d -> %d) sent %.3fs "
+                                        "ACCEPTED %.3fs\n", k, s->sc->names[m->sender],
+                                    s->sc->names[r], sim_home(s->sc, m->sender) + 1,
+                                    sim_home(s->sc, r) + 1,
+                                    (double) ((int64_t) atomic_load(&m->sent_us) - s->t0_us) / 1e6,
+                                    (double) (m->replied_us - s->t0_us) / 1e6);
+                    }
                 } else if (sh) {
                     if (unknown)
                         v->shown_unconfirmed++;
@@ -594,6 +663,50 @@ static void tally(sim_t *s, verdict_t *v)
             }
         }
     }
+    /* accepted_pause: the longest gap between two replies that ACCEPTED
+     * something, over the whole run. */
+    {
+        int64_t *t = malloc((p->n_msgs + 1) * sizeof *t);
+        size_t nt = 0;
+        for (size_t k = 0; t && k < p->n_msgs; k++) {
+            const sim_msg_t *m = &p->msgs[k];
+            int any = 0;
+            for (int r = 0; r < n && !any; r++)
+                any = m->rstate[r] == SIM_R_ACCEPTED;
+            if (any && m->replied_us)
+                t[nt++] = m->replied_us;
+        }
+        if (t && nt > 1) {
+            qsort(t, nt, sizeof *t, cmp_i64);
+            int64_t best = 0, at = 0;
+            for (size_t i = 1; i < nt; i++)
+                if (t[i] - t[i - 1] > best) {
+                    best = t[i] - t[i - 1];
+                    at = t[i - 1];
+                }
+            v->accepted_pause_s = (double) best / 1e6;
+            v->accepted_pause_at_s = (double) (at - s->t0_us) / 1e6;
+        }
+        free(t);
+    }
+    /* seq_reuse: per recipient, a seq shown with more than one message. */
+    for (int c = 0; c < n; c++) {
+        worker_t *w = &s->w[c];
+        v->late += w->late;
+        if (w->n_shows < 2)
+            continue;
+        qsort(w->shows, w->n_shows, sizeof *w->shows, cmp_show);
+        /* Sorted by (seq, index): a run of one seq whose first and last
+         * index differ is one reused seq. */
+        for (size_t i = 0, j; i < w->n_shows; i = j) {
+            for (j = i + 1; j < w->n_shows && w->shows[j][0] == w->shows[i][0]; j++) {
+            }
+            if (w->shows[j - 1][1] != w->shows[i][1])
+                v->seq_reuse++;
+        }
+    }
+    if (lf)
+        fclose(lf);
     size_t nl = 0, nd = 0;
     for (int c = 0; c < n; c++) {
         nl += s->w[c].n_live;
@@ -626,6 +739,12 @@ static void tally(sim_t *s, verdict_t *v)
         case SIM_ACT_RESTART: v->restarts++; break;
         case SIM_ACT_PAUSE: v->pauses++; break;
         case SIM_ACT_OFFLINE: v->offlines++; break;
+        case SIM_ACT_STOP: v->stops++; break;
+        case SIM_ACT_KILL_PRIMARY: v->redis_kills++; break;
+        case SIM_ACT_NODE_RESTART: v->redis_restarts++; break;
+        case SIM_ACT_STOP_PRIMARY: v->redis_stops++; break;
+        case SIM_ACT_RESHARD: v->reshards++; break;
+        case SIM_ACT_KILL_PUBSUB: v->pubsub_kills++; break;
         default: break;
         }
     }
@@ -654,6 +773,17 @@ static void print_json(const sim_t *s, const verdict_t *v, FILE *f)
     fprintf(f, ",\"sent\":%ld,\"accepted\":%ld,\"delivered\":%ld,\"lost\":%ld,"
                "\"duplicated\":%ld,\"unexpected\":%ld,\"causal\":%ld",
             v->sent, v->acc, v->delivered, v->lost, v->duplicated, v->unexpected, v->causal);
+    fprintf(f, ",\"seq_reuse\":%ld,\"late\":%ld,\"accepted_pause_s\":%.3f,"
+               "\"accepted_pause_at_s\":%.3f", v->seq_reuse, v->late, v->accepted_pause_s,
+            v->accepted_pause_at_s);
+    fprintf(f, ",\"brokers\":%d,\"store\":\"%s\"", s->sc->n_brokers,
+            s->sc->store == SIM_STORE_REDIS ? "redis" : "sqlite");
+    if (s->sc->store == SIM_STORE_REDIS)
+        fprintf(f, ",\"redis_cluster\":\"%dx%d\"", s->sc->redis_primaries, s->sc->redis_replicas);
+    fprintf(f, ",\"failover\":%s,\"broker_exits\":[", s->failover ? "true" : "false");
+    for (int b = 0; b < s->sc->n_brokers; b++)
+        fprintf(f, "%s%d", b ? "," : "", v->broker_exits[b]);
+    fputc(']', f);
     fprintf(f, ",\"messages\":{\"planned\":%ld,\"sent\":%ld,\"live\":%ld,\"durable\":%ld,"
                "\"not_sent\":%ld}", v->planned, v->sent, v->sent_live, v->sent_durable,
             v->not_sent);
@@ -686,7 +816,11 @@ static void print_json(const sim_t *s, const verdict_t *v, FILE *f)
     fputc(',', f);
     json_lat(f, "latency_durable_ms", &v->lat_dur);
     fprintf(f, ",\"faults\":{\"broker_kills\":%ld,\"broker_restarts\":%ld,\"broker_pauses\":%ld,"
-               "\"offline_periods\":%ld}", v->kills, v->restarts, v->pauses, v->offlines);
+               "\"offline_periods\":%ld,\"broker_stops\":%ld,\"redis_primary_kills\":%ld,"
+               "\"redis_node_restarts\":%ld,\"redis_primary_stops\":%ld,\"reshards\":%ld,"
+               "\"pubsub_kills\":%ld,\"pubsub_closed\":%ld,\"errors\":%ld}", v->kills,
+            v->restarts, v->pauses, v->offlines, v->stops, v->redis_kills, v->redis_restarts,
+            v->redis_stops, v->reshards, v->pubsub_kills, v->pubsub_closed, v->fault_errors);
     fprintf(f, ",\"drain\":{\"s\":%.3f,\"timed_out\":%s},\"broker_exit\":%d,"
                "\"login_retries\":%ld,\"logout_failed\":%ld", v->drain_s,
             v->drain_timed_out ? "true" : "false", v->broker_exit, v->login_retries,
@@ -725,6 +859,8 @@ static void print_text(const sim_t *s, const verdict_t *v, FILE *f)
             v->live_unshown, v->live_offline);
     fprintf(f, "  duplicated %ld   unexpected %ld   shown with unknown send outcome %ld\n",
             v->duplicated, v->unexpected, v->shown_unconfirmed);
+    fprintf(f, "  seq_reuse  %ld   late %ld   accepted_pause %.2f s (from %.2f s)\n",
+            v->seq_reuse, v->late, v->accepted_pause_s, v->accepted_pause_at_s);
     if (v->audit_ok)
         fprintf(f, "  causal     %ld violations (clockd audit: %ld events, %ld findings %s)\n",
                 v->causal, v->audit_events, v->audit_findings, v->audit_by_kind);
@@ -735,12 +871,28 @@ static void print_text(const sim_t *s, const verdict_t *v, FILE *f)
     print_lat(f, "durable", &v->lat_dur);
     fprintf(f, "  faults     %ld broker kills, %ld restarts, %ld pauses, %ld offline periods\n",
             v->kills, v->restarts, v->pauses, v->offlines);
+    if (s->sc->n_brokers > 1 || s->sc->store == SIM_STORE_REDIS) {
+        fprintf(f, "  brokers    %d on %s", s->sc->n_brokers,
+                s->sc->store == SIM_STORE_REDIS ? "a Redis Cluster" : "SQLite");
+        if (s->sc->store == SIM_STORE_REDIS)
+            fprintf(f, " %dx%d", s->sc->redis_primaries, s->sc->redis_replicas);
+        fprintf(f, ", failover %s, %ld stops; exits", s->failover ? "on" : "off", v->stops);
+        for (int b = 0; b < s->sc->n_brokers; b++)
+            fprintf(f, " %d", v->broker_exits[b]);
+        fputc('\n', f);
+        fprintf(f, "  redis      %ld primary kills, %ld node restarts, %ld primary stops, %ld "
+                   "reshards, %ld pubsub kills (%ld connections)\n", v->redis_kills,
+                v->redis_restarts, v->redis_stops, v->reshards, v->pubsub_kills,
+                v->pubsub_closed);
+    }
+    if (v->fault_errors)
+        fprintf(f, "  faults     %ld could not be played (see stderr)\n", v->fault_errors);
     fprintf(f, "  drain      %.1f s%s; broker exit status %d\n", v->drain_s,
             v->drain_timed_out ? " (timed out)" : "", v->broker_exit);
     if (s->o->keep || !v->clean)
         fprintf(f, "  workdir    %s\n", s->workdir);
-    fprintf(f, "%s\n", v->clean ? "CLEAN: nothing accepted was lost or shown twice, causal "
-                                  "order held"
+    fprintf(f, "%s\n", v->clean ? "CLEAN: nothing accepted was lost, shown twice or under a "
+                                  "reused seq, causal order held"
                                 : "FAILED: see the figures above");
 }
 
@@ -752,8 +904,10 @@ static void usage(FILE *f)
           "\n"
           "Runs the clients of SCENARIO (a file like scripts/scenarios/crash.scn) against a broker it\n"
           "starts itself (embedded SQLite store in a temporary directory, free loopback port),\n"
-          "plays the scenario's broker faults and offline periods, drains, and prints a\n"
-          "verdict computed from what the clients were shown (docs/SIMULATION.md).\n"
+          "or against several brokers on a Redis Cluster it starts itself (`brokers`, `store =\n"
+          "redis`, `redis_cluster = 3x1`: redis-server and redis-cli from PATH), plays the\n"
+          "scenario's broker and Redis faults and offline periods, drains, and prints a verdict\n"
+          "computed from what the clients were shown (docs/SIMULATION.md).\n"
           "\n"
           "options:\n"
           "  --seed N            seed of the scenario's randomness (default: the file's `seed`)\n"
@@ -766,14 +920,17 @@ static void usage(FILE *f)
           "  --broker PATH       causeway-broker to run (default: the one beside this program,\n"
           "                      else the one in its build tree)\n"
           "  --clockd PATH       causeway-clockd to run (default: likewise)\n"
+          "  --broker-args WORDS words appended to every broker's command line, after the\n"
+          "                      scenario's broker_args (e.g. '--redis-wait 0', the control run)\n"
           "  --inject-duplicate  test only: one receiver shows its first message twice\n"
           "  --help              this text\n"
           "\n"
           "Progress goes to stderr when it is a terminal. CW_TIMEOUT_SCALE multiplies the\n"
           "simulator's own waits (slow builds, valgrind); CW_BROKER_WRAPPER (words put before\n"
           "the broker's command line, e.g. valgrind) is honoured as in the e2e tests.\n"
-          "exit status: 0 clean verdict; 1 something accepted was lost, shown twice,\n"
-          "unexpected, causal order broke, or the broker did not exit cleanly; 2 usage or\n"
+          "exit status: 0 clean verdict; 1 something accepted was lost, shown twice, shown\n"
+          "under a reused seq, unexpected, causal order broke, a fault could not be played, or\n"
+          "a broker did not exit cleanly; 2 usage or\n"
           "scenario error; 3 runtime failure; 130 interrupted.\n", f);
 }
 
@@ -797,7 +954,7 @@ static int parse_args(int argc, char **argv, opts_t *o)
             o->inject_dup = 1;
         } else if (strcmp(a, "--seed") == 0 || strcmp(a, "--diagram") == 0 ||
                    strcmp(a, "--workdir") == 0 || strcmp(a, "--broker") == 0 ||
-                   strcmp(a, "--clockd") == 0) {
+                   strcmp(a, "--clockd") == 0 || strcmp(a, "--broker-args") == 0) {
             if (!val) {
                 fprintf(stderr, "causeway-sim: %s needs a value\n", a);
                 return -1;
@@ -819,6 +976,13 @@ static int parse_args(int argc, char **argv, opts_t *o)
                 o->workdir_opt = val;
             } else if (strcmp(a, "--broker") == 0) {
                 o->broker_bin = val;
+            } else if (strcmp(a, "--broker-args") == 0) {
+                if (strlen(val) > SIM_MAX_BROKER_ARGS) {
+                    fprintf(stderr, "causeway-sim: --broker-args: longer than %d bytes\n",
+                            SIM_MAX_BROKER_ARGS);
+                    return -1;
+                }
+                o->broker_args = val;
             } else {
                 o->clockd_bin = val;
             }
@@ -876,23 +1040,30 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
     return 0;
 }
 
-static void progress(sim_t *s, const char *phase, sim_broker_t *b, int paused)
+static void progress(sim_t *s, const char *phase)
 {
     if (!s->o->progress)
         return;
+    char bs[SIM_MAX_BROKERS * 8 + 8];
+    size_t off = 0;
+    for (int b = 0; b < s->sc->n_brokers; b++)
+        off += (size_t) snprintf(bs + off, sizeof bs - off, "%s%s", b ? "," : "",
+                                 !sim_broker_running(s->brokers[b]) ? "down"
+                                 : s->paused[b]                     ? "paused"
+                                                                    : "up");
     pthread_mutex_lock(&s->out_mu);
     fprintf(stderr, "\r\033[K[%6.1fs] %-5s sent %ld/%zu  shown %ld  durable pending %ld  "
-                    "offline %d  broker %s", run_s(s), phase, atomic_load(&s->sends),
+                    "offline %d  broker%s %s", run_s(s), phase, atomic_load(&s->sends),
             s->plan->n_msgs, atomic_load(&s->shown_all),
             atomic_load(&s->acc_pairs) - atomic_load(&s->shown_dur), atomic_load(&s->offline),
-            !sim_broker_running(b) ? "down" : paused ? "paused" : "up");
+            s->sc->n_brokers > 1 ? "s" : "", bs);
     fflush(stderr);
     pthread_mutex_unlock(&s->out_mu);
 }
 
 /* Sleeps until t_us (monotonic), refreshing the progress line. 0, or -1
  * when interrupted. */
-static int main_wait(sim_t *s, int64_t t_us, const char *phase, sim_broker_t *b, int paused)
+static int main_wait(sim_t *s, int64_t t_us, const char *phase)
 {
     static int64_t last;
     for (;;) {
@@ -900,13 +1071,154 @@ static int main_wait(sim_t *s, int64_t t_us, const char *phase, sim_broker_t *b,
             return -1;
         int64_t now = mono_us();
         if (now - last >= PROGRESS_MS * 1000) {
-            progress(s, phase, b, paused);
+            progress(s, phase);
             last = now;
         }
         if (now >= t_us)
             return 0;
         int64_t d = t_us - now;
         sleep_us(d < 20000 ? d : 20000);
+    }
+}
+
+/* A fault that could not be played: said on stderr, counted, the run goes on. */
+static void fault_error(sim_t *s, verdict_t *v, const char *what, const char *why)
+{
+    v->fault_errors++;
+    pthread_mutex_lock(&s->out_mu);
+    fprintf(stderr, "%scauseway-sim: [%.3fs] %s: %s\n", s->o->progress ? "\r\033[K" : "",
+            run_s(s), what, why);
+    pthread_mutex_unlock(&s->out_mu);
+}
+
+/* Run-time state of the Redis faults. */
+typedef struct {
+    int node[SIM_MAX_EVENTS];      /* by fault ref: the node a kill/stop-primary hit, or -1 */
+    pid_t reshard[SIM_MAX_RESHARDS];
+    int n_reshard;
+} redis_faults_t;
+
+/* Plays one action of the brokers' or the cluster's part of the plan. */
+static void play(sim_t *s, verdict_t *v, redis_faults_t *rf, const sim_action_t *a, int *failed)
+{
+    const opts_t *o = s->o;
+    char err[1024], what[64];
+    sim_broker_t *b = a->broker >= 0 ? s->brokers[a->broker] : NULL;
+    if (s->sc->n_brokers > 1)
+        snprintf(what, sizeof what, "broker %d", a->broker + 1);
+    else
+        snprintf(what, sizeof what, "broker");
+    switch (a->type) {
+    case SIM_ACT_KILL:
+        vlog(s, "%s: SIGKILL", what);
+        sim_broker_kill(b);
+        s->paused[a->broker] = 0;
+        break;
+    case SIM_ACT_RESTART:
+        if (sim_broker_start(b, (int) (BROKER_START_MS * o->scale), err, sizeof err) != 0) {
+            fprintf(stderr, "\ncauseway-sim: restarting the %s: %s\n", what, err);
+            *failed = 1;
+        } else {
+            vlog(s, "%s restarted on %s", what, sim_broker_endpoint(b));
+        }
+        break;
+    case SIM_ACT_PAUSE:
+    case SIM_ACT_STOP:
+        if (a->type == SIM_ACT_PAUSE)
+            vlog(s, "%s: SIGSTOP for %.3fs", what, (double) a->dur_us / 1e6);
+        else
+            vlog(s, "%s: SIGSTOP", what);
+        sim_broker_pause(b);
+        s->paused[a->broker] = 1;
+        break;
+    case SIM_ACT_RESUME:
+    case SIM_ACT_CONT:
+        vlog(s, "%s: SIGCONT", what);
+        sim_broker_resume(b);
+        s->paused[a->broker] = 0;
+        break;
+    case SIM_ACT_KILL_PRIMARY:
+    case SIM_ACT_STOP_PRIMARY: {
+        int node = sim_cluster_primary(s->cluster, a->n, err, sizeof err);
+        rf->node[a->ref] = node;
+        const char *act = a->type == SIM_ACT_KILL_PRIMARY ? "kill-primary" : "stop-primary";
+        if (node < 0) {
+            fault_error(s, v, act, err);
+            break;
+        }
+        vlog(s, "redis: %s primary %d (port %d)", a->type == SIM_ACT_KILL_PRIMARY ? "SIGKILL"
+                                                                                   : "SIGSTOP",
+             a->n, sim_cluster_port(s->cluster, node));
+        if ((a->type == SIM_ACT_KILL_PRIMARY ? sim_cluster_kill(s->cluster, node)
+                                             : sim_cluster_stop(s->cluster, node)) != 0)
+            fault_error(s, v, act, "the node is not running");
+        break;
+    }
+    case SIM_ACT_NODE_RESTART:
+        if (rf->node[a->ref] < 0)
+            break;   /* the kill failed (counted) */
+        if (sim_cluster_restart(s->cluster, rf->node[a->ref], (int) (NODE_RESTART_MS * o->scale),
+                                err, sizeof err) != 0)
+            fault_error(s, v, "restarting a Redis node", err);
+        else
+            vlog(s, "redis: node %d restarted", sim_cluster_port(s->cluster, rf->node[a->ref]));
+        break;
+    case SIM_ACT_NODE_CONT:
+        if (rf->node[a->ref] < 0)
+            break;
+        vlog(s, "redis: SIGCONT node %d", sim_cluster_port(s->cluster, rf->node[a->ref]));
+        if (sim_cluster_cont(s->cluster, rf->node[a->ref]) != 0)
+            fault_error(s, v, "SIGCONT of a Redis node", "the node is not running");
+        break;
+    case SIM_ACT_RESHARD: {
+        if (rf->n_reshard == SIM_MAX_RESHARDS) {
+            snprintf(err, sizeof err, "more than %d in one run", SIM_MAX_RESHARDS);
+            fault_error(s, v, "reshard", err);
+            break;
+        }
+        pid_t pid = sim_cluster_reshard(s->cluster, a->n, err, sizeof err);
+        if (pid < 0)
+            fault_error(s, v, "reshard", err);
+        else
+            rf->reshard[rf->n_reshard++] = pid;
+        vlog(s, "redis: reshard %d slots from primary 1 to 2 (in the background)", a->n);
+        break;
+    }
+    case SIM_ACT_KILL_PUBSUB: {
+        long k = sim_cluster_kill_pubsub(s->cluster, err, sizeof err);
+        if (k < 0)
+            fault_error(s, v, "kill-pubsub", err);
+        else
+            v->pubsub_closed += k;
+        vlog(s, "redis: CLIENT KILL TYPE pubsub closed %ld connections", k);
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+/* Reaps the reshard runs that ended; with wait_ms > 0 waits that long for
+ * the others, then counts each that failed or is still running. */
+static void reap_reshards(sim_t *s, verdict_t *v, redis_faults_t *rf, int wait_ms)
+{
+    for (int i = 0; i < rf->n_reshard; i++) {
+        if (rf->reshard[i] <= 0)
+            continue;
+        int st = sim_wait(rf->reshard[i], wait_ms);
+        if (st < 0 && wait_ms <= 0)
+            continue;
+        if (st < 0) {
+            kill(rf->reshard[i], SIGKILL);
+            sim_wait(rf->reshard[i], 5000);
+            fault_error(s, v, "reshard", "redis-cli --cluster reshard did not finish in time");
+        } else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+            fault_error(s, v, "reshard", "redis-cli --cluster reshard failed (see "
+                        "redis/reshard-N.log in the work directory)");
+        } else {
+            vlog(s, "redis: reshard done");
+        }
+        rf->reshard[i] = 0;
     }
 }
 
@@ -944,7 +1256,8 @@ int main(int argc, char **argv)
     int n = sc->n_clients;
     sim_t s = {.o = &o, .sc = sc, .plan = plan};
     pthread_mutex_init(&s.out_mu, NULL);
-    sim_broker_t *broker = NULL;
+    redis_faults_t *rf = calloc(1, sizeof *rf);
+    char *extra = NULL;
     char *broker_bin = o.broker_bin ? strdup(o.broker_bin) : sibling("causeway-broker", "broker/causeway-broker");
     char *clockd_bin = o.clockd_bin ? strdup(o.clockd_bin) : sibling("causeway-clockd", "clockd/causeway-clockd");
     int have_workdir = 0;
@@ -952,7 +1265,9 @@ int main(int argc, char **argv)
     s.clients = calloc((size_t) n, sizeof *s.clients);
     s.w = calloc((size_t) n, sizeof *s.w);
     s.by_name = calloc((size_t) n, sizeof *s.by_name);
-    if (!broker_bin || !clockd_bin || !v || !s.clients || !s.w || !s.by_name) {
+    if (asprintf(&extra, "%s %s", sc->broker_args, o.broker_args ? o.broker_args : "") < 0)
+        extra = NULL;
+    if (!broker_bin || !clockd_bin || !v || !s.clients || !s.w || !s.by_name || !rf || !extra) {
         fprintf(stderr, "causeway-sim: out of memory\n");
         goto out;
     }
@@ -1045,20 +1360,67 @@ int main(int argc, char **argv)
     sigaddset(&block, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &block, &old);
 
-    broker = sim_broker_new(broker_bin, s.workdir, sc->heartbeat_ms, sc->liveness,
-                            getenv("CW_BROKER_WRAPPER"));
-    if (!broker || sim_broker_start(broker, (int) (BROKER_START_MS * o.scale), err,
+    /* The Redis Cluster, then the brokers, then the clients. */
+    int failed = 0;
+    char store_url[SIM_CLUSTER_MAX_NODES * 24 + 16] = "";
+    if (sc->store == SIM_STORE_REDIS) {
+        s.cluster = sim_cluster_new(s.workdir, sc->redis_primaries, sc->redis_replicas,
+                                    sc->node_timeout_ms, "redis-server", "redis-cli", err,
+                                    sizeof err);
+        if (!s.cluster || sim_cluster_start(s.cluster, (int) (CLUSTER_START_MS * o.scale), err,
+                                            sizeof err) != 0) {
+            fprintf(stderr, "causeway-sim: the Redis Cluster: %s\n", err);
+            failed = 1;
+        } else {
+            snprintf(store_url, sizeof store_url, "redis://%s", sim_cluster_seeds(s.cluster));
+            vlog(&s, "Redis Cluster %dx%d up: %s", sc->redis_primaries, sc->redis_replicas,
+                 sim_cluster_seeds(s.cluster));
+        }
+    }
+    for (int b = 0; b < sc->n_brokers && !failed; b++) {
+        char bdir[1100];
+        if (sc->n_brokers == 1)
+            snprintf(bdir, sizeof bdir, "%s", s.workdir);
+        else {
+            snprintf(bdir, sizeof bdir, "%s/broker-%d", s.workdir, b + 1);
+            mkdir(bdir, 0700);
+        }
+        s.brokers[b] = sim_broker_new(broker_bin, bdir, sc->heartbeat_ms, sc->liveness,
+                                      getenv("CW_BROKER_WRAPPER"));
+        if (!s.brokers[b] ||
+            sim_broker_set_store(s.brokers[b], *store_url ? store_url : NULL, extra) != 0) {
+            fprintf(stderr, "causeway-sim: %s\n",
+                    errno == E2BIG ? "broker_args / --broker-args: more than 31 words"
+                                   : "out of memory");
+            failed = 1;
+        } else if (sim_broker_start(s.brokers[b], (int) (BROKER_START_MS * o.scale), err,
                                     sizeof err) != 0) {
+            fprintf(stderr, "causeway-sim: %s\n", err);
+            failed = 1;
+        } else {
+            vlog(&s, "broker %d listening on %s (%s)", b + 1, sim_broker_endpoint(s.brokers[b]),
+                 *store_url ? store_url : "SQLite in data/");
+        }
+    }
+    if (failed) {
         pthread_sigmask(SIG_SETMASK, &old, NULL);
-        fprintf(stderr, "causeway-sim: %s\n", broker ? err : "out of memory");
         goto out;
     }
-    vlog(&s, "broker listening on %s (data in %s/data)", sim_broker_endpoint(broker), s.workdir);
     cw_client_opts_t copts = {.agent = "causeway-sim/" SIM_VERSION, .quiet = 1, .auto_ack = 1,
                               .trace_path = s.trace_path};
-    int failed = 0;
+#ifdef CW_ENDPOINTS_MAX
+    s.failover = sc->n_brokers > 1;   /* libcauseway takes endpoint lists */
+#endif
     for (int c = 0; c < n && !failed; c++) {
-        s.clients[c] = cw_client_new(sim_broker_endpoint(broker), &copts);
+        /* Home broker first, then the others in order (failover). */
+        char eps[SIM_MAX_BROKERS * 40];
+        int home = sim_home(sc, c);
+        size_t off = (size_t) snprintf(eps, sizeof eps, "%s", sim_broker_endpoint(s.brokers[home]));
+        for (int b = 0; s.failover && b < sc->n_brokers; b++)
+            if (b != home)
+                off += (size_t) snprintf(eps + off, sizeof eps - off, ",%s",
+                                         sim_broker_endpoint(s.brokers[b]));
+        s.clients[c] = cw_client_new(eps, &copts);
         if (!s.clients[c]) {
             fprintf(stderr, "causeway-sim: cannot create client %s: %s\n", sc->names[c],
                     strerror(errno));
@@ -1069,7 +1431,8 @@ int main(int argc, char **argv)
         }
     }
     if (!failed)
-        vlog(&s, "%d clients logged in", n);
+        vlog(&s, "%d clients logged in%s", n, s.failover ? " (every broker's endpoint, home first)"
+                                                        : "");
     s.t0_us = mono_us();
     for (int c = 0; c < n && !failed; c++) {
         if (pthread_create(&s.w[c].th, NULL, worker_main, &s.w[c]) != 0) {
@@ -1081,44 +1444,19 @@ int main(int argc, char **argv)
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 
-    /* The broker's part of the plan. */
-    int paused = 0;
+    /* The brokers' and the cluster's part of the plan. */
+    for (int i = 0; i < SIM_MAX_EVENTS; i++)
+        rf->node[i] = -1;
     for (size_t i = 0; i < plan->n_acts && !failed; i++) {
         const sim_action_t *a = &plan->acts[i];
         if (a->client >= 0)
             continue;
-        if (main_wait(&s, s.t0_us + a->at_us, "run", broker, paused) != 0) {
+        if (main_wait(&s, s.t0_us + a->at_us, "run") != 0) {
             failed = 2;
             break;
         }
-        switch (a->type) {
-        case SIM_ACT_KILL:
-            vlog(&s, "broker: SIGKILL");
-            sim_broker_kill(broker);
-            break;
-        case SIM_ACT_RESTART:
-            if (sim_broker_start(broker, (int) (BROKER_START_MS * o.scale), err,
-                                 sizeof err) != 0) {
-                fprintf(stderr, "\ncauseway-sim: restarting the broker: %s\n", err);
-                failed = 1;
-            } else {
-                vlog(&s, "broker restarted on %s (same data directory)",
-                     sim_broker_endpoint(broker));
-            }
-            break;
-        case SIM_ACT_PAUSE:
-            vlog(&s, "broker: SIGSTOP for %.3fs", (double) a->dur_us / 1e6);
-            sim_broker_pause(broker);
-            paused = 1;
-            break;
-        case SIM_ACT_RESUME:
-            vlog(&s, "broker: SIGCONT");
-            sim_broker_resume(broker);
-            paused = 0;
-            break;
-        default:
-            break;
-        }
+        play(&s, v, rf, a, &failed);
+        reap_reshards(&s, v, rf, 0);
     }
     /* Wait for the workers to get through their parts (a send may block up
      * to send_timeout; a login retries until it works). */
@@ -1130,7 +1468,7 @@ int main(int argc, char **argv)
                     (double) (mono_us() - s.t0_us - plan->end_us) / 1e6);
             break;
         }
-        if (main_wait(&s, mono_us() + 20000, "run", broker, paused) != 0)
+        if (main_wait(&s, mono_us() + 20000, "run") != 0)
             failed = 2;
     }
     /* Drain: everyone is online; wait until every accepted durable delivery
@@ -1149,7 +1487,7 @@ int main(int argc, char **argv)
             v->drain_timed_out = 1;
             break;
         }
-        if (main_wait(&s, now + 20000, "drain", broker, paused) != 0)
+        if (main_wait(&s, now + 20000, "drain") != 0)
             failed = 2;
     }
     v->drain_s = (double) (mono_us() - drain_start) / 1e6;
@@ -1168,7 +1506,19 @@ int main(int argc, char **argv)
      * complete once all are gone. */
     for (int c = 0; c < n; c++)
         cw_client_destroy(&s.clients[c]);
-    v->broker_exit = sim_broker_stop(broker, (int) (BROKER_STOP_MS * o.scale));
+    reap_reshards(&s, v, rf, (int) (RESHARD_MS * o.scale));
+    /* Every broker still running exits cleanly; one killed for good (its
+     * clients failed over) is -2 and does not count. */
+    for (int b = 0; b < sc->n_brokers; b++) {
+        if (!s.brokers[b] || !sim_broker_running(s.brokers[b])) {
+            v->broker_exits[b] = -2;
+            continue;
+        }
+        v->broker_exits[b] = sim_broker_stop(s.brokers[b], (int) (BROKER_STOP_MS * o.scale));
+        if (v->broker_exits[b] != 0 && v->broker_exit == 0)
+            v->broker_exit = v->broker_exits[b];
+    }
+    sim_cluster_destroy(&s.cluster);
     if (failed == 2) {
         fprintf(stderr, "causeway-sim: interrupted\n");
         rc = EXIT_INTERRUPTED;
@@ -1209,7 +1559,7 @@ int main(int argc, char **argv)
      * nothing: not clean either. */
     v->clean = v->audit_ok && v->lost == 0 && v->duplicated == 0 && v->unexpected == 0 &&
                v->causal == 0 && v->broker_exit == 0 && v->sent > 0 && v->not_sent == 0 &&
-               !v->drain_timed_out;
+               !v->drain_timed_out && v->seq_reuse == 0 && v->fault_errors == 0;
     if (o.json)
         print_json(&s, v, stdout);
     else
@@ -1235,10 +1585,15 @@ out:
         free(s.w[c].acts);
         free(s.w[c].lat_live);
         free(s.w[c].lat_dur);
+        free(s.w[c].shows);
     }
     for (int c = 0; s.clients && c < n; c++)
         cw_client_destroy(&s.clients[c]);
-    sim_broker_destroy(&broker);
+    for (int b = 0; b < SIM_MAX_BROKERS; b++)
+        sim_broker_destroy(&s.brokers[b]);
+    sim_cluster_destroy(&s.cluster);
+    free(rf);
+    free(extra);
     if (have_workdir && !o.keep && rc == EXIT_CLEAN)
         nftw(s.workdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     else if (have_workdir && rc != EXIT_CLEAN && !o.json)

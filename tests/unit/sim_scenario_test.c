@@ -195,6 +195,33 @@ static void test_errors_name_line_and_reason(void **state)
                  "offline random 4: there are only 3 clients");
     expect_error("clients = 2\nmulticast = 3\nmix = multicast 1\n", 0,
                  "multicast: 3 recipients but only 1 other clients");
+    /* Scale-out settings and faults. */
+    expect_error("brokers = 9\n", 1, "brokers: 9 is out of range 1..8");
+    expect_error("store = lmdb\n", 1, "store: 'lmdb' is not sqlite or redis");
+    expect_error("redis_cluster = 3\n", 1, "redis_cluster: '3' should be PRIMARIESxREPLICAS");
+    expect_error("redis_cluster = 2x1\n", 1, "redis_cluster primaries: 2 is out of range 3..8");
+    expect_error("redis_cluster = 3x3\n", 1, "redis_cluster replicas: 3 is out of range 0..2");
+    expect_error("node_timeout = 50ms\n", 1, "node_timeout: 50ms is out of range 100ms..60s");
+    expect_error("recipients = some\n", 1, "recipients: 'some' is not any or other-broker");
+    expect_error("brokers = 2\n", 0, "brokers = 2 needs store = redis");
+    expect_error("store = sqlite\nredis_cluster = 3x1\n", 0,
+                 "redis_cluster is set but store = sqlite");
+    expect_error("recipients = other-broker\n", 0,
+                 "recipients = other-broker needs brokers = 2 or more");
+    expect_error("store = redis\nbrokers = 3\nclients = 6\nmix = multicast 1\n"
+                 "multicast = 5\nrecipients = other-broker\n", 0,
+                 "multicast: 5 recipients but only 4 clients on other brokers");
+    expect_error("store = redis\nbrokers = 2\nat 1s kill-broker 3\n", 3,
+                 "there is no broker 3 (brokers = 2)");
+    expect_error("at 1s kill-primary 1\n", 1, "Redis faults need store = redis");
+    expect_error("store = redis\nat 1s kill-primary\n", 2, "kill-primary needs a primary number");
+    expect_error("store = redis\nat 1s kill-primary 4\n", 2,
+                 "there is no primary 4 (redis_cluster has 3)");
+    expect_error("store = redis\nat 1s kill-primary 1 restart 1s\n", 2,
+                 "kill-primary: expected 'restart after DURATION'");
+    expect_error("store = redis\nat 1s stop-primary 1\n", 2, "stop-primary needs 'for DURATION'");
+    expect_error("store = redis\nat 1s reshard 16384\n", 2, "reshard: 16384 is out of range");
+    expect_error("store = redis\nat 1s kill-pubsub now\n", 2, "kill-pubsub: unexpected 'now'");
     char long_line[SIM_MAX_LINE + 20];
     memset(long_line, 'x', sizeof long_line - 2);
     long_line[sizeof long_line - 2] = '\n';
@@ -299,6 +326,65 @@ static void test_plan_rules(void **state)
     sim_scenario_destroy(&sc);
 }
 
+/* Several brokers: a broker killed for good is allowed while another
+ * runs; other-broker recipients never share the sender's home broker;
+ * Redis faults are planned with their ends. */
+static void test_plan_scaleout(void **state)
+{
+    (void) state;
+    sim_scenario_t *sc;
+    sim_plan_t *p = plan_of("store = redis\nbrokers = 3\nclients = 9\nmessages = 300\n"
+                            "mix = unicast 1, multicast 2\nmulticast = 2..6\n"
+                            "recipients = other-broker\nthink = 10ms..20ms\n"
+                            "at 1s kill-broker 2\nat 1s kill-primary 2 restart after 5s\n"
+                            "at 2s stop-primary 1 for 3s\nat 3s reshard 500\nat 4s kill-pubsub\n"
+                            "at 5s stop-broker 3\nat 6s cont-broker 3\n",
+                            5, &sc);
+    assert_int_equal(sc->n_brokers, 3);
+    assert_int_equal(sc->store, SIM_STORE_REDIS);
+    assert_int_equal(sc->redis_primaries, 3);   /* the default 3x1 */
+    assert_int_equal(sc->redis_replicas, 1);
+    assert_int_equal(sc->node_timeout_ms, 2000);
+    for (size_t k = 0; k < p->n_msgs; k++) {
+        const sim_msg_t *m = &p->msgs[k];
+        assert_true(m->n_to >= 1 && m->n_to <= 6);
+        for (int j = 0; j < m->n_to; j++)
+            assert_int_not_equal(sim_home(sc, m->to[j]), sim_home(sc, m->sender));
+    }
+    int seen[SIM_ACT_SEND + 1] = {0};
+    for (size_t i = 0; i < p->n_acts; i++) {
+        const sim_action_t *a = &p->acts[i];
+        seen[a->type]++;
+        if (a->type == SIM_ACT_NODE_RESTART) {
+            assert_int_equal(a->at_us, 6000000);
+            assert_int_equal(a->n, 2);
+        }
+        if (a->type == SIM_ACT_NODE_CONT)
+            assert_int_equal(a->at_us, 5000000);
+        if (a->type == SIM_ACT_RESHARD)
+            assert_int_equal(a->n, 500);
+        if (a->type == SIM_ACT_KILL)
+            assert_int_equal(a->broker, 1);
+    }
+    assert_int_equal(seen[SIM_ACT_KILL], 1);
+    assert_int_equal(seen[SIM_ACT_KILL_PRIMARY], 1);
+    assert_int_equal(seen[SIM_ACT_NODE_RESTART], 1);
+    assert_int_equal(seen[SIM_ACT_STOP_PRIMARY], 1);
+    assert_int_equal(seen[SIM_ACT_NODE_CONT], 1);
+    assert_int_equal(seen[SIM_ACT_RESHARD], 1);
+    assert_int_equal(seen[SIM_ACT_KILL_PUBSUB], 1);
+    assert_int_equal(seen[SIM_ACT_STOP], 1);
+    assert_int_equal(seen[SIM_ACT_CONT], 1);
+    assert_int_equal(p->n_node_faults, 2);
+    char *text = plan_text(p);
+    assert_non_null(strstr(text, "1.000s  broker 2 kill (SIGKILL)\n"));
+    assert_non_null(strstr(text, "1.000s  redis kill primary 2 (SIGKILL), restart after 5.000s\n"));
+    assert_non_null(strstr(text, "3.000s  redis reshard 500 slots from primary 1 to 2\n"));
+    free(text);
+    sim_plan_destroy(&p);
+    sim_scenario_destroy(&sc);
+}
+
 static void expect_plan_error(const char *body, const char *reason)
 {
     char err[1024];
@@ -326,6 +412,14 @@ static void test_plan_errors(void **state)
                       "test.scn:2: the broker is never restarted after this kill");
     expect_plan_error("at 1s pause-broker for 2s\nat 2s kill-broker\nat 4s restart-broker\n",
                       "test.scn:2: the broker is paused until 3.000s");
+    expect_plan_error("store = redis\nbrokers = 2\nat 1s kill-broker 1\nat 2s kill-broker 2\n",
+                      "every broker is down at the end");
+    expect_plan_error("store = redis\nbrokers = 2\nat 1s stop-broker 2\n",
+                      "a broker is stopped at the end (add 'at TIME cont-broker K')");
+    expect_plan_error("store = redis\nbrokers = 2\nat 1s cont-broker 2\n",
+                      "test.scn:3: cont-broker at 1.000s: broker 2 was not stopped");
+    expect_plan_error("store = redis\nbrokers = 2\nat 1s kill-broker 2\nat 2s kill-broker 2\n",
+                      "test.scn:4: kill-broker at 2.000s: broker 2 is not running (killed on line 3)");
     expect_plan_error("at 1s offline c01 for 2s\nat 2s offline c01 for 1s\n",
                       "test.scn:2: c01 is already offline during 2.000s..3.000s");
     expect_plan_error("clients = 3\nat 1s offline c01 for 2s\nat 2s offline random 3 for 1s\n",
@@ -342,6 +436,7 @@ int main(void)
         cmocka_unit_test(test_plan_is_deterministic),
         cmocka_unit_test(test_plan_rules),
         cmocka_unit_test(test_plan_errors),
+        cmocka_unit_test(test_plan_scaleout),
     };
     return cmocka_run_group_tests(tests, setup_dir, remove_dir);
 }
