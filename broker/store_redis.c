@@ -216,6 +216,14 @@ size_t rs_key(char *buf, size_t size, const char *prefix, const char *user, cons
 
 void rs_emit(rs_t *t, rs_req_t *ev)
 {
+    /* After the loop ended (exited) the router reads the pipe once more at
+     * most: an event sent while the thread's last commands run (a remote
+     * presence during the final lease DEL) would be left in the pipe and
+     * leak. The router is closing the store; nobody wants it. */
+    if (t->be && atomic_load(&t->be->exited)) {
+        rs_req_destroy(&ev->rep);
+        return;
+    }
     if (send_obj(t->pipe, ev, ZMQ_DONTWAIT) != 0) {
         CW_ERROR("redis store: event %d for the router dropped: %s", ev->rep.kind,
                  zmq_strerror(errno));
