@@ -1,5 +1,5 @@
 /*  store_redis: the Redis Cluster backend of store_if.h (cw_store_redis_ops;
- *  SCALEOUT.md §2-§6). This file owns the backend's thread, its pipe to the
+ *  shared/SCALEOUT.md §2-§6). This file owns the backend's thread, its pipe to the
  *  router, the batches (group commit) and their durability (WAIT), the
  *  broker's lease, and open (the user log and resume clocks). The scripts
  *  and the entry encoding are store_redis_lua.c's; the visibility gate and
@@ -2003,7 +2003,7 @@ static void task(zsock_t *pipe, void *arg)
     while ((got = recv_obj(t->pipe, &q, ZMQ_DONTWAIT)) >= 0)
         if (got == 1)
             rs_req_destroy(&q->rep);
-    /* Our claims and lease end with us (SCALEOUT.md §5: on SIGTERM a broker
+    /* Our claims and lease end with us (shared/SCALEOUT.md §5: on SIGTERM a broker
      * drops its lease); bounded by the command deadline. */
     char k[200];
     rs_key(k, sizeof k, "cw:b:", t->b, NULL);
