@@ -333,8 +333,11 @@ typedef struct {
     uint64_t duplicates;     /* appends answered from the dedup record */
     uint64_t failed_groups;  /* batches answered CW_STORE_ERROR */
     uint64_t max_group;      /* most requests seen in one batch */
-    uint64_t pending;        /* unacknowledged entries over all users */
-    uint64_t users;          /* known users */
+    uint64_t pending;        /* unacknowledged entries over all users (shared
+                                backends: as loaded at open, then kept current
+                                with this broker's appends and acks; other
+                                brokers' appends and acks are not seen) */
+    uint64_t users;          /* known users (shared: plus NEW_USER) */
     /* Durable-sync latency (SQLite: every group's COMMIT, the WAL fsync,
      * timed on the store thread). commit_hist[i] counts the syncs that took
      * at most bound i (not cumulative); commit_hist[CW_COMMIT_BUCKETS] the

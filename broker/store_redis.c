@@ -219,6 +219,8 @@ size_t rs_key(char *buf, size_t size, const char *prefix, const char *user, cons
 
 void rs_emit(rs_t *t, rs_req_t *ev)
 {
+    if (ev->rep.kind == CW_STORE_EV_NEW_USER) /* made by another broker */
+        atomic_fetch_add_explicit(&t->be->c.users, 1, memory_order_relaxed);
     if (send_obj(t->pipe, ev, ZMQ_DONTWAIT) != 0) {
         CW_ERROR("redis store: event %d for the router dropped: %s", ev->rep.kind,
                  zmq_strerror(errno));
@@ -418,6 +420,7 @@ typedef struct {
     size_t n_names;
     cw_store_user_t *wu;
     char **wb, **winc;
+    uint64_t acked_now;      /* ACK: entries it acknowledged (the Stats pending) */
     int failed;              /* a write of the request failed: its status */
 } work_t;
 
@@ -1190,9 +1193,11 @@ static void op_reply(op_t *o, const redisReply *r)
     case OP_ACK:
         if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2 && reply_int(r->element[0], &v) == 0) {
             rep->status = v == 0 ? CW_OK : v == -1 ? CW_UNKNOWN_USER : CW_BAD_REQUEST;
-            long long pend = 0;
+            long long pend = 0, newly = 0;
             reply_int(r->element[1], &pend);
             rep->pending = pend > 0 ? (uint64_t) pend : 0;
+            if (r->elements >= 3 && reply_int(r->element[2], &newly) == 0 && newly > 0)
+                w->acked_now = (uint64_t) newly;
         }
         break;
     case OP_READ:
@@ -1763,7 +1768,8 @@ static int batch_complete(batch_t *b)
     rs_t *t = b->t;
     counters_t *c = &t->be->c;
     apply_failures(b);
-    size_t appended = 0, entries = 0, dups = 0;
+    size_t appended = 0, entries = 0, dups = 0, new_users = 0;
+    uint64_t acked = 0;
     int failed = 0;
     for (size_t i = 0; i < b->n; i++) {
         rs_req_t *q = b->reqs[i];
@@ -1793,6 +1799,8 @@ static int batch_complete(batch_t *b)
             failed |= r->status == CW_STORE_ERROR;
             break;
         case CW_STORE_REQ_ACK:
+            if (r->status == CW_OK)
+                acked += w->acked_now;
             for (size_t k = 0; k < w->n_rc; k++)
                 if (w->rc[k].status == CW_ACCEPTED && !w->rc[k].dup) {
                     entries++;
@@ -1829,6 +1837,7 @@ static int batch_complete(batch_t *b)
             break;
         case CW_STORE_REQ_ADD_USER:
             if (r->status == CW_OK && r->created) {
+                new_users++;
                 char msg[300];
                 int l = snprintf(msg, sizeof msg, "U %s %llu %s", t->b,
                                  (unsigned long long) rs_now_us(), q->user);
@@ -1855,6 +1864,11 @@ static int batch_complete(batch_t *b)
     atomic_fetch_add_explicit(&c->groups, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&c->appended, appended, memory_order_relaxed);
     atomic_fetch_add_explicit(&c->entries, entries, memory_order_relaxed);
+    /* pending and users: the counts at open, kept current with what this
+     * broker appends, acknowledges and creates, and NEW_USER (rs_emit) */
+    uint64_t pend = atomic_load_explicit(&c->pending, memory_order_relaxed) + entries;
+    atomic_store_explicit(&c->pending, pend > acked ? pend - acked : 0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->users, new_users, memory_order_relaxed);
     atomic_fetch_add_explicit(&c->duplicates, dups, memory_order_relaxed);
     if (failed || b->dirty)
         atomic_fetch_add_explicit(&c->failed_groups, failed ? 1 : 0, memory_order_relaxed);

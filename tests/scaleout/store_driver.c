@@ -13,10 +13,10 @@
  *  wait_replicas = WAIT and retry_ms = RETRY_MS (default 10000). Then it
  *  closes the store cleanly, opens a fresh instance (another broker id) and
  *  reads every queue from seq 1, and counts:
- *    missing     an ACCEPTED (user, seq) not read back with its message;
+ *    missing     an ACCEPTED (user, seq, message) not read back as is;
  *    duplicated  a message read twice from one queue;
- *    reused      an ACCEPTED (user, seq) read back holding another message,
- *                or two ACCEPTED replies naming one (user, seq);
+ *    reused      an ACCEPTED (user, seq, message) whose seq was read back
+ *                holding another message, or was ACCEPTED for another one;
  *    wrong       an entry whose content does not match its message id;
  *    extra       an entry of a message never ACCEPTED for that user (an
  *                append answered CW_STORE_ERROR may still have run: legal);
@@ -288,15 +288,13 @@ int main(int argc, char **argv)
     char *seen = calloc((size_t) (sent ? sent : 1), 1);
     if (!seen)
         die("out of memory");
+    accs_t got = {0};
     for (long u = 0; u < users; u++) {
         accs_t *a = &acc[u];
         qsort(a->v, a->n, sizeof *a->v, acc_cmp);
-        for (size_t k = 1; k < a->n; k++)
-            if (a->v[k].seq == a->v[k - 1].seq && a->v[k].msg != a->v[k - 1].msg)
-                reused++;
         memset(seen, 0, (size_t) (sent ? sent : 1));
+        got.n = 0;
         uint64_t from = 1;
-        size_t ai2 = 0;
         int64_t short_until = 0;
         for (;;) {
             if (ops->read(s, ++tok, names[u], from, READ_MAX) != CW_OK)
@@ -322,19 +320,7 @@ int main(int argc, char **argv)
                 }
                 if (seen[msg]++)
                     duplicated++;
-                while (ai2 < a->n && a->v[ai2].seq < e->seq)
-                    missing++, ai2++;
-                int found = 0, other = 0;
-                for (; ai2 < a->n && a->v[ai2].seq == e->seq; ai2++) {
-                    if (a->v[ai2].msg == msg)
-                        found = 1;
-                    else
-                        other = 1;
-                }
-                if (!found && other)
-                    reused++, missing++; /* ACCEPTED under this seq, holds another */
-                else if (!found)
-                    extra++;
+                acc_push(&got, e->seq, msg);
             }
             int trunc = r->truncated;
             cw_store_reply_destroy(&r);
@@ -351,8 +337,30 @@ int main(int argc, char **argv)
             if (!ne)
                 break;
         }
-        missing += (long) (a->n - ai2);
+        /* got: in seq order, one message per seq. Each ACCEPTED (seq, msg)
+         * must be there as is. */
+        size_t g = 0;
+        for (size_t k = 0; k < a->n; k++) {
+            const acc_t *x = &a->v[k];
+            while (g < got.n && got.v[g].seq < x->seq)
+                g++;
+            int here = g < got.n && got.v[g].seq == x->seq;
+            int twice = (k > 0 && a->v[k - 1].seq == x->seq && a->v[k - 1].msg != x->msg) ||
+                        (k + 1 < a->n && a->v[k + 1].seq == x->seq && a->v[k + 1].msg != x->msg);
+            if (!here || got.v[g].msg != x->msg)
+                missing++;
+            if (twice || (here && got.v[g].msg != x->msg))
+                reused++;
+        }
+        size_t k = 0;
+        for (g = 0; g < got.n; g++) {
+            while (k < a->n && acc_cmp(&a->v[k], &got.v[g]) < 0)
+                k++;
+            if (k == a->n || acc_cmp(&a->v[k], &got.v[g]) != 0)
+                extra++;
+        }
     }
+    free(got.v);
     ops->close(&s);
     printf("readback users %ld entries %ld accepted_entries %ld missing %ld duplicated %ld "
            "reused %ld wrong %ld extra %ld short %ld\n",

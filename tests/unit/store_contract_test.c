@@ -768,6 +768,45 @@ static void test_reopen_reads_all(void **state)
     }
 }
 
+/* The pending and users counters follow appends, acks and new users (not
+ * only what open loaded): Stats reads them. */
+static void test_counters_current(void **state)
+{
+    (void) state;
+    FOR_EACH_BACKEND(b) {
+        fx_t *f = fx_new(b, NULL);
+        const cw_store_ops_t *o = f->be->ops;
+        cw_store_counters_t c;
+        o->stats(f->s, &c);
+        assert_int_equal(c.users, 0);
+        assert_int_equal(c.pending, 0);
+        uint64_t t = 0;
+        add_users(f, &t);
+        o->stats(f->s, &c);
+        assert_int_equal(c.users, 3);
+        for (int i = 0; i < 5; i++) {
+            assert_int_equal(append(f, ++t, "alice", NULL, "x", "bob", i < 2 ? "carol" : NULL),
+                             CW_OK);
+            expect_status(f, t, CW_STORE_REQ_APPEND, CW_OK);
+        }
+        o->stats(f->s, &c);
+        assert_int_equal(c.pending, 7);
+        assert_int_equal(o->ack(f->s, ++t, "bob", 3, 0), CW_OK);
+        expect_status(f, t, CW_STORE_REQ_ACK, CW_OK);
+        assert_int_equal(o->ack(f->s, ++t, "bob", 2, 0), CW_OK); /* below: no change */
+        expect_status(f, t, CW_STORE_REQ_ACK, CW_OK);
+        o->stats(f->s, &c);
+        assert_int_equal(c.pending, 4);
+        assert_int_equal(o->add_user(f->s, ++t, "dave"), CW_OK);
+        expect_status(f, t, CW_STORE_REQ_ADD_USER, CW_OK);
+        assert_int_equal(o->add_user(f->s, ++t, "dave"), CW_OK); /* known: not counted */
+        expect_status(f, t, CW_STORE_REQ_ADD_USER, CW_OK);
+        o->stats(f->s, &c);
+        assert_int_equal(c.users, 4);
+        fx_destroy(&f);
+    }
+}
+
 /* A backend that cannot serve says so at open, clearly, and opens nothing
  * (no cluster at that address; or a build without hiredis). */
 static void test_store_choose(void **state)
@@ -828,6 +867,7 @@ int main(void)
         cmocka_unit_test(test_failures),
         cmocka_unit_test(test_close_in_flight),
         cmocka_unit_test(test_reopen_reads_all),
+        cmocka_unit_test(test_counters_current),
         cmocka_unit_test(test_store_choose),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
