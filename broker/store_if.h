@@ -1,5 +1,5 @@
 /*  store_if: the one interface between the router and a durable store
- *  (SCALEOUT.md §6: the seam is the store actor, not a synchronous API).
+ *  (shared/SCALEOUT.md §6: the seam is the store actor, not a synchronous API).
  *
  *  A backend is an operations table (cw_store_ops_t) chosen at run time:
  *  `--data DIR` is the embedded SQLite store (store.c run by its own thread,
@@ -83,7 +83,7 @@
  *  another broker), DONE (the backend completed batch `batch`; batches
  *  complete in submission order).
  *
- *  Shared backends (ops->shared = 1: Redis; several brokers, SCALEOUT.md):
+ *  Shared backends (ops->shared = 1: Redis; several brokers, shared/SCALEOUT.md):
  *    S1. Visibility. An entry is visible once its writer (any broker)
  *        completed the entry's batch (every append of it and of the
  *        writer's earlier batches executed and replicated: WAIT) or the

@@ -1,5 +1,5 @@
 /*  store_redis: the Redis Cluster backend of store_if.h (cw_store_redis_ops;
- *  SCALEOUT.md §2-§6). This file owns the backend's thread, its pipe to the
+ *  shared/SCALEOUT.md §2-§6). This file owns the backend's thread, its pipe to the
  *  router, the batches (group commit) and their durability (WAIT), the
  *  broker's lease, and open (the user log and resume clocks). The scripts
  *  and the entry encoding are store_redis_lua.c's; the visibility gate and
@@ -2084,7 +2084,7 @@ static void task(zsock_t *pipe, void *arg)
     while ((got = recv_obj(t->pipe, &q, ZMQ_DONTWAIT)) >= 0)
         if (got == 1)
             rs_req_destroy(&q->rep);
-    /* Our claims and lease end with us (SCALEOUT.md §5: on SIGTERM a broker
+    /* Our claims and lease end with us (shared/SCALEOUT.md §5: on SIGTERM a broker
      * drops its lease); bounded by the command deadline. The "closed" DONE
      * tells the other brokers at once that every batch of ours is complete
      * and none follows, so that none waits for the lease to go. */

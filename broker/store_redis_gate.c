@@ -1,5 +1,5 @@
 /*  store_redis_gate: the visibility gate and the events of the Redis store
- *  (store_if.h S1, S2, S5, S6; SCALEOUT.md §4). Owns the claimed users'
+ *  (store_if.h S1, S2, S5, S6; shared/SCALEOUT.md §4). Owns the claimed users'
  *  delivery state, what is known of every writer broker (completed
  *  batches, clean batches, lease), and the subscriptions (cw:n:{u} per
  *  claimed user; cw:done, cw:presence, cw:ev). Backend thread only.

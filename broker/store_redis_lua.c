@@ -1,5 +1,5 @@
 /*  store_redis_lua: the Redis store's server-side scripts and its entry
- *  encoding (SCALEOUT.md §2). No state; any thread (the backend's thread
+ *  encoding (shared/SCALEOUT.md §2). No state; any thread (the backend's thread
  *  is the only caller).
  *
  *  Keys (every key of user u carries the hash tag {u}, so one script sees
