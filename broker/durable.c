@@ -541,7 +541,7 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
      * or UNKNOWN_USER (stored for no one); anything else means the append
      * failed and nothing of it is stored. */
     bool failed = !(st == CW_OK || st == CW_QUEUE_FULL || st == CW_UNKNOWN_USER);
-    size_t accepted = 0, full = 0, errors = 0, unknowns = 0;
+    size_t accepted = 0, full = 0, errors = 0;
     Causeway__V1__RecipientStatus **rptrs = p->rptrs;
     for (size_t i = 0; i < p->n; i++) {
         rptrs[i] = &p->rcpts[i];
@@ -581,7 +581,6 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         accepted += rs == CW_ACCEPTED;
         full += rs == CW_QUEUE_FULL;
         errors += rs == CW_STORE_ERROR;
-        unknowns += unknown;
     }
 
     /* Push to recipients that are caught up (invariant 2). A duplicate was
