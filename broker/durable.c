@@ -852,8 +852,18 @@ static void on_ack(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
     int st = cw_store_reply_status(r);
     cw_session_t *s = session_of(b, p);
     cwb_user_t *u = st == CW_OK ? cw_sessions_user(b->sessions, p->user) : NULL;
-    if (u)
+    if (u) {
         u->queued = cw_store_reply_pending(r);
+        /* The store accepted the Ack, so seqs up to p->seq exist. With a
+         * shared store they may be ones this broker has not learnt yet
+         * (appended through another broker, acked by a client that got
+         * them there, before the re-read after the claim raised them):
+         * the queue's last seq is at least the acked one (outorder.h
+         * invariant 2, pushed_seq <= last_seq, once cwor_acked moves
+         * pushed_seq there). */
+        if (p->seq > u->last_seq)
+            u->last_seq = p->seq;
+    }
     if (st == CW_OK && s) {
         cwor_acked(b, s, p->seq);
         push_read(b, s);

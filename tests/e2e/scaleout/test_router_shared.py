@@ -253,3 +253,57 @@ def test_broker_killed_users_move_and_get_unacked_again(brokers, hub, pb):
     moved.drain()
     more = [e for _, e in moved.inbox if e.WhichOneof("body") == "deliver"]
     assert not more, f"more than the unacknowledged ones: {more}"
+
+
+
+def send_durable_many(c, to, texts, prefix):
+    """Durable sends of texts to `to`, pipelined (each Send goes out before
+    the earlier ones are answered); returns the Replies in order."""
+    rids = [c.send_env(c.envelope("send", c.pb.Send(to=list(to), text=t, durable=True,
+                                                   message_id=f"{prefix}{i}")))
+            for i, t in enumerate(texts)]
+    return [c.recv_reply(rid, REMOTE_TIMEOUT).reply for rid in rids]
+
+
+def test_ack_beyond_seqs_this_broker_knows(cluster, broker, hub, pb):
+    """Seqs appended through A, acknowledged on B at once: the Ack may be
+    answered before B has learnt those seqs (its queue re-read after the
+    claim raises them, READ_COUNT at a time). B's idea of the queue's last
+    seq moves to the acked seq: a debug build asserted pushed_seq <=
+    user->last_seq when it did not, and every build told operators a
+    last_seq below what the user had acknowledged."""
+    store = f"redis://{cluster.seeds}"
+    a = broker("--store", store)
+    b = broker("--store", store, "--operators", "ops", "--push-window", "2")
+    for name in ("alice", "carol"):  # known users, offline
+        hub.logged_in(a.endpoint, name).logout()
+    ops = hub.logged_in(b.endpoint, "ops")
+    bob = hub.logged_in(a.endpoint, "bob")
+    n = 600
+    seqs = {"alice": [], "carol": []}
+    for reply in send_durable_many(bob, ["alice", "carol"], [f"m{i}" for i in range(n)], "ab"):
+        assert_status(pb, reply, "ACCEPTED")
+        for r in reply.recipients:
+            seqs[r.name].append(r.seq)
+    assert seqs["alice"] == seqs["carol"] == list(range(1, n + 1))
+
+    def last_seq(name):
+        q = {i.name: i for i in ops.request("queues", pb.Queues()).queues}
+        return q[name].last_seq
+
+    # Pull mode: B pushes nothing; the Ack goes out right after the Login.
+    alice = hub.logged_in(b.endpoint, "alice", pull=True)
+    ack(alice, n)
+    assert last_seq("alice") == n
+    # Push mode with a window of 2: B pushes seqs 1-2, the client acks n
+    # without waiting for them.
+    carol = hub.logged_in(b.endpoint, "carol")
+    ack(carol, n)
+    assert last_seq("carol") == n
+    # The queue goes on at n + 1, pushed to carol on B as the next one.
+    reply = send_durable(bob, ["carol"], "after", message_id="ab-after")
+    assert statuses(bob, reply) == {"carol": "ACCEPTED"}
+    d = carol.recv_body("deliver", REMOTE_TIMEOUT, where=lambda d: d.text == "after")
+    assert d.seq == n + 1
+    assert last_seq("carol") == n + 1
+    assert a.running() and b.running()
