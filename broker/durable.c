@@ -1585,6 +1585,7 @@ int cwd_open(cw_broker_t *b, char *err, size_t errlen)
     cfg.wait_replicas = b->cfg.redis_wait;
     cfg.retry_ms = b->cfg.store_retry_ms;
     cfg.lease_ms = b->cfg.lease_ms;
+    cfg.broker_id = b->cfg.broker_id;
     cw_store_backend_t *store = NULL;
     cw_store_loaded_t loaded;
     int64_t t0 = cw_mono_ms();

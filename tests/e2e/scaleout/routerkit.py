@@ -6,6 +6,9 @@ and bounded waits. Imported by the test modules (fixtures included), not a
 conftest: tests/e2e/conftest.py is the one conftest of the e2e suites.
 """
 
+import contextlib
+import os
+import signal
 import time
 
 import pytest
@@ -79,3 +82,41 @@ def send_durable_many(c, to, texts, prefix):
                                                    message_id=f"{prefix}{i}")))
             for i, t in enumerate(texts)]
     return [c.recv_reply(rid, REMOTE_TIMEOUT).reply for rid in rids]
+
+
+def primary_of(cluster, user):
+    """The node of `cluster` serving the slot of user's keys ({user})."""
+    seed = next(n for n in cluster.nodes if n.proc and n.proc.poll() is None)
+    slot = seed.client().execute_command("CLUSTER", "KEYSLOT", "{%s}" % user)
+    for row in seed.client().execute_command("CLUSTER", "SLOTS"):
+        if row[0] <= slot <= row[1]:
+            return cluster.node(int(row[2][1]))
+    raise AssertionError(f"no node serves slot {slot}")
+
+
+@contextlib.contextmanager
+def paused_primary(cluster, user):
+    """SIGSTOPs the primary of user's slot for the body of the with (keep
+    it well below the cluster's node timeout, rediscluster.NODE_TIMEOUT_MS,
+    or a replica is promoted), SIGCONT after. While it is stopped nothing
+    of user's keys is answered: a broker's claim of user stays pending."""
+    node = primary_of(cluster, user)
+    os.kill(node.proc.pid, signal.SIGSTOP)
+    try:
+        yield node
+    finally:
+        os.kill(node.proc.pid, signal.SIGCONT)
+
+
+def no_reply(c, request_id):
+    """True if c got no Reply to request_id: checked after a round trip
+    (a Who), which the broker answers after anything it sent c before."""
+    c.request("who")
+    c.drain()
+    return not [e for _, e in c.inbox
+                if e.WhichOneof("body") == "reply" and e.request_id == request_id]
+
+
+def wait_for_log(b, text, timeout=REMOTE_TIMEOUT, hub=None):
+    """Waits (bounded) until broker b has logged a line containing text."""
+    wait_until(f"broker log line {text!r}", lambda: text in b.log(), timeout, hub=hub)
