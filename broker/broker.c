@@ -358,6 +358,7 @@ static void on_claims(cw_broker_t *b)
             continue;
         }
         u->remote_online = false;
+        s->last_rx_ms = b->now_ms; /* its liveness starts with the Login's reply */
         finish_login(b, s, s->login_rid, c.resumed, true, s->agent);
     }
 }
@@ -934,11 +935,17 @@ static void tick(cw_broker_t *b)
         cw_session_t *s = cw_sessions_at(b->sessions, i);
         if (s->dead)
             continue;
+        /* A session whose claim is pending is not expired by silence: its
+         * client waits for the Login's reply, which tells it the heartbeat
+         * interval, and the claim is answered within --store-retry-ms
+         * (STORE_ERROR at worst). Its silence counts from that reply. */
+        if (s->claiming)
+            continue;
         if (b->now_ms - s->last_rx_ms > expiry) {
             CW_DEBUG("%s silent for %lld ms", s->user->name, (long long) (b->now_ms - s->last_rx_ms));
             s->dead = true;
             b->n_dead++;
-        } else if (!s->claiming && b->now_ms - s->last_tx_ms >= (int64_t) b->cfg.heartbeat_ms) {
+        } else if (b->now_ms - s->last_tx_ms >= (int64_t) b->cfg.heartbeat_ms) {
             zmq_msg_t msg;
             if (cw_env_to_msg(&hb_env, &msg) == CW_OK)
                 cwe_push(b, s, &msg);

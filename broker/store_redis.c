@@ -184,6 +184,9 @@ struct rs {
     void *pipe;
     char b[128];                 /* broker id */
     char inc[40];                /* incarnation */
+    int quiet;                   /* the close's flush is answered: events are dropped
+                                    here, not sent into a pipe nobody reads (store
+                                    thread only) */
     char sha[N_SCRIPTS][41];     /* SCRIPT LOAD's */
     uint64_t batches;            /* batches completed */
     batch_t *cur;                /* the batch in flight */
@@ -216,6 +219,10 @@ size_t rs_key(char *buf, size_t size, const char *prefix, const char *user, cons
 
 void rs_emit(rs_t *t, rs_req_t *ev)
 {
+    if (t->quiet) { /* closing: the router reads nothing after the flush */
+        rs_req_destroy(&ev->rep);
+        return;
+    }
     if (send_obj(t->pipe, ev, ZMQ_DONTWAIT) != 0) {
         CW_ERROR("redis store: event %d for the router dropped: %s", ev->rep.kind,
                  zmq_strerror(errno));
@@ -1830,6 +1837,10 @@ static int batch_complete(batch_t *b)
             rc = -1;
         }
     }
+    /* The flush is the close's (drain): what comes after it is not read,
+     * so events raised from now on are dropped where they are made. */
+    if (flush)
+        t->quiet = 1;
     if (flush && (rc != 0 || send_obj(t->pipe, flush, 0) != 0)) {
         rs_req_destroy(&flush->rep);
         rc = -1;
