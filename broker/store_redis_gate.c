@@ -409,11 +409,13 @@ static void read_cb(void *arg, int status, redisReply *r)
         goto out;
     }
     uint64_t acked = (uint64_t) r->element[1]->integer;
-    if (!u->synced) {
-        if (u->E < acked)
-            u->E = acked;
-        u->synced = 1;
-    }
+    /* SC_READ starts after `acked`: entries up to it need no ENTRY, and an
+     * Ack beyond E (seqs this broker had not raised yet: a client that got
+     * them through another broker) must not leave E behind, or every later
+     * entry would look like a gap and the read would stop before it. */
+    if (u->E < acked)
+        u->E = acked;
+    u->synced = 1;
     const redisReply *es = r->element[3];
     size_t raised = 0, seen = 0;
     u->stall_writer = -1;
