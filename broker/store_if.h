@@ -76,7 +76,9 @@
  *    WHO_PAGE        users sorting after `after` (byte order), at most max:
  *                    users[], truncated. The router adds `online` and
  *                    last-seen from its own table.
- *  Events: ENTRY (entries[0] is an entry of `user`'s queue), LIVE (frame
+ *  Events: ENTRY (entries[0] is an entry of `user`'s queue; one whose TTL
+ *  ran out comes CW_EXPIRED without its text, as a READ reports it, once:
+ *  it is then gone from the queue), LIVE (frame
  *  for `user`, to go out after entry `seq` of its queue), TAKEOVER
  *  (`user`'s session moved to another broker), PRESENCE (`user` came or
  *  went on another broker: created 1 = online), NEW_USER (users[0], made by
@@ -315,6 +317,10 @@ typedef struct {
                                  (--store-retry-ms; default 10000) */
     uint32_t lease_ms;        /* the broker's lease renewal period H; the lease
                                  expires after 3 H (default 1000) */
+    const char *broker_id;    /* this broker's id (--broker-id; borrowed for open);
+                                 NULL or "" = HOST-PID-N. A new run under an id takes
+                                 its lease at once: what the previous run held (claims,
+                                 half-done batches) counts as expired */
 } cw_store_config_t;
 
 /* Defaults: no quota, no retention, no TTL, dedup window 86400 s; Redis:

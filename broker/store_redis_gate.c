@@ -246,6 +246,14 @@ static rs_req_t *event_new(int kind, const char *user, size_t extra, char **at)
 
 static void raise_entry(rs_gate_t *g, guser_t *u, cw_store_entry_t *e)
 {
+    /* An entry whose TTL ran out is raised as a read reports it (CW_EXPIRED,
+     * no text), once: it is removed now, so no read reports it again. */
+    if (e->status == CW_OK && e->expires_us && e->expires_us <= rs_now_us()) {
+        e->status = CW_EXPIRED;
+        e->text = "";
+        e->text_len = 0;
+        rs_drop_expired(g->t, u->name, &e->seq, 1);
+    }
     char *at;
     rs_req_t *q = event_new(CW_STORE_EV_ENTRY, u->name, 0, &at);
     cw_store_entry_t *arr = q ? calloc(1, sizeof *arr) : NULL;
@@ -401,11 +409,13 @@ static void read_cb(void *arg, int status, redisReply *r)
         goto out;
     }
     uint64_t acked = (uint64_t) r->element[1]->integer;
-    if (!u->synced) {
-        if (u->E < acked)
-            u->E = acked;
-        u->synced = 1;
-    }
+    /* SC_READ starts after `acked`: entries up to it need no ENTRY, and an
+     * Ack beyond E (seqs this broker had not raised yet: a client that got
+     * them through another broker) must not leave E behind, or every later
+     * entry would look like a gap and the read would stop before it. */
+    if (u->E < acked)
+        u->E = acked;
+    u->synced = 1;
     const redisReply *es = r->element[3];
     size_t raised = 0, seen = 0;
     u->stall_writer = -1;
