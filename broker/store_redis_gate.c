@@ -401,11 +401,13 @@ static void read_cb(void *arg, int status, redisReply *r)
         goto out;
     }
     uint64_t acked = (uint64_t) r->element[1]->integer;
-    if (!u->synced) {
-        if (u->E < acked)
-            u->E = acked;
-        u->synced = 1;
-    }
+    /* Acknowledged entries are never raised, and the read script starts
+     * after them: an Ack that overtook E (a client failing over acks what
+     * another broker pushed it) moves E too, else the read's first entry
+     * is never E + 1 and the user's pushes stop. */
+    if (u->E < acked)
+        u->E = acked;
+    u->synced = 1;
     const redisReply *es = r->element[3];
     size_t raised = 0, seen = 0;
     u->stall_writer = -1;
