@@ -309,8 +309,14 @@ static void on_claims(cw_broker_t *b)
     while (cwd_next_claimed(b, &c)) {
         cwb_user_t *u = cw_sessions_user(b->sessions, c.user);
         cw_session_t *s = u ? u->session : NULL;
+        /* A claim answered STORE_ERROR may still have been written: the
+         * primary ran it and only its WAIT fell short (no rollback). It is
+         * released as well, or the name would stay NAME_TAKEN on every
+         * other broker for as long as this one runs (the release removes
+         * only this broker's own claim). */
+        bool written = c.status == CW_OK || c.status == CW_STORE_ERROR;
         if (!s || !s->claiming || s->serial != c.serial) {
-            if (c.status == CW_OK && !s)
+            if (written && !s)
                 cwd_release(b, c.user);
             continue;
         }
@@ -336,6 +342,8 @@ static void on_claims(cw_broker_t *b)
                 cwe_reply_status(b, s->id + 1, s->id[0], s->login_rid,
                                  c.status == CW_SHUTTING_DOWN ? CW_SHUTTING_DOWN : CW_STORE_ERROR,
                                  "the store could not decide who serves this name now; retry");
+                if (written)
+                    cwd_release(b, c.user);
             } else {
                 cwd_release(b, c.user); /* the peer went while its claim was decided */
             }
@@ -343,6 +351,7 @@ static void on_claims(cw_broker_t *b)
             continue;
         }
         u->remote_online = false;
+        s->last_rx_ms = b->now_ms; /* heartbeat x liveness from the Reply on (tick) */
         finish_login(b, s, s->login_rid, c.resumed, true, s->agent);
     }
 }
@@ -943,6 +952,14 @@ static void tick(cw_broker_t *b)
     for (size_t i = 0; i < n; i++) {
         cw_session_t *s = cw_sessions_at(b->sessions, i);
         if (s->dead)
+            continue;
+        /* A session whose Login waits for the store's claim is not logged
+         * in yet, and its client sends no Heartbeat before the Reply
+         * (PROTOCOL.md §9.1, §9.2): it is not expired for silence. The
+         * store answers every claim (store_if.h: every request gets one
+         * reply, in order), at the latest --store-retry-ms after the batch
+         * holding it started, which may be after earlier batches' deadlines. */
+        if (s->claiming)
             continue;
         if (b->now_ms - s->last_rx_ms > expiry) {
             CW_DEBUG("%s silent for %lld ms", s->user->name, (long long) (b->now_ms - s->last_rx_ms));

@@ -541,7 +541,7 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
      * or UNKNOWN_USER (stored for no one); anything else means the append
      * failed and nothing of it is stored. */
     bool failed = !(st == CW_OK || st == CW_QUEUE_FULL || st == CW_UNKNOWN_USER);
-    size_t accepted = 0, full = 0, errors = 0, unknowns = 0;
+    size_t accepted = 0, full = 0, errors = 0;
     Causeway__V1__RecipientStatus **rptrs = p->rptrs;
     for (size_t i = 0; i < p->n; i++) {
         rptrs[i] = &p->rcpts[i];
@@ -581,7 +581,6 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         accepted += rs == CW_ACCEPTED;
         full += rs == CW_QUEUE_FULL;
         errors += rs == CW_STORE_ERROR;
-        unknowns += unknown;
     }
 
     /* Push to recipients that are caught up (invariant 2). A duplicate was
@@ -902,10 +901,17 @@ static void on_claim(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         size_t cap = d->cap_claimed ? d->cap_claimed * 2 : 16;
         cwd_claimed_t *c = realloc(d->claimed, cap * sizeof *c);
         if (!c) {
-            /* The session stays claiming and expires by its heartbeat;
-             * a claim it got ends with its release at the reap. */
+            /* Claiming sessions never expire for silence (broker.c tick):
+             * this one is closed at the next reap, its Login unanswered,
+             * and a claim it got is released here. */
             CW_ERROR("out of memory: the claim of %s is dropped", p->user);
-            if (st == CW_OK)
+            cwb_user_t *u = cw_sessions_user(b->sessions, p->user);
+            cw_session_t *s = u ? u->session : NULL;
+            if (s && s->claiming && s->serial == p->serial && !s->dead) {
+                s->dead = true;
+                b->n_dead++;
+            }
+            if (st == CW_OK || st == CW_STORE_ERROR)
                 cwd_release(b, p->user);
             return;
         }

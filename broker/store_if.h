@@ -1,5 +1,5 @@
 /*  store_if: the one interface between the router and a durable store
- *  (SCALEOUT.md §6: the seam is the store actor, not a synchronous API).
+ *  (shared/SCALEOUT.md §6: the seam is the store actor, not a synchronous API).
  *
  *  A backend is an operations table (cw_store_ops_t) chosen at run time:
  *  `--data DIR` is the embedded SQLite store (store.c run by its own thread,
@@ -51,7 +51,12 @@
  *                    queues (seq there, read time, and in expires_us the
  *                    message's seq in the reader's queue: receipts.h).
  *    READ            up to max unacknowledged entries from seq, in seq
- *                    order (expired ones once, CW_EXPIRED); pending.
+ *                    order (expired ones once, CW_EXPIRED); pending;
+ *                    truncated = 1: the reply stops before an entry that
+ *                    exists but is not visible yet (S1: its writer has not
+ *                    completed it); read again later (an ENTRY for a
+ *                    claimed user says when). A reply never stops short
+ *                    without saying so. HISTORY: the same.
  *    HISTORY         the last n entries, acknowledged or not, oldest first.
  *    ADD_USER        created: the name was new. CW_OK, CW_BAD_NAME.
  *    CLOCK           saves (replaces) the user's resume clock with own
@@ -78,13 +83,18 @@
  *  another broker), DONE (the backend completed batch `batch`; batches
  *  complete in submission order).
  *
- *  Shared backends (ops->shared = 1: Redis; several brokers, SCALEOUT.md):
+ *  Shared backends (ops->shared = 1: Redis; several brokers, shared/SCALEOUT.md):
  *    S1. Visibility. An entry is visible once its writer (any broker)
  *        completed the entry's batch (every append of it and of the
  *        writer's earlier batches executed and replicated: WAIT) or the
  *        writer's lease expired, and every lower seq of the queue is
  *        visible. READ replies hold only visible entries (the prefix up to
- *        the first one that is not); nothing invisible reaches the router.
+ *        the first one that is not, marked truncated); nothing invisible
+ *        reaches the router. Before cutting a read at a writer's entry the
+ *        backend reads that writer's lease (a writer it has not heard of,
+ *        one that closed or died is no reason to stop), and a store closed
+ *        cleanly announces it (every batch complete) and drops its lease,
+ *        so no reader waits for it.
  *    S2. ENTRY. For every user whose session this broker claimed (CLAIM
  *        answered CW_OK and neither RELEASE nor TAKEOVER since), the
  *        backend raises ENTRY for each entry as it becomes visible, in
@@ -220,7 +230,8 @@ struct cw_store_reply {
     int status;                 /* see the table above; events: CW_OK */
     int duplicate;              /* APPEND: answered from the dedup record */
     int created;                /* ADD_USER: new name; PRESENCE: 1 online, 0 offline */
-    int truncated;              /* WHO_PAGE: more users follow */
+    int truncated;              /* WHO_PAGE: more users follow; READ, HISTORY: stopped
+                                   before an entry not visible yet */
     int resumed;                /* CLAIM_SESSION: taken over from another broker */
     uint64_t pending;           /* ACK, READ: the user's unacknowledged entries after it */
     uint64_t batch;             /* DONE: the batch completed */
@@ -322,8 +333,11 @@ typedef struct {
     uint64_t duplicates;     /* appends answered from the dedup record */
     uint64_t failed_groups;  /* batches answered CW_STORE_ERROR */
     uint64_t max_group;      /* most requests seen in one batch */
-    uint64_t pending;        /* unacknowledged entries over all users */
-    uint64_t users;          /* known users */
+    uint64_t pending;        /* unacknowledged entries over all users (shared
+                                backends: as loaded at open, then kept current
+                                with this broker's appends and acks; other
+                                brokers' appends and acks are not seen) */
+    uint64_t users;          /* known users (shared: plus NEW_USER) */
     /* Durable-sync latency (SQLite: every group's COMMIT, the WAL fsync,
      * timed on the store thread). commit_hist[i] counts the syncs that took
      * at most bound i (not cumulative); commit_hist[CW_COMMIT_BUCKETS] the

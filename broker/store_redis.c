@@ -1,5 +1,5 @@
 /*  store_redis: the Redis Cluster backend of store_if.h (cw_store_redis_ops;
- *  SCALEOUT.md §2-§6). This file owns the backend's thread, its pipe to the
+ *  shared/SCALEOUT.md §2-§6). This file owns the backend's thread, its pipe to the
  *  router, the batches (group commit) and their durability (WAIT), the
  *  broker's lease, and open (the user log and resume clocks). The scripts
  *  and the entry encoding are store_redis_lua.c's; the visibility gate and
@@ -19,8 +19,11 @@
  *  session owners, entries an Ack with receipts covers), P2 the main
  *  commands (every APPEND script, in submission order), P3 what depends on
  *  P2 (outcome records, the claim's compare-and-set, receipts), P4 leases
- *  of session owners for WHO_PAGE. Then one WAIT per primary that ran a
- *  write of the batch.
+ *  of session owners for WHO_PAGE. A READ/HISTORY that stops at an entry
+ *  not visible as of the batch's snapshot reads the lease of each writer
+ *  holding such an entry in P3 and, if that lets more through, reads again
+ *  in P4 (judged by the gate as of that second read's sending). Then one
+ *  WAIT per primary that ran a write of the batch.
  *
  *  Invariants:
  *    1. Nothing is answered before its writes are durable: the primary's
@@ -216,6 +219,8 @@ size_t rs_key(char *buf, size_t size, const char *prefix, const char *user, cons
 
 void rs_emit(rs_t *t, rs_req_t *ev)
 {
+    if (ev->rep.kind == CW_STORE_EV_NEW_USER) /* made by another broker */
+        atomic_fetch_add_explicit(&t->be->c.users, 1, memory_order_relaxed);
     if (send_obj(t->pipe, ev, ZMQ_DONTWAIT) != 0) {
         CW_ERROR("redis store: event %d for the router dropped: %s", ev->rep.kind,
                  zmq_strerror(errno));
@@ -350,6 +355,7 @@ typedef enum {
     OP_WHO_RANGE,     /* P2 WHO */
     OP_WHO_USER,      /* P3 WHO */
     OP_WHO_SESS,      /* P3 WHO */
+    OP_WRITER_GET,    /* P3 READ/HISTORY: the lease of a writer the read stopped at */
     OP_WAIT,
 } op_kind_t;
 
@@ -403,6 +409,7 @@ typedef struct {
     cw_store_entry_t *ents;
     size_t n_ents;
     rs_w_t *ws;
+    rs_snap_t *rsnap;        /* P4 re-read: the gate as of its sending (else b->snap) */
     /* CLAIM */
     char *own_b, *own_inc, *own_tok;
     size_t own_tok_len;
@@ -413,6 +420,7 @@ typedef struct {
     size_t n_names;
     cw_store_user_t *wu;
     char **wb, **winc;
+    uint64_t acked_now;      /* ACK: entries it acknowledged (the Stats pending) */
     int failed;              /* a write of the request failed: its status */
 } work_t;
 
@@ -555,6 +563,7 @@ static void work_free(rs_req_t *q)
     free(w->rc);
     cw_store_entries_free(&w->ents, w->n_ents);
     free(w->ws);
+    rs_snap_free(&w->rsnap);
     free(w->own_b);
     free(w->own_inc);
     free(w->own_tok);
@@ -687,6 +696,42 @@ static int parse_outcome(rs_req_t *q, const char *s, size_t len)
     return 0;
 }
 
+#define MAX_WRITER_GETS 8 /* lease reads per READ that stopped short */
+
+/* How many of w's entries, oldest first, are visible as of snap (READ:
+ * ascending already; HISTORY: still newest first). */
+static size_t first_invisible(batch_t *b, work_t *w, const rs_snap_t *snap, int newest_first)
+{
+    uint64_t own_done = b->dirty ? b->number - 1 : b->number;
+    size_t n = w->n_ents, keep = 0;
+    while (keep < n) {
+        size_t i = newest_first ? n - 1 - keep : keep;
+        if (!(w->ents[i].status == CW_DAMAGED && !w->ws[i].b) &&
+            !rs_snap_visible(b->t->gate, snap, &w->ws[i], own_done))
+            break;
+        keep++;
+    }
+    return keep;
+}
+
+/* Sends request q's READ or HISTORY script (P2; again in P4). */
+static void read_op(batch_t *b, rs_req_t *q)
+{
+    char k1[200], k2[200], a1[24], a2[24];
+    rs_key(k1, sizeof k1, "cw:u:", q->user, NULL);
+    rs_key(k2, sizeof k2, "cw:q:", q->user, NULL);
+    if (q->rep.kind == CW_STORE_REQ_READ) {
+        snprintf(a1, sizeof a1, "%llu", (unsigned long long) q->arg);
+        snprintf(a2, sizeof a2, "%u", q->n);
+        const char *argv[] = {"2", k1, k2, a1, a2};
+        op_add(b, q, OP_READ, 0, k1, 0, SC_READ, 5, argv, NULL);
+    } else {
+        snprintf(a1, sizeof a1, "%u", q->n);
+        const char *argv[] = {"2", k1, k2, a1};
+        op_add(b, q, OP_HISTORY, 0, k1, 0, SC_HISTORY, 4, argv, NULL);
+    }
+}
+
 /* Issues the commands of request q for phase p. */
 static void req_phase(batch_t *b, rs_req_t *q, int p)
 {
@@ -768,19 +813,45 @@ static void req_phase(batch_t *b, rs_req_t *q, int p)
     }
     case CW_STORE_REQ_READ:
     case CW_STORE_REQ_HISTORY:
-        if (p == 2 && name_ok(q->user)) {
-            rs_key(k1, sizeof k1, "cw:u:", q->user, NULL);
-            rs_key(k2, sizeof k2, "cw:q:", q->user, NULL);
-            char a1[24], a2[24];
-            if (r->kind == CW_STORE_REQ_READ) {
-                snprintf(a1, sizeof a1, "%llu", (unsigned long long) q->arg);
-                snprintf(a2, sizeof a2, "%u", q->n);
-                const char *argv[] = {"2", k1, k2, a1, a2};
-                op_add(b, q, OP_READ, 0, k1, 0, SC_READ, 5, argv, NULL);
+        if (!name_ok(q->user))
+            break;
+        if (p == 2) {
+            read_op(b, q);
+        } else if (p == 3 && r->status == CW_OK) {
+            /* The read stops at the first entry not visible as of the
+             * batch's snapshot: ask for the lease of every writer holding
+             * such an entry (a writer this broker has not heard of, one
+             * that closed or died, one whose DONE is not in yet). */
+            size_t n = w->n_ents, asked = 0;
+            const char *seen[MAX_WRITER_GETS];
+            size_t at = first_invisible(b, w, b->snap, r->kind == CW_STORE_REQ_HISTORY);
+            for (size_t k = at; k < n && asked < MAX_WRITER_GETS; k++) {
+                size_t i = r->kind == CW_STORE_REQ_HISTORY ? n - 1 - k : k;
+                const rs_w_t *x = &w->ws[i];
+                if (!x->b || (strcmp(x->b, t->b) == 0 && strcmp(x->inc, t->inc) == 0))
+                    continue;
+                size_t j = 0;
+                while (j < asked && strcmp(seen[j], x->b) != 0)
+                    j++;
+                if (j < asked)
+                    continue;
+                seen[asked++] = x->b;
+                rs_key(k1, sizeof k1, "cw:b:", x->b, NULL);
+                const char *argv[] = {"HMGET", k1, "inc", "done"};
+                op_add(b, q, OP_WRITER_GET, i, k1, 0, -1, 4, argv, NULL);
+            }
+        } else if (p == 4 && r->status == CW_OK) {
+            /* What the leases said is known before this read is sent: if it
+             * lets more of the entries through, read again and judge that
+             * read by the gate as of now (a snapshot, as for the first). */
+            rs_snap_t *now = rs_gate_snap(t->gate);
+            int hist = r->kind == CW_STORE_REQ_HISTORY;
+            if (now && first_invisible(b, w, now, hist) > first_invisible(b, w, b->snap, hist)) {
+                w->rsnap = now;
+                r->status = CW_STORE_ERROR; /* until the re-read's reply parses */
+                read_op(b, q);
             } else {
-                snprintf(a1, sizeof a1, "%u", q->n);
-                const char *argv[] = {"2", k1, k2, a1};
-                op_add(b, q, OP_HISTORY, 0, k1, 0, SC_HISTORY, 4, argv, NULL);
+                rs_snap_free(&now);
             }
         }
         break;
@@ -1122,9 +1193,11 @@ static void op_reply(op_t *o, const redisReply *r)
     case OP_ACK:
         if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2 && reply_int(r->element[0], &v) == 0) {
             rep->status = v == 0 ? CW_OK : v == -1 ? CW_UNKNOWN_USER : CW_BAD_REQUEST;
-            long long pend = 0;
+            long long pend = 0, newly = 0;
             reply_int(r->element[1], &pend);
             rep->pending = pend > 0 ? (uint64_t) pend : 0;
+            if (r->elements >= 3 && reply_int(r->element[2], &newly) == 0 && newly > 0)
+                w->acked_now = (uint64_t) newly;
         }
         break;
     case OP_READ:
@@ -1240,6 +1313,9 @@ static void op_reply(op_t *o, const redisReply *r)
                 w->winc[o->idx] = dup_str(e1->str, e1->len);
             }
         }
+        break;
+    case OP_WRITER_GET:
+        rs_gate_writer_learn(t->gate, &w->ws[o->idx], r);
         break;
     case OP_WAIT:
         break;
@@ -1581,8 +1657,8 @@ static void apply_failures(batch_t *b)
 {
     for (size_t i = 0; i < b->n_ops; i++) {
         op_t *x = b->ops[i];
-        if (x->kind == OP_WAIT || !x->q)
-            continue;
+        if (x->kind == OP_WAIT || x->kind == OP_WRITER_GET || !x->q)
+            continue; /* a lease read that failed only leaves the read short */
         int f = x->failed;
         if (!f && x->write && !x->confirmed)
             f = CW_STORE_ERROR;
@@ -1605,7 +1681,6 @@ static void apply_failures(batch_t *b)
 /* Cuts a READ/HISTORY reply at the first entry that is not visible. */
 static void finish_read(batch_t *b, rs_req_t *q)
 {
-    rs_t *t = b->t;
     cw_store_reply_t *r = &q->rep;
     work_t *w = W(q);
     if (r->status != CW_OK) {
@@ -1624,12 +1699,9 @@ static void finish_read(batch_t *b, rs_req_t *q)
             w->ws[i] = w->ws[n - 1 - i];
             w->ws[n - 1 - i] = x;
         }
-    uint64_t own_done = b->dirty ? b->number - 1 : b->number;
-    size_t keep = 0;
-    while (keep < n && (w->ents[keep].status == CW_DAMAGED && !w->ws[keep].b
-                            ? 1
-                            : rs_snap_visible(t->gate, b->snap, &w->ws[keep], own_done)))
-        keep++;
+    size_t keep = first_invisible(b, w, w->rsnap ? w->rsnap : b->snap, 0);
+    /* stopped before an entry that exists: say so (store_if.h READ) */
+    r->truncated = keep < n;
     for (size_t i = keep; i < n; i++)
         free(w->ents[i].mem_);
     free_ws(w);
@@ -1696,7 +1768,8 @@ static int batch_complete(batch_t *b)
     rs_t *t = b->t;
     counters_t *c = &t->be->c;
     apply_failures(b);
-    size_t appended = 0, entries = 0, dups = 0;
+    size_t appended = 0, entries = 0, dups = 0, new_users = 0;
+    uint64_t acked = 0;
     int failed = 0;
     for (size_t i = 0; i < b->n; i++) {
         rs_req_t *q = b->reqs[i];
@@ -1726,6 +1799,8 @@ static int batch_complete(batch_t *b)
             failed |= r->status == CW_STORE_ERROR;
             break;
         case CW_STORE_REQ_ACK:
+            if (r->status == CW_OK)
+                acked += w->acked_now;
             for (size_t k = 0; k < w->n_rc; k++)
                 if (w->rc[k].status == CW_ACCEPTED && !w->rc[k].dup) {
                     entries++;
@@ -1762,6 +1837,7 @@ static int batch_complete(batch_t *b)
             break;
         case CW_STORE_REQ_ADD_USER:
             if (r->status == CW_OK && r->created) {
+                new_users++;
                 char msg[300];
                 int l = snprintf(msg, sizeof msg, "U %s %llu %s", t->b,
                                  (unsigned long long) rs_now_us(), q->user);
@@ -1788,6 +1864,11 @@ static int batch_complete(batch_t *b)
     atomic_fetch_add_explicit(&c->groups, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&c->appended, appended, memory_order_relaxed);
     atomic_fetch_add_explicit(&c->entries, entries, memory_order_relaxed);
+    /* pending and users: the counts at open, kept current with what this
+     * broker appends, acknowledges and creates, and NEW_USER (rs_emit) */
+    uint64_t pend = atomic_load_explicit(&c->pending, memory_order_relaxed) + entries;
+    atomic_store_explicit(&c->pending, pend > acked ? pend - acked : 0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->users, new_users, memory_order_relaxed);
     atomic_fetch_add_explicit(&c->duplicates, dups, memory_order_relaxed);
     if (failed || b->dirty)
         atomic_fetch_add_explicit(&c->failed_groups, failed ? 1 : 0, memory_order_relaxed);
@@ -2003,8 +2084,16 @@ static void task(zsock_t *pipe, void *arg)
     while ((got = recv_obj(t->pipe, &q, ZMQ_DONTWAIT)) >= 0)
         if (got == 1)
             rs_req_destroy(&q->rep);
-    /* Our claims and lease end with us (SCALEOUT.md §5: on SIGTERM a broker
-     * drops its lease); bounded by the command deadline. */
+    /* Our claims and lease end with us (shared/SCALEOUT.md §5: on SIGTERM a broker
+     * drops its lease); bounded by the command deadline. The "closed" DONE
+     * tells the other brokers at once that every batch of ours is complete
+     * and none follows, so that none waits for the lease to go. */
+    if (!broken) {
+        char msg[300];
+        int l = snprintf(msg, sizeof msg, "%s %s %llu closed", t->b, t->inc,
+                         (unsigned long long) t->batches);
+        publish(t, "cw:done", msg, (size_t) l);
+    }
     char k[200];
     rs_key(k, sizeof k, "cw:b:", t->b, NULL);
     const char *argv[] = {"DEL", k};

@@ -1,5 +1,5 @@
 /*  store_redis_gate: the visibility gate and the events of the Redis store
- *  (store_if.h S1, S2, S5, S6; SCALEOUT.md §4). Owns the claimed users'
+ *  (store_if.h S1, S2, S5, S6; shared/SCALEOUT.md §4). Owns the claimed users'
  *  delivery state, what is known of every writer broker (completed
  *  batches, clean batches, lease), and the subscriptions (cw:n:{u} per
  *  claimed user; cw:done, cw:presence, cw:ev). Backend thread only.
@@ -699,10 +699,14 @@ static void on_done(rs_gate_t *g, const char *p, size_t len)
     char *sp = strrchr(buf, ' ');
     if (!sp)
         return;
-    int clean = strcmp(sp + 1, "clean") == 0;
+    int clean = strcmp(sp + 1, "clean") == 0, closed = strcmp(sp + 1, "closed") == 0;
     *sp = 0;
     if (rs_w_parse(buf, strlen(buf), &w) != 0)
         return;
+    if (closed) {
+        rs_gate_writer_closed(g, w.b, w.b_len, w.inc, w.inc_len, w.batch);
+        return;
+    }
     writer_t *wr = writer_get(g, w.b, w.b_len, w.inc, w.inc_len);
     if (!wr || wr->idx == g->me)
         return;
@@ -812,6 +816,32 @@ typedef struct {
     int idx;
 } leasectx_t;
 
+/* Applies a lease read (HMGET cw:b:{B} inc done) to writer w: expired when
+ * the lease is gone or names another incarnation, else done moves up.
+ * 1 if that changed what is visible. */
+static int writer_apply_lease(writer_t *w, const redisReply *r)
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+        return 0;
+    const redisReply *inc = r->element[0], *done = r->element[1];
+    if (inc->type != REDIS_REPLY_STRING || strcmp(inc->str, w->inc) != 0) {
+        if (w->expired)
+            return 0;
+        w->expired = 1;
+        CW_INFO("redis store: broker %s (incarnation %s) has no lease: its entries are visible",
+                w->b, w->inc);
+        return 1;
+    }
+    if (done->type == REDIS_REPLY_STRING) {
+        uint64_t d = strtoull(done->str, NULL, 10);
+        if (d > w->done) {
+            w->done = d;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static void lease_cb(void *arg, int status, redisReply *r)
 {
     leasectx_t *c = arg;
@@ -821,26 +851,34 @@ static void lease_cb(void *arg, int status, redisReply *r)
     w->checking = 0;
     if (status != CW_OK || !r || r->type == REDIS_REPLY_ERROR)
         return;
-    int changed = 0;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
-        const redisReply *inc = r->element[0], *done = r->element[1];
-        if (inc->type != REDIS_REPLY_STRING || strcmp(inc->str, w->inc) != 0) {
-            changed = !w->expired;
-            w->expired = 1;
-            if (changed)
-                CW_INFO("redis store: broker %s (incarnation %s) has no lease: its entries are "
-                        "visible",
-                        w->b, w->inc);
-        } else if (done->type == REDIS_REPLY_STRING) {
-            uint64_t d = strtoull(done->str, NULL, 10);
-            if (d > w->done) {
-                w->done = d;
-                changed = 1;
-            }
-        }
-    }
-    if (changed)
+    if (writer_apply_lease(w, r))
         regate_all(g);
+}
+
+int rs_gate_writer_learn(rs_gate_t *g, const rs_w_t *w, const redisReply *r)
+{
+    if (!w->b)
+        return 0;
+    writer_t *wr = writer_get(g, w->b, w->b_len, w->inc, w->inc_len);
+    if (!wr || wr->idx == g->me || !writer_apply_lease(wr, r))
+        return 0;
+    regate_all(g);
+    return 1;
+}
+
+int rs_gate_writer_closed(rs_gate_t *g, const char *b, size_t bl, const char *inc, size_t il,
+                          uint64_t done)
+{
+    writer_t *wr = writer_get(g, b, bl, inc, il);
+    if (!wr || wr->idx == g->me || wr->expired)
+        return 0;
+    if (done > wr->done)
+        wr->done = done;
+    wr->expired = 1;
+    CW_INFO("redis store: broker %s (incarnation %s) closed its store: its entries are visible",
+            wr->b, wr->inc);
+    regate_all(g);
+    return 1;
 }
 
 void rs_gate_tick(rs_gate_t *g, int64_t now_ms)

@@ -140,6 +140,15 @@ void rs_snap_free(rs_snap_t **p);
 /* Is entry (writer w) visible as of snap? own_batch_done: this broker's
  * batches up to it count as complete. */
 int rs_snap_visible(rs_gate_t *g, const rs_snap_t *snap, const rs_w_t *w, uint64_t own_done);
+/* Applies the lease of entry writer w as just read (r: the reply to HMGET
+ * cw:b:{B} inc done): the writer's lease gone or another incarnation makes
+ * its entries visible, a higher done its batches up to it. 1 if that
+ * changed anything (the gate re-runs its users), else 0. */
+int rs_gate_writer_learn(rs_gate_t *g, const rs_w_t *w, const redisReply *r);
+/* Writer (b, inc) closed its store cleanly after completing batch done
+ * (its "closed" cw:done): everything it wrote is visible. 1 if news. */
+int rs_gate_writer_closed(rs_gate_t *g, const char *b, size_t bl, const char *inc, size_t il,
+                          uint64_t done);
 /* Called every turn: lease checks that are due, resyncs. */
 void rs_gate_tick(rs_gate_t *g, int64_t now_ms);
 

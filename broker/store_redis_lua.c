@@ -1,5 +1,5 @@
 /*  store_redis_lua: the Redis store's server-side scripts and its entry
- *  encoding (SCALEOUT.md §2). No state; any thread (the backend's thread
+ *  encoding (shared/SCALEOUT.md §2). No state; any thread (the backend's thread
  *  is the only caller).
  *
  *  Keys (every key of user u carries the hash tag {u}, so one script sees
@@ -66,7 +66,7 @@ const char *const rs_scripts[N_SCRIPTS] = {
         "redis.call('SPUBLISH', KEYS[4], table.concat(t, ','))\n"
         "return {0, seq}\n",
     /* SC_ACK. KEYS: user hash, stream. ARGV: up_to, retention, now_ms,
-     * dedupe window ms, dedupe key prefix. {0|-1|-3, pending}. */
+     * dedupe window ms, dedupe key prefix. {0|-1|-3, pending, newly acked}. */
     [SC_ACK] =
         "if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end\n"
         "local h = redis.call('HMGET', KEYS[1], 'acked', 'last')\n"
@@ -98,7 +98,7 @@ const char *const rs_scripts[N_SCRIPTS] = {
         "if minid > 1 then\n"
         "  redis.call('XTRIM', KEYS[2], 'MINID', '0-' .. string.format('%.0f', minid))\n"
         "end\n"
-        "return {0, last - up}\n",
+        "return {0, last - up, up - acked}\n",
     /* SC_READ. KEYS: user hash, stream. ARGV: from, max. */
     [SC_READ] =
         "if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end\n"

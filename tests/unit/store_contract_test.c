@@ -714,6 +714,99 @@ static void test_close_in_flight(void **state)
     }
 }
 
+/* A fresh instance reads back everything a cleanly closed one wrote, at
+ * once and whole: no reply comes back short (the closed writer published
+ * its last DONE and dropped its lease; a shared backend asks for a lease it
+ * has not heard of instead of cutting the read). */
+static void test_reopen_reads_all(void **state)
+{
+    (void) state;
+    FOR_EACH_BACKEND(b) {
+        fx_t *f = fx_new(b, NULL);
+        const cw_store_ops_t *o = f->be->ops;
+        uint64_t t = 0;
+        add_users(f, &t);
+        enum { N = 300 };
+        uint64_t first = t + 1;
+        for (int i = 0; i < N; i++) {
+            char mid[32];
+            snprintf(mid, sizeof mid, "r%d", i);
+            assert_int_equal(append(f, ++t, "alice", mid, mid, "bob", i % 2 ? "carol" : NULL),
+                             CW_OK);
+        }
+        for (uint64_t k = first; k <= t; k++)
+            expect_status(f, k, CW_STORE_REQ_APPEND, CW_OK);
+        fx_close(f);
+        cw_store_config_t cfg;
+        cw_store_config_init(&cfg);
+        cfg.retention = 10;
+        fx_open(f, &cfg);
+        f->last_batch = 0; /* a new instance numbers its batches from 1 */
+        static const char *const who[] = {"bob", "carol"};
+        static const size_t want[] = {N, N / 2};
+        for (int u = 0; u < 2; u++) {
+            assert_int_equal(o->read(f->s, ++t, who[u], 0, 1000), CW_OK);
+            cw_store_reply_t *r = expect(f, t, CW_STORE_REQ_READ);
+            assert_int_equal(cw_store_reply_status(r), CW_OK);
+            assert_false(r->truncated);
+            size_t n = 0;
+            const cw_store_entry_t *e = cw_store_reply_entries(r, &n);
+            assert_int_equal(n, want[u]);
+            for (size_t i = 0; i < n; i++)
+                assert_int_equal(e[i].seq, i + 1);
+            assert_int_equal(cw_store_reply_pending(r), want[u]);
+            cw_store_reply_destroy(&r);
+            assert_int_equal(o->history(f->s, ++t, who[u], 20), CW_OK);
+            r = expect(f, t, CW_STORE_REQ_HISTORY);
+            assert_false(r->truncated);
+            e = cw_store_reply_entries(r, &n);
+            assert_int_equal(n, 20);
+            assert_int_equal(e[19].seq, want[u]);
+            cw_store_reply_destroy(&r);
+        }
+        fx_destroy(&f);
+    }
+}
+
+/* The pending and users counters follow appends, acks and new users (not
+ * only what open loaded): Stats reads them. */
+static void test_counters_current(void **state)
+{
+    (void) state;
+    FOR_EACH_BACKEND(b) {
+        fx_t *f = fx_new(b, NULL);
+        const cw_store_ops_t *o = f->be->ops;
+        cw_store_counters_t c;
+        o->stats(f->s, &c);
+        assert_int_equal(c.users, 0);
+        assert_int_equal(c.pending, 0);
+        uint64_t t = 0;
+        add_users(f, &t);
+        o->stats(f->s, &c);
+        assert_int_equal(c.users, 3);
+        for (int i = 0; i < 5; i++) {
+            assert_int_equal(append(f, ++t, "alice", NULL, "x", "bob", i < 2 ? "carol" : NULL),
+                             CW_OK);
+            expect_status(f, t, CW_STORE_REQ_APPEND, CW_OK);
+        }
+        o->stats(f->s, &c);
+        assert_int_equal(c.pending, 7);
+        assert_int_equal(o->ack(f->s, ++t, "bob", 3, 0), CW_OK);
+        expect_status(f, t, CW_STORE_REQ_ACK, CW_OK);
+        assert_int_equal(o->ack(f->s, ++t, "bob", 2, 0), CW_OK); /* below: no change */
+        expect_status(f, t, CW_STORE_REQ_ACK, CW_OK);
+        o->stats(f->s, &c);
+        assert_int_equal(c.pending, 4);
+        assert_int_equal(o->add_user(f->s, ++t, "dave"), CW_OK);
+        expect_status(f, t, CW_STORE_REQ_ADD_USER, CW_OK);
+        assert_int_equal(o->add_user(f->s, ++t, "dave"), CW_OK); /* known: not counted */
+        expect_status(f, t, CW_STORE_REQ_ADD_USER, CW_OK);
+        o->stats(f->s, &c);
+        assert_int_equal(c.users, 4);
+        fx_destroy(&f);
+    }
+}
+
 /* A backend that cannot serve says so at open, clearly, and opens nothing
  * (no cluster at that address; or a build without hiredis). */
 static void test_store_choose(void **state)
@@ -773,6 +866,8 @@ int main(void)
         cmocka_unit_test(test_events),
         cmocka_unit_test(test_failures),
         cmocka_unit_test(test_close_in_flight),
+        cmocka_unit_test(test_reopen_reads_all),
+        cmocka_unit_test(test_counters_current),
         cmocka_unit_test(test_store_choose),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,7 +1,7 @@
 """The router with a shared store: several causeway-broker processes on one
 real Redis Cluster (tests/e2e/scaleout/rediscluster.py: six redis-server
 processes on free loopback ports, started and stopped by this test), each
-started with ``--store redis://...`` (store_if.h S1-S6, PROTOCOL.md §15).
+started with ``--store redis://...`` (store_if.h S1-S6, PROTOCOL.md §13.13).
 
 What a client sees with several brokers, checked end to end with raw
 protocol clients (tests/e2e/conftest.py):

@@ -1,0 +1,73 @@
+"""A Login waiting for the shared store's claim (PROTOCOL.md §9.1, §13.13)
+gets its Reply however long the store takes within --store-retry-ms, and a
+claim that failed leaves the name free.
+
+1. A client sends no Heartbeat before it is logged in (§9.2: it learns the
+   interval from LoginInfo), so the broker must not expire, for silence, a
+   session whose Login is still being decided. It did: a claim whose WAIT
+   could not succeed yet (right after `redis-cli --cluster create`, before
+   the replicas had synced) outlived heartbeat x liveness, the broker
+   closed the session ("gone before its login completed") and the Login
+   was never answered; the client saw only its own timeout.
+2. A claim answered STORE_ERROR because its WAIT fell short was written on
+   the primary all the same (a script is not rolled back). The broker did
+   not release it, so the name stayed NAME_TAKEN on every other broker for
+   as long as that broker ran.
+
+Here the claim cannot succeed at all: --redis-wait 2 on a cluster with one
+replica per shard, so every WAIT falls short and the claim is retried until
+--store-retry-ms (1500 ms) runs out, well after heartbeat x liveness
+(200 ms x 3). The Login must be answered STORE_ERROR, and a broker with the
+default --redis-wait 1 on the same cluster must then log the same name in
+while the first broker still runs.
+"""
+
+import time
+
+import pytest
+
+from conftest import assert_status
+from rediscluster import Cluster
+
+RETRY_MS = 1500           # the claim's deadline: > heartbeat x liveness (600 ms)
+REPLY_BOUND = 15.0        # a bound for the Reply, far above RETRY_MS
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(str(tmp_path / "redis"))
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
+def test_login_answered_store_error_when_the_claim_cannot_be_replicated(cluster, broker, hub, pb):
+    b = broker("--store", f"redis://{cluster.seeds}", "--redis-wait", "2",
+               "--store-retry-ms", str(RETRY_MS))
+    c = hub.client(b.endpoint)
+    reply = c.request("login", pb.Login(name="alice", agent="pytest"), timeout=REPLY_BOUND)
+    assert_status(pb, reply, "STORE_ERROR")
+    assert "retry" in reply.detail
+    # The connection is not logged in, and says so.
+    assert_status(pb, c.request("fetch", pb.Fetch(max=1)), "NOT_LOGGED_IN")
+    assert "gone before its login completed" not in b.log()
+
+    # The same name on a broker whose WAITs succeed. The failed claim was
+    # written on the primary all the same (a short WAIT rolls nothing
+    # back); the first broker releases it, so the name is free although
+    # that broker keeps running (its lease never expires). The release
+    # goes through the store: polled, bounded, each try a real Login.
+    ok = broker("--store", f"redis://{cluster.seeds}")
+    deadline = time.monotonic() + REPLY_BOUND
+    while True:
+        alice = hub.client(ok.endpoint)
+        reply = alice.try_login("alice")
+        if reply.status != pb.STATUS_NAME_TAKEN or time.monotonic() > deadline:
+            break
+        alice.close()
+        hub.wait(0.05)  # between two Logins; the release is a store round trip
+    assert_status(pb, reply, "OK")
+    alice.logout()
+    assert b.running()
