@@ -390,6 +390,11 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
         cwe_reply_status(b, id, id_len, rid, CW_BAD_REQUEST, "Login.agent is longer than 128 bytes");
         return;
     }
+    if (cwd_fenced(b)) { /* shared store: our lease lapsed (PROTOCOL.md §13.13) */
+        cwe_reply_status(b, id, id_len, rid, CW_SHUTTING_DOWN,
+                         "fenced: this broker cannot renew its store lease; use another broker");
+        return;
+    }
     cwb_user_t *user = cw_sessions_user(b->sessions, login->name);
     if (user && !take_token(b, user, id, id_len, rid))
         return; /* logging in again does not refill the bucket */

@@ -1177,6 +1177,45 @@ static void on_new_user(cw_broker_t *b, cw_store_reply_t *r)
         u->remote_online = r->users[0].online;
 }
 
+/* FENCED (store_if.h): this broker could not renew its lease in time, so
+ * other brokers may take its users over: it stops serving. Every session
+ * is closed (the reaper releases its claim and says EXPIRED), so that the
+ * clients fail over to another broker; logins are refused until UNFENCED
+ * (handle_login asks cwd_fenced). */
+static void on_fenced(cw_broker_t *b)
+{
+    if (b->durable->sh.fenced)
+        return;
+    b->durable->sh.fenced = true;
+    b->durable->sh.fences++;
+    size_t closed = 0;
+    for (size_t i = 0; i < cw_sessions_count(b->sessions); i++) {
+        cw_session_t *s = cw_sessions_at(b->sessions, i);
+        if (s->dead)
+            continue;
+        s->dead = true;
+        b->n_dead++;
+        closed++;
+    }
+    b->durable->sh.fenced_sessions += closed;
+    CW_WARN("store lease lapsed: fenced; %zu sessions closed, logins refused until it is "
+            "renewed",
+            closed);
+}
+
+static void on_unfenced(cw_broker_t *b)
+{
+    if (!b->durable->sh.fenced)
+        return;
+    b->durable->sh.fenced = false;
+    CW_INFO("store lease renewed: serving again");
+}
+
+bool cwd_fenced(const cw_broker_t *b)
+{
+    return b->durable && b->durable->sh.fenced;
+}
+
 /* An unsolicited event of the store. SQLite raises only DONE (its batches
  * complete in submission order, which the FIFO already relies on); a
  * shared store raises the others (store_if.h S1-S6). */
@@ -1189,6 +1228,8 @@ static void on_event(cw_broker_t *b, cw_store_reply_t *r)
     case CW_STORE_EV_PRESENCE: on_presence(b, r); break;
     case CW_STORE_EV_NEW_USER: on_new_user(b, r); break;
     case CW_STORE_EV_DONE: break;
+    case CW_STORE_EV_FENCED: on_fenced(b); break;
+    case CW_STORE_EV_UNFENCED: on_unfenced(b); break;
     default:
         CW_WARN("store event %d ignored (unknown kind)", cw_store_reply_kind(r));
         break;

@@ -89,8 +89,14 @@ typedef struct {
     uint64_t live_remote;   /* live recipients handed to other brokers (DELIVERED) */
     uint64_t live_in;       /* live frames from other brokers pushed or held here */
     uint64_t entry_events;  /* ENTRY events received */
+    bool fenced;            /* the store's lease lapsed (FENCED): not serving */
+    uint64_t fences;        /* FENCED events */
+    uint64_t fenced_sessions; /* sessions closed because of one */
 } cwd_shared_stats_t;
 void cwd_shared_stats(cw_broker_t *b, cwd_shared_stats_t *out);
+/* True while the shared store is fenced (store_if.h FENCED): logins are
+ * refused until UNFENCED. Can't fail; false without a shared store. */
+bool cwd_fenced(const cw_broker_t *b);
 
 /* Counters for Stats (0 when live-only). */
 void cwd_stats(cw_broker_t *b, uint64_t *stored, uint64_t *fsyncs, uint64_t *damaged);

@@ -180,6 +180,9 @@ void cwo_stats(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
     st.live_remote = sh.live_remote;
     st.live_from_brokers = sh.live_in;
     st.entry_events = sh.entry_events;
+    st.store_fenced = sh.fenced;
+    st.store_fences = sh.fences;
+    st.fenced_sessions = sh.fenced_sessions;
 
     /* Refusals and fates: only the statuses seen. */
     Causeway__V1__StatusCount counts[2][CW_MON_STATUSES], *cptr[2][CW_MON_STATUSES];

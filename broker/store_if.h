@@ -81,7 +81,11 @@
  *  (`user`'s session moved to another broker), PRESENCE (`user` came or
  *  went on another broker: created 1 = online), NEW_USER (users[0], made by
  *  another broker), DONE (the backend completed batch `batch`; batches
- *  complete in submission order).
+ *  complete in submission order), FENCED (shared: this broker could not
+ *  renew its lease within 2 x lease_ms, so other brokers may soon take its
+ *  users; the router must stop serving: drop its sessions, refuse logins),
+ *  UNFENCED (the lease is renewed again; FENCED and UNFENCED alternate,
+ *  FENCED first).
  *
  *  Shared backends (ops->shared = 1: Redis; several brokers, shared/SCALEOUT.md):
  *    S1. Visibility. An entry is visible once its writer (any broker)
@@ -219,6 +223,8 @@ typedef enum {
     CW_STORE_EV_PRESENCE = 19,
     CW_STORE_EV_NEW_USER = 20,
     CW_STORE_EV_DONE = 21,
+    CW_STORE_EV_FENCED = 22,
+    CW_STORE_EV_UNFENCED = 23,
 } cw_store_event_kind_t;
 
 /* A reply or an event: an owned object the router destroys with
@@ -338,6 +344,7 @@ typedef struct {
                                 with this broker's appends and acks; other
                                 brokers' appends and acks are not seen) */
     uint64_t users;          /* known users (shared: plus NEW_USER) */
+    uint64_t fences;         /* shared: times FENCED was raised */
     /* Durable-sync latency (SQLite: every group's COMMIT, the WAL fsync,
      * timed on the store thread). commit_hist[i] counts the syncs that took
      * at most bound i (not cumulative); commit_hist[CW_COMMIT_BUCKETS] the

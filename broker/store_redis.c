@@ -164,7 +164,7 @@ static int recv_obj(void *pipe, rs_req_t **obj, int flags)
 
 typedef struct {
     _Atomic uint64_t requests, groups, commits, appended, entries, duplicates, failed_groups,
-        max_group, pending, users;
+        max_group, pending, users, fences;
     _Atomic uint64_t commit_hist[CW_COMMIT_BUCKETS + 1], commit_sum_us, commit_count;
 } counters_t;
 
@@ -193,6 +193,8 @@ struct rs {
     rs_req_t **reqs;             /* taken from the pipe for the next batch */
     int64_t lease_due_ms;
     int64_t lease_ok_ms;         /* last confirmed renewal */
+    int fenced;                  /* FENCED raised, UNFENCED not yet */
+    int64_t fenced_ms;           /* when */
     uint64_t id_serial;          /* internal message ids */
     uint64_t pending_total;
 };
@@ -2013,6 +2015,34 @@ static void lease_renew(rs_t *t)
     cmd_key(t, k, 3, a2, NULL, lease_cb, t);
 }
 
+/* Fencing (SCALEOUT.md §5): a lease not renewed within 2 H raises FENCED
+ * (other brokers see it expire at 3 H and may take this broker's users);
+ * the first renewal confirmed after that raises UNFENCED. */
+static void fence_check(rs_t *t, int64_t now)
+{
+    int64_t limit = 2 * (int64_t) t->cfg.lease_ms;
+    int ev = 0;
+    if (!t->fenced && now - t->lease_ok_ms > limit) {
+        t->fenced = 1;
+        t->fenced_ms = now;
+        atomic_fetch_add_explicit(&t->be->c.fences, 1, memory_order_relaxed);
+        CW_WARN("redis store: lease of broker %s not renewed for %lld ms (limit %lld): fenced, "
+                "not serving until it is renewed",
+                t->b, (long long) (now - t->lease_ok_ms), (long long) limit);
+        ev = CW_STORE_EV_FENCED;
+    } else if (t->fenced && t->lease_ok_ms > t->fenced_ms) {
+        t->fenced = 0;
+        CW_INFO("redis store: lease of broker %s renewed: serving again", t->b);
+        ev = CW_STORE_EV_UNFENCED;
+    }
+    char *unused;
+    rs_req_t *q = ev ? rs_req_new(ev, 0, 0, 0, &unused) : NULL;
+    if (q) {
+        q->rep.status = CW_OK;
+        rs_emit(t, q);
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /* The thread                                                                */
 
@@ -2075,6 +2105,7 @@ static void task(zsock_t *pipe, void *arg)
             lease_renew(t);
             t->lease_due_ms = now + t->cfg.lease_ms;
         }
+        fence_check(t, now);
         rs_gate_tick(t->gate, now);
     }
     atomic_store(&be->exited, 1);
@@ -2633,6 +2664,7 @@ static void redis_stats(cw_store_backend_t *s, cw_store_counters_t *out)
     out->max_group = atomic_load_explicit(&c->max_group, memory_order_relaxed);
     out->pending = atomic_load_explicit(&c->pending, memory_order_relaxed);
     out->users = atomic_load_explicit(&c->users, memory_order_relaxed);
+    out->fences = atomic_load_explicit(&c->fences, memory_order_relaxed);
     out->commit_count = atomic_load_explicit(&c->commit_count, memory_order_acquire);
     out->commit_sum_us = atomic_load_explicit(&c->commit_sum_us, memory_order_relaxed);
     for (size_t i = 0; i <= CW_COMMIT_BUCKETS; i++)

@@ -208,7 +208,7 @@ static cw_store_reply_t *next_or_null(fx_t *f, int ms)
         if (!r || !cw_store_reply_is_event(r))
             return r;
         assert_int_equal(cw_store_reply_token(r), 0);
-        assert_true(r->kind >= CW_STORE_EV_ENTRY && r->kind <= CW_STORE_EV_DONE);
+        assert_true(r->kind >= CW_STORE_EV_ENTRY && r->kind <= CW_STORE_EV_UNFENCED);
         if (r->kind == CW_STORE_EV_DONE) {
             assert_true(r->batch > f->last_batch); /* batches complete in order */
             f->last_batch = r->batch;

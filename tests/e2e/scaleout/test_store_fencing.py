@@ -1,0 +1,79 @@
+"""Lease fencing (shared/SCALEOUT.md §5, PROTOCOL.md §13.13): a broker that
+cannot renew its store lease within 2 x H stops serving. The store raises
+FENCED; the router closes every session, so that clients fail over to
+another broker, and refuses Logins with SHUTTING_DOWN ("fenced: ...")
+until the lease is renewed (UNFENCED), when it serves again.
+
+The test SIGSTOPs the Redis primary holding the broker's lease key
+(cw:b:{broker}) of a real 6-node cluster (rediscluster.py), waits for the
+session to be closed and a Login to be refused, then SIGCONTs it and waits
+for a Login to succeed again; Stats counts the fence. Every wait is
+bounded and each poll is a real request.
+"""
+
+import signal
+import time
+
+import pytest
+
+from conftest import assert_status
+from rediscluster import Cluster
+
+LEASE_MS = 500           # H: fenced after 2 H without a renewal
+BOUND = 30.0             # bound for each step
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(str(tmp_path / "redis"))
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
+def lease_holder(cluster):
+    """The primary holding the (only) broker's lease key."""
+    for n in cluster.primaries():
+        if n.client().keys("cw:b:*"):
+            return n
+    raise AssertionError("no primary holds a broker lease key")
+
+
+def poll(what, predicate, hub, timeout=BOUND):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = predicate()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        hub.wait(0.05)  # between two requests: keeps the clients alive
+
+
+def test_fenced_broker_drops_sessions_and_refuses_logins(cluster, broker, hub, pb):
+    b = broker("--store", f"redis://{cluster.seeds}", "--lease-ms", LEASE_MS)
+    alice = hub.logged_in(b.endpoint, "alice")
+    # A live Send to herself needs the session and not the store.
+    assert_status(pb, alice.send_text(to=["alice"], text="hi"), "OK")
+    node = lease_holder(cluster)
+    node.proc.send_signal(signal.SIGSTOP)
+    try:
+        # The session is closed: its next Send is NOT_LOGGED_IN.
+        poll("alice's session closed by the fence",
+             lambda: alice.send_text(to=["alice"], text="hi").status == pb.STATUS_NOT_LOGGED_IN,
+             hub)
+        # A Login is refused while the lease cannot be renewed.
+        bob = hub.client(b.endpoint)
+        reply = bob.try_login("bob")
+        assert_status(pb, reply, "SHUTTING_DOWN")
+        assert "fenced" in reply.detail
+    finally:
+        node.proc.send_signal(signal.SIGCONT)
+    # Renewed (at the old primary or at its promoted replica): serving again.
+    again = hub.client(b.endpoint)
+    poll("a Login accepted again", lambda: again.try_login("carol").status == pb.STATUS_OK, hub)
+    st = again.request("stats").stats
+    assert st.store_fences >= 1
+    assert st.fenced_sessions >= 1
+    assert not st.store_fenced
