@@ -197,6 +197,9 @@ struct rs {
     int64_t fenced_ms;           /* when */
     uint64_t id_serial;          /* internal message ids */
     uint64_t pending_total;
+    int flushed;                 /* the router's closing FLUSH was answered: it reads
+                                    nothing more, so events are freed here, not sent
+                                    (they would leak in the pipe) */
 };
 
 const char *rs_me_b(const rs_t *t) { return t->b; }
@@ -223,6 +226,10 @@ void rs_emit(rs_t *t, rs_req_t *ev)
 {
     if (ev->rep.kind == CW_STORE_EV_NEW_USER) /* made by another broker */
         atomic_fetch_add_explicit(&t->be->c.users, 1, memory_order_relaxed);
+    if (t->flushed) {
+        rs_req_destroy(&ev->rep);
+        return;
+    }
     if (send_obj(t->pipe, ev, ZMQ_DONTWAIT) != 0) {
         CW_ERROR("redis store: event %d for the router dropped: %s", ev->rep.kind,
                  zmq_strerror(errno));
@@ -1917,6 +1924,8 @@ static int batch_complete(batch_t *b)
         rs_req_destroy(&flush->rep);
         rc = -1;
     }
+    if (flush)
+        t->flushed = 1;
     return rc;
 }
 

@@ -40,8 +40,10 @@ const char *cw_client_version(void) { return CW_VERSION; }
 /* Frees everything cw_client_new may have built; the thread is not running. */
 static void client_free(cw_client_t *c)
 {
-    if (c->first_mon)
+    if (c->first_mon) {
+        zmq_socket_monitor(c->first_sock, NULL, 0);   /* first: see monitor_stop */
         zmq_close(c->first_mon);
+    }
     if (c->first_sock)
         zmq_close(c->first_sock);
     if (c->actor_pipe)

@@ -187,6 +187,12 @@ static void set_state(actor_t *a, state_t st)
 
 static void on_monitor(actor_t *a);
 static size_t cur_ep(actor_t *a);
+/* The endpoint in use. Only this thread changes c->ep_cur, so it reads it
+ * without the lock (which may be held by the caller). */
+static const char *my_ep(const actor_t *a)
+{
+    return a->c->endpoints[a->c->ep_cur];
+}
 #define HS_FAILURES_FATAL 3  /* failed handshakes in a row that fail waiting requests */
 
 /* Hands the reply for rid to the application if it still waits for it.
@@ -381,9 +387,15 @@ static void monitor_start(actor_t *a)
     a->mon = cw_client_monitor_new(a->c, a->sock);
 }
 
+/* The monitor is switched off before its reading end closes: libzmq sends
+ * monitor events with a blocking send from its own I/O thread, and one
+ * sent to a PAIR whose peer is gone would block that thread, and with it
+ * every connection of the context (seen as logins that never leave). */
 static void monitor_stop(actor_t *a)
 {
     if (a->mon) {
+        if (a->sock)
+            zmq_socket_monitor(a->sock, NULL, 0);
         zmq_close(a->mon);
         a->mon = NULL;
     }
@@ -472,7 +484,7 @@ static void on_monitor(actor_t *a)
         pthread_mutex_lock(&a->c->mu);
         if (known || !a->hs_known) {
             if (strcmp(a->c->hs_error, why) != 0)
-                CW_DEBUG("client: handshake with %s failed: %s", cw_client_cur_endpoint(a->c),
+                CW_DEBUG("client: handshake with %s failed: %s", my_ep(a),
                          why);
             snprintf(a->c->hs_error, sizeof a->c->hs_error, "%s", why);
         }
@@ -506,7 +518,7 @@ static int open_sock(actor_t *a)
     a->sock = s;
     a->sock_gen++;
     monitor_start(a); /* before connecting: no handshake goes unseen */
-    const char *ep = cw_client_cur_endpoint(a->c);
+    const char *ep = my_ep(a);
     if (cw_client_secure_sock(a->c, s, 0) != 0 || zmq_connect(s, ep) != 0) {
         CW_WARN("client: connect %s: %s", ep, zmq_strerror(errno));
         close_sock(a);
@@ -680,10 +692,7 @@ static void next_endpoint(actor_t *a)
 
 static size_t cur_ep(actor_t *a)
 {
-    pthread_mutex_lock(&a->c->mu);
-    size_t i = a->c->ep_cur;
-    pthread_mutex_unlock(&a->c->mu);
-    return i;
+    return a->c->ep_cur;   /* written by this thread only (see my_ep) */
 }
 
 static void forget_session(actor_t *a)
@@ -874,7 +883,7 @@ static void resume_failed(actor_t *a, const char *why, cw_status_t status)
         next = a->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : a->backoff_ms * 2;
     }
     CW_DEBUG("client: login again failed (%s); next try in %d ms at %s", why, next,
-             cw_client_cur_endpoint(a->c));
+             my_ep(a));
     close_sock(a);
     schedule_retry(a, next);
 }
@@ -896,7 +905,7 @@ static void on_resume_reply(actor_t *a, const cw_reply_msg_t *r)
     if (a->c->n_endpoints > 1) {
         char detail[CW_ENDPOINT_LEN_MAX + 64];
         int resumed = r->detail && strcmp(r->detail, "session resumed") == 0;
-        snprintf(detail, sizeof detail, "reconnected to %s (%s)", cw_client_cur_endpoint(a->c),
+        snprintf(detail, sizeof detail, "reconnected to %s (%s)", my_ep(a),
                  resumed ? "session resumed" : "new session");
         CW_DEBUG("client: %s", detail);
         post_conn_event(a, CW_EVENT_RECONNECTED, detail, r);
@@ -1624,7 +1633,7 @@ static void read_pipe(actor_t *a)
                 next_endpoint(a);
                 if (open_sock(a) != 0)
                     CW_ERROR("client: cannot open a socket; every request will fail");
-                CW_DEBUG("client: trying %s", cw_client_cur_endpoint(a->c));
+                CW_DEBUG("client: trying %s", my_ep(a));
             }
             continue;
         }
@@ -1710,7 +1719,7 @@ static void run_timers(actor_t *a)
                 break;
             char why[CW_ENDPOINT_LEN_MAX + 64];
             snprintf(why, sizeof why, "the connection to %s was closed",
-                     cw_client_cur_endpoint(a->c));
+                     my_ep(a));
             lose(a, why);
             break;
         }

@@ -48,7 +48,7 @@ int cw_utf8_valid(const char *s, size_t len);
  * traces with it, libcauseway's tracer the names it writes. */
 int cw_trace_name_ok(const char *name);
 
-/* Broker endpoint lists ("tcp://A:7400,tcp://B:7400"; PROTOCOL.md §3.1):
+/* Broker endpoint lists ("tcp://A:7400,tcp://B:7400"; PROTOCOL.md §13.14):
  * libcauseway's cw_client_new, the CLI's --endpoint and $CAUSEWAY_ENDPOINT
  * take one endpoint or several separated by commas. */
 #define CW_ENDPOINTS_MAX 16      /* endpoints in one list, at most */

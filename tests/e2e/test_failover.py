@@ -1,7 +1,7 @@
 """Client failover between brokers on one real Redis Cluster
 (tests/e2e/scaleout/rediscluster.py: six redis-server processes on free
 loopback ports, started and stopped by this test by PID), with clients
-given a comma-separated endpoint list (PROTOCOL.md §3.1, §13.14).
+given a comma-separated endpoint list (PROTOCOL.md §13.14).
 
 What is checked, end to end, with real processes:
   - libcauseway (tests/e2e/failover_probe.c) and the C CLI (causeway
@@ -277,3 +277,110 @@ def test_single_endpoint_behaves_as_before(brokers, broker, cluster, procs, tmp_
     alice.next(lambda o: "done" in o, BOUND, "the send")
     assert bob.next(lambda o: "deliver" in o, BOUND, "the delivery")["deliver"] == "alice-0"
     assert bob.wait(10) == 0
+
+
+# ---------------------------------------------------------------------------
+# The Python client (clients/python), threaded and asyncio.
+
+@pytest.fixture(scope="module")
+def cw():
+    from conftest import import_installed_causeway
+    return import_installed_causeway()
+
+
+def python_events_until(client, want, deadline, got):
+    """Reads events (threaded client) into got until want(got) or deadline."""
+    while not want(got):
+        left = deadline - time.monotonic()
+        assert left > 0, f"timed out; got {got[-5:]}"
+        ev = client.next_event(timeout=min(left, 1.0))
+        if ev is not None:
+            got.append(ev)
+
+
+def check_python_run(cw, got, results, a, b, count):
+    shown = [e.message_id for e in got if e.kind == "deliver"]
+    assert sorted(shown) == sorted(f"py-{i}" for i in range(count)), (
+        f"missing {sorted(set(f'py-{i}' for i in range(count)) - set(shown))}, "
+        f"twice {sorted(i for i in set(shown) if shown.count(i) > 1)}")
+    seqs = [e.seq for e in got if e.kind == "deliver"]
+    assert all(x < y for x, y in zip(seqs, seqs[1:])), seqs
+    assert not any(e.late for e in got if e.kind == "deliver")
+    assert [r.message_id for r in results] == [f"py-{i}" for i in range(count)]
+    assert all(r.status == "ACCEPTED" for r in results), results
+    rseqs = [r["bob"].seq for r in results]
+    assert len(set(rseqs)) == count, rseqs   # a duplicate answer keeps its original seq
+    lost = [e for e in got if e.kind == "disconnected"]
+    back = [e for e in got if e.kind == "reconnected"]
+    assert len(lost) == 1 and lost[0].endpoint == a.endpoint, lost
+    assert len(back) == 1 and back[0].endpoint == b.endpoint and back[0].switched, back
+    assert back[0].detail.startswith(f"reconnected to {b.endpoint} ("), back
+
+
+def test_python_client_fails_over(cw, brokers):
+    a, b = brokers(2)
+    eps = f"{a.endpoint}, {b.endpoint}"
+    got, results, errors = [], [], []
+    with cw.Client(eps, "bob", timeout=10.0) as bob, \
+            cw.Client([a.endpoint, b.endpoint], "alice", timeout=60.0) as alice:
+        assert bob.endpoint == a.endpoint and bob.endpoints == (a.endpoint, b.endpoint)
+
+        def sender():
+            try:
+                for i in range(COUNT):
+                    results.append(alice.send("bob", f"m{i}", durable=True, message_id=f"py-{i}"))
+            except Exception as e:  # noqa: BLE001 - reported by the test thread
+                errors.append(e)
+        t = threading.Thread(target=sender)
+        t.start()
+        deadline = time.monotonic() + BOUND * 2
+        python_events_until(bob, lambda g: sum(e.kind == "deliver" for e in g) >= 10,
+                            deadline, got)
+        a.kill()
+        python_events_until(bob, lambda g: sum(e.kind == "deliver" for e in g) >= COUNT,
+                            deadline, got)
+        t.join(BOUND)
+        assert not t.is_alive() and not errors, errors
+        assert bob.endpoint == b.endpoint and alice.endpoint == b.endpoint
+        sender_events = []
+        while (ev := alice.next_event(timeout=0)) is not None:
+            sender_events.append(ev)
+        assert [e.kind for e in sender_events] == ["disconnected", "reconnected"], sender_events
+    check_python_run(cw, got, results, a, b, COUNT)
+
+
+def test_python_asyncio_client_fails_over(cw, brokers):
+    import asyncio
+    a, b = brokers(2)
+    eps = [a.endpoint, b.endpoint]
+
+    async def run():
+        got, results = [], []
+        bob = await cw.AsyncClient.connect(eps, name="bob", timeout=10.0)
+        alice = await cw.AsyncClient.connect(",".join(eps), name="alice", timeout=60.0)
+        try:
+            assert bob.endpoint == a.endpoint
+
+            async def sender():
+                for i in range(COUNT):
+                    results.append(await alice.send("bob", f"m{i}", durable=True,
+                                                    message_id=f"py-{i}"))
+            task = asyncio.ensure_future(sender())
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + BOUND * 2
+            while sum(e.kind == "deliver" for e in got) < COUNT:
+                assert loop.time() < deadline, f"timed out; got {got[-5:]}"
+                ev = await bob.next_event(timeout=1.0)
+                if ev is not None:
+                    got.append(ev)
+                    if ev.kind == "deliver" and ev.message_id == "py-9" and a.running():
+                        a.kill()
+            await asyncio.wait_for(task, BOUND)
+            assert bob.endpoint == b.endpoint and alice.endpoint == b.endpoint
+        finally:
+            await alice.close()
+            await bob.close()
+        return got, results
+
+    got, results = asyncio.run(run())
+    check_python_run(cw, got, results, a, b, COUNT)

@@ -75,7 +75,7 @@ DURABLE_ATTEMPT_MIN = 1.0      # a durable send's reply counts as lost after
                                # max(2 * H * L, this), then it is sent again
 MESSAGE_ID_MAX = 128           # bytes (PROTOCOL.md §14)
 INFLIGHT_GRACE = 60.0          # forget requests nobody waits for after this
-ENDPOINTS_MAX = 16             # endpoints in one list (PROTOCOL.md §3.1)
+ENDPOINTS_MAX = 16             # endpoints in one list (PROTOCOL.md §13.14)
 ENDPOINT_LEN_MAX = 256         # bytes of one endpoint
 FAILOVER_RETRY = 0.2           # failover: NAME_TAKEN asked again this often...
 FAILOVER_TAKEN = 10.0          # ... for at most this long
