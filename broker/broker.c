@@ -96,6 +96,39 @@ static long user_log(cw_broker_t *b, const char *after, Causeway__V1__UserInfo *
     return (long) n;
 }
 
+/* Sends `reply` for request rid to id, with the page of the user log after
+ * `after` (NULL or "": from the start) in its users unless `users` is
+ * false; `more`, if not NULL, replaces its detail when the page is
+ * truncated. The one place the Login and Who replies take the user log
+ * from. Returns false (and replies INTERNAL instead) when out of memory. */
+static bool send_with_user_log(cw_broker_t *b, const void *id, size_t id_len, uint64_t rid,
+                               Causeway__V1__Reply *reply, bool users, const char *after,
+                               const char *more)
+{
+    Causeway__V1__UserInfo *infos = NULL, **ptrs = NULL;
+    if (users) {
+        bool truncated = false;
+        long n = user_log(b, after, &infos, &ptrs, &truncated);
+        if (n < 0) {
+            cwe_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
+            return false;
+        }
+        if (truncated && more)
+            reply->detail = (char *) more;
+        reply->truncated = truncated;
+        reply->n_users = (size_t) n;
+        reply->users = ptrs;
+    }
+    cw_env_t out;
+    cw_env_init(&out, rid);
+    out.body_case = CW_BODY(REPLY);
+    out.reply = reply;
+    cwe_send_to_id(b, id, id_len, &out);
+    free(infos);
+    free(ptrs);
+    return true;
+}
+
 /* Logs the cumulative user log, the CLI form of the original server window. */
 static void log_user_log(cw_broker_t *b)
 {
@@ -246,10 +279,8 @@ static void finish_login(cw_broker_t *b, cw_session_t *s, uint64_t rid, bool res
     size_t id_len = s->id[0];
     if (fresh)
         b->mc.logins++;
-    cw_env_t out;
     Causeway__V1__Reply reply;
     Causeway__V1__LoginInfo info;
-    cw_env_init(&out, rid);
     causeway__v1__reply__init(&reply);
     causeway__v1__login_info__init(&info);
     info.broker_version = CW_VERSION;
@@ -269,27 +300,11 @@ static void finish_login(cw_broker_t *b, cw_session_t *s, uint64_t rid, bool res
     reply.status = (Causeway__V1__Status) CW_OK;
     reply.detail = resumed ? "session resumed" : "logged in";
     reply.login = &info;
-    Causeway__V1__UserInfo *infos = NULL, **ptrs = NULL;
-    if (!s->quiet) {
-        bool truncated = false;
-        long n = user_log(b, NULL, &infos, &ptrs, &truncated);
-        if (n < 0) {
-            if (resume)
-                causeway__v1__deliver__free_unpacked(resume, NULL);
-            cwe_reply_status(b, id, id_len, rid, CW_INTERNAL, "out of memory");
-            return;
-        }
-        reply.truncated = truncated;
-        reply.n_users = (size_t) n;
-        reply.users = ptrs;
-    }
-    out.body_case = CW_BODY(REPLY);
-    out.reply = &reply;
-    cwe_send_to_id(b, id, id_len, &out);
-    free(infos);
-    free(ptrs);
+    bool sent = send_with_user_log(b, id, id_len, rid, &reply, !s->quiet, NULL, NULL);
     if (resume)
         causeway__v1__deliver__free_unpacked(resume, NULL);
+    if (!sent)
+        return;
 
     CW_INFO("%s %s%s%s%s", resumed ? "resumed" : "login", user->name, agent && *agent ? " (" : "",
             agent ? agent : "", agent && *agent ? ")" : "");
@@ -673,7 +688,6 @@ static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_sessio
             }
         }
         rcpts[i].status = (Causeway__V1__Status) st;
-        rptrs[i] = &rcpts[i];
     }
     if (n_remote) /* the Reply waits for the store (durable.c) */
         cwd_live_send(b, id, id_len, s, envp, rcpts, remote, (size_t) n, &proto);
@@ -694,18 +708,9 @@ static void handle_send(cw_broker_t *b, const void *id, size_t id_len, cw_sessio
                         send->broadcast ? 0 : (size_t) n, (size_t) n, send->broadcast, false,
                         (uint32_t) delivered, send->text, text_len);
 
-    cw_env_t out;
-    Causeway__V1__Reply reply;
-    cw_env_init(&out, env->request_id);
-    causeway__v1__reply__init(&reply);
-    reply.status = (Causeway__V1__Status) CW_OK;
-    reply.detail = "sent";
-    reply.n_recipients = (size_t) n;
-    reply.recipients = rptrs;
-    out.body_case = CW_BODY(REPLY);
-    out.reply = &reply;
-    if (!n_remote)
-        cwe_send_to_session(b, s, &out); /* s is the sender: id is its routing id */
+    if (!n_remote) /* s is the sender: id is its routing id */
+        cwe_reply_recipients(b, s, id, id_len, env->request_id, CW_OK, "sent", false, rcpts,
+                             rptrs, (size_t) n);
 
     if (cw_log_enabled(CW_LOG_INFO)) {
         char names[256] = "";
@@ -730,27 +735,12 @@ done:
 
 static void handle_who(cw_broker_t *b, const void *id, size_t id_len, const cw_env_t *env)
 {
-    cw_env_t out;
     Causeway__V1__Reply reply;
-    Causeway__V1__UserInfo *infos = NULL, **ptrs = NULL;
-    bool truncated = false;
-    long n = user_log(b, env->who->after, &infos, &ptrs, &truncated);
-    if (n < 0) {
-        cwe_reply_status(b, id, id_len, env->request_id, CW_INTERNAL, "out of memory");
-        return;
-    }
-    cw_env_init(&out, env->request_id);
     causeway__v1__reply__init(&reply);
     reply.status = (Causeway__V1__Status) CW_OK;
-    reply.detail = truncated ? "user log (more follow: ask again with Who.after)" : "user log";
-    reply.truncated = truncated;
-    reply.n_users = (size_t) n;
-    reply.users = ptrs;
-    out.body_case = CW_BODY(REPLY);
-    out.reply = &reply;
-    cwe_send_to_id(b, id, id_len, &out);
-    free(infos);
-    free(ptrs);
+    reply.detail = "user log";
+    send_with_user_log(b, id, id_len, env->request_id, &reply, true, env->who->after,
+                       "user log (more follow: ask again with Who.after)");
 }
 
 /* The abuse limits a request passes before it is handled (docs/OPERATIONS.md
@@ -970,7 +960,7 @@ static void tick(cw_broker_t *b)
             CW_DEBUG("%s silent for %lld ms", s->user->name, (long long) (b->now_ms - s->last_rx_ms));
             s->dead = true;
             b->n_dead++;
-        } else if (!s->claiming && b->now_ms - s->last_tx_ms >= (int64_t) b->cfg.heartbeat_ms) {
+        } else if (b->now_ms - s->last_tx_ms >= (int64_t) b->cfg.heartbeat_ms) {
             zmq_msg_t msg;
             if (cw_env_to_msg(&hb_env, &msg) == CW_OK)
                 cwe_push(b, s, &msg);

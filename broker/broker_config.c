@@ -32,6 +32,7 @@ static const opt_t options[] = {
     STR(store, "store", "URL", "durable store on Redis Cluster, redis://HOST:PORT[,HOST:PORT...] (seed nodes; excludes --data)"),
     U32(redis_wait, "redis-wait", 0, 16, "--store: replicas WAIT must reach per primary before anything is acknowledged or delivered; 0 = no WAIT, a test control that can lose data (default 1)"),
     U32(store_retry_ms, "store-retry-ms", 100, 600000, "--store: a store request's deadline in ms before STORE_ERROR (default 10000)"),
+    STR(broker_id, "broker-id", "ID", "--store: this broker's id in the store (lease, claims, writer of entries), letters, digits and .-_:, up to 48 bytes; a broker restarted with its id takes back at once what its previous run held; two running brokers must never share one (default: HOST-PID-N, new at every start)"),
     U32(lease_ms, "lease-ms", 100, 60000, "--store: this broker's lease renewal period in ms; it expires after 3 periods (default 1000)"),
     {"log-level", OPT_LEVEL, offsetof(cw_broker_config_t, log_level), 0, 0, 0, "LEVEL",
      "error|warn|info|debug|trace (default info)"},
@@ -351,6 +352,21 @@ int cw_broker_config_check(const cw_broker_config_t *cfg, char *err, size_t errl
     size_t n_nodes = 0;
     if (cfg->store[0] && cw_store_redis_url_check(cfg->store, &n_nodes, err, errlen) != 0)
         return -1;
+    if (cfg->broker_id[0]) {
+        if (!cfg->store[0]) {
+            snprintf(err, errlen, "--broker-id names this broker in a shared store: it needs --store");
+            return -1;
+        }
+        size_t len = strlen(cfg->broker_id);
+        if (len > CW_BROKER_ID_MAX ||
+            strspn(cfg->broker_id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                   "0123456789.-_:") != len) {
+            snprintf(err, errlen,
+                     "--broker-id '%s': use 1 to %d letters, digits, '.', '-', '_' or ':'",
+                     cfg->broker_id, CW_BROKER_ID_MAX);
+            return -1;
+        }
+    }
     if (strcmp(cfg->log_format, "text") != 0 && strcmp(cfg->log_format, "json") != 0) {
         snprintf(err, errlen, "log-format: '%s' is not one of text|json", cfg->log_format);
         return -1;

@@ -13,11 +13,13 @@
 #include <stdio.h>
 
 #define CW_DEFAULT_BIND "tcp://127.0.0.1:7400"
+#define CW_BROKER_ID_MAX 48 /* --broker-id, bytes */
 
 typedef struct {
     char bind[256];           /* ZeroMQ endpoint of the ROUTER socket */
     char data[1024];          /* durable store directory; "" = no store */
     char store[1024];         /* durable store URL (redis://...); "" = none; excludes data */
+    char broker_id[64];       /* --store: this broker's id in the store; "" = HOST-PID-N */
     int log_level;            /* cw_log_level_t */
     uint32_t heartbeat_ms;    /* heartbeat interval, both directions */
     uint32_t liveness;        /* intervals of silence before a session expires */

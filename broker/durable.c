@@ -507,20 +507,10 @@ static void on_duplicate(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
             rs[i].name = (char *) orig[i].name;
             rs[i].status = (Causeway__V1__Status) orig[i].status;
             rs[i].seq = orig[i].status == CW_ACCEPTED ? orig[i].seq : 0;
-            rptrs[i] = &rs[i];
         }
-        cw_env_t out;
-        Causeway__V1__Reply reply;
-        cw_env_init(&out, p->request_id);
-        causeway__v1__reply__init(&reply);
-        reply.status = (Causeway__V1__Status) CW_ACCEPTED;
-        reply.detail = "already stored (duplicate message_id): the original's recipients";
-        reply.duplicate = true;
-        reply.n_recipients = n;
-        reply.recipients = rptrs;
-        out.body_case = CW_BODY(REPLY);
-        out.reply = &reply;
-        cwe_send_to_id(b, p->id + 1, p->id[0], &out);
+        cwe_reply_recipients(b, NULL, p->id + 1, p->id[0], p->request_id, CW_ACCEPTED,
+                             "already stored (duplicate message_id): the original's recipients",
+                             true, rs, rptrs, n);
         b->stats.messages_routed++;
     }
     CW_INFO("stored %s -> %zu recipient(s): duplicate of message '%s' (%zu original recipients)",
@@ -542,9 +532,7 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
      * failed and nothing of it is stored. */
     bool failed = !(st == CW_OK || st == CW_QUEUE_FULL || st == CW_UNKNOWN_USER);
     size_t accepted = 0, full = 0, errors = 0;
-    Causeway__V1__RecipientStatus **rptrs = p->rptrs;
     for (size_t i = 0; i < p->n; i++) {
-        rptrs[i] = &p->rcpts[i];
         long k = p->store_idx[i];
         if (k < 0)
             continue; /* UNKNOWN_USER, decided by the router */
@@ -625,36 +613,26 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
 
     inflight_done(b, p);
 
-    cw_env_t out;
-    Causeway__V1__Reply reply;
-    cw_env_init(&out, p->request_id);
-    causeway__v1__reply__init(&reply);
+    int status;
+    const char *detail;
     if (failed) {
-        reply.status = (Causeway__V1__Status) CW_STORE_ERROR;
-        reply.detail = "the store failed; nothing was stored";
+        status = CW_STORE_ERROR;
+        detail = "the store failed; nothing was stored";
     } else if (accepted) {
-        reply.status = (Causeway__V1__Status) CW_ACCEPTED;
-        reply.detail = dup ? "already stored (duplicate message_id)" : "stored";
+        status = CW_ACCEPTED;
+        detail = dup ? "already stored (duplicate message_id)" : "stored";
     } else if (full) {
-        reply.status = (Causeway__V1__Status) CW_QUEUE_FULL;
-        reply.detail = "every recipient queue is full; nothing stored";
+        status = CW_QUEUE_FULL;
+        detail = "every recipient queue is full; nothing stored";
     } else if (errors) {
-        reply.status = (Causeway__V1__Status) CW_STORE_ERROR;
-        reply.detail = "the store could not take the message; nothing was stored";
+        status = CW_STORE_ERROR;
+        detail = "the store could not take the message; nothing was stored";
     } else {
-        reply.status = (Causeway__V1__Status) CW_OK;
-        reply.detail = "no known recipient; nothing stored";
+        status = CW_OK;
+        detail = "no known recipient; nothing stored";
     }
-    reply.duplicate = dup && !failed;
-    reply.n_recipients = p->n;
-    reply.recipients = rptrs;
-    out.body_case = CW_BODY(REPLY);
-    out.reply = &reply;
-    if (!cw_status_is_success((int) reply.status)) {
-        b->stats.refused++;
-        cw_mon_count(b->mc.refusals, (int) reply.status);
-    }
-    cwe_send_to_id(b, p->id + 1, p->id[0], &out);
+    cwe_reply_recipients(b, NULL, p->id + 1, p->id[0], p->request_id, status, detail,
+                         dup && !failed, p->rcpts, p->rptrs, p->n);
     b->stats.messages_routed++;
     {
         const Causeway__V1__Send *send = p->env->send;
@@ -673,7 +651,7 @@ static void on_append(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
     }
     CW_INFO("stored %s -> %s%zu recipient(s): accepted %zu, full %zu%s (%s)", p->user,
             p->env->send->broadcast ? "all: " : "", p->n, accepted, full,
-            dup ? ", duplicate" : "", cw_status_name((int) reply.status));
+            dup ? ", duplicate" : "", cw_status_name(status));
 }
 
 static void on_push_read(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
@@ -851,8 +829,18 @@ static void on_ack(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
     int st = cw_store_reply_status(r);
     cw_session_t *s = session_of(b, p);
     cwb_user_t *u = st == CW_OK ? cw_sessions_user(b->sessions, p->user) : NULL;
-    if (u)
+    if (u) {
         u->queued = cw_store_reply_pending(r);
+        /* The store accepted the Ack, so seqs up to p->seq exist. With a
+         * shared store they may be ones this broker has not learnt yet
+         * (appended through another broker, acked by a client that got
+         * them there, before the re-read after the claim raised them):
+         * the queue's last seq is at least the acked one (outorder.h
+         * invariant 2, pushed_seq <= last_seq, once cwor_acked moves
+         * pushed_seq there). */
+        if (p->seq > u->last_seq)
+            u->last_seq = p->seq;
+    }
     if (st == CW_OK && s) {
         cwor_acked(b, s, p->seq);
         push_read(b, s);
@@ -977,19 +965,8 @@ void cwd_release(cw_broker_t *b, const char *user)
  * sender's order, local and remote outcomes merged. */
 static void live_reply(cw_broker_t *b, const pending_t *p, size_t n)
 {
-    cw_env_t out;
-    Causeway__V1__Reply reply;
-    cw_env_init(&out, p->request_id);
-    causeway__v1__reply__init(&reply);
-    reply.status = (Causeway__V1__Status) CW_OK;
-    reply.detail = "sent";
-    for (size_t i = 0; i < n; i++)
-        p->rptrs[i] = &p->rcpts[i];
-    reply.n_recipients = n;
-    reply.recipients = p->rptrs;
-    out.body_case = CW_BODY(REPLY);
-    out.reply = &reply;
-    cwe_send_to_id(b, p->id + 1, p->id[0], &out);
+    cwe_reply_recipients(b, NULL, p->id + 1, p->id[0], p->request_id, CW_OK, "sent", false,
+                         p->rcpts, p->rptrs, n);
 }
 
 void cwd_live_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
@@ -1440,20 +1417,8 @@ void cwd_send(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s, cw
     bool ask_only = n_store == 0 && send->message_id && *send->message_id;
     if (n_store == 0 && !ask_only) {
         /* Nobody to store for: answer now, through the same reply path. */
-        Causeway__V1__RecipientStatus **rptrs = p->rptrs;
-        cw_env_t out;
-        Causeway__V1__Reply reply;
-        cw_env_init(&out, rid);
-        causeway__v1__reply__init(&reply);
-        reply.status = (Causeway__V1__Status) CW_OK;
-        reply.detail = "no known recipient; nothing stored";
-        for (size_t i = 0; i < p->n; i++)
-            rptrs[i] = &p->rcpts[i];
-        reply.n_recipients = p->n;
-        reply.recipients = rptrs;
-        out.body_case = CW_BODY(REPLY);
-        out.reply = &reply;
-        cwe_send_to_id(b, id, id_len, &out);
+        cwe_reply_recipients(b, NULL, id, id_len, rid, CW_OK, "no known recipient; nothing stored",
+                             false, p->rcpts, p->rptrs, p->n);
         goto fail;
     }
     if (b->cfg.store_max && n_store) {
@@ -1622,6 +1587,7 @@ int cwd_open(cw_broker_t *b, char *err, size_t errlen)
     cfg.wait_replicas = b->cfg.redis_wait;
     cfg.retry_ms = b->cfg.store_retry_ms;
     cfg.lease_ms = b->cfg.lease_ms;
+    cfg.broker_id = b->cfg.broker_id;
     cw_store_backend_t *store = NULL;
     cw_store_loaded_t loaded;
     int64_t t0 = cw_mono_ms();

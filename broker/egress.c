@@ -116,6 +116,34 @@ static void reply_counted(cw_broker_t *b, const void *id, size_t id_len, uint64_
     cwe_send_to_id(b, id, id_len, &env);
 }
 
+void cwe_reply_recipients(cw_broker_t *b, cw_session_t *s, const void *id, size_t id_len,
+                          uint64_t request_id, int status, const char *detail, bool duplicate,
+                          Causeway__V1__RecipientStatus *rcpts,
+                          Causeway__V1__RecipientStatus **rptrs, size_t n)
+{
+    cw_env_t env;
+    Causeway__V1__Reply reply;
+    cw_env_init(&env, request_id);
+    causeway__v1__reply__init(&reply);
+    reply.status = (Causeway__V1__Status) status;
+    reply.detail = (char *) detail;
+    reply.duplicate = duplicate;
+    for (size_t i = 0; i < n; i++)
+        rptrs[i] = &rcpts[i];
+    reply.n_recipients = n;
+    reply.recipients = rptrs;
+    env.body_case = CW_BODY(REPLY);
+    env.reply = &reply;
+    if (!cw_status_is_success(status)) {
+        b->stats.refused++;
+        cw_mon_count(b->mc.refusals, status);
+    }
+    if (s)
+        cwe_send_to_session(b, s, &env);
+    else
+        cwe_send_to_id(b, id, id_len, &env);
+}
+
 void cwe_reply_status(cw_broker_t *b, const void *id, size_t id_len, uint64_t request_id,
                       int status, const char *detail)
 {

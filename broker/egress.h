@@ -50,6 +50,18 @@ void cwe_send_to_session(cw_broker_t *b, cw_session_t *s, const cw_env_t *env);
 void cwe_announce(cw_broker_t *b, const char *name, bool online, int reason,
                   const cw_session_t *except);
 
+/* A Send's Reply: status, detail, duplicate and the outcomes of its n
+ * recipients (rcpts, in the sender's order; rptrs is room for n pointers,
+ * set here to &rcpts[i]). To session s (the sender, when it is at hand)
+ * or else to the routing id. A non-success status counts as a refused
+ * request, as with cwe_reply_status. The one place a Reply with
+ * recipients is built (live, stored, duplicate, nothing to store). Can't
+ * fail. */
+void cwe_reply_recipients(cw_broker_t *b, cw_session_t *s, const void *id, size_t id_len,
+                          uint64_t request_id, int status, const char *detail, bool duplicate,
+                          Causeway__V1__RecipientStatus *rcpts,
+                          Causeway__V1__RecipientStatus **rptrs, size_t n);
+
 /* The one function that builds an error (or bare status) reply: status and
  * detail (NULL: cw_strerror(status)) for request_id. A non-success status
  * counts as a refused request (BrokerStats.refused_requests). */

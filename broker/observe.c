@@ -22,12 +22,9 @@
 #include "egress.h"
 #include "outorder.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 void cwo_snapshot(cw_broker_t *b, cw_mon_snap_t *snap)
 {
@@ -75,26 +72,11 @@ void cwo_session_opened(cw_broker_t *b, cw_session_t *s)
     s->peer[0] = '\0';
     if (!b->frame)
         return;
-    /* The connection's address as the kernel has it (with the port), else
-     * what libzmq says (the IP only). */
-    int fd = zmq_msg_get(b->frame, ZMQ_SRCFD);
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    char ip[INET6_ADDRSTRLEN] = "";
-    if (fd >= 0 && getpeername(fd, (struct sockaddr *) &ss, &len) == 0) {
-        if (ss.ss_family == AF_INET) {
-            const struct sockaddr_in *a = (const struct sockaddr_in *) &ss;
-            inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
-            snprintf(s->peer, sizeof s->peer, "%s:%u", ip, ntohs(a->sin_port));
-            return;
-        }
-        if (ss.ss_family == AF_INET6) {
-            const struct sockaddr_in6 *a = (const struct sockaddr_in6 *) &ss;
-            inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
-            snprintf(s->peer, sizeof s->peer, "[%s]:%u", ip, ntohs(a->sin6_port));
-            return;
-        }
-    }
+    /* The peer's address as libzmq recorded it for the connection this
+     * frame came on (the IP, without the port). Not getpeername() on the
+     * frame's ZMQ_SRCFD: by the time the router thread reads the frame,
+     * that connection may be closed and its descriptor reused by another
+     * one, whose address would be shown. */
     const char *addr = zmq_msg_gets(b->frame, "Peer-Address");
     if (addr)
         snprintf(s->peer, sizeof s->peer, "%s", addr);

@@ -315,6 +315,10 @@ typedef struct {
                                  (--store-retry-ms; default 10000) */
     uint32_t lease_ms;        /* the broker's lease renewal period H; the lease
                                  expires after 3 H (default 1000) */
+    const char *broker_id;    /* this broker's id (--broker-id; borrowed for open);
+                                 NULL or "" = HOST-PID-N. A new run under an id takes
+                                 its lease at once: what the previous run held (claims,
+                                 half-done batches) counts as expired */
 } cw_store_config_t;
 
 /* Defaults: no quota, no retention, no TTL, dedup window 86400 s; Redis:

@@ -187,6 +187,9 @@ struct rs {
     void *pipe;
     char b[128];                 /* broker id */
     char inc[40];                /* incarnation */
+    int quiet;                   /* the close's flush is answered: events are dropped
+                                    here, not sent into a pipe nobody reads (store
+                                    thread only) */
     char sha[N_SCRIPTS][41];     /* SCRIPT LOAD's */
     uint64_t batches;            /* batches completed */
     batch_t *cur;                /* the batch in flight */
@@ -197,9 +200,6 @@ struct rs {
     int64_t fenced_ms;           /* when */
     uint64_t id_serial;          /* internal message ids */
     uint64_t pending_total;
-    int flushed;                 /* the router's closing FLUSH was answered: it reads
-                                    nothing more, so events are freed here, not sent
-                                    (they would leak in the pipe) */
 };
 
 const char *rs_me_b(const rs_t *t) { return t->b; }
@@ -224,12 +224,12 @@ size_t rs_key(char *buf, size_t size, const char *prefix, const char *user, cons
 
 void rs_emit(rs_t *t, rs_req_t *ev)
 {
-    if (ev->rep.kind == CW_STORE_EV_NEW_USER) /* made by another broker */
-        atomic_fetch_add_explicit(&t->be->c.users, 1, memory_order_relaxed);
-    if (t->flushed) {
+    if (t->quiet) { /* closing: the router reads nothing after the flush */
         rs_req_destroy(&ev->rep);
         return;
     }
+    if (ev->rep.kind == CW_STORE_EV_NEW_USER) /* made by another broker */
+        atomic_fetch_add_explicit(&t->be->c.users, 1, memory_order_relaxed);
     if (send_obj(t->pipe, ev, ZMQ_DONTWAIT) != 0) {
         CW_ERROR("redis store: event %d for the router dropped: %s", ev->rep.kind,
                  zmq_strerror(errno));
@@ -1920,12 +1920,14 @@ static int batch_complete(batch_t *b)
             rc = -1;
         }
     }
+    /* The flush is the close's (drain): what comes after it is not read,
+     * so events raised from now on are dropped where they are made. */
+    if (flush)
+        t->quiet = 1;
     if (flush && (rc != 0 || send_obj(t->pipe, flush, 0) != 0)) {
         rs_req_destroy(&flush->rep);
         rc = -1;
     }
-    if (flush)
-        t->flushed = 1;
     return rc;
 }
 
@@ -2010,6 +2012,18 @@ static void lease_cb(void *arg, int status, redisReply *r)
     rs_t *t = arg;
     if (status == CW_OK && r && r->type != REDIS_REPLY_ERROR)
         t->lease_ok_ms = rs_now_ms();
+}
+
+/* The incarnation in a lease record read at open ("" if none). */
+typedef struct {
+    char inc[40];
+} prev_inc_t;
+
+static void prev_inc_cb(void *arg, int status, redisReply *r)
+{
+    prev_inc_t *p = arg;
+    if (status == CW_OK && r && r->type == REDIS_REPLY_STRING)
+        snprintf(p->inc, sizeof p->inc, "%.*s", (int) r->len, r->str);
 }
 
 static void lease_renew(rs_t *t)
@@ -2387,7 +2401,11 @@ static int redis_open(const char *where, const cw_store_config_t *cfg, cw_store_
     for (char *c = host; *c; c++)
         if (*c == ' ' || *c == '{' || *c == '}')
             *c = '_';
-    snprintf(t->b, sizeof t->b, "%s-%ld-%u", host, (long) getpid(), ++opens);
+    unsigned n_open = ++opens;
+    if (cfg->broker_id && *cfg->broker_id) /* --broker-id: the same across restarts */
+        snprintf(t->b, sizeof t->b, "%s", cfg->broker_id);
+    else
+        snprintf(t->b, sizeof t->b, "%s-%ld-%u", host, (long) getpid(), n_open);
     zuuid_t *uu = zuuid_new();
     snprintf(t->inc, sizeof t->inc, "%s", uu ? zuuid_str(uu) : "0");
     zuuid_destroy(&uu);
@@ -2415,6 +2433,23 @@ static int redis_open(const char *where, const cw_store_config_t *cfg, cw_store_
         return rc;
     }
     cw_rc_set_sub_cb(t->rc, on_sub, t);
+    if (cfg->broker_id && *cfg->broker_id) {
+        /* A live lease under our id is a previous run's (a crash, a quick
+         * restart): ours replaces it, so what that run held counts as
+         * expired at once. Or another broker runs with our id: say so. */
+        char k[200];
+        rs_key(k, sizeof k, "cw:b:", t->b, NULL);
+        const char *argv[] = {"HGET", k, "inc"};
+        prev_inc_t prev = {""};
+        cmd_key(t, k, 3, argv, NULL, prev_inc_cb, &prev);
+        run_until_idle(t, rs_now_ms() + t->cfg.retry_ms);
+        if (prev.inc[0])
+            CW_WARN("redis store: broker id %s had a live lease (incarnation %s): taking it "
+                    "over; its sessions' claims and unfinished batches end now (if a broker "
+                    "still runs with this id, two brokers share one: give each its own "
+                    "--broker-id)",
+                    t->b, prev.inc);
+    }
     lease_renew(t);
     t->lease_due_ms = rs_now_ms() + t->cfg.lease_ms;
     if (run_until_idle(t, rs_now_ms() + t->cfg.retry_ms) != 0 || !t->lease_ok_ms) {

@@ -401,10 +401,10 @@ static void read_cb(void *arg, int status, redisReply *r)
         goto out;
     }
     uint64_t acked = (uint64_t) r->element[1]->integer;
-    /* Acknowledged entries are never raised, and the read script starts
-     * after them: an Ack that overtook E (a client failing over acks what
-     * another broker pushed it) moves E too, else the read's first entry
-     * is never E + 1 and the user's pushes stop. */
+    /* SC_READ starts after `acked`: entries up to it need no ENTRY, and an
+     * Ack beyond E (seqs this broker had not raised yet: a client that got
+     * them through another broker) must not leave E behind, or every later
+     * entry would look like a gap and the read would stop before it. */
     if (u->E < acked)
         u->E = acked;
     u->synced = 1;

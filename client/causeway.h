@@ -386,7 +386,7 @@ typedef struct {
 /* One live session (cw_client_sessions; operators only). */
 typedef struct {
     char *name;
-    char *peer;                /* "ip:port" of its connection, "" if unknown */
+    char *peer;                /* IP address of its connection (no port), "" if unknown */
     char *agent;               /* its Login.agent */
     char *key;                 /* CURVE: its public key (Z85), "" in plain mode */
     uint64_t since_us;         /* login time, microseconds since the epoch */

@@ -869,6 +869,17 @@ def test_store_choice_at_start(tmp_path):
         res = run("--store", bad)
         assert res.returncode == 2, (bad, res)
         assert "--store" in res.stderr, res.stderr
+    # --broker-id: only with --store, 1-48 of letters, digits and .-_:
+    res = run("--broker-id", "b1")
+    assert res.returncode == 2, res
+    assert "--broker-id names this broker in a shared store: it needs --store" in res.stderr
+    for bad in ("a b", "a{b}", "x" * 49, "é"):
+        res = run("--store", "redis://127.0.0.1:7000", "--broker-id", bad)
+        assert res.returncode == 2, (bad, res)
+        assert f"--broker-id '{bad}': use 1 to 48 letters" in res.stderr, res.stderr
+    res = run("--store", "redis://127.0.0.1:7000", "--broker-id", "x" * 48, "--store-retry-ms",
+              "500")
+    assert res.returncode == 1 and "cannot reach the cluster" in res.stderr, res
     res = run("--store", "redis://127.0.0.1:7000,127.0.0.1:7001")
     assert res.returncode == 1, res
     assert "cannot reach the cluster" in res.stderr, res.stderr

@@ -91,14 +91,10 @@ def test_sessions_queues_recent(broker, hub, pb, tmp_path):
     assert [s.name for s in r2.sessions] == ["carol", "ops"] and not r2.truncated
     by = {s.name: s for s in list(r.sessions) + list(r2.sessions)}
     for s in by.values():
-        host, port = s.peer.rsplit(":", 1)
-        assert host == "127.0.0.1" and 0 < int(port) < 65536, s.peer
+        assert s.peer == "127.0.0.1", s.peer  # the connection's IP (libzmq's Peer-Address)
         assert t0 <= s.since_us <= t1
     assert by["alice"].pull and not by["bob"].pull
     assert by["ops"].agent == "causeway-top/1"
-    # The peer port is the client's own end of its connection.
-    ports = {int(s.peer.rsplit(":", 1)[1]) for s in by.values()}
-    assert len(ports) == 4
 
     # The ring records while an operator watches: from this Recent on.
     assert len(ops.request("recent").forwarded) == 0
@@ -156,7 +152,7 @@ def test_python_client_monitoring(broker, hub, pb, tmp_path, tmp_path_factory):
         assert [(q.name, q.depth) for q in st.deepest_queues] == [("bob", 1)]
         sess = {s.name: s for s in ops.sessions()}
         assert set(sess) == {"bob", "ops"} and sess["bob"].pull
-        assert sess["ops"].peer.startswith("127.0.0.1:")
+        assert sess["ops"].peer == "127.0.0.1"
         assert {q.name: q.depth for q in ops.queues()}["bob"] == 1
         fw = ops.recent(text=True)
         assert [(f.sender, f.to, f.durable, f.text) for f in fw] == \

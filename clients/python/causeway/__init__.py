@@ -321,7 +321,7 @@ class Stats:
 class SessionInfo:
     """One live session (Client.sessions(), operators only; PROTOCOL.md §12.2)."""
     name: str
-    peer: str          # "ip:port" of its connection, "" if unknown
+    peer: str          # IP address of its connection (no port), "" if unknown
     since_us: int      # login time, µs since the epoch
     idle_ms: int
     queued: int        # durable queue depth

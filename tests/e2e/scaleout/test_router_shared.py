@@ -18,79 +18,17 @@ protocol clients (tests/e2e/conftest.py):
   - a broadcast (live and durable) reaches users on every broker;
   - Who on B lists users of A with online marks, and B's sessions get A's
     presence;
-  - a broker SIGKILLed: its users log in on another broker once its lease
-    has expired and get their unacknowledged messages again.
 
 Every wait is bounded and waits for the reply or event it expects; where a
 state can only be polled (a lease expiring, remote presence reaching a
 cache) the poll is bounded and each try is a real request.
 """
 
-import os
-import time
-
 import pytest
 
-from conftest import REQUEST_TIMEOUT, assert_status, status_name
-from rediscluster import Cluster
-
-# The brokers' lease: renewed every LEASE_MS, expired after 3 x LEASE_MS
-# (store_if.h, cw_store_config_t.lease_ms; default 1000 ms).
-LEASE_S = 1.0
-REMOTE_TIMEOUT = 10.0  # bound for what crosses brokers through the cluster
-
-
-@pytest.fixture
-def cluster(tmp_path):
-    c = Cluster(str(tmp_path / "redis"))
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
-
-
-@pytest.fixture
-def brokers(cluster, broker):
-    """Factory: brokers(n) -> n running brokers on the cluster."""
-    def start(n=2, *extra):
-        return [broker("--store", f"redis://{cluster.seeds}", *extra) for _ in range(n)]
-    return start
-
-
-def send_durable(c, to, text, message_id=""):
-    return c.request("send", c.pb.Send(to=list(to), text=text, durable=True,
-                                       message_id=message_id))
-
-
-def ack(c, seq):
-    reply = c.request("ack", c.pb.Ack(seq=seq))
-    assert_status(c.pb, reply, "OK")
-
-
-def statuses(c, reply):
-    return {r.name: status_name(c.pb, r.status) for r in reply.recipients}
-
-
-def wait_until(what, predicate, timeout=REMOTE_TIMEOUT, hub=None):
-    """Polls predicate (each call a real request) until true, bounded."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = predicate()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        if hub:
-            hub.wait(0.05)  # between two requests: keeps the clients alive
-
-
-def collect_deliveries(c, n, timeout=REMOTE_TIMEOUT):
-    """The next n Deliver envelopes of c (bounded), in arrival order."""
-    out = []
-    for _ in range(n):
-        out.append(c.recv_until(lambda e: e.WhichOneof("body") == "deliver", timeout,
-                                what="a delivery"))
-    return out
+from conftest import assert_status
+from routerkit import (REMOTE_TIMEOUT, ack, brokers, cluster, collect_deliveries,  # noqa: F401
+                       send_durable, statuses, wait_until)
 
 
 def test_name_taken_across_brokers_and_released_by_logout(brokers, hub, pb):
@@ -226,30 +164,3 @@ def test_who_and_presence_across_brokers(brokers, hub, pb):
                       where=lambda p: p.name == "alice" and not p.online)
     who = {u.name: u.online for u in bob.request("who").users}
     assert who.get("alice") is False
-
-
-def test_broker_killed_users_move_and_get_unacked_again(brokers, hub, pb):
-    a, b = brokers(2)
-    alice = hub.logged_in(a.endpoint, "alice")
-    bob = hub.logged_in(b.endpoint, "bob")
-    for i in range(5):
-        assert_status(pb, send_durable(bob, ["alice"], f"u{i}", message_id=f"k{i}"), "ACCEPTED")
-    got = collect_deliveries(alice, 5)
-    assert [e.deliver.text for e in got] == [f"u{i}" for i in range(5)]
-    ack(alice, got[1].deliver.seq)  # u0, u1 acknowledged; u2..u4 not
-    a.kill()
-    alice.close()
-    # Until A's lease expires the name is A's; then B takes the login.
-    t0 = time.monotonic()
-    moved = hub.client(b.endpoint)
-    wait_until("alice able to log in on B after A's lease expired",
-               lambda: moved.try_login("alice").status == pb.STATUS_OK,
-               timeout=REMOTE_TIMEOUT + 3 * LEASE_S, hub=hub)
-    assert time.monotonic() - t0 < REMOTE_TIMEOUT + 3 * LEASE_S
-    again = collect_deliveries(moved, 3)
-    assert [e.deliver.text for e in again] == ["u2", "u3", "u4"]
-    assert again[0].after_seq == 0  # the pushes start again from the first unacknowledged
-    ack(moved, again[-1].deliver.seq)
-    moved.drain()
-    more = [e for _, e in moved.inbox if e.WhichOneof("body") == "deliver"]
-    assert not more, f"more than the unacknowledged ones: {more}"
