@@ -76,7 +76,9 @@
  *    WHO_PAGE        users sorting after `after` (byte order), at most max:
  *                    users[], truncated. The router adds `online` and
  *                    last-seen from its own table.
- *  Events: ENTRY (entries[0] is an entry of `user`'s queue), LIVE (frame
+ *  Events: ENTRY (entries[0] is an entry of `user`'s queue; one whose TTL
+ *  ran out comes CW_EXPIRED without its text, as a READ reports it, once:
+ *  it is then gone from the queue), LIVE (frame
  *  for `user`, to go out after entry `seq` of its queue), TAKEOVER
  *  (`user`'s session moved to another broker), PRESENCE (`user` came or
  *  went on another broker: created 1 = online), NEW_USER (users[0], made by

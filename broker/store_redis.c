@@ -179,6 +179,11 @@ typedef struct backend {
 
 typedef struct batch batch_t;
 
+typedef struct {
+    char *user;
+    uint64_t seq;
+} drop_t;
+
 struct rs {
     backend_t *be;
     cw_store_config_t cfg;
@@ -200,6 +205,8 @@ struct rs {
     int64_t fenced_ms;           /* when */
     uint64_t id_serial;          /* internal message ids */
     uint64_t pending_total;
+    drop_t *drops;               /* expired entries to remove (next batch, P1) */
+    size_t n_drops, cap_drops;
 };
 
 const char *rs_me_b(const rs_t *t) { return t->b; }
@@ -365,6 +372,7 @@ typedef enum {
     OP_WHO_USER,      /* P3 WHO */
     OP_WHO_SESS,      /* P3 WHO */
     OP_WRITER_GET,    /* P3 READ/HISTORY: the lease of a writer the read stopped at */
+    OP_DROP,          /* P1: expired entries reported, removed (rs_drop_expired) */
     OP_WAIT,
 } op_kind_t;
 
@@ -414,7 +422,7 @@ typedef struct {
     receipt_t *rc;
     size_t n_rc;
     /* READ / HISTORY */
-    uint64_t acked, last;
+    uint64_t acked, last, gone; /* gone: expired entries removed above acked */
     cw_store_entry_t *ents;
     size_t n_ents;
     rs_w_t *ws;
@@ -642,7 +650,10 @@ static op_t *append_op(batch_t *b, rs_req_t *q, op_kind_t kind, size_t idx, cons
     A(quota, strlen(quota));
     A(tok, strlen(tok));
     A(px, strlen(px));
-    A("-", 1);
+    char nowwin[48];
+    snprintf(nowwin, sizeof nowwin, "%llu,%llu", (unsigned long long) rs_now_us(),
+             (unsigned long long) t->cfg.dedup_window_s * 1000ull);
+    A(nowwin, strlen(nowwin));
     for (int i = 0; i < N_FIELDS; i++) {
         A(rs_field_names[i], strlen(rs_field_names[i]));
         A(f->v[i], f->len[i]);
@@ -960,8 +971,8 @@ static void req_phase(batch_t *b, rs_req_t *q, int p)
         } else if (p == 3) {
             for (size_t i = 0; i < w->n_names; i++) {
                 rs_key(k1, sizeof k1, "cw:u:", w->names[i], NULL);
-                const char *argv[] = {"HMGET", k1, "created_us", "acked", "last"};
-                op_add(b, q, OP_WHO_USER, i, k1, 0, -1, 5, argv, NULL);
+                const char *argv[] = {"HMGET", k1, "created_us", "acked", "last", "gone"};
+                op_add(b, q, OP_WHO_USER, i, k1, 0, -1, 6, argv, NULL);
                 rs_key(k2, sizeof k2, "cw:s:", w->names[i], NULL);
                 const char *sargv[] = {"HMGET", k2, "b", "inc"};
                 op_add(b, q, OP_WHO_SESS, i, k2, 0, -1, 4, sargv, NULL);
@@ -1220,8 +1231,12 @@ static void op_reply(op_t *o, const redisReply *r)
             if (r->elements < 4 || reply_int(r->element[1], &acked) != 0 ||
                 reply_int(r->element[2], &last) != 0)
                 break;
+            long long gone = 0;
+            if (r->elements >= 5)
+                reply_int(r->element[4], &gone);
             w->acked = (uint64_t) acked;
             w->last = (uint64_t) last;
+            w->gone = gone > 0 ? (uint64_t) gone : 0;
             free_ws(w);
             if (decode_entries(w, r->element[3], w->acked,
                                o->kind == OP_READ ? rs_now_us() : 0) != 0) {
@@ -1303,15 +1318,15 @@ static void op_reply(op_t *o, const redisReply *r)
         }
         break;
     case OP_WHO_USER:
-        if (r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 4) {
             cw_store_user_t *u = &w->wu[o->idx];
-            uint64_t a[3] = {0, 0, 0};
-            for (int k = 0; k < 3; k++)
+            uint64_t a[4] = {0, 0, 0, 0};
+            for (int k = 0; k < 4; k++)
                 if (r->element[k]->type == REDIS_REPLY_STRING)
                     a[k] = strtoull(r->element[k]->str, NULL, 10);
             u->created_us = a[0];
             u->last_seq = a[2];
-            u->pending = a[2] > a[1] ? a[2] - a[1] : 0;
+            u->pending = a[2] > a[1] + a[3] ? a[2] - a[1] - a[3] : 0;
         }
         break;
     case OP_WHO_SESS:
@@ -1326,6 +1341,7 @@ static void op_reply(op_t *o, const redisReply *r)
     case OP_WRITER_GET:
         rs_gate_writer_learn(t->gate, &w->ws[o->idx], r);
         break;
+    case OP_DROP:
     case OP_WAIT:
         break;
     }
@@ -1497,8 +1513,12 @@ static int req_prepare(batch_t *b, rs_req_t *q)
     return 0;
 }
 
+static void drops_phase(batch_t *b);
+
 static void batch_phase(batch_t *b)
 {
+    if (b->phase == 1)
+        drops_phase(b);
     for (size_t i = 0; i < b->n; i++)
         if (b->reqs[i]->work)
             req_phase(b, b->reqs[i], b->phase);
@@ -1687,6 +1707,66 @@ static void apply_failures(batch_t *b)
     }
 }
 
+#define READ_DROP_MAX 64 /* expired seqs per SC_DROP */
+
+void rs_drop_expired(rs_t *t, const char *user, const uint64_t *seqs, size_t n)
+{
+    /* Queued for the next batch's first phase, so that every read after
+     * this report runs after the removal (phases are awaited in turn). */
+    for (size_t i = 0; i < n; i++) {
+        if (t->n_drops == t->cap_drops) {
+            size_t cap = t->cap_drops ? t->cap_drops * 2 : 16;
+            drop_t *g = realloc(t->drops, cap * sizeof *g);
+            if (!g)
+                return; /* reported again at the next read */
+            t->drops = g;
+            t->cap_drops = cap;
+        }
+        char *u = strdup(user);
+        if (!u)
+            return;
+        t->drops[t->n_drops++] = (drop_t){u, seqs[i]};
+        /* the Stats pending: as if it succeeds (a failed removal reports
+         * the entry again at the next read) */
+        uint64_t p = atomic_load_explicit(&t->be->c.pending, memory_order_relaxed);
+        atomic_store_explicit(&t->be->c.pending, p ? p - 1 : 0, memory_order_relaxed);
+    }
+}
+
+/* P1: the queued removals (rs_drop_expired), one SC_DROP per user and at
+ * most READ_DROP_MAX seqs. */
+static void drops_phase(batch_t *b)
+{
+    rs_t *t = b->t;
+    char now[24], win[24];
+    snprintf(now, sizeof now, "%llu", (unsigned long long) rs_now_us());
+    snprintf(win, sizeof win, "%llu", (unsigned long long) t->cfg.dedup_window_s * 1000ull);
+    size_t i = 0;
+    while (i < t->n_drops) {
+        const char *user = t->drops[i].user;
+        char ku[200], kq[200], num[READ_DROP_MAX][24];
+        const char *argv[5 + READ_DROP_MAX];
+        rs_key(ku, sizeof ku, "cw:u:", user, NULL);
+        rs_key(kq, sizeof kq, "cw:q:", user, NULL);
+        argv[0] = "2";
+        argv[1] = ku;
+        argv[2] = kq;
+        argv[3] = now;
+        argv[4] = win;
+        size_t k = 0;
+        while (i + k < t->n_drops && k < READ_DROP_MAX && strcmp(t->drops[i + k].user, user) == 0) {
+            snprintf(num[k], sizeof num[k], "%llu", (unsigned long long) t->drops[i + k].seq);
+            argv[5 + k] = num[k];
+            k++;
+        }
+        op_add(b, NULL, OP_DROP, 0, ku, 0, SC_DROP, (int) (5 + k), argv, NULL);
+        i += k;
+    }
+    for (i = 0; i < t->n_drops; i++)
+        free(t->drops[i].user);
+    t->n_drops = 0;
+}
+
 /* Cuts a READ/HISTORY reply at the first entry that is not visible. */
 static void finish_read(batch_t *b, rs_req_t *q)
 {
@@ -1720,7 +1800,22 @@ static void finish_read(batch_t *b, rs_req_t *q)
     r->n_entries = keep;
     w->ents = NULL;
     w->n_ents = 0;
-    r->pending = w->last > w->acked ? w->last - w->acked : 0;
+    /* Expired entries are reported once (store_if.h READ): removed now. */
+    uint64_t expired[READ_DROP_MAX];
+    size_t n_exp = 0;
+    for (size_t i = 0; r->kind == CW_STORE_REQ_READ && i < keep; i++)
+        if (r->entries[i].status == CW_EXPIRED) {
+            if (n_exp == READ_DROP_MAX) {
+                rs_drop_expired(b->t, q->user, expired, n_exp);
+                n_exp = 0;
+            }
+            expired[n_exp++] = r->entries[i].seq;
+            w->gone++;
+        }
+    if (n_exp)
+        rs_drop_expired(b->t, q->user, expired, n_exp);
+    uint64_t held = w->last > w->acked ? w->last - w->acked : 0;
+    r->pending = held > w->gone ? held - w->gone : 0;
 }
 
 static void finish_ack(rs_req_t *q)
@@ -2241,14 +2336,14 @@ static void uload_cb(void *arg, int status, redisReply *r)
         return;
     }
     cw_store_user_t *u = &l->users[x->i];
-    if (x->kind == 0 && r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
-        uint64_t a[3] = {0, 0, 0};
-        for (int k = 0; k < 3; k++)
+    if (x->kind == 0 && r->type == REDIS_REPLY_ARRAY && r->elements == 4) {
+        uint64_t a[4] = {0, 0, 0, 0};
+        for (int k = 0; k < 4; k++)
             if (r->element[k]->type == REDIS_REPLY_STRING)
                 a[k] = strtoull(r->element[k]->str, NULL, 10);
         u->created_us = a[0];
         u->last_seq = a[2];
-        u->pending = a[2] > a[1] ? a[2] - a[1] : 0;
+        u->pending = a[2] > a[1] + a[3] ? a[2] - a[1] - a[3] : 0; /* gone: expired, removed */
     } else if (x->kind == 1 && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
                r->element[0]->type == REDIS_REPLY_STRING &&
                r->element[1]->type == REDIS_REPLY_STRING) {
@@ -2279,10 +2374,26 @@ static int load_all(rs_t *t, cw_store_loaded_t *l, char *err, size_t errlen)
 {
     int64_t deadline = rs_now_ms() + (t->cfg.retry_ms ? t->cfg.retry_ms : 10000);
     load_t loads[N_SCRIPTS];
+    /* On every primary (one slot of each): a script missing on a node is
+     * answered NOSCRIPT and sent again as EVAL, which puts it behind
+     * commands submitted after it for the same slot. */
+    uint16_t first[64];
+    int nodes[64], n_nodes = 0;
+    for (uint32_t slot = 0; slot < 16384; slot++) {
+        int node = cw_rc_slot_node(t->rc, (uint16_t) slot);
+        int j = 0;
+        while (j < n_nodes && nodes[j] != node)
+            j++;
+        if (j == n_nodes && n_nodes < 64) {
+            nodes[n_nodes] = node;
+            first[n_nodes++] = (uint16_t) slot;
+        }
+    }
     for (int i = 0; i < N_SCRIPTS; i++) {
         loads[i] = (load_t){t, "", 0};
         const char *argv[] = {"SCRIPT", "LOAD", rs_scripts[i]};
-        cw_rc_command(t->rc, 0, 3, argv, NULL, script_cb, &loads[i]);
+        for (int j = 0; j < n_nodes; j++)
+            cw_rc_command(t->rc, first[j], 3, argv, NULL, script_cb, &loads[i]);
     }
     users_t u = {l, 0};
     const char *argv[] = {"ZRANGE", "cw:users", "0", "-1"};
@@ -2313,8 +2424,8 @@ static int load_all(rs_t *t, cw_store_loaded_t *l, char *err, size_t errlen)
         const char *name = l->users[i].name;
         x[3 * i] = (uload_t){l, i, 0, NULL, NULL, &failed, t};
         rs_key(k, sizeof k, "cw:u:", name, NULL);
-        const char *a0[] = {"HMGET", k, "created_us", "acked", "last"};
-        cmd_key(t, k, 5, a0, NULL, uload_cb, &x[3 * i]);
+        const char *a0[] = {"HMGET", k, "created_us", "acked", "last", "gone"};
+        cmd_key(t, k, 6, a0, NULL, uload_cb, &x[3 * i]);
         x[3 * i + 1] = (uload_t){l, i, 1, NULL, NULL, &failed, t};
         rs_key(k, sizeof k, "cw:s:", name, NULL);
         const char *a1[] = {"HMGET", k, "b", "inc"};
@@ -2366,6 +2477,9 @@ static void rs_free(rs_t **p)
     cw_rc_destroy(&t->rc);         /* callbacks may use the gate */
     rs_gate_destroy(&t->gate);
     free(t->reqs);
+    for (size_t i = 0; i < t->n_drops; i++)
+        free(t->drops[i].user);
+    free(t->drops);
     free(t);
     *p = NULL;
 }

@@ -246,6 +246,14 @@ static rs_req_t *event_new(int kind, const char *user, size_t extra, char **at)
 
 static void raise_entry(rs_gate_t *g, guser_t *u, cw_store_entry_t *e)
 {
+    /* An entry whose TTL ran out is raised as a read reports it (CW_EXPIRED,
+     * no text), once: it is removed now, so no read reports it again. */
+    if (e->status == CW_OK && e->expires_us && e->expires_us <= rs_now_us()) {
+        e->status = CW_EXPIRED;
+        e->text = "";
+        e->text_len = 0;
+        rs_drop_expired(g->t, u->name, &e->seq, 1);
+    }
     char *at;
     rs_req_t *q = event_new(CW_STORE_EV_ENTRY, u->name, 0, &at);
     cw_store_entry_t *arr = q ? calloc(1, sizeof *arr) : NULL;

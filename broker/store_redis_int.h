@@ -88,7 +88,7 @@ int rs_w_parse(const char *s, size_t len, rs_w_t *w);
 
 /* The scripts (EVALSHA with a fallback to EVAL on NOSCRIPT). */
 enum { SC_APPEND, SC_ACK, SC_READ, SC_HISTORY, SC_ADD_USER, SC_CLAIM, SC_RELEASE, SC_LIVE,
-       SC_PEEK, N_SCRIPTS };
+       SC_PEEK, SC_DROP, N_SCRIPTS };
 extern const char *const rs_scripts[N_SCRIPTS];
 
 /* ------------------------------------------------------------------------ */
@@ -105,6 +105,9 @@ const cw_store_config_t *rs_cfg(const rs_t *t);
 /* Queues an event (an object the gate made) for the router; freed on a
  * broken pipe. */
 void rs_emit(rs_t *t, rs_req_t *ev);
+/* Removes user's entries seqs[0..n) if their TTL ran out (SC_DROP, in the
+ * background): each expired entry is reported once (READ, ENTRY). */
+void rs_drop_expired(rs_t *t, const char *user, const uint64_t *seqs, size_t n);
 /* Issues a script: argv[0] is numkeys as a string, then the keys (the
  * first key's slot routes it), then the arguments. The callback runs as
  * cw_rc_command's, after a NOSCRIPT fallback to EVAL if needed. CW_OK or

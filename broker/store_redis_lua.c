@@ -38,21 +38,73 @@
 const char *const rs_field_names[N_FIELDS] = {"from", "mid", "to",   "bcast", "ts",
                                               "exp",  "clock", "text", "w",   "crc"};
 
+/* Lua shared by the scripts that remove expired entries (put in front
+ * of each): drop(stream, dedupe key prefix, entries, now_us, window_ms)
+ * XDELs the entries whose exp is set and <= now_us, gives their dedupe
+ * keys the expiry an ack gives (max(now, receipt + window)), and returns
+ * how many it removed. */
+#define LUA_DROP \
+    "local function drop(stream, dprefix, es, now, win)\n" \
+    "  local n = 0\n" \
+    "  for _, e in ipairs(es) do\n" \
+    "    local f = e[2]\n" \
+    "    local from, mid, ts, exp\n" \
+    "    for i = 1, #f, 2 do\n" \
+    "      if f[i] == 'exp' then exp = tonumber(f[i + 1])\n" \
+    "      elseif f[i] == 'from' then from = f[i + 1]\n" \
+    "      elseif f[i] == 'mid' then mid = f[i + 1]\n" \
+    "      elseif f[i] == 'ts' then ts = f[i + 1] end\n" \
+    "    end\n" \
+    "    if exp and exp > 0 and exp <= now then\n" \
+    "      redis.call('XDEL', stream, e[1])\n" \
+    "      n = n + 1\n" \
+    "      if from and mid and mid ~= '' then\n" \
+    "        local at = math.floor((tonumber(ts) or 0) / 1000) + win\n" \
+    "        local nowms = math.floor(now / 1000)\n" \
+    "        if at < nowms then at = nowms end\n" \
+    "        redis.call('PEXPIREAT', dprefix .. from .. ':' .. mid, string.format('%.0f', at))\n" \
+    "      end\n" \
+    "    end\n" \
+    "  end\n" \
+    "  return n\n" \
+    "end\n"
+
 const char *const rs_scripts[N_SCRIPTS] = {
     /* SC_APPEND. KEYS: user hash, stream, dedupe key, channel. ARGV: quota,
-     * writer token, dedupe PX (0: none), -, then field/value pairs. */
+     * writer token, dedupe PX (0: none), "<now_us>,<dedupe window ms>", then
+     * field/value pairs. The queue holds last - acked - gone entries (gone:
+     * expired ones removed above acked); a full queue first removes its
+     * expired entries, at most once a second (reclaim: when it last did),
+     * as the SQLite store does. */
     [SC_APPEND] =
+        LUA_DROP
         "if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end\n"
         "local d = redis.call('GET', KEYS[3])\n"
         "if d then\n"
         "  local sep = string.find(d, '|', 1, true) or (#d + 1)\n"
         "  return {1, tonumber(string.sub(d, 1, sep - 1)) or 0, string.sub(d, sep + 1)}\n"
         "end\n"
-        "local h = redis.call('HMGET', KEYS[1], 'acked', 'last')\n"
+        "local h = redis.call('HMGET', KEYS[1], 'acked', 'last', 'gone', 'reclaim')\n"
         "local acked = tonumber(h[1]) or 0\n"
         "local last = tonumber(h[2]) or 0\n"
+        "local gone = tonumber(h[3]) or 0\n"
         "local q = tonumber(ARGV[1])\n"
-        "if q > 0 and last - acked >= q then return {-2} end\n"
+        "if q > 0 and last - acked - gone >= q then\n"
+        "  local sep = string.find(ARGV[4], ',', 1, true)\n"
+        "  local now = tonumber(string.sub(ARGV[4], 1, sep - 1))\n"
+        "  local win = tonumber(string.sub(ARGV[4], sep + 1))\n"
+        "  if now >= (tonumber(h[4]) or 0) + 1000000 then\n"
+        "    redis.call('HSET', KEYS[1], 'reclaim', string.format('%.0f', now))\n"
+        "    local n = drop(KEYS[2], 'cw:d:' .. string.sub(KEYS[1], 6) .. ':',\n"
+        "                   redis.call('XRANGE', KEYS[2], '0-' .. string.format('%.0f', acked + 1), '+'),\n"
+        "                   now, win)\n"
+        "    if n > 0 then\n"
+        "      gone = gone + n\n"
+        "      redis.call('HSET', KEYS[1], 'gone', string.format('%.0f', gone))\n"
+        "    end\n"
+        "  end\n"
+        "  if last - acked - gone >= q then return {-2} end\n"
+        "end\n"
         "local id = redis.call('XADD', KEYS[2], '0-*', unpack(ARGV, 5))\n"
         "local seq = tonumber(string.sub(id, 3))\n"
         "redis.call('HSET', KEYS[1], 'last', string.format('%.0f', seq))\n"
@@ -66,15 +118,17 @@ const char *const rs_scripts[N_SCRIPTS] = {
         "redis.call('SPUBLISH', KEYS[4], table.concat(t, ','))\n"
         "return {0, seq}\n",
     /* SC_ACK. KEYS: user hash, stream. ARGV: up_to, retention, now_ms,
-     * dedupe window ms, dedupe key prefix. {0|-1|-3, pending, newly acked}. */
+     * dedupe window ms, dedupe key prefix. {0|-1|-3, pending, newly acked};
+     * the expired entries removed in (acked, up] leave gone. */
     [SC_ACK] =
         "if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end\n"
-        "local h = redis.call('HMGET', KEYS[1], 'acked', 'last')\n"
+        "local h = redis.call('HMGET', KEYS[1], 'acked', 'last', 'gone')\n"
         "local acked = tonumber(h[1]) or 0\n"
         "local last = tonumber(h[2]) or 0\n"
+        "local gone = tonumber(h[3]) or 0\n"
         "local up = tonumber(ARGV[1])\n"
-        "if up > last then return {-3, last - acked} end\n"
-        "if up <= acked then return {0, last - acked} end\n"
+        "if up > last then return {-3, last - acked - gone} end\n"
+        "if up <= acked then return {0, last - acked - gone} end\n"
         "local now = tonumber(ARGV[3])\n"
         "local win = tonumber(ARGV[4])\n"
         "local es = redis.call('XRANGE', KEYS[2], '0-' .. string.format('%.0f', acked + 1),\n"
@@ -93,16 +147,21 @@ const char *const rs_scripts[N_SCRIPTS] = {
         "    redis.call('PEXPIREAT', ARGV[5] .. from .. ':' .. mid, string.format('%.0f', at))\n"
         "  end\n"
         "end\n"
-        "redis.call('HSET', KEYS[1], 'acked', string.format('%.0f', up))\n"
+        "local gone_in = (up - acked) - #es\n"
+        "if gone_in > gone then gone_in = gone end\n"
+        "gone = gone - gone_in\n"
+        "redis.call('HSET', KEYS[1], 'acked', string.format('%.0f', up), 'gone',\n"
+        "           string.format('%.0f', gone))\n"
         "local minid = up - tonumber(ARGV[2]) + 1\n"
         "if minid > 1 then\n"
         "  redis.call('XTRIM', KEYS[2], 'MINID', '0-' .. string.format('%.0f', minid))\n"
         "end\n"
-        "return {0, last - up, up - acked}\n",
-    /* SC_READ. KEYS: user hash, stream. ARGV: from, max. */
+        "return {0, last - up - gone, up - acked - gone_in}\n",
+    /* SC_READ. KEYS: user hash, stream. ARGV: from, max. {0, acked, last,
+     * entries, gone}. */
     [SC_READ] =
         "if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end\n"
-        "local h = redis.call('HMGET', KEYS[1], 'acked', 'last')\n"
+        "local h = redis.call('HMGET', KEYS[1], 'acked', 'last', 'gone')\n"
         "local acked = tonumber(h[1]) or 0\n"
         "local last = tonumber(h[2]) or 0\n"
         "local from = tonumber(ARGV[1])\n"
@@ -112,7 +171,7 @@ const char *const rs_scripts[N_SCRIPTS] = {
         "  es = redis.call('XRANGE', KEYS[2], '0-' .. string.format('%.0f', from), '+',\n"
         "                  'COUNT', ARGV[2])\n"
         "end\n"
-        "return {0, acked, last, es}\n",
+        "return {0, acked, last, es, tonumber(h[3]) or 0}\n",
     /* SC_HISTORY. KEYS: user hash, stream. ARGV: n. Newest first. */
     [SC_HISTORY] =
         "if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end\n"
@@ -172,7 +231,28 @@ const char *const rs_scripts[N_SCRIPTS] = {
         "                  '0-' .. string.format('%.0f', up), 'COUNT', ARGV[2])\n"
         "end\n"
         "return {0, acked, tonumber(h[2]) or 0, es}\n",
+    /* SC_DROP. KEYS: user hash, stream. ARGV: now_us, dedupe window ms,
+     * seq... Removes those entries above acked whose TTL ran out by now_us
+     * (reported CW_EXPIRED once: store_if.h READ), as the SQLite store
+     * does. The number removed. */
+    [SC_DROP] =
+        LUA_DROP
+        "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
+        "local acked = tonumber(redis.call('HGET', KEYS[1], 'acked')) or 0\n"
+        "local es = {}\n"
+        "for i = 3, #ARGV do\n"
+        "  if tonumber(ARGV[i]) > acked then\n"
+        "    local e = redis.call('XRANGE', KEYS[2], '0-' .. ARGV[i], '0-' .. ARGV[i])\n"
+        "    if #e == 1 then es[#es + 1] = e[1] end\n"
+        "  end\n"
+        "end\n"
+        "local n = drop(KEYS[2], 'cw:d:' .. string.sub(KEYS[1], 6) .. ':', es,\n"
+        "               tonumber(ARGV[1]), tonumber(ARGV[2]))\n"
+        "if n > 0 then redis.call('HINCRBY', KEYS[1], 'gone', n) end\n"
+        "return n\n",
 };
+
+
 
 /* ------------------------------------------------------------------------ */
 

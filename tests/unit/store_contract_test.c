@@ -807,6 +807,175 @@ static void test_counters_current(void **state)
     }
 }
 
+/* Appends text to `to` with TTL ttl_s, received age_s seconds ago. */
+static int append_aged(fx_t *f, uint64_t token, const char *to, const char *text,
+                       uint32_t ttl_s, uint64_t age_s)
+{
+    cw_store_rcpt_t r = {to, 0, 0};
+    cw_store_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.sender = "alice";
+    m.text = text;
+    m.text_len = strlen(text);
+    m.timestamp_us = cw_now_us() - age_s * 1000000u;
+    m.ttl_s = ttl_s;
+    m.rcpts = &r;
+    m.n_rcpts = 1;
+    return f->be->ops->append(f->s, token, &m);
+}
+
+/* Reads user's queue from 0: the reply (status checked), n entries. */
+static cw_store_reply_t *read_all(fx_t *f, uint64_t *t, const char *user, size_t *n)
+{
+    assert_int_equal(f->be->ops->read(f->s, ++*t, user, 0, 100), CW_OK);
+    cw_store_reply_t *r = expect(f, *t, CW_STORE_REQ_READ);
+    assert_int_equal(cw_store_reply_status(r), CW_OK);
+    cw_store_reply_entries(r, n);
+    return r;
+}
+
+/* TTL (PROTOCOL.md §13.8): an entry whose TTL ran out is read once as
+ * CW_EXPIRED without its text, then it is gone from the queue and from
+ * pending; an ack past it works. */
+static void test_ttl_expired_read_once(void **state)
+{
+    (void) state;
+    FOR_EACH_BACKEND(b) {
+        fx_t *f = fx_new(b, NULL);
+        uint64_t t = 0;
+        add_users(f, &t);
+        assert_int_equal(append_aged(f, ++t, "bob", "stale", 1, 5), CW_OK);
+        expect_status(f, t, CW_STORE_REQ_APPEND, CW_OK);
+        assert_int_equal(append_aged(f, ++t, "bob", "fresh", 3600, 0), CW_OK);
+        expect_status(f, t, CW_STORE_REQ_APPEND, CW_OK);
+        size_t n = 0;
+        cw_store_reply_t *r = read_all(f, &t, "bob", &n);
+        const cw_store_entry_t *e = cw_store_reply_entries(r, &n);
+        assert_int_equal(n, 2);
+        assert_int_equal(e[0].seq, 1);
+        assert_int_equal(e[0].status, CW_EXPIRED);
+        assert_int_equal(e[0].text_len, 0);
+        assert_int_equal(e[1].seq, 2);
+        assert_int_equal(e[1].status, CW_OK);
+        assert_string_equal(e[1].text, "fresh");
+        assert_int_equal(cw_store_reply_pending(r), 1);
+        cw_store_reply_destroy(&r);
+        /* reported once: gone now */
+        r = read_all(f, &t, "bob", &n);
+        e = cw_store_reply_entries(r, &n);
+        assert_int_equal(n, 1);
+        assert_int_equal(e[0].seq, 2);
+        assert_int_equal(cw_store_reply_pending(r), 1);
+        cw_store_reply_destroy(&r);
+        cw_store_counters_t c;
+        f->be->ops->stats(f->s, &c);
+        assert_int_equal(c.pending, 1);
+        assert_int_equal(f->be->ops->ack(f->s, ++t, "bob", 2, 0), CW_OK);
+        r = expect(f, t, CW_STORE_REQ_ACK);
+        assert_int_equal(cw_store_reply_status(r), CW_OK);
+        assert_int_equal(cw_store_reply_pending(r), 0);
+        cw_store_reply_destroy(&r);
+        f->be->ops->stats(f->s, &c);
+        assert_int_equal(c.pending, 0);
+        fx_destroy(&f);
+    }
+}
+
+/* A full queue removes its expired entries to make room (without
+ * reporting them); with none expired it stays full. */
+static void test_full_queue_drops_expired(void **state)
+{
+    (void) state;
+    FOR_EACH_BACKEND(b) {
+        cw_store_config_t cfg;
+        cw_store_config_init(&cfg);
+        cfg.queue_quota = 2;
+        fx_t *f = fx_new(b, &cfg);
+        uint64_t t = 0;
+        add_users(f, &t);
+        for (int i = 0; i < 2; i++) {
+            assert_int_equal(append_aged(f, ++t, "bob", "stale", 1, 5), CW_OK);
+            expect_status(f, t, CW_STORE_REQ_APPEND, CW_OK);
+        }
+        assert_int_equal(append_aged(f, ++t, "bob", "room", 3600, 0), CW_OK);
+        cw_store_reply_t *r = expect(f, t, CW_STORE_REQ_APPEND);
+        assert_int_equal(cw_store_reply_status(r), CW_OK);
+        assert_int_equal(cw_store_reply_rcpt_status(r, 0), CW_ACCEPTED);
+        assert_int_equal(cw_store_reply_rcpt_seq(r, 0), 3);
+        cw_store_reply_destroy(&r);
+        assert_int_equal(append_aged(f, ++t, "bob", "more", 3600, 0), CW_OK);
+        expect_status(f, t, CW_STORE_REQ_APPEND, CW_OK);
+        assert_int_equal(append_aged(f, ++t, "bob", "over", 3600, 0), CW_OK);
+        r = expect(f, t, CW_STORE_REQ_APPEND);
+        assert_int_equal(cw_store_reply_rcpt_status(r, 0), CW_QUEUE_FULL);
+        cw_store_reply_destroy(&r);
+        size_t n = 0;
+        r = read_all(f, &t, "bob", &n);
+        const cw_store_entry_t *e = cw_store_reply_entries(r, &n);
+        assert_int_equal(n, 2);
+        assert_int_equal(e[0].seq, 3);
+        assert_int_equal(e[0].status, CW_OK);
+        assert_int_equal(e[1].seq, 4);
+        assert_int_equal(cw_store_reply_pending(r), 2);
+        cw_store_reply_destroy(&r);
+        fx_destroy(&f);
+    }
+}
+
+/* Shared backends: ENTRY raises an expired entry as a read does
+ * (CW_EXPIRED, no text: never its content), once. */
+static void test_entry_expired(void **state)
+{
+    (void) state;
+    FOR_EACH_BACKEND(b) {
+        if (!BACKENDS[b].ops->shared)
+            continue;
+        fx_t *f = fx_new(b, NULL);
+        const cw_store_ops_t *o = f->be->ops;
+        uint64_t t = 0;
+        add_users(f, &t);
+        static const uint8_t sess[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+        assert_int_equal(o->claim_session(f->s, ++t, "bob", sess, sizeof sess, 0), CW_OK);
+        expect_status(f, t, CW_STORE_REQ_CLAIM_SESSION, CW_OK);
+        assert_int_equal(append_aged(f, ++t, "bob", "stale", 1, 5), CW_OK);
+        assert_int_equal(append_aged(f, ++t, "bob", "fresh", 3600, 0), CW_OK);
+        int got[3] = {0, 0, 0}, replies = 0;
+        uint64_t until = cw_now_us() + WAIT_MS * 1000ull;
+        while ((replies < 2 || !got[2]) && cw_now_us() < until) {
+            cw_store_reply_t *r = o->recv(f->s, 100);
+            if (!r)
+                continue;
+            if (!cw_store_reply_is_event(r)) {
+                assert_int_equal(cw_store_reply_status(r), CW_OK);
+                replies++;
+            } else if (r->kind == CW_STORE_EV_ENTRY && strcmp(r->user, "bob") == 0) {
+                assert_int_equal(r->n_entries, 1);
+                const cw_store_entry_t *e = &r->entries[0];
+                assert_true(e->seq == 1 || e->seq == 2);
+                assert_false(got[e->seq]); /* once */
+                got[e->seq] = 1;
+                if (e->seq == 1) {
+                    assert_int_equal(e->status, CW_EXPIRED);
+                    assert_int_equal(e->text_len, 0);
+                } else {
+                    assert_int_equal(e->status, CW_OK);
+                    assert_string_equal(e->text, "fresh");
+                }
+            }
+            cw_store_reply_destroy(&r);
+        }
+        assert_int_equal(replies, 2);
+        assert_true(got[1] && got[2]);
+        size_t n = 0;
+        cw_store_reply_t *r = read_all(f, &t, "bob", &n); /* reported once */
+        const cw_store_entry_t *e = cw_store_reply_entries(r, &n);
+        assert_int_equal(n, 1);
+        assert_int_equal(e[0].seq, 2);
+        cw_store_reply_destroy(&r);
+        fx_destroy(&f);
+    }
+}
+
 /* A backend that cannot serve says so at open, clearly, and opens nothing
  * (no cluster at that address; or a build without hiredis). */
 static void test_store_choose(void **state)
@@ -868,6 +1037,9 @@ int main(void)
         cmocka_unit_test(test_close_in_flight),
         cmocka_unit_test(test_reopen_reads_all),
         cmocka_unit_test(test_counters_current),
+        cmocka_unit_test(test_ttl_expired_read_once),
+        cmocka_unit_test(test_full_queue_drops_expired),
+        cmocka_unit_test(test_entry_expired),
         cmocka_unit_test(test_store_choose),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
