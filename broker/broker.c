@@ -510,14 +510,15 @@ static void handle_logout(cw_broker_t *b, const void *id, size_t id_len, cw_sess
         cwe_reply_status(b, id, id_len, env->request_id, CW_NOT_LOGGED_IN, "logout without a session");
         return;
     }
-    cwe_reply_status(b, id, id_len, env->request_id, CW_OK, "logged out");
     char name[CW_NAME_MAX_HARD + 1];
     strcpy(name, s->user->name);
     if (s->dead)
         b->n_dead--;
     cwor_release(b, s);
     cw_sessions_close(b->sessions, &s, b->now_us);
-    cwd_release(b, name); /* shared store only */
+    /* A shared store answers once the name is free on every broker. */
+    if (!cwd_release_then_reply(b, name, id, id_len, env->request_id))
+        cwe_reply_status(b, id, id_len, env->request_id, CW_OK, "logged out");
     CW_INFO("logout %s", name);
     announce(b, name, false, CAUSEWAY__V1__PRESENCE__REASON__REASON_LOGOUT, NULL);
     log_user_log(b);

@@ -83,8 +83,12 @@ typedef enum {
     P_LIVE,    /* shared store: a live Send's remote recipients (LIVE_SEND) */
 } pending_kind_t;
 
-/* Kinds whose record answers no client request when dropped. */
-#define P_SILENT(k) ((k) == P_PUSH_READ || (k) == P_ADD_USER || (k) == P_CLOCK || (k) == P_RELEASE)
+/* Records that answer no client request when dropped: every PUSH_READ,
+ * ADD_USER and CLOCK, and a RELEASE that no Logout waits for
+ * (cwd_release_then_reply). */
+#define P_SILENT(p)                                                            \
+    ((p)->kind == P_PUSH_READ || (p)->kind == P_ADD_USER || (p)->kind == P_CLOCK || \
+     ((p)->kind == P_RELEASE && !(p)->id[0]))
 
 typedef struct pending {
     struct pending *next;        /* FIFO link */
@@ -945,20 +949,36 @@ int cwd_claim(cw_broker_t *b, cw_session_t *s, bool resume)
     return CW_OK;
 }
 
-void cwd_release(cw_broker_t *b, const char *user)
+/* Submits the release; with a requester, its Reply follows the store's
+ * answer. false (nothing submitted) when there is no shared store or the
+ * submission failed (logged). */
+static bool release(cw_broker_t *b, const char *user, const void *id, size_t id_len,
+                    uint64_t request_id)
 {
     cw_durable_t *d = b->durable;
     if (!d || !b->shared)
-        return;
-    pending_t *p = pending_new(d, P_RELEASE, NULL, 0, 0, user);
+        return false;
+    pending_t *p = pending_new(d, P_RELEASE, id, id_len, request_id, user);
     int rc = p ? d->ops->release_session(d->store, p->token, user) : CW_ERR_NOMEM;
     if (rc != CW_OK) {
         CW_WARN("cannot release the session of %s now (%s); it ends with this broker's lease",
                 user, cw_status_name(rc));
         pending_free(p);
-        return;
+        return false;
     }
     pending_push(d, p);
+    return true;
+}
+
+void cwd_release(cw_broker_t *b, const char *user)
+{
+    (void) release(b, user, NULL, 0, 0);
+}
+
+bool cwd_release_then_reply(cw_broker_t *b, const char *user, const void *id, size_t id_len,
+                            uint64_t request_id)
+{
+    return release(b, user, id, id_len, request_id);
 }
 
 /* The Reply of a live Send with remote recipients: every recipient in the
@@ -1239,7 +1259,7 @@ void cwd_on_replies(cw_broker_t *b)
         while (p && p->token != token) {
             CW_ERROR("store reply %llu out of order (expected %llu)", (unsigned long long) token,
                      (unsigned long long) p->token);
-            if (!P_SILENT(p->kind))
+            if (!P_SILENT(p))
                 cwe_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_INTERNAL,
                                  "store reply lost");
             budget_release(b, p);
@@ -1266,6 +1286,8 @@ void cwd_on_replies(cw_broker_t *b)
             if (cw_store_reply_status(r) != CW_OK)
                 CW_WARN("releasing the session of %s failed: %s", p->user,
                         cw_status_name(cw_store_reply_status(r)));
+            if (p->id[0]) /* a Logout waited for it (cwd_release_then_reply) */
+                cwe_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_OK, "logged out");
             break;
         case P_ADD_USER: {
             cwb_user_t *u = cw_sessions_user(b->sessions, p->user);
@@ -1685,7 +1707,11 @@ void cwd_close(cw_broker_t *b)
             if (s && s->claiming && s->serial == p->serial)
                 cwe_reply_status(b, s->id + 1, s->id[0], s->login_rid, CW_SHUTTING_DOWN,
                                  "broker stopped before the login completed");
-        } else if (!P_SILENT(p->kind))
+        } else if (p->kind == P_RELEASE && p->id[0]) {
+            /* The session is closed; the broker's own release of every
+             * claim at shutdown covers the name. */
+            cwe_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_OK, "logged out");
+        } else if (!P_SILENT(p))
             cwe_reply_status(b, p->id + 1, p->id[0], p->request_id, CW_SHUTTING_DOWN,
                              "broker stopped before the store answered");
         budget_release(b, p);

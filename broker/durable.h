@@ -71,6 +71,16 @@ bool cwd_next_claimed(cw_broker_t *b, cwd_claimed_t *out);
  * then ends with the broker's lease). */
 void cwd_release(cw_broker_t *b, const char *user);
 
+/* Logout on a shared store: ends the claim like cwd_release and answers
+ * the Logout (OK "logged out", whatever the release's outcome) only once
+ * the store has answered the release, so that a client told "logged out"
+ * may log in on any other broker at once, even if this one dies right
+ * after. Returns true if that Reply will be sent; false (nothing sent,
+ * nothing submitted) when the caller must reply itself: no shared store,
+ * or the release could not be submitted (then logged). */
+bool cwd_release_then_reply(cw_broker_t *b, const char *user, const void *id, size_t id_len,
+                            uint64_t request_id);
+
 /* A live Send with recipients that have no session here: rcpts[0..n) are
  * the Reply's recipients in the sender's order, with the local outcomes
  * already set; remote[i] says rcpts[i] is asked of the store (LIVE_SEND,

@@ -1,6 +1,7 @@
-"""A Login waiting for the shared store's claim (PROTOCOL.md §9.1, §13.13)
-gets its Reply however long the store takes within --store-retry-ms, and a
-claim that failed leaves the name free.
+"""Claims and releases on a shared store (PROTOCOL.md §7.7, §9.1, §13.13):
+a Login waiting for the store's claim gets its Reply however long the
+store takes within --store-retry-ms, a claim that failed leaves the name
+free, and a Logout is answered only once the name is free on every broker.
 
 1. A client sends no Heartbeat before it is logged in (§9.2: it learns the
    interval from LoginInfo), so the broker must not expire, for silence, a
@@ -22,6 +23,7 @@ default --redis-wait 1 on the same cluster must then log the same name in
 while the first broker still runs.
 """
 
+import signal
 import time
 
 import pytest
@@ -71,3 +73,45 @@ def test_login_answered_store_error_when_the_claim_cannot_be_replicated(cluster,
     assert_status(pb, reply, "OK")
     alice.logout()
     assert b.running()
+
+
+def primary_of(cluster, key):
+    """The Node serving key's slot (per CLUSTER KEYSLOT and CLUSTER SLOTS)."""
+    c = cluster.primaries()[0].client()
+    slot = c.execute_command("CLUSTER", "KEYSLOT", key)
+    for lo, hi, primary, *_ in c.execute_command("CLUSTER", "SLOTS"):
+        if lo <= slot <= hi:
+            return cluster.node(int(primary[1]))
+    raise AssertionError(f"no primary serves slot {slot}")
+
+
+def test_logout_answered_once_the_name_is_free_everywhere(cluster, broker, hub, pb):
+    """"logged out" from a broker on a shared store means the name is free
+    on every broker, even if that broker dies at once. It did not: the
+    Logout was answered before the release was sent to the store, so a
+    broker killed right after (docs/SCALEOUT.md's trial kills one right
+    after a `causeway send`) kept the name NAME_TAKEN elsewhere until its
+    lease expired. The primary holding alice's session is frozen while she
+    logs out (shorter than the node timeout: no failover), so the release
+    cannot have run yet: the Reply must wait for it."""
+    a = broker("--store", f"redis://{cluster.seeds}")
+    b = broker("--store", f"redis://{cluster.seeds}")
+    alice = hub.client(a.endpoint)
+    alice.login("alice")
+    node = primary_of(cluster, "cw:s:{alice}")
+    node.proc.send_signal(signal.SIGSTOP)
+    try:
+        rid = alice.send_env(alice.envelope("logout"))
+        # Nothing can answer while the release cannot run. (An event that
+        # must not happen: waited for a bounded moment.)
+        alice._recv_ready(0.5)
+        alice.assert_none(lambda e: e.WhichOneof("body") == "reply" and e.request_id == rid,
+                          "Logout answered before the store released the name")
+    finally:
+        node.proc.send_signal(signal.SIGCONT)
+    assert_status(pb, alice.recv_reply(rid, timeout=REPLY_BOUND).reply, "OK")
+    alice.logged_in = False
+    a.kill()   # at once, as the trial does
+    again = hub.client(b.endpoint)
+    assert_status(pb, again.try_login("alice"), "OK")
+    again.logout()
