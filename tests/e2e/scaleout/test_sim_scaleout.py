@@ -30,6 +30,8 @@ SCENARIOS = os.path.join(SOURCE_DIR, "scripts", "scenarios")
 # One run: the cluster (~5 s), the plan (~20 s), a failover's pause, the
 # drain (at most its drain_timeout, 20 s) and the audit.
 RUN_TIMEOUT = 240 * TIMEOUT_SCALE
+# The control: runs made until one loses (see the test).
+CONTROL_RUNS = 3
 
 
 def run_sim(name, *args):
@@ -68,7 +70,10 @@ def assert_clean(v, res, late_max=0):
     assert v["duplicated"] == 0, why
     assert v["seq_reuse"] == 0, why
     assert v["unexpected"] == 0, why
-    assert v["causal"] == 0, why
+    # A causal-order finding on a delivery libcauseway flagged late is the
+    # documented price of order across brokers (SCALEOUT.md section 8):
+    # detected, not silent. Anything else is a violation.
+    assert v["causal"] - v["causal_late"] == 0, why
     assert v["late"] <= late_max, why
     assert v["audit"]["ok"] is True and v["audit"]["events"] > 0, why
     assert v["drain"]["timed_out"] is False, why
@@ -130,11 +135,22 @@ def test_control_without_wait_loses(tmp_path):
     """S3 with --redis-wait 0: the frozen primary runs the scripts queued in
     its sockets on SIGCONT and answers them before it learns it was
     demoted; without WAIT the brokers say ACCEPTED for writes that the new
-    primary never had. The verdict must show it."""
-    v, res = run_sim("scaleout-s3", "--workdir", run_dir(tmp_path),
-                     "--broker-args", "--redis-wait 0")
-    why = f"{json.dumps(v, indent=1)}\n--- stderr ---\n{res.stderr}"
-    assert v["faults"]["redis_primary_stops"] == 1 and v["faults"]["errors"] == 0, why
-    assert v["durable"]["accepted"] > 0, why
-    assert v["lost"] > 0, why
-    assert v["clean"] is False and res.returncode == 1, why
+    primary never had. The verdict must show it.
+
+    How many are lost depends on how many sends are in flight when the
+    primary freezes and on whether a broker retried them elsewhere first:
+    with main at 4bc9a50 a run lost 0 to 4 pairs (27 clients; 90 clients
+    lost 4), so up to CONTROL_RUNS runs are made and one must lose. Every
+    run must still have played its fault and accepted something."""
+    losses = []
+    for i in range(CONTROL_RUNS):
+        v, res = run_sim("scaleout-s3", "--workdir", tmp_path / f"run{i}",
+                         "--broker-args", "--redis-wait 0")
+        why = f"{json.dumps(v, indent=1)}\n--- stderr ---\n{res.stderr}"
+        assert v["faults"]["redis_primary_stops"] == 1 and v["faults"]["errors"] == 0, why
+        assert v["durable"]["accepted"] > 0, why
+        losses.append(v["lost"])
+        if v["lost"] > 0:
+            assert v["clean"] is False and res.returncode == 1, why
+            break
+    assert max(losses) > 0, f"no run of the control lost anything: {losses}"
