@@ -1205,10 +1205,18 @@ static void op_reply(op_t *o, const redisReply *r)
             w->last = (uint64_t) last;
             w->gone = gone > 0 ? (uint64_t) gone : 0;
             free_ws(w);
-            if (decode_entries(w, r->element[3], w->acked,
-                               o->kind == OP_READ ? rs_now_us() : 0) != 0) {
+            uint64_t now = rs_now_us();
+            if (decode_entries(w, r->element[3], w->acked, o->kind == OP_READ ? now : 0) != 0) {
                 rep->status = CW_ERR_NOMEM;
                 break;
+            }
+            /* HISTORY: an unacknowledged entry whose TTL ran out says so and
+             * keeps its text (as the SQLite store's History); only READ
+             * drops the text and reports it once */
+            for (size_t i = 0; o->kind == OP_HISTORY && i < w->n_ents; i++) {
+                cw_store_entry_t *e = &w->ents[i];
+                if (e->status == CW_OK && !e->acked && e->expires_us && e->expires_us <= now)
+                    e->status = CW_EXPIRED;
             }
             rep->status = CW_OK;
         }
