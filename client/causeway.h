@@ -1,7 +1,9 @@
 /*  causeway.h: libcauseway, the C client library of the causeway broker.
  *
  *  This is the whole public API. A cw_client_t is one connection to one
- *  broker, carrying at most one logged-in session. Behind it a background
+ *  broker at a time (several brokers on one store may be given as an
+ *  endpoint list: failover, see cw_client_new), carrying at most one
+ *  logged-in session. Behind it a background
  *  I/O thread owns the ZeroMQ DEALER socket: it sends heartbeats, notices a
  *  lost broker (no frame for heartbeat_ms * liveness), reconnects with
  *  exponential backoff (100 ms doubling to 5 s) and logs in again with the
@@ -105,7 +107,9 @@
  *     sender's own entry of the message clock when the message has no id),
  *     msg_clock = the message's clock, holdback_us = the time the delivery
      was held back ("Causal order"; 0 if it was not).
- *     Dropped duplicates are not events.
+ *     Dropped duplicates are not events. A delivery whose clock entry of
+ *     its sender is at or below ours before the merge is flagged late
+ *     (cw_message_t.late; "late":true in the event; PROTOCOL.md §13.14).
  *
  *  Trace file: one line per event in the canonical JSON-lines form
  *  (`causeway-clockd audit FILE` reads it), appended with one write(2) per

@@ -13,8 +13,9 @@
  *          were shown or TIMEOUT_MS passed since the last one
  *
  *  Both print {"login":"DETAIL","endpoint":"E"} after the login, and
- *  {"event":"disconnected"|"reconnected","endpoint":"E","resumed":B,
- *  "switched":B,"detail":"D"} for connection events, then {"done":true}
+ *  {"event":"disconnected"|"reconnected","ts_us":T,"endpoint":"E","resumed":B,
+ *  "switched":B,"detail":"D"} for connection events (T: when it was read,
+ *  wall clock µs), then {"done":true}
  *  (exit 0) or {"done":false} (exit 1 on a timeout). Exit 2 on bad
  *  arguments or a refused login. The first line is {"pid":P}.
  *  $CAUSEWAY_LOG_LEVEL (e.g. debug) sets the library's log level (stderr).
@@ -32,9 +33,10 @@ static void print_event(const cw_event_t *ev)
 {
     if (ev->type != CW_EVENT_DISCONNECTED && ev->type != CW_EVENT_RECONNECTED)
         return;
-    printf("{\"event\":\"%s\",\"endpoint\":\"%s\",\"resumed\":%s,\"switched\":%s,"
-           "\"detail\":\"%s\"}\n",
+    printf("{\"event\":\"%s\",\"ts_us\":%llu,\"endpoint\":\"%s\",\"resumed\":%s,"
+           "\"switched\":%s,\"detail\":\"%s\"}\n",
            ev->type == CW_EVENT_DISCONNECTED ? "disconnected" : "reconnected",
+           (unsigned long long) cw_now_us(),
            ev->failover.endpoint ? ev->failover.endpoint : "",
            ev->failover.resumed ? "true" : "false", ev->failover.switched ? "true" : "false",
            ev->conn.detail ? ev->conn.detail : "");
