@@ -65,8 +65,7 @@ static int append_one(cw_store_t *s, const char *reader, const cw_store_entry_t 
     return CW_OK;
 }
 
-/* Whether entry e asks for a receipt (and is a message, not a receipt). */
-static int wants_receipt(const cw_store_entry_t *e)
+int cw_receipts_wanted(const cw_store_entry_t *e)
 {
     if (e->status != CW_OK || !e->clock || !e->clock_len || !e->message_id ||
         !*e->message_id || !e->sender || !*e->sender)
@@ -97,7 +96,7 @@ int cw_receipts_ack(cw_store_t *s, const char *user, uint64_t up_to_seq, uint64_
         if (rc != CW_OK || n == 0)
             break;
         for (size_t i = 0; i < n; i++) {
-            int keep = wants_receipt(&e[i]);
+            int keep = cw_receipts_wanted(&e[i]);
             if (keep && n_want == cap) {
                 size_t ncap = cap ? cap * 2 : 8;
                 cw_store_entry_t *grown = realloc(want, ncap * sizeof *grown);

@@ -41,4 +41,9 @@
 int cw_receipts_ack(cw_store_t *s, const char *user, uint64_t up_to_seq, uint64_t now_us,
                     uint64_t *pending, cw_store_entry_t **made, size_t *n_made);
 
+/* Whether entry e asks for a read receipt (a message whose clock blob says
+ * receipt_requested, not a receipt itself); any backend's. Can't fail: an
+ * entry that does not decode asks for none. */
+int cw_receipts_wanted(const cw_store_entry_t *e);
+
 #endif

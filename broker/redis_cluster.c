@@ -717,22 +717,45 @@ static int sub_reply(cw_rc_t *rc, int i, redisReply *r)
     return -1;
 }
 
-static int sub_read(cw_rc_t *rc, int i)
+/* One reply of node i's connection: 0 (go on) or -1 (give it up). */
+typedef int reply_fn_t(cw_rc_t *rc, int i, void *v);
+
+/* Node i's command (sub 0) or subscriber (sub 1) connection, looked up
+ * afresh (a callback may grow rc->nodes). */
+static redisContext *conn(cw_rc_t *rc, int i, int sub)
 {
-    node_t *n = &rc->nodes[i];
-    if (redisBufferRead(n->sc) != REDIS_OK)
+    return sub ? rc->nodes[i].sc : rc->nodes[i].c;
+}
+
+/* Reads what that connection of node i sent and hands every complete reply
+ * to fn, in order, while fn says 0 and the connection stays open. 0, or -1
+ * when it is to be given up (read error, bad stream, fn said so). */
+static int read_replies(cw_rc_t *rc, int i, int sub, reply_fn_t *fn)
+{
+    if (redisBufferRead(conn(rc, i, sub)) != REDIS_OK)
         return -1;
     for (;;) {
         void *v = NULL;
-        if (redisGetReplyFromReader(n->sc, &v) != REDIS_OK)
+        if (redisGetReplyFromReader(conn(rc, i, sub), &v) != REDIS_OK)
             return -1;
         if (!v)
             return 0;
-        int rc2 = sub_reply(rc, i, v);
-        freeReplyObject(v);
-        if (rc2 != 0 || !n->sc)
-            return rc2;
+        int r = fn(rc, i, v);
+        if (r != 0 || !conn(rc, i, sub))
+            return r;
     }
+}
+
+static int sub_one(cw_rc_t *rc, int i, void *v)
+{
+    int r = sub_reply(rc, i, v);
+    freeReplyObject(v);
+    return r;
+}
+
+static int sub_read(cw_rc_t *rc, int i)
+{
+    return read_replies(rc, i, 1, sub_one);
 }
 
 void cw_rc_set_sub_cb(cw_rc_t *rc, cw_rc_sub_cb_t *cb, void *arg)
@@ -950,29 +973,24 @@ static int connect_done(node_t *n)
 
 /* Reads what node i sent and handles every complete reply. 0, or -1 when
  * the connection is gone. */
-static int node_read(cw_rc_t *rc, int i)
+static int node_one(cw_rc_t *rc, int i, void *v)
 {
     node_t *n = &rc->nodes[i];
-    if (redisBufferRead(n->c) != REDIS_OK)
+    cmd_t *c = n->head;
+    if (!c) { /* a reply nobody asked for: the stream is out of step */
+        freeReplyObject(v);
         return -1;
-    for (;;) {
-        void *v = NULL;
-        if (redisGetReplyFromReader(n->c, &v) != REDIS_OK)
-            return -1;
-        if (!v)
-            return 0;
-        cmd_t *c = n->head;
-        if (!c) { /* a reply nobody asked for: the stream is out of step */
-            freeReplyObject(v);
-            return -1;
-        }
-        n->head = c->next;
-        if (!n->head)
-            n->tail = NULL;
-        on_reply(rc, i, c, v);
-        if (!n->c) /* a callback cannot close it, but be safe */
-            return 0;
     }
+    n->head = c->next;
+    if (!n->head)
+        n->tail = NULL;
+    on_reply(rc, i, c, v); /* a callback cannot close n->c; read_replies checks */
+    return 0;
+}
+
+static int node_read(cw_rc_t *rc, int i)
+{
+    return read_replies(rc, i, 0, node_one);
 }
 
 static int node_write(node_t *n)

@@ -24,6 +24,7 @@
  */
 #include "store_actor.h"
 #include "receipts.h"
+#include "store_pipe.h"
 
 #include "cw_log.h"
 #include "cw_status.h"
@@ -65,10 +66,6 @@ typedef struct {
     cw_store_msg_t msg;           /* APPEND: strings and rcpts point into the object */
 } req_t;
 
-typedef struct {
-    uint64_t magic;               /* OBJ_MAGIC */
-    req_t *obj;                   /* the object handed over */
-} wire_t;
 
 /* ------------------------------------------------------------------------ */
 /* Objects                                                                   */
@@ -101,61 +98,20 @@ static req_t *req_new(int kind, uint64_t token, size_t n_rcpts, size_t strings, 
     return q;
 }
 
-/* Copies len bytes of s plus a NUL at *at; returns the copy. */
-static char *put(char **at, const void *s, size_t len)
-{
-    char *dst = *at;
-    if (len)
-        memcpy(dst, s, len);
-    dst[len] = 0;
-    *at += len + 1;
-    return dst;
-}
-
-/* Sends obj through pipe (flags: 0 or ZMQ_DONTWAIT). 0, or -1 with errno
- * (the object stays the caller's). */
+/* The pipe (store_pipe.h), typed: 0 or -1 (errno; obj stays the caller's). */
 static int send_obj(void *pipe, req_t *obj, int flags)
 {
-    wire_t w = {OBJ_MAGIC, obj};
-    for (;;) {
-        if (zmq_send(pipe, &w, sizeof w, flags) == (int) sizeof w)
-            return 0;
-        if (errno != EINTR)
-            return -1;
-    }
+    return cw_store_pipe_send(pipe, OBJ_MAGIC, obj, flags);
 }
 
-/* Receives one frame: 1 with *obj set, 0 for "$TERM", 2 for anything else
- * (CZMQ's signal, a stray frame: skipped), -1 with errno when none came. */
+/* 1 with *obj, 0 for "$TERM", 2 for anything else, -1 none (errno). */
 static int recv_obj(void *pipe, req_t **obj, int flags)
 {
-    zmq_msg_t m;
-    zmq_msg_init(&m);
-    int rc;
-    do
-        rc = zmq_msg_recv(&m, pipe, flags);
-    while (rc < 0 && errno == EINTR && !(flags & ZMQ_DONTWAIT));
-    if (rc < 0) {
-        int e = errno;
-        zmq_msg_close(&m);
-        errno = e;
-        return -1;
-    }
-    size_t size = zmq_msg_size(&m);
-    const void *d = zmq_msg_data(&m);
-    int out = 2;
-    if (size == sizeof(wire_t)) {
-        wire_t w;
-        memcpy(&w, d, sizeof w);
-        if (w.magic == OBJ_MAGIC && w.obj) {
-            *obj = w.obj;
-            out = 1;
-        }
-    } else if (size == 5 && memcmp(d, "$TERM", 5) == 0) {
-        out = 0;
-    }
-    zmq_msg_close(&m);
-    return out;
+    void *o = NULL;
+    int rc = cw_store_pipe_recv(pipe, OBJ_MAGIC, &o, flags);
+    if (rc == 1)
+        *obj = o;
+    return rc;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -579,11 +535,11 @@ int cw_store_actor_append(cw_store_actor_t *a, uint64_t token, const cw_store_ms
     if (!q)
         return CW_ERR_NOMEM;
     cw_store_msg_t *qm = &q->msg;
-    qm->sender = put(&at, m->sender, sender_len);
-    qm->message_id = put(&at, mid, mid_len);
-    qm->text = put(&at, m->text, m->text_len);
+    qm->sender = cw_store_put(&at, m->sender, sender_len);
+    qm->message_id = cw_store_put(&at, mid, mid_len);
+    qm->text = cw_store_put(&at, m->text, m->text_len);
     qm->text_len = m->text_len;
-    const char *clock = put(&at, m->clock, m->clock_len);
+    const char *clock = cw_store_put(&at, m->clock, m->clock_len);
     qm->clock = m->clock_len ? (const uint8_t *) clock : NULL;
     qm->clock_len = m->clock_len;
     qm->timestamp_us = m->timestamp_us;
@@ -592,7 +548,7 @@ int cw_store_actor_append(cw_store_actor_t *a, uint64_t token, const cw_store_ms
     qm->rcpts = q->rep.rcpts;
     qm->n_rcpts = m->n_rcpts;
     for (size_t i = 0; i < m->n_rcpts; i++)
-        q->rep.rcpts[i].name = put(&at, m->rcpts[i].name, strlen(m->rcpts[i].name));
+        q->rep.rcpts[i].name = cw_store_put(&at, m->rcpts[i].name, strlen(m->rcpts[i].name));
     return submit(a, q);
 }
 
@@ -607,7 +563,7 @@ static int user_request(cw_store_actor_t *a, int kind, uint64_t token, const cha
     req_t *q = req_new(kind, token, 0, len + 1, &at);
     if (!q)
         return CW_ERR_NOMEM;
-    q->user = put(&at, user, len);
+    q->user = cw_store_put(&at, user, len);
     q->arg = arg;
     q->n = n;
     return submit(a, q);
@@ -651,8 +607,8 @@ int cw_store_actor_save_clock(cw_store_actor_t *a, uint64_t token, const char *u
     req_t *q = req_new(CW_STORE_REQ_CLOCK, token, 0, len + 1 + clock_len + 1, &at);
     if (!q)
         return CW_ERR_NOMEM;
-    q->user = put(&at, user, len);
-    q->blob = (const uint8_t *) put(&at, clock, clock_len);
+    q->user = cw_store_put(&at, user, len);
+    q->blob = (const uint8_t *) cw_store_put(&at, clock, clock_len);
     q->blob_len = clock_len;
     q->arg = own;
     return submit(a, q);
@@ -690,7 +646,7 @@ int cw_store_actor_live_send(cw_store_actor_t *a, uint64_t token, const char *co
     if (!q)
         return CW_ERR_NOMEM;
     for (size_t i = 0; i < n_users; i++)
-        q->rep.rcpts[i].name = put(&at, users[i], strlen(users[i]));
+        q->rep.rcpts[i].name = cw_store_put(&at, users[i], strlen(users[i]));
     return submit(a, q);
 }
 

@@ -44,7 +44,9 @@
  *       cannot send or has not processed when it stops).
  */
 #include "store_redis_int.h"
+#include "receipts.h"
 #include "store.h"
+#include "store_pipe.h"
 
 #include "causeway.pb-c.h"
 #include "cw_log.h"
@@ -103,60 +105,23 @@ rs_req_t *rs_req_new(int kind, uint64_t token, size_t n_rcpts, size_t strings, c
 
 char *rs_put(char **at, const void *s, size_t len)
 {
-    char *dst = *at;
-    if (len)
-        memcpy(dst, s, len);
-    dst[len] = 0;
-    *at += len + 1;
-    return dst;
+    return cw_store_put(at, s, len);
 }
 
-typedef struct {
-    uint64_t magic;
-    rs_req_t *obj;
-} wire_t;
-
+/* The pipe (store_pipe.h), typed: 0 or -1 (errno; obj stays the caller's). */
 static int send_obj(void *pipe, rs_req_t *obj, int flags)
 {
-    wire_t w = {OBJ_MAGIC, obj};
-    for (;;) {
-        if (zmq_send(pipe, &w, sizeof w, flags) == (int) sizeof w)
-            return 0;
-        if (errno != EINTR)
-            return -1;
-    }
+    return cw_store_pipe_send(pipe, OBJ_MAGIC, obj, flags);
 }
 
 /* 1 with *obj, 0 for "$TERM", 2 for anything else, -1 none (errno). */
 static int recv_obj(void *pipe, rs_req_t **obj, int flags)
 {
-    zmq_msg_t m;
-    zmq_msg_init(&m);
-    int rc;
-    do
-        rc = zmq_msg_recv(&m, pipe, flags);
-    while (rc < 0 && errno == EINTR && !(flags & ZMQ_DONTWAIT));
-    if (rc < 0) {
-        int e = errno;
-        zmq_msg_close(&m);
-        errno = e;
-        return -1;
-    }
-    size_t size = zmq_msg_size(&m);
-    const void *d = zmq_msg_data(&m);
-    int out = 2;
-    if (size == sizeof(wire_t)) {
-        wire_t w;
-        memcpy(&w, d, sizeof w);
-        if (w.magic == OBJ_MAGIC && w.obj) {
-            *obj = w.obj;
-            out = 1;
-        }
-    } else if (size == 5 && memcmp(d, "$TERM", 5) == 0) {
-        out = 0;
-    }
-    zmq_msg_close(&m);
-    return out;
+    void *o = NULL;
+    int rc = cw_store_pipe_recv(pipe, OBJ_MAGIC, &o, flags);
+    if (rc == 1)
+        *obj = o;
+    return rc;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1006,6 +971,21 @@ static char *dup_str(const char *s, size_t len)
     return p;
 }
 
+/* The user hash's HMGET created_us acked last gone into u (created_us,
+ * last_seq, pending = last - acked - gone); anything else leaves u. */
+static void user_counts(const redisReply *r, cw_store_user_t *u)
+{
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4)
+        return;
+    uint64_t a[4] = {0, 0, 0, 0};
+    for (int k = 0; k < 4; k++)
+        if (r->element[k]->type == REDIS_REPLY_STRING)
+            a[k] = strtoull(r->element[k]->str, NULL, 10);
+    u->created_us = a[0];
+    u->last_seq = a[2];
+    u->pending = a[2] > a[1] + a[3] ? a[2] - a[1] - a[3] : 0; /* gone: expired, removed */
+}
+
 static int reply_int(const redisReply *r, long long *v)
 {
     if (r->type == REDIS_REPLY_INTEGER) {
@@ -1085,26 +1065,12 @@ static void free_ws(work_t *w)
     w->ws = NULL;
 }
 
-/* Whether entry e (a read receipt candidate) asks for a receipt. */
-static int wants_receipt(const cw_store_entry_t *e)
-{
-    if (e->status != CW_OK || !e->clock || !e->clock_len || !e->message_id ||
-        !*e->message_id || !e->sender || !*e->sender)
-        return 0;
-    Causeway__V1__Deliver *d = causeway__v1__deliver__unpack(NULL, e->clock_len, e->clock);
-    if (!d)
-        return 0;
-    int want = d->receipt_requested && !d->receipt;
-    causeway__v1__deliver__free_unpacked(d, NULL);
-    return want;
-}
-
 /* Prepares the receipts an Ack will make from the peeked entries. */
 static void prepare_receipts(rs_t *t, batch_t *b, rs_req_t *q, work_t *w)
 {
     size_t n = 0;
     for (size_t i = 0; i < w->n_ents; i++)
-        n += wants_receipt(&w->ents[i]);
+        n += cw_receipts_wanted(&w->ents[i]);
     if (!n)
         return;
     w->rc = calloc(n, sizeof *w->rc);
@@ -1115,7 +1081,7 @@ static void prepare_receipts(rs_t *t, batch_t *b, rs_req_t *q, work_t *w)
     snprintf(wstr, sizeof wstr, "%s %s %llu", t->b, t->inc, (unsigned long long) b->number);
     for (size_t i = 0; i < w->n_ents; i++) {
         cw_store_entry_t *e = &w->ents[i];
-        if (!wants_receipt(e))
+        if (!cw_receipts_wanted(e))
             continue;
         receipt_t *x = &w->rc[w->n_rc];
         Causeway__V1__Receipt rr = CAUSEWAY__V1__RECEIPT__INIT;
@@ -1238,10 +1204,18 @@ static void op_reply(op_t *o, const redisReply *r)
             w->last = (uint64_t) last;
             w->gone = gone > 0 ? (uint64_t) gone : 0;
             free_ws(w);
-            if (decode_entries(w, r->element[3], w->acked,
-                               o->kind == OP_READ ? rs_now_us() : 0) != 0) {
+            uint64_t now = rs_now_us();
+            if (decode_entries(w, r->element[3], w->acked, o->kind == OP_READ ? now : 0) != 0) {
                 rep->status = CW_ERR_NOMEM;
                 break;
+            }
+            /* HISTORY: an unacknowledged entry whose TTL ran out says so and
+             * keeps its text (as the SQLite store's History); only READ
+             * drops the text and reports it once */
+            for (size_t i = 0; o->kind == OP_HISTORY && i < w->n_ents; i++) {
+                cw_store_entry_t *e = &w->ents[i];
+                if (e->status == CW_OK && !e->acked && e->expires_us && e->expires_us <= now)
+                    e->status = CW_EXPIRED;
             }
             rep->status = CW_OK;
         }
@@ -1318,16 +1292,7 @@ static void op_reply(op_t *o, const redisReply *r)
         }
         break;
     case OP_WHO_USER:
-        if (r->type == REDIS_REPLY_ARRAY && r->elements == 4) {
-            cw_store_user_t *u = &w->wu[o->idx];
-            uint64_t a[4] = {0, 0, 0, 0};
-            for (int k = 0; k < 4; k++)
-                if (r->element[k]->type == REDIS_REPLY_STRING)
-                    a[k] = strtoull(r->element[k]->str, NULL, 10);
-            u->created_us = a[0];
-            u->last_seq = a[2];
-            u->pending = a[2] > a[1] + a[3] ? a[2] - a[1] - a[3] : 0;
-        }
+        user_counts(r, &w->wu[o->idx]);
         break;
     case OP_WHO_SESS:
         if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
@@ -2337,13 +2302,7 @@ static void uload_cb(void *arg, int status, redisReply *r)
     }
     cw_store_user_t *u = &l->users[x->i];
     if (x->kind == 0 && r->type == REDIS_REPLY_ARRAY && r->elements == 4) {
-        uint64_t a[4] = {0, 0, 0, 0};
-        for (int k = 0; k < 4; k++)
-            if (r->element[k]->type == REDIS_REPLY_STRING)
-                a[k] = strtoull(r->element[k]->str, NULL, 10);
-        u->created_us = a[0];
-        u->last_seq = a[2];
-        u->pending = a[2] > a[1] + a[3] ? a[2] - a[1] - a[3] : 0; /* gone: expired, removed */
+        user_counts(r, u);
     } else if (x->kind == 1 && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
                r->element[0]->type == REDIS_REPLY_STRING &&
                r->element[1]->type == REDIS_REPLY_STRING) {

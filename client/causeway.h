@@ -1,7 +1,9 @@
 /*  causeway.h: libcauseway, the C client library of the causeway broker.
  *
  *  This is the whole public API. A cw_client_t is one connection to one
- *  broker, carrying at most one logged-in session. Behind it a background
+ *  broker at a time (several brokers on one store may be given as an
+ *  endpoint list: failover, see cw_client_new), carrying at most one
+ *  logged-in session. Behind it a background
  *  I/O thread owns the ZeroMQ DEALER socket: it sends heartbeats, notices a
  *  lost broker (no frame for heartbeat_ms * liveness), reconnects with
  *  exponential backoff (100 ms doubling to 5 s) and logs in again with the
@@ -105,7 +107,9 @@
  *     sender's own entry of the message clock when the message has no id),
  *     msg_clock = the message's clock, holdback_us = the time the delivery
      was held back ("Causal order"; 0 if it was not).
- *     Dropped duplicates are not events.
+ *     Dropped duplicates are not events. A delivery whose clock entry of
+ *     its sender is at or below ours before the merge is flagged late
+ *     (cw_message_t.late; "late":true in the event; PROTOCOL.md §13.14).
  *
  *  Trace file: one line per event in the canonical JSON-lines form
  *  (`causeway-clockd audit FILE` reads it), appended with one write(2) per
@@ -172,6 +176,17 @@ extern "C" {
 #define CW_CLOCKD_REPLY_MS 5000
 /* Message text recorded in a send event, at most (bytes, cut at a character). */
 #define CW_TRACE_TEXT_MAX 256
+/* Endpoints in one list given to cw_client_new, at most (cw_util.h has the
+ * same limit for the CLI). */
+#define CW_ENDPOINTS_MAX 16
+/* Bytes of one endpoint of such a list, at most. */
+#define CW_ENDPOINT_LEN_MAX 256
+/* Failover (cw_client_new): a login on the next broker refused with
+ * NAME_TAKEN is repeated this often, for at most this long. */
+#define CW_FAILOVER_RETRY_MS 200
+#define CW_FAILOVER_TAKEN_MS 10000
+/* Longest resume token a broker hands out (bytes). */
+#define CW_RESUME_TOKEN_MAX 64
 /* How long a CURVE (or plain) handshake may take before libzmq drops the
  * connection and tries again (ZMQ_HANDSHAKE_IVL). */
 #define CW_HANDSHAKE_MS 3000
@@ -302,6 +317,11 @@ typedef struct {
                                   read_us (text ""); acknowledge it like a message */
     char *receipt_for;         /* is_receipt: our message's id; else NULL */
     uint64_t read_us;          /* is_receipt: when `from` acknowledged it */
+    int late;                  /* delivery: the message's clock entry of its sender is
+                                  at or below ours (PROTOCOL.md §13.14): something it
+                                  caused was shown before it (e.g. a send retried
+                                  after a broker failover), or a new process of ours
+                                  is shown again what an earlier one had seen */
 } cw_message_t;
 
 /* What the broker said at login. */
@@ -490,6 +510,16 @@ typedef struct {
         uint64_t seq;            /* the receipt's seq in our queue */
         uint64_t message_seq;    /* the message's seq in the reader's queue */
     } receipt;
+    /* CW_EVENT_DISCONNECTED / CW_EVENT_RECONNECTED, with several endpoints
+     * (see cw_client_new): failover.endpoint is the broker just lost
+     * (DISCONNECTED) or now in use (RECONNECTED); NULL with one endpoint. */
+    struct {
+        char *endpoint;          /* e.g. "tcp://b:7400" */
+        int switched;            /* RECONNECTED: another endpoint than before the loss */
+        int resumed;             /* RECONNECTED: the broker took the session over with
+                                    our resume token ("session resumed"); 0: a new
+                                    session (the old one had expired) */
+    } failover;
 } cw_event_t;
 
 /* A message to send. */
@@ -509,7 +539,31 @@ typedef struct {
 /* --- lifetime --------------------------------------------------------- */
 
 /* Creates a client for the broker at endpoint (NULL: CW_CLIENT_DEFAULT_ENDPOINT)
- * and starts its I/O thread. Connecting is asynchronous: a broker that
+ * and starts its I/O thread.
+ * endpoint may list several brokers sharing one store, separated by commas:
+ * "tcp://a:7400,tcp://b:7400" (at most CW_ENDPOINTS_MAX; blanks around an
+ * element are ignored; an empty element, the same endpoint twice or a
+ * malformed one: NULL, errno EINVAL, the reason logged at warn). The client
+ * uses one at a time, starting with the first (cw_client_endpoint):
+ *   - a login whose endpoint refuses the connection (CW_ERR_UNREACHABLE)
+ *     tries the next ones in turn within its timeout;
+ *   - failover: when the session's broker is lost (no frame for heartbeat_ms
+ *     x liveness, or at once when its TCP connection closes or is refused),
+ *     the client moves to the next endpoint (round robin), logs in there with
+ *     the session's resume token, and reports CW_EVENT_DISCONNECTED then
+ *     CW_EVENT_RECONNECTED (failover.endpoint, failover.resumed; conn.detail
+ *     "reconnected to tcp://b:7400 (session resumed)"). Each endpoint of
+ *     the list is tried once without delay, then each further round waits
+ *     100 ms doubling to 5 s. A login there refused with NAME_TAKEN (the old
+ *     broker's claim not yet expired) is repeated on the same endpoint every
+ *     CW_FAILOVER_RETRY_MS for at most CW_FAILOVER_TAKEN_MS, then the
+ *     rotation goes on. Unanswered durable sends go out again on the new
+ *     broker with the same message_id (answered once; duplicate = 1 if the
+ *     first attempt had landed), and what the new broker pushes again is
+ *     de-duplicated by seq as after any reconnection (brokers on one store
+ *     share the seqs).
+ * With one endpoint nothing of the above changes the behaviour described at
+ * the top of this file. Connecting is asynchronous: a broker that
  * refuses the connection (nothing listening) shows up as CW_ERR_UNREACHABLE
  * on the first request, one that does not answer at all as CW_ERR_TIMEOUT
  * (and an unreachable causeway-clockd as events pending, never as an
@@ -696,6 +750,20 @@ const char *cw_client_name(const cw_client_t *c);
 /* 1 while the session's connection is up, 0 while it is lost or there is no
  * session. */
 int cw_client_connected(cw_client_t *c);
+
+/* The endpoint in use now (one of the list given to cw_client_new); valid
+ * as long as c. NULL if c is NULL. */
+const char *cw_client_endpoint(cw_client_t *c);
+/* How many endpoints c was given (1..CW_ENDPOINTS_MAX); 0 if c is NULL. */
+size_t cw_client_endpoint_count(const cw_client_t *c);
+/* Endpoint i of the list (0-based, in the order given), NULL if i is out of
+ * range; valid as long as c. */
+const char *cw_client_endpoint_at(const cw_client_t *c, size_t i);
+/* The session's resume token (LoginInfo.resume_token, updated by every
+ * login and failover): returns its length, 0 without a session; copies it
+ * into buf if it fits in size bytes (CW_RESUME_TOKEN_MAX always does). The
+ * token is a secret: do not log it. */
+size_t cw_client_resume_token(cw_client_t *c, uint8_t *buf, size_t size);
 
 /* --- results ---------------------------------------------------------- */
 

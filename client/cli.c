@@ -44,13 +44,17 @@ static const char exit_codes_help[] =
     "     said at once with the endpoint and the cause; or not a ZeroMQ service),\n"
     "     timeout, connection lost, or the security handshake failed\n"
     "     (HANDSHAKE_FAILED: plain vs CURVE, key refused, ...)\n"
-    "     A malformed --endpoint (e.g. 127.0.0.1:7400 without tcp://) is exit 2.\n"
+    "     A malformed --endpoint (e.g. 127.0.0.1:7400 without tcp://; in a list:\n"
+    "     an empty element, one named twice, more than 16) is exit 2.\n"
     "  4  refused by the broker (NAME_TAKEN, BAD_NAME, TOO_LARGE, NOT_DURABLE, ...)\n";
 
 static const char common_help[] =
     "Common options:\n"
     "  -e, --endpoint ADDR   broker endpoint (default $CAUSEWAY_ENDPOINT, else\n"
-    "                        " CW_CLIENT_DEFAULT_ENDPOINT ")\n"
+    "                        " CW_CLIENT_DEFAULT_ENDPOINT "); several brokers on one\n"
+    "                        store: ADDR,ADDR,... (at most 16): used one at a time,\n"
+    "                        the next one when the broker in use is lost (failover:\n"
+    "                        the session is resumed there, a line says so)\n"
     "  -t, --timeout MS      wait at most MS ms for each broker reply (default 5000)\n"
     "  -j, --json            print one JSON object per line (read-only output)\n"
     "      --clocks          show vector clocks in human output\n"
@@ -504,41 +508,18 @@ int cli_exit_for(cw_status_t st)
     return CLI_EXIT_REFUSED;
 }
 
-/* Explains what is wrong with a ZeroMQ endpoint given on the command line
- * (flag names the option), or returns 0 if it looks usable (libzmq has the
- * last word: it says only "Invalid argument"). */
+/* Explains what is wrong with a ZeroMQ endpoint (or, for --endpoint, a
+ * comma-separated list of them) given on the command line (flag names the
+ * option), or returns 0 if it looks usable (libzmq has the last word: it
+ * says only "Invalid argument"). The rules are cw_util.h's. */
 static int cli_endpoint_problem(const char *flag, const char *ep, char *why, size_t size)
 {
-    const char *sep = strstr(ep, "://");
-    if (!sep) {
-        snprintf(why, size, "%s '%s' has no transport: ZeroMQ endpoints look like "
-                 "tcp://HOST:PORT; did you mean tcp://%s?", flag, ep, ep);
-        return 1;
-    }
-    size_t tlen = (size_t) (sep - ep);
-    const char *known[] = {"tcp", "ipc", "inproc", "ws", "wss", "tipc", "vmci"};
-    int ok = 0;
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-        ok |= strlen(known[i]) == tlen && strncmp(ep, known[i], tlen) == 0;
-    if (!ok) {
-        snprintf(why, size, "%s '%s': unknown transport '%.*s'; use tcp://HOST:PORT", flag, ep,
-                 (int) tlen, ep);
-        return 1;
-    }
-    if (tlen == 3 && strncmp(ep, "tcp", 3) == 0) {
-        const char *hp = sep + 3;
-        const char *colon = strrchr(hp, ':');
-        const char *bracket = strrchr(hp, ']');
-        char *end = NULL;
-        long port = colon && (!bracket || colon > bracket) ? strtol(colon + 1, &end, 10) : -1;
-        if (!colon || colon == hp || (bracket && colon < bracket) || !end || *end || end == colon + 1 ||
-            port < 1 || port > 65535) {
-            snprintf(why, size, "%s '%s' needs a host and a port from 1 to 65535: "
-                     "tcp://HOST:PORT, e.g. " CW_CLIENT_DEFAULT_ENDPOINT, flag, ep);
-            return 1;
-        }
-    }
-    return 0;
+    if (strcmp(flag, "--endpoint") != 0)
+        return cw_endpoint_problem(flag, ep, why, size);
+    char **list;
+    size_t n = cw_endpoint_list_parse(flag, ep, &list, why, size);
+    cw_endpoint_list_free(&list, n);
+    return n == 0;
 }
 
 /* The client made by cli_connect (main thread; one at a time): cli_fail

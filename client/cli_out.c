@@ -201,6 +201,8 @@ static void json_message(cli_str_t *s, const cw_message_t *m)
                      m->gap ? "true" : "false");
     if (m->receipt_requested) /* the sender asked for a read receipt (§13.12) */
         cli_str_add(s, ",\"receipt_requested\":true");
+    if (m->late)              /* shown after something it caused (§13.14) */
+        cli_str_add(s, ",\"late\":true");
     if (m->is_receipt) {      /* this entry is a read receipt for our message */
         cli_str_add(s, ",\"receipt\":{\"message_id\":");
         cli_str_json(s, m->receipt_for);
@@ -234,7 +236,7 @@ static void human_message(cli_str_t *s, const cli_opts_t *o, const cw_message_t 
     }
     if (m->seq)
         cli_str_addf(s, " #%llu", (unsigned long long) m->seq);
-    cli_str_addf(s, "] %s -> ", m->from);
+    cli_str_addf(s, "]%s %s -> ", m->late ? " (late)" : "", m->from);
     if (m->broadcast || m->n_to == 0)
         cli_str_add(s, "all");
     for (size_t i = 0; i < m->n_to; i++)
@@ -322,7 +324,14 @@ void cli_print_event(FILE *f, const cli_opts_t *o, const cw_event_t *ev, const c
         if (o->json) {
             cli_str_add(&s, "{\"event\":\"disconnected\",\"detail\":");
             cli_str_json(&s, ev->conn.detail);
+            if (ev->failover.endpoint) {
+                cli_str_add(&s, ",\"endpoint\":");
+                cli_str_json(&s, ev->failover.endpoint);
+            }
             cli_str_add(&s, "}");
+        } else if (ev->failover.endpoint) {
+            cli_str_addf(&s, "* connection to %s lost (%s); failing over", ev->failover.endpoint,
+                         ev->conn.detail);
         } else {
             cli_str_addf(&s, "* connection to the broker lost (%s); reconnecting", ev->conn.detail);
         }
@@ -351,7 +360,16 @@ void cli_print_event(FILE *f, const cli_opts_t *o, const cw_event_t *ev, const c
             cli_str_json(&s, me);
             cli_str_add(&s, ",\"users\":");
             json_users(&s, ev->conn.users, ev->conn.n_users);
+            if (ev->failover.endpoint) {   /* several endpoints: where, and how */
+                cli_str_add(&s, ",\"endpoint\":");
+                cli_str_json(&s, ev->failover.endpoint);
+                cli_str_addf(&s, ",\"resumed\":%s,\"switched\":%s",
+                             ev->failover.resumed ? "true" : "false",
+                             ev->failover.switched ? "true" : "false");
+            }
             cli_str_add(&s, "}");
+        } else if (ev->failover.endpoint) {
+            cli_str_addf(&s, "* %s", ev->conn.detail);   /* "reconnected to tcp://b (session resumed)" */
         } else {
             cli_str_addf(&s, "* reconnected as %s", me ? me : "?");
         }

@@ -40,8 +40,10 @@ const char *cw_client_version(void) { return CW_VERSION; }
 /* Frees everything cw_client_new may have built; the thread is not running. */
 static void client_free(cw_client_t *c)
 {
-    if (c->first_mon)
+    if (c->first_mon) {
+        zmq_socket_monitor(c->first_sock, NULL, 0);   /* first: see monitor_stop */
         zmq_close(c->first_mon);
+    }
     if (c->first_sock)
         zmq_close(c->first_sock);
     if (c->actor_pipe)
@@ -68,7 +70,8 @@ static void client_free(cw_client_t *c)
         close(c->notify[1]);
     pthread_cond_destroy(&c->cond);
     pthread_mutex_destroy(&c->mu);
-    free(c->endpoint);
+    cw_endpoint_list_free(&c->endpoints, c->n_endpoints);
+    free(c->token_copy);
     free(c->agent);
     free(c->name);
     free(c->clockd_endpoint);
@@ -105,7 +108,14 @@ cw_client_t *cw_client_new(const char *endpoint, const cw_client_opts_t *opts)
     pthread_condattr_destroy(&ca);
 
     int err = ENOMEM;
-    c->endpoint = strdup(endpoint);
+    char why[512];
+    c->n_endpoints = cw_endpoint_list_parse("endpoint", endpoint, &c->endpoints, why, sizeof why);
+    if (!c->n_endpoints) {
+        err = errno;
+        if (err == EINVAL)
+            CW_WARN("client: %s", why);
+        goto fail;
+    }
     c->agent = strdup(opts->agent ? opts->agent : CW_AGENT_DEFAULT);
     c->quiet = opts->quiet;
     c->no_reconnect = opts->no_reconnect;
@@ -116,7 +126,6 @@ cw_client_t *cw_client_new(const char *endpoint, const cw_client_opts_t *opts)
     c->clockd_linger_ms = opts->clockd_linger_ms ? opts->clockd_linger_ms : CW_CLOCKD_LINGER_MS;
     c->holdback_ms = opts->holdback_ms > 0 ? opts->holdback_ms : CW_HOLDBACK_MS_DEFAULT;
     if (opts->curve_server_key || opts->clockd_server_key) {
-        char why[512];
         err = EINVAL;
         if (!opts->curve_cert) {
             CW_WARN("client: CURVE needs the client's certificate (curve_cert)");
@@ -140,7 +149,7 @@ cw_client_t *cw_client_new(const char *endpoint, const cw_client_opts_t *opts)
          * collision between two clients unlikely. */
         c->mid_random = cw_now_us() ^ ((uint64_t) getpid() << 40) ^ (uint64_t) (uintptr_t) c;
     }
-    if (!c->endpoint || !c->agent)
+    if (!c->agent)
         goto fail;
     if (opts->clockd_endpoint && !(c->clockd_endpoint = strdup(opts->clockd_endpoint)))
         goto fail;
@@ -173,7 +182,7 @@ cw_client_t *cw_client_new(const char *endpoint, const cw_client_opts_t *opts)
     zmq_setsockopt(c->first_sock, ZMQ_LINGER, &zero, sizeof zero);
     c->first_mon = cw_client_monitor_new(c, c->first_sock);
     if (cw_client_secure_sock(c, c->first_sock, 0) != 0 ||
-        zmq_connect(c->first_sock, endpoint) != 0) {
+        zmq_connect(c->first_sock, c->endpoints[0]) != 0) {
         err = errno;
         goto fail;
     }
@@ -221,6 +230,41 @@ fail:
     return NULL;
 }
 
+const char *cw_client_cur_endpoint(cw_client_t *c)
+{
+    pthread_mutex_lock(&c->mu);
+    const char *ep = c->endpoints[c->ep_cur];
+    pthread_mutex_unlock(&c->mu);
+    return ep;
+}
+
+const char *cw_client_endpoint(cw_client_t *c)
+{
+    return c ? cw_client_cur_endpoint(c) : NULL;
+}
+
+size_t cw_client_endpoint_count(const cw_client_t *c)
+{
+    return c ? c->n_endpoints : 0;
+}
+
+const char *cw_client_endpoint_at(const cw_client_t *c, size_t i)
+{
+    return c && i < c->n_endpoints ? c->endpoints[i] : NULL;
+}
+
+size_t cw_client_resume_token(cw_client_t *c, uint8_t *buf, size_t size)
+{
+    if (!c)
+        return 0;
+    pthread_mutex_lock(&c->mu);
+    size_t n = c->token_copy ? c->token_copy_len : 0;
+    if (buf && n <= size)
+        memcpy(buf, c->token_copy, n);
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
+
 int cw_client_secure_sock(const cw_client_t *c, void *sock, int clockd)
 {
     int ivl = CW_HANDSHAKE_MS;
@@ -243,7 +287,7 @@ void *cw_client_monitor_new(cw_client_t *c, void *sock)
     snprintf(addr, sizeof addr, "inproc://cw-mon-%p-%u", (void *) c, c->mon_count++);
     int events = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
                  ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
-                 ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_RETRIED;
+                 ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_RETRIED | ZMQ_EVENT_DISCONNECTED;
     if (zmq_socket_monitor(sock, addr, events) != 0)
         return NULL;
     void *mon = zmq_socket(c->ctx, ZMQ_PAIR);
@@ -288,9 +332,9 @@ static int ms_left(int64_t deadline)
 
 const char *cw_client_diagnose(cw_client_t *c, int timeout_ms, char *buf, size_t size)
 {
-    if (!c || !buf || !size || strncmp(c->endpoint, "tcp://", 6) != 0)
+    if (!c || !buf || !size || strncmp(cw_client_cur_endpoint(c), "tcp://", 6) != 0)
         return NULL;
-    const char *ep = c->endpoint;
+    const char *ep = cw_client_cur_endpoint(c);
     char host[256], port[16];
     const char *hp = ep + 6;
     const char *colon = strrchr(hp, ':');
@@ -490,7 +534,25 @@ static cw_status_t login_as(cw_client_t *c, const char *name, const uint8_t *tok
     login.resume_token.len = token_len;
     env.body_case = CW_BODY(LOGIN);
     env.login = &login;
+    /* Several endpoints: one that refuses the connection passes the login
+     * to the next (each tried once, within the one timeout). */
+    int64_t deadline = deadline_for(timeout_ms);
     cw_status_t st = request(c, &env, timeout_ms, reply);
+    for (size_t tried = 1; st == CW_ERR_UNREACHABLE && tried < c->n_endpoints; tried++) {
+        int left = timeout_ms;
+        if (timeout_ms >= 0) {
+            int64_t l = deadline - cw_mono_ms();
+            if (l <= 0)
+                break;
+            left = (int) l;
+        }
+        cmd_hdr_t hdr = {.type = CMD_NEXT_EP, .rid = 0, .deadline = 0};
+        if (zmq_send(c->pipe, &hdr, sizeof hdr, 0) < 0)
+            break;
+        if (reply)
+            cw_reply_destroy(reply);
+        st = request(c, &env, left, reply);
+    }
     if (st == CW_OK) {
         free(c->name);
         c->name = copy;

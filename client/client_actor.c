@@ -163,6 +163,14 @@ typedef struct {
     held_t **held_tail;        /* where the next one goes */
     size_t n_held;             /* entries in held, <= CW_HOLDBACK_MAX */
     cw_tracer_t *tracer;       /* causal event recorder (client_trace.c); NULL: none */
+    /* Failover (several endpoints; see cw_client_new): */
+    int peer_gone;             /* the socket's monitor saw its TCP connection close
+                                  (or refused): run_timers loses it / fails the
+                                  resume at once instead of waiting for silence */
+    unsigned ep_tries;         /* endpoints tried in vain since the last login */
+    int64_t taken_until;       /* NAME_TAKEN on a resume is retried on the same
+                                  endpoint until then (monotonic ms); 0: not yet seen */
+    size_t lost_ep;            /* endpoint index when the session was last lost */
 } actor_t;
 
 /* --- posting to the application -------------------------------------- */
@@ -178,6 +186,13 @@ static void set_state(actor_t *a, state_t st)
 }
 
 static void on_monitor(actor_t *a);
+static size_t cur_ep(actor_t *a);
+/* The endpoint in use. Only this thread changes c->ep_cur, so it reads it
+ * without the lock (which may be held by the caller). */
+static const char *my_ep(const actor_t *a)
+{
+    return a->c->endpoints[a->c->ep_cur];
+}
 #define HS_FAILURES_FATAL 3  /* failed handshakes in a row that fail waiting requests */
 
 /* Hands the reply for rid to the application if it still waits for it.
@@ -245,6 +260,15 @@ static void post_conn_event(actor_t *a, cw_event_type_t type, const char *detail
     cw_event_t *ev = calloc(1, sizeof *ev);
     if (!ev)
         return;
+    if (a->c->n_endpoints > 1) {
+        size_t i = cur_ep(a);
+        ev->failover.endpoint = cw_conv_strdup(a->c->endpoints[type == CW_EVENT_DISCONNECTED
+                                                                   ? a->lost_ep : i]);
+        ev->failover.switched = type == CW_EVENT_RECONNECTED && i != a->lost_ep;
+        ev->failover.resumed = type == CW_EVENT_RECONNECTED && login_reply &&
+                               login_reply->detail &&
+                               strcmp(login_reply->detail, "session resumed") == 0;
+    }
     ev->type = type;
     ev->conn.status = type == CW_EVENT_DISCONNECTED ? CW_ERR_DISCONNECTED : CW_OK;
     ev->conn.detail = cw_conv_strdup(detail);
@@ -363,9 +387,15 @@ static void monitor_start(actor_t *a)
     a->mon = cw_client_monitor_new(a->c, a->sock);
 }
 
+/* The monitor is switched off before its reading end closes: libzmq sends
+ * monitor events with a blocking send from its own I/O thread, and one
+ * sent to a PAIR whose peer is gone would block that thread, and with it
+ * every connection of the context (seen as logins that never leave). */
 static void monitor_stop(actor_t *a)
 {
     if (a->mon) {
+        if (a->sock)
+            zmq_socket_monitor(a->sock, NULL, 0);
         zmq_close(a->mon);
         a->mon = NULL;
     }
@@ -393,6 +423,17 @@ static void on_monitor(actor_t *a)
         }
         zmq_msg_close(&ev);
         zmq_msg_close(&ep);
+        if (event == ZMQ_EVENT_DISCONNECTED) {
+            /* The broker's end closed (killed, stopped, restarted). With
+             * several endpoints that is a failover now (run_timers); with
+             * one, the heartbeat timer decides as it always did. */
+            if (a->c->n_endpoints > 1 && (a->state == ST_ONLINE || a->state == ST_RESUMING))
+                a->peer_gone = 1;
+            continue;
+        }
+        if (event == ZMQ_EVENT_CONNECT_RETRIED && a->c->n_endpoints > 1 &&
+            a->state == ST_RESUMING)
+            a->peer_gone = 1;   /* this endpoint refuses: on to the next one */
         if (event == ZMQ_EVENT_CONNECTED || event == ZMQ_EVENT_CONNECT_RETRIED) {
             /* A TCP connect failed (refused, unreachable) and libzmq will
              * try again: without a session nothing is gained by waiting,
@@ -443,7 +484,8 @@ static void on_monitor(actor_t *a)
         pthread_mutex_lock(&a->c->mu);
         if (known || !a->hs_known) {
             if (strcmp(a->c->hs_error, why) != 0)
-                CW_DEBUG("client: handshake with %s failed: %s", a->c->endpoint, why);
+                CW_DEBUG("client: handshake with %s failed: %s", my_ep(a),
+                         why);
             snprintf(a->c->hs_error, sizeof a->c->hs_error, "%s", why);
         }
         a->hs_known |= known;
@@ -456,6 +498,7 @@ static void on_monitor(actor_t *a)
 static void close_sock(actor_t *a)
 {
     monitor_stop(a);
+    a->peer_gone = 0;
     if (a->sock) {
         zmq_close(a->sock);
         a->sock = NULL;
@@ -475,8 +518,9 @@ static int open_sock(actor_t *a)
     a->sock = s;
     a->sock_gen++;
     monitor_start(a); /* before connecting: no handshake goes unseen */
-    if (cw_client_secure_sock(a->c, s, 0) != 0 || zmq_connect(s, a->c->endpoint) != 0) {
-        CW_WARN("client: connect %s: %s", a->c->endpoint, zmq_strerror(errno));
+    const char *ep = my_ep(a);
+    if (cw_client_secure_sock(a->c, s, 0) != 0 || zmq_connect(s, ep) != 0) {
+        CW_WARN("client: connect %s: %s", ep, zmq_strerror(errno));
         close_sock(a);
         return -1;
     }
@@ -620,6 +664,37 @@ static void send_heartbeat(actor_t *a)
 
 /* --- session ----------------------------------------------------------- */
 
+/* Publishes the session's resume token to the application
+ * (cw_client_resume_token). */
+static void publish_token(actor_t *a)
+{
+    uint8_t *copy = NULL;
+    if (a->token_len && (copy = malloc(a->token_len)))
+        memcpy(copy, a->token, a->token_len);
+    pthread_mutex_lock(&a->c->mu);
+    free(a->c->token_copy);
+    a->c->token_copy = copy;
+    a->c->token_copy_len = copy ? a->token_len : 0;
+    pthread_mutex_unlock(&a->c->mu);
+}
+
+/* Moves to the next endpoint of the list (round robin); the socket is
+ * opened by the caller. */
+static void next_endpoint(actor_t *a)
+{
+    cw_client_t *c = a->c;
+    if (c->n_endpoints < 2)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->ep_cur = (c->ep_cur + 1) % c->n_endpoints;
+    pthread_mutex_unlock(&c->mu);
+}
+
+static size_t cur_ep(actor_t *a)
+{
+    return a->c->ep_cur;   /* written by this thread only (see my_ep) */
+}
+
 static void forget_session(actor_t *a)
 {
     parked_fail_all(a, CW_ERR_DISCONNECTED);
@@ -628,6 +703,7 @@ static void forget_session(actor_t *a)
     free(a->token);
     a->token = NULL;
     a->token_len = 0;
+    publish_token(a);
 }
 
 /* Records a successful login. CW_OK or CW_ERR_NOMEM (session unchanged). */
@@ -652,6 +728,7 @@ static int take_session(actor_t *a, const char *name, const Causeway__V1__LoginI
     free(a->token);
     a->token = tok;
     a->token_len = tok_len;
+    publish_token(a);
     a->hb_ms = info && info->heartbeat_ms ? info->heartbeat_ms : DEFAULT_HEARTBEAT_MS;
     a->liveness = info && info->liveness ? info->liveness : DEFAULT_LIVENESS;
     a->max_frame = info ? info->max_frame : 0;
@@ -702,6 +779,7 @@ static void schedule_retry(actor_t *a, int backoff_ms)
 static void lose(actor_t *a, const char *why)
 {
     CW_DEBUG("client: connection lost: %s", why);
+    a->lost_ep = cur_ep(a);
     close_sock(a);
     if (a->c->no_reconnect) {
         forget_session(a);
@@ -713,7 +791,15 @@ static void lose(actor_t *a, const char *why)
             CW_ERROR("client: cannot open a socket; every request will fail");
         return;
     }
-    schedule_retry(a, BACKOFF_MIN_MS);
+    if (a->c->n_endpoints > 1) {
+        /* Failover: the next broker at once (see resume_failed). */
+        a->ep_tries = 0;
+        a->taken_until = 0;
+        next_endpoint(a);
+        schedule_retry(a, 0);
+    } else {
+        schedule_retry(a, BACKOFF_MIN_MS);
+    }
     inflight_fail_all(a, CW_ERR_DISCONNECTED, 1);
     post_conn_event(a, CW_EVENT_DISCONNECTED, why, NULL);
 }
@@ -744,10 +830,12 @@ static void resend_parked(actor_t *a)
     }
 }
 
+static void resume_failed(actor_t *a, const char *why, cw_status_t status);
+
 static void start_resume(actor_t *a)
 {
     if (open_sock(a) != 0) {
-        schedule_retry(a, a->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : a->backoff_ms * 2);
+        resume_failed(a, "no socket", CW_ERR_IO);
         return;
     }
     cw_env_t env;
@@ -768,10 +856,34 @@ static void start_resume(actor_t *a)
     CW_DEBUG("client: logging in again as %s", a->name);
 }
 
-static void resume_failed(actor_t *a, const char *why)
+/* A login again failed (status: the broker's refusal, or CW_ERR_DISCONNECTED
+ * without a reply). One endpoint: the backoff doubles. Several: NAME_TAKEN
+ * is tried again on the same endpoint every CW_FAILOVER_RETRY_MS for at
+ * most CW_FAILOVER_TAKEN_MS (the old broker's claim has not expired yet);
+ * anything else moves to the next endpoint, at once during the first round
+ * over the list, then after 100 ms doubling per round up to 5 s. */
+static void resume_failed(actor_t *a, const char *why, cw_status_t status)
 {
-    int next = a->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : a->backoff_ms * 2;
-    CW_DEBUG("client: login again failed (%s); next try in %d ms", why, next);
+    int next;
+    if (a->c->n_endpoints > 1) {
+        int64_t now = cw_mono_ms();
+        if (status == CW_NAME_TAKEN && !a->taken_until)
+            a->taken_until = now + CW_FAILOVER_TAKEN_MS;
+        if (status == CW_NAME_TAKEN && now < a->taken_until) {
+            next = CW_FAILOVER_RETRY_MS;
+        } else {
+            a->ep_tries++;
+            next_endpoint(a);
+            unsigned rounds = a->ep_tries / (unsigned) a->c->n_endpoints;
+            next = rounds == 0 ? 0 : BACKOFF_MIN_MS << (rounds > 6 ? 6 : rounds - 1);
+            if (next > BACKOFF_MAX_MS)
+                next = BACKOFF_MAX_MS;
+        }
+    } else {
+        next = a->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : a->backoff_ms * 2;
+    }
+    CW_DEBUG("client: login again failed (%s); next try in %d ms at %s", why, next,
+             my_ep(a));
     close_sock(a);
     schedule_retry(a, next);
 }
@@ -780,15 +892,26 @@ static void on_resume_reply(actor_t *a, const cw_reply_msg_t *r)
 {
     a->resume_rid = 0;
     if ((int) r->status != CW_OK) {
-        resume_failed(a, cw_status_name((int) r->status));
+        resume_failed(a, cw_status_name((int) r->status), (cw_status_t) r->status);
         return;
     }
     if (take_session(a, a->name, r->login) != CW_OK) {
-        resume_failed(a, "out of memory");
+        resume_failed(a, "out of memory", CW_ERR_NOMEM);
         return;
     }
     set_state(a, ST_ONLINE);
-    post_conn_event(a, CW_EVENT_RECONNECTED, "logged in again", r);
+    a->ep_tries = 0;
+    a->taken_until = 0;
+    if (a->c->n_endpoints > 1) {
+        char detail[CW_ENDPOINT_LEN_MAX + 64];
+        int resumed = r->detail && strcmp(r->detail, "session resumed") == 0;
+        snprintf(detail, sizeof detail, "reconnected to %s (%s)", my_ep(a),
+                 resumed ? "session resumed" : "new session");
+        CW_DEBUG("client: %s", detail);
+        post_conn_event(a, CW_EVENT_RECONNECTED, detail, r);
+    } else {
+        post_conn_event(a, CW_EVENT_RECONNECTED, "logged in again", r);
+    }
     resend_parked(a);
     /* An Ack in flight at the loss may never have arrived: send again
      * whatever is not confirmed. */
@@ -891,6 +1014,25 @@ static void clock_receive(actor_t *a, cw_clock_entry_msg_t *const *clock, size_t
         CW_ERROR("client: out of memory updating the vector clock");
 }
 
+/* Late marks (PROTOCOL.md §13.14, SCALEOUT.md §4): a delivery from `from`
+ * whose clock entry of its sender is at or below our own entry of that
+ * sender, before the merge, carries nothing of `from` we had not seen: a
+ * message caused after it was shown first (a retried send landing after
+ * its effects, e.g. across a broker failover), or it was seen by an
+ * earlier process of ours. Duplicates are dropped before this is asked.
+ * Our own messages and messages without the sender's entry are never late. */
+static int is_late(const actor_t *a, const char *from, cw_clock_entry_msg_t *const *clock,
+                   size_t n_clock)
+{
+    if (!*from || (a->name && strcmp(from, a->name) == 0))
+        return 0;
+    uint64_t sent = 0;
+    for (size_t i = 0; i < n_clock; i++)
+        if (clock[i]->node && strcmp(clock[i]->node, from) == 0)
+            sent = clock[i]->counter;
+    return sent > 0 && sent <= cw_clock_get(a->clock, from);
+}
+
 /* --- frames from the broker -------------------------------------------- */
 
 /* The reply to one of our own Acks. */
@@ -931,7 +1073,7 @@ static void on_fetch_reply(actor_t *a, const cw_reply_msg_t *r, uint64_t rid, cw
         const cw_deliver_msg_t *m = r->messages[i];
         if (m->seq > before && !m->receipt) {   /* a receipt is no message: no tick */
             clock_receive(a, m->clock, m->n_clock);
-            cw_tracer_deliver(a->tracer, a->name, a->clock, 0, m->from, m->message_id,
+            cw_tracer_deliver(a->tracer, a->name, a->clock, 0, 0, m->from, m->message_id,
                               m->clock, m->n_clock);
         }
     }
@@ -1016,9 +1158,14 @@ static void show_deliver(actor_t *a, const cw_deliver_msg_t *d, uint64_t held_us
 {
     const char *from = d->from ? d->from : "";
     const char *mid = d->message_id ? d->message_id : "";
+    int late = is_late(a, from, d->clock, d->n_clock);
+    if (late)
+        CW_DEBUG("client: late delivery from %s ('%s', seq %llu)", from, mid,
+                 (unsigned long long) d->seq);
     clock_receive(a, d->clock, d->n_clock);
     publish_clock(a);
-    cw_tracer_deliver(a->tracer, a->name, a->clock, held_us, from, mid, d->clock, d->n_clock);
+    cw_tracer_deliver(a->tracer, a->name, a->clock, held_us, late, from, mid, d->clock,
+                      d->n_clock);
     if (d->seq && d->seq > a->dd_seq)
         a->dd_seq = d->seq;
     else if (!d->seq && *mid)
@@ -1032,6 +1179,7 @@ static void show_deliver(actor_t *a, const cw_deliver_msg_t *d, uint64_t held_us
     ev->type = CW_EVENT_DELIVER;
     ev->msg.holdback_us = held_us;
     ev->msg.gap = gap;
+    ev->msg.late = late;
     cw_clock_entry_msg_t **e;
     size_t n = cw_clock_entries(a->clock, &e);
     cw_conv_clock(&ev->local_clock, &ev->n_local_clock, e, n);
@@ -1478,6 +1626,17 @@ static void read_pipe(actor_t *a)
             zmq_msg_close(&msg);
             return;
         }
+        if (hdr.type == CMD_NEXT_EP) {
+            zmq_msg_close(&msg);
+            if (!a->name && a->c->n_endpoints > 1) {
+                inflight_fail_all(a, CW_ERR_UNREACHABLE, 0);
+                next_endpoint(a);
+                if (open_sock(a) != 0)
+                    CW_ERROR("client: cannot open a socket; every request will fail");
+                CW_DEBUG("client: trying %s", my_ep(a));
+            }
+            continue;
+        }
         if (hdr.type == CMD_FLUSH) {
             zmq_msg_close(&msg);
             cw_tracer_flush(a->tracer);
@@ -1536,6 +1695,8 @@ static long next_timeout(const actor_t *a, int64_t now)
         due = -1;
         break;
     }
+    if (a->peer_gone && (a->state == ST_ONLINE || a->state == ST_RESUMING))
+        return 0;
     int64_t held = held_due(a);
     if (held >= 0 && (due < 0 || held < due))
         due = held;
@@ -1550,6 +1711,18 @@ static void run_timers(actor_t *a)
     expire_held(a, now);   /* in every state: a lost broker holds nothing longer */
     switch (a->state) {
     case ST_ONLINE:
+        if (a->peer_gone) {
+            /* Frames it sent before closing count first. */
+            if (sock_readable(a))
+                read_sock(a);
+            if (a->state != ST_ONLINE)
+                break;
+            char why[CW_ENDPOINT_LEN_MAX + 64];
+            snprintf(why, sizeof why, "the connection to %s was closed",
+                     my_ep(a));
+            lose(a, why);
+            break;
+        }
         if (now - a->last_recv >= loss_ms(a) && sock_readable(a)) {
             /* We were not scheduled for a while (stopped, suspended) and
              * frames wait: they count before the broker is declared lost. */
@@ -1582,8 +1755,10 @@ static void run_timers(actor_t *a)
             start_resume(a);
         break;
     case ST_RESUMING:
-        if (now >= a->resume_deadline)
-            resume_failed(a, "no reply");
+        if (a->peer_gone)
+            resume_failed(a, "the connection was refused or closed", CW_ERR_UNREACHABLE);
+        else if (now >= a->resume_deadline)
+            resume_failed(a, "no reply", CW_ERR_TIMEOUT);
         break;
     default:
         break;

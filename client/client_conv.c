@@ -391,6 +391,7 @@ void cw_event_destroy(cw_event_t **p)
     cw_conv_users_free(&e->conn.users, e->conn.n_users);
     free(e->receipt.message_id);
     free(e->receipt.reader);
+    free(e->failover.endpoint);
     free(e);
     *p = NULL;
 }

@@ -48,6 +48,8 @@ typedef enum {
     CMD_TERM = 2,      /* log out politely if logged in, then stop */
     CMD_ACK = 3,       /* auto_ack: the application took durable messages (no body) */
     CMD_FLUSH = 4,     /* send the events waiting for clockd now (no body) */
+    CMD_NEXT_EP = 5,   /* without a session: connect to the next endpoint of the
+                          list (cw_client_login after CW_ERR_UNREACHABLE; no body) */
 } cmd_type_t;
 
 typedef struct {
@@ -76,7 +78,9 @@ struct cw_client {
     uint64_t mid_count;        /* message ids generated so far */
 
     /* --- given to the I/O thread at creation, read-only after -------- */
-    char *endpoint;            /* broker endpoint */
+    char **endpoints;          /* the broker endpoints, in the order given (1..
+                                  CW_ENDPOINTS_MAX); the one in use is ep_cur */
+    size_t n_endpoints;
     char *agent;               /* Login.agent */
     int quiet;                 /* Login.quiet */
     int no_reconnect;          /* drop the session on broker loss */
@@ -122,6 +126,10 @@ struct cw_client {
     uint64_t ack_sent;         /* highest seq an Ack was sent for */
     uint64_t ack_done;         /* highest seq the broker confirmed acknowledged */
     cw_trace_stats_t tstats;   /* causal event counters (I6) */
+    size_t ep_cur;             /* index of the endpoint in use (I/O thread writes) */
+    uint8_t *token_copy;       /* the session's resume token (I/O thread writes),
+                                  NULL if none; read by cw_client_resume_token */
+    size_t token_copy_len;
     char hs_error[192];        /* why the last handshake with the broker failed,
                                   "" if none since the last success */
     int conn_refused;          /* a TCP connect to the broker failed (libzmq's
@@ -131,6 +139,9 @@ struct cw_client {
     int hs_fatal;              /* hs_error is a configuration mismatch (key refused,
                                   plain vs CURVE): waiting requests fail at once */
 };
+
+/* The endpoint in use; the string lives as long as c. Takes mu. */
+const char *cw_client_cur_endpoint(cw_client_t *c);
 
 /* Applies the CURVE settings of c to a new socket (before connect):
  * towards the broker, or towards clockd if `clockd`; also the handshake
@@ -169,9 +180,10 @@ void cw_tracer_send(cw_tracer_t *t, const char *me, const cw_clock_t *clock,
                     const cw_send_msg_t *send);
 /* A clock tick that is no message: text says what. */
 void cw_tracer_local(cw_tracer_t *t, const char *me, const cw_clock_t *clock, const char *text);
-/* A delivery of the message `from` sent with id message_id and clock mclock. */
+/* A delivery of the message `from` sent with id message_id and clock mclock;
+ * late: flagged late (PROTOCOL.md §13.14). */
 void cw_tracer_deliver(cw_tracer_t *t, const char *me, const cw_clock_t *clock, uint64_t holdback_us,
-                       const char *from,
+                       int late, const char *from,
                        const char *message_id, cw_clock_entry_msg_t *const *mclock,
                        size_t n_mclock);
 

@@ -327,7 +327,7 @@ static void line_clock(line_t *l, centry_t *const *e, size_t n)
 }
 
 /* The canonical JSON line of e (docs/CLOCKD.md: process, kind, clock, msg,
- * peers, broadcast, ts_us, text, holdback_us, msg_clock), with '\n'. */
+ * peers, broadcast, ts_us, text, holdback_us, msg_clock, late), with '\n'. */
 static void line_event(line_t *l, const cev_t *e)
 {
     static const char *kinds[] = {"unspecified", "send", "deliver", "local"};
@@ -362,6 +362,8 @@ static void line_event(line_t *l, const cev_t *e)
         line_u64(l, e->holdback_us);
         line_add(l, ",\"msg_clock\":");
         line_clock(l, e->msg_clock, e->n_msg_clock);
+        if (e->late)
+            line_add(l, ",\"late\":true");
     }
     line_add(l, "}\n");
 }
@@ -646,7 +648,7 @@ void cw_tracer_local(cw_tracer_t *t, const char *me, const cw_clock_t *clock, co
 }
 
 void cw_tracer_deliver(cw_tracer_t *t, const char *me, const cw_clock_t *clock, uint64_t holdback_us,
-                       const char *from,
+                       int late, const char *from,
                        const char *message_id, cw_clock_entry_msg_t *const *mclock,
                        size_t n_mclock)
 {
@@ -668,6 +670,7 @@ void cw_tracer_deliver(cw_tracer_t *t, const char *me, const cw_clock_t *clock, 
     if (!e->pb.msg || copy_clock(&e->pb.msg_clock, &e->pb.n_msg_clock, mclock, n_mclock) != 0)
         goto nomem;
     e->pb.holdback_us = holdback_us;
+    e->pb.late = late != 0;
     record(t, e);
     return;
 nomem:

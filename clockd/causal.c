@@ -1154,3 +1154,14 @@ nomem:
     cw_strmap_destroy(&delivered);
     return CW_ERR_NOMEM;
 }
+
+size_t cw_causal_late(const cw_causal_t *c)
+{
+    const cw_trace_t *t = cw_causal_trace(c);
+    size_t n = 0;
+    for (size_t i = 0; i < cw_trace_count(t); i++) {
+        const cwc_event_t *e = cw_trace_event(t, i);
+        n += e->kind == CW_EV_DELIVER && e->late;
+    }
+    return n;
+}

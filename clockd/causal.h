@@ -152,6 +152,12 @@ int cw_causal_audit(cw_causal_t *c);
 /* Findings of the last successful audit (0 before it). */
 size_t cw_causal_findings(const cw_causal_t *c);
 const cw_finding_t *cw_causal_finding(const cw_causal_t *c, size_t i);
+/* Deliver events the receiving client flagged late ("late": true,
+ * PROTOCOL.md §13.14): shown although the sender's clock entry was at or
+ * below the receiver's. Counted, not findings: a late delivery can be a
+ * retried send after a broker failover that the audit orders correctly.
+ * Can't fail. */
+size_t cw_causal_late(const cw_causal_t *c);
 /* "causal-order", "duplicate", "gap", "clock-rule", "unmatched". */
 const char *cw_finding_kind_name(cw_finding_kind_t k);
 

@@ -225,6 +225,7 @@ static int do_report(cw_clockd_t *d, const Causeway__V1__ClockEventBatch *b, rep
         e->msg_clock = m->msg_clock;
         e->n_msg_clock = m->n_msg_clock;
         e->broadcast = m->broadcast;
+        e->late = m->late;
         char why[400];
         if (cw_trace_check(e, why, sizeof why) != CW_OK) {
             snprintf(detail, dlen, "event %zu: %s", i, why);
@@ -326,6 +327,7 @@ static int do_audit(cw_clockd_t *d, const Causeway__V1__ClockdAudit *a, reply_t 
     r->findings = m->ptrs;
     r->n_findings = n;
     r->total_findings = (uint32_t) total;
+    r->late = cw_causal_late(m->causal);
     fill_totals(d, r);
     return CW_OK;
 }

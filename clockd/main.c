@@ -125,6 +125,9 @@ static const struct {
      "predecessor to the same receiver was never delivered (gap), deliveries of\n"
      "unknown or misaddressed messages (unmatched); per process, clocks that break the\n"
      "vector clock rules (clock-rule). Each finding names both events and their clocks.\n"
+     "Also counts the deliveries the receiving client flagged late (\"late\": true: the\n"
+     "sender's clock entry at or below the receiver's, e.g. a send retried after a\n"
+     "broker failover); a count, not a finding.\n"
      "Exit 1 if anything is found, 0 if not.\n"},
     {"stats", "stats TRACE [--exact-limit N] [--pairs-limit N]",
      "Statistics: events, messages, ordered and concurrent pairs, width of the partial\n"
@@ -507,12 +510,13 @@ static int cmd_audit(const opts_t *o, cw_causal_t *c, int used)
     if (cw_causal_audit(c) != CW_OK)
         return fail(EXIT_RUNTIME, "out of memory");
     size_t n = cw_causal_findings(c);
+    size_t late = cw_causal_late(c);   /* counted, not a finding (§13.14) */
     size_t per_kind[6] = {0};
     for (size_t i = 0; i < n; i++)
         per_kind[cw_causal_finding(c, i)->kind]++;
     if (o->json) {
-        printf("{\"events\":%zu,\"processes\":%zu,\"count\":%zu,\"by_kind\":{", cw_trace_count(t),
-               cw_trace_processes(t), n);
+        printf("{\"events\":%zu,\"processes\":%zu,\"count\":%zu,\"late\":%zu,\"by_kind\":{",
+               cw_trace_count(t), cw_trace_processes(t), n, late);
         for (int k = 1; k <= 5; k++)
             printf("%s\"%s\":%zu", k > 1 ? "," : "", cw_finding_kind_name((cw_finding_kind_t) k), per_kind[k]);
         fputs("},\"findings\":[", stdout);
@@ -564,6 +568,9 @@ static int cmd_audit(const opts_t *o, cw_causal_t *c, int used)
         } else {
             printf("no findings (%zu events, %zu processes)\n", cw_trace_count(t), cw_trace_processes(t));
         }
+        if (late)
+            printf("%zu late deliver%s (flagged by the receiving client)\n", late,
+                   late == 1 ? "y" : "ies");
     }
     int rc = flush_stdout();
     return rc != EXIT_OK ? rc : n ? EXIT_FINDINGS : EXIT_OK;

@@ -447,6 +447,10 @@ int cw_trace_check(const cwc_event_t *ev, char *err, size_t errlen)
             cw_set_err(err, errlen, "msg_clock: only for deliver events");
             return CW_BAD_REQUEST;
         }
+        if (ev->late) {
+            cw_set_err(err, errlen, "late: only for deliver events");
+            return CW_BAD_REQUEST;
+        }
     }
     if (ev->has_msg_clock) {
         rc = check_clock("msg_clock", ev->msg_clock, ev->n_msg_clock, err, errlen);
@@ -661,6 +665,7 @@ int cw_trace_add(cw_trace_t *t, const cwc_event_t *ev, size_t line, char *err, s
     if (ev->has_msg_clock)
         e->mvc = (cw_vc_t){.node = ids + n1, .count = s->clocks + n1, .n = n2};
     e->broadcast = ev->kind == CW_EV_SEND && ev->broadcast;
+    e->late = ev->kind == CW_EV_DELIVER && ev->late;
     e->trace = t;
     e->proc = p;
     e->seq = pr->n + 1;
@@ -729,7 +734,7 @@ int cw_clock_from_json(const cw_json_t *obj, const char *field, cw_clock_entry_m
 /* The fields of a trace line, read in one pass over the object's members
  * (a lookup per field was a string scan of all members each time). */
 enum { F_PROCESS, F_KIND, F_CLOCK, F_MSG, F_PEERS, F_TS, F_TEXT, F_HOLDBACK, F_MSG_CLOCK,
-       F_BROADCAST, F_COUNT };
+       F_BROADCAST, F_LATE, F_COUNT };
 
 typedef struct {
     const cw_json_t *v[F_COUNT];   /* NULL = absent; JSON null counts as absent */
@@ -744,6 +749,7 @@ static int field_index(const char *k)
     case 'm': return !strcmp(k, "msg") ? F_MSG : !strcmp(k, "msg_clock") ? F_MSG_CLOCK : -1;
     case 't': return !strcmp(k, "ts_us") ? F_TS : !strcmp(k, "text") ? F_TEXT : -1;
     case 'h': return !strcmp(k, "holdback_us") ? F_HOLDBACK : -1;
+    case 'l': return !strcmp(k, "late") ? F_LATE : -1;
     case 'b': return !strcmp(k, "broadcast") ? F_BROADCAST : -1;
     }
     return -1;
@@ -906,6 +912,15 @@ int cw_trace_add_json(cw_trace_t *t, const char *line, size_t len, size_t lineno
             goto out;
         }
         ev.broadcast = cw_json_bool(bc);
+    }
+    const cw_json_t *lt = fl.v[F_LATE];
+    if (lt) {
+        if (cw_json_bool(lt) < 0) {
+            cw_set_err(err, errlen, "late: expected true or false");
+            rc = CW_BAD_REQUEST;
+            goto out;
+        }
+        ev.late = cw_json_bool(lt);
     }
     rc = cw_trace_add(t, &ev, lineno, err, errlen);
 out:
@@ -1117,6 +1132,8 @@ static void put_event(FILE *f, const cwc_event_t *ev)
         else
             put_wire_sorted(f, ev->msg_clock, ev->n_msg_clock);
     }
+    if (ev->late)
+        fputs(",\"late\":true", f);
     fputc('}', f);
 }
 

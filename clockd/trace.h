@@ -81,6 +81,8 @@ typedef struct {
     size_t n_msg_clock;                 /* in */
     int has_msg_clock;
     int broadcast;                      /* send: to every other process (peers empty) */
+    int late;                           /* deliver: flagged late by the receiving client
+                                           (PROTOCOL.md §13.14; "late": true) */
     cw_vc_t vc;                         /* out: the clock, zero entries dropped */
     cw_vc_t mvc;                        /* out: the message's clock, if has_msg_clock */
     const cw_trace_t *trace;            /* out: the trace holding the event; NULL for input */

@@ -2,7 +2,9 @@
 #include "cw_util.h"
 #include "cw_status.h"
 
+#include <errno.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <strings.h>
 #include <string.h>
@@ -211,4 +213,117 @@ int cw_trace_name_ok(const char *name)
         i += n;
     }
     return 1;
+}
+
+/* --- endpoint lists ------------------------------------------------------ */
+
+int cw_endpoint_problem(const char *what, const char *ep, char *why, size_t size)
+{
+    if (strlen(ep) > CW_ENDPOINT_LEN_MAX) {
+        cw_set_err(why, size, "%s '%.40s...' is longer than %d bytes", what, ep,
+                   CW_ENDPOINT_LEN_MAX);
+        return 1;
+    }
+    const char *sep = strstr(ep, "://");
+    if (!sep) {
+        cw_set_err(why, size, "%s '%s' has no transport: ZeroMQ endpoints look like "
+                   "tcp://HOST:PORT; did you mean tcp://%s?", what, ep, ep);
+        return 1;
+    }
+    size_t tlen = (size_t) (sep - ep);
+    const char *known[] = {"tcp", "ipc", "inproc", "ws", "wss", "tipc", "vmci"};
+    int ok = 0;
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        ok |= strlen(known[i]) == tlen && strncmp(ep, known[i], tlen) == 0;
+    if (!ok) {
+        cw_set_err(why, size, "%s '%s': unknown transport '%.*s'; use tcp://HOST:PORT", what,
+                   ep, (int) tlen, ep);
+        return 1;
+    }
+    const char *addr = sep + 3;
+    if (tlen == 3 && strncmp(ep, "tcp", 3) == 0) {
+        const char *colon = strrchr(addr, ':');
+        const char *bracket = strrchr(addr, ']');
+        char *end = NULL;
+        long port = colon && (!bracket || colon > bracket) ? strtol(colon + 1, &end, 10) : -1;
+        if (!colon || colon == addr || (bracket && colon < bracket) || !end || *end ||
+            end == colon + 1 || port < 1 || port > 65535 || strpbrk(addr, " \t,")) {
+            cw_set_err(why, size, "%s '%s' needs a host and a port from 1 to 65535: "
+                       "tcp://HOST:PORT, e.g. tcp://127.0.0.1:7400", what, ep);
+            return 1;
+        }
+    } else if (!*addr) {
+        cw_set_err(why, size, "%s '%s' has no address after the transport", what, ep);
+        return 1;
+    }
+    return 0;
+}
+
+void cw_endpoint_list_free(char ***list, size_t n)
+{
+    if (!list || !*list)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free((*list)[i]);
+    free(*list);
+    *list = NULL;
+}
+
+size_t cw_endpoint_list_parse(const char *what, const char *list, char ***out, char *why,
+                              size_t size)
+{
+    *out = NULL;
+    char **eps = calloc(CW_ENDPOINTS_MAX, sizeof *eps);
+    if (!eps) {
+        cw_set_err(why, size, "out of memory");
+        errno = ENOMEM;
+        return 0;
+    }
+    size_t n = 0;
+    const char *p = list ? list : "";
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        const char *b = p, *e = comma ? comma : p + strlen(p);
+        while (b < e && (*b == ' ' || *b == '\t'))
+            b++;
+        while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        if (b == e) {
+            cw_set_err(why, size, "%s '%s' has an empty element: give endpoints separated "
+                       "by single commas, e.g. tcp://a:7400,tcp://b:7400", what, list ? list : "");
+            goto bad;
+        }
+        if (n == CW_ENDPOINTS_MAX) {
+            cw_set_err(why, size, "%s lists more than %d endpoints", what, CW_ENDPOINTS_MAX);
+            goto bad;
+        }
+        size_t len = (size_t) (e - b);
+        char *ep = malloc(len + 1);
+        if (!ep) {
+            cw_set_err(why, size, "out of memory");
+            cw_endpoint_list_free(&eps, n);
+            errno = ENOMEM;
+            return 0;
+        }
+        memcpy(ep, b, len);
+        ep[len] = '\0';
+        eps[n++] = ep;
+        if (cw_endpoint_problem(what, ep, why, size))
+            goto bad;
+        for (size_t i = 0; i + 1 < n; i++) {
+            if (strcmp(eps[i], ep) == 0) {
+                cw_set_err(why, size, "%s names '%s' twice", what, ep);
+                goto bad;
+            }
+        }
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    *out = eps;
+    return n;
+bad:
+    cw_endpoint_list_free(&eps, n);
+    errno = EINVAL;
+    return 0;
 }

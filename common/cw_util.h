@@ -48,4 +48,29 @@ int cw_utf8_valid(const char *s, size_t len);
  * traces with it, libcauseway's tracer the names it writes. */
 int cw_trace_name_ok(const char *name);
 
+/* Broker endpoint lists ("tcp://A:7400,tcp://B:7400"; PROTOCOL.md §13.14):
+ * libcauseway's cw_client_new, the CLI's --endpoint and $CAUSEWAY_ENDPOINT
+ * take one endpoint or several separated by commas. */
+#define CW_ENDPOINTS_MAX 16      /* endpoints in one list, at most */
+#define CW_ENDPOINT_LEN_MAX 256  /* bytes of one endpoint, at most */
+
+/* 0 if ep looks like a ZeroMQ endpoint a client can connect to (a known
+ * transport; tcp:// needs HOST:PORT with a port from 1 to 65535; the others
+ * a non-empty address; at most CW_ENDPOINT_LEN_MAX bytes). Else 1 and why
+ * (size bytes) says what is wrong, naming it `what` (e.g. "--endpoint").
+ * libzmq has the last word on what passes here. */
+int cw_endpoint_problem(const char *what, const char *ep, char *why, size_t size);
+
+/* Splits a comma-separated endpoint list. Blanks (spaces, tabs) around an
+ * element are ignored. Refused, with why (naming the list `what`) and
+ * errno EINVAL: an empty list or element ("a,,b", a trailing comma), a
+ * malformed element (cw_endpoint_problem), the same endpoint twice, more
+ * than CW_ENDPOINTS_MAX. Returns the number of endpoints and *out an array
+ * of that many strings (caller frees with cw_endpoint_list_free); on
+ * failure 0 and *out NULL (errno ENOMEM when out of memory). */
+size_t cw_endpoint_list_parse(const char *what, const char *list, char ***out, char *why,
+                              size_t size);
+/* Frees a list from cw_endpoint_list_parse; NULLs *list. Safe on NULL. */
+void cw_endpoint_list_free(char ***list, size_t n);
+
 #endif

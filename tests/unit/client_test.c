@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -1391,6 +1392,282 @@ static void test_clockd_unreachable(void **state)
     fake_destroy(&f);
 }
 
+
+/* Late marks (PROTOCOL.md §13.14): a delivery whose sender's clock entry is
+ * at or below ours is shown flagged late, in the event and in the trace;
+ * our own messages and new entries are not. */
+static void test_late_mark(void **state)
+{
+    (void) state;
+    char path[] = "/tmp/cw-client-late-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    fake_t *f = fake_new();
+    cw_client_opts_t o = {.trace_path = path};
+    cw_client_t *c = logged_in_opts(f, &o, 0);
+    fake_push(f, "bob", 0, "b1", "new", 2);      /* bob:2 > our 0 */
+    fake_push(f, "bob", 0, "b2", "old", 1);      /* bob:1 <= our 2: late */
+    fake_push(f, "bob", 0, "b3", "same", 2);     /* bob:2 <= 2: late too */
+    fake_push(f, "bob", 0, "b4", "newer", 3);
+    fake_push(f, "alice", 0, "a1", "mine", 1);   /* our own: never late */
+    const char *texts[] = {"new", "old", "same", "newer", "mine"};
+    int late[] = {0, 1, 1, 0, 0};
+    for (int i = 0; i < 5; i++) {
+        cw_event_t *ev = next_deliver(c, 2000);
+        assert_non_null(ev);
+        assert_string_equal(ev->msg.text, texts[i]);
+        if (ev->msg.late != late[i])
+            fail_msg("'%s': late %d, want %d", texts[i], ev->msg.late, late[i]);
+        cw_event_destroy(&ev);
+    }
+    cw_client_destroy(&c);
+    char lines[8][1024];
+    assert_int_equal(read_lines(path, lines, 8), 5);
+    for (int i = 0; i < 5; i++) {
+        int has = strstr(lines[i], "\"late\":true}") != NULL;
+        if (has != late[i])
+            fail_msg("trace line %d: %s", i, lines[i]);
+    }
+    unlink(path);
+    fake_destroy(&f);
+}
+
+/* --- endpoint lists and failover ------------------------------------------ */
+
+static void test_endpoint_lists(void **state)
+{
+    (void) state;
+    cw_client_t *c = cw_client_new(" tcp://127.0.0.1:1 ,\ttcp://127.0.0.1:2", NULL);
+    assert_non_null(c);
+    assert_int_equal(cw_client_endpoint_count(c), 2);
+    assert_string_equal(cw_client_endpoint_at(c, 0), "tcp://127.0.0.1:1");
+    assert_string_equal(cw_client_endpoint_at(c, 1), "tcp://127.0.0.1:2");
+    assert_null(cw_client_endpoint_at(c, 2));
+    assert_string_equal(cw_client_endpoint(c), "tcp://127.0.0.1:1");
+    assert_int_equal(cw_client_resume_token(c, NULL, 0), 0);   /* no session */
+    cw_client_destroy(&c);
+    c = cw_client_new(NULL, NULL);   /* the default: one endpoint */
+    assert_int_equal(cw_client_endpoint_count(c), 1);
+    assert_string_equal(cw_client_endpoint(c), CW_CLIENT_DEFAULT_ENDPOINT);
+    cw_client_destroy(&c);
+    assert_int_equal(cw_client_endpoint_count(NULL), 0);
+    assert_null(cw_client_endpoint(NULL));
+
+    /* Exactly CW_ENDPOINTS_MAX is fine, one more is refused. */
+    char list[CW_ENDPOINTS_MAX * 32 + 32] = "";
+    for (int i = 1; i <= CW_ENDPOINTS_MAX; i++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%stcp://127.0.0.1:%d",
+                 i > 1 ? "," : "", i);
+    c = cw_client_new(list, NULL);
+    assert_non_null(c);
+    assert_int_equal(cw_client_endpoint_count(c), CW_ENDPOINTS_MAX);
+    assert_string_equal(cw_client_endpoint_at(c, CW_ENDPOINTS_MAX - 1), "tcp://127.0.0.1:16");
+    cw_client_destroy(&c);
+    strcat(list, ",tcp://127.0.0.1:17");
+    errno = 0;
+    assert_null(cw_client_new(list, NULL));
+    assert_int_equal(errno, EINVAL);
+
+    const char *bad[] = {
+        "", " ", ",", "tcp://127.0.0.1:1,", ",tcp://127.0.0.1:1",
+        "tcp://127.0.0.1:1,,tcp://127.0.0.1:2", "tcp://127.0.0.1:1, ,tcp://127.0.0.1:2",
+        "tcp://127.0.0.1:1,tcp://127.0.0.1:1",        /* twice */
+        "tcp://127.0.0.1:1,127.0.0.1:2",              /* no transport */
+        "tcp://127.0.0.1:1,tcp://127.0.0.1",          /* no port */
+        "tcp://127.0.0.1:1,tcp://127.0.0.1:0", "tcp://127.0.0.1:65536",
+        "tcp://127.0.0.1:1,udp://127.0.0.1:2", "tcp://127.0.0.1:1,ipc://",
+        "tcp://127.0.0.1:1 tcp://127.0.0.1:2",        /* blank is no separator */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        errno = 0;
+        c = cw_client_new(bad[i], NULL);
+        if (c)
+            fail_msg("accepted endpoint list '%s'", bad[i]);
+        assert_int_equal(errno, EINVAL);
+    }
+    char longer[CW_ENDPOINT_LEN_MAX + 32] = "tcp://";
+    memset(longer + 6, 'a', CW_ENDPOINT_LEN_MAX);
+    strcpy(longer + 6 + CW_ENDPOINT_LEN_MAX, ":1");
+    errno = 0;
+    assert_null(cw_client_new(longer, NULL));
+    assert_int_equal(errno, EINVAL);
+}
+
+/* The next event of type `type`, other types skipped (heartbeats keep fake
+ * `keep` alive meanwhile if not NULL); NULL on timeout. */
+static cw_event_t *next_event_of(cw_client_t *c, cw_event_type_t type, fake_t *keep,
+                                 int timeout_ms)
+{
+    int64_t end = cw_mono_ms() + timeout_ms;
+    for (;;) {
+        int64_t left = end - cw_mono_ms();
+        if (left <= 0)
+            return NULL;
+        if (keep && keep->peer_len && cw_mono_ms() - keep->last_hb >= 50)
+            fake_heartbeat(keep);
+        cw_event_t *ev;
+        if (cw_client_next_event(c, left < 20 ? (int) left : 20, &ev) != CW_OK)
+            continue;
+        if (ev->type == type)
+            return ev;
+        cw_event_destroy(&ev);
+    }
+}
+
+static cw_client_t *logged_in_list(fake_t *f, const char *list)
+{
+    cw_client_t *c = cw_client_new(list, NULL);
+    assert_non_null(c);
+    login_job_t j = {.c = c, .name = "alice"};
+    pthread_t t;
+    pthread_create(&t, NULL, login_thread, &j);
+    fake_login(f, CW_OK, "alice", 0);
+    pthread_join(t, NULL);
+    assert_int_equal(j.st, CW_OK);
+    cw_reply_destroy(&j.reply);
+    assert_string_equal(cw_client_endpoint(c), f->endpoint);
+    return c;
+}
+
+/* A broker whose connection closes (killed): the client moves to the next
+ * endpoint at once, logs in there with its resume token, says so; an
+ * unanswered durable send goes out again there with the same id and is
+ * answered once. */
+static void test_failover_on_close(void **state)
+{
+    (void) state;
+    fake_t *a = fake_new(), *b = fake_new();
+    char list[160];
+    snprintf(list, sizeof list, "%s,%s", a->endpoint, b->endpoint);
+    cw_client_t *c = logged_in_list(a, list);
+    uint8_t tok[CW_RESUME_TOKEN_MAX];
+    assert_int_equal(cw_client_resume_token(c, tok, sizeof tok), sizeof token_bytes);
+    assert_memory_equal(tok, token_bytes, sizeof token_bytes);
+
+    send_job_t j = {.c = c, .msg = {.to = to_bob, .n_to = 1, .text = "one", .durable = 1}};
+    pthread_t t;
+    pthread_create(&t, NULL, send5_thread, &j);
+    cw_env_t *first = fake_recv(a, 3000);
+    assert_non_null(first);
+    char a_ep[64];
+    snprintf(a_ep, sizeof a_ep, "%s", a->endpoint);
+    fake_destroy(&a);   /* the TCP connection closes: no waiting for silence */
+    fake_login(b, CW_OK, "alice", 1);
+    cw_env_t *again = fake_recv(b, 3000);
+    assert_non_null(again);
+    assert_int_equal(again->body_case, CW_BODY(SEND));
+    assert_string_equal(again->send->message_id, first->send->message_id);
+    fake_send_reply(b, again->request_id, CW_ACCEPTED, CW_ACCEPTED, 1, 1);
+    pthread_join(t, NULL);
+    assert_int_equal(j.st, CW_ACCEPTED);
+    assert_int_equal(j.reply->duplicate, 1);
+    cw_reply_destroy(&j.reply);
+    cw_env_free(&first);
+    cw_env_free(&again);
+    assert_null(fake_recv(b, 300));   /* sent once more, not twice */
+
+    cw_event_t *ev = next_event_of(c, CW_EVENT_DISCONNECTED, b, 2000);
+    assert_non_null(ev);
+    assert_string_equal(ev->failover.endpoint, a_ep);
+    char closed[160];
+    snprintf(closed, sizeof closed, "the connection to %s was closed", a_ep);
+    assert_string_equal(ev->conn.detail, closed);
+    cw_event_destroy(&ev);
+    ev = next_event_of(c, CW_EVENT_RECONNECTED, b, 2000);
+    assert_non_null(ev);
+    assert_string_equal(ev->failover.endpoint, b->endpoint);
+    assert_int_equal(ev->failover.switched, 1);
+    assert_int_equal(ev->failover.resumed, 0);   /* the fake says no "session resumed" */
+    char want[160];
+    snprintf(want, sizeof want, "reconnected to %s (new session)", b->endpoint);
+    assert_string_equal(ev->conn.detail, want);
+    cw_event_destroy(&ev);
+    assert_string_equal(cw_client_endpoint(c), b->endpoint);
+    assert_int_equal(cw_client_connected(c), 1);
+    cw_client_destroy(&c);
+    fake_destroy(&b);
+}
+
+/* A silent broker (stopped) is left after heartbeat x liveness; the next
+ * one refuses the resume with NAME_TAKEN for a while (the old claim not
+ * expired): the client asks it again, and it is not sent back to the
+ * silent one meanwhile. */
+static void test_failover_silent_then_name_taken(void **state)
+{
+    (void) state;
+    fake_t *a = fake_new(), *b = fake_new();
+    char list[160];
+    snprintf(list, sizeof list, "%s,%s", a->endpoint, b->endpoint);
+    cw_client_t *c = logged_in_list(a, list);
+    a->alive = 0;   /* no more heartbeats, the connection stays up */
+    fake_login(b, CW_NAME_TAKEN, "alice", 1);
+    fake_login(b, CW_NAME_TAKEN, "alice", 1);
+    fake_login(b, CW_OK, "alice", 1);
+    cw_event_t *ev = next_event_of(c, CW_EVENT_RECONNECTED, b, 3000);
+    assert_non_null(ev);
+    assert_string_equal(ev->failover.endpoint, b->endpoint);
+    cw_event_destroy(&ev);
+    assert_null(fake_recv(a, 200));   /* A never saw a login again */
+    assert_int_equal(cw_client_connected(c), 1);
+    cw_client_destroy(&c);
+    fake_destroy(&a);
+    fake_destroy(&b);
+}
+
+/* A login whose first endpoint refuses the connection goes to the next. */
+static void test_login_tries_next_endpoint(void **state)
+{
+    (void) state;
+    fake_t *b = fake_new();
+    char list[160];
+    snprintf(list, sizeof list, "tcp://127.0.0.1:1,%s", b->endpoint);
+    cw_client_t *c = cw_client_new(list, NULL);
+    assert_non_null(c);
+    login_job_t j = {.c = c, .name = "alice"};
+    pthread_t t;
+    pthread_create(&t, NULL, login_thread, &j);
+    fake_login(b, CW_OK, "alice", 0);
+    pthread_join(t, NULL);
+    assert_int_equal(j.st, CW_OK);
+    cw_reply_destroy(&j.reply);
+    assert_string_equal(cw_client_endpoint(c), b->endpoint);
+    cw_client_destroy(&c);
+    /* One endpoint that refuses: UNREACHABLE as before. */
+    c = cw_client_new("tcp://127.0.0.1:1", NULL);
+    assert_int_equal(cw_client_login(c, "alice", 3000, NULL), CW_ERR_UNREACHABLE);
+    cw_client_destroy(&c);
+    fake_destroy(&b);
+}
+
+/* One endpoint: as before, the heartbeat says the broker is gone and the
+ * client logs in again there; events carry no failover endpoint. */
+static void test_single_endpoint_no_failover_fields(void **state)
+{
+    (void) state;
+    fake_t *f = fake_new();
+    cw_client_t *c = logged_in(f);
+    fake_lose_and_resume(f, c);   /* DISCONNECTED, RECONNECTED read inside */
+    assert_int_equal(cw_client_endpoint_count(c), 1);
+    assert_string_equal(cw_client_endpoint(c), f->endpoint);
+    f->alive = 0;
+    cw_event_t *ev = next_event_of(c, CW_EVENT_DISCONNECTED, NULL, 3000);
+    assert_non_null(ev);
+    assert_null(ev->failover.endpoint);
+    assert_true(strncmp(ev->conn.detail, "no frame from the broker", 24) == 0);
+    cw_event_destroy(&ev);
+    f->alive = 1;
+    f->peer_len = 0;
+    fake_login(f, CW_OK, "alice", 1);
+    ev = next_event_of(c, CW_EVENT_RECONNECTED, f, 3000);
+    assert_non_null(ev);
+    assert_null(ev->failover.endpoint);
+    assert_string_equal(ev->conn.detail, "logged in again");
+    cw_event_destroy(&ev);
+    cw_client_destroy(&c);
+    fake_destroy(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1409,6 +1686,12 @@ int main(void)
         cmocka_unit_test(test_trace_file),
         cmocka_unit_test(test_clockd_report),
         cmocka_unit_test(test_clockd_unreachable),
+        cmocka_unit_test(test_endpoint_lists),
+        cmocka_unit_test(test_failover_on_close),
+        cmocka_unit_test(test_failover_silent_then_name_taken),
+        cmocka_unit_test(test_login_tries_next_endpoint),
+        cmocka_unit_test(test_single_endpoint_no_failover_fields),
+        cmocka_unit_test(test_late_mark),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -848,9 +848,18 @@ static void test_ttl_expired_read_once(void **state)
         expect_status(f, t, CW_STORE_REQ_APPEND, CW_OK);
         assert_int_equal(append_aged(f, ++t, "bob", "fresh", 3600, 0), CW_OK);
         expect_status(f, t, CW_STORE_REQ_APPEND, CW_OK);
+        /* History says so too, and removes nothing */
+        assert_int_equal(f->be->ops->history(f->s, ++t, "bob", 10), CW_OK);
+        cw_store_reply_t *r = expect(f, t, CW_STORE_REQ_HISTORY);
         size_t n = 0;
-        cw_store_reply_t *r = read_all(f, &t, "bob", &n);
         const cw_store_entry_t *e = cw_store_reply_entries(r, &n);
+        assert_int_equal(n, 2);
+        assert_int_equal(e[0].seq, 1);
+        assert_int_equal(e[0].status, CW_EXPIRED);
+        assert_int_equal(e[1].status, CW_OK);
+        cw_store_reply_destroy(&r);
+        r = read_all(f, &t, "bob", &n);
+        e = cw_store_reply_entries(r, &n);
         assert_int_equal(n, 2);
         assert_int_equal(e[0].seq, 1);
         assert_int_equal(e[0].status, CW_EXPIRED);

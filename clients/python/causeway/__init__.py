@@ -75,6 +75,10 @@ DURABLE_ATTEMPT_MIN = 1.0      # a durable send's reply counts as lost after
                                # max(2 * H * L, this), then it is sent again
 MESSAGE_ID_MAX = 128           # bytes (PROTOCOL.md §14)
 INFLIGHT_GRACE = 60.0          # forget requests nobody waits for after this
+ENDPOINTS_MAX = 16             # endpoints in one list (PROTOCOL.md §13.14)
+ENDPOINT_LEN_MAX = 256         # bytes of one endpoint
+FAILOVER_RETRY = 0.2           # failover: NAME_TAKEN asked again this often...
+FAILOVER_TAKEN = 10.0          # ... for at most this long
 READ_BURST = 256               # frames read per loop turn
 
 # ---------------------------------------------------------------------------
@@ -99,6 +103,60 @@ _SUCCESS = (pb.STATUS_OK, pb.STATUS_ACCEPTED)
 _RECIPIENT_OK = (pb.STATUS_DELIVERED, pb.STATUS_ACCEPTED)
 _REASONS = {pb.Presence.REASON_LOGIN: "login", pb.Presence.REASON_LOGOUT: "logout",
             pb.Presence.REASON_EXPIRED: "expired", pb.Presence.REASON_SHUTDOWN: "shutdown"}
+
+
+_TRANSPORTS = ("tcp", "ipc", "inproc", "ws", "wss", "tipc", "vmci")
+
+
+def _endpoint_problem(ep):
+    """What is wrong with one endpoint (libcauseway's rules), or None."""
+    if len(ep.encode()) > ENDPOINT_LEN_MAX:
+        return f"endpoint '{ep[:40]}...' is longer than {ENDPOINT_LEN_MAX} bytes"
+    transport, sep, addr = ep.partition("://")
+    if not sep:
+        return (f"endpoint '{ep}' has no transport: ZeroMQ endpoints look like "
+                f"tcp://HOST:PORT; did you mean tcp://{ep}?")
+    if transport not in _TRANSPORTS:
+        return f"endpoint '{ep}': unknown transport '{transport}'; use tcp://HOST:PORT"
+    if transport == "tcp":
+        host, colon, port = addr.rpartition(":")
+        if (not colon or not host or "]" in port or not port.isdigit()
+                or not 1 <= int(port) <= 65535 or any(c in addr for c in " \t,")):
+            return (f"endpoint '{ep}' needs a host and a port from 1 to 65535: "
+                    f"tcp://HOST:PORT, e.g. {DEFAULT_ENDPOINT}")
+    elif not addr:
+        return f"endpoint '{ep}' has no address after the transport"
+    return None
+
+
+def parse_endpoints(endpoint):
+    """The endpoint list of Client(endpoint): a string, one endpoint or
+    several separated by commas (blanks around each ignored), or a list or
+    tuple of them. Returns a tuple; raises ValueError for an empty list or
+    element, a malformed endpoint, one named twice, more than ENDPOINTS_MAX."""
+    if isinstance(endpoint, str):
+        parts = endpoint.split(",")
+    elif isinstance(endpoint, (list, tuple)):
+        parts = list(endpoint)
+        if not parts or not all(isinstance(p, str) for p in parts):
+            raise ValueError("endpoint: give a string or a non-empty list of strings")
+    else:
+        raise ValueError("endpoint: give a string or a non-empty list of strings")
+    out = []
+    for p in parts:
+        ep = p.strip(" \t")
+        if not ep:
+            raise ValueError(f"endpoint {endpoint!r} has an empty element: give endpoints "
+                             "separated by single commas, e.g. tcp://a:7400,tcp://b:7400")
+        if len(out) == ENDPOINTS_MAX:
+            raise ValueError(f"endpoint lists more than {ENDPOINTS_MAX} endpoints")
+        why = _endpoint_problem(ep)
+        if why:
+            raise ValueError(why)
+        if ep in out:
+            raise ValueError(f"endpoint names '{ep}' twice")
+        out.append(ep)
+    return tuple(out)
 
 
 def status_name(code):
@@ -318,6 +376,7 @@ class Deliver:
     local_clock: dict = None
     holdback_us: int = 0   # how long the client held it back for its predecessors
     gap: bool = False      # shown after the hold-back time without them
+    late: bool = False     # its sender's clock entry is at or below ours (§13.14)
     receipt_requested: bool = False  # the sender asked for a read receipt (our ack tells them)
     receipt: "Receipt" = None        # listings: this entry is a read receipt, not a message
     kind: str = dataclasses.field(default="deliver", init=False)
@@ -358,18 +417,27 @@ class Presence:
 @dataclasses.dataclass
 class Disconnected:
     """The broker was lost while logged in (the client reconnects unless
-    reconnect=False)."""
+    reconnect=False). ``endpoint``: with several endpoints, the one lost
+    (the client fails over to the next); None with one."""
     detail: str
+    endpoint: str = None
     kind: str = dataclasses.field(default="disconnected", init=False)
 
 
 @dataclasses.dataclass
 class Reconnected:
     """Logged in again after a loss. ``resumed``: the broker still had the
-    session (same resume token); else a new session was opened. ``users``:
-    the user log (Presence events during the gap are lost)."""
+    session (same resume token; with several endpoints: the broker said
+    "session resumed"); else a new session was opened. ``users``: the user
+    log (Presence events during the gap are lost). With several endpoints,
+    ``endpoint`` is the one now in use, ``switched`` whether it is another
+    than before the loss, and ``detail`` the line to show, e.g. "reconnected
+    to tcp://b:7400 (session resumed)"; None/False/"" with one."""
     users: list
     resumed: bool
+    endpoint: str = None
+    switched: bool = False
+    detail: str = ""
     kind: str = dataclasses.field(default="reconnected", init=False)
 
 
@@ -386,13 +454,13 @@ def _users(reply):
     return [User(u.name, u.online, u.last_seen_us) for u in reply.users]
 
 
-def _deliver(d, local_clock=None, epoch=0, holdback_us=0, gap=False):
+def _deliver(d, local_clock=None, epoch=0, holdback_us=0, gap=False, late=False):
     return Deliver(sender=getattr(d, "from"), to=list(d.to), broadcast=d.broadcast, text=d.text,
                    timestamp_us=d.timestamp_us, seq=d.seq, message_id=d.message_id,
                    durable=d.durable, redelivered=d.redelivered, expired=d.expired,
                    damaged=d.damaged,
                    clock=_clock_dict(d.clock), local_clock=local_clock,
-                   holdback_us=holdback_us, gap=gap,
+                   holdback_us=holdback_us, gap=gap, late=late,
                    receipt_requested=d.receipt_requested,
                    receipt=_receipt(d.receipt, d.seq, epoch) if d.HasField("receipt") else None,
                    _epoch=epoch)
@@ -426,7 +494,7 @@ def _check_string(what, s):
 class _Req:
     __slots__ = ("rid", "body", "msg", "deadline", "done", "reply", "error", "abandoned",
                  "internal", "frame", "attempt_deadline", "clock", "login_name", "ack_seq",
-                 "epoch", "message_id", "on_done", "result", "trace_state")
+                 "epoch", "message_id", "on_done", "result", "trace_state", "idle_frame")
 
     def __init__(self, body, msg=None, deadline=None, internal=False):
         self.rid = 0
@@ -449,6 +517,8 @@ class _Req:
         self.result = None          # extra result computed by the I/O thread
         self.trace_state = None     # send: "pending" until the reply, then "send" or
                                     # "local:STATUS" (refused as a whole)
+        self.idle_frame = None      # several endpoints, no session: the packed request,
+                                    # sent again to the next endpoint if this one refuses
 
 
 # ---------------------------------------------------------------------------
@@ -488,7 +558,7 @@ class _Tracer:
                           msg=ev.get("msg", ""), peers=ev.get("peers", []),
                           ts_us=ev.get("ts_us", 0), text=ev.get("text", ""),
                           broadcast=ev.get("broadcast", False),
-                          holdback_us=ev.get("holdback_us", 0))
+                          holdback_us=ev.get("holdback_us", 0), late=ev.get("late", False))
         for node, counter in ev["clock"].items():
             m.clock.add(node=node, counter=counter)
         for node, counter in ev.get("msg_clock", {}).items():
@@ -629,7 +699,17 @@ class Client:
            clockd=None, context=None, holdback=10.0, server_key=None, cert=None,
            clockd_key=None)
 
-    - endpoint: "tcp://HOST:PORT" (default tcp://127.0.0.1:7400).
+    - endpoint: "tcp://HOST:PORT" (default tcp://127.0.0.1:7400), or several
+      brokers sharing one store: "tcp://a:7400,tcp://b:7400" or a list (at
+      most 16; see parse_endpoints). One is used at a time (``endpoint``,
+      ``endpoints``): a login whose endpoint refuses the connection goes to
+      the next one; when the session's broker is lost (heartbeat silence, or
+      at once when its connection closes) the client fails over to the next
+      endpoint (round robin), logs in there with the resume token, retries
+      unanswered durable sends with the same message id, and posts
+      Disconnected(endpoint=old) then Reconnected(endpoint=new). NAME_TAKEN
+      there (the old broker's claim not yet expired) is asked again every
+      0.2 s for at most 10 s. One endpoint: behaviour unchanged.
     - name: if given, log in at once (raising CausewayError if refused).
     - agent: Login.agent (default "causeway-python/<version>").
     - quiet: no Presence events, no user log at login.
@@ -662,7 +742,8 @@ class Client:
                  pull=False, auto_ack=True, reconnect=True, timeout=DEFAULT_TIMEOUT,
                  trace=None, clockd=None, context=None, holdback=HOLDBACK_DEFAULT,
                  server_key=None, cert=None, clockd_key=None, receipts=False):
-        self.endpoint = endpoint
+        self.endpoints = parse_endpoints(endpoint)   # ValueError if malformed
+        self._ep = 0                  # index of the endpoint in use (I/O thread writes)
         self.receipts = bool(receipts)   # Login.receipts: every durable send asks
         self.holdback = float(holdback)
         self._curve = _curve_keys(server_key, cert)
@@ -729,6 +810,11 @@ class Client:
             except BaseException:
                 self.close()
                 raise
+
+    @property
+    def endpoint(self):
+        """The endpoint in use now (one of ``endpoints``)."""
+        return self.endpoints[self._ep]
 
     # -- plumbing --------------------------------------------------------------
 
@@ -1217,11 +1303,27 @@ class _IoThread:
         self.tracer = (_Tracer(trace, clockd, self.ctx, client._clockd_curve)
                        if (trace or clockd) else None)
         self.trace_q = collections.deque()   # (event, send _Req or None), see trace()
+        self.multi = len(client.endpoints) > 1
+        self.mon = None             # several endpoints: the socket's monitor
+        self.peer_gone = False      # the monitor saw the connection close / refused
+        self.refused = False        # ... or refused, without a session (IDLE)
+        self.ep_tries = 0           # endpoints tried in vain since the last login
+        self.taken_until = 0.0      # NAME_TAKEN retried on the same endpoint until then
+        self.lost_ep = 0            # endpoint index at the last loss
+        self.idle_tries = 0         # IDLE: endpoints moved on from for the waiting requests
         self.open_sock()
 
     # -- sockets -----------------------------------------------------------------
 
     def close_sock(self):
+        if self.mon is not None:
+            try:
+                self.sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self.mon.close(linger=0)
+            self.mon = None
+        self.peer_gone = self.refused = False
         if self.sock is not None:
             self.sock.close(linger=0)
             self.sock = None
@@ -1232,9 +1334,49 @@ class _IoThread:
         s = self.ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
         _apply_curve(s, self.c._curve)
+        if self.multi:
+            # Failover needs to hear of a closed or refused connection at
+            # once (one endpoint: the heartbeat decides, as it always did).
+            self.mon = s.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED)
         s.connect(self.c.endpoint)
         self.sock = s
         self.sock_gen += 1
+
+    def next_endpoint(self):
+        self.c._ep = (self.c._ep + 1) % len(self.c.endpoints)
+
+    def read_monitor(self):
+        from zmq.utils.monitor import recv_monitor_message
+        while self.mon is not None:
+            try:
+                ev = recv_monitor_message(self.mon, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if ev["event"] == zmq.EVENT_DISCONNECTED and self.state in (_ONLINE, _RESUMING):
+                self.peer_gone = True
+            elif ev["event"] == zmq.EVENT_CONNECT_RETRIED:
+                if self.state == _RESUMING:
+                    self.peer_gone = True
+                elif self.state == _IDLE and self.name is None:
+                    self.refused = True
+
+    def idle_next_endpoint(self):
+        """No session, several endpoints, this one refuses: requests waiting
+        go to the next endpoint (each tried once per request)."""
+        waiting = [r for r in self.inflight.values()
+                   if not r.internal and r.idle_frame is not None and not r.abandoned]
+        if not waiting:
+            self.refused = False
+            return
+        if self.idle_tries + 1 >= len(self.c.endpoints):
+            self.refused = False
+            return
+        self.idle_tries += 1
+        self.next_endpoint()
+        self.open_sock()
+        log.debug("causeway: trying %s", self.c.endpoint)
+        for r in waiting:
+            self.send_bytes(r.idle_frame)
 
     def send_bytes(self, data):
         """Sends one frame. Returns None, or a local status code."""
@@ -1376,17 +1518,26 @@ class _IoThread:
 
     def lose(self, why):
         log.debug("causeway: connection lost: %s", why)
+        self.lost_ep = self.c._ep
+        lost = self.c.endpoint if self.multi else None
         self.close_sock()
         if not self.c.reconnect:
             self.forget_session()
             self.set_state(_IDLE)
             self.fail_inflight(_DISCONNECTED, park=False)
-            self.post(Disconnected(why))
+            self.post(Disconnected(why, endpoint=lost))
             self.open_sock()
             return
-        self.schedule_retry(BACKOFF_MIN)
+        if self.multi:
+            # Failover: the next broker at once (see resume_failed).
+            self.ep_tries = 0
+            self.taken_until = 0.0
+            self.next_endpoint()
+            self.schedule_retry(0.0)
+        else:
+            self.schedule_retry(BACKOFF_MIN)
         self.fail_inflight(_DISCONNECTED, park=True)
-        self.post(Disconnected(why))
+        self.post(Disconnected(why, endpoint=lost))
 
     def schedule_retry(self, backoff):
         self.backoff = backoff
@@ -1398,7 +1549,7 @@ class _IoThread:
             self.open_sock()
         except zmq.ZMQError as e:
             log.debug("causeway: cannot open a socket: %s", e)
-            self.schedule_retry(min(self.backoff * 2, BACKOFF_MAX))
+            self.resume_failed("no socket")
             return
         msg = pb.Login(name=self.name, resume_token=self.token, agent=self.c.agent,
                        quiet=self.c.quiet, pull=self.c.pull)
@@ -1409,20 +1560,49 @@ class _IoThread:
         self.set_state(_RESUMING)
         log.debug("causeway: logging in again as %s", self.name)
 
-    def resume_failed(self, why):
-        nxt = min(self.backoff * 2, BACKOFF_MAX)
-        log.debug("causeway: login again failed (%s); next try in %.1f s", why, nxt)
+    def resume_failed(self, why, status=None):
+        """One endpoint: the backoff doubles. Several: NAME_TAKEN is asked
+        again on the same endpoint every FAILOVER_RETRY for at most
+        FAILOVER_TAKEN; anything else moves to the next endpoint, at once
+        in the first round over the list, then 0.1 s doubling per round."""
+        if self.multi:
+            now = time.monotonic()
+            if status == pb.STATUS_NAME_TAKEN and not self.taken_until:
+                self.taken_until = now + FAILOVER_TAKEN
+            if status == pb.STATUS_NAME_TAKEN and now < self.taken_until:
+                nxt = FAILOVER_RETRY
+            else:
+                self.ep_tries += 1
+                self.next_endpoint()
+                rounds = self.ep_tries // len(self.c.endpoints)
+                nxt = 0.0 if rounds == 0 else min(BACKOFF_MIN * 2 ** min(rounds - 1, 6),
+                                                  BACKOFF_MAX)
+        else:
+            nxt = min(self.backoff * 2, BACKOFF_MAX)
+        log.debug("causeway: login again failed (%s); next try in %.1f s at %s", why, nxt,
+                  self.c.endpoint)
         self.close_sock()
         self.schedule_retry(nxt)
 
     def on_resume_reply(self, r):
         self.resume_rid = 0
         if r.status != _OK:
-            self.resume_failed(status_name(r.status))
+            self.resume_failed(status_name(r.status), r.status)
             return
         self.take_session(self.name, r)
         self.set_state(_ONLINE)
-        self.post(Reconnected(_users(r), resumed=r.login.resume_token == self.resume_token_sent))
+        if self.multi:
+            self.ep_tries = 0
+            self.taken_until = 0.0
+            resumed = r.detail == "session resumed"
+            detail = (f"reconnected to {self.c.endpoint} "
+                      f"({'session resumed' if resumed else 'new session'})")
+            log.debug("causeway: %s", detail)
+            self.post(Reconnected(_users(r), resumed=resumed, endpoint=self.c.endpoint,
+                                  switched=self.c._ep != self.lost_ep, detail=detail))
+        else:
+            self.post(Reconnected(_users(r),
+                                  resumed=r.login.resume_token == self.resume_token_sent))
         self.resend_parked()
         # An Ack in flight at the loss may never have arrived.
         with self.c._lock:
@@ -1452,7 +1632,7 @@ class _IoThread:
         self.c._call_event_hook()
 
     def trace(self, kind, clock, msg, peers, text, msg_clock=None, broadcast=False, req=None,
-              holdback_us=0):
+              holdback_us=0, late=False):
         """Queues one trace event. Events wait behind a send whose reply has
         not come yet (see drain_trace), so the trace keeps the order of the
         clock ticks."""
@@ -1470,6 +1650,8 @@ class _IoThread:
             ev["broadcast"] = True
         if holdback_us:
             ev["holdback_us"] = holdback_us
+        if late:
+            ev["late"] = True
         if req is not None:
             req.trace_state = "pending"
         self.trace_q.append((ev, req))
@@ -1504,12 +1686,12 @@ class _IoThread:
             clock[self.name] = clock.get(self.name, 0) + 1
         return _sorted_clock(clock)
 
-    def trace_deliver(self, d, local_clock, holdback_us=0):
+    def trace_deliver(self, d, local_clock, holdback_us=0, late=False):
         sender = getattr(d, "from")
         msg_clock = _sorted_clock(_clock_dict(d.clock))
         key = d.message_id or str(msg_clock.get(sender, 0))
         self.trace("deliver", local_clock, f"{sender}:{key}", [sender], d.text,
-                   msg_clock=msg_clock, holdback_us=holdback_us)
+                   msg_clock=msg_clock, holdback_us=holdback_us, late=late)
 
     # -- frames from the broker --------------------------------------------------
 
@@ -1535,12 +1717,19 @@ class _IoThread:
     def show(self, d, holdback_us=0, gap=False):
         """Hands one delivery to the application (merge, tick, event)."""
         with self.c._cond:
+            # Late (PROTOCOL.md §13.14): the sender's own entry of the message
+            # clock is at or below ours, so something it caused (or it
+            # itself) was shown before; checked before the merge.
+            sender = getattr(d, "from")
+            sent = next((e.counter for e in d.clock if e.node == sender), 0)
+            late = bool(sender and sender != self.name and sent
+                        and sent <= self.c._clock.get(sender, 0))
             local = self.receive_clock(d)
-            ev = _deliver(d, local, self.c._epoch, holdback_us, gap)
+            ev = _deliver(d, local, self.c._epoch, holdback_us, gap, late)
             self.c._events.append(ev)
             self.c._cond.notify_all()
         self.c._call_event_hook()
-        self.trace_deliver(d, local, holdback_us)
+        self.trace_deliver(d, local, holdback_us, late)
         if d.seq:
             self.dd_seq = max(self.dd_seq, d.seq)
         elif d.message_id:
@@ -1787,6 +1976,9 @@ class _IoThread:
                            req=req)
         else:
             data = self.envelope(req.body, req.msg, req.rid).SerializeToString()
+            if self.multi and self.state == _IDLE:
+                req.idle_frame = data   # for the next endpoint if this one refuses
+                self.idle_tries = 0
         if req.body == "ack":
             req.epoch = self.c._epoch
         if keep and session:
@@ -1876,6 +2068,9 @@ class _IoThread:
         return first
 
     def next_timeout(self, now):
+        if (self.peer_gone and self.state in (_ONLINE, _RESUMING)) or (
+                self.refused and self.state == _IDLE):
+            return 0
         if self.state == _ONLINE:
             due = min(self.last_send + self.hb, self.last_recv + self.loss_time())
             if self.ack_due:
@@ -1901,6 +2096,12 @@ class _IoThread:
         if self.held:
             self.release_held(now - self.c.holdback)
         if self.state == _ONLINE:
+            if self.peer_gone:
+                if self.sock is not None and self.sock.poll(0, zmq.POLLIN):
+                    self.read_sock()      # what it sent before closing counts first
+                if self.state == _ONLINE:
+                    self.lose(f"the connection to {self.c.endpoint} was closed")
+                return
             if now - self.last_recv >= self.loss_time() and self.sock is not None:
                 # Frames waiting count before the broker is declared lost.
                 if self.sock.poll(0, zmq.POLLIN):
@@ -1923,8 +2124,12 @@ class _IoThread:
             if now >= self.retry_at:
                 self.start_resume()
         elif self.state == _RESUMING:
-            if now >= self.resume_deadline:
-                self.resume_failed("no reply")
+            if self.peer_gone:
+                self.resume_failed("the connection was refused or closed")
+            elif now >= self.resume_deadline:
+                self.resume_failed("no reply", _TIMEOUT)
+        elif self.state == _IDLE and self.refused:
+            self.idle_next_endpoint()
 
     def run(self):
         try:
@@ -1942,9 +2147,11 @@ class _IoThread:
         while not self.terminated:
             poller = zmq.Poller()
             poller.register(self.pipe, zmq.POLLIN)
-            sock, gen = self.sock, self.sock_gen
+            sock, gen, mon = self.sock, self.sock_gen, self.mon
             if sock is not None:
                 poller.register(sock, zmq.POLLIN)
+            if mon is not None:
+                poller.register(mon, zmq.POLLIN)
             if self.tracer and self.tracer.sock is not None:
                 poller.register(self.tracer.sock, zmq.POLLIN)
             ready = dict(poller.poll(self.next_timeout(time.monotonic())))
@@ -1952,6 +2159,8 @@ class _IoThread:
                 self.read_commands()
                 if self.terminated:
                     break
+            if mon is not None and gen == self.sock_gen and mon in ready:
+                self.read_monitor()
             if sock is not None and gen == self.sock_gen and sock in ready:
                 self.read_sock()
             if self.tracer:

@@ -228,6 +228,16 @@ class AsyncClient:
         return self._sync.new_message_id()
 
     @property
+    def endpoint(self):
+        """The endpoint in use now (see Client)."""
+        return self._sync.endpoint
+
+    @property
+    def endpoints(self):
+        """The endpoint list given (see Client)."""
+        return self._sync.endpoints
+
+    @property
     def sync(self):
         """The threaded Client underneath (same session, same events)."""
         return self._sync

@@ -13,13 +13,15 @@ import time
 
 import pytest
 
-from conftest import assert_status, status_name
+from conftest import TIMEOUT_SCALE, assert_status, status_name
 from rediscluster import Cluster
 
 # The brokers' lease: renewed every LEASE_MS, expired after 3 x LEASE_MS
 # (store_if.h, cw_store_config_t.lease_ms; default 1000 ms).
 LEASE_S = 1.0
-REMOTE_TIMEOUT = 10.0  # bound for what crosses brokers through the cluster
+# Bound for what crosses brokers through the cluster (scaled like
+# conftest's bounds: scripts/valgrind runs the brokers under memcheck).
+REMOTE_TIMEOUT = 10.0 * TIMEOUT_SCALE
 
 
 @pytest.fixture

@@ -232,3 +232,35 @@ def test_broker_restarted_with_its_id_takes_its_claims_back(cluster, broker, hub
     again.logout()
     wait_until("alice free on B", lambda: alice_b.try_login("alice").status == pb.STATUS_OK,
                hub=hub)
+
+
+def test_store_max_holds_per_broker(cluster, broker, hub, pb):
+    """--store-max bounds, per broker, the waiting entries as that broker
+    counts them (OPERATIONS.md, Several brokers on one store): those in the
+    store when it started, plus what it appended since, less what its own
+    sessions acknowledged. Another broker's appends do not count here."""
+    store = f"redis://{cluster.seeds}"
+    a = broker("--store", store, "--store-max", "3")
+    b = broker("--store", store)
+    hub.logged_in(a.endpoint, "carol").logout()  # known, offline
+    bob = hub.logged_in(a.endpoint, "bob")
+    for i in range(3):
+        assert_status(pb, send_durable(bob, ["carol"], f"s{i}", message_id=f"s{i}"), "ACCEPTED")
+    full = send_durable(bob, ["carol"], "s3", message_id="s3")
+    assert_status(pb, full, "STORE_FULL")
+    assert "would pass store-max 3" in full.detail and "nothing stored" in full.detail
+    # B has its own count (no limit here): its appends go on, and A's
+    # count does not grow with them.
+    dave = hub.logged_in(b.endpoint, "dave")
+    for i in range(2):
+        assert_status(pb, send_durable(dave, ["carol"], f"d{i}", message_id=f"d{i}"), "ACCEPTED")
+    assert_status(pb, send_durable(bob, ["carol"], "s3", message_id="s3"), "STORE_FULL")
+    # carol reads on A and acknowledges everything (A's 3 and B's 2): A's
+    # count drops to 0 (never below), and A takes appends again.
+    carol = hub.logged_in(a.endpoint, "carol")
+    got = collect_deliveries(carol, 5)
+    assert sorted(e.deliver.text for e in got) == ["d0", "d1", "s0", "s1", "s2"]
+    ack(carol, max(e.deliver.seq for e in got))
+    for i in range(3, 6):
+        assert_status(pb, send_durable(bob, ["carol"], f"s{i}", message_id=f"s{i}"), "ACCEPTED")
+    assert_status(pb, send_durable(bob, ["carol"], "s6", message_id="s6"), "STORE_FULL")

@@ -113,10 +113,12 @@ def test_live_between_brokers(brokers, hub, pb):
     alice = hub.logged_in(a.endpoint, "alice")
     bob = hub.logged_in(b.endpoint, "bob")
     hub.logged_in(b.endpoint, "carol").logout()  # known, then nowhere online
-    # A learns carol (NEW_USER); poll with live sends until A knows her.
+    # A learns carol (NEW_USER), and B's release of her claim goes through
+    # the store after the Logout's reply (until it has, a live frame for her
+    # still goes to B): poll with live sends until she is known and free.
     reply = wait_until(
-        "carol known on A",
-        lambda: (lambda r: r if statuses(alice, r).get("carol") != "UNKNOWN_USER" else None)(
+        "carol known on A and released by B",
+        lambda: (lambda r: r if statuses(alice, r).get("carol") == "OFFLINE" else None)(
             alice.send_text(["bob", "carol", "ghost"], "live hello")), hub=hub)
     assert statuses(alice, reply) == {"bob": "DELIVERED", "carol": "OFFLINE",
                                       "ghost": "UNKNOWN_USER"}
