@@ -166,6 +166,7 @@ struct rs {
     rs_req_t **reqs;             /* taken from the pipe for the next batch */
     int64_t lease_due_ms;
     int64_t lease_ok_ms;         /* last confirmed renewal */
+    int lease_lost;              /* the lease is another incarnation's (said once) */
     int fenced;                  /* FENCED raised, UNFENCED not yet */
     int64_t fenced_ms;           /* when */
     uint64_t id_serial;          /* internal message ids */
@@ -2070,8 +2071,31 @@ static void batch_start(rs_t *t, size_t n)
 static void lease_cb(void *arg, int status, redisReply *r)
 {
     rs_t *t = arg;
-    if (status == CW_OK && r && r->type != REDIS_REPLY_ERROR)
+    if (status != CW_OK || !r || r->type != REDIS_REPLY_INTEGER)
+        return;
+    if (r->integer == 1) {
         t->lease_ok_ms = rs_now_ms();
+        t->lease_lost = 0;
+    } else if (!t->lease_lost) {
+        /* Not renewed: fence_check fences this broker at 2 H. */
+        t->lease_lost = 1;
+        CW_ERROR("redis store: the lease of broker id %s is another incarnation's: a broker "
+                 "started since with this --broker-id; this one stops serving (each broker "
+                 "needs its own id)",
+                 t->b);
+    }
+}
+
+/* SC_LEASE in `mode` ("take", "renew", "drop"; see store_redis_lua.c). */
+static void lease_script(rs_t *t, const char *mode, cw_rc_cb_t *cb)
+{
+    char k[200], done[24], px[24];
+    rs_key(k, sizeof k, "cw:b:", t->b, NULL);
+    snprintf(done, sizeof done, "%llu", (unsigned long long) t->batches);
+    snprintf(px, sizeof px, "%llu", (unsigned long long) t->cfg.lease_ms * 3ull);
+    const char *argv[] = {"1", k, t->inc, done, px, mode};
+    if (rs_script(t, SC_LEASE, 1, 6, argv, NULL, cb, t) != CW_OK)
+        CW_DEBUG("redis store: lease %s not sent", mode);
 }
 
 /* The incarnation in a lease record read at open ("" if none). */
@@ -2086,16 +2110,11 @@ static void prev_inc_cb(void *arg, int status, redisReply *r)
         snprintf(p->inc, sizeof p->inc, "%.*s", (int) r->len, r->str);
 }
 
+/* Renews the lease: the first time (at open) it takes it whoever held it
+ * (a previous run under our id); later only while it is ours. */
 static void lease_renew(rs_t *t)
 {
-    char k[200], done[24], px[24];
-    rs_key(k, sizeof k, "cw:b:", t->b, NULL);
-    snprintf(done, sizeof done, "%llu", (unsigned long long) t->batches);
-    snprintf(px, sizeof px, "%llu", (unsigned long long) t->cfg.lease_ms * 3ull);
-    const char *a1[] = {"HSET", k, "inc", t->inc, "done", done};
-    cmd_key(t, k, 6, a1, NULL, ignore_cb, NULL);
-    const char *a2[] = {"PEXPIRE", k, px};
-    cmd_key(t, k, 3, a2, NULL, lease_cb, t);
+    lease_script(t, t->lease_ok_ms ? "renew" : "take", lease_cb);
 }
 
 /* Fencing (SCALEOUT.md §5): a lease not renewed within 2 H raises FENCED
@@ -2208,10 +2227,7 @@ static void task(zsock_t *pipe, void *arg)
                          (unsigned long long) t->batches);
         publish(t, "cw:done", msg, (size_t) l);
     }
-    char k[200];
-    rs_key(k, sizeof k, "cw:b:", t->b, NULL);
-    const char *argv[] = {"DEL", k};
-    cmd_key(t, k, 2, argv, NULL, ignore_cb, NULL);
+    lease_script(t, "drop", ignore_cb); /* only if still ours */
     int64_t until = rs_now_ms() + 2000;
     while (cw_rc_pending(t->rc) && rs_now_ms() < until) {
         size_t n = cw_rc_pollitems(t->rc, items, MAX_ITEMS);

@@ -88,7 +88,7 @@ int rs_w_parse(const char *s, size_t len, rs_w_t *w);
 
 /* The scripts (EVALSHA with a fallback to EVAL on NOSCRIPT). */
 enum { SC_APPEND, SC_ACK, SC_READ, SC_HISTORY, SC_ADD_USER, SC_CLAIM, SC_RELEASE, SC_LIVE,
-       SC_PEEK, SC_DROP, N_SCRIPTS };
+       SC_PEEK, SC_DROP, SC_LEASE, N_SCRIPTS };
 extern const char *const rs_scripts[N_SCRIPTS];
 
 /* ------------------------------------------------------------------------ */

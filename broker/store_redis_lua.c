@@ -250,6 +250,21 @@ const char *const rs_scripts[N_SCRIPTS] = {
         "               tonumber(ARGV[1]), tonumber(ARGV[2]))\n"
         "if n > 0 then redis.call('HINCRBY', KEYS[1], 'gone', n) end\n"
         "return n\n",
+    /* SC_LEASE. KEYS: this broker's lease. ARGV: incarnation, done, PX,
+     * mode: "take" (at open: a previous run's lease is replaced), "renew"
+     * (only a lease that is ours or gone), "drop" (delete it if ours).
+     * 1 done, 0 the lease is another incarnation's (a broker started
+     * since under the same --broker-id). */
+    [SC_LEASE] =
+        "local cur = redis.call('HGET', KEYS[1], 'inc')\n"
+        "if ARGV[4] == 'drop' then\n"
+        "  if cur == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end\n"
+        "  return 0\n"
+        "end\n"
+        "if cur and cur ~= ARGV[1] and ARGV[4] ~= 'take' then return 0 end\n"
+        "redis.call('HSET', KEYS[1], 'inc', ARGV[1], 'done', ARGV[2])\n"
+        "redis.call('PEXPIRE', KEYS[1], ARGV[3])\n"
+        "return 1\n",
 };
 
 

@@ -264,3 +264,26 @@ def test_store_max_holds_per_broker(cluster, broker, hub, pb):
     for i in range(3, 6):
         assert_status(pb, send_durable(bob, ["carol"], f"s{i}", message_id=f"s{i}"), "ACCEPTED")
     assert_status(pb, send_durable(bob, ["carol"], "s6", message_id="s6"), "STORE_FULL")
+
+
+def test_second_broker_with_the_same_id_fences_the_first(cluster, broker, hub, pb):
+    """Two running brokers must not share a --broker-id. If one is started
+    anyway it takes the lease (as a restart does), and the first one's
+    renewals find the lease another incarnation's: it stops serving (fenced
+    at 2 x --lease-ms) instead of serving the same names twice."""
+    store = f"redis://{cluster.seeds}"
+    first = broker("--store", store, "--broker-id", "twin")
+    alice = hub.logged_in(first.endpoint, "alice")
+    second = broker("--store", store, "--broker-id", "twin")
+    assert "broker id twin had a live lease" in second.log()
+    wait_for_log(first, "is another incarnation's", hub=hub)
+    wait_until("the first broker closed its sessions (fenced)",
+               lambda: alice.request("fetch", pb.Fetch(max=1)).status ==
+               pb.STATUS_NOT_LOGGED_IN, hub=hub)
+    alice.logged_in = False
+    assert_status(pb, hub.client(first.endpoint).try_login("bob"), "SHUTTING_DOWN")
+    # The second one serves, alice included (the first run's claim ended).
+    again = hub.client(second.endpoint)
+    wait_until("alice logged in on the second broker",
+               lambda: again.try_login("alice").status == pb.STATUS_OK, hub=hub)
+    assert "is another incarnation's" not in second.log()
