@@ -317,7 +317,7 @@ typedef struct {
                                   read_us (text ""); acknowledge it like a message */
     char *receipt_for;         /* is_receipt: our message's id; else NULL */
     uint64_t read_us;          /* is_receipt: when `from` acknowledged it */
-    int late;                  /* delivery: the message's clock entry of its sender is
+    int late;                  /* delivery, fetch: the message's clock entry of its sender is
                                   at or below ours (PROTOCOL.md §13.14): something it
                                   caused was shown before it (e.g. a send retried
                                   after a broker failover), or a new process of ours

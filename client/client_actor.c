@@ -1072,8 +1072,12 @@ static void on_fetch_reply(actor_t *a, const cw_reply_msg_t *r, uint64_t rid, cw
     for (size_t i = 0; i < r->n_messages; i++) {
         const cw_deliver_msg_t *m = r->messages[i];
         if (m->seq > before && !m->receipt) {   /* a receipt is no message: no tick */
+            int late = is_late(a, m->from ? m->from : "", m->clock, m->n_clock);
+            for (size_t k = 0; late && k < out->n_messages; k++)
+                if (out->messages[k].seq == m->seq)
+                    out->messages[k].late = 1;
             clock_receive(a, m->clock, m->n_clock);
-            cw_tracer_deliver(a->tracer, a->name, a->clock, 0, 0, m->from, m->message_id,
+            cw_tracer_deliver(a->tracer, a->name, a->clock, 0, late, m->from, m->message_id,
                               m->clock, m->n_clock);
         }
     }

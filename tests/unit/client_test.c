@@ -1421,12 +1421,53 @@ static void test_late_mark(void **state)
             fail_msg("'%s': late %d, want %d", texts[i], ev->msg.late, late[i]);
         cw_event_destroy(&ev);
     }
+    /* Fetched messages too: bob:2 is at or below our bob:3, bob:4 is not. */
+    fetch_job_t fj = {.c = c};
+    pthread_t t;
+    pthread_create(&t, NULL, fetch_thread, &fj);
+    cw_env_t *req = fake_recv(f, 3000);
+    assert_non_null(req);
+    assert_int_equal(req->body_case, CW_BODY(FETCH));
+    {
+        cw_env_t rep;
+        cw_env_init(&rep, req->request_id);
+        cw_reply_msg_t r = CAUSEWAY__V1__REPLY__INIT;
+        cw_deliver_msg_t d[2] = {CAUSEWAY__V1__DELIVER__INIT, CAUSEWAY__V1__DELIVER__INIT};
+        cw_deliver_msg_t *dp[2] = {&d[0], &d[1]};
+        cw_clock_entry_msg_t e[2] = {CAUSEWAY__V1__CLOCK_ENTRY__INIT,
+                                     CAUSEWAY__V1__CLOCK_ENTRY__INIT};
+        cw_clock_entry_msg_t *ep[2] = {&e[0], &e[1]};
+        for (int i = 0; i < 2; i++) {
+            e[i].node = STR("bob");
+            e[i].counter = i ? 4 : 2;
+            d[i].from = STR("bob");
+            d[i].text = STR(i ? "fresh" : "stale");
+            d[i].seq = (uint64_t) i + 1;
+            d[i].durable = 1;
+            d[i].message_id = STR(i ? "f2" : "f1");
+            d[i].clock = &ep[i];
+            d[i].n_clock = 1;
+        }
+        r.messages = dp;
+        r.n_messages = 2;
+        rep.body_case = CW_BODY(REPLY);
+        rep.reply = &r;
+        fake_send(f, &rep);
+    }
+    cw_env_free(&req);
+    pthread_join(t, NULL);
+    assert_int_equal(fj.st, CW_OK);
+    assert_int_equal(fj.reply->n_messages, 2);
+    assert_int_equal(fj.reply->messages[0].late, 1);
+    assert_int_equal(fj.reply->messages[1].late, 0);
+    cw_reply_destroy(&fj.reply);
     cw_client_destroy(&c);
     char lines[8][1024];
-    assert_int_equal(read_lines(path, lines, 8), 5);
-    for (int i = 0; i < 5; i++) {
+    assert_int_equal(read_lines(path, lines, 8), 7);
+    int late7[] = {0, 1, 1, 0, 0, 1, 0};   /* the five deliveries, then the two fetched */
+    for (int i = 0; i < 7; i++) {
         int has = strstr(lines[i], "\"late\":true}") != NULL;
-        if (has != late[i])
+        if (has != late7[i])
             fail_msg("trace line %d: %s", i, lines[i]);
     }
     unlink(path);

@@ -1675,6 +1675,15 @@ class _IoThread:
             except OSError as e:
                 log.warning("causeway: cannot write the trace: %s", e)
 
+    def is_late(self, d):
+        """Late (PROTOCOL.md §13.14): the sender's own entry of the message
+        clock is at or below ours before the merge, so something it caused
+        (or the message itself) was seen before. With _lock held."""
+        sender = getattr(d, "from")
+        sent = next((e.counter for e in d.clock if e.node == sender), 0)
+        return bool(sender and sender != self.name and sent
+                    and sent <= self.c._clock.get(sender, 0))
+
     def receive_clock(self, d):
         """Clock rule on a delivery: merge the message's clock, tick our own
         entry. Returns our clock after it (wire order). With _lock held."""
@@ -1717,13 +1726,7 @@ class _IoThread:
     def show(self, d, holdback_us=0, gap=False):
         """Hands one delivery to the application (merge, tick, event)."""
         with self.c._cond:
-            # Late (PROTOCOL.md §13.14): the sender's own entry of the message
-            # clock is at or below ours, so something it caused (or it
-            # itself) was shown before; checked before the merge.
-            sender = getattr(d, "from")
-            sent = next((e.counter for e in d.clock if e.node == sender), 0)
-            late = bool(sender and sender != self.name and sent
-                        and sent <= self.c._clock.get(sender, 0))
+            late = self.is_late(d)
             local = self.receive_clock(d)
             ev = _deliver(d, local, self.c._epoch, holdback_us, gap, late)
             self.c._events.append(ev)
@@ -1819,12 +1822,13 @@ class _IoThread:
                 if d.seq and d.seq <= self.dd_seq:
                     continue
                 # A receipt entry is no message: no clock merge, no tick.
+                late = False if d.HasField("receipt") else self.is_late(d)
                 local = None if d.HasField("receipt") else self.receive_clock(d)
-                out.append((d, _deliver(d, local, self.c._epoch)))
+                out.append((d, _deliver(d, local, self.c._epoch, late=late)))
                 top = max(top, d.seq)
         for d, m in out:
             if m.receipt is None:
-                self.trace_deliver(d, m.local_clock)
+                self.trace_deliver(d, m.local_clock, late=m.late)
         req.result = [m for _, m in out]
         if self.finish(req, reply=r) and top > self.dd_seq:
             self.dd_seq = top

@@ -17,15 +17,52 @@ still one of those programs.
 """
 
 import os
+import random
 import re
 import signal
+import socket
 import subprocess
 
 from conftest import BUILD_DIR, SOURCE_DIR, TIMEOUT_SCALE
-from rediscluster import free_ports
 
 DOC = os.path.join(SOURCE_DIR, "docs", "SCALEOUT.md")
 RUN_TIMEOUT = 120 * TIMEOUT_SCALE   # the block takes about 10 s
+
+
+def _free(port):
+    sock = socket.socket()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+def trial_ports():
+    """6 Redis ports in 12000-21999 (their bus ports, +10000, in
+    22000-31999) and 3 broker ports in 10000-11999, each free now. All lie
+    below Linux's ephemeral range (32768 and up), so that no outgoing
+    connection of another process takes one in the 10-20 s between this
+    choice and the block's bind (a broker port chosen by the kernel was
+    taken in between once: "Address already in use")."""
+    rng = random.Random()
+    chosen = set()
+
+    def pick(lo, hi, bus):
+        for _ in range(1000):
+            p = rng.randrange(lo, hi)
+            if p in chosen or not _free(p) or (bus and not _free(p + 10000)):
+                continue
+            chosen.add(p)
+            return p
+        raise AssertionError(f"no free port in {lo}-{hi}")
+
+    redis = [pick(12000, 22000, True) for _ in range(6)]
+    brokers = [pick(10000, 12000, False) for _ in range(3)]
+    return redis, brokers
 
 
 def trial_block():
@@ -67,11 +104,11 @@ def test_the_trial_block_runs_verbatim(tmp_path):
     block = trial_block()
     # What the previous trial lacked: the wait for a usable cluster.
     assert "cluster_state:ok" in block and "master_link_status:up" in block
-    ports = free_ports(9)
+    redis_ports, broker_ports = trial_ports()
     trial = str(tmp_path / "trial")
     script = substitute(block, {
-        "REDIS_PORTS": '"' + " ".join(map(str, ports[:6])) + '"',
-        "BROKER_PORTS": '"' + " ".join(map(str, ports[6:])) + '"',
+        "REDIS_PORTS": '"' + " ".join(map(str, redis_ports)) + '"',
+        "BROKER_PORTS": '"' + " ".join(map(str, broker_ports)) + '"',
         "TRIAL": trial,
     })
     # Nothing else changed: the substituted lines are the only difference.
