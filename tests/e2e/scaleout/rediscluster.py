@@ -10,6 +10,7 @@ replication``); nothing sleeps to synchronise.
 """
 
 import os
+import random
 import socket
 import subprocess
 import time
@@ -34,16 +35,21 @@ def _port_free(port):
 
 
 def free_ports(n):
-    """n ports below 55535 whose bus ports are free too."""
+    """n ports in 12000-21999 that are free now, with their cluster bus
+    ports (+10000, in 22000-31999) free too. All lie below Linux's ephemeral
+    range (32768 and up): a port the kernel hands out for binding to 0 can
+    be taken by another process's outgoing connection in the seconds before
+    redis-server binds it (seen in parallel ctest runs as "Address already
+    in use")."""
+    rng = random.Random()
     ports = []
-    while len(ports) < n:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        if port < 55535 and port not in ports and _port_free(port):
+    for _ in range(10000):
+        if len(ports) == n:
+            return ports
+        port = rng.randrange(12000, 22000)
+        if port not in ports and _port_free(port):
             ports.append(port)
-    return ports
+    raise AssertionError(f"found only {len(ports)} of {n} free ports in 12000-21999")
 
 
 def wait_for(what, predicate, timeout):
