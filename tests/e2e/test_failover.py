@@ -39,21 +39,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "scaleout"))
 
 from conftest import BUILD_DIR, CLI_BIN, CLOCKD_BIN, assert_status  # noqa: E402
-from rediscluster import Cluster  # noqa: E402
+from rediscluster import cluster  # noqa: E402,F401 (pytest fixture)
 
 PROBE_BIN = os.path.join(BUILD_DIR, "tests", "e2e", "failover_probe")
 LEASE_S = 1.0                 # brokers' default lease period (expires after 3)
 BOUND = 30.0                  # bound for what a failover may take, with margin
 
-
-@pytest.fixture
-def cluster(tmp_path):
-    c = Cluster(str(tmp_path / "redis"))
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 
+import pytest
 import redis
 
 NODE_TIMEOUT_MS = 2000
@@ -145,3 +146,16 @@ class Cluster:
     def stop(self):
         for n in self.nodes:
             n.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A running cluster for one test, its files under tmp_path/redis,
+    stopped by PID after the test (every scale-out test file imports this
+    one fixture)."""
+    c = Cluster(str(tmp_path / "redis"))
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import TIMEOUT_SCALE, assert_status, status_name
-from rediscluster import Cluster
+from rediscluster import cluster  # noqa: F401 (the pytest fixture, re-exported)
 
 # The brokers' lease: renewed every LEASE_MS, expired after 3 x LEASE_MS
 # (store_if.h, cw_store_config_t.lease_ms; default 1000 ms).
@@ -23,15 +23,6 @@ LEASE_S = 1.0
 # conftest's bounds: scripts/valgrind runs the brokers under memcheck).
 REMOTE_TIMEOUT = 10.0 * TIMEOUT_SCALE
 
-
-@pytest.fixture
-def cluster(tmp_path):
-    c = Cluster(str(tmp_path / "redis"))
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
 
 
 @pytest.fixture

@@ -29,20 +29,11 @@ import time
 import pytest
 
 from conftest import assert_status
-from rediscluster import Cluster
+from rediscluster import cluster  # noqa: F401 (pytest fixture)
 
 RETRY_MS = 1500           # the claim's deadline: > heartbeat x liveness (600 ms)
 REPLY_BOUND = 15.0        # a bound for the Reply, far above RETRY_MS
 
-
-@pytest.fixture
-def cluster(tmp_path):
-    c = Cluster(str(tmp_path / "redis"))
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
 
 
 def test_login_answered_store_error_when_the_claim_cannot_be_replicated(cluster, broker, hub, pb):

@@ -19,21 +19,12 @@ import threading
 
 import pytest
 
-from rediscluster import Cluster, wait_for
+from rediscluster import cluster, wait_for  # noqa: F401 (cluster: pytest fixture)
 
 BUILD_DIR = os.environ.get("CW_BUILD_DIR") or os.path.join(
     os.path.dirname(__file__), "..", "..", "..", "build")
 DRIVER = os.path.join(BUILD_DIR, "tests", "scaleout", "rc_driver")
 
-
-@pytest.fixture
-def cluster(tmp_path):
-    c = Cluster(str(tmp_path))
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
 
 
 def driver(*args):

@@ -28,7 +28,7 @@ import time
 
 import pytest
 
-from rediscluster import NODE_TIMEOUT_MS, Cluster, wait_for
+from rediscluster import NODE_TIMEOUT_MS, cluster, wait_for  # noqa: F401 (cluster: pytest fixture)
 
 BUILD_DIR = os.environ.get("CW_BUILD_DIR") or os.path.join(
     os.path.dirname(__file__), "..", "..", "..", "build")
@@ -40,15 +40,6 @@ WARMUP = 1500           # ACCEPTED appends before the fault
 AFTER = 1500            # ACCEPTED appends after the cluster is whole again
 STEP_TIMEOUT = 60.0
 
-
-@pytest.fixture
-def cluster(tmp_path):
-    c = Cluster(str(tmp_path))
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
 
 
 class Driver:

@@ -17,20 +17,11 @@ import time
 import pytest
 
 from conftest import assert_status
-from rediscluster import Cluster
+from rediscluster import cluster  # noqa: F401 (pytest fixture)
 
 LEASE_MS = 500           # H: fenced after 2 H without a renewal
 BOUND = 30.0             # bound for each step
 
-
-@pytest.fixture
-def cluster(tmp_path):
-    c = Cluster(str(tmp_path / "redis"))
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
 
 
 def lease_holder(cluster):
