@@ -12,12 +12,10 @@ bounded and each poll is a real request.
 """
 
 import signal
-import time
-
-import pytest
 
 from conftest import assert_status
 from rediscluster import cluster  # noqa: F401 (pytest fixture)
+from routerkit import wait_until
 
 LEASE_MS = 500           # H: fenced after 2 H without a renewal
 BOUND = 30.0             # bound for each step
@@ -32,16 +30,6 @@ def lease_holder(cluster):
     raise AssertionError("no primary holds a broker lease key")
 
 
-def poll(what, predicate, hub, timeout=BOUND):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = predicate()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        hub.wait(0.05)  # between two requests: keeps the clients alive
-
-
 def test_fenced_broker_drops_sessions_and_refuses_logins(cluster, broker, hub, pb):
     b = broker("--store", f"redis://{cluster.seeds}", "--lease-ms", LEASE_MS)
     alice = hub.logged_in(b.endpoint, "alice")
@@ -51,9 +39,9 @@ def test_fenced_broker_drops_sessions_and_refuses_logins(cluster, broker, hub, p
     node.proc.send_signal(signal.SIGSTOP)
     try:
         # The session is closed: its next Send is NOT_LOGGED_IN.
-        poll("alice's session closed by the fence",
-             lambda: alice.send_text(to=["alice"], text="hi").status == pb.STATUS_NOT_LOGGED_IN,
-             hub)
+        wait_until("alice's session closed by the fence",
+                   lambda: alice.send_text(to=["alice"], text="hi").status == pb.STATUS_NOT_LOGGED_IN,
+                   timeout=BOUND, hub=hub)
         # A Login is refused while the lease cannot be renewed.
         bob = hub.client(b.endpoint)
         reply = bob.try_login("bob")
@@ -63,7 +51,8 @@ def test_fenced_broker_drops_sessions_and_refuses_logins(cluster, broker, hub, p
         node.proc.send_signal(signal.SIGCONT)
     # Renewed (at the old primary or at its promoted replica): serving again.
     again = hub.client(b.endpoint)
-    poll("a Login accepted again", lambda: again.try_login("carol").status == pb.STATUS_OK, hub)
+    wait_until("a Login accepted again", lambda: again.try_login("carol").status == pb.STATUS_OK,
+               timeout=BOUND, hub=hub)
     st = again.request("stats").stats
     assert st.store_fences >= 1
     assert st.fenced_sessions >= 1
