@@ -42,6 +42,11 @@
  *       sender's order in each queue.
  *    4. Objects: as store_actor.c's invariant 3 (the thread frees what it
  *       cannot send or has not processed when it stops).
+ *    5. Incarnations: every command of a batch carries t->inc, and the
+ *       lease names an incarnation before any batch carries it (at open;
+ *       after a fence the new one is written with "reinc", WAITed, and
+ *       adopted between batches), so that no other broker can have taken
+ *       an incarnation for dead while its batches are still to come.
  */
 #include "store_redis_int.h"
 #include "receipts.h"
@@ -156,7 +161,11 @@ struct rs {
     rs_gate_t *gate;
     void *pipe;
     char b[128];                 /* broker id */
-    char inc[40];                /* incarnation */
+    char inc[40];                /* incarnation of the batches (adopted between
+                                    batches: the lease must name it first) */
+    char lease_inc[40];          /* the incarnation the lease renewals write:
+                                    inc, or after a fence the new one */
+    char lease_prev[40];         /* the last incarnation a renewal confirmed */
     int quiet;                   /* the close's flush is answered: events are dropped
                                     here, not sent into a pipe nobody reads (store
                                     thread only) */
@@ -167,6 +176,7 @@ struct rs {
     int64_t lease_due_ms;
     int64_t lease_ok_ms;         /* last confirmed renewal */
     int lease_lost;              /* the lease is another incarnation's (said once) */
+    int lease_gone;              /* a renewal found it gone (lapsed): fence now */
     int fenced;                  /* FENCED raised, UNFENCED not yet */
     int64_t fenced_ms;           /* when */
     uint64_t id_serial;          /* internal message ids */
@@ -1970,14 +1980,65 @@ static void batch_start(rs_t *t, size_t n)
 /* ------------------------------------------------------------------------ */
 /* The lease                                                                 */
 
+/* A renewal in flight: the incarnation it wrote. */
+typedef struct {
+    rs_t *t;
+    char inc[40];
+} lease_ctx_t;
+
+static void lease_confirmed(rs_t *t, const char *inc)
+{
+    if (strcmp(inc, t->lease_inc) != 0)
+        return; /* a renewal of an incarnation given up since */
+    t->lease_ok_ms = rs_now_ms();
+    t->lease_lost = 0;
+    snprintf(t->lease_prev, sizeof t->lease_prev, "%s", inc);
+}
+
+/* The WAIT after a "reinc": the new incarnation counts as the lease's only
+ * once a replica has it, so that no failover of the lease's primary can
+ * bring back the lapsed one under entries of the new one. */
+static void lease_wait_cb(void *arg, int status, redisReply *r)
+{
+    lease_ctx_t *c = arg;
+    rs_t *t = c->t;
+    long long v = -1;
+    if (status == CW_OK && r && r->type == REDIS_REPLY_INTEGER)
+        v = r->integer;
+    if (v >= (long long) t->cfg.wait_replicas)
+        lease_confirmed(t, c->inc);
+    else
+        CW_WARN("redis store: the lease naming incarnation %s saw %lld replicas (%u wanted): "
+                "renewed again",
+                c->inc, v, t->cfg.wait_replicas);
+    free(c);
+}
+
 static void lease_cb(void *arg, int status, redisReply *r)
 {
-    rs_t *t = arg;
-    if (status != CW_OK || !r || r->type != REDIS_REPLY_INTEGER)
+    lease_ctx_t *c = arg;
+    rs_t *t = c->t;
+    if (status != CW_OK || !r || r->type != REDIS_REPLY_INTEGER) {
+        free(c);
         return;
+    }
+    if (r->integer == 1 && strcmp(c->inc, t->lease_prev) != 0 && t->cfg.wait_replicas) {
+        /* A new incarnation's first renewal: confirmed after its WAIT. */
+        char k[200], reps[16];
+        rs_key(k, sizeof k, "cw:b:", t->b, NULL);
+        snprintf(reps, sizeof reps, "%u", t->cfg.wait_replicas);
+        const char *argv[] = {"WAIT", reps, "1000"};
+        if (cmd_key(t, k, 3, argv, NULL, lease_wait_cb, c) != CW_OK)
+            free(c);
+        return;
+    }
     if (r->integer == 1) {
-        t->lease_ok_ms = rs_now_ms();
-        t->lease_lost = 0;
+        lease_confirmed(t, c->inc);
+    } else if (r->integer == 2) {
+        /* Gone: it lapsed (or a failover lost it), so other brokers may
+         * have taken this incarnation for dead. fence_check fences now. */
+        if (!t->fenced && strcmp(c->inc, t->lease_inc) == 0)
+            t->lease_gone = 1;
     } else if (!t->lease_lost) {
         /* Not renewed: fence_check fences this broker at 2 H. */
         t->lease_lost = 1;
@@ -1986,18 +2047,32 @@ static void lease_cb(void *arg, int status, redisReply *r)
                  "needs its own id)",
                  t->b);
     }
+    free(c);
 }
 
-/* SC_LEASE in `mode` ("take", "renew", "drop"; see store_redis_lua.c). */
+/* SC_LEASE in `mode` ("take", "renew", "reinc", "drop"; see
+ * store_redis_lua.c) for the incarnation lease_inc (previous: lease_prev). */
 static void lease_script(rs_t *t, const char *mode, cw_rc_cb_t *cb)
 {
     char k[200], done[24], px[24];
     rs_key(k, sizeof k, "cw:b:", t->b, NULL);
     snprintf(done, sizeof done, "%llu", (unsigned long long) t->batches);
     snprintf(px, sizeof px, "%llu", (unsigned long long) t->cfg.lease_ms * 3ull);
-    const char *argv[] = {"1", k, t->inc, done, px, mode};
-    if (rs_script(t, SC_LEASE, 1, 6, argv, NULL, cb, t) != CW_OK)
+    const char *argv[] = {"1", k, t->lease_inc, done, px, mode, t->lease_prev};
+    lease_ctx_t *c = NULL;
+    if (cb == lease_cb) {
+        c = malloc(sizeof *c);
+        if (!c) {
+            CW_DEBUG("redis store: lease %s not sent: out of memory", mode);
+            return;
+        }
+        c->t = t;
+        snprintf(c->inc, sizeof c->inc, "%s", t->lease_inc);
+    }
+    if (rs_script(t, SC_LEASE, 1, 7, argv, NULL, cb, c ? (void *) c : (void *) t) != CW_OK) {
+        free(c);
         CW_DEBUG("redis store: lease %s not sent", mode);
+    }
 }
 
 /* The incarnation in a lease record read at open ("" if none). */
@@ -2016,27 +2091,77 @@ static void prev_inc_cb(void *arg, int status, redisReply *r)
  * (a previous run under our id); later only while it is ours. */
 static void lease_renew(rs_t *t)
 {
-    lease_script(t, t->lease_ok_ms ? "renew" : "take", lease_cb);
+    const char *mode = !t->lease_ok_ms                            ? "take"
+                       : strcmp(t->lease_inc, t->lease_prev) != 0 ? "reinc"
+                                                                  : "renew";
+    lease_script(t, mode, lease_cb);
 }
 
-/* Fencing (SCALEOUT.md §5): a lease not renewed within 2 H raises FENCED
- * (other brokers see it expire at 3 H and may take this broker's users);
- * the first renewal confirmed after that raises UNFENCED. */
+/* A new incarnation for the lease (fence_check, at a fence). */
+static void new_incarnation(rs_t *t)
+{
+    zuuid_t *uu = zuuid_new();
+    if (uu)
+        snprintf(t->lease_inc, sizeof t->lease_inc, "%s", zuuid_str(uu));
+    else /* still distinct from every earlier one of this process */
+        snprintf(t->lease_inc, sizeof t->lease_inc, "%llx-%llu",
+                 (unsigned long long) rs_now_us(), (unsigned long long) t->batches);
+    zuuid_destroy(&uu);
+}
+
+/* Between batches: once the lease names the new incarnation (confirmed),
+ * the batches carry it. Before, they carry the lapsed one, which the other
+ * brokers treat as dead (their gates show its entries without waiting). */
+static void adopt_incarnation(rs_t *t)
+{
+    if (t->cur || strcmp(t->inc, t->lease_prev) == 0)
+        return;
+    char old[sizeof t->inc];
+    snprintf(old, sizeof old, "%s", t->inc);
+    snprintf(t->inc, sizeof t->inc, "%s", t->lease_prev);
+    if (rs_gate_reincarnate(t->gate) != 0) {
+        snprintf(t->inc, sizeof t->inc, "%s", old); /* out of memory: next turn */
+        return;
+    }
+    CW_INFO("redis store: broker %s serves as a new incarnation %s (was %s) from batch %llu",
+            t->b, t->inc, old, (unsigned long long) t->batches + 1);
+}
+
+/* Fencing (SCALEOUT.md §5): a lease not renewed within 2 H, or found
+ * gone, raises FENCED (other brokers see it expire at 3 H and may take
+ * this broker's users, and their gates treat the incarnation as dead). The
+ * lease then goes to a new incarnation ("reinc"); once a renewal of that
+ * one is confirmed (WAITed), UNFENCED is raised, and the batches carry it
+ * from the next one on (adopt_incarnation). */
 static void fence_check(rs_t *t, int64_t now)
 {
     int64_t limit = 2 * (int64_t) t->cfg.lease_ms;
     int ev = 0;
-    if (!t->fenced && now - t->lease_ok_ms > limit) {
+    if (!t->fenced && (now - t->lease_ok_ms > limit || t->lease_gone)) {
         t->fenced = 1;
         t->fenced_ms = now;
         atomic_fetch_add_explicit(&t->be->c.fences, 1, memory_order_relaxed);
-        CW_WARN("redis store: lease of broker %s not renewed for %lld ms (limit %lld): fenced, "
-                "not serving until it is renewed",
-                t->b, (long long) (now - t->lease_ok_ms), (long long) limit);
+        if (t->lease_gone)
+            CW_WARN("redis store: lease of broker %s is gone from the store (it lapsed): fenced, "
+                    "not serving until it is renewed",
+                    t->b);
+        else
+            CW_WARN("redis store: lease of broker %s not renewed for %lld ms (limit %lld): "
+                    "fenced, not serving until it is renewed",
+                    t->b, (long long) (now - t->lease_ok_ms), (long long) limit);
+        t->lease_gone = 0;
+        if (!t->lease_lost) {
+            new_incarnation(t);
+            CW_INFO("redis store: broker %s renews its lease as a new incarnation %s (was %s)",
+                    t->b, t->lease_inc, t->inc);
+            t->lease_due_ms = now; /* at once */
+        }
         ev = CW_STORE_EV_FENCED;
-    } else if (t->fenced && t->lease_ok_ms > t->fenced_ms) {
+    } else if (t->fenced && strcmp(t->lease_inc, t->lease_prev) == 0 &&
+               t->lease_ok_ms >= t->fenced_ms) {
         t->fenced = 0;
-        CW_INFO("redis store: lease of broker %s renewed: serving again", t->b);
+        CW_INFO("redis store: lease of broker %s renewed (incarnation %s): serving again", t->b,
+                t->lease_inc);
         ev = CW_STORE_EV_UNFENCED;
     }
     char *unused;
@@ -2110,6 +2235,7 @@ static void task(zsock_t *pipe, void *arg)
             t->lease_due_ms = now + t->cfg.lease_ms;
         }
         fence_check(t, now);
+        adopt_incarnation(t);
         rs_gate_tick(t->gate, now);
     }
     atomic_store(&be->exited, 1);
@@ -2403,6 +2529,8 @@ static int redis_open(const char *where, const cw_store_config_t *cfg, cw_store_
         snprintf(t->b, sizeof t->b, "%s-%ld-%u", host, (long) getpid(), n_open);
     zuuid_t *uu = zuuid_new();
     snprintf(t->inc, sizeof t->inc, "%s", uu ? zuuid_str(uu) : "0");
+    snprintf(t->lease_inc, sizeof t->lease_inc, "%s", t->inc);
+    snprintf(t->lease_prev, sizeof t->lease_prev, "%s", t->inc);
     zuuid_destroy(&uu);
     t->reqs = calloc(MAX_GROUP, sizeof *t->reqs);
     cw_rc_opts_t opts = {.connect_ms = 2000, .retry_ms = (int) t->cfg.retry_ms};

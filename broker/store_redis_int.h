@@ -153,6 +153,11 @@ int rs_gate_writer_learn(rs_gate_t *g, const rs_w_t *w, const redisReply *r);
  * (its "closed" cw:done): everything it wrote is visible. 1 if news. */
 int rs_gate_writer_closed(rs_gate_t *g, const char *b, size_t bl, const char *inc, size_t il,
                           uint64_t done);
+/* This broker now writes as a new incarnation (rs_me_inc, after a fence):
+ * the previous one counts as dead here too (it has no batch in flight),
+ * the new one is this broker's own. 0, or -1 (out of memory: nothing
+ * changed). */
+int rs_gate_reincarnate(rs_gate_t *g);
 /* Called every turn: lease checks that are due, resyncs. */
 void rs_gate_tick(rs_gate_t *g, int64_t now_ms);
 
