@@ -12,8 +12,9 @@ for a Login to succeed again; Stats counts the fence.
 The second shows that a broker comes back from a fence as a new
 incarnation (docs/SCALEOUT.md §7): other brokers' gates treat the lapsed
 incarnation as dead (its unfinished batch is released) but wait for the
-batches of the new one, as for any live broker. Every wait is bounded and
-each poll is a real request.
+batches of the new one, as for any live broker. The third deletes the
+lease key: the next renewal finds it gone and fences the broker at once.
+Every wait is bounded and each poll is a real request.
 """
 
 import os
@@ -162,3 +163,28 @@ def test_fenced_broker_comes_back_as_a_new_incarnation(cluster, brokers, hub, pb
 def no_reply_yet(c, rid):
     c.drain()
     return not [e for _, e in c.inbox if e.WhichOneof("body") == "reply" and e.request_id == rid]
+
+
+def test_lease_found_gone_fences_at_once(cluster, broker, hub, pb):
+    """A renewal that finds the broker's lease gone from the store (it
+    lapsed, or was lost) fences the broker at once, whatever the time since
+    the last renewal: other brokers may already have taken that incarnation
+    for dead. It then comes back as a new incarnation and serves again."""
+    b = broker("--store", f"redis://{cluster.seeds}", "--lease-ms", LEASE_MS)
+    alice = hub.logged_in(b.endpoint, "alice")
+    node = lease_holder(cluster)
+    key = node.client().keys("cw:b:*")[0]
+    old = node.client().hget(key, "inc")
+    assert node.client().delete(key) == 1
+    wait_for_log(b, "is gone from the store", BOUND, hub=hub)
+    wait_until("alice's session closed by the fence",
+               lambda: alice.send_text(to=["alice"], text="hi").status == pb.STATUS_NOT_LOGGED_IN,
+               timeout=BOUND, hub=hub)
+    again = hub.client(b.endpoint)
+    wait_until("a Login accepted again", lambda: again.try_login("carol").status == pb.STATUS_OK,
+               timeout=BOUND, hub=hub)
+    new = node.client().hget(key, "inc")
+    assert new and new != old  # the lease names a new incarnation
+    st = again.request("stats").stats
+    assert st.store_fences == 1
+    assert not st.store_fenced
