@@ -168,8 +168,9 @@ def test_control_premise():
     names = [f"c{i:02d}" for i in range(1, 28)]
     on_primary_1 = sorted(n for n in names if crc16(n.encode()) % 16384 <= 5460)
     assert control_offline() == on_primary_1
-    # Every broker homes some of them (client i on broker i mod 3), so each
-    # broker's clients send to them from every broker.
+    # Every broker homes some of them (client i on broker i mod 3), so the
+    # clients of every broker have some among their recipients
+    # (recipients = other-broker): each broker's stuck batch holds an append.
     assert {names.index(n) % 3 for n in on_primary_1} == {0, 1, 2}
 
 
