@@ -499,7 +499,10 @@ static int list_primaries(sim_cluster_t *c, primary_t *out, char *err, size_t er
          line = strtok_r(NULL, "\n", &save)) {
         char *f[9] = {0}, *s2 = NULL;
         int k = 0;
-        for (char *t = strtok_r(line, " \r", &s2); t && k < 9; t = strtok_r(NULL, " \r", &s2))
+        /* Nine fields, the ninth the first slot token; nothing read past
+         * it here (the loop below goes on from there). */
+        for (char *t = strtok_r(line, " \r", &s2); t;
+             t = k < 9 ? strtok_r(NULL, " \r", &s2) : NULL)
             f[k++] = t;
         if (k < 9 || !strstr(f[2], "master") || strstr(f[2], "fail"))
             continue;
@@ -529,17 +532,27 @@ static int list_primaries(sim_cluster_t *c, primary_t *out, char *err, size_t er
     return n;
 }
 
+/* list_primaries, when at least `need` primaries serve slots: how many, or
+ * -1 with err (the cluster's answer, or "<what> (the cluster has N
+ * primaries serving slots)"). */
+static int primaries_at_least(sim_cluster_t *c, primary_t *out, int need, const char *what,
+                              char *err, size_t err_size)
+{
+    int n = list_primaries(c, out, err, err_size);
+    if (n >= 0 && n < need) {
+        cw_set_err(err, err_size, "%s (the cluster has %d primaries serving slots)", what, n);
+        return -1;
+    }
+    return n;
+}
+
 int sim_cluster_primary(sim_cluster_t *c, int k, char *err, size_t err_size)
 {
     primary_t p[SIM_CLUSTER_MAX_NODES];
-    int n = list_primaries(c, p, err, err_size);
-    if (n < 0)
+    char what[64];
+    snprintf(what, sizeof what, "there is no primary %d", k);
+    if (primaries_at_least(c, p, k < 1 ? SIM_CLUSTER_MAX_NODES + 1 : k, what, err, err_size) < 0)
         return -1;
-    if (k < 1 || k > n) {
-        cw_set_err(err, err_size, "there is no primary %d (the cluster has %d serving slots)", k,
-                   n);
-        return -1;
-    }
     return p[k - 1].node;
 }
 
@@ -606,13 +619,9 @@ long sim_cluster_kill_pubsub(sim_cluster_t *c, char *err, size_t err_size)
 pid_t sim_cluster_reshard(sim_cluster_t *c, int n_slots, char *err, size_t err_size)
 {
     primary_t p[SIM_CLUSTER_MAX_NODES];
-    int n = list_primaries(c, p, err, err_size);
-    if (n < 0)
+    if (primaries_at_least(c, p, 2, "reshard: fewer than 2 primaries serve slots", err,
+                           err_size) < 0)
         return -1;
-    if (n < 2) {
-        cw_set_err(err, err_size, "reshard: fewer than 2 primaries serve slots");
-        return -1;
-    }
     char host[32], slots[16], log[1200];
     snprintf(host, sizeof host, "127.0.0.1:%d", c->nodes[p[0].node].port);
     snprintf(slots, sizeof slots, "%d", n_slots);
