@@ -30,7 +30,6 @@
 #define RESP_TIMEOUT_MS 1000   /* one call to one node */
 #define RESP_MAX 65536         /* largest reply read (CLUSTER NODES of 24 nodes fits) */
 #define POLL_MS 50             /* between two looks at a state being waited for */
-#define PORT_LIMIT 55535       /* port + 10000 must be a valid port */
 
 typedef struct {
     int port;          /* client port; bus on port + 10000 */
@@ -203,24 +202,22 @@ static int port_bindable(int port)
     return ok;
 }
 
-/* A free loopback port below PORT_LIMIT whose bus port is free too and
- * that is not in taken[0..n). 0 if none was found in a bounded search. */
-static int free_port(const node_t *taken, int n)
+/* A loopback port in SIM_CLUSTER_PORT_MIN..SIM_CLUSTER_PORT_MAX, free now,
+ * whose bus port (+10000) is free too, and neither clashing with a node of
+ * taken[0..n). Below Linux's ephemeral range (32768 and up) like the bus
+ * ports: a port the kernel hands out for binding to 0 can be taken by any
+ * process's outgoing connection before redis-server binds it, or between a
+ * node's kill and its restart on the same port. *rng: the search's state
+ * (xorshift; not the scenario's seed: ports do not change a run). 0 if
+ * none was found in a bounded search. */
+static int free_port(const node_t *taken, int n, uint64_t *rng)
 {
-    for (int tries = 0; tries < 1000; tries++) {
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            return 0;
-        struct sockaddr_in a = {.sin_family = AF_INET};
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t al = sizeof a;
-        int port = 0;
-        if (bind(fd, (struct sockaddr *) &a, sizeof a) == 0 &&
-            getsockname(fd, (struct sockaddr *) &a, &al) == 0)
-            port = ntohs(a.sin_port);
-        close(fd);
-        if (port <= 0 || port >= PORT_LIMIT)
-            continue;
+    const int span = SIM_CLUSTER_PORT_MAX - SIM_CLUSTER_PORT_MIN + 1;
+    for (int tries = 0; tries < 10000; tries++) {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        int port = SIM_CLUSTER_PORT_MIN + (int) (*rng % (uint64_t) span);
         int dup = 0;
         for (int i = 0; i < n; i++)
             if (taken[i].port == port || taken[i].port + 10000 == port ||
@@ -253,12 +250,15 @@ sim_cluster_t *sim_cluster_new(const char *workdir, int primaries, int replicas,
     c->node_timeout_ms = node_timeout_ms;
     c->n = primaries * (1 + replicas);
     size_t off = 0;
+    uint64_t rng = (uint64_t) cw_mono_ms() ^ ((uint64_t) getpid() << 32) ^ (uintptr_t) c;
+    if (!rng)
+        rng = 1;
     for (int i = 0; i < c->n; i++) {
         node_t *nd = &c->nodes[i];
-        nd->port = free_port(c->nodes, i);
+        nd->port = free_port(c->nodes, i, &rng);
         if (!nd->port) {
-            cw_set_err(err, err_size, "no free loopback port pair (PORT and PORT+10000) for "
-                       "redis-server");
+            cw_set_err(err, err_size, "no free loopback port pair (PORT in %d-%d and PORT+10000) "
+                       "for redis-server", SIM_CLUSTER_PORT_MIN, SIM_CLUSTER_PORT_MAX);
             sim_cluster_destroy(&c);
             return NULL;
         }

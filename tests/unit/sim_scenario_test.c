@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "cluster.h"
 #include "rng.h"
 #include "scenario.h"
 
@@ -432,6 +433,36 @@ static void test_plan_errors(void **state)
                       "test.scn:3: offline random 3: only 2 clients are online");
 }
 
+/* sim_cluster_new chooses its node ports (nothing runs yet) in
+ * SIM_CLUSTER_PORT_MIN..MAX, below the ephemeral range with their bus
+ * ports, none clashing with another node's port or bus port. */
+static void test_cluster_ports(void **state)
+{
+    (void) state;
+    char err[512];
+    sim_cluster_t *c = sim_cluster_new("/nonexistent", 3, 2, 2000, "redis-server", "redis-cli",
+                                       err, sizeof err);
+    if (!c)
+        fail_msg("%s", err);
+    int n = sim_cluster_nodes(c);
+    assert_int_equal(n, 9);
+    for (int i = 0; i < n; i++) {
+        int p = sim_cluster_port(c, i);
+        assert_in_range(p, SIM_CLUSTER_PORT_MIN, SIM_CLUSTER_PORT_MAX);
+        assert_true(p + 10000 < 32768);   /* Linux's default ephemeral range starts there */
+        for (int j = 0; j < i; j++) {
+            int q = sim_cluster_port(c, j);
+            assert_int_not_equal(p, q);
+            assert_int_not_equal(p, q + 10000);
+            assert_int_not_equal(p + 10000, q);
+        }
+    }
+    assert_int_equal(sim_cluster_port(c, n), 0);
+    sim_cluster_destroy(&c);
+    assert_null(c);
+    sim_cluster_destroy(&c);   /* safe twice */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -443,6 +474,7 @@ int main(void)
         cmocka_unit_test(test_plan_rules),
         cmocka_unit_test(test_plan_errors),
         cmocka_unit_test(test_plan_scaleout),
+        cmocka_unit_test(test_cluster_ports),
     };
     return cmocka_run_group_tests(tests, setup_dir, remove_dir);
 }
