@@ -1,7 +1,7 @@
 /*  store_actor: the SQLite backend's thread (group commit). See
  *  store_actor.h for the flow and who owns a request object when.
  *
- *  Owns: the zactor (thread + pipe) and, inside the thread, the cw_store_t.
+ *  Owns: the thread and its pipe (store_pipe.h) and, inside the thread, the cw_store_t.
  *  Threads: the router thread calls the submit/recv functions on its end of
  *  the pipe; actor_task runs in the actor thread and is the only code that
  *  touches the store after cw_store_actor_new. The two share the atomic
@@ -43,7 +43,7 @@
 #define MAX_ARG_LEN UINT32_MAX   /* longest string argument */
 
 struct cw_store_actor {
-    zactor_t *actor;              /* thread + pipe; zactor_sock() is our end */
+    cw_store_thread_t *actor;     /* thread + pipe (store_pipe.h) */
     void *handle;                 /* libzmq handle of our end */
     cw_store_t *store;            /* handed to the thread at start, then not ours */
     size_t max_queued;            /* pipe high-water mark, both directions */
@@ -432,14 +432,14 @@ cw_store_actor_t *cw_store_actor_new(cw_store_t **store, size_t max_queued)
         a->max_queued = INT32_MAX;
     a->reqs = calloc(MAX_GROUP, sizeof(req_t *));
     if (a->reqs)
-        a->actor = zactor_new(actor_task, a);   /* returns once the task runs */
+        a->actor = cw_store_thread_start(actor_task, a);   /* returns once the task runs */
     if (!a->actor) {
         cw_store_close(&a->store);
         free(a->reqs);
         free(a);
         return NULL;
     }
-    zsock_t *sock = zactor_sock(a->actor);
+    zsock_t *sock = cw_store_thread_sock(a->actor);
     zsock_set_sndhwm(sock, (int) a->max_queued);
     zsock_set_rcvhwm(sock, (int) a->max_queued);
     a->handle = zsock_resolve(sock);
@@ -493,7 +493,7 @@ void cw_store_actor_destroy(cw_store_actor_t **p)
         return;
     cw_store_actor_t *a = *p;
     drain(a);
-    zactor_destroy(&a->actor);       /* "$TERM", then waits for the task to return */
+    cw_store_thread_stop(&a->actor); /* "$TERM", then joins the thread */
     free(a->reqs);
     free(a);
     *p = NULL;
@@ -501,7 +501,7 @@ void cw_store_actor_destroy(cw_store_actor_t **p)
 
 zsock_t *cw_store_actor_sock(cw_store_actor_t *a)
 {
-    return a ? zactor_sock(a->actor) : NULL;
+    return a ? cw_store_thread_sock(a->actor) : NULL;
 }
 
 /* Hands q to the actor: CW_OK (the actor's now), else q is freed. */

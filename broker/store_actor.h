@@ -4,7 +4,7 @@
  *  below, which tests and benchmarks also call directly.
  *
  *  Ownership and threads. cw_store_actor_new takes the cw_store_t and moves
- *  it into a CZMQ actor thread (zactor); from then on only that thread
+ *  it into its own thread (store_pipe.h); from then on only that thread
  *  touches the store, and it closes it when the actor is destroyed. Every
  *  other function of this header is for the thread that created the actor
  *  (the router), except cw_store_actor_stats, which any thread may call.

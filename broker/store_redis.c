@@ -5,12 +5,12 @@
  *  and the entry encoding are store_redis_lua.c's; the visibility gate and
  *  the events are store_redis_gate.c's.
  *
- *  Threads: the router calls the ops (submit, recv, close) on its end of a
- *  zactor pipe, exactly as with store_actor.c (same object hand-over: a
- *  request object belongs to whoever holds it). The backend thread runs
- *  task(): one zmq_poll over the pipe and every Redis connection
- *  (cw_rc_pollitems), then cw_rc_process, then batch progress. Counters are
- *  atomics read by ops->stats from any thread.
+ *  Threads: the router calls the ops (submit, recv, close) on its end of
+ *  the thread's pipe (store_pipe.h), exactly as with store_actor.c (same
+ *  object hand-over: a request object belongs to whoever holds it). The
+ *  backend thread runs task(): one zmq_poll over the pipe and every Redis
+ *  connection (cw_rc_pollitems), then cw_rc_process, then batch progress.
+ *  Counters are atomics read by ops->stats from any thread.
  *
  *  A batch is what waited in the pipe when the previous batch completed
  *  (at most MAX_GROUP requests); one batch is in flight at a time. It runs
@@ -134,7 +134,7 @@ typedef struct {
 } counters_t;
 
 typedef struct backend {
-    zactor_t *actor;
+    cw_store_thread_t *actor;    /* thread + pipe (store_pipe.h) */
     void *handle;
     size_t max_queued;
     rs_t *t;                     /* handed to the thread */
@@ -2549,7 +2549,7 @@ static int redis_open(const char *where, const cw_store_config_t *cfg, cw_store_
         return CW_STORE_ERROR;
     }
     be->t = t;
-    be->actor = zactor_new(task, t);
+    be->actor = cw_store_thread_start(task, t);
     if (!be->actor) {
         cw_store_loaded_free(loaded);
         rs_free(&t);
@@ -2557,7 +2557,7 @@ static int redis_open(const char *where, const cw_store_config_t *cfg, cw_store_
         snprintf(err, errlen, "cannot start the store thread");
         return CW_INTERNAL;
     }
-    zsock_t *sock = zactor_sock(be->actor);
+    zsock_t *sock = cw_store_thread_sock(be->actor);
     zsock_set_sndhwm(sock, (int) be->max_queued);
     zsock_set_rcvhwm(sock, (int) be->max_queued);
     be->handle = zsock_resolve(sock);
@@ -2612,7 +2612,7 @@ static void redis_close(cw_store_backend_t **p)
         return;
     backend_t *a = BE(*p);
     drain(a);
-    zactor_destroy(&a->actor);
+    cw_store_thread_stop(&a->actor);   /* "$TERM", then joins the thread */
     /* events sent after the drain */
     rs_free(&a->t);
     free(a);

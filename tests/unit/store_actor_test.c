@@ -16,7 +16,10 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <semaphore.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -591,6 +594,71 @@ static void test_destroy_drains(void **state)
     remove_dir(&dir);
 }
 
+/* A signal must not cut cw_store_actor_destroy short: when it returns the
+ * thread has closed the store (its LOCK is free, so the directory opens at
+ * once) and holds nothing of ours. A second thread interrupts the main
+ * thread every 100 µs with a handler installed without SA_RESTART, as
+ * SIGTERM during shutdown, a profiler or libFuzzer's SIGALRM would (CZMQ's
+ * zactor_destroy returned early on EINTR and the store thread went on
+ * closing a store the caller had already given up on). */
+static _Atomic int g_pester_stop;
+static _Atomic unsigned long g_pester_hits;
+
+static void on_pester(int sig)
+{
+    (void) sig;
+    atomic_fetch_add(&g_pester_hits, 1);
+}
+
+static void *pester(void *arg)
+{
+    pthread_t target = *(pthread_t *) arg;
+    const struct timespec gap = {0, 100 * 1000};
+    while (!atomic_load(&g_pester_stop)) {
+        pthread_kill(target, SIGUSR1);
+        nanosleep(&gap, NULL);
+    }
+    return NULL;
+}
+
+static void test_destroy_under_signals(void **state)
+{
+    (void) state;
+    enum { ROUNDS = 40, N = 200 };
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_pester;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;                      /* no SA_RESTART: EINTR reaches libzmq */
+    assert_int_equal(sigaction(SIGUSR1, &sa, &old), 0);
+    char *dir = make_dir();
+    pthread_t self = pthread_self(), th;
+    atomic_store(&g_pester_stop, 0);
+    atomic_store(&g_pester_hits, 0);
+    assert_int_equal(pthread_create(&th, NULL, pester, &self), 0);
+    for (int r = 0; r < ROUNDS; r++) {
+        cw_store_t *s = open_store(dir);
+        cw_store_actor_t *a = cw_store_actor_new(&s, 0);
+        assert_non_null(a);
+        for (int i = 0; i < N; i++)
+            assert_int_equal(submit_append(a, (uint64_t) i, NULL, "x", "bob", NULL), CW_OK);
+        cw_store_actor_destroy(&a);
+        assert_null(a);
+        /* open_store fails the test if the LOCK is still held. */
+        s = open_store(dir);
+        uint64_t pending;
+        assert_int_equal(cw_store_pending(s, "bob", &pending), CW_OK);
+        assert_int_equal(pending, (uint64_t) (r + 1) * N);
+        cw_store_close(&s);
+    }
+    atomic_store(&g_pester_stop, 1);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(sigaction(SIGUSR1, &old, NULL), 0);
+    /* The test is only a test if the signals landed while it ran. */
+    assert_true(atomic_load(&g_pester_hits) > ROUNDS);
+    remove_dir(&dir);
+}
+
 int main(void)
 {
     cw_log_set_level(CW_LOG_WARN);
@@ -602,6 +670,7 @@ int main(void)
         cmocka_unit_test(test_flooded),
         cmocka_unit_test(test_commit_failure),
         cmocka_unit_test(test_destroy_drains),
+        cmocka_unit_test(test_destroy_under_signals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
