@@ -246,75 +246,14 @@ static int cmd_key(rs_t *t, const char *key, int argc, const char **argv, const 
     return cw_rc_command(t->rc, cw_rc_slot(key, strlen(key)), argc, argv, lens, cb, arg);
 }
 
-/* rs_script's state: the command kept for a NOSCRIPT fallback. */
-typedef struct {
-    rs_t *t;
-    int script;
-    int eval;
-    cw_rc_cb_t *cb;
-    void *arg;
-    uint16_t slot;
-    int argc;
-    char **argv;             /* [0] verb slot, [1] sha or source, then the caller's */
-    size_t *lens;
-} scx_t;
-
-static int scx_send(scx_t *x);
-
-static void scx_cb(void *arg, int status, redisReply *r)
-{
-    scx_t *x = arg;
-    if (status == CW_OK && r && r->type == REDIS_REPLY_ERROR &&
-        strncmp(r->str, "NOSCRIPT", 8) == 0 && !x->eval) {
-        x->eval = 1;
-        if (scx_send(x) == CW_OK)
-            return;
-        status = CW_STORE_ERROR;
-        r = NULL;
-    }
-    x->cb(x->arg, status, r);
-    free(x);
-}
-
-static int scx_send(scx_t *x)
-{
-    x->argv[0] = x->eval ? "EVAL" : "EVALSHA";
-    x->lens[0] = strlen(x->argv[0]);
-    x->argv[1] = (char *) (x->eval ? rs_scripts[x->script] : x->t->sha[x->script]);
-    x->lens[1] = strlen(x->argv[1]);
-    return cw_rc_command(x->t->rc, x->slot, x->argc, (const char **) x->argv, x->lens, scx_cb, x);
-}
-
 int rs_script(rs_t *t, int script, int numkeys, int argc, const char **argv, const size_t *lens,
               cw_rc_cb_t *cb, void *arg)
 {
     if (numkeys < 1 || argc < 2)
         return CW_ERR_INVALID;
-    size_t bytes = 0;
-    for (int i = 0; i < argc; i++)
-        bytes += (lens ? lens[i] : strlen(argv[i])) + 1;
-    int total = argc + 2;
-    scx_t *x = calloc(1, sizeof *x + (size_t) total * (sizeof(char *) + sizeof(size_t)) + bytes);
-    if (!x)
-        return CW_ERR_NOMEM;
-    x->argv = (char **) (void *) (x + 1);
-    x->lens = (size_t *) (void *) (x->argv + total);
-    char *at = (char *) (x->lens + total);
-    for (int i = 0; i < argc; i++) {
-        size_t l = lens ? lens[i] : strlen(argv[i]);
-        x->argv[i + 2] = rs_put(&at, argv[i], l);
-        x->lens[i + 2] = l;
-    }
-    x->t = t;
-    x->script = script;
-    x->cb = cb;
-    x->arg = arg;
-    x->argc = total;
-    x->slot = cw_rc_slot(x->argv[3], x->lens[3]); /* the first key */
-    int rc = scx_send(x);
-    if (rc != CW_OK)
-        free(x);
-    return rc;
+    /* NOSCRIPT: cw_rc sends it again as EVAL from its position (redis_cluster.h 6) */
+    uint16_t slot = cw_rc_slot(argv[1], lens ? lens[1] : strlen(argv[1])); /* the first key */
+    return cw_rc_script(t->rc, slot, t->sha[script], rs_scripts[script], argc, argv, lens, cb, arg);
 }
 
 static void publish(rs_t *t, const char *channel, const char *msg, size_t len)
@@ -360,7 +299,6 @@ typedef struct op {
     uint16_t slot;
     int write;               /* covered by WAIT */
     int script;              /* -1: a plain command */
-    int use_eval;            /* NOSCRIPT seen: EVAL the source */
     int argc;
     char **argv;             /* kept for re-runs: [0] is the command or the sha */
     size_t *lens;
@@ -438,40 +376,12 @@ static void op_cb(void *arg, int status, redisReply *r);
 static int op_send(op_t *o)
 {
     rs_t *t = o->b->t;
-    const char *saved = o->argv[0];
-    size_t saved_len = o->lens[0];
-    if (o->script >= 0) {
-        if (o->use_eval) {
-            o->argv[0] = (char *) rs_scripts[o->script];
-            o->lens[0] = strlen(rs_scripts[o->script]);
-        }
-    }
-    /* argv[-1] is the verb: EVALSHA / EVAL, or part of argv for plain ones */
     int rc;
-    if (o->script >= 0) {
-        const char **av = malloc((size_t) (o->argc + 1) * sizeof *av);
-        size_t *lv = malloc((size_t) (o->argc + 1) * sizeof *lv);
-        if (!av || !lv) {
-            free(av);
-            free(lv);
-            o->argv[0] = (char *) saved;
-            o->lens[0] = saved_len;
-            return CW_ERR_NOMEM;
-        }
-        av[0] = o->use_eval ? "EVAL" : "EVALSHA";
-        lv[0] = strlen(av[0]);
-        for (int i = 0; i < o->argc; i++) {
-            av[i + 1] = o->argv[i];
-            lv[i + 1] = o->lens[i];
-        }
-        rc = cw_rc_command(t->rc, o->slot, o->argc + 1, av, lv, op_cb, o);
-        free(av);
-        free(lv);
-    } else {
+    if (o->script >= 0) /* argv[0] is the sha; NOSCRIPT is cw_rc's (redis_cluster.h 6) */
+        rc = cw_rc_script(t->rc, o->slot, t->sha[o->script], rs_scripts[o->script], o->argc - 1,
+                          (const char **) o->argv + 1, o->lens + 1, op_cb, o);
+    else
         rc = cw_rc_command(t->rc, o->slot, o->argc, (const char **) o->argv, o->lens, op_cb, o);
-    }
-    o->argv[0] = (char *) saved;
-    o->lens[0] = saved_len;
     if (rc == CW_OK) {
         o->answered = 0;
         o->b->outstanding++;
@@ -1344,14 +1254,6 @@ static void op_cb(void *arg, int status, redisReply *r)
     if (cw_rc_cb_attempts(t->rc) > 1)
         b->dirty = 1;
     o->node = cw_rc_cb_node(t->rc);
-    if (starts_with(r, "NOSCRIPT") && o->script >= 0 && !o->use_eval) {
-        o->use_eval = 1;
-        if (op_send(o) != CW_OK) {
-            o->answered = 1;
-            o->failed = CW_STORE_ERROR;
-        }
-        return;
-    }
     if (o->kind == OP_WAIT) {
         long long v = -1;
         if (reply_int(r, &v) == 0 && v >= (long long) t->cfg.wait_replicas &&
@@ -2475,9 +2377,9 @@ static int load_all(rs_t *t, cw_store_loaded_t *l, char *err, size_t errlen)
 {
     int64_t deadline = rs_now_ms() + (t->cfg.retry_ms ? t->cfg.retry_ms : 10000);
     load_t loads[N_SCRIPTS];
-    /* On every primary (one slot of each): a script missing on a node is
-     * answered NOSCRIPT and sent again as EVAL, which puts it behind
-     * commands submitted after it for the same slot. */
+    /* On every primary (one slot of each), and on every connection made
+     * later (cw_rc_preload): a script missing on a node is answered
+     * NOSCRIPT and sent again as EVAL (redis_cluster.h invariant 6). */
     uint16_t first[64];
     int nodes[64], n_nodes = 0;
     for (uint32_t slot = 0; slot < 16384; slot++) {
@@ -2510,6 +2412,10 @@ static int load_all(rs_t *t, cw_store_loaded_t *l, char *err, size_t errlen)
             return CW_STORE_ERROR;
         }
         memcpy(t->sha[i], loads[i].sha, 41);
+        if (cw_rc_preload(t->rc, rs_scripts[i]) != CW_OK) {
+            snprintf(err, errlen, "too many scripts to preload");
+            return CW_STORE_ERROR;
+        }
     }
     size_t n = l->n_users;
     l->clocks = calloc(n ? n : 1, sizeof *l->clocks);

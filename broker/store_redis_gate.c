@@ -530,7 +530,9 @@ void rs_gate_claim(rs_gate_t *g, const char *user)
     zhashx_insert(g->users, user, u);
     char ch[200];
     size_t n = rs_key(ch, sizeof ch, "cw:n:", user, NULL);
-    cw_rc_subscribe(rs_rc(g->t), ch, n, 1);
+    int rc = cw_rc_subscribe(rs_rc(g->t), ch, n, 1);
+    if (rc != CW_OK) /* never READY: nothing from other brokers reaches the user */
+        CW_ERROR("redis store: cannot subscribe to %s's entries: %s", user, cw_status_name(rc));
 }
 
 void rs_gate_release(rs_gate_t *g, const char *user)

@@ -110,7 +110,8 @@ void rs_emit(rs_t *t, rs_req_t *ev);
 void rs_drop_expired(rs_t *t, const char *user, const uint64_t *seqs, size_t n);
 /* Issues a script: argv[0] is numkeys as a string, then the keys (the
  * first key's slot routes it), then the arguments. The callback runs as
- * cw_rc_command's, after a NOSCRIPT fallback to EVAL if needed. CW_OK or
+ * cw_rc_command's, after a NOSCRIPT fallback to EVAL if needed
+ * (from the command's position: redis_cluster.h invariant 6). CW_OK or
  * a status. */
 int rs_script(rs_t *t, int script, int numkeys, int argc, const char **argv, const size_t *lens,
               cw_rc_cb_t *cb, void *arg);
