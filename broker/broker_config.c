@@ -48,7 +48,7 @@ static const opt_t options[] = {
     U32(retention, "retention", 0, 10000000, "durable: acknowledged messages kept per user for history (default 100)"),
     U32(ttl_s, "ttl", 0, 100000000, "durable: default message TTL in seconds, 0 = forever (default 0)"),
     U32(redeliver_ms, "redeliver-ms", 100, 86400000, "durable: push unacknowledged messages again after N ms (default 30000)"),
-    U32(push_window, "push-window", 1, 100000, "durable: unacknowledged pushes per session (default 1000)"),
+    U32(push_window, "push-window", 1, 100000, "durable: unacknowledged pushes per session, below --sndhwm (default 1000)"),
     STR(curve_secret, "curve-secret", "FILE", "CURVE: the broker's secret certificate (causeway keygen --server)"),
     STR(users, "users", "DIR", "CURVE: directory of the users' public certificates"),
     {"insecure", OPT_BOOL, offsetof(cw_broker_config_t, insecure), 0, 0, 0, "",
@@ -366,6 +366,17 @@ int cw_broker_config_check(const cw_broker_config_t *cfg, char *err, size_t errl
                      cfg->broker_id, CW_BROKER_ID_MAX);
             return -1;
         }
+    }
+    if ((cfg->data[0] || cfg->store[0]) && cfg->push_window >= cfg->sndhwm) {
+        /* Pushes in flight alone would fill a reading client's queue, and
+         * the replies to its requests would find no room (dropped). */
+        snprintf(err, errlen,
+                 "--push-window %u must be below --sndhwm %u: that many unacknowledged "
+                 "durable pushes would fill a client's queue and leave no room for the "
+                 "replies to its requests; lower --push-window or raise --sndhwm "
+                 "(docs/OPERATIONS.md, Slow readers)",
+                 cfg->push_window, cfg->sndhwm);
+        return -1;
     }
     if (strcmp(cfg->log_format, "text") != 0 && strcmp(cfg->log_format, "json") != 0) {
         snprintf(err, errlen, "log-format: '%s' is not one of text|json", cfg->log_format);

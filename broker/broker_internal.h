@@ -79,6 +79,8 @@ struct cw_broker {
     uint64_t now_us;          /* wall-clock time of the current message or tick */
     counters_t stats;         /* monotonic counters */
     cw_mon_counters_t mc;     /* monitoring counters (monitor.h), router thread only */
+    int64_t drop_warn_ms;     /* monotonic: when a dropped reply was last logged at WARN */
+    uint64_t drops_quiet;     /* replies dropped since then, logged at debug only */
     cw_mon_ring_t *ring;      /* recently forwarded messages, owned */
     int64_t ring_until_ms;    /* monotonic: forwarded messages are recorded in the ring
                                  until then (CW_MON_WATCH_MS after the last Recent) */

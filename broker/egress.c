@@ -72,15 +72,49 @@ int cwe_push_after(cw_broker_t *b, cw_session_t *s, zmq_msg_t *msg, uint64_t aft
     return cwe_push(b, s, &stamped);
 }
 
+#define DROP_WARN_MS 1000 /* at most one WARN line about dropped replies per second */
+
+/* A reply that could not be queued (errno e). A full queue (EAGAIN: the
+ * connection holds sndhwm frames, its client is not reading) is counted
+ * (replies_dropped) and logged at WARN, at most once per DROP_WARN_MS
+ * with the count of those in between; a connection that is gone
+ * (EHOSTUNREACH) has nobody to answer, debug only. Can't fail. */
+static void reply_dropped(cw_broker_t *b, const cw_session_t *s, const cw_env_t *env, int e)
+{
+    const char *who = s ? s->user->name : "a connection without a session";
+    if (e != EAGAIN) {
+        if (e == EHOSTUNREACH)
+            CW_DEBUG("reply to request %llu of %s dropped: %s",
+                     (unsigned long long) env->request_id, who, zmq_strerror(e));
+        else
+            CW_WARN("reply to request %llu of %s dropped: %s",
+                    (unsigned long long) env->request_id, who, zmq_strerror(e));
+        return;
+    }
+    b->mc.replies_dropped++;
+    if (b->drop_warn_ms && b->now_ms - b->drop_warn_ms < DROP_WARN_MS) {
+        b->drops_quiet++;
+        CW_DEBUG("reply to request %llu of %s dropped: its queue is full",
+                 (unsigned long long) env->request_id, who);
+        return;
+    }
+    CW_WARN("reply to request %llu of %s dropped: its queue holds --sndhwm %u frames (the "
+            "client is not reading); %llu more dropped since the last such line, %llu in all",
+            (unsigned long long) env->request_id, who, b->cfg.sndhwm,
+            (unsigned long long) b->drops_quiet, (unsigned long long) b->mc.replies_dropped);
+    b->drop_warn_ms = b->now_ms ? b->now_ms : 1;
+    b->drops_quiet = 0;
+}
+
 void cwe_send_to_id(cw_broker_t *b, const void *id, size_t id_len, const cw_env_t *env)
 {
+    cw_session_t *s = cw_sessions_find(b->sessions, id, id_len);
     if (cw_outq_send(b->outq, b->router, id, id_len, env, ZMQ_DONTWAIT) == 0) {
         b->stats.frames_out++;
-        cw_session_t *s = cw_sessions_find(b->sessions, id, id_len);
         if (s)
             s->last_tx_ms = b->now_ms; /* a reply is traffic: no heartbeat needed */
     } else {
-        CW_DEBUG("reply dropped: %s", zmq_strerror(errno));
+        reply_dropped(b, s, env, errno);
     }
 }
 
@@ -90,7 +124,7 @@ void cwe_send_to_session(cw_broker_t *b, cw_session_t *s, const cw_env_t *env)
         b->stats.frames_out++;
         s->last_tx_ms = b->now_ms;
     } else {
-        CW_DEBUG("reply dropped: %s", zmq_strerror(errno));
+        reply_dropped(b, s, env, errno);
     }
 }
 

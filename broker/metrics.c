@@ -109,6 +109,9 @@ char *cw_metrics_render(const cw_mon_snap_t *s, size_t *len)
     status_family(f, "causeway_refusals_total", "Error replies sent, by status.", s->c.refusals);
     one_u(f, "causeway_redeliveries_total", "counter",
           "Durable entries pushed again because no ack came in time.", s->c.redeliveries);
+    one_u(f, "causeway_replies_dropped_total", "counter",
+          "Replies dropped because the client's queue held --sndhwm frames (it was not reading).",
+          s->c.replies_dropped);
     one_u(f, "causeway_held_messages", "gauge",
           "Live messages held back now behind stored ones (causal order).", s->c.held_now);
     one_u(f, "causeway_held_messages_total", "counter", "Live messages ever held back.",

@@ -51,6 +51,7 @@ typedef struct {
     uint64_t dl[2][CW_KINDS];            /* Deliver frames pushed */
     uint64_t dl_bytes[2][CW_KINDS];      /* their text bytes */
     uint64_t redeliveries;               /* durable entries pushed again */
+    uint64_t replies_dropped;            /* replies that met a full queue (sndhwm) */
     uint64_t held_total;                 /* live messages ever held back */
     uint64_t held_now;                   /* live messages held back now */
     uint64_t logins;                     /* sessions opened (not resumes) */

@@ -202,6 +202,7 @@ void cwo_stats(cw_broker_t *b, const void *id, size_t id_len, cw_session_t *s,
     st.n_traffic = 2 * CW_KINDS;
     st.traffic = tptr;
     st.redeliveries = snap->c.redeliveries;
+    st.replies_dropped = snap->c.replies_dropped;
     st.held_messages = (uint32_t) snap->c.held_now;
     st.memory_rss_bytes = cw_mon_rss_bytes();
     st.version = CW_VERSION;

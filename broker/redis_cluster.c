@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <hiredis/sds.h>
 #include <poll.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,8 +32,9 @@
 #define MIGRATING_MS 1000     /* how long an ASK keeps its slot one-at-a-time */
 #define REFRESH_GAP_MS 100    /* at most one CLUSTER SLOTS per this */
 #define SUB_REFRESH_MS 1000   /* table reload period while subscriptions exist */
+#define PRELOADS_MAX 32       /* scripts cw_rc_preload keeps */
 
-typedef enum { C_USER, C_ASKING, C_REFRESH } cmd_kind_t;
+typedef enum { C_USER, C_ASKING, C_REFRESH, C_PRELOAD } cmd_kind_t;
 
 typedef struct cmd {
     struct cmd *next;        /* unsent list, or the node's in-flight FIFO */
@@ -46,6 +48,11 @@ typedef struct cmd {
     int backoff_ms;          /* the next back-off */
     int64_t deadline_ms;     /* invariant 5 */
     int attempts;            /* times written to a connection */
+    const char *body;        /* cw_rc_script: the source, for EVAL after NOSCRIPT
+                                (the caller's, static); NULL: a plain command */
+    size_t rest;             /* cw_rc_script: where the arguments after the sha
+                                start in buf */
+    int argc;                /* cw_rc_script: words in buf */
     cw_rc_cb_t *cb;
     void *arg;
 } cmd_t;
@@ -100,10 +107,13 @@ struct cw_rc {
     int item_sub[2 * NODES_MAX];   /* pollitem i is the node's subscriber connection */
     cw_rc_stats_t st;
     int cur_attempts, cur_node;    /* of the command whose callback runs */
-    sub_t *subs;                   /* every subscription, any state */
+    sub_t *subs, *subs_tail;       /* every subscription, any state, in the order
+                                      cw_rc_subscribe made them (invariant S4) */
     cw_rc_sub_cb_t *sub_cb;
     void *sub_arg;
     int64_t sub_refresh_ms;        /* last periodic table reload while subscribed */
+    const char *preload[PRELOADS_MAX]; /* SCRIPT LOADed first on every new connection */
+    int n_preload;
 };
 
 static int64_t now_ms(void)
@@ -354,10 +364,38 @@ static int starts(const redisReply *r, const char *prefix)
     return r->type == REDIS_REPLY_ERROR && strncmp(r->str, prefix, strlen(prefix)) == 0;
 }
 
+/* Rewrites a cw_rc_script command "EVALSHA sha args..." as "EVAL body
+ * args..." (once: body is cleared). 0, or -1 out of memory (the command
+ * is left as it was). */
+static int script_to_eval(cmd_t *c)
+{
+    size_t blen = strlen(c->body), tail = c->len - c->rest;
+    char head[64];
+    int hl = snprintf(head, sizeof head, "*%d\r\n$4\r\nEVAL\r\n$%zu\r\n", c->argc, blen);
+    if (hl < 0 || (size_t) hl >= sizeof head)
+        return -1;
+    size_t len = (size_t) hl + blen + 2 + tail;
+    char *buf = malloc(len + 1);
+    if (!buf)
+        return -1;
+    memcpy(buf, head, (size_t) hl);
+    memcpy(buf + hl, c->body, blen);
+    memcpy(buf + hl + blen, "\r\n", 2);
+    memcpy(buf + hl + blen + 2, c->buf + c->rest, tail);
+    buf[len] = '\0';
+    free(c->buf);
+    c->buf = buf;
+    c->len = len;
+    c->body = NULL;
+    return 0;
+}
+
 static void on_reply(cw_rc_t *rc, int ni, cmd_t *c, redisReply *r)
 {
     int64_t now = now_ms();
-    if (c->kind == C_ASKING) {
+    if (c->kind == C_ASKING || c->kind == C_PRELOAD) {
+        /* a preload that failed (LOADING, OOM) leaves its script to the
+         * NOSCRIPT fallback below */
         freeReplyObject(r);
         cmd_free(c);
         return;
@@ -398,6 +436,22 @@ static void on_reply(cw_rc_t *rc, int ni, cmd_t *c, redisReply *r)
         c->retry_at_ms = 0;
         if (c->ask_node < 0 || now >= c->deadline_ms) {
             rc->st.expired += c->ask_node >= 0;
+            complete(rc, c, CW_STORE_ERROR, NULL);
+        } else {
+            unsent_insert(rc, c);
+        }
+        return;
+    }
+    if (c->body && starts(r, "NOSCRIPT") && script_to_eval(c) == 0) {
+        /* Invariant 6: the node lacks the script (a promoted replica, a
+         * SCRIPT FLUSH): sent again as EVAL from its submission position,
+         * like a MOVED one. */
+        rc->st.noscript++;
+        freeReplyObject(r);
+        c->ask_node = -1;
+        c->retry_at_ms = 0;
+        if (now >= c->deadline_ms) {
+            rc->st.expired++;
             complete(rc, c, CW_STORE_ERROR, NULL);
         } else {
             unsent_insert(rc, c);
@@ -490,9 +544,12 @@ static void sub_event(cw_rc_t *rc, sub_t *u, int ev, const char *p, size_t len)
 
 static void sub_unlink_free(cw_rc_t *rc, sub_t *u)
 {
-    for (sub_t **pp = &rc->subs; *pp; pp = &(*pp)->next)
+    sub_t *prev = NULL;
+    for (sub_t **pp = &rc->subs; *pp; prev = *pp, pp = &(*pp)->next)
         if (*pp == u) {
             *pp = u->next;
+            if (rc->subs_tail == u)
+                rc->subs_tail = prev;
             break;
         }
     free(u->ch);
@@ -594,7 +651,10 @@ static void sub_connect(node_t *n, int64_t now)
 
 /* Sends what subscriptions want; checks that every active sharded one is
  * still at its slot's owner (else its connection is given up: invariant
- * S2). */
+ * S2). The list is walked in subscription order and the walk stops at the
+ * first request that cannot be written (out of memory), so an older
+ * subscription's (S)UNSUBSCRIBE always goes out before a newer one's
+ * (S)SUBSCRIBE of the same channel (invariant S4). */
 static void sub_dispatch(cw_rc_t *rc, int64_t now)
 {
     for (sub_t *u = rc->subs; u; u = u->next)
@@ -608,8 +668,14 @@ static void sub_dispatch(cw_rc_t *rc, int64_t now)
         sub_t *next = u->next;
         if (u->state == S_DROP && u->node >= 0) {
             node_t *n = &rc->nodes[u->node];
-            if (n->sc && n->sconnected && sub_send(rc, u->node, u, 0) == 0)
+            if (!n->sc || !n->sconnected) {
+                sub_unlink_free(rc, u); /* its connection is gone, and with it the
+                                           server's subscription */
+            } else if (sub_send(rc, u->node, u, 0) != 0) {
+                return; /* out of memory: the rest after it, in order, next turn */
+            } else {
                 u->state = S_DROP_SENT;
+            }
         } else if (u->state == S_DROP) {
             sub_unlink_free(rc, u);
         } else if (u->state == S_WANT && now >= u->retry_at_ms) {
@@ -629,7 +695,9 @@ static void sub_dispatch(cw_rc_t *rc, int64_t now)
             } else {
                 node_t *n = &rc->nodes[target];
                 sub_connect(n, now);
-                if (n->sc && n->sconnected && sub_send(rc, target, u, 1) == 0) {
+                if (n->sc && n->sconnected) {
+                    if (sub_send(rc, target, u, 1) != 0)
+                        return; /* out of memory: the rest in order, next turn */
                     u->state = S_SENT;
                     u->node = target;
                 }
@@ -768,6 +836,12 @@ int cw_rc_subscribe(cw_rc_t *rc, const char *channel, size_t len, int sharded)
 {
     if (!rc || !channel || !len)
         return CW_ERR_INVALID;
+    /* One live subscription per channel: the server keeps one per
+     * connection, so a second one's end would end both (invariant S4). */
+    for (const sub_t *o = rc->subs; o; o = o->next)
+        if (o->len == len && o->sharded == (sharded ? 1 : 0) && o->state != S_DROP &&
+            o->state != S_DROP_SENT && memcmp(o->ch, channel, len) == 0)
+            return CW_ERR_INVALID;
     sub_t *u = calloc(1, sizeof *u);
     char *ch = u ? malloc(len + 1) : NULL;
     if (!ch) {
@@ -782,8 +856,12 @@ int cw_rc_subscribe(cw_rc_t *rc, const char *channel, size_t len, int sharded)
     u->slot = cw_rc_slot(channel, len);
     u->node = -1;
     u->state = S_WANT;
-    u->next = rc->subs;
-    rc->subs = u;
+    u->next = NULL;
+    if (rc->subs_tail)
+        rc->subs_tail->next = u;
+    else
+        rc->subs = u;
+    rc->subs_tail = u;
     return CW_OK;
 }
 
@@ -893,6 +971,7 @@ void cw_rc_destroy(cw_rc_t **p)
         free(u->ch);
         free(u);
     }
+    rc->subs_tail = NULL;
     while (rc->unsent) {
         cmd_t *c = rc->unsent;
         rc->unsent = c->next;
@@ -902,19 +981,16 @@ void cw_rc_destroy(cw_rc_t **p)
     *p = NULL;
 }
 
-int cw_rc_command(cw_rc_t *rc, uint16_t slot, int argc, const char **argv, const size_t *argvlen,
-                  cw_rc_cb_t *cb, void *arg)
+/* Queues a formatted command (buf/len taken over by the command). */
+static cmd_t *queue_formatted(cw_rc_t *rc, uint16_t slot, char *buf, int len, cw_rc_cb_t *cb,
+                              void *arg)
 {
-    if (!rc || slot >= SLOTS || argc < 1 || !argv)
-        return CW_ERR_INVALID;
     cmd_t *c = calloc(1, sizeof *c);
-    if (!c)
-        return CW_ERR_NOMEM;
-    int len = redisFormatCommandArgv(&c->buf, argc, argv, argvlen);
-    if (len < 0) {
-        free(c);
-        return CW_ERR_NOMEM;
+    if (!c) {
+        free(buf);
+        return NULL;
     }
+    c->buf = buf;
     c->len = (size_t) len;
     c->kind = C_USER;
     c->seq = ++rc->next_seq;
@@ -926,6 +1002,94 @@ int cw_rc_command(cw_rc_t *rc, uint16_t slot, int argc, const char **argv, const
     c->arg = arg;
     unsent_insert(rc, c);
     rc->pending++;
+    return c;
+}
+
+int cw_rc_command(cw_rc_t *rc, uint16_t slot, int argc, const char **argv, const size_t *argvlen,
+                  cw_rc_cb_t *cb, void *arg)
+{
+    if (!rc || slot >= SLOTS || argc < 1 || !argv)
+        return CW_ERR_INVALID;
+    char *buf = NULL;
+    int len = redisFormatCommandArgv(&buf, argc, argv, argvlen);
+    if (len < 0)
+        return CW_ERR_NOMEM;
+    return queue_formatted(rc, slot, buf, len, cb, arg) ? CW_OK : CW_ERR_NOMEM;
+}
+
+int cw_rc_script(cw_rc_t *rc, uint16_t slot, const char *sha, const char *body, int argc,
+                 const char **argv, const size_t *argvlen, cw_rc_cb_t *cb, void *arg)
+{
+    if (!rc || slot >= SLOTS || !sha || strlen(sha) != 40 || !body || !*body || argc < 1 ||
+        !argv || argc > INT_MAX - 2)
+        return CW_ERR_INVALID;
+    const char **av = malloc((size_t) (argc + 2) * sizeof *av);
+    size_t *lv = malloc((size_t) (argc + 2) * sizeof *lv);
+    if (!av || !lv) {
+        free(av);
+        free(lv);
+        return CW_ERR_NOMEM;
+    }
+    av[0] = "EVALSHA";
+    lv[0] = 7;
+    av[1] = sha;
+    lv[1] = 40;
+    for (int i = 0; i < argc; i++) {
+        av[i + 2] = argv[i];
+        lv[i + 2] = argvlen ? argvlen[i] : strlen(argv[i]);
+    }
+    char *buf = NULL;
+    int len = redisFormatCommandArgv(&buf, argc + 2, av, lv);
+    free(av);
+    free(lv);
+    if (len < 0)
+        return CW_ERR_NOMEM;
+    /* "*N\r\n$7\r\nEVALSHA\r\n$40\r\n<sha>\r\n" comes first */
+    const char *eol = strstr(buf, "\r\n");
+    size_t rest = eol ? (size_t) (eol - buf) + 2 + 13 + 5 + 40 + 2 : 0;
+    if (!eol || rest > (size_t) len) {
+        free(buf);
+        return CW_ERR_NOMEM;
+    }
+    cmd_t *c = queue_formatted(rc, slot, buf, len, cb, arg);
+    if (!c)
+        return CW_ERR_NOMEM;
+    c->body = body;
+    c->rest = rest;
+    c->argc = argc + 2;
+    return CW_OK;
+}
+
+/* Writes SCRIPT LOAD of preloaded scripts [from, n_preload) to n's
+ * connection, ahead of any command not written yet (the replies are
+ * dropped). Out of memory: what was not written is left to the NOSCRIPT
+ * fallback. */
+static void send_preloads(cw_rc_t *rc, node_t *n, int from)
+{
+    for (int i = from; i < rc->n_preload; i++) {
+        cmd_t *c = calloc(1, sizeof *c);
+        const char *argv[] = {"SCRIPT", "LOAD", rc->preload[i]};
+        int len = c ? redisFormatCommandArgv(&c->buf, 3, argv, NULL) : -1;
+        if (len < 0 || redisAppendFormattedCommand(n->c, c->buf, (size_t) len) != REDIS_OK) {
+            if (c)
+                cmd_free(c);
+            return;
+        }
+        c->kind = C_PRELOAD;
+        node_push(n, c);
+    }
+}
+
+int cw_rc_preload(cw_rc_t *rc, const char *body)
+{
+    if (!rc || !body || !*body)
+        return CW_ERR_INVALID;
+    if (rc->n_preload == PRELOADS_MAX)
+        return CW_ERR_NOMEM;
+    rc->preload[rc->n_preload++] = body;
+    for (int i = 0; i < rc->n_nodes; i++) /* the connections up now: at once */
+        if (rc->nodes[i].c && rc->nodes[i].connected)
+            send_preloads(rc, &rc->nodes[i], rc->n_preload - 1);
     return CW_OK;
 }
 
@@ -1037,6 +1201,7 @@ void cw_rc_process(cw_rc_t *rc, const zmq_pollitem_t *items, size_t n)
                 if (nd->ever_connected)
                     rc->st.reconnects++;
                 nd->ever_connected = 1;
+                send_preloads(rc, nd, 0);
             }
             continue;
         }

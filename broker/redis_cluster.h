@@ -41,6 +41,18 @@
  *    5. A command not answered within its deadline (cw_rc_opts_t.retry_ms
  *       after submission) completes with CW_STORE_ERROR; nothing else
  *       fails it.
+ *    6. NOSCRIPT (cw_rc_script; the node lacks the script: a promoted
+ *       replica, a restarted node, SCRIPT FLUSH): the command is rewritten
+ *       as EVAL of the source and put back at its submission position, as
+ *       after MOVED, so it runs before every later command of its slot
+ *       that had not run yet. The later commands of the slot in flight at
+ *       that node were refused NOSCRIPT too if they are scripts the node
+ *       lacks, and go back at their own positions. What cannot be undone:
+ *       a later command of the slot in flight behind it that did run there
+ *       (a plain command, or a script someone else loaded between the
+ *       two). To make NOSCRIPT rare, every new connection first SCRIPT
+ *       LOADs the scripts given to cw_rc_preload, so a primary this module
+ *       connects to after a failover has them before any EVALSHA arrives.
  *
  *  Subscriptions (SSUBSCRIBE for shard channels at their slot's primary,
  *  SUBSCRIBE for plain channels at any primary: Redis Cluster forwards
@@ -62,6 +74,15 @@
  *        given up (LOST for all of it), so a demoted node cannot keep
  *        feeding messages after the table knows better.
  *    S3. Nothing arrives from a connection after it was given up.
+ *    S4. A channel has at most one live subscription (one not being
+ *        ended), and a channel's (S)SUBSCRIBE and (S)UNSUBSCRIBE requests
+ *        are written in the order of the calls that made them: a channel
+ *        unsubscribed and subscribed again before the next cw_rc_process
+ *        (a user released and claimed again) ends subscribed at the
+ *        server. (Written the other way round, the old subscription's
+ *        SUNSUBSCRIBE ended the server's only subscription after the new
+ *        one's SSUBSCRIBE had been confirmed READY: the channel stayed
+ *        silent for good.)
  */
 #ifndef CW_REDIS_CLUSTER_H
 #define CW_REDIS_CLUSTER_H
@@ -105,6 +126,22 @@ void cw_rc_destroy(cw_rc_t **p);
 int cw_rc_command(cw_rc_t *rc, uint16_t slot, int argc, const char **argv, const size_t *argvlen,
                   cw_rc_cb_t *cb, void *arg);
 
+/* Queues a script call for the primary of `slot`: EVALSHA sha, then argv
+ * (numkeys, the keys, the arguments; copied). On NOSCRIPT it is sent
+ * again once as EVAL body ... from its submission position (invariant 6);
+ * the callback sees only the final reply. sha (40 hex digits of body's
+ * SHA1) and body are the caller's and must outlive the command (static
+ * strings). CW_OK, CW_ERR_INVALID, CW_ERR_NOMEM (nothing queued). */
+int cw_rc_script(cw_rc_t *rc, uint16_t slot, const char *sha, const char *body, int argc,
+                 const char **argv, const size_t *argvlen, cw_rc_cb_t *cb, void *arg);
+
+/* Registers a script to SCRIPT LOAD on every command connection before
+ * any command submitted after this call: written now to the connections
+ * up, first on every connection made later (invariant 6). body is the
+ * caller's and must outlive rc. CW_OK, CW_ERR_INVALID, CW_ERR_NOMEM
+ * (more than 32 scripts). */
+int cw_rc_preload(cw_rc_t *rc, const char *body);
+
 /* Fills up to max poll items (one per connection; POLLOUT while output
  * waits) and returns how many. */
 size_t cw_rc_pollitems(cw_rc_t *rc, zmq_pollitem_t *items, size_t max);
@@ -130,6 +167,7 @@ typedef struct {
     uint64_t reconnects;    /* connections re-established */
     uint64_t refreshes;     /* slot tables loaded */
     uint64_t expired;       /* commands failed at their deadline */
+    uint64_t noscript;      /* NOSCRIPT replies (sent again as EVAL, invariant 6) */
 } cw_rc_stats_t;
 void cw_rc_stats(const cw_rc_t *rc, cw_rc_stats_t *out);
 
@@ -150,8 +188,10 @@ typedef void cw_rc_sub_cb_t(void *arg, int event, const char *channel, size_t ch
                             int sharded, const char *payload, size_t len);
 void cw_rc_set_sub_cb(cw_rc_t *rc, cw_rc_sub_cb_t *cb, void *arg);
 /* Subscribes (sharded: SSUBSCRIBE in the channel's slot; else SUBSCRIBE)
- * from the next cw_rc_process on; READY follows. Subscribing twice makes
- * two subscriptions. CW_OK, CW_ERR_INVALID, CW_ERR_NOMEM. */
+ * from the next cw_rc_process on; READY follows. A channel that has a
+ * subscription not ended by cw_rc_unsubscribe is not subscribed again
+ * (CW_ERR_INVALID, nothing done: invariant S4); one just ended may be
+ * subscribed again at once. CW_OK, CW_ERR_INVALID, CW_ERR_NOMEM. */
 int cw_rc_subscribe(cw_rc_t *rc, const char *channel, size_t len, int sharded);
 /* Ends one subscription of the channel: no MESSAGE, READY or LOST for it
  * from now on. CW_OK (also when there was none). */

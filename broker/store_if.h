@@ -86,8 +86,9 @@
  *  complete in submission order), FENCED (shared: this broker could not
  *  renew its lease within 2 x lease_ms, so other brokers may soon take its
  *  users; the router must stop serving: drop its sessions, refuse logins),
- *  UNFENCED (the lease is renewed again; FENCED and UNFENCED alternate,
- *  FENCED first).
+ *  UNFENCED (the lease is renewed again, under a new incarnation: the
+ *  backend's later writes are the new one's; FENCED and UNFENCED
+ *  alternate, FENCED first).
  *
  *  Shared backends (ops->shared = 1: Redis; several brokers, shared/SCALEOUT.md):
  *    S1. Visibility. An entry is visible once its writer (any broker)

@@ -42,6 +42,11 @@
  *       sender's order in each queue.
  *    4. Objects: as store_actor.c's invariant 3 (the thread frees what it
  *       cannot send or has not processed when it stops).
+ *    5. Incarnations: every command of a batch carries t->inc, and the
+ *       lease names an incarnation before any batch carries it (at open;
+ *       after a fence the new one is written with "reinc", WAITed, and
+ *       adopted between batches), so that no other broker can have taken
+ *       an incarnation for dead while its batches are still to come.
  */
 #include "store_redis_int.h"
 #include "receipts.h"
@@ -156,7 +161,11 @@ struct rs {
     rs_gate_t *gate;
     void *pipe;
     char b[128];                 /* broker id */
-    char inc[40];                /* incarnation */
+    char inc[40];                /* incarnation of the batches (adopted between
+                                    batches: the lease must name it first) */
+    char lease_inc[40];          /* the incarnation the lease renewals write:
+                                    inc, or after a fence the new one */
+    char lease_prev[40];         /* the last incarnation a renewal confirmed */
     int quiet;                   /* the close's flush is answered: events are dropped
                                     here, not sent into a pipe nobody reads (store
                                     thread only) */
@@ -167,6 +176,7 @@ struct rs {
     int64_t lease_due_ms;
     int64_t lease_ok_ms;         /* last confirmed renewal */
     int lease_lost;              /* the lease is another incarnation's (said once) */
+    int lease_gone;              /* a renewal found it gone (lapsed): fence now */
     int fenced;                  /* FENCED raised, UNFENCED not yet */
     int64_t fenced_ms;           /* when */
     uint64_t id_serial;          /* internal message ids */
@@ -236,75 +246,14 @@ static int cmd_key(rs_t *t, const char *key, int argc, const char **argv, const 
     return cw_rc_command(t->rc, cw_rc_slot(key, strlen(key)), argc, argv, lens, cb, arg);
 }
 
-/* rs_script's state: the command kept for a NOSCRIPT fallback. */
-typedef struct {
-    rs_t *t;
-    int script;
-    int eval;
-    cw_rc_cb_t *cb;
-    void *arg;
-    uint16_t slot;
-    int argc;
-    char **argv;             /* [0] verb slot, [1] sha or source, then the caller's */
-    size_t *lens;
-} scx_t;
-
-static int scx_send(scx_t *x);
-
-static void scx_cb(void *arg, int status, redisReply *r)
-{
-    scx_t *x = arg;
-    if (status == CW_OK && r && r->type == REDIS_REPLY_ERROR &&
-        strncmp(r->str, "NOSCRIPT", 8) == 0 && !x->eval) {
-        x->eval = 1;
-        if (scx_send(x) == CW_OK)
-            return;
-        status = CW_STORE_ERROR;
-        r = NULL;
-    }
-    x->cb(x->arg, status, r);
-    free(x);
-}
-
-static int scx_send(scx_t *x)
-{
-    x->argv[0] = x->eval ? "EVAL" : "EVALSHA";
-    x->lens[0] = strlen(x->argv[0]);
-    x->argv[1] = (char *) (x->eval ? rs_scripts[x->script] : x->t->sha[x->script]);
-    x->lens[1] = strlen(x->argv[1]);
-    return cw_rc_command(x->t->rc, x->slot, x->argc, (const char **) x->argv, x->lens, scx_cb, x);
-}
-
 int rs_script(rs_t *t, int script, int numkeys, int argc, const char **argv, const size_t *lens,
               cw_rc_cb_t *cb, void *arg)
 {
     if (numkeys < 1 || argc < 2)
         return CW_ERR_INVALID;
-    size_t bytes = 0;
-    for (int i = 0; i < argc; i++)
-        bytes += (lens ? lens[i] : strlen(argv[i])) + 1;
-    int total = argc + 2;
-    scx_t *x = calloc(1, sizeof *x + (size_t) total * (sizeof(char *) + sizeof(size_t)) + bytes);
-    if (!x)
-        return CW_ERR_NOMEM;
-    x->argv = (char **) (void *) (x + 1);
-    x->lens = (size_t *) (void *) (x->argv + total);
-    char *at = (char *) (x->lens + total);
-    for (int i = 0; i < argc; i++) {
-        size_t l = lens ? lens[i] : strlen(argv[i]);
-        x->argv[i + 2] = rs_put(&at, argv[i], l);
-        x->lens[i + 2] = l;
-    }
-    x->t = t;
-    x->script = script;
-    x->cb = cb;
-    x->arg = arg;
-    x->argc = total;
-    x->slot = cw_rc_slot(x->argv[3], x->lens[3]); /* the first key */
-    int rc = scx_send(x);
-    if (rc != CW_OK)
-        free(x);
-    return rc;
+    /* NOSCRIPT: cw_rc sends it again as EVAL from its position (redis_cluster.h 6) */
+    uint16_t slot = cw_rc_slot(argv[1], lens ? lens[1] : strlen(argv[1])); /* the first key */
+    return cw_rc_script(t->rc, slot, t->sha[script], rs_scripts[script], argc, argv, lens, cb, arg);
 }
 
 static void publish(rs_t *t, const char *channel, const char *msg, size_t len)
@@ -350,7 +299,6 @@ typedef struct op {
     uint16_t slot;
     int write;               /* covered by WAIT */
     int script;              /* -1: a plain command */
-    int use_eval;            /* NOSCRIPT seen: EVAL the source */
     int argc;
     char **argv;             /* kept for re-runs: [0] is the command or the sha */
     size_t *lens;
@@ -428,40 +376,12 @@ static void op_cb(void *arg, int status, redisReply *r);
 static int op_send(op_t *o)
 {
     rs_t *t = o->b->t;
-    const char *saved = o->argv[0];
-    size_t saved_len = o->lens[0];
-    if (o->script >= 0) {
-        if (o->use_eval) {
-            o->argv[0] = (char *) rs_scripts[o->script];
-            o->lens[0] = strlen(rs_scripts[o->script]);
-        }
-    }
-    /* argv[-1] is the verb: EVALSHA / EVAL, or part of argv for plain ones */
     int rc;
-    if (o->script >= 0) {
-        const char **av = malloc((size_t) (o->argc + 1) * sizeof *av);
-        size_t *lv = malloc((size_t) (o->argc + 1) * sizeof *lv);
-        if (!av || !lv) {
-            free(av);
-            free(lv);
-            o->argv[0] = (char *) saved;
-            o->lens[0] = saved_len;
-            return CW_ERR_NOMEM;
-        }
-        av[0] = o->use_eval ? "EVAL" : "EVALSHA";
-        lv[0] = strlen(av[0]);
-        for (int i = 0; i < o->argc; i++) {
-            av[i + 1] = o->argv[i];
-            lv[i + 1] = o->lens[i];
-        }
-        rc = cw_rc_command(t->rc, o->slot, o->argc + 1, av, lv, op_cb, o);
-        free(av);
-        free(lv);
-    } else {
+    if (o->script >= 0) /* argv[0] is the sha; NOSCRIPT is cw_rc's (redis_cluster.h 6) */
+        rc = cw_rc_script(t->rc, o->slot, t->sha[o->script], rs_scripts[o->script], o->argc - 1,
+                          (const char **) o->argv + 1, o->lens + 1, op_cb, o);
+    else
         rc = cw_rc_command(t->rc, o->slot, o->argc, (const char **) o->argv, o->lens, op_cb, o);
-    }
-    o->argv[0] = (char *) saved;
-    o->lens[0] = saved_len;
     if (rc == CW_OK) {
         o->answered = 0;
         o->b->outstanding++;
@@ -1334,14 +1254,6 @@ static void op_cb(void *arg, int status, redisReply *r)
     if (cw_rc_cb_attempts(t->rc) > 1)
         b->dirty = 1;
     o->node = cw_rc_cb_node(t->rc);
-    if (starts_with(r, "NOSCRIPT") && o->script >= 0 && !o->use_eval) {
-        o->use_eval = 1;
-        if (op_send(o) != CW_OK) {
-            o->answered = 1;
-            o->failed = CW_STORE_ERROR;
-        }
-        return;
-    }
     if (o->kind == OP_WAIT) {
         long long v = -1;
         if (reply_int(r, &v) == 0 && v >= (long long) t->cfg.wait_replicas &&
@@ -2068,34 +1980,101 @@ static void batch_start(rs_t *t, size_t n)
 /* ------------------------------------------------------------------------ */
 /* The lease                                                                 */
 
+/* A renewal in flight: the incarnation it wrote. */
+typedef struct {
+    rs_t *t;
+    char inc[40];
+} lease_ctx_t;
+
+static void lease_confirmed(rs_t *t, const char *inc)
+{
+    if (strcmp(inc, t->lease_inc) != 0)
+        return; /* a renewal of an incarnation given up since */
+    t->lease_ok_ms = rs_now_ms();
+    t->lease_lost = 0;
+    snprintf(t->lease_prev, sizeof t->lease_prev, "%s", inc);
+}
+
+/* The WAIT after a "reinc": the new incarnation counts as the lease's only
+ * once a replica has it, so that no failover of the lease's primary can
+ * bring back the lapsed one under entries of the new one. */
+static void lease_wait_cb(void *arg, int status, redisReply *r)
+{
+    lease_ctx_t *c = arg;
+    rs_t *t = c->t;
+    long long v = -1;
+    if (status == CW_OK && r && r->type == REDIS_REPLY_INTEGER)
+        v = r->integer;
+    if (v >= (long long) t->cfg.wait_replicas)
+        lease_confirmed(t, c->inc);
+    else
+        CW_WARN("redis store: the lease naming incarnation %s saw %lld replicas (%u wanted): "
+                "renewed again",
+                c->inc, v, t->cfg.wait_replicas);
+    free(c);
+}
+
 static void lease_cb(void *arg, int status, redisReply *r)
 {
-    rs_t *t = arg;
-    if (status != CW_OK || !r || r->type != REDIS_REPLY_INTEGER)
+    lease_ctx_t *c = arg;
+    rs_t *t = c->t;
+    if (status != CW_OK || !r || r->type != REDIS_REPLY_INTEGER) {
+        free(c);
         return;
+    }
+    if (r->integer == 1 && strcmp(c->inc, t->lease_prev) != 0 && t->cfg.wait_replicas) {
+        /* A new incarnation's first renewal: confirmed after its WAIT. */
+        char k[200], reps[16];
+        rs_key(k, sizeof k, "cw:b:", t->b, NULL);
+        snprintf(reps, sizeof reps, "%u", t->cfg.wait_replicas);
+        const char *argv[] = {"WAIT", reps, "1000"};
+        if (cmd_key(t, k, 3, argv, NULL, lease_wait_cb, c) != CW_OK)
+            free(c);
+        return;
+    }
     if (r->integer == 1) {
-        t->lease_ok_ms = rs_now_ms();
-        t->lease_lost = 0;
+        lease_confirmed(t, c->inc);
+    } else if (r->integer == 2) {
+        /* Gone: it lapsed (or a failover lost it), so other brokers may
+         * have taken this incarnation for dead. fence_check fences now. */
+        if (!t->fenced && strcmp(c->inc, t->lease_inc) == 0)
+            t->lease_gone = 1;
     } else if (!t->lease_lost) {
-        /* Not renewed: fence_check fences this broker at 2 H. */
+        /* Another incarnation's: a broker started since with our id took
+         * it. fence_check fences now, for good (no new incarnation: the
+         * two would take the lease from each other in turn). */
         t->lease_lost = 1;
         CW_ERROR("redis store: the lease of broker id %s is another incarnation's: a broker "
                  "started since with this --broker-id; this one stops serving (each broker "
                  "needs its own id)",
                  t->b);
     }
+    free(c);
 }
 
-/* SC_LEASE in `mode` ("take", "renew", "drop"; see store_redis_lua.c). */
+/* SC_LEASE in `mode` ("take", "renew", "reinc", "drop"; see
+ * store_redis_lua.c) for the incarnation lease_inc (previous: lease_prev). */
 static void lease_script(rs_t *t, const char *mode, cw_rc_cb_t *cb)
 {
     char k[200], done[24], px[24];
     rs_key(k, sizeof k, "cw:b:", t->b, NULL);
     snprintf(done, sizeof done, "%llu", (unsigned long long) t->batches);
     snprintf(px, sizeof px, "%llu", (unsigned long long) t->cfg.lease_ms * 3ull);
-    const char *argv[] = {"1", k, t->inc, done, px, mode};
-    if (rs_script(t, SC_LEASE, 1, 6, argv, NULL, cb, t) != CW_OK)
+    const char *argv[] = {"1", k, t->lease_inc, done, px, mode, t->lease_prev};
+    lease_ctx_t *c = NULL;
+    if (cb == lease_cb) {
+        c = malloc(sizeof *c);
+        if (!c) {
+            CW_DEBUG("redis store: lease %s not sent: out of memory", mode);
+            return;
+        }
+        c->t = t;
+        snprintf(c->inc, sizeof c->inc, "%s", t->lease_inc);
+    }
+    if (rs_script(t, SC_LEASE, 1, 7, argv, NULL, cb, c ? (void *) c : (void *) t) != CW_OK) {
+        free(c);
         CW_DEBUG("redis store: lease %s not sent", mode);
+    }
 }
 
 /* The incarnation in a lease record read at open ("" if none). */
@@ -2114,27 +2093,83 @@ static void prev_inc_cb(void *arg, int status, redisReply *r)
  * (a previous run under our id); later only while it is ours. */
 static void lease_renew(rs_t *t)
 {
-    lease_script(t, t->lease_ok_ms ? "renew" : "take", lease_cb);
+    const char *mode = !t->lease_ok_ms                            ? "take"
+                       : strcmp(t->lease_inc, t->lease_prev) != 0 ? "reinc"
+                                                                  : "renew";
+    lease_script(t, mode, lease_cb);
 }
 
-/* Fencing (SCALEOUT.md §5): a lease not renewed within 2 H raises FENCED
- * (other brokers see it expire at 3 H and may take this broker's users);
- * the first renewal confirmed after that raises UNFENCED. */
+/* A new incarnation for the lease (fence_check, at a fence). */
+static void new_incarnation(rs_t *t)
+{
+    zuuid_t *uu = zuuid_new();
+    if (uu)
+        snprintf(t->lease_inc, sizeof t->lease_inc, "%s", zuuid_str(uu));
+    else /* still distinct from every earlier one of this process */
+        snprintf(t->lease_inc, sizeof t->lease_inc, "%llx-%llu",
+                 (unsigned long long) rs_now_us(), (unsigned long long) t->batches);
+    zuuid_destroy(&uu);
+}
+
+/* Between batches: once the lease names the new incarnation (confirmed),
+ * the batches carry it. Before, they carry the lapsed one, which the other
+ * brokers treat as dead (their gates show its entries without waiting). */
+static void adopt_incarnation(rs_t *t)
+{
+    if (t->cur || strcmp(t->inc, t->lease_prev) == 0)
+        return;
+    char old[sizeof t->inc];
+    snprintf(old, sizeof old, "%s", t->inc);
+    snprintf(t->inc, sizeof t->inc, "%s", t->lease_prev);
+    if (rs_gate_reincarnate(t->gate) != 0) {
+        snprintf(t->inc, sizeof t->inc, "%s", old); /* out of memory: next turn */
+        return;
+    }
+    CW_INFO("redis store: broker %s serves as a new incarnation %s (was %s) from batch %llu",
+            t->b, t->inc, old, (unsigned long long) t->batches + 1);
+}
+
+/* Fencing (SCALEOUT.md §5): a lease not renewed within 2 H, or found
+ * gone, raises FENCED (other brokers see it expire at 3 H and may take
+ * this broker's users, and their gates treat the incarnation as dead); a
+ * lease found another incarnation's (a second broker with our id) raises
+ * it at once and for good. The lease then goes to a new incarnation
+ * ("reinc"); once a renewal of that
+ * one is confirmed (WAITed), UNFENCED is raised, and the batches carry it
+ * from the next one on (adopt_incarnation). */
 static void fence_check(rs_t *t, int64_t now)
 {
     int64_t limit = 2 * (int64_t) t->cfg.lease_ms;
     int ev = 0;
-    if (!t->fenced && now - t->lease_ok_ms > limit) {
+    if (!t->fenced && (now - t->lease_ok_ms > limit || t->lease_gone || t->lease_lost)) {
         t->fenced = 1;
         t->fenced_ms = now;
         atomic_fetch_add_explicit(&t->be->c.fences, 1, memory_order_relaxed);
-        CW_WARN("redis store: lease of broker %s not renewed for %lld ms (limit %lld): fenced, "
-                "not serving until it is renewed",
-                t->b, (long long) (now - t->lease_ok_ms), (long long) limit);
+        if (t->lease_lost)
+            CW_WARN("redis store: broker %s fenced for good: its lease is another "
+                    "incarnation's",
+                    t->b);
+        else if (t->lease_gone)
+            CW_WARN("redis store: lease of broker %s is gone from the store (it lapsed): fenced, "
+                    "not serving until it is renewed",
+                    t->b);
+        else
+            CW_WARN("redis store: lease of broker %s not renewed for %lld ms (limit %lld): "
+                    "fenced, not serving until it is renewed",
+                    t->b, (long long) (now - t->lease_ok_ms), (long long) limit);
+        t->lease_gone = 0;
+        if (!t->lease_lost) {
+            new_incarnation(t);
+            CW_INFO("redis store: broker %s renews its lease as a new incarnation %s (was %s)",
+                    t->b, t->lease_inc, t->inc);
+            t->lease_due_ms = now; /* at once */
+        }
         ev = CW_STORE_EV_FENCED;
-    } else if (t->fenced && t->lease_ok_ms > t->fenced_ms) {
+    } else if (t->fenced && strcmp(t->lease_inc, t->lease_prev) == 0 &&
+               t->lease_ok_ms >= t->fenced_ms) {
         t->fenced = 0;
-        CW_INFO("redis store: lease of broker %s renewed: serving again", t->b);
+        CW_INFO("redis store: lease of broker %s renewed (incarnation %s): serving again", t->b,
+                t->lease_inc);
         ev = CW_STORE_EV_UNFENCED;
     }
     char *unused;
@@ -2208,6 +2243,7 @@ static void task(zsock_t *pipe, void *arg)
             t->lease_due_ms = now + t->cfg.lease_ms;
         }
         fence_check(t, now);
+        adopt_incarnation(t);
         rs_gate_tick(t->gate, now);
     }
     atomic_store(&be->exited, 1);
@@ -2349,9 +2385,9 @@ static int load_all(rs_t *t, cw_store_loaded_t *l, char *err, size_t errlen)
 {
     int64_t deadline = rs_now_ms() + (t->cfg.retry_ms ? t->cfg.retry_ms : 10000);
     load_t loads[N_SCRIPTS];
-    /* On every primary (one slot of each): a script missing on a node is
-     * answered NOSCRIPT and sent again as EVAL, which puts it behind
-     * commands submitted after it for the same slot. */
+    /* On every primary (one slot of each), and on every connection made
+     * later (cw_rc_preload): a script missing on a node is answered
+     * NOSCRIPT and sent again as EVAL (redis_cluster.h invariant 6). */
     uint16_t first[64];
     int nodes[64], n_nodes = 0;
     for (uint32_t slot = 0; slot < 16384; slot++) {
@@ -2384,6 +2420,10 @@ static int load_all(rs_t *t, cw_store_loaded_t *l, char *err, size_t errlen)
             return CW_STORE_ERROR;
         }
         memcpy(t->sha[i], loads[i].sha, 41);
+        if (cw_rc_preload(t->rc, rs_scripts[i]) != CW_OK) {
+            snprintf(err, errlen, "too many scripts to preload");
+            return CW_STORE_ERROR;
+        }
     }
     size_t n = l->n_users;
     l->clocks = calloc(n ? n : 1, sizeof *l->clocks);
@@ -2497,6 +2537,8 @@ static int redis_open(const char *where, const cw_store_config_t *cfg, cw_store_
         snprintf(t->b, sizeof t->b, "%s-%ld-%u", host, (long) getpid(), n_open);
     zuuid_t *uu = zuuid_new();
     snprintf(t->inc, sizeof t->inc, "%s", uu ? zuuid_str(uu) : "0");
+    snprintf(t->lease_inc, sizeof t->lease_inc, "%s", t->inc);
+    snprintf(t->lease_prev, sizeof t->lease_prev, "%s", t->inc);
     zuuid_destroy(&uu);
     t->reqs = calloc(MAX_GROUP, sizeof *t->reqs);
     cw_rc_opts_t opts = {.connect_ms = 2000, .retry_ms = (int) t->cfg.retry_ms};

@@ -26,6 +26,10 @@
  *    4. Writers not heard from are asked for their lease (cw:b:{B}) every
  *       lease period while an entry waits on them: a dead writer's entries
  *       become visible when its lease is gone or names another incarnation.
+ *    5. This broker's own writer is its current incarnation (rs_me_inc):
+ *       after a fence the store adopts a new one between batches
+ *       (rs_gate_reincarnate), and the old one counts as dead here as it
+ *       does for the other brokers.
  */
 #include "store_redis_int.h"
 #include "store.h"
@@ -526,7 +530,9 @@ void rs_gate_claim(rs_gate_t *g, const char *user)
     zhashx_insert(g->users, user, u);
     char ch[200];
     size_t n = rs_key(ch, sizeof ch, "cw:n:", user, NULL);
-    cw_rc_subscribe(rs_rc(g->t), ch, n, 1);
+    int rc = cw_rc_subscribe(rs_rc(g->t), ch, n, 1);
+    if (rc != CW_OK) /* never READY: nothing from other brokers reaches the user */
+        CW_ERROR("redis store: cannot subscribe to %s's entries: %s", user, cw_status_name(rc));
 }
 
 void rs_gate_release(rs_gate_t *g, const char *user)
@@ -887,6 +893,23 @@ int rs_gate_writer_closed(rs_gate_t *g, const char *b, size_t bl, const char *in
             wr->b, wr->inc);
     regate_all(g);
     return 1;
+}
+
+int rs_gate_reincarnate(rs_gate_t *g)
+{
+    const char *b = rs_me_b(g->t), *inc = rs_me_inc(g->t);
+    writer_t *old = g->writers[g->me];
+    writer_t *me = writer_get(g, b, strlen(b), inc, strlen(inc));
+    if (!me)
+        return -1;
+    if (me == old)
+        return 0;
+    me->done = old->done; /* batch numbers go on: the new one's start above it */
+    me->expired = 0;
+    old->expired = 1;
+    g->me = me->idx;
+    regate_all(g);
+    return 0;
 }
 
 void rs_gate_tick(rs_gate_t *g, int64_t now_ms)

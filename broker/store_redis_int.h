@@ -110,7 +110,8 @@ void rs_emit(rs_t *t, rs_req_t *ev);
 void rs_drop_expired(rs_t *t, const char *user, const uint64_t *seqs, size_t n);
 /* Issues a script: argv[0] is numkeys as a string, then the keys (the
  * first key's slot routes it), then the arguments. The callback runs as
- * cw_rc_command's, after a NOSCRIPT fallback to EVAL if needed. CW_OK or
+ * cw_rc_command's, after a NOSCRIPT fallback to EVAL if needed
+ * (from the command's position: redis_cluster.h invariant 6). CW_OK or
  * a status. */
 int rs_script(rs_t *t, int script, int numkeys, int argc, const char **argv, const size_t *lens,
               cw_rc_cb_t *cb, void *arg);
@@ -152,6 +153,11 @@ int rs_gate_writer_learn(rs_gate_t *g, const rs_w_t *w, const redisReply *r);
  * (its "closed" cw:done): everything it wrote is visible. 1 if news. */
 int rs_gate_writer_closed(rs_gate_t *g, const char *b, size_t bl, const char *inc, size_t il,
                           uint64_t done);
+/* This broker now writes as a new incarnation (rs_me_inc, after a fence):
+ * the previous one counts as dead here too (it has no batch in flight),
+ * the new one is this broker's own. 0, or -1 (out of memory: nothing
+ * changed). */
+int rs_gate_reincarnate(rs_gate_t *g);
 /* Called every turn: lease checks that are due, resyncs. */
 void rs_gate_tick(rs_gate_t *g, int64_t now_ms);
 

@@ -251,17 +251,30 @@ const char *const rs_scripts[N_SCRIPTS] = {
         "if n > 0 then redis.call('HINCRBY', KEYS[1], 'gone', n) end\n"
         "return n\n",
     /* SC_LEASE. KEYS: this broker's lease. ARGV: incarnation, done, PX,
-     * mode: "take" (at open: a previous run's lease is replaced), "renew"
-     * (only a lease that is ours or gone), "drop" (delete it if ours).
+     * mode, previous incarnation (reinc, drop). Modes:
+     *   "take"  (at open) a previous run's lease is replaced;
+     *   "renew" only a lease that is ours: 2 if it is gone (it lapsed, so
+     *           other brokers may have taken this incarnation for dead);
+     *   "reinc" (after a fence) the new incarnation ARGV[1] replaces the
+     *           previous one ARGV[5], or a lease that is gone;
+     *   "drop"  delete it if it is ours (ARGV[1] or ARGV[5]).
      * 1 done, 0 the lease is another incarnation's (a broker started
      * since under the same --broker-id). */
     [SC_LEASE] =
         "local cur = redis.call('HGET', KEYS[1], 'inc')\n"
+        "local mine = cur == ARGV[1] or (ARGV[5] and ARGV[5] ~= '' and cur == ARGV[5])\n"
         "if ARGV[4] == 'drop' then\n"
-        "  if cur == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end\n"
+        "  if mine then redis.call('DEL', KEYS[1]) return 1 end\n"
         "  return 0\n"
         "end\n"
-        "if cur and cur ~= ARGV[1] and ARGV[4] ~= 'take' then return 0 end\n"
+        "if ARGV[4] == 'renew' then\n"
+        "  if not cur then return 2 end\n"
+        "  if cur ~= ARGV[1] then return 0 end\n"
+        "elseif ARGV[4] == 'reinc' then\n"
+        "  if cur and not mine then return 0 end\n"
+        "elseif ARGV[4] ~= 'take' then\n"
+        "  return redis.error_reply('bad lease mode')\n"
+        "end\n"
         "redis.call('HSET', KEYS[1], 'inc', ARGV[1], 'done', ARGV[2])\n"
         "redis.call('PEXPIRE', KEYS[1], ARGV[3])\n"
         "return 1\n",

@@ -20,14 +20,17 @@ Loads are bounded in count and time. Memory is VmRSS of the broker process
 """
 
 import itertools
+import json
 import os
+import subprocess
 import threading
 import time
 
 import pytest
 import zmq
 
-from conftest import REQUEST_TIMEOUT, TIMEOUT_SCALE, assert_status, status_name
+from conftest import (BROKER_BIN, REQUEST_TIMEOUT, TIMEOUT_SCALE, assert_status, run_cli,
+                      status_name)
 
 _names = itertools.count(1)
 
@@ -330,6 +333,81 @@ def test_slow_consumer(small_quarantine, broker, hub, pb, tmp_path):
         if len(seqs) % 10 == 0:  # well inside the window of 20
             assert_status(pb, reader.request("ack", pb.Ack(seq=max(seqs))), "OK")
     assert seqs == set(range(1, n + 1))
+
+
+def test_push_window_must_be_below_sndhwm(broker, tmp_path):
+    """With a store, a --push-window that is not below --sndhwm is refused
+    at start (exit status 2, both options named): that many pushes waiting
+    for acks would fill a reading client's queue and its replies would
+    find no room. Below it, or without a store, the broker starts."""
+    stores = (["--data", str(tmp_path / "d1")], ["--store", "redis://127.0.0.1:1"])
+    for store, (window, hwm) in itertools.product(stores, ((50, 50), (1000, 50), (60, 50))):
+        args = [BROKER_BIN, "--bind", "tcp://127.0.0.1:*", *store, "--sndhwm", str(hwm)]
+        if window != 1000:  # 1000: the default
+            args += ["--push-window", str(window)]
+        r = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=10 * TIMEOUT_SCALE)
+        err = r.stderr.decode()
+        assert r.returncode == 2, (args, r.returncode, err)
+        assert f"--push-window {window} must be below --sndhwm {hwm}" in err, err
+        assert not r.stdout, r.stdout  # never listened
+    assert broker("--data", tmp_path / "d3", "--push-window", 49, "--sndhwm", 50).running()
+    assert broker("--sndhwm", 50).running()  # live-only: no pushes to wait for acks
+
+
+def test_reply_to_a_full_queue_is_counted_and_logged(broker, hub, pb, cli):
+    """A reply that finds its connection's queue full (--sndhwm frames: the
+    client is not reading) is dropped, as PROTOCOL.md §4.2 says, but never
+    silently: BrokerStats replies_dropped and causeway_replies_dropped_total
+    count it and the log says so at WARN. Every request is accounted for:
+    the replies the client gets plus those counted dropped are exactly the
+    requests it sent."""
+    from test_metrics import metrics_url, scrape, value
+
+    br = broker("--sndhwm", 4, "--metrics", "127.0.0.1:0")
+    url = metrics_url(br)
+    watcher = hub.logged_in(br.endpoint, fresh("watch"), quiet=True)
+    mute = hub.client(br.endpoint, sockopts=((zmq.RCVHWM, 1), (zmq.RCVBUF, 4096)))
+    before = stats(watcher)
+    assert before.replies_dropped == 0
+    # Requests without a session: each is answered NOT_LOGGED_IN (a small
+    # Reply), and the client reads none of them while they arrive.
+    n = 20000
+    rids = set()
+    for _ in range(n):
+        rids.add(mute.send_env(mute.envelope("send", pb.Send(to=["nobody"], text="x"))))
+    def refused_not_logged_in():
+        return sum(c.count for c in stats(watcher).refusals
+                   if c.status == pb.STATUS_NOT_LOGGED_IN)
+    base = sum(c.count for c in before.refusals if c.status == pb.STATUS_NOT_LOGGED_IN)
+    deadline = time.monotonic() + 30 * TIMEOUT_SCALE
+    while refused_not_logged_in() < base + n:  # each counted as it is answered
+        assert time.monotonic() < deadline, "the broker did not answer every request"
+        hub.wait(0.05)  # polling the broker's counters; there is no event to wait on
+    assert refused_not_logged_in() == base + n
+    # Now read: the replies that were queued, then one more request's reply,
+    # which comes after every earlier one on this connection.
+    last = mute.request("who", timeout=REQUEST_TIMEOUT)
+    assert last is not None
+    got = [e for _, e in mute.inbox if e.WhichOneof("body") == "reply" and e.request_id in rids]
+    assert all(e.reply.status == pb.STATUS_NOT_LOGGED_IN for e in got)
+    dropped = stats(watcher).replies_dropped
+    print(f"\nfull queue: {n} requests, {len(got)} replies read, {dropped} counted dropped")
+    assert dropped > 0
+    assert len(got) + dropped == n
+    assert "dropped: its queue holds --sndhwm 4 frames" in br.log()
+    # The CLI shows the count too (libcauseway's cw_stats_t.replies_dropped).
+    p = run_cli(cli, "stats", "-e", br.endpoint, "--json")
+    assert p.proc.returncode == 0, p.describe()
+    (st,) = [json.loads(line) for line in p.lines if line.startswith("{")]
+    assert st["replies_dropped"] == dropped
+    p = run_cli(cli, "stats", "-e", br.endpoint)
+    assert p.proc.returncode == 0, p.describe()
+    assert any(line.split() == ["replies_dropped", str(dropped)] for line in p.lines), p.lines
+    deadline = time.monotonic() + 10 * TIMEOUT_SCALE
+    while value(scrape(url)[0], "causeway_replies_dropped_total") != dropped:
+        assert time.monotonic() < deadline, "the metrics never showed the count"
+        hub.wait(0.1)  # the router publishes a snapshot every 200 ms
 
 
 # ---------------------------------------------------------------------------

@@ -14,7 +14,24 @@
  *                                        all of them answered), print
  *                                        "holding" and wait for a line on
  *                                        stdin (the test injects its fault
- *                                        then).
+ *                                        then); each "holding" line follows
+ *                                        one "noscript N" (NOSCRIPT replies so
+ *                                        far).
+ *
+ *    rc_driver spush SEEDS COUNT KEYS W [HOLDS]
+ *                                        the same with every RPUSH made by a
+ *                                        script (cw_rc_script, preloaded with
+ *                                        cw_rc_preload): the test flushes the
+ *                                        scripts at a hold point (NOSCRIPT)
+ *    rc_driver resub SEEDS               subscription churn on shard channels:
+ *                                        a channel unsubscribed and subscribed
+ *                                        again in one turn, once while active
+ *                                        and once before its first
+ *                                        confirmation; each must end
+ *                                        subscribed at the server (SPUBLISH
+ *                                        reaches 1 subscriber, whose message
+ *                                        arrives); prints "resub CASE
+ *                                        receivers N received M" per case
  *
  *  push prints one line "acked A failed F" (F: commands that reached their
  *  deadline), then "list J v1 v2 ..." per key, then the routing counters as
@@ -102,6 +119,15 @@ static void on_lrange(void *arg, int status, redisReply *r)
     free(j);
 }
 
+static void on_sha(void *arg, int status, redisReply *r)
+{
+    job_t *j = arg;
+    j->st->answered++;
+    if (status == CW_OK && r && r->type == REDIS_REPLY_STRING)
+        j->st->lists[j->i] = strdup(r->str);
+    free(j);
+}
+
 static job_t *job(state_t *st, long i)
 {
     job_t *j = malloc(sizeof *j);
@@ -110,10 +136,119 @@ static job_t *job(state_t *st, long i)
     return j;
 }
 
+/* --- resub ---------------------------------------------------------------- */
+
+typedef struct {
+    long ready[4];           /* READY per channel index */
+    long lost[4];
+    long msgs[4];
+    long spublished;         /* SPUBLISH replies */
+    long receivers;          /* the last SPUBLISH's count */
+} subst_t;
+
+static const char *const resub_ch[4] = {"{rs}a", "{rs}b", "{rs}s1", "{rs}s2"};
+
+static void on_sub(void *arg, int event, const char *ch, size_t len, int sharded,
+                   const char *payload, size_t plen)
+{
+    subst_t *s = arg;
+    (void) sharded;
+    (void) payload;
+    (void) plen;
+    for (int i = 0; i < 4; i++)
+        if (strlen(resub_ch[i]) == len && memcmp(resub_ch[i], ch, len) == 0) {
+            if (event == CW_RC_SUB_READY)
+                s->ready[i]++;
+            else if (event == CW_RC_SUB_LOST)
+                s->lost[i]++;
+            else
+                s->msgs[i]++;
+        }
+}
+
+static void on_spublish(void *arg, int status, redisReply *r)
+{
+    subst_t *s = arg;
+    s->spublished++;
+    s->receivers = status == CW_OK && r && r->type == REDIS_REPLY_INTEGER ? (long) r->integer : -1;
+}
+
+/* Runs the module until *counter reaches want; exits 1 after limit_ms. */
+static void run_until(cw_rc_t *rc, const long *counter, long want, int64_t limit_ms,
+                      const char *what)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    zmq_pollitem_t items[64];
+    while (*counter < want) {
+        size_t n = cw_rc_pollitems(rc, items, 64);
+        int to = cw_rc_timeout_ms(rc);
+        zmq_poll(items, (int) n, to < 0 || to > 100 ? 100 : to);
+        cw_rc_process(rc, items, n);
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 > limit_ms) {
+            fprintf(stderr, "rc_driver: gave up after %lld ms waiting for %s\n",
+                    (long long) limit_ms, what);
+            exit(1);
+        }
+    }
+}
+
+/* Channel c (index) ends subscribed after churn: a sentinel channel of the
+ * same slot (so the same node and subscriber connection) is subscribed
+ * after it and confirmed, so every earlier (S)SUBSCRIBE/(S)UNSUBSCRIBE of
+ * that connection has been answered; then SPUBLISH must reach exactly one
+ * subscriber and its message must arrive. 0 or -1. */
+static int resub_check(cw_rc_t *rc, subst_t *s, const char *name, int c, int sentinel)
+{
+    cw_rc_subscribe(rc, resub_ch[sentinel], strlen(resub_ch[sentinel]), 1);
+    run_until(rc, &s->ready[sentinel], 1, 10000, "the sentinel's READY");
+    long want = s->spublished + 1, before = s->msgs[c];
+    const char *av[] = {"SPUBLISH", resub_ch[c], "hello"};
+    cw_rc_command(rc, cw_rc_slot(resub_ch[c], strlen(resub_ch[c])), 3, av, NULL, on_spublish, s);
+    run_until(rc, &s->spublished, want, 10000, "SPUBLISH's reply");
+    long receivers = s->receivers;
+    if (receivers == 1) /* it was delivered to our connection: it arrives */
+        run_until(rc, &s->msgs[c], before + 1, 10000, "the published message");
+    printf("resub %s receivers %ld received %ld lost %ld\n", name, receivers, s->msgs[c] - before,
+           s->lost[c]);
+    return receivers == 1 && s->msgs[c] == before + 1 ? 0 : -1;
+}
+
+static int resub(cw_rc_t *rc)
+{
+    subst_t s = {0};
+    cw_rc_set_sub_cb(rc, on_sub, &s);
+    zmq_pollitem_t items[64];
+    /* A: active, then unsubscribed and subscribed again before the next
+     * cw_rc_process (a user released and claimed again at once). */
+    cw_rc_subscribe(rc, resub_ch[0], strlen(resub_ch[0]), 1);
+    run_until(rc, &s.ready[0], 1, 10000, "READY of A");
+    cw_rc_unsubscribe(rc, resub_ch[0], strlen(resub_ch[0]), 1);
+    cw_rc_subscribe(rc, resub_ch[0], strlen(resub_ch[0]), 1);
+    run_until(rc, &s.ready[0], 2, 10000, "READY of A again");
+    int bad = resub_check(rc, &s, "active", 0, 2) != 0;
+    /* B: subscribed and written out (cw_rc_process with no poll items reads
+     * nothing), then unsubscribed and subscribed again before its
+     * confirmation was read. */
+    cw_rc_subscribe(rc, resub_ch[1], strlen(resub_ch[1]), 1);
+    cw_rc_process(rc, items, 0);
+    cw_rc_unsubscribe(rc, resub_ch[1], strlen(resub_ch[1]), 1);
+    cw_rc_subscribe(rc, resub_ch[1], strlen(resub_ch[1]), 1);
+    run_until(rc, &s.ready[1], 1, 10000, "READY of B");
+    bad |= resub_check(rc, &s, "unconfirmed", 1, 3) != 0;
+    /* a channel with a live subscription is not subscribed twice */
+    int twice = cw_rc_subscribe(rc, resub_ch[1], strlen(resub_ch[1]), 1);
+    printf("resub twice %s\n", cw_status_name(twice));
+    bad |= twice != CW_ERR_INVALID;
+    return bad ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 4) {
-        fprintf(stderr, "usage: rc_driver keyslots SEEDS N | push SEEDS COUNT KEYS W\n");
+    if (argc < 3 || (strcmp(argv[1], "resub") != 0 && argc < 4)) {
+        fprintf(stderr, "usage: rc_driver keyslots SEEDS N | push SEEDS COUNT KEYS W | resub SEEDS\n");
         return 2;
     }
     char err[512];
@@ -124,6 +259,11 @@ int main(int argc, char **argv)
         return 1;
     }
     state_t st = {0};
+    if (!strcmp(argv[1], "resub")) {
+        int rc2 = resub(rc);
+        cw_rc_destroy(&rc);
+        return rc2;
+    }
     if (!strcmp(argv[1], "keyslots")) {
         long n = atol(argv[3]);
         st.keyslot = calloc((size_t) n, sizeof *st.keyslot);
@@ -154,9 +294,30 @@ int main(int argc, char **argv)
         free(st.keyslot);
         return bad ? 1 : 0;
     }
-    if (strcmp(argv[1], "push") || argc < 6 || argc > 7) {
-        fprintf(stderr, "usage: rc_driver push SEEDS COUNT KEYS W [HOLDS]\n");
+    int scripted = !strcmp(argv[1], "spush");
+    if ((strcmp(argv[1], "push") && !scripted) || argc < 6 || argc > 7) {
+        fprintf(stderr, "usage: rc_driver push|spush SEEDS COUNT KEYS W [HOLDS]\n");
         return 2;
+    }
+    static const char body[] = "return redis.call('RPUSH', KEYS[1], ARGV[1])";
+    static char sha[41];
+    if (scripted) {
+        /* its sha from one node; every connection made from now on loads it
+         * first (the ones up already: the NOSCRIPT fallback) */
+        const char *av[] = {"SCRIPT", "LOAD", body};
+        st.lists = calloc(1, sizeof *st.lists);
+        cw_rc_command(rc, 0, 3, av, NULL, on_sha, job(&st, 0));
+        run(rc, &st, 1, 30000);
+        if (!st.lists[0] || strlen(st.lists[0]) != 40) {
+            fprintf(stderr, "rc_driver: SCRIPT LOAD failed\n");
+            return 1;
+        }
+        memcpy(sha, st.lists[0], 41);
+        free(st.lists[0]);
+        free(st.lists);
+        st.lists = NULL;
+        st.answered = 0;
+        cw_rc_preload(rc, body);
     }
     const char *holds = argc == 7 ? argv[6] : "";
     long count = atol(argv[3]), keys = atol(argv[4]), window = atol(argv[5]);
@@ -176,15 +337,22 @@ int main(int argc, char **argv)
         while (sent < count && sent - st.answered < window && (hold < 0 || sent < hold)) {
             char v[32];
             snprintf(v, sizeof v, "%ld", sent);
-            const char *av[] = {"RPUSH", names[sent % keys], v};
             uint16_t slot = cw_rc_slot(names[sent % keys], strlen(names[sent % keys]));
-            cw_rc_command(rc, slot, 3, av, NULL, on_push, job(&st, sent));
+            if (scripted) {
+                const char *av[] = {"1", names[sent % keys], v};
+                cw_rc_script(rc, slot, sha, body, 3, av, NULL, on_push, job(&st, sent));
+            } else {
+                const char *av[] = {"RPUSH", names[sent % keys], v};
+                cw_rc_command(rc, slot, 3, av, NULL, on_push, job(&st, sent));
+            }
             sent++;
         }
         if (hold >= 0 && sent >= hold && (!idle || st.answered == sent)) {
             /* write what is queued, then wait for the test's fault */
             cw_rc_process(rc, items, 0);
-            printf("holding\n");
+            cw_rc_stats_t hs;
+            cw_rc_stats(rc, &hs);
+            printf("noscript %llu\nholding\n", (unsigned long long) hs.noscript);
             fflush(stdout);
             char line[16];
             if (!fgets(line, sizeof line, stdin))
@@ -220,10 +388,11 @@ int main(int argc, char **argv)
     cw_rc_stats_t s;
     cw_rc_stats(rc, &s);
     printf("stats sent %llu moved %llu asked %llu retried %llu reconnects %llu refreshes %llu "
-           "expired %llu\n", (unsigned long long) s.sent, (unsigned long long) s.moved,
-           (unsigned long long) s.asked, (unsigned long long) s.retried,
-           (unsigned long long) s.reconnects, (unsigned long long) s.refreshes,
-           (unsigned long long) s.expired);
+           "expired %llu noscript %llu\n", (unsigned long long) s.sent,
+           (unsigned long long) s.moved, (unsigned long long) s.asked,
+           (unsigned long long) s.retried, (unsigned long long) s.reconnects,
+           (unsigned long long) s.refreshes, (unsigned long long) s.expired,
+           (unsigned long long) s.noscript);
     cw_rc_destroy(&rc);
     free(st.lists);
     free(names);

@@ -8,7 +8,12 @@ rediscluster.py), driven by tests/scaleout/rc_driver.c:
     per-slot ordering invariant of redis_cluster.h);
   - a primary killed under load: the client reconnects, reloads the table,
     finishes every command (acked, or failed at its deadline), and what is
-    acked after the failover is stored in order.
+    acked after the failover is stored in order;
+  - scripts flushed under load (NOSCRIPT): every script call is sent again
+    as EVAL from its position and every list holds its values in order; a
+    connection made afterwards loads the scripts first (no NOSCRIPT);
+  - a shard channel unsubscribed and subscribed again at once ends
+    subscribed at the server.
 """
 
 import os
@@ -33,16 +38,22 @@ def driver(*args):
 
 
 def wait_holding(p, timeout=60):
-    """Reads the driver's stdout until it says "holding" (bounded)."""
-    result = {}
+    """Reads the driver's stdout until it says "holding" (bounded); returns
+    the lines before it."""
+    result = {"lines": []}
 
     def read():
-        result["line"] = p.stdout.readline()
+        for line in p.stdout:
+            if line.strip() == "holding":
+                result["held"] = True
+                return
+            result["lines"].append(line.strip())
 
     t = threading.Thread(target=read, daemon=True)
     t.start()
     t.join(timeout)
-    assert result.get("line", "").strip() == "holding", f"driver did not hold: {result}"
+    assert result.get("held"), f"driver did not hold: {result}"
+    return result["lines"]
 
 
 def release(p):
@@ -161,3 +172,51 @@ def test_primary_killed_under_load(cluster):
             assert v % keys == k
         firsts = [v for v in vals if not (v in seen or seen.add(v))]
         assert firsts == sorted(firsts), f"list {k}: first occurrences out of order"
+
+
+def test_noscript_retried_in_order(cluster):
+    # Every RPUSH is a script call (cw_rc_script). At the first hold (all
+    # answered) the scripts are flushed on every primary: the next calls
+    # meet NOSCRIPT, are sent again as EVAL from their positions
+    # (redis_cluster.h invariant 6), and every list must hold its values
+    # in submission order. At the second hold the scripts are flushed again
+    # and the driver's connections killed: its new connections SCRIPT LOAD
+    # the preloaded script before anything else, so no NOSCRIPT follows.
+    count, keys = 30000, 100
+    p = driver("spush", cluster.seeds, count, keys, 1000, f"{count // 3}i,{2 * count // 3}i")
+    assert wait_holding(p) == ["noscript 0"]
+    for n in cluster.primaries():
+        n.client().execute_command("SCRIPT", "FLUSH")
+    release(p)
+    lines = wait_holding(p)
+    flushed = int(lines[-1].split()[1])
+    assert flushed > 0, lines  # the flush was met: NOSCRIPT replies, sent again
+    for n in cluster.primaries():
+        c = n.client()
+        c.execute_command("SCRIPT", "FLUSH")
+        c.execute_command("CLIENT", "KILL", "TYPE", "normal")  # the driver's, not this one
+    release(p)
+    out = finish(p)
+    acked, failed, lists, stats = parse_push(out)
+    assert (acked, failed) == (count, 0)
+    for k in range(keys):
+        assert lists[k] == list(range(k, count, keys)), f"list {k} out of order or incomplete"
+    assert stats["reconnects"] > 0, stats
+    assert stats["noscript"] == flushed, stats  # the new connections had the script
+
+
+def test_resubscribe_in_one_turn(cluster):
+    # A shard channel unsubscribed and subscribed again before the module
+    # ran (a user's session released and claimed again at once) must end
+    # subscribed at the server: the SSUBSCRIBE of the new subscription was
+    # once written before the SUNSUBSCRIBE of the old one, so the server
+    # ended unsubscribed while the module had said READY, and nothing
+    # published on the channel arrived again (a user's deliveries stalled
+    # for good). Both orders of the churn: while active, and before the
+    # first confirmation was read.
+    p = driver("resub", cluster.seeds)
+    out, err = p.communicate(timeout=60)
+    assert "resub active receivers 1 received 1 lost 0" in out, out
+    assert "resub unconfirmed receivers 1 received 1 lost 0" in out, out
+    assert "resub twice INVALID_ARGUMENT" in out, out
+    assert p.returncode == 0, f"rc_driver failed ({p.returncode}): {err}"
