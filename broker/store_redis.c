@@ -2040,7 +2040,9 @@ static void lease_cb(void *arg, int status, redisReply *r)
         if (!t->fenced && strcmp(c->inc, t->lease_inc) == 0)
             t->lease_gone = 1;
     } else if (!t->lease_lost) {
-        /* Not renewed: fence_check fences this broker at 2 H. */
+        /* Another incarnation's: a broker started since with our id took
+         * it. fence_check fences now, for good (no new incarnation: the
+         * two would take the lease from each other in turn). */
         t->lease_lost = 1;
         CW_ERROR("redis store: the lease of broker id %s is another incarnation's: a broker "
                  "started since with this --broker-id; this one stops serving (each broker "
@@ -2129,19 +2131,25 @@ static void adopt_incarnation(rs_t *t)
 
 /* Fencing (SCALEOUT.md §5): a lease not renewed within 2 H, or found
  * gone, raises FENCED (other brokers see it expire at 3 H and may take
- * this broker's users, and their gates treat the incarnation as dead). The
- * lease then goes to a new incarnation ("reinc"); once a renewal of that
+ * this broker's users, and their gates treat the incarnation as dead); a
+ * lease found another incarnation's (a second broker with our id) raises
+ * it at once and for good. The lease then goes to a new incarnation
+ * ("reinc"); once a renewal of that
  * one is confirmed (WAITed), UNFENCED is raised, and the batches carry it
  * from the next one on (adopt_incarnation). */
 static void fence_check(rs_t *t, int64_t now)
 {
     int64_t limit = 2 * (int64_t) t->cfg.lease_ms;
     int ev = 0;
-    if (!t->fenced && (now - t->lease_ok_ms > limit || t->lease_gone)) {
+    if (!t->fenced && (now - t->lease_ok_ms > limit || t->lease_gone || t->lease_lost)) {
         t->fenced = 1;
         t->fenced_ms = now;
         atomic_fetch_add_explicit(&t->be->c.fences, 1, memory_order_relaxed);
-        if (t->lease_gone)
+        if (t->lease_lost)
+            CW_WARN("redis store: broker %s fenced for good: its lease is another "
+                    "incarnation's",
+                    t->b);
+        else if (t->lease_gone)
             CW_WARN("redis store: lease of broker %s is gone from the store (it lapsed): fenced, "
                     "not serving until it is renewed",
                     t->b);
