@@ -692,11 +692,21 @@ static void on_push_read(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         if (!ok)
             return; /* the rest in order, from the tick */
     }
-    if (n == 0 && cw_store_reply_pending(r) == 0 && hint <= s->pushed_seq)
+    bool cut = cw_store_reply_truncated(r) != 0;
+    if (!cut)
+        cwor_read_whole(s);
+    if (n == 0 && cw_store_reply_pending(r) == 0 && hint <= s->pushed_seq && !cut)
         cwor_read_empty(b, s); /* shared store: everything known is acknowledged */
     if (n < p->max && hint > s->pushed_seq)
         ; /* shared: an ENTRY above what came arrived meanwhile: read again */
-    else if (n < p->max)
+    else if (cut) {
+        /* shared: an entry after these is not visible yet (store_if.h S1):
+         * read again after a back-off or at its ENTRY, never caught up on
+         * a cut read (nothing beyond the cut goes out but by a read) */
+        CW_DEBUG("%s's queue read cut after seq %llu (not visible yet): reading again",
+                 s->user->name, (unsigned long long) s->pushed_seq);
+        cwor_read_cut(b, s);
+    } else if (n < p->max)
         cwor_read_drained(b, s); /* the whole queue is out: pushes follow commits */
     cwor_flush_held(b, s);       /* what waited for the entries just pushed */
     if (cwor_catching_up(s))
@@ -1091,6 +1101,7 @@ static void on_entry(cw_broker_t *b, cw_store_reply_t *r)
             s->entry_hint = e->seq; /* the read may have missed it: no lost wake-up */
         break;
     case CWOR_CATCHING_UP:
+        cwor_entry_seen(b, s); /* a read cut before it: read now */
         push_read(b, s);
         break;
     default:
