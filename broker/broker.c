@@ -406,8 +406,7 @@ static void handle_login(cw_broker_t *b, const void *id, size_t id_len, cw_sessi
         return;
     }
     if (cwd_fenced(b)) { /* shared store: our lease lapsed (PROTOCOL.md §13.13) */
-        cwe_reply_status(b, id, id_len, rid, CW_SHUTTING_DOWN,
-                         "fenced: this broker cannot renew its store lease; use another broker");
+        cwe_reply_status(b, id, id_len, rid, CW_SHUTTING_DOWN, CWD_FENCED_DETAIL);
         return;
     }
     cwb_user_t *user = cw_sessions_user(b->sessions, login->name);

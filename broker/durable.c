@@ -692,11 +692,21 @@ static void on_push_read(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         if (!ok)
             return; /* the rest in order, from the tick */
     }
-    if (n == 0 && cw_store_reply_pending(r) == 0 && hint <= s->pushed_seq)
+    bool cut = cw_store_reply_truncated(r) != 0;
+    if (!cut)
+        cwor_read_whole(s);
+    if (n == 0 && cw_store_reply_pending(r) == 0 && hint <= s->pushed_seq && !cut)
         cwor_read_empty(b, s); /* shared store: everything known is acknowledged */
     if (n < p->max && hint > s->pushed_seq)
         ; /* shared: an ENTRY above what came arrived meanwhile: read again */
-    else if (n < p->max)
+    else if (cut) {
+        /* shared: an entry after these is not visible yet (store_if.h S1):
+         * read again after a back-off or at its ENTRY, never caught up on
+         * a cut read (nothing beyond the cut goes out but by a read) */
+        CW_DEBUG("%s's queue read cut after seq %llu (not visible yet): reading again",
+                 s->user->name, (unsigned long long) s->pushed_seq);
+        cwor_read_cut(b, s);
+    } else if (n < p->max)
         cwor_read_drained(b, s); /* the whole queue is out: pushes follow commits */
     cwor_flush_held(b, s);       /* what waited for the entries just pushed */
     if (cwor_catching_up(s))
@@ -894,12 +904,15 @@ static void on_claim(cw_broker_t *b, pending_t *p, cw_store_reply_t *r)
         cwd_claimed_t *c = realloc(d->claimed, cap * sizeof *c);
         if (!c) {
             /* Claiming sessions never expire for silence (broker.c tick):
-             * this one is closed at the next reap, its Login unanswered,
-             * and a claim it got is released here. */
+             * this one is closed at the next reap, its Login answered
+             * INTERNAL now (every request gets one Reply), and a claim it
+             * got is released here. */
             CW_ERROR("out of memory: the claim of %s is dropped", p->user);
             cwb_user_t *u = cw_sessions_user(b->sessions, p->user);
             cw_session_t *s = u ? u->session : NULL;
             if (s && s->claiming && s->serial == p->serial && !s->dead) {
+                cwe_reply_status(b, s->id + 1, s->id[0], s->login_rid, CW_INTERNAL,
+                                 "out of memory");
                 s->dead = true;
                 b->n_dead++;
             }
@@ -1088,6 +1101,7 @@ static void on_entry(cw_broker_t *b, cw_store_reply_t *r)
             s->entry_hint = e->seq; /* the read may have missed it: no lost wake-up */
         break;
     case CWOR_CATCHING_UP:
+        cwor_entry_seen(b, s); /* a read cut before it: read now */
         push_read(b, s);
         break;
     default:
@@ -1178,7 +1192,10 @@ static void on_new_user(cw_broker_t *b, cw_store_reply_t *r)
  * other brokers may take its users over: it stops serving. Every session
  * is closed (the reaper releases its claim and says EXPIRED), so that the
  * clients fail over to another broker; logins are refused until UNFENCED
- * (handle_login asks cwd_fenced). */
+ * (handle_login asks cwd_fenced). A session whose Login still waits for
+ * its claim gets that Login's one Reply here, SHUTTING_DOWN as a Login
+ * refused while fenced (the claim's answer, when it comes, finds no
+ * session and releases what it may have written: broker.c on_claims). */
 static void on_fenced(cw_broker_t *b)
 {
     if (b->durable->sh.fenced)
@@ -1190,6 +1207,9 @@ static void on_fenced(cw_broker_t *b)
         cw_session_t *s = cw_sessions_at(b->sessions, i);
         if (s->dead)
             continue;
+        if (s->claiming)
+            cwe_reply_status(b, s->id + 1, s->id[0], s->login_rid, CW_SHUTTING_DOWN,
+                             CWD_FENCED_DETAIL);
         s->dead = true;
         b->n_dead++;
         closed++;

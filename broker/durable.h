@@ -104,6 +104,8 @@ typedef struct {
     uint64_t fenced_sessions; /* sessions closed because of one */
 } cwd_shared_stats_t;
 void cwd_shared_stats(cw_broker_t *b, cwd_shared_stats_t *out);
+/* The detail of a Login refused (SHUTTING_DOWN) because of the fence. */
+#define CWD_FENCED_DETAIL "fenced: this broker cannot renew its store lease; use another broker"
 /* True while the shared store is fenced (store_if.h FENCED): logins are
  * refused until UNFENCED. Can't fail; false without a shared store. */
 bool cwd_fenced(const cw_broker_t *b);

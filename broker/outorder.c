@@ -302,6 +302,7 @@ static void read_backoff(cw_broker_t *b, cw_session_t *s)
     uint32_t next = s->read_backoff_ms ? s->read_backoff_ms * 2 : b->cfg.heartbeat_ms;
     s->read_backoff_ms = next < b->cfg.redeliver_ms ? next : b->cfg.redeliver_ms;
     s->read_retry_ms = b->now_ms + s->read_backoff_ms;
+    s->cut_backoff_ms = 0; /* this back-off is a failure's: an ENTRY does not end it */
 }
 
 bool cwor_read_wanted(const cw_broker_t *b, const cw_session_t *s, uint32_t batch,
@@ -344,6 +345,26 @@ void cwor_read_drained(cw_broker_t *b, cw_session_t *s)
 {
     transition(b, s, FROM(CWOR_CATCHING_UP), CWOR_CAUGHT_UP);
     cwor_check(b, s);
+}
+
+void cwor_read_cut(cw_broker_t *b, cw_session_t *s)
+{
+    assert(s->delivery == CWOR_CATCHING_UP);
+    uint32_t next = s->cut_backoff_ms ? s->cut_backoff_ms * 2 : CWOR_CUT_MIN_MS;
+    s->cut_backoff_ms = next < CWOR_CUT_MAX_MS ? next : CWOR_CUT_MAX_MS;
+    s->read_retry_ms = b->now_ms + s->cut_backoff_ms;
+    cwor_check(b, s);
+}
+
+void cwor_read_whole(cw_session_t *s)
+{
+    s->cut_backoff_ms = 0;
+}
+
+void cwor_entry_seen(cw_broker_t *b, cw_session_t *s)
+{
+    if (s->delivery == CWOR_CATCHING_UP && s->cut_backoff_ms)
+        s->read_retry_ms = b->now_ms; /* read now; the next cut doubles on */
 }
 
 bool cwor_takes_commit(const cw_broker_t *b, const cw_session_t *s, uint64_t seq)

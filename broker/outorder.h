@@ -48,7 +48,9 @@
  *  takes only the next seq (cwor_takes_commit: seq == pushed_seq + 1, from
  *  an append's reply or an ENTRY event); an ENTRY beyond it falls behind
  *  and reads; a read that comes back short while an ENTRY above pushed_seq
- *  arrived (session->entry_hint) reads again instead of draining. Live
+ *  arrived (session->entry_hint) reads again instead of draining, and a read
+ *  cut before an entry not visible yet (READ truncated) never drains: it
+ *  reads again after a back-off or at the next ENTRY (cwor_read_cut). Live
  *  frames from other brokers (LIVE events) are held with the store's
  *  barrier, and every hold is strict: it goes once entry `barrier` is
  *  pushed, whatever the state (a caught-up session may know entries it was
@@ -142,6 +144,24 @@ void cwor_read_returned(cw_broker_t *b, cw_session_t *s);
 void cwor_read_failed(cw_broker_t *b, cw_session_t *s);
 /* The read came back short and every entry was pushed: CAUGHT_UP. */
 void cwor_read_drained(cw_broker_t *b, cw_session_t *s);
+
+/* Shared store: the read came back cut (store_if.h READ `truncated`: an
+ * entry after the last one it holds exists but is not visible yet) and
+ * every entry it held was pushed. s stays CATCHING_UP, and reads again
+ * after a back-off (CWOR_CUT_MIN_MS doubling to CWOR_CUT_MAX_MS per cut in
+ * a row) or at once when an ENTRY for it arrives (cwor_entry_seen); it is
+ * never caught up on a cut read, so nothing of its queue beyond the cut
+ * is pushed except by a read, in seq order. */
+void cwor_read_cut(cw_broker_t *b, cw_session_t *s);
+/* The read was not cut: the next cut starts its back-off afresh. */
+void cwor_read_whole(cw_session_t *s);
+/* Shared store: an ENTRY for s arrived while it is catching up: a back-off
+ * after a cut read ends now (what was cut may be visible). Not a failure's
+ * back-off. */
+void cwor_entry_seen(cw_broker_t *b, cw_session_t *s);
+#define CWOR_CUT_MIN_MS 10u     /* first back-off after a cut read */
+#define CWOR_CUT_MAX_MS 1000u   /* its bound: one default lease period (--lease-ms), the
+                                   longest a fresh reader waits for an unknown writer */
 
 /* True if s is caught up and entry seq (just committed, or an ENTRY
  * event) is for it: any seq above pushed_seq with one writer (SQLite),

@@ -97,6 +97,9 @@ struct cw_session {
     int64_t ack_wait_ms;                /* since when pushes wait for an ack; 0 none */
     int64_t read_retry_ms;              /* no push read before this (backoff after a failure) */
     uint32_t read_backoff_ms;           /* current backoff; 0 after a successful push */
+    uint32_t cut_backoff_ms;            /* shared store: the last push read came back cut
+                                           (truncated) and the next waits this long (or
+                                           for an ENTRY); 0: it was not cut */
     cw_held_t *held;                    /* live Delivers waiting behind durable ones; owned
                                            by the router, freed before the session closes */
     char key[41];                       /* CURVE: Z85 public key of the connection that

@@ -55,8 +55,10 @@
  *                    truncated = 1: the reply stops before an entry that
  *                    exists but is not visible yet (S1: its writer has not
  *                    completed it); read again later (an ENTRY for a
- *                    claimed user says when). A reply never stops short
- *                    without saying so. HISTORY: the same.
+ *                    claimed user says when; the router also reads
+ *                    again after a back-off: outorder.h cwor_read_cut).
+ *                    A reply never stops short without saying so.
+ *                    HISTORY: the same.
  *    HISTORY         the last n entries, acknowledged or not, oldest first.
  *    ADD_USER        created: the name was new. CW_OK, CW_BAD_NAME.
  *    CLOCK           saves (replaces) the user's resume clock with own
@@ -275,6 +277,8 @@ static inline int cw_store_reply_status(const cw_store_reply_t *r) { return r->s
 static inline int cw_store_reply_duplicate(const cw_store_reply_t *r) { return r->duplicate; }
 static inline int cw_store_reply_created(const cw_store_reply_t *r) { return r->created; }
 static inline uint64_t cw_store_reply_pending(const cw_store_reply_t *r) { return r->pending; }
+/* READ, HISTORY: stopped before an entry that is not visible yet (S1). */
+static inline int cw_store_reply_truncated(const cw_store_reply_t *r) { return r->truncated; }
 /* APPEND, LIVE_SEND: recipients in the request's order (i < the count). */
 static inline size_t cw_store_reply_rcpts(const cw_store_reply_t *r) { return r->n_rcpts; }
 static inline int cw_store_reply_rcpt_status(const cw_store_reply_t *r, size_t i)

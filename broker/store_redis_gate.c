@@ -30,6 +30,12 @@
  *       after a fence the store adopts a new one between batches
  *       (rs_gate_reincarnate), and the old one counts as dead here as it
  *       does for the other brokers.
+ *    6. A read that stopped at an entry whose writer is not complete yet
+ *       (the stall) is not repeated at once for a gap behind it: the
+ *       queue is read again when that writer's batch becomes visible (its
+ *       DONE, its lease), and otherwise after a back-off doubling from
+ *       STALL_BACKOFF_MIN_MS to one lease period while reads make no
+ *       progress (a read that raised nothing), never in a tight loop.
  */
 #include "store_redis_int.h"
 #include "store.h"
@@ -44,6 +50,8 @@
 
 #define CLEAN_BITS 8192        /* clean-batch window per writer */
 #define READ_COUNT 256         /* entries per re-read */
+#define STALL_BACKOFF_MIN_MS 10 /* first wait before re-reading a queue whose last read
+                                   stopped at a writer not complete yet (invariant 6) */
 
 typedef struct {
     char *b, *inc;
@@ -74,6 +82,8 @@ typedef struct {
     int synced, ready, reading, want_read;
     int stall_writer;          /* the last read stopped at an entry of it; -1 none */
     uint64_t stall_batch;
+    int64_t next_read_ms;      /* no re-read before this (invariant 6); 0 none */
+    uint32_t stall_backoff_ms; /* the current back-off; 0 after progress */
     bent_t *buf;               /* sorted by seq */
     size_t n_buf, cap_buf;
 } guser_t;
@@ -368,13 +378,22 @@ static void gate_run(rs_gate_t *g, guser_t *u)
         resync(g, u);
 }
 
+/* A reason to read u's queue now (its stall ended, its subscription is
+ * READY): the back-off of invariant 6 ends. */
+static void read_now(guser_t *u)
+{
+    u->next_read_ms = 0;
+    u->stall_backoff_ms = 0;
+    u->want_read = 1;
+}
+
 static void regate_all(rs_gate_t *g)
 {
     for (guser_t *u = zhashx_first(g->users); u; u = zhashx_next(g->users)) {
         if (u->stall_writer >= 0 && !u->reading &&
             visible_now(g, u->stall_writer, u->stall_batch)) {
             u->stall_writer = -1;
-            u->want_read = 1;
+            read_now(u);
         }
         if (u->n_buf || u->want_read)
             gate_run(g, u);
@@ -468,9 +487,22 @@ static void read_cb(void *arg, int status, redisReply *r)
         u->want_read = 1; /* more follow */
     if (u->stall_writer >= 0 && visible_now(g, u->stall_writer, u->stall_batch)) {
         u->stall_writer = -1; /* became visible while the read ran */
-        u->want_read = 1;
+        read_now(u);
+    } else if (u->stall_writer >= 0 && !raised) {
+        /* stopped where it stopped before: the next read waits (invariant
+         * 6), unless the writer completes first (regate_all) */
+        uint32_t cap = rs_cfg(g->t)->lease_ms ? rs_cfg(g->t)->lease_ms : 1000;
+        uint32_t next = u->stall_backoff_ms ? u->stall_backoff_ms * 2 : STALL_BACKOFF_MIN_MS;
+        u->stall_backoff_ms = next < cap ? next : cap;
+        u->next_read_ms = rs_now_ms() + u->stall_backoff_ms;
+        CW_DEBUG("redis store: %s's queue read stopped again after seq %llu (writer %s, batch "
+                 "%llu not complete): next read in %u ms", u->name, (unsigned long long) u->E,
+                 g->writers[u->stall_writer]->b, (unsigned long long) u->stall_batch,
+                 u->stall_backoff_ms);
+    } else {
+        u->stall_backoff_ms = 0;
+        u->next_read_ms = 0;
     }
-    (void) raised;
 out:
     rs_snap_free(&c->snap);
     free(c->name);
@@ -483,6 +515,8 @@ static void resync(rs_gate_t *g, guser_t *u)
     u->want_read = 1;
     if (!u->ready || u->reading)
         return;
+    if (u->next_read_ms && rs_now_ms() < u->next_read_ms)
+        return; /* invariant 6: the tick reads when the back-off is over */
     readctx_t *c = calloc(1, sizeof *c);
     char *name = c ? strdup(u->name) : NULL;
     rs_snap_t *snap = name ? rs_gate_snap(g) : NULL;
@@ -510,6 +544,7 @@ static void resync(rs_gate_t *g, guser_t *u)
     }
     u->reading = 1;
     u->want_read = 0;
+    CW_DEBUG("redis store: reading %s's queue from seq %s", u->name, from);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -745,6 +780,7 @@ void rs_gate_on_sub(rs_gate_t *g, int event, const char *ch, size_t ch_len, int 
             return;
         if (event == CW_RC_SUB_READY) {
             u->ready = 1;
+            read_now(u);
             resync(g, u);
         } else if (event == CW_RC_SUB_LOST) {
             u->ready = 0;

@@ -379,6 +379,8 @@ typedef struct {
     uint64_t commit_counts[CW_STATS_BOUNDS_MAX + 1];
     uint64_t commit_sum_us;
     uint64_t commit_count;
+    uint64_t replies_dropped;  /* replies the broker dropped because a connection's queue
+                                  held sndhwm frames (its client was not reading) */
 } cw_stats_t;
 
 /* A count per status (refusals, recipient fates). */

@@ -88,12 +88,13 @@ void cli_stats_extras(cli_str_t *sp, FILE *f, const cli_opts_t *o, const cw_repl
                      ",\"started_us\":%llu,\"logins\":%llu,\"max_sessions\":%u,"
                      "\"bytes_in\":%llu,\"bytes_out\":%llu,\"redeliveries\":%llu,"
                      "\"held_messages\":%u,\"store_transactions\":%llu,\"store_pending\":%u,"
-                     "\"memory_rss_bytes\":%llu,\"traffic\":{",
+                     "\"replies_dropped\":%llu,\"memory_rss_bytes\":%llu,\"traffic\":{",
                      (unsigned long long) st->started_us, (unsigned long long) st->logins,
                      st->max_sessions, (unsigned long long) st->bytes_in,
                      (unsigned long long) st->bytes_out, (unsigned long long) st->redeliveries,
                      st->held_messages, (unsigned long long) st->store_transactions,
-                     st->store_pending, (unsigned long long) st->memory_rss_bytes);
+                     st->store_pending, (unsigned long long) st->replies_dropped,
+                     (unsigned long long) st->memory_rss_bytes);
         for (int m = 0; m < 2; m++) {
             cli_str_addf(&s, "%s\"%s\":{", m ? "," : "", mode_name[m]);
             for (int k = 0; k < 3; k++)
@@ -145,6 +146,7 @@ void cli_stats_extras(cli_str_t *sp, FILE *f, const cli_opts_t *o, const cw_repl
         {"held_messages", st->held_messages},
         {"store_txns", st->store_transactions},
         {"store_pending", st->store_pending},
+        {"replies_dropped", st->replies_dropped},
         {"memory_rss_bytes", st->memory_rss_bytes},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {

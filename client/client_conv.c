@@ -241,6 +241,7 @@ cw_reply_t *cw_conv_reply(const cw_reply_msg_t *r)
             .logins = s->logins,
             .max_sessions = s->max_sessions,
             .store_pending = s->store_pending,
+            .replies_dropped = s->replies_dropped,
         };
         snprintf(out->stats.version, sizeof out->stats.version, "%s", s->version ? s->version : "");
         for (size_t i = 0; i < s->n_traffic; i++) {

@@ -30,7 +30,6 @@
 #define RESP_TIMEOUT_MS 1000   /* one call to one node */
 #define RESP_MAX 65536         /* largest reply read (CLUSTER NODES of 24 nodes fits) */
 #define POLL_MS 50             /* between two looks at a state being waited for */
-#define PORT_LIMIT 55535       /* port + 10000 must be a valid port */
 
 typedef struct {
     int port;          /* client port; bus on port + 10000 */
@@ -203,24 +202,22 @@ static int port_bindable(int port)
     return ok;
 }
 
-/* A free loopback port below PORT_LIMIT whose bus port is free too and
- * that is not in taken[0..n). 0 if none was found in a bounded search. */
-static int free_port(const node_t *taken, int n)
+/* A loopback port in SIM_CLUSTER_PORT_MIN..SIM_CLUSTER_PORT_MAX, free now,
+ * whose bus port (+10000) is free too, and neither clashing with a node of
+ * taken[0..n). Below Linux's ephemeral range (32768 and up) like the bus
+ * ports: a port the kernel hands out for binding to 0 can be taken by any
+ * process's outgoing connection before redis-server binds it, or between a
+ * node's kill and its restart on the same port. *rng: the search's state
+ * (xorshift; not the scenario's seed: ports do not change a run). 0 if
+ * none was found in a bounded search. */
+static int free_port(const node_t *taken, int n, uint64_t *rng)
 {
-    for (int tries = 0; tries < 1000; tries++) {
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            return 0;
-        struct sockaddr_in a = {.sin_family = AF_INET};
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t al = sizeof a;
-        int port = 0;
-        if (bind(fd, (struct sockaddr *) &a, sizeof a) == 0 &&
-            getsockname(fd, (struct sockaddr *) &a, &al) == 0)
-            port = ntohs(a.sin_port);
-        close(fd);
-        if (port <= 0 || port >= PORT_LIMIT)
-            continue;
+    const int span = SIM_CLUSTER_PORT_MAX - SIM_CLUSTER_PORT_MIN + 1;
+    for (int tries = 0; tries < 10000; tries++) {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        int port = SIM_CLUSTER_PORT_MIN + (int) (*rng % (uint64_t) span);
         int dup = 0;
         for (int i = 0; i < n; i++)
             if (taken[i].port == port || taken[i].port + 10000 == port ||
@@ -253,12 +250,15 @@ sim_cluster_t *sim_cluster_new(const char *workdir, int primaries, int replicas,
     c->node_timeout_ms = node_timeout_ms;
     c->n = primaries * (1 + replicas);
     size_t off = 0;
+    uint64_t rng = (uint64_t) cw_mono_ms() ^ ((uint64_t) getpid() << 32) ^ (uintptr_t) c;
+    if (!rng)
+        rng = 1;
     for (int i = 0; i < c->n; i++) {
         node_t *nd = &c->nodes[i];
-        nd->port = free_port(c->nodes, i);
+        nd->port = free_port(c->nodes, i, &rng);
         if (!nd->port) {
-            cw_set_err(err, err_size, "no free loopback port pair (PORT and PORT+10000) for "
-                       "redis-server");
+            cw_set_err(err, err_size, "no free loopback port pair (PORT in %d-%d and PORT+10000) "
+                       "for redis-server", SIM_CLUSTER_PORT_MIN, SIM_CLUSTER_PORT_MAX);
             sim_cluster_destroy(&c);
             return NULL;
         }
@@ -499,7 +499,10 @@ static int list_primaries(sim_cluster_t *c, primary_t *out, char *err, size_t er
          line = strtok_r(NULL, "\n", &save)) {
         char *f[9] = {0}, *s2 = NULL;
         int k = 0;
-        for (char *t = strtok_r(line, " \r", &s2); t && k < 9; t = strtok_r(NULL, " \r", &s2))
+        /* Nine fields, the ninth the first slot token; nothing read past
+         * it here (the loop below goes on from there). */
+        for (char *t = strtok_r(line, " \r", &s2); t;
+             t = k < 9 ? strtok_r(NULL, " \r", &s2) : NULL)
             f[k++] = t;
         if (k < 9 || !strstr(f[2], "master") || strstr(f[2], "fail"))
             continue;
@@ -529,17 +532,27 @@ static int list_primaries(sim_cluster_t *c, primary_t *out, char *err, size_t er
     return n;
 }
 
+/* list_primaries, when at least `need` primaries serve slots: how many, or
+ * -1 with err (the cluster's answer, or "<what> (the cluster has N
+ * primaries serving slots)"). */
+static int primaries_at_least(sim_cluster_t *c, primary_t *out, int need, const char *what,
+                              char *err, size_t err_size)
+{
+    int n = list_primaries(c, out, err, err_size);
+    if (n >= 0 && n < need) {
+        cw_set_err(err, err_size, "%s (the cluster has %d primaries serving slots)", what, n);
+        return -1;
+    }
+    return n;
+}
+
 int sim_cluster_primary(sim_cluster_t *c, int k, char *err, size_t err_size)
 {
     primary_t p[SIM_CLUSTER_MAX_NODES];
-    int n = list_primaries(c, p, err, err_size);
-    if (n < 0)
+    char what[64];
+    snprintf(what, sizeof what, "there is no primary %d", k);
+    if (primaries_at_least(c, p, k < 1 ? SIM_CLUSTER_MAX_NODES + 1 : k, what, err, err_size) < 0)
         return -1;
-    if (k < 1 || k > n) {
-        cw_set_err(err, err_size, "there is no primary %d (the cluster has %d serving slots)", k,
-                   n);
-        return -1;
-    }
     return p[k - 1].node;
 }
 
@@ -606,13 +619,9 @@ long sim_cluster_kill_pubsub(sim_cluster_t *c, char *err, size_t err_size)
 pid_t sim_cluster_reshard(sim_cluster_t *c, int n_slots, char *err, size_t err_size)
 {
     primary_t p[SIM_CLUSTER_MAX_NODES];
-    int n = list_primaries(c, p, err, err_size);
-    if (n < 0)
+    if (primaries_at_least(c, p, 2, "reshard: fewer than 2 primaries serve slots", err,
+                           err_size) < 0)
         return -1;
-    if (n < 2) {
-        cw_set_err(err, err_size, "reshard: fewer than 2 primaries serve slots");
-        return -1;
-    }
     char host[32], slots[16], log[1200];
     snprintf(host, sizeof host, "127.0.0.1:%d", c->nodes[p[0].node].port);
     snprintf(slots, sizeof slots, "%d", n_slots);

@@ -34,12 +34,17 @@
 #define SIM_CLUSTER_MAX_REPLICAS 2    /* per primary */
 #define SIM_CLUSTER_MAX_NODES (SIM_CLUSTER_MAX_PRIMARIES * (1 + SIM_CLUSTER_MAX_REPLICAS))
 #define SIM_CLUSTER_SLOTS 16384
+/* Node ports are chosen in this range, their bus ports (+10000) in
+ * 22000-31999: all below Linux's ephemeral range (as the test clusters of
+ * tests/e2e/scaleout/rediscluster.py). */
+#define SIM_CLUSTER_PORT_MIN 12000
+#define SIM_CLUSTER_PORT_MAX 21999
 
 typedef struct sim_cluster sim_cluster_t;
 
 /* A cluster of primaries x (1 + replicas) nodes whose directories go under
- * workdir/redis/; ports are chosen now (free loopback ports below 55535 whose
- * port + 10000 is free too), nothing runs yet. redis_server, redis_cli:
+ * workdir/redis/; ports are chosen now (free loopback ports in
+ * SIM_CLUSTER_PORT_MIN..MAX whose port + 10000 is free too), nothing runs yet. redis_server, redis_cli:
  * the programs (names looked up in PATH, or paths). NULL with err on a bad
  * argument, no free ports, or out of memory. */
 sim_cluster_t *sim_cluster_new(const char *workdir, int primaries, int replicas,

@@ -20,6 +20,7 @@ Loads are bounded in count and time. Memory is VmRSS of the broker process
 """
 
 import itertools
+import json
 import os
 import subprocess
 import threading
@@ -28,7 +29,8 @@ import time
 import pytest
 import zmq
 
-from conftest import BROKER_BIN, REQUEST_TIMEOUT, TIMEOUT_SCALE, assert_status, status_name
+from conftest import (BROKER_BIN, REQUEST_TIMEOUT, TIMEOUT_SCALE, assert_status, run_cli,
+                      status_name)
 
 _names = itertools.count(1)
 
@@ -353,7 +355,7 @@ def test_push_window_must_be_below_sndhwm(broker, tmp_path):
     assert broker("--sndhwm", 50).running()  # live-only: no pushes to wait for acks
 
 
-def test_reply_to_a_full_queue_is_counted_and_logged(broker, hub, pb):
+def test_reply_to_a_full_queue_is_counted_and_logged(broker, hub, pb, cli):
     """A reply that finds its connection's queue full (--sndhwm frames: the
     client is not reading) is dropped, as PROTOCOL.md §4.2 says, but never
     silently: BrokerStats replies_dropped and causeway_replies_dropped_total
@@ -394,6 +396,14 @@ def test_reply_to_a_full_queue_is_counted_and_logged(broker, hub, pb):
     assert dropped > 0
     assert len(got) + dropped == n
     assert "dropped: its queue holds --sndhwm 4 frames" in br.log()
+    # The CLI shows the count too (libcauseway's cw_stats_t.replies_dropped).
+    p = run_cli(cli, "stats", "-e", br.endpoint, "--json")
+    assert p.proc.returncode == 0, p.describe()
+    (st,) = [json.loads(line) for line in p.lines if line.startswith("{")]
+    assert st["replies_dropped"] == dropped
+    p = run_cli(cli, "stats", "-e", br.endpoint)
+    assert p.proc.returncode == 0, p.describe()
+    assert any(line.split() == ["replies_dropped", str(dropped)] for line in p.lines), p.lines
     deadline = time.monotonic() + 10 * TIMEOUT_SCALE
     while value(scrape(url)[0], "causeway_replies_dropped_total") != dropped:
         assert time.monotonic() < deadline, "the metrics never showed the count"

@@ -199,9 +199,13 @@ def test_libcauseway_fails_over_under_durable_load(brokers, procs, how):
             # A figure for people (docs/OPERATIONS.md), never asserted.
             print(f"failover after SIG{how.upper()}: {p.args[1]} logged in on B "
                   f"{(r['ts_us'] - t_signal_us) / 1000:.0f} ms after the signal")
-            # A SIGKILLed broker's session is resumed with the token, as is
-            # a stopped one's (its lease may not have expired).
-            assert r["resumed"] in (True, False)
+            # A SIGKILLed broker's session is resumed with the token: the
+            # client is on B at once, long before A's lease (3 x 1 s) can
+            # expire, so B takes the claim over. A stopped one's is found
+            # lost only after heartbeat silence, by when its lease may have
+            # expired and B opens a new session: either is right there.
+            if how == "kill":
+                assert r["resumed"] is True, r
         alice.next(lambda o: "done" in o, BOUND * 2, "the sender's end")
         bob.next(lambda o: "done" in o, BOUND * 2, "the receiver's end")
         check_sender(alice.seen, COUNT)

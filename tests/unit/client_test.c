@@ -61,6 +61,8 @@ static fake_t *fake_new(void)
 
 static void fake_destroy(fake_t **p)
 {
+    if (!*p)
+        return;
     zmq_close((*p)->router);
     zmq_ctx_term((*p)->ctx);
     free(*p);
@@ -178,9 +180,12 @@ static void *login_thread(void *arg)
     return NULL;
 }
 
-static cw_client_t *logged_in(fake_t *f)
+/* A client on endpoint list `list` logged in as alice through fake f (the
+ * first endpoint of the list that f answers on), with every check of a
+ * fresh session. Caller owns the client. */
+static cw_client_t *logged_in_list(fake_t *f, const char *list)
 {
-    cw_client_t *c = cw_client_new(f->endpoint, NULL);
+    cw_client_t *c = cw_client_new(list, NULL);
     assert_non_null(c);
     login_job_t j = {.c = c, .name = "alice"};
     pthread_t t;
@@ -194,7 +199,56 @@ static cw_client_t *logged_in(fake_t *f)
     assert_string_equal(cw_client_name(c), "alice");
     assert_int_equal(cw_client_connected(c), 1);
     cw_reply_destroy(&j.reply);
+    assert_string_equal(cw_client_endpoint(c), f->endpoint);
     return c;
+}
+
+static cw_client_t *logged_in(fake_t *f)
+{
+    return logged_in_list(f, f->endpoint);
+}
+
+/* The fixture of the tests that start with a logged-in client: fake f (and,
+ * for failover, fake g), client c logged in through f (setup_one: on f's
+ * endpoint; setup_two: on the list "f,g"). Teardown destroys what the test
+ * left (each pointer may have been destroyed and NULLed by the test). */
+typedef struct {
+    fake_t *f;          /* the broker the client logged in through */
+    fake_t *g;          /* setup_two: the second endpoint of the list; else NULL */
+    cw_client_t *c;     /* the client */
+} fixture_t;
+
+static int setup_one(void **state)
+{
+    fixture_t *x = calloc(1, sizeof *x);
+    assert_non_null(x);
+    x->f = fake_new();
+    x->c = logged_in(x->f);
+    *state = x;
+    return 0;
+}
+
+static int setup_two(void **state)
+{
+    fixture_t *x = calloc(1, sizeof *x);
+    assert_non_null(x);
+    x->f = fake_new();
+    x->g = fake_new();
+    char list[160];
+    snprintf(list, sizeof list, "%s,%s", x->f->endpoint, x->g->endpoint);
+    x->c = logged_in_list(x->f, list);
+    *state = x;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *x = *state;
+    cw_client_destroy(&x->c);
+    fake_destroy(&x->f);
+    fake_destroy(&x->g);
+    free(x);
+    return 0;
 }
 
 static int fd_readable(cw_client_t *c, int timeout_ms)
@@ -254,9 +308,9 @@ static void *send_thread(void *arg)
 
 static void test_send_events_clock(void **state)
 {
-    (void) state;
-    fake_t *f = fake_new();
-    cw_client_t *c = logged_in(f);
+    fixture_t *x = *state;
+    fake_t *f = x->f;
+    cw_client_t *c = x->c;
     assert_false(fd_readable(c, 0));
 
     const char *to[] = {"bob"};
@@ -352,19 +406,18 @@ static void test_send_events_clock(void **state)
     assert_int_equal(cw_client_send(c, &bad, 100, NULL), CW_ERR_INVALID);
 
     /* destroy logs out politely */
-    cw_client_destroy(&c);
+    cw_client_destroy(&x->c);
     env = fake_recv(f, 1000);
     assert_non_null(env);
     assert_int_equal(env->body_case, CW_BODY(LOGOUT));
     cw_env_free(&env);
-    fake_destroy(&f);
 }
 
 static void test_heartbeat_loss_reconnect(void **state)
 {
-    (void) state;
-    fake_t *f = fake_new();
-    cw_client_t *c = logged_in(f);
+    fixture_t *x = *state;
+    fake_t *f = x->f;
+    cw_client_t *c = x->c;
 
     /* Idle client heartbeats (heartbeat_ms = 100). */
     cw_env_t *env = fake_recv_any(f, 500, 1);
@@ -398,16 +451,13 @@ static void test_heartbeat_loss_reconnect(void **state)
     assert_int_equal(ev->conn.n_users, 1);
     cw_event_destroy(&ev);
     assert_int_equal(cw_client_connected(c), 1);
-
-    cw_client_destroy(&c);
-    fake_destroy(&f);
 }
 
 static void test_logout_while_lost(void **state)
 {
-    (void) state;
-    fake_t *f = fake_new();
-    cw_client_t *c = logged_in(f);
+    fixture_t *x = *state;
+    fake_t *f = x->f;
+    cw_client_t *c = x->c;
     f->alive = 0;
     cw_event_t *ev;
     assert_int_equal(cw_client_next_event(c, 2000, &ev), CW_OK);
@@ -424,8 +474,6 @@ static void test_logout_while_lost(void **state)
         cw_env_free(&env);
     }
     assert_true(logins <= 1);
-    cw_client_destroy(&c);
-    fake_destroy(&f);
 }
 
 
@@ -621,9 +669,9 @@ static const char *const to_bob[] = {"bob"};
 
 static void test_dedup_watermark(void **state)
 {
-    (void) state;
-    fake_t *f = fake_new();
-    cw_client_t *c = logged_in(f);
+    fixture_t *x = *state;
+    fake_t *f = x->f;
+    cw_client_t *c = x->c;
 
     /* A redelivery of seq 1 between 2 and 3 is dropped, clock untouched. */
     fake_push(f, "bob", 1, "b-1", "one", 1);
@@ -682,9 +730,6 @@ static void test_dedup_watermark(void **state)
     fake_push(f, "bob", 5, "b-5", "five", 5);
     fake_push(f, "bob", 6, "b-6", "six", 6);
     expect_deliver(c, "six", 6);
-
-    cw_client_destroy(&c);
-    fake_destroy(&f);
 }
 
 /* Causal hold-back: deliveries are shown in the order of the broker's
@@ -692,9 +737,9 @@ static void test_dedup_watermark(void **state)
  * long; duplicates of held messages are dropped. */
 static void test_holdback_order(void **state)
 {
-    (void) state;
-    fake_t *f = fake_new();
-    cw_client_t *c = logged_in(f);
+    fixture_t *x = *state;
+    fake_t *f = x->f;
+    cw_client_t *c = x->c;
 
     /* Stored messages reordered in transit: 2 and 3 wait for 1. */
     fake_push_after(f, "bob", 2, 1, "b-2", "two", 2);
@@ -740,9 +785,6 @@ static void test_holdback_order(void **state)
     expect_deliver(c, "live after seven", 0);
     expect_deliver(c, "end", 0);
     assert_null(next_deliver(c, 200));
-
-    cw_client_destroy(&c);
-    fake_destroy(&f);
 }
 
 /* The next delivery within timeout_ms, or NULL, while the fake keeps the
@@ -797,9 +839,9 @@ static void test_holdback_timeout(void **state)
  * client reconnects and sends the same frame again. */
 static void test_durable_retry_lost_reply(void **state)
 {
-    (void) state;
-    fake_t *f = fake_new();
-    cw_client_t *c = logged_in(f);
+    fixture_t *x = *state;
+    fake_t *f = x->f;
+    cw_client_t *c = x->c;
     send_job_t j = {.c = c, .msg = {.to = to_bob, .n_to = 1, .text = "hi", .durable = 1}};
     pthread_t t;
     int64_t t0 = cw_mono_ms();
@@ -866,9 +908,6 @@ static void test_durable_retry_lost_reply(void **state)
     cw_reply_destroy(&j.reply);
     cw_env_free(&first);
     cw_env_free(&again);
-
-    cw_client_destroy(&c);
-    fake_destroy(&f);
 }
 
 /* The connection is lost while a durable send waits, and a durable send is
@@ -876,9 +915,9 @@ static void test_durable_retry_lost_reply(void **state)
  * never sent twice. */
 static void test_durable_retry_lost_connection(void **state)
 {
-    (void) state;
-    fake_t *f = fake_new();
-    cw_client_t *c = logged_in(f);
+    fixture_t *x = *state;
+    fake_t *f = x->f;
+    cw_client_t *c = x->c;
 
     send_job_t j = {.c = c, .msg = {.to = to_bob, .n_to = 1, .text = "one", .durable = 1}};
     pthread_t t;
@@ -941,9 +980,6 @@ static void test_durable_retry_lost_connection(void **state)
     assert_string_equal(j.reply->message_id, first->send->message_id);
     cw_reply_destroy(&j.reply);
     cw_env_free(&first);
-
-    cw_client_destroy(&c);
-    fake_destroy(&f);
 }
 
 /* Answers Acks OK until one for `want` (earlier ones may cover less, never
@@ -1556,32 +1592,15 @@ static cw_event_t *next_event_of(cw_client_t *c, cw_event_type_t type, fake_t *k
     }
 }
 
-static cw_client_t *logged_in_list(fake_t *f, const char *list)
-{
-    cw_client_t *c = cw_client_new(list, NULL);
-    assert_non_null(c);
-    login_job_t j = {.c = c, .name = "alice"};
-    pthread_t t;
-    pthread_create(&t, NULL, login_thread, &j);
-    fake_login(f, CW_OK, "alice", 0);
-    pthread_join(t, NULL);
-    assert_int_equal(j.st, CW_OK);
-    cw_reply_destroy(&j.reply);
-    assert_string_equal(cw_client_endpoint(c), f->endpoint);
-    return c;
-}
-
 /* A broker whose connection closes (killed): the client moves to the next
  * endpoint at once, logs in there with its resume token, says so; an
  * unanswered durable send goes out again there with the same id and is
  * answered once. */
 static void test_failover_on_close(void **state)
 {
-    (void) state;
-    fake_t *a = fake_new(), *b = fake_new();
-    char list[160];
-    snprintf(list, sizeof list, "%s,%s", a->endpoint, b->endpoint);
-    cw_client_t *c = logged_in_list(a, list);
+    fixture_t *x = *state;
+    fake_t *a = x->f, *b = x->g;
+    cw_client_t *c = x->c;
     uint8_t tok[CW_RESUME_TOKEN_MAX];
     assert_int_equal(cw_client_resume_token(c, tok, sizeof tok), sizeof token_bytes);
     assert_memory_equal(tok, token_bytes, sizeof token_bytes);
@@ -1593,7 +1612,7 @@ static void test_failover_on_close(void **state)
     assert_non_null(first);
     char a_ep[64];
     snprintf(a_ep, sizeof a_ep, "%s", a->endpoint);
-    fake_destroy(&a);   /* the TCP connection closes: no waiting for silence */
+    fake_destroy(&x->f);   /* the TCP connection closes: no waiting for silence */
     fake_login(b, CW_OK, "alice", 1);
     cw_env_t *again = fake_recv(b, 3000);
     assert_non_null(again);
@@ -1626,8 +1645,6 @@ static void test_failover_on_close(void **state)
     cw_event_destroy(&ev);
     assert_string_equal(cw_client_endpoint(c), b->endpoint);
     assert_int_equal(cw_client_connected(c), 1);
-    cw_client_destroy(&c);
-    fake_destroy(&b);
 }
 
 /* A silent broker (stopped) is left after heartbeat x liveness; the next
@@ -1636,11 +1653,9 @@ static void test_failover_on_close(void **state)
  * silent one meanwhile. */
 static void test_failover_silent_then_name_taken(void **state)
 {
-    (void) state;
-    fake_t *a = fake_new(), *b = fake_new();
-    char list[160];
-    snprintf(list, sizeof list, "%s,%s", a->endpoint, b->endpoint);
-    cw_client_t *c = logged_in_list(a, list);
+    fixture_t *x = *state;
+    fake_t *a = x->f, *b = x->g;
+    cw_client_t *c = x->c;
     a->alive = 0;   /* no more heartbeats, the connection stays up */
     fake_login(b, CW_NAME_TAKEN, "alice", 1);
     fake_login(b, CW_NAME_TAKEN, "alice", 1);
@@ -1651,9 +1666,6 @@ static void test_failover_silent_then_name_taken(void **state)
     cw_event_destroy(&ev);
     assert_null(fake_recv(a, 200));   /* A never saw a login again */
     assert_int_equal(cw_client_connected(c), 1);
-    cw_client_destroy(&c);
-    fake_destroy(&a);
-    fake_destroy(&b);
 }
 
 /* A login whose first endpoint refuses the connection goes to the next. */
@@ -1663,16 +1675,7 @@ static void test_login_tries_next_endpoint(void **state)
     fake_t *b = fake_new();
     char list[160];
     snprintf(list, sizeof list, "tcp://127.0.0.1:1,%s", b->endpoint);
-    cw_client_t *c = cw_client_new(list, NULL);
-    assert_non_null(c);
-    login_job_t j = {.c = c, .name = "alice"};
-    pthread_t t;
-    pthread_create(&t, NULL, login_thread, &j);
-    fake_login(b, CW_OK, "alice", 0);
-    pthread_join(t, NULL);
-    assert_int_equal(j.st, CW_OK);
-    cw_reply_destroy(&j.reply);
-    assert_string_equal(cw_client_endpoint(c), b->endpoint);
+    cw_client_t *c = logged_in_list(b, list);   /* asserts it ends on b */
     cw_client_destroy(&c);
     /* One endpoint that refuses: UNREACHABLE as before. */
     c = cw_client_new("tcp://127.0.0.1:1", NULL);
@@ -1685,9 +1688,9 @@ static void test_login_tries_next_endpoint(void **state)
  * client logs in again there; events carry no failover endpoint. */
 static void test_single_endpoint_no_failover_fields(void **state)
 {
-    (void) state;
-    fake_t *f = fake_new();
-    cw_client_t *c = logged_in(f);
+    fixture_t *x = *state;
+    fake_t *f = x->f;
+    cw_client_t *c = x->c;
     fake_lose_and_resume(f, c);   /* DISCONNECTED, RECONNECTED read inside */
     assert_int_equal(cw_client_endpoint_count(c), 1);
     assert_string_equal(cw_client_endpoint(c), f->endpoint);
@@ -1705,8 +1708,6 @@ static void test_single_endpoint_no_failover_fields(void **state)
     assert_null(ev->failover.endpoint);
     assert_string_equal(ev->conn.detail, "logged in again");
     cw_event_destroy(&ev);
-    cw_client_destroy(&c);
-    fake_destroy(&f);
 }
 
 int main(void)
@@ -1714,24 +1715,24 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_new_destroy),
         cmocka_unit_test(test_timeout),
-        cmocka_unit_test(test_send_events_clock),
-        cmocka_unit_test(test_heartbeat_loss_reconnect),
-        cmocka_unit_test(test_logout_while_lost),
-        cmocka_unit_test(test_dedup_watermark),
-        cmocka_unit_test(test_holdback_order),
+        cmocka_unit_test_setup_teardown(test_send_events_clock, setup_one, teardown),
+        cmocka_unit_test_setup_teardown(test_heartbeat_loss_reconnect, setup_one, teardown),
+        cmocka_unit_test_setup_teardown(test_logout_while_lost, setup_one, teardown),
+        cmocka_unit_test_setup_teardown(test_dedup_watermark, setup_one, teardown),
+        cmocka_unit_test_setup_teardown(test_holdback_order, setup_one, teardown),
         cmocka_unit_test(test_holdback_timeout),
-        cmocka_unit_test(test_durable_retry_lost_reply),
-        cmocka_unit_test(test_durable_retry_lost_connection),
+        cmocka_unit_test_setup_teardown(test_durable_retry_lost_reply, setup_one, teardown),
+        cmocka_unit_test_setup_teardown(test_durable_retry_lost_connection, setup_one, teardown),
         cmocka_unit_test(test_auto_ack),
         cmocka_unit_test(test_pull_login),
         cmocka_unit_test(test_trace_file),
         cmocka_unit_test(test_clockd_report),
         cmocka_unit_test(test_clockd_unreachable),
         cmocka_unit_test(test_endpoint_lists),
-        cmocka_unit_test(test_failover_on_close),
-        cmocka_unit_test(test_failover_silent_then_name_taken),
+        cmocka_unit_test_setup_teardown(test_failover_on_close, setup_two, teardown),
+        cmocka_unit_test_setup_teardown(test_failover_silent_then_name_taken, setup_two, teardown),
         cmocka_unit_test(test_login_tries_next_endpoint),
-        cmocka_unit_test(test_single_endpoint_no_failover_fields),
+        cmocka_unit_test_setup_teardown(test_single_endpoint_no_failover_fields, setup_one, teardown),
         cmocka_unit_test(test_late_mark),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "cluster.h"
 #include "rng.h"
 #include "scenario.h"
 
@@ -170,58 +171,64 @@ static void test_defaults(void **state)
 static void test_errors_name_line_and_reason(void **state)
 {
     (void) state;
-    expect_error("clients = 3\nmix = unicast 1, anycast 2\n", 2,
-                 "mix: unknown kind 'anycast' (unicast, multicast, broadcast)");
-    expect_error("clients = two\n", 1, "clients: 'two' is not a whole number");
-    expect_error("clients = 1001\n", 1, "clients: 1001 is out of range 2..1000");
-    expect_error("think = 5\n", 1, "think: '5' needs a unit: s or ms");
-    expect_error("think = 5m\n", 1, "think: unknown unit 'm' in '5m' (s or ms)");
-    expect_error("size = 10..20\n", 1, "size: 10 is out of range 40..60000");
-    expect_error("size = 90..50\n", 1, "size: range 90..50 runs backwards");
-    expect_error("durable = 101%\n", 1, "durable (percent): 101 is out of range 0..100");
-    expect_error("colour = red\n", 1, "unknown key 'colour'");
-    expect_error("seed = 1\nseed = 2\n", 2, "'seed' is set twice");
-    expect_error("names = a, b, a\n", 1, "names: 'a' is given twice");
-    expect_error("names = a, b c\n", 1, "names: 'b c' is not a valid name");
-    expect_error("clients = 3\nnames = a, b\n", 2, "names lists 2 but clients = 3");
-    expect_error("mix = unicast 0\n", 1, "mix: every weight is 0");
-    expect_error("just words\n", 1, "expected 'key = value' or 'at TIME ACTION', got 'just words'");
-    expect_error("at 1s explode\n", 1, "unknown action 'explode'");
-    expect_error("at 1s pause-broker\n", 1, "pause-broker needs 'for DURATION'");
-    expect_error("at 1s offline c01 for 0s\n", 1, "offline: the duration must be more than 0");
-    expect_error("at 1s kill-broker now\n", 1, "kill-broker: unexpected 'now'");
-    expect_error("\n\nat 1s offline zed for 1s\n", 3, "offline: no client called 'zed'");
-    expect_error("clients = 3\nat 1s offline random 4 for 1s\n", 2,
-                 "offline random 4: there are only 3 clients");
-    expect_error("clients = 2\nmulticast = 3\nmix = multicast 1\n", 0,
-                 "multicast: 3 recipients but only 1 other clients");
-    /* Scale-out settings and faults. */
-    expect_error("brokers = 9\n", 1, "brokers: 9 is out of range 1..8");
-    expect_error("store = lmdb\n", 1, "store: 'lmdb' is not sqlite or redis");
-    expect_error("redis_cluster = 3\n", 1, "redis_cluster: '3' should be PRIMARIESxREPLICAS");
-    expect_error("redis_cluster = 2x1\n", 1, "redis_cluster primaries: 2 is out of range 3..8");
-    expect_error("redis_cluster = 3x3\n", 1, "redis_cluster replicas: 3 is out of range 0..2");
-    expect_error("node_timeout = 50ms\n", 1, "node_timeout: 50ms is out of range 100ms..60s");
-    expect_error("recipients = some\n", 1, "recipients: 'some' is not any or other-broker");
-    expect_error("brokers = 2\n", 0, "brokers = 2 needs store = redis");
-    expect_error("store = sqlite\nredis_cluster = 3x1\n", 0,
-                 "redis_cluster is set but store = sqlite");
-    expect_error("recipients = other-broker\n", 0,
-                 "recipients = other-broker needs brokers = 2 or more");
-    expect_error("store = redis\nbrokers = 3\nclients = 6\nmix = multicast 1\n"
-                 "multicast = 5\nrecipients = other-broker\n", 0,
-                 "multicast: 5 recipients but only 4 clients on other brokers");
-    expect_error("store = redis\nbrokers = 2\nat 1s kill-broker 3\n", 3,
-                 "there is no broker 3 (brokers = 2)");
-    expect_error("at 1s kill-primary 1\n", 1, "Redis faults need store = redis");
-    expect_error("store = redis\nat 1s kill-primary\n", 2, "kill-primary needs a primary number");
-    expect_error("store = redis\nat 1s kill-primary 4\n", 2,
-                 "there is no primary 4 (redis_cluster has 3)");
-    expect_error("store = redis\nat 1s kill-primary 1 restart 1s\n", 2,
-                 "kill-primary: expected 'restart after DURATION'");
-    expect_error("store = redis\nat 1s stop-primary 1\n", 2, "stop-primary needs 'for DURATION'");
-    expect_error("store = redis\nat 1s reshard 16384\n", 2, "reshard: 16384 is out of range");
-    expect_error("store = redis\nat 1s kill-pubsub now\n", 2, "kill-pubsub: unexpected 'now'");
+    /* Each body fails to load with its reason at its line (0: no line). */
+    static const struct {
+        const char *body;   /* the scenario file */
+        int line;           /* the line named, 0 for none */
+        const char *reason; /* what the error says */
+    } cases[] = {
+        {"clients = 3\nmix = unicast 1, anycast 2\n", 2,
+         "mix: unknown kind 'anycast' (unicast, multicast, broadcast)"},
+        {"clients = two\n", 1, "clients: 'two' is not a whole number"},
+        {"clients = 1001\n", 1, "clients: 1001 is out of range 2..1000"},
+        {"think = 5\n", 1, "think: '5' needs a unit: s or ms"},
+        {"think = 5m\n", 1, "think: unknown unit 'm' in '5m' (s or ms)"},
+        {"size = 10..20\n", 1, "size: 10 is out of range 40..60000"},
+        {"size = 90..50\n", 1, "size: range 90..50 runs backwards"},
+        {"durable = 101%\n", 1, "durable (percent): 101 is out of range 0..100"},
+        {"colour = red\n", 1, "unknown key 'colour'"},
+        {"seed = 1\nseed = 2\n", 2, "'seed' is set twice"},
+        {"names = a, b, a\n", 1, "names: 'a' is given twice"},
+        {"names = a, b c\n", 1, "names: 'b c' is not a valid name"},
+        {"clients = 3\nnames = a, b\n", 2, "names lists 2 but clients = 3"},
+        {"mix = unicast 0\n", 1, "mix: every weight is 0"},
+        {"just words\n", 1, "expected 'key = value' or 'at TIME ACTION', got 'just words'"},
+        {"at 1s explode\n", 1, "unknown action 'explode'"},
+        {"at 1s pause-broker\n", 1, "pause-broker needs 'for DURATION'"},
+        {"at 1s offline c01 for 0s\n", 1, "offline: the duration must be more than 0"},
+        {"at 1s kill-broker now\n", 1, "kill-broker: unexpected 'now'"},
+        {"\n\nat 1s offline zed for 1s\n", 3, "offline: no client called 'zed'"},
+        {"clients = 3\nat 1s offline random 4 for 1s\n", 2,
+         "offline random 4: there are only 3 clients"},
+        {"clients = 2\nmulticast = 3\nmix = multicast 1\n", 0,
+         "multicast: 3 recipients but only 1 other clients"},
+        /* Scale-out settings and faults. */
+        {"brokers = 9\n", 1, "brokers: 9 is out of range 1..8"},
+        {"store = lmdb\n", 1, "store: 'lmdb' is not sqlite or redis"},
+        {"redis_cluster = 3\n", 1, "redis_cluster: '3' should be PRIMARIESxREPLICAS"},
+        {"redis_cluster = 2x1\n", 1, "redis_cluster primaries: 2 is out of range 3..8"},
+        {"redis_cluster = 3x3\n", 1, "redis_cluster replicas: 3 is out of range 0..2"},
+        {"node_timeout = 50ms\n", 1, "node_timeout: 50ms is out of range 100ms..60s"},
+        {"recipients = some\n", 1, "recipients: 'some' is not any or other-broker"},
+        {"brokers = 2\n", 0, "brokers = 2 needs store = redis"},
+        {"store = sqlite\nredis_cluster = 3x1\n", 0, "redis_cluster is set but store = sqlite"},
+        {"recipients = other-broker\n", 0, "recipients = other-broker needs brokers = 2 or more"},
+        {"store = redis\nbrokers = 3\nclients = 6\nmix = multicast 1\n"
+         "multicast = 5\nrecipients = other-broker\n", 0,
+         "multicast: 5 recipients but only 4 clients on other brokers"},
+        {"store = redis\nbrokers = 2\nat 1s kill-broker 3\n", 3,
+         "there is no broker 3 (brokers = 2)"},
+        {"at 1s kill-primary 1\n", 1, "Redis faults need store = redis"},
+        {"store = redis\nat 1s kill-primary\n", 2, "kill-primary needs a primary number"},
+        {"store = redis\nat 1s kill-primary 4\n", 2, "there is no primary 4 (redis_cluster has 3)"},
+        {"store = redis\nat 1s kill-primary 1 restart 1s\n", 2,
+         "kill-primary: expected 'restart after DURATION'"},
+        {"store = redis\nat 1s stop-primary 1\n", 2, "stop-primary needs 'for DURATION'"},
+        {"store = redis\nat 1s reshard 16384\n", 2, "reshard: 16384 is out of range"},
+        {"store = redis\nat 1s kill-pubsub now\n", 2, "kill-pubsub: unexpected 'now'"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        expect_error(cases[i].body, cases[i].line, cases[i].reason);
     char long_line[SIM_MAX_LINE + 20];
     memset(long_line, 'x', sizeof long_line - 2);
     long_line[sizeof long_line - 2] = '\n';
@@ -426,6 +433,36 @@ static void test_plan_errors(void **state)
                       "test.scn:3: offline random 3: only 2 clients are online");
 }
 
+/* sim_cluster_new chooses its node ports (nothing runs yet) in
+ * SIM_CLUSTER_PORT_MIN..MAX, below the ephemeral range with their bus
+ * ports, none clashing with another node's port or bus port. */
+static void test_cluster_ports(void **state)
+{
+    (void) state;
+    char err[512];
+    sim_cluster_t *c = sim_cluster_new("/nonexistent", 3, 2, 2000, "redis-server", "redis-cli",
+                                       err, sizeof err);
+    if (!c)
+        fail_msg("%s", err);
+    int n = sim_cluster_nodes(c);
+    assert_int_equal(n, 9);
+    for (int i = 0; i < n; i++) {
+        int p = sim_cluster_port(c, i);
+        assert_in_range(p, SIM_CLUSTER_PORT_MIN, SIM_CLUSTER_PORT_MAX);
+        assert_true(p + 10000 < 32768);   /* Linux's default ephemeral range starts there */
+        for (int j = 0; j < i; j++) {
+            int q = sim_cluster_port(c, j);
+            assert_int_not_equal(p, q);
+            assert_int_not_equal(p, q + 10000);
+            assert_int_not_equal(p + 10000, q);
+        }
+    }
+    assert_int_equal(sim_cluster_port(c, n), 0);
+    sim_cluster_destroy(&c);
+    assert_null(c);
+    sim_cluster_destroy(&c);   /* safe twice */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -437,6 +474,7 @@ int main(void)
         cmocka_unit_test(test_plan_rules),
         cmocka_unit_test(test_plan_errors),
         cmocka_unit_test(test_plan_scaleout),
+        cmocka_unit_test(test_cluster_ports),
     };
     return cmocka_run_group_tests(tests, setup_dir, remove_dir);
 }

@@ -247,6 +247,15 @@ static void add_users(fx_t *f, uint64_t *tok)
         expect_status(f, *tok - 2 + (uint64_t) i, CW_STORE_REQ_ADD_USER, CW_OK);
 }
 
+/* A fresh store of backend b (cfg: NULL for the defaults of fx_new) with
+ * the users alice, bob and carol; *tok is the last token used. */
+static fx_t *fx_users(size_t b, const cw_store_config_t *cfg, uint64_t *tok)
+{
+    fx_t *f = fx_new(b, cfg);
+    add_users(f, tok);
+    return f;
+}
+
 /* Appends text from sender to one or two recipients. */
 static int append(fx_t *f, uint64_t token, const char *sender, const char *mid,
                   const char *text, const char *to1, const char *to2)
@@ -264,6 +273,14 @@ static int append(fx_t *f, uint64_t token, const char *sender, const char *mid,
     return f->be->ops->append(f->s, token, &m);
 }
 
+/* append(), which must be taken and answered CW_OK (the reply is the next). */
+static void append_ok(fx_t *f, uint64_t token, const char *sender, const char *mid,
+                      const char *text, const char *to1, const char *to2)
+{
+    assert_int_equal(append(f, token, sender, mid, text, to1, to2), CW_OK);
+    expect_status(f, token, CW_STORE_REQ_APPEND, CW_OK);
+}
+
 #define FOR_EACH_BACKEND(b) for (size_t b = 0; b < N_BACKENDS; b++)
 
 /* ------------------------------------------------------------------------ */
@@ -274,10 +291,9 @@ static void test_reply_order(void **state)
 {
     (void) state;
     FOR_EACH_BACKEND(b) {
-        fx_t *f = fx_new(b, NULL);
-        const cw_store_ops_t *o = f->be->ops;
         uint64_t t = 0;
-        add_users(f, &t);
+        fx_t *f = fx_users(b, NULL, &t);
+        const cw_store_ops_t *o = f->be->ops;
         static const int kinds[] = {CW_STORE_REQ_APPEND,        CW_STORE_REQ_READ,
                                     CW_STORE_REQ_ACK,           CW_STORE_REQ_HISTORY,
                                     CW_STORE_REQ_ADD_USER,      CW_STORE_REQ_CLOCK,
@@ -318,9 +334,8 @@ static void test_dedupe(void **state)
 {
     (void) state;
     FOR_EACH_BACKEND(b) {
-        fx_t *f = fx_new(b, NULL);
         uint64_t t = 0;
-        add_users(f, &t);
+        fx_t *f = fx_users(b, NULL, &t);
         assert_int_equal(append(f, ++t, "alice", "m1", "first", "bob", "carol"), CW_OK);
         cw_store_reply_t *r = expect(f, t, CW_STORE_REQ_APPEND);
         assert_int_equal(cw_store_reply_status(r), CW_OK);
@@ -385,15 +400,13 @@ static void test_acks_and_reads(void **state)
 {
     (void) state;
     FOR_EACH_BACKEND(b) {
-        fx_t *f = fx_new(b, NULL);
-        const cw_store_ops_t *o = f->be->ops;
         uint64_t t = 0;
-        add_users(f, &t);
+        fx_t *f = fx_users(b, NULL, &t);
+        const cw_store_ops_t *o = f->be->ops;
         for (int i = 1; i <= 5; i++) {
             char text[32];
             snprintf(text, sizeof text, "m%d", i);
-            assert_int_equal(append(f, ++t, "alice", NULL, text, "bob", NULL), CW_OK);
-            expect_status(f, t, CW_STORE_REQ_APPEND, CW_OK);
+            append_ok(f, ++t, "alice", NULL, text, "bob", NULL);
         }
         assert_int_equal(o->read(f->s, ++t, "bob", 0, 10), CW_OK);
         cw_store_reply_t *r = expect(f, t, CW_STORE_REQ_READ);
@@ -458,13 +471,11 @@ static void test_history(void **state)
         cw_store_config_t cfg;
         cw_store_config_init(&cfg);
         cfg.retention = 2;
-        fx_t *f = fx_new(b, &cfg);
-        const cw_store_ops_t *o = f->be->ops;
         uint64_t t = 0;
-        add_users(f, &t);
+        fx_t *f = fx_users(b, &cfg, &t);
+        const cw_store_ops_t *o = f->be->ops;
         for (int i = 1; i <= 6; i++) {
-            assert_int_equal(append(f, ++t, "alice", NULL, "h", "bob", NULL), CW_OK);
-            expect_status(f, t, CW_STORE_REQ_APPEND, CW_OK);
+            append_ok(f, ++t, "alice", NULL, "h", "bob", NULL);
         }
         assert_int_equal(o->ack(f->s, ++t, "bob", 5, 0), CW_OK);
         expect_status(f, t, CW_STORE_REQ_ACK, CW_OK);
@@ -555,9 +566,8 @@ static void test_clocks(void **state)
 {
     (void) state;
     FOR_EACH_BACKEND(b) {
-        fx_t *f = fx_new(b, NULL);
         uint64_t t = 0;
-        add_users(f, &t);
+        fx_t *f = fx_users(b, NULL, &t);
         static const uint8_t c1[] = {1, 2, 3}, c2[] = {4, 5, 6, 7};
         assert_int_equal(f->be->ops->save_clock(f->s, ++t, "bob", 1, c1, sizeof c1), CW_OK);
         assert_int_equal(f->be->ops->save_clock(f->s, ++t, "bob", 2, c2, sizeof c2), CW_OK);
@@ -582,10 +592,9 @@ static void test_sessions_single_store(void **state)
 {
     (void) state;
     FOR_EACH_BACKEND(b) {
-        fx_t *f = fx_new(b, NULL);
-        const cw_store_ops_t *o = f->be->ops;
         uint64_t t = 0;
-        add_users(f, &t);
+        fx_t *f = fx_users(b, NULL, &t);
+        const cw_store_ops_t *o = f->be->ops;
         static const uint8_t token[16] = {1};
         assert_int_equal(o->claim_session(f->s, ++t, "bob", NULL, 0, 0), CW_OK);
         assert_int_equal(o->claim_session(f->s, ++t, "bob", token, sizeof token, 1), CW_OK);
@@ -613,12 +622,10 @@ static void test_events(void **state)
 {
     (void) state;
     FOR_EACH_BACKEND(b) {
-        fx_t *f = fx_new(b, NULL);
         uint64_t t = 0;
-        add_users(f, &t);
+        fx_t *f = fx_users(b, NULL, &t);
         for (int i = 0; i < 3; i++) {
-            assert_int_equal(append(f, ++t, "alice", NULL, "e", "bob", NULL), CW_OK);
-            expect_status(f, t, CW_STORE_REQ_APPEND, CW_OK);
+            append_ok(f, ++t, "alice", NULL, "e", "bob", NULL);
             uint64_t before = f->last_batch;
             /* Nothing is owed now: whatever comes is an event, and the
              * batch that answered this append completes. */
@@ -639,10 +646,9 @@ static void test_failures(void **state)
         cw_store_config_t cfg;
         cw_store_config_init(&cfg);
         cfg.queue_quota = 2;
-        fx_t *f = fx_new(b, &cfg);
-        const cw_store_ops_t *o = f->be->ops;
         uint64_t t = 0;
-        add_users(f, &t);
+        fx_t *f = fx_users(b, &cfg, &t);
+        const cw_store_ops_t *o = f->be->ops;
         /* Invalid arguments: nothing queued, no reply. */
         cw_store_msg_t bad;
         memset(&bad, 0, sizeof bad);
@@ -658,8 +664,7 @@ static void test_failures(void **state)
         assert_int_equal(cw_store_reply_rcpt_status(r, 0), CW_UNKNOWN_USER);
         cw_store_reply_destroy(&r);
         for (int i = 0; i < 2; i++) {
-            assert_int_equal(append(f, ++t, "alice", NULL, "q", "bob", NULL), CW_OK);
-            expect_status(f, t, CW_STORE_REQ_APPEND, CW_OK);
+            append_ok(f, ++t, "alice", NULL, "q", "bob", NULL);
         }
         assert_int_equal(append(f, ++t, "alice", NULL, "q", "bob", "carol"), CW_OK);
         r = expect(f, t, CW_STORE_REQ_APPEND);
@@ -695,9 +700,8 @@ static void test_close_in_flight(void **state)
 {
     (void) state;
     FOR_EACH_BACKEND(b) {
-        fx_t *f = fx_new(b, NULL);
         uint64_t t = 0;
-        add_users(f, &t);
+        fx_t *f = fx_users(b, NULL, &t);
         enum { N = 2000 };
         for (int i = 0; i < N; i++)
             assert_int_equal(append(f, ++t, "alice", NULL, "in flight", "bob", NULL), CW_OK);
@@ -722,10 +726,9 @@ static void test_reopen_reads_all(void **state)
 {
     (void) state;
     FOR_EACH_BACKEND(b) {
-        fx_t *f = fx_new(b, NULL);
-        const cw_store_ops_t *o = f->be->ops;
         uint64_t t = 0;
-        add_users(f, &t);
+        fx_t *f = fx_users(b, NULL, &t);
+        const cw_store_ops_t *o = f->be->ops;
         enum { N = 300 };
         uint64_t first = t + 1;
         for (int i = 0; i < N; i++) {
@@ -785,9 +788,7 @@ static void test_counters_current(void **state)
         o->stats(f->s, &c);
         assert_int_equal(c.users, 3);
         for (int i = 0; i < 5; i++) {
-            assert_int_equal(append(f, ++t, "alice", NULL, "x", "bob", i < 2 ? "carol" : NULL),
-                             CW_OK);
-            expect_status(f, t, CW_STORE_REQ_APPEND, CW_OK);
+            append_ok(f, ++t, "alice", NULL, "x", "bob", i < 2 ? "carol" : NULL);
         }
         o->stats(f->s, &c);
         assert_int_equal(c.pending, 7);
@@ -824,6 +825,14 @@ static int append_aged(fx_t *f, uint64_t token, const char *to, const char *text
     return f->be->ops->append(f->s, token, &m);
 }
 
+/* append_aged(), which must be taken and answered CW_OK (the reply is the next). */
+static void append_aged_ok(fx_t *f, uint64_t token, const char *to, const char *text,
+                           uint32_t ttl_s, uint64_t age_s)
+{
+    assert_int_equal(append_aged(f, token, to, text, ttl_s, age_s), CW_OK);
+    expect_status(f, token, CW_STORE_REQ_APPEND, CW_OK);
+}
+
 /* Reads user's queue from 0: the reply (status checked), n entries. */
 static cw_store_reply_t *read_all(fx_t *f, uint64_t *t, const char *user, size_t *n)
 {
@@ -841,13 +850,10 @@ static void test_ttl_expired_read_once(void **state)
 {
     (void) state;
     FOR_EACH_BACKEND(b) {
-        fx_t *f = fx_new(b, NULL);
         uint64_t t = 0;
-        add_users(f, &t);
-        assert_int_equal(append_aged(f, ++t, "bob", "stale", 1, 5), CW_OK);
-        expect_status(f, t, CW_STORE_REQ_APPEND, CW_OK);
-        assert_int_equal(append_aged(f, ++t, "bob", "fresh", 3600, 0), CW_OK);
-        expect_status(f, t, CW_STORE_REQ_APPEND, CW_OK);
+        fx_t *f = fx_users(b, NULL, &t);
+        append_aged_ok(f, ++t, "bob", "stale", 1, 5);
+        append_aged_ok(f, ++t, "bob", "fresh", 3600, 0);
         /* History says so too, and removes nothing */
         assert_int_equal(f->be->ops->history(f->s, ++t, "bob", 10), CW_OK);
         cw_store_reply_t *r = expect(f, t, CW_STORE_REQ_HISTORY);
@@ -899,12 +905,10 @@ static void test_full_queue_drops_expired(void **state)
         cw_store_config_t cfg;
         cw_store_config_init(&cfg);
         cfg.queue_quota = 2;
-        fx_t *f = fx_new(b, &cfg);
         uint64_t t = 0;
-        add_users(f, &t);
+        fx_t *f = fx_users(b, &cfg, &t);
         for (int i = 0; i < 2; i++) {
-            assert_int_equal(append_aged(f, ++t, "bob", "stale", 1, 5), CW_OK);
-            expect_status(f, t, CW_STORE_REQ_APPEND, CW_OK);
+            append_aged_ok(f, ++t, "bob", "stale", 1, 5);
         }
         assert_int_equal(append_aged(f, ++t, "bob", "room", 3600, 0), CW_OK);
         cw_store_reply_t *r = expect(f, t, CW_STORE_REQ_APPEND);
@@ -912,8 +916,7 @@ static void test_full_queue_drops_expired(void **state)
         assert_int_equal(cw_store_reply_rcpt_status(r, 0), CW_ACCEPTED);
         assert_int_equal(cw_store_reply_rcpt_seq(r, 0), 3);
         cw_store_reply_destroy(&r);
-        assert_int_equal(append_aged(f, ++t, "bob", "more", 3600, 0), CW_OK);
-        expect_status(f, t, CW_STORE_REQ_APPEND, CW_OK);
+        append_aged_ok(f, ++t, "bob", "more", 3600, 0);
         assert_int_equal(append_aged(f, ++t, "bob", "over", 3600, 0), CW_OK);
         r = expect(f, t, CW_STORE_REQ_APPEND);
         assert_int_equal(cw_store_reply_rcpt_status(r, 0), CW_QUEUE_FULL);
@@ -939,10 +942,9 @@ static void test_entry_expired(void **state)
     FOR_EACH_BACKEND(b) {
         if (!BACKENDS[b].ops->shared)
             continue;
-        fx_t *f = fx_new(b, NULL);
-        const cw_store_ops_t *o = f->be->ops;
         uint64_t t = 0;
-        add_users(f, &t);
+        fx_t *f = fx_users(b, NULL, &t);
+        const cw_store_ops_t *o = f->be->ops;
         static const uint8_t sess[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
         assert_int_equal(o->claim_session(f->s, ++t, "bob", sess, sizeof sess, 0), CW_OK);
         expect_status(f, t, CW_STORE_REQ_CLAIM_SESSION, CW_OK);

@@ -315,6 +315,7 @@ class Stats:
     logins: int = 0
     max_sessions: int = 0
     store_pending: int = 0
+    replies_dropped: int = 0  # replies that found the connection's queue full (sndhwm)
 
 
 @dataclasses.dataclass

@@ -176,6 +176,11 @@ def test_resume_again_while_claim_pending_answers_the_new_connection(cluster, br
     c2 = hub.client(b.endpoint)
     with paused_primary(cluster, "alice"):
         rid1 = c1.send_env(login_env(c1, "alice", token))
+        # Any reply to c1 means B has handled its Login: B reads its
+        # connections fair-queued, so without this c2's Login could come
+        # first and c1's, the newer for B, would take the answer (seen
+        # twice in parallel ctest runs: no reply to c2).
+        c1.request("who")
         # The client lost that connection and comes again with the token: the
         # pending claim's answer goes to the new connection and Login.
         rid2 = c2.send_env(login_env(c2, "alice", token))

@@ -188,3 +188,29 @@ def test_lease_found_gone_fences_at_once(cluster, broker, hub, pb):
     st = again.request("stats").stats
     assert st.store_fences == 1
     assert not st.store_fenced
+
+
+def test_fence_answers_a_login_waiting_for_its_claim(cluster, broker, hub, pb):
+    """A Login whose claim the store has not answered when the broker is
+    fenced gets its one Reply then (SHUTTING_DOWN, "fenced"), not silence:
+    its client can go to another broker at once."""
+    lease_ms = 2000   # fenced 2-4 s after the store stops answering
+    b = broker("--store", f"redis://{cluster.seeds}", "--lease-ms", lease_ms)
+    hub.logged_in(b.endpoint, "alice")   # the store answers before the stop
+    stopped = cluster.primaries()
+    for n in stopped:
+        n.proc.send_signal(signal.SIGSTOP)
+    try:
+        bob = hub.client(b.endpoint)
+        # Sent at once after the stop, long before the fence (>= 2 s): the
+        # claim (and the new name's ADD_USER) wait for the stopped store.
+        rid = bob.send_env(bob.envelope("login", pb.Login(name="bob", agent="pytest")))
+        reply = bob.recv_reply(rid, timeout=BOUND).reply
+        assert_status(pb, reply, "SHUTTING_DOWN")
+        assert "fenced" in reply.detail
+    finally:
+        for n in stopped:
+            n.proc.send_signal(signal.SIGCONT)
+    again = hub.client(b.endpoint)
+    wait_until("bob's Login accepted after the fence",
+               lambda: again.try_login("bob").status == pb.STATUS_OK, timeout=BOUND, hub=hub)
