@@ -390,6 +390,21 @@ static int script_to_eval(cmd_t *c)
     return 0;
 }
 
+/* A MOVED or NOSCRIPT command: sent again at once, from its submission
+ * position (unsent_insert keeps the slot's order), unless its deadline
+ * has passed. */
+static void resend(cw_rc_t *rc, cmd_t *c, int64_t now)
+{
+    c->ask_node = -1;
+    c->retry_at_ms = 0;
+    if (now >= c->deadline_ms) {
+        rc->st.expired++;
+        complete(rc, c, CW_STORE_ERROR, NULL);
+    } else {
+        unsent_insert(rc, c);
+    }
+}
+
 static void on_reply(cw_rc_t *rc, int ni, cmd_t *c, redisReply *r)
 {
     int64_t now = now_ms();
@@ -418,14 +433,7 @@ static void on_reply(cw_rc_t *rc, int ni, cmd_t *c, redisReply *r)
             rc->slot_node[c->slot] = (int16_t) idx;
         rc->refresh_wanted = 1;
         freeReplyObject(r);
-        c->ask_node = -1;
-        c->retry_at_ms = 0;
-        if (now >= c->deadline_ms) {
-            rc->st.expired++;
-            complete(rc, c, CW_STORE_ERROR, NULL);
-        } else {
-            unsent_insert(rc, c);
-        }
+        resend(rc, c, now);
         return;
     }
     if (starts(r, "ASK ")) {
@@ -448,14 +456,7 @@ static void on_reply(cw_rc_t *rc, int ni, cmd_t *c, redisReply *r)
          * like a MOVED one. */
         rc->st.noscript++;
         freeReplyObject(r);
-        c->ask_node = -1;
-        c->retry_at_ms = 0;
-        if (now >= c->deadline_ms) {
-            rc->st.expired++;
-            complete(rc, c, CW_STORE_ERROR, NULL);
-        } else {
-            unsent_insert(rc, c);
-        }
+        resend(rc, c, now);
         return;
     }
     if (starts(r, "TRYAGAIN") || starts(r, "CLUSTERDOWN") || starts(r, "LOADING")) {

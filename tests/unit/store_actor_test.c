@@ -573,19 +573,28 @@ static void test_commit_failure(void **state)
     remove_dir(&dir);
 }
 
+/* Opens dir's store under an actor, submits n appends to bob without
+ * reading a reply, destroys the actor and opens the store again (the
+ * test fails if it cannot: the actor must have closed it). */
+static cw_store_t *append_and_destroy(const char *dir, int n)
+{
+    cw_store_t *s = open_store(dir);
+    cw_store_actor_t *a = cw_store_actor_new(&s, 0);
+    assert_non_null(a);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(submit_append(a, (uint64_t) i, NULL, "x", "bob", NULL), CW_OK);
+    cw_store_actor_destroy(&a);
+    assert_null(a);
+    return open_store(dir);
+}
+
 /* Destroying the actor with requests in flight: it answers (and so
  * commits) everything it received before "$TERM", then closes the store. */
 static void test_destroy_drains(void **state)
 {
     enum { N = 3000 };
     char *dir = make_dir();
-    cw_store_t *s = open_store(dir);
-    cw_store_actor_t *a = cw_store_actor_new(&s, 0);
-    assert_non_null(a);
-    for (int i = 0; i < N; i++)
-        assert_int_equal(submit_append(a, (uint64_t) i, NULL, "x", "bob", NULL), CW_OK);
-    cw_store_actor_destroy(&a);
-    s = open_store(dir);
+    cw_store_t *s = append_and_destroy(dir, N);
     uint64_t pending;
     assert_int_equal(cw_store_pending(s, "bob", &pending), CW_OK);
     assert_int_equal(pending, N);
@@ -637,15 +646,8 @@ static void test_destroy_under_signals(void **state)
     atomic_store(&g_pester_hits, 0);
     assert_int_equal(pthread_create(&th, NULL, pester, &self), 0);
     for (int r = 0; r < ROUNDS; r++) {
-        cw_store_t *s = open_store(dir);
-        cw_store_actor_t *a = cw_store_actor_new(&s, 0);
-        assert_non_null(a);
-        for (int i = 0; i < N; i++)
-            assert_int_equal(submit_append(a, (uint64_t) i, NULL, "x", "bob", NULL), CW_OK);
-        cw_store_actor_destroy(&a);
-        assert_null(a);
         /* open_store fails the test if the LOCK is still held. */
-        s = open_store(dir);
+        cw_store_t *s = append_and_destroy(dir, N);
         uint64_t pending;
         assert_int_equal(cw_store_pending(s, "bob", &pending), CW_OK);
         assert_int_equal(pending, (uint64_t) (r + 1) * N);
